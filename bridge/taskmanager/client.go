@@ -1,0 +1,370 @@
+// Package taskmanager is the HTTP client of the PrismQ TaskManager API.
+//
+// It works unchanged against the API as documented and against the PHP
+// deployment as it really answers (see docs/taskmanager-contract.md): both
+// answer styles decode to the same Go values, and every failure is an *Error
+// that matches one sentinel (ErrNoTask, ErrNotClaimed, ErrClaimedByOther, …)
+// so that callers decide "retry or not" in one place:
+//
+//	c, err := taskmanager.New(taskmanager.Options{BaseURL: "http://localhost:8000/api", APIKey: key})
+//	task, err := c.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: "3"})
+//	if errors.Is(err, taskmanager.ErrNoTask) { /* wait and poll again */ }
+package taskmanager
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options configure a Client.
+type Options struct {
+	// BaseURL is the API root, e.g. http://localhost:8000/api. Paths are
+	// joined to it, so its /api is kept. Required.
+	BaseURL string
+	// APIKey is sent as X-API-Key on every call but Health. It never
+	// appears in errors or logs.
+	APIKey string
+	// Timeout bounds each call. Default 30s.
+	Timeout time.Duration
+	// HTTPClient overrides the HTTP client (its Timeout is left alone).
+	// Default: a client with a pooled transport that reuses connections.
+	HTTPClient *http.Client
+	// UserAgent is sent on every call. Default "tmbridge".
+	UserAgent string
+}
+
+// Client talks to one TaskManager. It is safe for concurrent use.
+type Client struct {
+	base    string // scheme://host/path without trailing slash, escaped
+	apiKey  string
+	timeout time.Duration
+	http    *http.Client
+	ua      string
+}
+
+// maxAnswer bounds how much of an answer is read.
+const maxAnswer = 16 << 20
+
+// New returns a Client, or an error when BaseURL is not an http(s) URL.
+func New(opts Options) (*Client, error) {
+	u, err := url.Parse(strings.TrimSpace(opts.BaseURL))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("taskmanager: base URL %q: want http(s)://host[:port]/path", redactURL(opts.BaseURL))
+	}
+	u.RawQuery, u.Fragment = "", ""
+	c := &Client{
+		base:    strings.TrimRight(u.String(), "/"),
+		apiKey:  opts.APIKey,
+		timeout: opts.Timeout,
+		http:    opts.HTTPClient,
+		ua:      opts.UserAgent,
+	}
+	if c.timeout <= 0 {
+		c.timeout = 30 * time.Second
+	}
+	if c.ua == "" {
+		c.ua = "tmbridge"
+	}
+	if c.http == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = 256
+		tr.MaxIdleConnsPerHost = 128
+		c.http = &http.Client{Transport: tr}
+	}
+	return c, nil
+}
+
+// BaseURL returns the API root with any password redacted.
+func (c *Client) BaseURL() string { return redactURL(c.base) }
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "<invalid URL>"
+	}
+	return u.Redacted()
+}
+
+// Health checks GET /health (no API key needed).
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	err := c.call(ctx, call{op: "health", method: http.MethodGet, path: "/health", noAuth: true}, &h)
+	return h, err
+}
+
+// RegisterTaskType registers a task type or updates an existing one.
+func (c *Client) RegisterTaskType(ctx context.Context, spec TaskTypeSpec) (Registered, error) {
+	var r Registered
+	err := c.call(ctx, call{op: "register task type " + spec.Name, method: http.MethodPost, path: "/task-types/register", body: spec}, &r)
+	return r, err
+}
+
+// GetTaskType returns a task type by name; ErrNotFound when unknown. It works
+// where ListTaskTypes does not (the PHP deployment).
+func (c *Client) GetTaskType(ctx context.Context, name string) (TaskType, error) {
+	var t TaskType
+	err := c.call(ctx, call{op: "get task type " + name, method: http.MethodGet, path: "/task-types/" + url.PathEscape(name), one: true}, &t)
+	return t, err
+}
+
+// ListTaskTypes lists task types. The PHP deployment answers this with a
+// 500; the error then says to resolve types by name (ResolveTaskTypes).
+func (c *Client) ListTaskTypes(ctx context.Context, activeOnly bool) ([]TaskType, error) {
+	q := url.Values{}
+	if activeOnly {
+		q.Set("active_only", "true")
+	}
+	var ts []TaskType
+	err := c.call(ctx, call{op: "list task types", method: http.MethodGet, path: "/task-types", query: q, listKeys: []string{"task_types", "items"}}, &ts)
+	var e *Error
+	if errors.As(err, &e) && e.Kind == ErrTransient && e.Status == http.StatusInternalServerError {
+		e.Message += " (listing task types is broken on this deployment: resolve types one by one by name)"
+	}
+	return ts, err
+}
+
+// ResolveTaskTypes looks task types up one by one by name (GET
+// /task-types/{name}), which works where listing is broken. It returns them
+// in the order of names, or the first error (ErrNotFound names the type).
+func (c *Client) ResolveTaskTypes(ctx context.Context, names []string) ([]TaskType, error) {
+	out := make([]TaskType, 0, len(names))
+	for _, n := range names {
+		t, err := c.GetTaskType(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// CreateTask creates a task of the named type. An identical type+params
+// returns the existing task with Deduplicated set.
+func (c *Client) CreateTask(ctx context.Context, typeName string, params any) (Created, error) {
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return Created{}, fmt.Errorf("taskmanager: create task %s: params: %w", typeName, err)
+	}
+	body := struct {
+		Type   string          `json:"type"`
+		Params json.RawMessage `json:"params"`
+	}{typeName, raw}
+	var r struct {
+		Created
+		Dedup1 Flag `json:"deduplicated"`
+		Dedup2 Flag `json:"duplicate"`
+	}
+	err = c.call(ctx, call{op: "create task " + typeName, method: http.MethodPost, path: "/tasks", body: body}, &r)
+	r.Created.Deduplicated = bool(r.Dedup1 || r.Dedup2)
+	return r.Created, err
+}
+
+// ListTasks lists tasks, newest first as the server orders them.
+func (c *Client) ListTasks(ctx context.Context, f TaskFilter) ([]Task, error) {
+	q := url.Values{}
+	if f.Status != "" {
+		q.Set("status", f.Status)
+	}
+	if f.Type != "" {
+		q.Set("type", f.Type)
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	if f.Offset > 0 {
+		q.Set("offset", strconv.Itoa(f.Offset))
+	}
+	var ts []Task
+	err := c.call(ctx, call{op: "list tasks", method: http.MethodGet, path: "/tasks", query: q, listKeys: []string{"tasks", "items"}}, &ts)
+	return ts, err
+}
+
+// GetTask returns one task; ErrNotFound when unknown.
+func (c *Client) GetTask(ctx context.Context, id ID) (Task, error) {
+	var t Task
+	err := c.call(ctx, call{op: "get task " + string(id), method: http.MethodGet, path: "/tasks/" + url.PathEscape(string(id)), one: true}, &t)
+	return t, err
+}
+
+// Claim claims the next task of one type. ErrNoTask when there is none.
+func (c *Client) Claim(ctx context.Context, req ClaimRequest) (Task, error) {
+	var t Task
+	err := c.call(ctx, call{op: "claim task of type " + string(req.TaskTypeID), method: http.MethodPost, path: "/tasks/claim", body: req, claim: true, one: true}, &t)
+	if err == nil && t.ID == "" {
+		err = &Error{Op: "claim task of type " + string(req.TaskTypeID), Status: 200, Kind: ErrTransient, Err: errors.New("answer has no task id")}
+	}
+	return t, err
+}
+
+// Progress reports a claimed task's progress (0–100) and an optional message.
+func (c *Client) Progress(ctx context.Context, id ID, workerID string, progress int, message string) error {
+	body := struct {
+		WorkerID string `json:"worker_id"`
+		Progress int    `json:"progress"`
+		Message  string `json:"message,omitempty"`
+	}{workerID, progress, message}
+	return c.call(ctx, call{op: "progress of task " + string(id), method: http.MethodPost, path: "/tasks/" + url.PathEscape(string(id)) + "/progress", body: body}, nil)
+}
+
+// Complete reports a claimed task's outcome. It returns the task's new
+// status: "completed", "failed" or "pending (retry)".
+func (c *Client) Complete(ctx context.Context, id ID, comp Completion) (string, error) {
+	var r struct {
+		Status string `json:"status"`
+	}
+	err := c.call(ctx, call{op: "complete task " + string(id), method: http.MethodPost, path: "/tasks/" + url.PathEscape(string(id)) + "/complete", body: comp}, &r)
+	return r.Status, err
+}
+
+type call struct {
+	op       string
+	method   string
+	path     string // escaped, relative to the base
+	query    url.Values
+	body     any
+	noAuth   bool
+	claim    bool     // 404 and PHP's 500 mean ErrNoTask
+	one      bool     // data may be {items:[row]}: take the row, [] is ErrNotFound
+	listKeys []string // data is a list under one of these keys (or bare)
+}
+
+func (c *Client) call(ctx context.Context, cl call, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	fail := func(status int, kind, err error) error {
+		return &Error{Op: cl.op, Status: status, Kind: kind, Err: err}
+	}
+
+	var body io.Reader
+	if cl.body != nil {
+		b, err := json.Marshal(cl.body)
+		if err != nil {
+			return fail(0, ErrValidation, fmt.Errorf("encode request: %w", err))
+		}
+		body = bytes.NewReader(b)
+	}
+	target := c.base + cl.path
+	if len(cl.query) > 0 {
+		target += "?" + cl.query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, target, body)
+	if err != nil {
+		return fail(0, ErrValidation, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.ua)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if !cl.noAuth && c.apiKey != "" {
+		req.Header.Set("X-API-Key", c.apiKey)
+	}
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fail(0, ErrTransient, netError(err))
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	_, _ = io.Copy(io.Discard, resp.Body) // let the connection be reused
+	resp.Body.Close()
+	if err != nil {
+		return fail(resp.StatusCode, ErrTransient, fmt.Errorf("read answer: %w", netError(err)))
+	}
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		e := answerError(cl, resp, raw)
+		return e
+	}
+	env, err := decodeEnvelope(raw)
+	if err != nil {
+		return fail(resp.StatusCode, ErrTransient, err)
+	}
+	if env.Success != nil && !*env.Success {
+		e := &Error{Op: cl.op, Status: resp.StatusCode, Message: firstNonEmpty(env.Error, env.Message), Details: env.details()}
+		e.Kind = classify(cl.claim, 400, e.Message)
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if err := decodeData(env.Data, cl, out); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return fail(resp.StatusCode, ErrNotFound, nil)
+		}
+		return fail(resp.StatusCode, ErrTransient, err)
+	}
+	return nil
+}
+
+// answerError builds the *Error for a non-2xx answer, JSON or not.
+func answerError(cl call, resp *http.Response, raw []byte) *Error {
+	e := &Error{Op: cl.op, Status: resp.StatusCode}
+	if env, err := decodeEnvelope(raw); err == nil {
+		e.Message = firstNonEmpty(env.Error, env.Message)
+		if resp.StatusCode == http.StatusUnauthorized && env.Message != "" {
+			e.Message = env.Message // the 401 body says "error":"Unauthorized","message":"…"
+		}
+		e.Details = env.details()
+	} else {
+		e.Message = describeNonJSON(resp.Header.Get("Content-Type"), raw)
+	}
+	e.Kind = classify(cl.claim, resp.StatusCode, e.Message)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+	}
+	return e
+}
+
+func describeNonJSON(contentType string, raw []byte) string {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return "empty answer"
+	}
+	if contentType == "" {
+		contentType = "unknown content type"
+	}
+	return fmt.Sprintf("answer is not JSON (%s, %d bytes)", contentType, len(raw))
+}
+
+func parseRetryAfter(v string) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// netError turns a deadline into a plain timeout error that says so.
+func netError(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("timeout: %w", err)
+	}
+	return err
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

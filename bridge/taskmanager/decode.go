@@ -1,0 +1,132 @@
+package taskmanager
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+)
+
+// envelope is the common answer shape: {success, message, data, error, details}.
+// The 401 answer has no success field; error answers may carry details.
+type envelope struct {
+	Success *bool           `json:"success"`
+	Message string          `json:"message"`
+	Error   string          `json:"error"`
+	Details json.RawMessage `json:"details"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func (e envelope) details() []string {
+	var ds []string
+	if json.Unmarshal(e.Details, &ds) == nil {
+		return ds
+	}
+	return nil
+}
+
+// decodeEnvelope parses an answer body; anything but a JSON object is an error.
+func decodeEnvelope(raw []byte) (envelope, error) {
+	var env envelope
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 {
+		return env, errors.New("empty answer")
+	}
+	if trimmed[0] != '{' {
+		return env, fmt.Errorf("answer is not a JSON object (%d bytes starting %q)", len(raw), snippet(trimmed))
+	}
+	if err := json.Unmarshal(trimmed, &env); err != nil {
+		return env, fmt.Errorf("answer is not valid JSON: %w", err)
+	}
+	return env, nil
+}
+
+// decodeData decodes an envelope's data into out according to the call:
+// a single row that may be wrapped as {items:[row]}, a list under one of
+// listKeys (or bare), or a plain object.
+func decodeData(data json.RawMessage, cl call, out any) error {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || string(data) == "null" {
+		return errors.New("answer has no data")
+	}
+	switch {
+	case len(cl.listKeys) > 0:
+		list, err := listOf(data, cl.listKeys)
+		if err != nil {
+			return err
+		}
+		return unmarshalData(list, out)
+	case cl.one:
+		row, err := oneOf(data)
+		if err != nil {
+			return err
+		}
+		return unmarshalData(row, out)
+	default:
+		if data[0] != '{' {
+			return fmt.Errorf("data is not an object: %q", snippet(data))
+		}
+		return unmarshalData(data, out)
+	}
+}
+
+// oneOf takes the row out of {items:[row]} (the PHP style) or returns the
+// object itself (the documented style). An empty items list is ErrNotFound.
+func oneOf(data json.RawMessage) (json.RawMessage, error) {
+	if data[0] != '{' {
+		return nil, fmt.Errorf("data is not an object: %q", snippet(data))
+	}
+	var wrapped struct {
+		Items *[]json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(data, &wrapped); err == nil && wrapped.Items != nil {
+		if len(*wrapped.Items) == 0 {
+			return nil, ErrNotFound
+		}
+		row := bytes.TrimSpace((*wrapped.Items)[0])
+		if len(row) == 0 || row[0] != '{' {
+			return nil, fmt.Errorf("data.items[0] is not an object: %q", snippet(row))
+		}
+		return row, nil
+	}
+	return data, nil
+}
+
+// listOf returns the list in data: bare, or under the first of keys present.
+func listOf(data json.RawMessage, keys []string) (json.RawMessage, error) {
+	if data[0] == '[' {
+		return data, nil
+	}
+	if data[0] != '{' {
+		return nil, fmt.Errorf("data is neither a list nor an object: %q", snippet(data))
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	for _, k := range keys {
+		if v, ok := m[k]; ok {
+			v = bytes.TrimSpace(v)
+			if len(v) == 0 || v[0] != '[' {
+				return nil, fmt.Errorf("data.%s is not a list: %q", k, snippet(v))
+			}
+			return v, nil
+		}
+	}
+	return nil, fmt.Errorf("data has none of the list keys %v", keys)
+}
+
+func unmarshalData(raw json.RawMessage, out any) error {
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decode %s: %w", reflect.TypeOf(out).Elem(), err)
+	}
+	return nil
+}
+
+func snippet(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
+}

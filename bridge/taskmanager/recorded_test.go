@@ -1,0 +1,189 @@
+package taskmanager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// recorded serves one canned answer and remembers the request it got.
+func recorded(t *testing.T, status int, body string) (*Client, *http.Request) {
+	t.Helper()
+	var got http.Request
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = *r.Clone(context.Background())
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Options{BaseURL: srv.URL + "/api/", APIKey: "k"})
+	require.NoError(t, err)
+	return c, &got
+}
+
+// Answers observed from the PHP deployment (reference/taskmanager-contract.md).
+func TestRecordedPHPAnswers(t *testing.T) {
+	ctx := context.Background()
+
+	t.Run("claim_numbers", func(t *testing.T) {
+		c, req := recorded(t, 200, `{"success":true,"message":"Task claimed successfully","data":{"id":7,"type":"example.echo","params":{"message":"hi"},"attempts":1,"priority":0},"timestamp":1764385000}`)
+		task, err := c.Claim(ctx, ClaimRequest{WorkerID: "w", TaskTypeID: "3"})
+		require.NoError(t, err)
+		require.Equal(t, ID("7"), task.ID)
+		require.EqualValues(t, 1, task.Attempts)
+		require.JSONEq(t, `{"message":"hi"}`, string(task.Params))
+		require.Equal(t, "/api/tasks/claim", req.URL.Path, "the base URL's /api is kept")
+		require.Equal(t, "k", req.Header.Get("X-API-Key"))
+	})
+	t.Run("claim_empty_500", func(t *testing.T) {
+		c, _ := recorded(t, 500, `{"success":false,"error":"There is no active transaction","timestamp":1764385000}`)
+		_, err := c.Claim(ctx, ClaimRequest{WorkerID: "w", TaskTypeID: "3"})
+		require.ErrorIs(t, err, ErrNoTask)
+	})
+	t.Run("claim_missing_field", func(t *testing.T) {
+		c, _ := recorded(t, 400, `{"success":false,"error":"Missing required field: task_type_id","timestamp":1764385000}`)
+		_, err := c.Claim(ctx, ClaimRequest{WorkerID: "w"})
+		require.ErrorIs(t, err, ErrValidation)
+		require.Contains(t, err.Error(), "Missing required field: task_type_id")
+	})
+	t.Run("get_task_items_wrapper", func(t *testing.T) {
+		c, req := recorded(t, 200, `{"success":true,"data":{"items":[{"id":2,"type":"example.echo","status":"completed","params":"{\"message\":\"hi\"}","result":"{\"echo\":\"hi\",\"length\":2}","attempts":"1","priority":0,"claimed_by":null,"created_at":"2026-11-29 02:36:32"}],"count":1}}`)
+		task, err := c.GetTask(ctx, "2")
+		require.NoError(t, err)
+		require.Equal(t, "/api/tasks/2", req.URL.Path)
+		require.Equal(t, "completed", task.Status)
+		require.JSONEq(t, `{"echo":"hi","length":2}`, string(task.Result))
+		require.JSONEq(t, `{"message":"hi"}`, string(task.Params))
+		require.EqualValues(t, 1, task.Attempts)
+	})
+	t.Run("get_task_empty_items", func(t *testing.T) {
+		c, _ := recorded(t, 200, `{"success":true,"data":{"items":[],"count":0}}`)
+		_, err := c.GetTask(ctx, "99")
+		require.ErrorIs(t, err, ErrNotFound)
+	})
+	t.Run("task_type_items_and_int_bool", func(t *testing.T) {
+		c, _ := recorded(t, 200, `{"success":true,"data":{"items":[{"id":3,"name":"example.echo","version":"1.0.0","param_schema":"{\"type\":\"object\"}","is_active":1}]}}`)
+		tt, err := c.GetTaskType(ctx, "example.echo")
+		require.NoError(t, err)
+		require.Equal(t, ID("3"), tt.ID)
+		require.True(t, bool(tt.IsActive))
+	})
+	t.Run("list_types_broken", func(t *testing.T) {
+		c, _ := recorded(t, 500, `{"success":false,"error":"Invalid select field: COALESCE(t.usage_count, 0) as usage_count","timestamp":1764385000}`)
+		_, err := c.ListTaskTypes(ctx, true)
+		require.ErrorIs(t, err, ErrTransient)
+		require.Contains(t, err.Error(), "one by one by name")
+	})
+	t.Run("list_tasks_items", func(t *testing.T) {
+		c, _ := recorded(t, 200, `{"success":true,"data":{"items":[{"id":1,"type":"a","status":"pending"},{"id":"2","type":"a","status":"claimed"}]}}`)
+		ts, err := c.ListTasks(ctx, TaskFilter{})
+		require.NoError(t, err)
+		require.Len(t, ts, 2)
+		require.Equal(t, ID("2"), ts[1].ID)
+	})
+	t.Run("register_string_id", func(t *testing.T) {
+		c, _ := recorded(t, 200, `{"success":true,"message":"Task type registered","data":{"id":"2","name":"x","version":"1"}}`)
+		r, err := c.RegisterTaskType(ctx, TaskTypeSpec{Name: "x", Version: "1", ParamSchema: json.RawMessage(`{}`)})
+		require.NoError(t, err)
+		require.Equal(t, ID("2"), r.ID)
+	})
+	t.Run("create_dedup_number_id", func(t *testing.T) {
+		c, _ := recorded(t, 200, `{"success":true,"data":{"id":5,"status":"pending","dedupe_key":"abc","deduplicated":true}}`)
+		cr, err := c.CreateTask(ctx, "x", map[string]any{"a": 1})
+		require.NoError(t, err)
+		require.Equal(t, ID("5"), cr.ID)
+		require.True(t, cr.Deduplicated)
+	})
+	t.Run("create_empty_params_details", func(t *testing.T) {
+		c, _ := recorded(t, 400, `{"success":false,"error":"Validation failed","details":["Field 'params' must be of type object"],"timestamp":1764385000}`)
+		_, err := c.CreateTask(ctx, "x", map[string]any{})
+		var e *Error
+		require.True(t, errors.As(err, &e))
+		require.Equal(t, []string{"Field 'params' must be of type object"}, e.Details)
+		require.ErrorIs(t, err, ErrValidation)
+	})
+	t.Run("complete_string_id", func(t *testing.T) {
+		c, req := recorded(t, 200, `{"success":true,"data":{"id":"2","status":"pending (retry)"}}`)
+		st, err := c.Complete(ctx, "2", Completion{WorkerID: "w", Error: "boom"})
+		require.NoError(t, err)
+		require.Equal(t, "pending (retry)", st)
+		require.Equal(t, "/api/tasks/2/complete", req.URL.Path)
+	})
+	t.Run("complete_not_claimed", func(t *testing.T) {
+		c, _ := recorded(t, 400, `{"success":false,"error":"Task is not in claimed state","timestamp":1764385000}`)
+		_, err := c.Complete(ctx, "2", Completion{WorkerID: "w", Success: true})
+		require.ErrorIs(t, err, ErrNotClaimed)
+	})
+	t.Run("complete_claimed_by_other", func(t *testing.T) {
+		c, _ := recorded(t, 403, `{"success":false,"error":"Task is claimed by another worker","timestamp":1764385000}`)
+		_, err := c.Complete(ctx, "2", Completion{WorkerID: "w", Success: true})
+		require.ErrorIs(t, err, ErrClaimedByOther)
+	})
+	t.Run("unauthorized_shape", func(t *testing.T) {
+		c, _ := recorded(t, 401, `{"error":"Unauthorized","message":"Invalid or missing API key. Provide a valid API key in the X-API-Key header.","timestamp":"2026-11-29T02:36:32+00:00"}`)
+		_, err := c.GetTask(ctx, "2")
+		require.ErrorIs(t, err, ErrUnauthorized)
+		require.Contains(t, err.Error(), "Invalid or missing API key")
+		require.NotContains(t, err.Error(), "X-API-Key: k")
+	})
+	t.Run("health_without_key", func(t *testing.T) {
+		c, req := recorded(t, 200, `{"success":true,"data":{"status":"healthy","database":"connected"}}`)
+		h, err := c.Health(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "connected", h.Database)
+		require.Empty(t, req.Header.Get("X-API-Key"))
+		require.Equal(t, "/api/health", req.URL.Path)
+	})
+	t.Run("uuid_ids", func(t *testing.T) {
+		c, req := recorded(t, 200, `{"success":true,"data":{"id":"550e8400-e29b-41d4-a716-446655440000","status":"completed"}}`)
+		_, err := c.Complete(ctx, "550e8400-e29b-41d4-a716-446655440000", Completion{WorkerID: "w", Success: true})
+		require.NoError(t, err)
+		require.Equal(t, "/api/tasks/550e8400-e29b-41d4-a716-446655440000/complete", req.URL.Path)
+	})
+}
+
+func TestID_marshals_integers_as_numbers(t *testing.T) {
+	b, _ := json.Marshal(ClaimRequest{WorkerID: "w", TaskTypeID: "3"})
+	require.JSONEq(t, `{"worker_id":"w","task_type_id":3}`, string(b))
+	b, _ = json.Marshal(ID("abc"))
+	require.Equal(t, `"abc"`, string(b))
+	var id ID
+	require.Error(t, json.Unmarshal([]byte(`{"x":1}`), &id))
+}
+
+// FuzzDecode feeds arbitrary answers to every decoding path: none may panic,
+// and a decoded task must have an id.
+func FuzzDecode(f *testing.F) {
+	for _, seed := range []string{
+		`{"success":true,"data":{"id":7,"type":"t","params":{"a":1},"attempts":1,"priority":0}}`,
+		`{"success":true,"data":{"items":[{"id":"2","is_active":1,"params":"{\"a\":1}"}]}}`,
+		`{"success":true,"data":{"task_types":[{"id":1}],"count":1}}`,
+		`{"success":false,"error":"x","details":["d"]}`,
+		`{"error":"Unauthorized","message":"m","timestamp":"t"}`,
+		`<html>`, ``, `{"success":true,"data":`, `{"data":[1]}`, `{"data":{"items":[1]}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		env, err := decodeEnvelope(body)
+		if err != nil {
+			return
+		}
+		_ = env.details()
+		var task Task
+		if decodeData(env.Data, call{one: true}, &task) == nil {
+			_, _ = json.Marshal(task)
+		}
+		var types []TaskType
+		_ = decodeData(env.Data, call{listKeys: []string{"task_types", "items"}}, &types)
+		var h Health
+		_ = decodeData(env.Data, call{}, &h)
+		_ = answerError(call{claim: true}, &http.Response{StatusCode: 500, Header: http.Header{}}, body)
+	})
+}
