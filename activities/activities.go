@@ -1,0 +1,143 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+)
+
+// ReportActivityName is the completion activity's registered name. History
+// depends on it: never rename it.
+const ReportActivityName = "tmbridge.ReportOutcome"
+
+// Activities carries the activities' dependencies. The worker registers one
+// value with Register; workflows call the activities by name.
+type Activities struct {
+	// Registry holds the task type handlers; each is registered as an
+	// activity named after its task type.
+	Registry *Registry
+	// TaskManager reports outcomes and progress.
+	TaskManager *taskmanager.Client
+	// CurrentClaim, when set, returns the worker id that holds a task now
+	// (queried from its workflow); progress uses it after a 403.
+	CurrentClaim func(ctx context.Context, workflowID string) (string, error)
+	// ProgressInterval is the least time between two progress calls for one
+	// task; more frequent updates only heartbeat. Default 2s.
+	ProgressInterval time.Duration
+	// Logger logs what the activities cannot return. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// HandlerInput is what a handler activity receives. A worker written with
+// another Temporal SDK that serves a routed type gets the same JSON object.
+type HandlerInput struct {
+	TaskID   string          `json:"task_id"`
+	TaskType string          `json:"task_type"`
+	Attempt  int             `json:"attempt"` // TaskManager's attempt count
+	WorkerID string          `json:"worker_id"`
+	Params   json.RawMessage `json:"params"`
+}
+
+// ActivityRegistrar is the part of a Temporal worker (or test environment)
+// that registers activities.
+type ActivityRegistrar interface {
+	RegisterActivityWithOptions(a any, options activity.RegisterOptions)
+}
+
+// Register registers every handler of the registry (as an activity named
+// after its task type) and the completion activity.
+func (a *Activities) Register(w ActivityRegistrar) {
+	for _, name := range a.Registry.Names() {
+		h, _ := a.Registry.Lookup(name)
+		w.RegisterActivityWithOptions(a.handlerActivity(name, h), activity.RegisterOptions{Name: name})
+	}
+	w.RegisterActivityWithOptions(a.ReportOutcome, activity.RegisterOptions{Name: ReportActivityName})
+	w.RegisterActivityWithOptions(a.ReportProgress, activity.RegisterOptions{Name: ProgressActivityName})
+}
+
+func (a *Activities) logger() *slog.Logger {
+	if a.Logger != nil {
+		return a.Logger
+	}
+	return slog.Default()
+}
+
+// handlerActivity wraps a Handler as an activity: progress reporting,
+// automatic heartbeats, panic recovery and result normalisation.
+func (a *Activities) handlerActivity(name string, h Handler) func(context.Context, HandlerInput) (json.RawMessage, error) {
+	return func(ctx context.Context, in HandlerInput) (result json.RawMessage, err error) {
+		info := activity.GetInfo(ctx)
+		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity}
+		ctx = context.WithValue(ctx, progressKey{}, p)
+		if !info.IsLocalActivity && info.HeartbeatTimeout > 0 {
+			stop := p.heartbeatEvery(ctx, info.HeartbeatTimeout/3)
+			defer stop()
+		}
+		defer func() {
+			if r := recover(); r != nil {
+				a.logger().Error("handler panicked", "task_type", name, "task_id", in.TaskID, "panic", r)
+				result, err = nil, temporal.NewApplicationErrorWithOptions(
+					fmt.Sprintf("handler %s panicked: %v", name, r), ErrTypePanic,
+					temporal.ApplicationErrorOptions{Details: []any{string(debug.Stack())}})
+			}
+		}()
+		out, err := h.Handle(ctx, in.Params)
+		if err != nil {
+			return nil, err
+		}
+		return normalizeResult(out)
+	}
+}
+
+// normalizeResult makes a handler's result a JSON object, as TaskManager
+// stores it: empty becomes {}, any other value becomes {"value": v}.
+func normalizeResult(out json.RawMessage) (json.RawMessage, error) {
+	trimmed := trimSpace(out)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		return json.RawMessage(`{}`), nil
+	}
+	if !json.Valid(trimmed) {
+		return nil, Permanent(errors.New("handler returned invalid JSON"))
+	}
+	if trimmed[0] == '{' {
+		return trimmed, nil
+	}
+	return json.Marshal(map[string]json.RawMessage{"value": trimmed})
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\t' || b[0] == '\r') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\n' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// ProgressActivityName is the registered name of the progress activity
+// that multi-step workflows call as steps complete.
+const ProgressActivityName = "tmbridge.ReportProgress"
+
+// ProgressInput is a progress report for a task.
+type ProgressInput struct {
+	TaskID   string `json:"task_id"`
+	WorkerID string `json:"worker_id"`
+	Percent  int    `json:"percent"`
+	Message  string `json:"message,omitempty"`
+}
+
+// ReportProgress posts a task's progress to TaskManager (best effort: the
+// caller ignores a failure).
+func (a *Activities) ReportProgress(ctx context.Context, in ProgressInput) error {
+	return a.TaskManager.Progress(ctx, taskmanager.ID(in.TaskID), in.WorkerID, min(max(in.Percent, 0), 100), in.Message)
+}

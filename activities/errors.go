@@ -1,0 +1,53 @@
+package activities
+
+import (
+	"errors"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+)
+
+// Error types carried by Temporal application errors. The workflow and the
+// retry policies match on them, so they are stable strings.
+const (
+	ErrTypePermanent       = "Permanent"       // a handler said no retry can help
+	ErrTypeInvalidParams   = "InvalidParams"   // params do not fit the handler
+	ErrTypeNoHandler       = "NoHandler"       // no handler for the task type here
+	ErrTypePanic           = "Panic"           // the handler panicked
+	ErrTypeClaimLost       = "ClaimLost"       // TaskManager: claimed by another worker (403)
+	ErrTypeNotClaimed      = "NotClaimed"      // TaskManager: no longer claimed, outcome not ours
+	ErrTypeTaskNotFound    = "TaskNotFound"    // TaskManager: the task is gone
+	ErrTypePayloadTooLarge = "PayloadTooLarge" // TaskManager refused the body (413)
+	ErrTypeRejected        = "Rejected"        // TaskManager refused the request (400)
+	ErrTypeTransient       = "Transient"       // worth another try
+)
+
+// Permanent marks err as one no retry can fix: the task fails at once.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePermanent, err)
+}
+
+// Transient marks err as worth another attempt. retryAfter, when positive,
+// asks Temporal to wait that long before the next attempt.
+func Transient(err error, retryAfter time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypeTransient, temporal.ApplicationErrorOptions{
+		Cause: err, NextRetryDelay: retryAfter,
+	})
+}
+
+// InvalidParams marks err as a params mismatch: the task fails without retry.
+func InvalidParams(err error) error {
+	return temporal.NewNonRetryableApplicationError("invalid params: "+err.Error(), ErrTypeInvalidParams, err)
+}
+
+// IsPermanent reports whether err will not be retried by Temporal.
+func IsPermanent(err error) bool {
+	var ae *temporal.ApplicationError
+	return errors.As(err, &ae) && ae.NonRetryable()
+}

@@ -1,0 +1,115 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+)
+
+// Progress is a handler's last reported progress; it is also the heartbeat
+// detail Temporal Web shows for a running handler.
+type Progress struct {
+	Percent int    `json:"percent"`
+	Message string `json:"message,omitempty"`
+}
+
+type progressKey struct{}
+
+type progress struct {
+	a          *Activities
+	taskID     string
+	workflowID string
+	local      bool
+
+	mu       sync.Mutex
+	workerID string
+	last     Progress
+	sentAt   time.Time
+}
+
+// ReportProgress reports a handler's progress (0–100, clamped) and a short
+// message: as a Temporal heartbeat detail, and to TaskManager with the
+// task's current claimer, at most once per ProgressInterval (100 always
+// goes through). Outside a handler activity it does nothing. Progress is
+// best effort: a failed call is logged, never returned.
+func ReportProgress(ctx context.Context, percent int, message string) {
+	p, ok := ctx.Value(progressKey{}).(*progress)
+	if !ok {
+		return
+	}
+	percent = min(max(percent, 0), 100)
+	p.mu.Lock()
+	p.last = Progress{Percent: percent, Message: message}
+	interval := p.a.ProgressInterval
+	if interval <= 0 {
+		interval = 2 * time.Second
+	}
+	due := percent == 100 || time.Since(p.sentAt) >= interval
+	if due {
+		p.sentAt = time.Now()
+	}
+	workerID := p.workerID
+	p.mu.Unlock()
+
+	if !p.local {
+		activity.RecordHeartbeat(ctx, Progress{Percent: percent, Message: message})
+	}
+	if !due || p.a.TaskManager == nil {
+		return
+	}
+	err := p.send(ctx, workerID, percent, message)
+	if errors.Is(err, taskmanager.ErrClaimedByOther) && p.a.CurrentClaim != nil {
+		// The claim moved (the task was claimed again): ask the workflow who holds it now.
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		current, qerr := p.a.CurrentClaim(qctx, p.workflowID)
+		cancel()
+		if qerr == nil && current != "" && current != workerID {
+			p.mu.Lock()
+			p.workerID = current
+			p.mu.Unlock()
+			err = p.send(ctx, current, percent, message)
+		}
+	}
+	if err != nil {
+		p.a.logger().Debug("progress not reported", "task_id", p.taskID, "err", err)
+	}
+}
+
+func (p *progress) send(ctx context.Context, workerID string, percent int, message string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return p.a.TaskManager.Progress(ctx, taskmanager.ID(p.taskID), workerID, percent, message)
+}
+
+// heartbeatEvery heartbeats the last progress until stop is called, so a
+// handler that never reports progress is still seen alive, and a dead
+// worker's task is retried after the heartbeat timeout.
+func (p *progress) heartbeatEvery(ctx context.Context, every time.Duration) (stop func()) {
+	if every < time.Second {
+		every = time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				p.mu.Lock()
+				last := p.last
+				p.mu.Unlock()
+				activity.RecordHeartbeat(ctx, last)
+			}
+		}
+	}()
+	return func() { close(done) }
+}

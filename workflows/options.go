@@ -1,0 +1,188 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// TypeOptions are the per-type options a task's workflow runs with. They
+// travel in the workflow input, so adding or changing a type never changes
+// workflow code. Zero fields take the defaults of DefaultTypeOptions.
+type TypeOptions struct {
+	// Handler is the activity that runs the task; default: the task type
+	// name (each registered handler is an activity named after its type).
+	Handler string `json:"handler,omitempty" koanf:"handler"`
+	// TaskQueue the handler runs on; default: the bridge's own. Another
+	// queue lets a worker written with any Temporal SDK serve the type.
+	TaskQueue string `json:"task_queue,omitempty" koanf:"task_queue"`
+	// Local runs the handler and the report as local activities: far less
+	// load on Temporal per task, for handlers that finish in seconds.
+	Local bool `json:"local,omitempty" koanf:"local"`
+	// StartToCloseTimeout bounds one attempt of the handler. Default 5m.
+	StartToCloseTimeout time.Duration `json:"start_to_close_timeout,omitempty" koanf:"start_to_close_timeout"`
+	// ScheduleToCloseTimeout bounds all attempts together; 0: no bound.
+	ScheduleToCloseTimeout time.Duration `json:"schedule_to_close_timeout,omitempty" koanf:"schedule_to_close_timeout"`
+	// HeartbeatTimeout: a handler attempt not heard from for this long is
+	// retried elsewhere (handlers heartbeat automatically). Default 30s.
+	HeartbeatTimeout time.Duration `json:"heartbeat_timeout,omitempty" koanf:"heartbeat_timeout"`
+	// Retry is the handler's retry policy.
+	Retry RetryOptions `json:"retry" koanf:"retry"`
+	// ClaimWait is how long the report waits for a new claim after
+	// TaskManager says the task is claimed by another worker (403) before
+	// it gives up with "claim lost". Default 2m.
+	ClaimWait time.Duration `json:"claim_wait,omitempty" koanf:"claim_wait"`
+	// Workflow, when set, runs the task as a child workflow of that
+	// registered type instead of one handler activity.
+	Workflow string `json:"workflow,omitempty" koanf:"workflow"`
+	// Steps, when set, run the task as a sequence of steps (see Step).
+	Steps []Step `json:"steps,omitempty" koanf:"steps"`
+}
+
+// RetryOptions is a Temporal retry policy. Zero fields take the defaults.
+type RetryOptions struct {
+	InitialInterval        time.Duration `json:"initial_interval,omitempty" koanf:"initial_interval"`                   // default 1s
+	BackoffCoefficient     float64       `json:"backoff_coefficient,omitempty" koanf:"backoff_coefficient"`             // default 2
+	MaximumInterval        time.Duration `json:"maximum_interval,omitempty" koanf:"maximum_interval"`                   // default 1m
+	MaximumAttempts        int32         `json:"maximum_attempts,omitempty" koanf:"maximum_attempts"`                   // default 3; -1: unlimited
+	NonRetryableErrorTypes []string      `json:"non_retryable_error_types,omitempty" koanf:"non_retryable_error_types"` // matched on ApplicationError types
+}
+
+// Defaults of TypeOptions.
+const (
+	DefaultStartToCloseTimeout = 5 * time.Minute
+	DefaultHeartbeatTimeout    = 30 * time.Second
+	DefaultClaimWait           = 2 * time.Minute
+	DefaultMaximumAttempts     = 3
+)
+
+// DefaultTypeOptions returns the options a type gets when none are set.
+func DefaultTypeOptions() TypeOptions { return TypeOptions{}.WithDefaults() }
+
+// WithDefaults returns o with every zero field set to its default.
+func (o TypeOptions) WithDefaults() TypeOptions {
+	if o.StartToCloseTimeout == 0 {
+		o.StartToCloseTimeout = DefaultStartToCloseTimeout
+	}
+	if o.HeartbeatTimeout == 0 && !o.Local {
+		o.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if o.ClaimWait == 0 {
+		o.ClaimWait = DefaultClaimWait
+	}
+	o.Retry = o.Retry.withDefaults()
+	for i := range o.Steps {
+		o.Steps[i] = o.Steps[i].withDefaults(o)
+	}
+	return o
+}
+
+func (r RetryOptions) withDefaults() RetryOptions {
+	if r.InitialInterval == 0 {
+		r.InitialInterval = time.Second
+	}
+	if r.BackoffCoefficient == 0 {
+		r.BackoffCoefficient = 2
+	}
+	if r.MaximumInterval == 0 {
+		r.MaximumInterval = time.Minute
+	}
+	if r.MaximumAttempts == 0 {
+		r.MaximumAttempts = DefaultMaximumAttempts
+	}
+	return r
+}
+
+// Validate reports the first invalid option, naming it.
+func (o TypeOptions) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(o.StartToCloseTimeout >= 0, "start_to_close_timeout: must not be negative")
+	check(o.ScheduleToCloseTimeout >= 0, "schedule_to_close_timeout: must not be negative")
+	check(o.HeartbeatTimeout >= 0, "heartbeat_timeout: must not be negative")
+	check(o.ClaimWait >= 0, "claim_wait: must not be negative")
+	check(o.Retry.BackoffCoefficient == 0 || o.Retry.BackoffCoefficient >= 1, "retry.backoff_coefficient: must be at least 1, not %v", o.Retry.BackoffCoefficient)
+	check(o.Retry.InitialInterval >= 0 && o.Retry.MaximumInterval >= 0, "retry: intervals must not be negative")
+	check(o.Retry.MaximumInterval == 0 || o.Retry.MaximumInterval >= o.Retry.InitialInterval, "retry.maximum_interval: must be at least retry.initial_interval")
+	check(o.Retry.MaximumAttempts >= -1, "retry.maximum_attempts: must be -1 (unlimited) or more")
+	check(!(o.Local && o.TaskQueue != ""), "local: a local handler runs in the bridge itself, so it cannot have a task_queue")
+	check(!(o.Workflow != "" && len(o.Steps) > 0), "workflow and steps: set one, not both")
+	for i, s := range o.Steps {
+		if err := s.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("steps[%d]: %w", i, err))
+		}
+	}
+	seen := map[string]bool{}
+	for _, s := range leaves(o.Steps) {
+		name := s.Name
+		if name == "" {
+			name = s.Handler
+		}
+		check(!seen[name], "steps: name %q is used twice (give the steps distinct names)", name)
+		seen[name] = true
+	}
+	return errors.Join(errs...)
+}
+
+func (r RetryOptions) policy() *temporal.RetryPolicy {
+	attempts := r.MaximumAttempts
+	if attempts < 0 {
+		attempts = 0 // Temporal: 0 means unlimited
+	}
+	return &temporal.RetryPolicy{
+		InitialInterval:        r.InitialInterval,
+		BackoffCoefficient:     r.BackoffCoefficient,
+		MaximumInterval:        r.MaximumInterval,
+		MaximumAttempts:        attempts,
+		NonRetryableErrorTypes: r.NonRetryableErrorTypes,
+	}
+}
+
+// activityContext returns ctx with the activity or local activity options
+// of o, ready for ExecuteActivity or ExecuteLocalActivity.
+func (o TypeOptions) activityContext(ctx workflow.Context) workflow.Context {
+	if o.Local {
+		return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			StartToCloseTimeout:    o.StartToCloseTimeout,
+			ScheduleToCloseTimeout: o.localScheduleToClose(),
+			RetryPolicy:            o.Retry.policy(),
+		})
+	}
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              o.TaskQueue,
+		StartToCloseTimeout:    o.StartToCloseTimeout,
+		ScheduleToCloseTimeout: o.ScheduleToCloseTimeout,
+		HeartbeatTimeout:       o.HeartbeatTimeout,
+		RetryPolicy:            o.Retry.policy(),
+	})
+}
+
+// localScheduleToClose bounds a local activity's attempts together. The SDK
+// would take the start-to-close timeout, leaving no room for retries, so
+// without a set value it allows every attempt its full time and backoff.
+func (o TypeOptions) localScheduleToClose() time.Duration {
+	if o.ScheduleToCloseTimeout > 0 {
+		return o.ScheduleToCloseTimeout
+	}
+	if o.Retry.MaximumAttempts <= 0 {
+		return 24 * time.Hour
+	}
+	n := time.Duration(o.Retry.MaximumAttempts)
+	return n*o.StartToCloseTimeout + n*o.Retry.MaximumInterval
+}
+
+// execute runs the named activity with o's options, locally or not.
+func (o TypeOptions) execute(ctx workflow.Context, name string, args ...any) workflow.Future {
+	ctx = o.activityContext(ctx)
+	if o.Local {
+		return workflow.ExecuteLocalActivity(ctx, name, args...)
+	}
+	return workflow.ExecuteActivity(ctx, name, args...)
+}

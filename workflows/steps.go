@@ -1,0 +1,346 @@
+package workflows
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"text/template"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+)
+
+// Step is one step of a multi-step task type: a handler run as its own
+// activity, or a group of steps run at once (Parallel). In config:
+//
+//	steps:
+//	  - name: shout
+//	    handler: example.uppercase
+//	  - name: count
+//	    handler: example.echo
+//	    params: { message: "{{ .steps.shout.uppercase }}" }
+//	  - parallel:
+//	      - { name: a, handler: example.math.add, params: { a: 1, b: 2 } }
+//	      - { name: b, handler: example.sleep, params: { duration: 1 } }
+type Step struct {
+	// Name keys the step's result in the task's result and in templates.
+	// Default: the handler name.
+	Name string `json:"name,omitempty" koanf:"name"`
+	// Handler is the activity to run (a registered task type handler).
+	Handler string `json:"handler,omitempty" koanf:"handler"`
+	// Params are the step's params; nil passes the task's params. String
+	// values are templates over .params (the task's) and .steps (earlier
+	// results by name): "{{ .steps.shout.uppercase }}". A string that is
+	// one template action keeps the value's JSON type.
+	Params map[string]any `json:"params,omitempty" koanf:"params"`
+	// Parallel runs these steps at once instead of Handler.
+	Parallel []Step `json:"parallel,omitempty" koanf:"parallel"`
+	// StepOptions override the task type's options for this step.
+	StepOptions `koanf:",squash"`
+}
+
+// StepOptions override a type's activity options for one step; zero fields
+// inherit them.
+type StepOptions struct {
+	TaskQueue              string        `json:"task_queue,omitempty" koanf:"task_queue"`
+	Local                  *bool         `json:"local,omitempty" koanf:"local"`
+	StartToCloseTimeout    time.Duration `json:"start_to_close_timeout,omitempty" koanf:"start_to_close_timeout"`
+	ScheduleToCloseTimeout time.Duration `json:"schedule_to_close_timeout,omitempty" koanf:"schedule_to_close_timeout"`
+	HeartbeatTimeout       time.Duration `json:"heartbeat_timeout,omitempty" koanf:"heartbeat_timeout"`
+	Retry                  *RetryOptions `json:"retry,omitempty" koanf:"retry"`
+}
+
+// StepFailedErrorType is the error type of a step that failed for good.
+const StepFailedErrorType = "StepFailed"
+
+func (s Step) withDefaults(parent TypeOptions) Step {
+	if s.Name == "" {
+		s.Name = s.Handler
+	}
+	for i := range s.Parallel {
+		s.Parallel[i] = s.Parallel[i].withDefaults(parent)
+	}
+	return s
+}
+
+func (s Step) validate() error {
+	switch {
+	case s.Handler == "" && len(s.Parallel) == 0:
+		return errors.New("needs a handler or a parallel group")
+	case s.Handler != "" && len(s.Parallel) > 0:
+		return fmt.Errorf("step %q: set handler or parallel, not both", s.Name)
+	case s.Local != nil && *s.Local && s.TaskQueue != "":
+		return fmt.Errorf("step %q: a local step cannot have a task_queue", s.Name)
+	}
+	for i, p := range s.Parallel {
+		if err := p.validate(); err != nil {
+			return fmt.Errorf("parallel[%d]: %w", i, err)
+		}
+	}
+	return validateTemplates(s.Params)
+}
+
+// leaves returns the handler steps in order, parallel groups flattened.
+func leaves(steps []Step) []Step {
+	var out []Step
+	for _, s := range steps {
+		if len(s.Parallel) > 0 {
+			out = append(out, leaves(s.Parallel)...)
+		} else {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// options returns the activity options of a step: the type's, overridden.
+func (s Step) options(parent TypeOptions) TypeOptions {
+	o := parent
+	o.Steps, o.Workflow, o.Handler = nil, "", s.Handler
+	if s.TaskQueue != "" {
+		o.TaskQueue, o.Local = s.TaskQueue, false
+	}
+	if s.Local != nil {
+		o.Local = *s.Local
+	}
+	if s.StartToCloseTimeout > 0 {
+		o.StartToCloseTimeout = s.StartToCloseTimeout
+	}
+	if s.ScheduleToCloseTimeout > 0 {
+		o.ScheduleToCloseTimeout = s.ScheduleToCloseTimeout
+	}
+	if s.HeartbeatTimeout > 0 {
+		o.HeartbeatTimeout = s.HeartbeatTimeout
+	}
+	if s.Retry != nil {
+		o.Retry = s.Retry.withDefaults()
+	}
+	return o
+}
+
+// pipeline runs a task's steps, collecting their results by name.
+type pipeline struct {
+	in      TaskInput
+	opts    TypeOptions
+	claims  *claimState
+	params  any
+	results map[string]json.RawMessage
+	done    int
+	total   int
+}
+
+func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
+	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, total: len(leaves(opts.Steps))}
+	if err := json.Unmarshal(orEmpty(in.Task.Params), &p.params); err != nil {
+		return nil, temporal.NewNonRetryableApplicationError("task params are not JSON: "+err.Error(), activities.ErrTypeInvalidParams, err)
+	}
+	for _, s := range opts.Steps {
+		var err error
+		if len(s.Parallel) > 0 {
+			err = p.runParallel(ctx, s.Parallel)
+		} else {
+			err = p.runOne(ctx, s).Get(ctx, nil)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(p.results)
+}
+
+// runOne starts one handler step; its future settles once the result is
+// recorded (or with the step's failure).
+func (p *pipeline) runOne(ctx workflow.Context, s Step) workflow.Future {
+	future, settle := workflow.NewFuture(ctx)
+	params, err := p.stepParams(s)
+	if err != nil {
+		settle.SetError(stepError(s, err))
+		return future
+	}
+	input := activities.HandlerInput{
+		TaskID: p.in.Task.ID, TaskType: p.in.Task.Type, Params: params,
+		Attempt: p.claims.current.Attempts, WorkerID: p.claims.current.WorkerID,
+	}
+	f := s.options(p.opts).execute(ctx, s.Handler, input)
+	workflow.Go(ctx, func(gctx workflow.Context) {
+		var out json.RawMessage
+		if err := f.Get(gctx, &out); err != nil {
+			settle.SetError(stepError(s, err))
+			return
+		}
+		p.results[s.Name] = out
+		p.done++
+		p.reportProgress(ctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+		settle.Set(nil, nil)
+	})
+	return future
+}
+
+// runParallel runs a group at once; the first step that fails for good
+// cancels the others and fails the group.
+func (p *pipeline) runParallel(ctx workflow.Context, group []Step) error {
+	gctx, cancel := workflow.WithCancel(ctx)
+	defer cancel()
+	sel := workflow.NewSelector(ctx)
+	var firstErr error
+	pending := 0
+	for _, s := range group {
+		var f workflow.Future
+		if len(s.Parallel) > 0 {
+			sub := s.Parallel
+			fut, settle := workflow.NewFuture(gctx)
+			workflow.Go(gctx, func(c workflow.Context) { settle.Set(nil, p.runParallel(c, sub)) })
+			f = fut
+		} else {
+			f = p.runOne(gctx, s)
+		}
+		pending++
+		sel.AddFuture(f, func(f workflow.Future) {
+			pending--
+			if err := f.Get(ctx, nil); err != nil && firstErr == nil {
+				firstErr = err
+				cancel()
+			}
+		})
+	}
+	for pending > 0 && firstErr == nil {
+		sel.Select(ctx)
+	}
+	return firstErr
+}
+
+func (p *pipeline) stepParams(s Step) (json.RawMessage, error) {
+	if s.Params == nil {
+		return orEmpty(p.in.Task.Params), nil
+	}
+	steps := make(map[string]any, len(p.results))
+	for name, raw := range p.results {
+		var v any
+		_ = json.Unmarshal(raw, &v)
+		steps[name] = v
+	}
+	rendered, err := render(s.Params, map[string]any{"params": p.params, "steps": steps})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(rendered)
+}
+
+// reportProgress tells TaskManager how far the steps are; best effort.
+func (p *pipeline) reportProgress(ctx workflow.Context, message string) {
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 2},
+	})
+	in := activities.ProgressInput{
+		TaskID: p.in.Task.ID, WorkerID: p.claims.current.WorkerID,
+		Percent: p.done * 100 / max(p.total, 1), Message: message,
+	}
+	_ = workflow.ExecuteLocalActivity(lctx, activities.ProgressActivityName, in).Get(ctx, nil)
+}
+
+func stepError(s Step, err error) error {
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("step %s (%s): %s", s.Name, s.Handler, failureMessage(s.Handler, err)), StepFailedErrorType, err)
+}
+
+func orEmpty(raw json.RawMessage) json.RawMessage {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return json.RawMessage(`{}`)
+	}
+	return raw
+}
+
+// ---- templates ----
+
+// wholeAction matches a string that is exactly one field path action,
+// whose value keeps its JSON type.
+var wholeAction = regexp.MustCompile(`^\s*\{\{-?\s*\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\s*-?\}\}\s*$`)
+
+// render resolves the templates in v's string values against data.
+func render(v any, data map[string]any) (any, error) {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			r, err := render(e, data)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", k, err)
+			}
+			out[k] = r
+		}
+		return out, nil
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			r, err := render(e, data)
+			if err != nil {
+				return nil, fmt.Errorf("[%d]: %w", i, err)
+			}
+			out[i] = r
+		}
+		return out, nil
+	case string:
+		if !strings.Contains(x, "{{") {
+			return x, nil
+		}
+		if m := wholeAction.FindStringSubmatch(x); m != nil {
+			return lookup(data, strings.Split(m[1], "."))
+		}
+		t, err := template.New("params").Option("missingkey=error").Parse(x)
+		if err != nil {
+			return nil, err
+		}
+		var b strings.Builder
+		if err := t.Execute(&b, data); err != nil {
+			return nil, err
+		}
+		return b.String(), nil
+	default:
+		return v, nil
+	}
+}
+
+func lookup(v any, path []string) (any, error) {
+	for i, key := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("template: .%s is not an object", strings.Join(path[:i], "."))
+		}
+		if v, ok = m[key]; !ok {
+			return nil, fmt.Errorf("template: .%s has no value", strings.Join(path[:i+1], "."))
+		}
+	}
+	return v, nil
+}
+
+// validateTemplates parses every template, so a typo fails at start-up.
+func validateTemplates(v any) error {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if err := validateTemplates(e); err != nil {
+				return fmt.Errorf("params.%s: %w", k, err)
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if err := validateTemplates(e); err != nil {
+				return err
+			}
+		}
+	case string:
+		if strings.Contains(x, "{{") {
+			if _, err := template.New("params").Parse(x); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,384 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+type testBundle struct {
+	env   *testsuite.TestWorkflowEnvironment
+	tm    *devserver.Server
+	api   *taskmanager.Client
+	reg   *activities.Registry
+	clock *fakeClock
+	types map[string]taskmanager.ID
+}
+
+// setup starts a dev TaskManager (PHP style) and a test workflow
+// environment with the real activities; extra handlers are registered
+// before the activities are.
+func setup(t *testing.T, extra func(reg *activities.Registry)) *testBundle {
+	t.Helper()
+	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k", Now: clock.Now})
+	url := tm.Start(t)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second})
+	require.NoError(t, err)
+
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	if extra != nil {
+		extra(reg)
+	}
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestWorkflowEnvironment()
+	// Like a real workflow without a run timeout: activities may retry for hours.
+	env.SetWorkflowRunTimeout(30 * 24 * time.Hour)
+	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+	acts := &activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}
+	acts.Register(env)
+
+	b := &testBundle{env: env, tm: tm, api: api, reg: reg, clock: clock, types: map[string]taskmanager.ID{}}
+	for _, name := range append(reg.Names(), "demo.pipeline") {
+		r, err := api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+		require.NoError(t, err)
+		b.types[name] = r.ID
+	}
+	return b
+}
+
+// claim creates a task and claims it as worker w1, returning the workflow input.
+func (b *testBundle) claim(t *testing.T, typ string, params any, opts workflows.TypeOptions) workflows.TaskInput {
+	t.Helper()
+	ctx := context.Background()
+	_, err := b.api.CreateTask(ctx, typ, params)
+	require.NoError(t, err)
+	task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types[typ]})
+	require.NoError(t, err)
+	return workflows.TaskInput{
+		Task:    workflows.Task{ID: string(task.ID), Type: task.Type, Params: task.Params.Raw(), Attempts: int(task.Attempts)},
+		Claim:   workflows.Claim{WorkerID: "w1", Attempts: int(task.Attempts)},
+		Options: opts,
+	}
+}
+
+// reclaim lets the claim time out and has worker w2 claim the task.
+func (b *testBundle) reclaim(t *testing.T, typ string) workflows.Claim {
+	t.Helper()
+	b.clock.Add(301 * time.Second)
+	task, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w2", TaskTypeID: b.types[typ]})
+	require.NoError(t, err)
+	return workflows.Claim{WorkerID: "w2", Attempts: int(task.Attempts)}
+}
+
+func (b *testBundle) run(in workflows.TaskInput) (workflows.TaskResult, error) {
+	b.env.ExecuteWorkflow(workflows.TaskWorkflowName, in)
+	var res workflows.TaskResult
+	err := b.env.GetWorkflowError()
+	if b.env.IsWorkflowCompleted() && err == nil {
+		err = b.env.GetWorkflowResult(&res)
+	}
+	return res, err
+}
+
+func (b *testBundle) task(t *testing.T, id string) devserver.TaskState {
+	t.Helper()
+	st, ok := b.tm.Task(id)
+	require.True(t, ok)
+	return st
+}
+
+func requireErrorType(t *testing.T, err error, typ string) *temporal.ApplicationError {
+	t.Helper()
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "want an application error, got %v", err)
+	require.Equal(t, typ, appErr.Type(), err.Error())
+	return appErr
+}
+
+func TestTaskWorkflow_success(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "héllo"}, workflows.TypeOptions{})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", res.Status)
+	require.JSONEq(t, `{"echo":"héllo","length":5}`, string(res.Result))
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "completed", st.Status)
+	require.JSONEq(t, `{"echo":"héllo","length":5}`, string(st.Result))
+	require.Len(t, b.tm.Completions(in.Task.ID), 1)
+}
+
+func TestTaskWorkflow_local_activity_mode(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.math.add", map[string]any{"a": 1, "b": "2.5"}, workflows.TypeOptions{Local: true})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"a":1,"b":2.5,"result":3.5}`, string(res.Result))
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+}
+
+func TestTaskWorkflow_handler_retried_then_succeeds(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.flaky", func(ctx context.Context, p struct{}) (map[string]int, error) {
+			if n := calls.Add(1); n < 3 {
+				return nil, errors.New("flaky")
+			}
+			return map[string]int{"calls": int(calls.Load())}, nil
+		})
+	})
+	in := b.claim(t, "test.flaky", map[string]any{"x": 1}, workflows.TypeOptions{})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"calls":3}`, string(res.Result))
+	require.EqualValues(t, 3, calls.Load())
+}
+
+func TestTaskWorkflow_permanent_failure_reported_at_once(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.error", map[string]any{"message": "boom"}, workflows.TypeOptions{Retry: workflows.RetryOptions{MaximumAttempts: 5}})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status, "TaskManager re-queues a failure while attempts remain")
+	require.Equal(t, "boom", st.Error)
+	comps := b.tm.Completions(in.Task.ID)
+	require.Len(t, comps, 1)
+	require.False(t, comps[0].Success)
+}
+
+func TestTaskWorkflow_invalid_params_fail_without_retry(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.typed", func(ctx context.Context, p struct {
+			Count int `json:"count"`
+		}) (struct{}, error) {
+			calls.Add(1)
+			return struct{}{}, nil
+		})
+	})
+	in := b.claim(t, "test.typed", map[string]any{"count": "three"}, workflows.TypeOptions{})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Contains(t, st.Error, `field "count"`)
+	require.Zero(t, calls.Load())
+}
+
+func TestTaskWorkflow_panic_is_a_failed_attempt(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.panic", func(ctx context.Context, p struct{}) (struct{}, error) {
+			calls.Add(1)
+			panic("nil map somewhere")
+		})
+	})
+	in := b.claim(t, "test.panic", map[string]any{"x": 1}, workflows.TypeOptions{Retry: workflows.RetryOptions{MaximumAttempts: 2}})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.EqualValues(t, 2, calls.Load())
+	require.Contains(t, b.task(t, in.Task.ID).Error, "nil map somewhere")
+}
+
+func TestTaskWorkflow_timeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.hang", func(ctx context.Context, p struct{}) (struct{}, error) {
+			<-ctx.Done()
+			return struct{}{}, ctx.Err()
+		})
+	})
+	in := b.claim(t, "test.hang", map[string]any{"x": 1}, workflows.TypeOptions{
+		StartToCloseTimeout: 200 * time.Millisecond, Retry: workflows.RetryOptions{MaximumAttempts: 1},
+	})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Contains(t, b.task(t, in.Task.ID).Error, "test.hang timed out")
+}
+
+func TestTaskWorkflow_completion_retried_through_long_outage(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "outage"}, workflows.TypeOptions{})
+	// Nine 503s, each asking to retry in 10 minutes: 90 minutes of outage.
+	// (The SDK's test environment caps unlimited retries at 10 attempts; a
+	// real server does not: the report's policy has no attempt limit.)
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 503, RetryAfter: 10 * time.Minute, Count: 9})
+	start := b.env.Now()
+	var finished time.Time
+	b.env.SetOnActivityCompletedListener(func(info *activity.Info, _ converter.EncodedValue, err error) {
+		if info.ActivityType.Name == activities.ReportActivityName && err == nil {
+			finished = b.env.Now()
+		}
+	})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", res.Status)
+	require.GreaterOrEqual(t, finished.Sub(start), 90*time.Minute)
+	require.Len(t, b.tm.Completions(in.Task.ID), 1, "the 503s were answered before the queue saw them")
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+	require.Equal(t, 1, b.tm.Stats().AcceptedCompletions)
+}
+
+func TestTaskWorkflow_idempotent_completion_after_lost_answer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.uppercase", map[string]any{"text": "abc"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 502, After: true, Count: 1})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", res.Status)
+	comps := b.tm.Completions(in.Task.ID)
+	require.Len(t, comps, 2, "the retry meets 'not in claimed state' and reads the task back")
+	require.True(t, comps[0].Accepted)
+	require.False(t, comps[1].Accepted)
+	require.Equal(t, 1, b.tm.Stats().AcceptedCompletions)
+}
+
+func TestTaskWorkflow_claim_moved_before_handler(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "moved"}, workflows.TypeOptions{})
+	newClaim := b.reclaim(t, "example.echo")
+	b.env.RegisterDelayedCallback(func() { b.env.SignalWorkflow(workflows.ClaimSignalName, newClaim) }, 0)
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "w2", res.WorkerID)
+	comps := b.tm.Completions(in.Task.ID)
+	require.Len(t, comps, 1)
+	require.Equal(t, "w2", comps[0].WorkerID)
+	require.True(t, comps[0].Accepted)
+}
+
+func TestTaskWorkflow_claim_moved_during_handler(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	b = setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.slow", func(ctx context.Context, p struct{}) (map[string]bool, error) {
+			// While the handler runs, the claim times out and w2 claims the task.
+			c := b.reclaim(t, "test.slow")
+			b.env.SignalWorkflow(workflows.ClaimSignalName, c)
+			return map[string]bool{"ok": true}, nil
+		})
+	})
+	in := b.claim(t, "test.slow", map[string]any{"x": 1}, workflows.TypeOptions{})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "w2", res.WorkerID)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "completed", st.Status)
+	require.Equal(t, 2, st.Attempts)
+}
+
+func TestTaskWorkflow_claim_signal_after_403(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "late signal"}, workflows.TypeOptions{})
+	newClaim := b.reclaim(t, "example.echo")
+	// The new claim reaches the workflow a minute after its report met 403.
+	b.env.RegisterDelayedCallback(func() { b.env.SignalWorkflow(workflows.ClaimSignalName, newClaim) }, time.Minute)
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "w2", res.WorkerID)
+	comps := b.tm.Completions(in.Task.ID)
+	require.Len(t, comps, 2)
+	require.Equal(t, 403, comps[0].Status)
+	require.True(t, comps[1].Accepted)
+}
+
+func TestTaskWorkflow_403_without_new_claim_is_claim_lost(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "lost"}, workflows.TypeOptions{ClaimWait: 10 * time.Minute})
+	b.reclaim(t, "example.echo")
+	_, err := b.run(in)
+	appErr := requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.Contains(t, appErr.Error(), "within 10m0s")
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, "w2", st.ClaimedBy)
+}
+
+func TestTaskWorkflow_oversized_result_fails_cleanly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.big", func(ctx context.Context, p struct{}) (map[string]string, error) {
+			return map[string]string{"blob": strings.Repeat("x", 70_000)}, nil
+		})
+		activities.Register(reg, "test.bigerror", func(ctx context.Context, p struct{}) (struct{}, error) {
+			return struct{}{}, activities.Permanent(errors.New(strings.Repeat("e", 100_000)))
+		})
+	})
+	in := b.claim(t, "test.big", map[string]any{"x": 1}, workflows.TypeOptions{})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Contains(t, st.Error, "more than the 65535 TaskManager can store")
+	for _, c := range b.tm.Completions(in.Task.ID) {
+		require.NotEqual(t, 500, c.Status)
+	}
+
+	b2 := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.bigerror", func(ctx context.Context, p struct{}) (struct{}, error) {
+			return struct{}{}, activities.Permanent(errors.New(strings.Repeat("e", 100_000)))
+		})
+	})
+	in2 := b2.claim(t, "test.bigerror", map[string]any{"x": 1}, workflows.TypeOptions{})
+	_, err = b2.run(in2)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st2 := b2.task(t, in2.Task.ID)
+	require.LessOrEqual(t, len(st2.Error), workflows.MaxTextBytes)
+	require.True(t, strings.HasSuffix(st2.Error, "(truncated)"))
+}
+
+func TestTaskWorkflow_progress_reported_with_current_claim(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.sleep", map[string]any{"duration": 0.3}, workflows.TypeOptions{})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"duration":0.3}`, string(res.Result))
+	calls := b.tm.ProgressCalls(in.Task.ID)
+	require.NotEmpty(t, calls)
+	last := calls[len(calls)-1]
+	require.Equal(t, 100, last.Progress)
+	require.True(t, last.Accepted)
+	require.Equal(t, "w1", last.WorkerID)
+}
