@@ -78,6 +78,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		info := activity.GetInfo(ctx)
 		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity}
 		ctx = context.WithValue(ctx, progressKey{}, p)
+		ctx = context.WithValue(ctx, inputKey{}, in)
 		if !info.IsLocalActivity && info.HeartbeatTimeout > 0 {
 			stop := p.heartbeatEvery(ctx, info.HeartbeatTimeout/3)
 			defer stop()

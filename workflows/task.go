@@ -94,7 +94,17 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 		log.Error("outcome not reported", "task_id", in.Task.ID, "error", err)
 		return TaskResult{}, err
 	}
-	res := TaskResult{Status: rep.Status, Success: out.Success, Result: out.Result, Error: out.Error, WorkerID: claims.current.WorkerID}
+	res := TaskResult{Status: rep.Status, Success: out.Success, Result: out.Result, Error: out.Error, WorkerID: rep.ReportedWith.WorkerID}
+	// A failure re-queues the task, and a bridge may claim it again before
+	// this run closes: its signal-with-start then lands here. Run the task
+	// again, as a new run, for that claim.
+	claims.drain(ctx)
+	if !out.Success && rep.Status != "failed" && claims.current.Attempts > rep.ReportedWith.Attempts {
+		log.Info("task claimed again while this run closed: continuing as new", "task_id", in.Task.ID, "claim", claims.current)
+		next := in
+		next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
+		return res, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
+	}
 	if !out.Success {
 		return res, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("task %s failed (TaskManager: %s): %s", in.Task.ID, rep.Status, out.Error), TaskFailedErrorType, nil, res)
@@ -102,57 +112,105 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	return res, nil
 }
 
-// claimState follows the task's claim as signals move it.
+// claimState follows the task's claim as signals move it. Signals are only
+// read on the workflow's main coroutine (in wait, waitChange and drain), so
+// that none is left unread when the run closes.
 type claimState struct {
 	current Claim
 	version int // bumped on every change
+	ch      workflow.ReceiveChannel
 }
 
 func followClaims(ctx workflow.Context, initial Claim) *claimState {
-	st := &claimState{current: initial}
+	st := &claimState{current: initial, ch: workflow.GetSignalChannel(ctx, ClaimSignalName)}
 	_ = workflow.SetQueryHandler(ctx, ClaimQueryName, func() (Claim, error) { return st.current, nil })
-	ch := workflow.GetSignalChannel(ctx, ClaimSignalName)
-	workflow.Go(ctx, func(ctx workflow.Context) {
-		for {
-			var c Claim
-			if !ch.Receive(ctx, &c) {
-				return
-			}
-			if c != st.current && c.WorkerID != "" {
-				workflow.GetLogger(ctx).Info("claim moved", "from", st.current.WorkerID, "to", c.WorkerID, "attempts", c.Attempts)
-				st.current = c
-				st.version++
-			}
-		}
-	})
 	return st
 }
 
-// runTask runs the task's handler, child workflow or steps.
+// apply takes a claim that is newer than the current one; a late signal
+// of an older claim is ignored.
+func (st *claimState) apply(ctx workflow.Context, c Claim) {
+	if c.WorkerID == "" || c == st.current || c.Attempts < st.current.Attempts {
+		return
+	}
+	workflow.GetLogger(ctx).Info("claim moved", "from", st.current.WorkerID, "to", c.WorkerID, "attempts", c.Attempts)
+	st.current = c
+	st.version++
+}
+
+func (st *claimState) receive(ctx workflow.Context) func(workflow.ReceiveChannel, bool) {
+	return func(ch workflow.ReceiveChannel, _ bool) {
+		var c Claim
+		ch.Receive(ctx, &c)
+		st.apply(ctx, c)
+	}
+}
+
+// wait blocks until f is ready, following claim signals meanwhile.
+func (st *claimState) wait(ctx workflow.Context, f workflow.Future) {
+	for !f.IsReady() {
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(f, func(workflow.Future) {})
+		sel.AddReceive(st.ch, st.receive(ctx))
+		sel.Select(ctx)
+	}
+}
+
+// waitChange waits up to timeout for a claim newer than version seen.
+func (st *claimState) waitChange(ctx workflow.Context, seen int, timeout time.Duration) bool {
+	tctx, cancel := workflow.WithCancel(ctx)
+	defer cancel()
+	timer := workflow.NewTimer(tctx, timeout)
+	for st.version == seen && !timer.IsReady() && ctx.Err() == nil {
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(timer, func(workflow.Future) {})
+		sel.AddReceive(st.ch, st.receive(ctx))
+		sel.Select(ctx)
+	}
+	return st.version != seen
+}
+
+// drain applies the claim signals received but not yet read.
+func (st *claimState) drain(ctx workflow.Context) {
+	for {
+		var c Claim
+		if !st.ch.ReceiveAsync(&c) {
+			return
+		}
+		st.apply(ctx, c)
+	}
+}
+
+// runTask runs the task's handler, child workflow or steps, following
+// claim signals while it runs.
 func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
 	input := activities.HandlerInput{
 		TaskID: in.Task.ID, TaskType: in.Task.Type, Params: in.Task.Params,
 		Attempt: claims.current.Attempts, WorkerID: claims.current.WorkerID,
 	}
-	var out json.RawMessage
+	var f workflow.Future
 	switch {
 	case len(opts.Steps) > 0:
-		return runSteps(ctx, in, opts, claims)
+		fut, settle := workflow.NewFuture(ctx)
+		workflow.Go(ctx, func(gctx workflow.Context) { settle.Set(runSteps(gctx, in, opts, claims)) })
+		f = fut
 	case opts.Workflow != "":
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 			WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID + "/" + opts.Workflow,
 			TaskQueue:  opts.TaskQueue,
 		})
-		err := workflow.ExecuteChildWorkflow(cctx, opts.Workflow, input).Get(ctx, &out)
-		return out, err
+		f = workflow.ExecuteChildWorkflow(cctx, opts.Workflow, input)
 	default:
 		name := opts.Handler
 		if name == "" {
 			name = in.Task.Type
 		}
-		err := opts.execute(ctx, name, input).Get(ctx, &out)
-		return out, err
+		f = opts.execute(ctx, name, input)
 	}
+	claims.wait(ctx, f)
+	var out json.RawMessage
+	err := f.Get(ctx, &out)
+	return out, err
 }
 
 // outcome is what will be reported.
@@ -236,19 +294,21 @@ func localReportOptions() workflow.LocalActivityOptions {
 // report sends the outcome with the current claim. After a 403 it waits up
 // to ClaimWait for a new claim and tries again with it; a result refused
 // as too large (413) is reported as a failure instead.
-func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState, out outcome) (activities.ReportOutput, error) {
+func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState, out outcome) (reported, error) {
 	var rep activities.ReportOutput
 	for {
-		version := claims.current
+		claim := claims.current
 		seen := claims.version
 		ri := activities.ReportInput{
-			TaskID: in.Task.ID, WorkerID: version.WorkerID, Attempt: version.Attempts,
+			TaskID: in.Task.ID, WorkerID: claim.WorkerID, Attempt: claim.Attempts,
 			Success: out.Success, Result: out.Result, Error: out.Error,
 		}
-		err := runReport(ctx, opts, ri, &rep)
+		f := runReport(ctx, opts, ri)
+		claims.wait(ctx, f)
+		err := f.Get(ctx, &rep)
 		switch {
 		case err == nil:
-			return rep, nil
+			return reported{ReportOutput: rep, ReportedWith: claim}, nil
 		case isErrorType(err, activities.ErrTypePayloadTooLarge) && out.Success:
 			out = outcome{Error: fmt.Sprintf("TaskManager refused the %d-byte result of %s as too large (413)", len(out.Result), in.Task.Type)}
 		case isErrorType(err, activities.ErrTypePayloadTooLarge) && len(out.Error) > 1024:
@@ -257,29 +317,42 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 			if claims.version != seen {
 				continue // a new claim arrived while we were reporting
 			}
-			moved, _ := workflow.AwaitWithTimeout(ctx, opts.ClaimWait, func() bool { return claims.version != seen })
-			if !moved {
-				return rep, temporal.NewNonRetryableApplicationError(
+			if !claims.waitChange(ctx, seen, opts.ClaimWait) {
+				return reported{}, temporal.NewNonRetryableApplicationError(
 					fmt.Sprintf("claim lost: task %s is claimed by another worker than %s, and no new claim reached this workflow within %s",
-						in.Task.ID, version.WorkerID, opts.ClaimWait), activities.ErrTypeClaimLost, err)
+						in.Task.ID, claim.WorkerID, opts.ClaimWait), activities.ErrTypeClaimLost, err)
 			}
 		default:
-			return rep, err
+			return reported{}, err
 		}
 	}
 }
 
-func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput, rep *activities.ReportOutput) error {
-	if opts.Local {
-		lctx := workflow.WithLocalActivityOptions(ctx, localReportOptions())
-		err := workflow.ExecuteLocalActivity(lctx, activities.ReportActivityName, in).Get(ctx, rep)
-		if err == nil || isNonRetryable(err) {
-			return err
-		}
-		// Still failing after a minute: hand over to the durable regular activity.
-	}
+// reported is what the report activity answered, and the claim it used.
+type reported struct {
+	activities.ReportOutput
+	ReportedWith Claim
+}
+
+// runReport runs the completion activity; in local mode it first runs
+// locally and, still failing after a minute, hands over to the regular
+// activity, which retries without limit.
+func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput) workflow.Future {
 	actx := workflow.WithActivityOptions(ctx, reportOptions())
-	return workflow.ExecuteActivity(actx, activities.ReportActivityName, in).Get(ctx, rep)
+	if !opts.Local {
+		return workflow.ExecuteActivity(actx, activities.ReportActivityName, in)
+	}
+	f, settle := workflow.NewFuture(ctx)
+	workflow.Go(ctx, func(gctx workflow.Context) {
+		lctx := workflow.WithLocalActivityOptions(gctx, localReportOptions())
+		local := workflow.ExecuteLocalActivity(lctx, activities.ReportActivityName, in)
+		if err := local.Get(gctx, nil); err == nil || isNonRetryable(err) {
+			settle.Chain(local)
+			return
+		}
+		settle.Chain(workflow.ExecuteActivity(actx, activities.ReportActivityName, in))
+	})
+	return f
 }
 
 func isErrorType(err error, typ string) bool {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,11 +49,17 @@ type testBundle struct {
 // setup starts a dev TaskManager (PHP style) and a test workflow
 // environment with the real activities; extra handlers are registered
 // before the activities are.
-func setup(t *testing.T, extra func(reg *activities.Registry)) *testBundle {
+func setup(t *testing.T, extra func(reg *activities.Registry), wrap ...func(http.Handler) http.Handler) *testBundle {
 	t.Helper()
 	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
 	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k", Now: clock.Now})
-	url := tm.Start(t)
+	h := tm.Handler()
+	for _, w := range wrap {
+		h = w(h)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	url := srv.URL + "/api"
 	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second})
 	require.NoError(t, err)
 
@@ -381,4 +389,30 @@ func TestTaskWorkflow_progress_reported_with_current_claim(t *testing.T) {
 	require.Equal(t, 100, last.Progress)
 	require.True(t, last.Accepted)
 	require.Equal(t, "w1", last.WorkerID)
+}
+
+func TestTaskWorkflow_reclaim_after_requeued_failure_continues_as_new(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	// As soon as TaskManager re-queues the failure, a bridge claims the task
+	// again, and its signal-with-start reaches this run before it closes.
+	reclaim := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r)
+			if strings.HasSuffix(r.URL.Path, "/complete") {
+				task, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["example.error"]})
+				require.NoError(t, err)
+				b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: int(task.Attempts)})
+			}
+		})
+	}
+	b = setup(t, nil, reclaim)
+	in := b.claim(t, "example.error", map[string]any{"message": "again"}, workflows.TypeOptions{})
+	_, err := b.run(in)
+	var can *workflow.ContinueAsNewError
+	require.ErrorAs(t, err, &can)
+	require.Equal(t, workflows.TaskWorkflowName, can.WorkflowType.Name)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, 2, st.Attempts)
 }

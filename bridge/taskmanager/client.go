@@ -59,7 +59,7 @@ const maxAnswer = 16 << 20
 func New(opts Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimSpace(opts.BaseURL))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("taskmanager: base URL %q: want http(s)://host[:port]/path", redactURL(opts.BaseURL))
+		return nil, fmt.Errorf("taskmanager: base URL %q: want http(s)://host[:port]/path", RedactURL(opts.BaseURL))
 	}
 	u.RawQuery, u.Fragment = "", ""
 	c := &Client{
@@ -85,9 +85,10 @@ func New(opts Options) (*Client, error) {
 }
 
 // BaseURL returns the API root with any password redacted.
-func (c *Client) BaseURL() string { return redactURL(c.base) }
+func (c *Client) BaseURL() string { return RedactURL(c.base) }
 
-func redactURL(s string) string {
+// RedactURL returns a URL with any password replaced by "xxxxx".
+func RedactURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return "<invalid URL>"

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
 
@@ -26,6 +27,7 @@ func main() {
 	maxAttempts := flag.Int("max-attempts", 3, "attempts before a failed task stays failed")
 	maxBody := flag.Int64("max-body-bytes", 0, "answer 413 to larger request bodies (0: no limit)")
 	debug := flag.Bool("debug", false, "log every request")
+	seed := flag.Int("seed", 0, "register the example types and create this many tasks of each")
 	flag.Parse()
 
 	if *style != string(devserver.StyleDocumented) && *style != string(devserver.StylePHP) {
@@ -47,6 +49,17 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info("taskmanager-dev serving", "url", url, "style", *style, "api_key_required", *apiKey != "")
+	if *seed > 0 {
+		c, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: *apiKey})
+		if err == nil {
+			_, err = devserver.Seed(context.Background(), c, *seed)
+		}
+		if err != nil {
+			log.Error("seeding failed", "err", err)
+			os.Exit(1)
+		}
+		log.Info("seeded example types and tasks", "tasks_per_type", *seed, "types", len(devserver.ExampleTypes()))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -187,7 +187,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			writeJSON(w, http.StatusUnauthorized, map[string]any{
 				"error":     "Unauthorized",
 				"message":   "Invalid or missing API key. Provide a valid API key in the X-API-Key header.",
-				"timestamp": s.opts.Now().UTC().Format(time.RFC3339),
+				"timestamp": s.opts.Now().UTC().Format("2006-01-02T15:04:05+00:00"),
 			})
 			return
 		}

@@ -1,0 +1,131 @@
+package activities_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+)
+
+type testBundle struct {
+	env *testsuite.TestActivityEnvironment
+	tm  *devserver.Server
+	api *taskmanager.Client
+}
+
+func setup(t *testing.T) testBundle {
+	t.Helper()
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k"})
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "k"})
+	require.NoError(t, err)
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	(&activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}).Register(env)
+	return testBundle{env: env, tm: tm, api: api}
+}
+
+func (b testBundle) run(t *testing.T, typ, params string) (json.RawMessage, error) {
+	t.Helper()
+	val, err := b.env.ExecuteActivity(typ, activities.HandlerInput{TaskID: "1", TaskType: typ, WorkerID: "w1", Params: json.RawMessage(params)})
+	if err != nil {
+		return nil, err
+	}
+	var out json.RawMessage
+	require.NoError(t, val.Get(&out))
+	return out, nil
+}
+
+// The reference worker's documented results (examples/workers/python/worker.py).
+func TestExamples_match_reference_worker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cases := []struct{ typ, params, want string }{
+		{"example.echo", `{"message":"Hello, World!"}`, `{"echo":"Hello, World!","length":13}`},
+		{"example.echo", `{}`, `{"echo":"","length":0}`},
+		{"example.echo", `{"message":"žluťoučký"}`, `{"echo":"žluťoučký","length":9}`},
+		{"example.uppercase", `{"text":"hello world"}`, `{"original":"hello world","uppercase":"HELLO WORLD"}`},
+		{"example.math.add", `{"a":5,"b":3}`, `{"a":5,"b":3,"result":8}`},
+		{"example.math.add", `{"a":"1.5","b":2}`, `{"a":1.5,"b":2,"result":3.5}`},
+		{"example.math.add", `{}`, `{"a":0,"b":0,"result":0}`},
+		{"example.sleep", `{"duration":0.2}`, `{"duration":0.2}`},
+		{"example.sleep", `{"duration":0}`, `{"duration":0}`},
+	}
+	for _, c := range cases {
+		out, err := b.run(t, c.typ, c.params)
+		require.NoError(t, err, c.typ+" "+c.params)
+		require.JSONEq(t, c.want, string(out), c.typ+" "+c.params)
+	}
+}
+
+func TestExamples_failures_are_permanent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, c := range []struct{ typ, params, msg string }{
+		{"example.error", `{"message":"boom"}`, "boom"},
+		{"example.error", `{}`, "Simulated error"},
+		{"example.math.add", `{"a":"x","b":1}`, `could not convert string to float: "x"`},
+		{"example.math.add", `{"a":[1],"b":1}`, `field "a"`},
+		{"example.echo", `{"message":5}`, `field "message"`},
+	} {
+		_, err := b.run(t, c.typ, c.params)
+		require.Error(t, err, c.typ+" "+c.params)
+		require.Contains(t, err.Error(), c.msg)
+		var appErr *temporal.ApplicationError
+		require.True(t, errors.As(err, &appErr))
+		require.True(t, appErr.NonRetryable(), err.Error())
+	}
+}
+
+func TestExampleSleep_is_capped_and_cancellable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		d := 1000.0
+		_, err := activities.Sleep(ctx, activities.SleepParams{Duration: &d})
+		done <- err
+	}()
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+}
+
+func TestProgress_reaches_taskmanager_with_the_claim(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, err := b.api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: "example.sleep", Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+	require.NoError(t, err)
+	_, err = b.api.CreateTask(ctx, "example.sleep", map[string]any{"duration": 0.5})
+	require.NoError(t, err)
+	task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: "1"})
+	require.NoError(t, err)
+	_, err = b.env.ExecuteActivity("example.sleep", activities.HandlerInput{TaskID: string(task.ID), WorkerID: "w1", Params: task.Params.Raw()})
+	require.NoError(t, err)
+	calls := b.tm.ProgressCalls(string(task.ID))
+	require.Len(t, calls, 1, "one progress call per step of 0.5s, throttled to at most one per interval")
+	require.Equal(t, 100, calls[0].Progress)
+	require.True(t, calls[0].Accepted)
+}
+
+func TestRegistry_fails_loudly(t *testing.T) {
+	t.Parallel()
+	reg := activities.NewRegistry()
+	h := activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) { return nil, nil })
+	require.NoError(t, reg.Add("a", h))
+	require.ErrorContains(t, reg.Add("a", h), "already registered")
+	require.ErrorContains(t, reg.Add(" ", h), "empty task type name")
+	require.ErrorContains(t, reg.Add("b", nil), "nil handler")
+	require.Panics(t, func() { reg.MustAdd("a", h) })
+	require.Equal(t, []string{"a"}, reg.Names())
+}

@@ -1,0 +1,310 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// Bridge claims TaskManager tasks, starts one Temporal workflow per task and
+// hosts the Temporal worker that runs them. Create it with New, call Run,
+// then Stop.
+type Bridge struct {
+	cfg       Config
+	log       *slog.Logger
+	api       *taskmanager.Client
+	tc        client.Client
+	namespace string
+	reg       *activities.Registry
+	worker    worker.Worker
+	metrics   *metrics
+
+	slots *inflight
+	runs  *runBudget
+	gate  *gate
+	types []servedType
+
+	// search attributes TaskType and TaskID, when the namespace has them
+	searchAttrs bool
+
+	mu         sync.Mutex
+	stopClaims context.CancelFunc
+	loops      sync.WaitGroup
+	starts     sync.WaitGroup
+	bg         context.Context // watchers, starts and the health prober
+	bgCancel   context.CancelFunc
+}
+
+// Option adjusts a Bridge.
+type Option func(*Bridge) error
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(b *Bridge) error { b.log = l; return nil }
+}
+
+// WithNamespace names the Temporal namespace tc uses (default "default").
+func WithNamespace(ns string) Option {
+	return func(b *Bridge) error { b.namespace = ns; return nil }
+}
+
+// WithWorkflow registers a Go workflow under name, for types configured
+// with `workflow: name`. It receives an activities.HandlerInput and returns
+// the task's result; the bridge still claims the task and reports its
+// outcome.
+func WithWorkflow(name string, fn any) Option {
+	return func(b *Bridge) error {
+		b.worker.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
+		return nil
+	}
+}
+
+// New checks the handlers and routes against the config and builds the
+// Temporal worker. Exec and http handlers from the config are added to reg.
+func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option) (*Bridge, error) {
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: cfg.APIURL, APIKey: cfg.APIKey.Reveal(), Timeout: cfg.APITimeout})
+	if err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	b := &Bridge{
+		cfg: cfg, log: slog.Default(), api: api, tc: tc, namespace: "default", reg: reg,
+		slots: newInflight(cfg.MaxInFlight), runs: &runBudget{max: cfg.MaxRuns}, gate: newGate(),
+		bg: bg, bgCancel: cancel, metrics: newMetrics(),
+	}
+	if err := b.addConfiguredHandlers(); err != nil {
+		return nil, err
+	}
+	b.worker = worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{
+		MaxConcurrentActivityExecutionSize:      cfg.Temporal.MaxConcurrentActivities,
+		MaxConcurrentLocalActivityExecutionSize: cfg.Temporal.MaxConcurrentActivities,
+		MaxConcurrentWorkflowTaskPollers:        4,
+		MaxConcurrentActivityTaskPollers:        4,
+		WorkerStopTimeout:                       cfg.ShutdownGrace,
+		Identity:                                cfg.WorkerID + "@" + cfg.Temporal.TaskQueue,
+	})
+	for _, o := range opts {
+		if err := o(b); err != nil {
+			return nil, err
+		}
+	}
+	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+	acts := &activities.Activities{Registry: reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim}
+	acts.Register(b.worker)
+	if err := b.checkRoutes(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// addConfiguredHandlers registers the exec and http handlers of the config.
+func (b *Bridge) addConfiguredHandlers() error {
+	for _, name := range sortedKeys(b.cfg.Types) {
+		tc := b.cfg.Types[name]
+		var h activities.Handler
+		switch {
+		case tc.Exec != nil:
+			h = activities.Exec(*tc.Exec)
+		case tc.HTTP != nil:
+			h = activities.HTTP(*tc.HTTP, nil)
+		default:
+			continue
+		}
+		if err := b.reg.Add(name, h); err != nil {
+			return fmt.Errorf("config: types: %s: %w (a Go handler has this name)", name, err)
+		}
+	}
+	return nil
+}
+
+// checkRoutes makes sure every configured type and step can run here or is
+// routed to another task queue.
+func (b *Bridge) checkRoutes() error {
+	var errs []error
+	has := func(name string) bool { _, ok := b.reg.Lookup(name); return ok }
+	for _, name := range sortedKeys(b.cfg.Types) {
+		tc := b.cfg.Types[name]
+		switch {
+		case len(tc.Steps) > 0:
+			for i, s := range flattenSteps(tc.Steps) {
+				if s.TaskQueue == "" && tc.TaskQueue == "" && !has(s.Handler) {
+					errs = append(errs, fmt.Errorf("config: types: %s: step %d (%s): no handler %q is registered (known: %v)", name, i+1, s.Name, s.Handler, b.reg.Names()))
+				}
+			}
+		case tc.Workflow != "", tc.TaskQueue != "":
+		default:
+			handler := tc.Handler
+			if handler == "" {
+				handler = name
+			}
+			if !has(handler) {
+				errs = append(errs, fmt.Errorf("config: types: %s: no handler %q is registered and no route (task_queue, steps, workflow, exec, http) is set", name, handler))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func flattenSteps(steps []workflows.Step) []workflows.Step {
+	var out []workflows.Step
+	for _, s := range steps {
+		if len(s.Parallel) > 0 {
+			out = append(out, flattenSteps(s.Parallel)...)
+		} else {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Run checks TaskManager and Temporal, resolves the types to serve, starts
+// the worker and claims tasks until ctx ends or MaxRuns tasks are done
+// (then it waits for them). It returns with claiming stopped and the
+// worker still running: call Stop.
+func (b *Bridge) Run(ctx context.Context) error {
+	if err := b.healthCheck(ctx); err != nil {
+		return err
+	}
+	types, err := b.resolveTypes(ctx)
+	if err != nil {
+		return err
+	}
+	b.types = types
+	b.searchAttrs = b.hasSearchAttributes(ctx)
+	if err := b.worker.Start(); err != nil {
+		return fmt.Errorf("start Temporal worker: %w", err)
+	}
+	b.recoverInFlight(ctx)
+	b.serveMetrics()
+
+	claimCtx, stop := context.WithCancel(ctx)
+	b.mu.Lock()
+	b.stopClaims = stop
+	b.mu.Unlock()
+	for _, t := range types {
+		b.loops.Add(1)
+		go func() {
+			defer b.loops.Done()
+			b.claimLoop(claimCtx, t)
+		}()
+	}
+	b.log.Info("claiming", "types", len(types), "max_in_flight", b.cfg.MaxInFlight)
+	loopsDone := make(chan struct{})
+	go func() { b.loops.Wait(); close(loopsDone) }()
+	select {
+	case <-ctx.Done():
+		stop()
+		<-loopsDone
+		return nil
+	case <-loopsDone:
+	}
+	b.log.Info("max runs reached: claiming stopped, waiting for the claimed tasks", "max_runs", b.cfg.MaxRuns)
+	b.starts.Wait()
+	if err := b.slots.drained(ctx); err != nil {
+		return nil // stopped by a signal while waiting; Stop hands over
+	}
+	b.log.Info("all claimed tasks finished", "tasks", b.runs.used())
+	return nil
+}
+
+// Stop stops claiming, lets pending workflow starts finish, then stops the
+// worker: running handlers get the shutdown grace to finish, after which
+// they are cancelled and Temporal retries them elsewhere or after a
+// restart. It returns ctx's error if ctx ends first.
+func (b *Bridge) Stop(ctx context.Context) error {
+	b.mu.Lock()
+	if b.stopClaims != nil {
+		b.stopClaims()
+	}
+	b.mu.Unlock()
+	defer b.bgCancel()
+	done := make(chan struct{})
+	go func() {
+		b.loops.Wait()
+		b.starts.Wait()
+		b.worker.Stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop: %w", ctx.Err())
+	}
+}
+
+func (b *Bridge) healthCheck(ctx context.Context) error {
+	hctx, cancel := context.WithTimeout(ctx, b.cfg.APITimeout)
+	defer cancel()
+	h, err := b.api.Health(hctx)
+	if err != nil {
+		return fmt.Errorf("TaskManager health check at %s failed: %w", b.api.BaseURL(), err)
+	}
+	b.log.Info("✓ TaskManager health check passed", "status", h.Status)
+	if _, err := b.tc.CheckHealth(hctx, &client.CheckHealthRequest{}); err != nil {
+		return fmt.Errorf("temporal health check failed: %w", err)
+	}
+	b.log.Info("✓ Temporal health check passed", "namespace", b.namespace)
+	return nil
+}
+
+// Search attribute names set on each run, where the namespace has them.
+const (
+	SearchAttrTaskType = "TaskType"
+	SearchAttrTaskID   = "TaskID"
+)
+
+func (b *Bridge) hasSearchAttributes(ctx context.Context) bool {
+	resp, err := b.tc.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: b.namespace})
+	if err != nil {
+		b.log.Debug("cannot list search attributes", "err", err)
+		return false
+	}
+	ok := resp.CustomAttributes[SearchAttrTaskType] == enums.INDEXED_VALUE_TYPE_KEYWORD &&
+		resp.CustomAttributes[SearchAttrTaskID] == enums.INDEXED_VALUE_TYPE_KEYWORD
+	if !ok {
+		b.log.Info("namespace has no Keyword search attributes TaskType and TaskID: runs are found by memo and id only")
+	}
+	return ok
+}
+
+// currentClaim asks a task's workflow who holds the task now.
+func (b *Bridge) currentClaim(ctx context.Context, workflowID string) (string, error) {
+	v, err := b.tc.QueryWorkflow(ctx, workflowID, "", workflows.ClaimQueryName)
+	if err != nil {
+		return "", err
+	}
+	var c workflows.Claim
+	if err := v.Get(&c); err != nil {
+		return "", err
+	}
+	return c.WorkerID, nil
+}
+
+func (b *Bridge) serveMetrics() {
+	if b.cfg.MetricsAddr == "" {
+		return
+	}
+	srv := &http.Server{Addr: b.cfg.MetricsAddr, Handler: b.metrics.handler(b.slots), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.log.Error("metrics server stopped", "addr", b.cfg.MetricsAddr, "err", err)
+		}
+	}()
+	go func() { <-b.bg.Done(); _ = srv.Close() }()
+	b.log.Info("serving metrics", "url", "http://"+b.cfg.MetricsAddr+"/metrics")
+}

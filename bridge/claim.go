@@ -1,0 +1,152 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+)
+
+// claimLoop claims tasks of one type: again at once while tasks come,
+// after poll_interval (with jitter) once the type is empty, with
+// exponential backoff on errors (and Retry-After on 429). It holds an
+// in-flight slot before each claim, waits while Temporal is unreachable,
+// and hands each claimed task to startTask.
+func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
+	log := b.log.With("task_type", t.Name)
+	req := taskmanager.ClaimRequest{WorkerID: b.cfg.WorkerID, TaskTypeID: t.ID, SortBy: b.cfg.ClaimSortBy, SortOrder: b.cfg.ClaimSortOrder}
+	failures := 0
+	for ctx.Err() == nil {
+		if b.gate.wait(ctx) != nil || !b.runs.reserve() {
+			return
+		}
+		if b.slots.acquire(ctx) != nil {
+			b.runs.unreserve()
+			return
+		}
+		// Not cancelled with ctx: a claim the server made must reach us.
+		task, err := b.api.Claim(context.WithoutCancel(ctx), req)
+		if err == nil {
+			failures = 0
+			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
+			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
+			b.startTask(task, t)
+			continue
+		}
+		b.slots.release()
+		b.runs.unreserve()
+		if errors.Is(err, taskmanager.ErrNoTask) {
+			failures = 0
+			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc()
+			sleep(ctx, jitter(b.cfg.PollInterval))
+			continue
+		}
+		failures++
+		b.metrics.claims.WithLabelValues(t.Name, "error").Inc()
+		wait := max(backoff(failures), taskmanager.RetryAfter(err))
+		log.Warn("claim failed", "err", err, "retry_in", wait.Round(time.Millisecond))
+		sleep(ctx, wait)
+	}
+}
+
+// backoff returns 1s, 2s, 4s … up to a minute, with jitter.
+func backoff(failures int) time.Duration {
+	d := time.Second << min(failures-1, 6)
+	return jitter(min(d, time.Minute))
+}
+
+// jitter spreads d by ±20% so that bridges do not poll in step.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// runBudget counts claims against max_runs (0: unlimited). A claim
+// reserves a run first, so concurrent loops never claim more than allowed.
+type runBudget struct {
+	mu       sync.Mutex
+	max      int
+	reserved int
+}
+
+func (r *runBudget) reserve() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.max > 0 && r.reserved >= r.max {
+		return false
+	}
+	r.reserved++
+	return true
+}
+
+func (r *runBudget) unreserve() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reserved--
+}
+
+func (r *runBudget) used() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reserved
+}
+
+// gate stops claiming while Temporal is unreachable.
+type gate struct {
+	mu   sync.Mutex
+	open chan struct{} // closed while claiming may go on
+}
+
+func newGate() *gate {
+	g := &gate{open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+// wait blocks while the gate is shut.
+func (g *gate) wait(ctx context.Context) error {
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	select {
+	case <-open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// shut closes the gate; it reports whether it was open.
+func (g *gate) shut() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+		g.open = make(chan struct{})
+		return true
+	default:
+		return false
+	}
+}
+
+// reopen opens the gate.
+func (g *gate) reopen() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}

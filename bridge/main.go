@@ -1,0 +1,212 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/contrib/envconfig"
+	tlog "go.temporal.io/sdk/log"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+)
+
+// Main runs the tmbridge command with reg's handlers and returns the exit
+// code: 0 on a clean stop (a signal, or --max-runs reached), 1 on a failure,
+// 2 on a config error. A program that adds its own handlers is:
+//
+//	func main() {
+//		reg := activities.NewRegistry()
+//		activities.RegisterExamples(reg)
+//		activities.Register(reg, "image.resize", resize)
+//		os.Exit(bridge.Main(reg))
+//	}
+func Main(reg *activities.Registry, opts ...Option) int {
+	return run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr, reg, opts...)
+}
+
+func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Registry, opts ...Option) int {
+	cfg, err := Load(args, environ, stdout)
+	if errors.Is(err, ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "tmbridge:", err)
+		return 2
+	}
+	log := NewLogger(stderr, cfg.LogFormat, cfg.Debug)
+	slog.SetDefault(log)
+
+	copts, err := temporalOptions(cfg, environ, log)
+	if err != nil {
+		log.Error("Temporal client config", "err", err)
+		return 2
+	}
+	banner(log, cfg, copts)
+	tc, err := client.Dial(copts)
+	if err != nil {
+		log.Error("cannot connect to Temporal", "address", copts.HostPort, "err", err)
+		return 1
+	}
+	defer tc.Close()
+
+	b, err := New(cfg, reg, tc, append([]Option{WithLogger(log), WithNamespace(copts.Namespace)}, opts...)...)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 2
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		sig := <-sigs
+		log.Info("stopping: no more claims; running handlers get the shutdown grace (signal again to exit at once)", "signal", sig.String(), "grace", cfg.ShutdownGrace)
+		cancel()
+		<-sigs
+		log.Warn("second signal: exiting now; Temporal retries what was running")
+		os.Exit(1)
+	}()
+
+	runErr := b.Run(ctx)
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace+10*time.Second)
+	defer stopCancel()
+	stopErr := b.Stop(stopCtx)
+	switch {
+	case runErr != nil:
+		log.Error("tmbridge failed", "err", runErr)
+		return 1
+	case stopErr != nil:
+		log.Error("tmbridge did not stop cleanly", "err", stopErr)
+		return 1
+	}
+	log.Info("tmbridge stopped", "tasks_claimed", b.runs.used())
+	return 0
+}
+
+// temporalOptions reads Temporal's own settings (TEMPORAL_ADDRESS,
+// TEMPORAL_NAMESPACE, TLS, API key, config profile) with the SDK's
+// envconfig, then applies the bridge's temporal.address/namespace.
+func temporalOptions(cfg Config, environ []string, log *slog.Logger) (client.Options, error) {
+	opts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{EnvLookup: envList(environ)})
+	if err != nil {
+		return opts, err
+	}
+	if cfg.Temporal.Address != "" {
+		opts.HostPort = cfg.Temporal.Address
+	}
+	if cfg.Temporal.Namespace != "" {
+		opts.Namespace = cfg.Temporal.Namespace
+	}
+	if opts.HostPort == "" {
+		opts.HostPort = client.DefaultHostPort
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = client.DefaultNamespace
+	}
+	opts.Identity = cfg.WorkerID
+	level := slog.LevelWarn
+	if cfg.Debug {
+		level = slog.LevelDebug
+	}
+	opts.Logger = tlog.NewStructuredLogger(slog.New(levelFilter{log.Handler(), level}).With("component", "temporal"))
+	return opts, nil
+}
+
+// envList serves envconfig's lookups from an environ slice.
+type envList []string
+
+func (e envList) Environ() []string { return e }
+func (e envList) LookupEnv(key string) (string, bool) {
+	for _, kv := range e {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// banner logs the start-up settings, as the reference worker does; secrets
+// are shown only as set or not.
+func banner(log *slog.Logger, cfg Config, t client.Options) {
+	types := "every type with a handler or route"
+	switch {
+	case len(cfg.TaskTypes) > 0:
+		types = strings.Join(cfg.TaskTypes, ", ")
+	case len(cfg.TaskTypeIDs) > 0:
+		types = "ids " + strings.Join(cfg.TaskTypeIDs, ", ")
+	}
+	runs := "unlimited"
+	if cfg.MaxRuns > 0 {
+		runs = fmt.Sprint(cfg.MaxRuns)
+	}
+	keySet := func(set bool) string {
+		if set {
+			return "set (redacted)"
+		}
+		return "not set"
+	}
+	log.Info("PrismQ TaskManager bridge (tmbridge): tasks run as Temporal workflows",
+		"worker_id", cfg.WorkerID,
+		"api_url", taskmanager.RedactURL(cfg.APIURL),
+		"api_key", keySet(cfg.APIKey != ""),
+		"temporal", t.HostPort,
+		"namespace", t.Namespace,
+		"temporal_api_key", keySet(t.Credentials != nil),
+		"tls", t.ConnectionOptions.TLS != nil,
+		"task_queue", cfg.Temporal.TaskQueue,
+		"task_types", types,
+		"poll_interval", cfg.PollInterval,
+		"max_in_flight", cfg.MaxInFlight,
+		"max_runs", runs,
+		"debug", cfg.Debug,
+	)
+}
+
+// NewLogger returns the bridge's logger: tint for a terminal (or "text"),
+// JSON otherwise (or "json").
+func NewLogger(w io.Writer, format string, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	if format == "text" || (format == "auto" && isTerminal(w)) {
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}))
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// levelFilter drops records below a level (the SDK's chatty info logs).
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{f.Handler.WithAttrs(a), f.min}
+}
+func (f levelFilter) WithGroup(n string) slog.Handler { return levelFilter{f.Handler.WithGroup(n), f.min} }

@@ -1,0 +1,151 @@
+// Package devtemporal starts the pinned Temporal CLI dev server (in
+// memory, on 127.0.0.1) for end-to-end tests and benchmarks. The CLI is
+// built by `make temporal-cli`; this package never downloads anything.
+package devtemporal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.temporal.io/sdk/client"
+)
+
+// Version is the pinned Temporal CLI version.
+const Version = "v1.5.1"
+
+// CLIPath returns the Temporal CLI to run: $TMBRIDGE_TEMPORAL_CLI, else
+// where `make temporal-cli` installs it.
+func CLIPath() (string, error) {
+	path := os.Getenv("TMBRIDGE_TEMPORAL_CLI")
+	if path == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", err
+		}
+		path = filepath.Join(home, ".cache", "tmbridge", "temporal-"+Version, "temporal")
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("temporal CLI %s not found at %s: run `make temporal-cli` (or set TMBRIDGE_TEMPORAL_CLI)", Version, path)
+	}
+	return path, nil
+}
+
+// Server is a running dev server.
+type Server struct {
+	Address string // host:port of the frontend
+	UIURL   string // Temporal Web, when not headless
+	cmd     *exec.Cmd
+	done    chan error
+}
+
+// Options configure Start.
+type Options struct {
+	// UI serves Temporal Web on a free port (default: headless).
+	UI bool
+	// Log receives the server's output (default: discarded).
+	Log *os.File
+}
+
+// Start starts a dev server with the search attributes TaskType and TaskID
+// and waits until it answers.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	cli, err := CLIPath()
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	httpPort, _ := freePort()
+	metricsPort, _ := freePort()
+	args := []string{"server", "start-dev", "--ip", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--http-port", strconv.Itoa(httpPort), "--metrics-port", strconv.Itoa(metricsPort), "--log-level", "error",
+		"--search-attribute", "TaskType=Keyword", "--search-attribute", "TaskID=Keyword"}
+	s := &Server{Address: "127.0.0.1:" + strconv.Itoa(port), done: make(chan error, 1)}
+	if opts.UI {
+		uiPort, _ := freePort()
+		args = append(args, "--ui-port", strconv.Itoa(uiPort))
+		s.UIURL = "http://127.0.0.1:" + strconv.Itoa(uiPort)
+	} else {
+		args = append(args, "--headless")
+	}
+	s.cmd = exec.Command(cli, args...)
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if opts.Log != nil {
+		s.cmd.Stdout, s.cmd.Stderr = opts.Log, opts.Log
+	}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cli, err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	if err := s.waitReady(ctx); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		select {
+		case err := <-s.done:
+			return fmt.Errorf("temporal dev server exited: %v", err)
+		default:
+		}
+		c, err := client.Dial(client.Options{HostPort: s.Address, Logger: quiet{}})
+		if err == nil {
+			_, err = c.CheckHealth(ctx, &client.CheckHealthRequest{})
+			c.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(errors.New("temporal dev server did not answer in time"), err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops the server and waits for it to exit.
+func (s *Server) Stop() {
+	if s.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// quiet drops the SDK's logs while waiting.
+type quiet struct{}
+
+func (quiet) Debug(string, ...any) {}
+func (quiet) Info(string, ...any)  {}
+func (quiet) Warn(string, ...any)  {}
+func (quiet) Error(string, ...any) {}
