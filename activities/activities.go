@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -35,6 +36,23 @@ type Activities struct {
 	ProgressInterval time.Duration
 	// Logger logs what the activities cannot return. Default slog.Default().
 	Logger *slog.Logger
+
+	running atomic.Int64 // handler attempts under way
+}
+
+// Idle waits until no handler runs on this worker, or ctx ends. After a
+// worker stop cancels its handlers, waiting for them lets the SDK report
+// their attempts as failed, so Temporal retries them at once instead of
+// after their heartbeat timeout.
+func (a *Activities) Idle(ctx context.Context) error {
+	for a.running.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // HandlerInput is what a handler activity receives. A worker written with
@@ -75,6 +93,8 @@ func (a *Activities) logger() *slog.Logger {
 // automatic heartbeats, panic recovery and result normalisation.
 func (a *Activities) handlerActivity(name string, h Handler) func(context.Context, HandlerInput) (json.RawMessage, error) {
 	return func(ctx context.Context, in HandlerInput) (result json.RawMessage, err error) {
+		a.running.Add(1)
+		defer a.running.Add(-1)
 		info := activity.GetInfo(ctx)
 		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity}
 		ctx = context.WithValue(ctx, progressKey{}, p)

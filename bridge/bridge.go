@@ -31,6 +31,7 @@ type Bridge struct {
 	namespace string
 	reg       *activities.Registry
 	worker    worker.Worker
+	acts      *activities.Activities
 	metrics   *metrics
 
 	slots *inflight
@@ -103,8 +104,8 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		}
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
-	acts := &activities.Activities{Registry: reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim}
-	acts.Register(b.worker)
+	b.acts = &activities.Activities{Registry: reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim}
+	b.acts.Register(b.worker)
 	if err := b.checkRoutes(); err != nil {
 		return nil, err
 	}
@@ -237,6 +238,13 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		b.loops.Wait()
 		b.starts.Wait()
 		b.worker.Stop()
+		// Handlers still running were cancelled: let them return so that
+		// their attempts are reported and retried at once.
+		idle, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if b.acts.Idle(idle) == nil {
+			time.Sleep(100 * time.Millisecond) // the SDK's failure report
+		}
 		close(done)
 	}()
 	select {

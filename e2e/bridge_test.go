@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"os"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -114,7 +115,7 @@ func runBinary(t *testing.T, s *stack, args ...string) *exec.Cmd {
 			_ = cmd.Process.Kill()
 			_, _ = cmd.Process.Wait()
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("E2E_VERBOSE") != "" {
 			t.Logf("tmbridge output:\n%s", out.String())
 		}
 	})

@@ -27,7 +27,7 @@ type TypeOptions struct {
 	// ScheduleToCloseTimeout bounds all attempts together; 0: no bound.
 	ScheduleToCloseTimeout time.Duration `json:"schedule_to_close_timeout,omitempty" koanf:"schedule_to_close_timeout"`
 	// HeartbeatTimeout: a handler attempt not heard from for this long is
-	// retried elsewhere (handlers heartbeat automatically). Default 30s.
+	// retried elsewhere (handlers heartbeat automatically). Default 10s.
 	HeartbeatTimeout time.Duration `json:"heartbeat_timeout,omitempty" koanf:"heartbeat_timeout"`
 	// Retry is the handler's retry policy.
 	Retry RetryOptions `json:"retry" koanf:"retry"`
@@ -54,7 +54,7 @@ type RetryOptions struct {
 // Defaults of TypeOptions.
 const (
 	DefaultStartToCloseTimeout = 5 * time.Minute
-	DefaultHeartbeatTimeout    = 30 * time.Second
+	DefaultHeartbeatTimeout    = 10 * time.Second
 	DefaultClaimWait           = 2 * time.Minute
 	DefaultMaximumAttempts     = 3
 )

@@ -176,7 +176,7 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step) workflow.Future {
 		}
 		p.results[s.Name] = out
 		p.done++
-		p.reportProgress(ctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+		p.reportProgress(gctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
 		settle.Set(nil, nil)
 	})
 	return future

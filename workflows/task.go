@@ -105,6 +105,9 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 		next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
 		return res, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
 	}
+	if ctx.Err() != nil {
+		return res, ctx.Err() // cancelled, and the failure is reported
+	}
 	if !out.Success {
 		return res, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("task %s failed (TaskManager: %s): %s", in.Task.ID, rep.Status, out.Error), TaskFailedErrorType, nil, res)
@@ -245,6 +248,8 @@ func failureMessage(taskType string, err error) string {
 		panicErr   *temporal.PanicError
 	)
 	switch {
+	case errors.As(err, &appErr) && appErr.Type() == StepFailedErrorType:
+		return appErr.Message() // already names the step and its cause
 	case errors.As(err, &timeoutErr):
 		return fmt.Sprintf("%s timed out (%s)", taskType, timeoutErr.TimeoutType())
 	case errors.As(err, &cancelErr):

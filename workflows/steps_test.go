@@ -1,0 +1,187 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+func local(v bool) *bool { return &v }
+
+// The pipeline of the issue, as written.
+func demoPipeline() []workflows.Step {
+	return []workflows.Step{
+		{Name: "shout", Handler: "example.uppercase"},
+		{Name: "count", Handler: "example.echo", Params: map[string]any{"message": "{{ .steps.shout.uppercase }}"}},
+		{Parallel: []workflows.Step{
+			{Name: "a", Handler: "example.math.add", Params: map[string]any{"a": 1, "b": 2}},
+			{Name: "b", Handler: "example.sleep", Params: map[string]any{"duration": 0.1}},
+		}},
+	}
+}
+
+func TestSteps_sequence_templates_parallel(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "demo.pipeline", map[string]any{"text": "hi there"}, workflows.TypeOptions{Steps: demoPipeline()})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{
+		"shout": {"original":"hi there","uppercase":"HI THERE"},
+		"count": {"echo":"HI THERE","length":8},
+		"a": {"a":1,"b":2,"result":3},
+		"b": {"duration":0.1}
+	}`, string(res.Result))
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "completed", st.Status)
+	var progress []int
+	for _, p := range b.tm.ProgressCalls(in.Task.ID) {
+		progress = append(progress, p.Progress)
+	}
+	require.Contains(t, progress, 25, "progress is reported as steps complete")
+	require.Contains(t, progress, 50)
+}
+
+func TestSteps_templates_keep_types_and_read_task_params(t *testing.T) {
+	t.Parallel()
+	var got atomic.Value
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.capture", func(ctx context.Context, p map[string]any) (map[string]any, error) {
+			got.Store(p)
+			return map[string]any{"ok": true}, nil
+		})
+	})
+	steps := []workflows.Step{
+		{Name: "add", Handler: "example.math.add", Params: map[string]any{"a": "{{ .params.x }}", "b": 2}},
+		{Name: "cap", Handler: "test.capture", Params: map[string]any{
+			"sum": "{{ .steps.add.result }}", "label": "sum={{ .steps.add.result }} of {{ .params.name }}", "list": []any{"{{ .params.name }}", 1},
+		}},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"x": 40, "name": "n1"}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"sum": 42.0, "label": "sum=42 of n1", "list": []any{"n1", 1.0}}, got.Load())
+}
+
+func TestSteps_failing_step_fails_the_task_and_names_it(t *testing.T) {
+	t.Parallel()
+	var after atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.after", func(ctx context.Context, p struct{}) (struct{}, error) {
+			after.Add(1)
+			return struct{}{}, nil
+		})
+	})
+	steps := []workflows.Step{
+		{Name: "first", Handler: "example.echo"},
+		{Name: "boom", Handler: "example.error", Params: map[string]any{"message": "disk full"}},
+		{Name: "never", Handler: "test.after"},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "step boom (example.error): disk full", st.Error)
+	require.Zero(t, after.Load())
+}
+
+func TestSteps_step_retried_then_succeeds(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.flaky", func(ctx context.Context, p struct{}) (map[string]int32, error) {
+			if n := calls.Add(1); n < 3 {
+				return nil, errors.New("not yet")
+			}
+			return map[string]int32{"calls": calls.Load()}, nil
+		})
+	})
+	steps := []workflows.Step{
+		{Name: "flaky", Handler: "test.flaky", StepOptions: workflows.StepOptions{Local: local(true), Retry: &workflows.RetryOptions{MaximumAttempts: 5}}},
+		{Name: "echo", Handler: "example.echo"},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps, Retry: workflows.RetryOptions{MaximumAttempts: 1}})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	var out map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(res.Result, &out))
+	require.JSONEq(t, `{"calls":3}`, string(out["flaky"]))
+}
+
+func TestSteps_parallel_failure_cancels_the_others(t *testing.T) {
+	t.Parallel()
+	var cancelled atomic.Bool
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.block", func(ctx context.Context, p struct{}) (struct{}, error) {
+			<-ctx.Done()
+			cancelled.Store(true)
+			return struct{}{}, ctx.Err()
+		})
+	})
+	steps := []workflows.Step{{Parallel: []workflows.Step{
+		{Name: "block", Handler: "test.block", StepOptions: workflows.StepOptions{HeartbeatTimeout: time.Second}},
+		{Name: "boom", Handler: "example.error", Params: map[string]any{"message": "no"}},
+	}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Equal(t, "step boom (example.error): no", b.task(t, in.Task.ID).Error)
+	require.Eventually(t, cancelled.Load, time.Minute, 10*time.Millisecond, "the blocked sibling sees its context cancelled")
+}
+
+func TestSteps_cancelled_task_reports_failure(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	b = setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.cancelme", func(ctx context.Context, p struct{}) (struct{}, error) {
+			b.env.CancelWorkflow()
+			<-ctx.Done()
+			return struct{}{}, ctx.Err()
+		})
+	})
+	steps := []workflows.Step{{Name: "wait", Handler: "test.cancelme"}, {Name: "never", Handler: "example.echo"}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.Error(t, err)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status, "the failure is reported, so TaskManager re-queues the task")
+	require.Contains(t, st.Error, "step wait (test.cancelme)")
+	require.Contains(t, st.Error, "cancel")
+}
+
+func TestSteps_template_error_names_the_step(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	steps := []workflows.Step{{Name: "echo", Handler: "example.echo", Params: map[string]any{"message": "{{ .steps.nope.x }}"}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Contains(t, b.task(t, in.Task.ID).Error, "step echo (example.echo)")
+	require.Contains(t, b.task(t, in.Task.ID).Error, ".steps.nope")
+}
+
+func TestTypeOptions_validate_names_the_problem(t *testing.T) {
+	t.Parallel()
+	cases := map[string]workflows.TypeOptions{
+		"steps[0]: needs a handler":  {Steps: []workflows.Step{{Name: "x"}}},
+		`name "a" is used twice`:      {Steps: []workflows.Step{{Name: "a", Handler: "h"}, {Parallel: []workflows.Step{{Name: "a", Handler: "h2"}}}}},
+		"retry.backoff_coefficient":   {Retry: workflows.RetryOptions{BackoffCoefficient: 0.5}},
+		"local: a local handler runs": {Local: true, TaskQueue: "python"},
+		"workflow and steps":          {Workflow: "w", Steps: []workflows.Step{{Handler: "h"}}},
+		"template":                    {Steps: []workflows.Step{{Handler: "h", Params: map[string]any{"x": "{{ .steps.a "}}}},
+	}
+	for want, o := range cases {
+		err := o.Validate()
+		require.Error(t, err, want)
+		require.Contains(t, err.Error(), want)
+	}
+	require.NoError(t, workflows.TypeOptions{Steps: demoPipeline()}.Validate())
+}
