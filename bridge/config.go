@@ -136,9 +136,9 @@ const delim = "::"
 // option documents one setting: key, flag, env vars, default, help.
 type option struct {
 	key, flag, short string
-	env             []string
-	def             any
-	help            string
+	env              []string
+	def              any
+	help             string
 }
 
 func options() []option {

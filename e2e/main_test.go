@@ -5,8 +5,8 @@ package e2e
 
 import (
 	"context"
-	"flag"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -134,14 +134,23 @@ func (s *stack) create(typ string, params any) string {
 // runBridge runs an in-process bridge until the test ends or stop is called.
 func (s *stack) runBridge(reg *activities.Registry, workerID string, extra ...string) (stop func()) {
 	s.t.Helper()
+	return s.runBridgeWith(reg, workerID, nil, nil, extra...)
+}
+
+// runBridgeWith is runBridge with a config change and bridge options.
+func (s *stack) runBridgeWith(reg *activities.Registry, workerID string, change func(*bridge.Config), opts []bridge.Option, extra ...string) (stop func()) {
+	s.t.Helper()
 	cfg, err := bridge.Load(s.args(workerID, extra...), s.environ(), os.Stdout)
 	require.NoError(s.t, err)
+	if change != nil {
+		change(&cfg)
+	}
 	if reg == nil {
 		reg = activities.NewRegistry()
 		activities.RegisterExamples(reg)
 	}
 	log := bridge.NewLogger(os.Stderr, "text", false).With("bridge", workerID)
-	b, err := bridge.New(cfg, reg, s.tc, bridge.WithLogger(log))
+	b, err := bridge.New(cfg, reg, s.tc, append([]bridge.Option{bridge.WithLogger(log)}, opts...)...)
 	require.NoError(s.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)

@@ -171,7 +171,7 @@ func TestSteps_template_error_names_the_step(t *testing.T) {
 func TestTypeOptions_validate_names_the_problem(t *testing.T) {
 	t.Parallel()
 	cases := map[string]workflows.TypeOptions{
-		"steps[0]: needs a handler":  {Steps: []workflows.Step{{Name: "x"}}},
+		"steps[0]: needs a handler":   {Steps: []workflows.Step{{Name: "x"}}},
 		`name "a" is used twice`:      {Steps: []workflows.Step{{Name: "a", Handler: "h"}, {Parallel: []workflows.Step{{Name: "a", Handler: "h2"}}}}},
 		"retry.backoff_coefficient":   {Retry: workflows.RetryOptions{BackoffCoefficient: 0.5}},
 		"local: a local handler runs": {Local: true, TaskQueue: "python"},

@@ -1,0 +1,112 @@
+package activities_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/activities"
+)
+
+func script(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "handler.sh")
+	require.NoError(t, os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755))
+	return path
+}
+
+func TestExec_params_in_result_out(t *testing.T) {
+	t.Setenv("TMBRIDGE_TEST_ALLOWED", "yes")
+	h := activities.Exec(activities.ExecConfig{
+		Command: []string{script(t, `read p; printf '{"got":%s,"allowed":"%s","hidden":"%s"}' "$p" "$TMBRIDGE_TEST_ALLOWED" "$HOME"`)},
+		Env:     []string{"TMBRIDGE_TEST_ALLOWED"},
+	})
+	out, err := h.Handle(context.Background(), json.RawMessage(`{"a":1}`))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"got":{"a":1},"allowed":"yes","hidden":""}`, string(out), "only allowlisted env vars reach the command")
+}
+
+func TestExec_failures(t *testing.T) {
+	t.Parallel()
+	fail := activities.Exec(activities.ExecConfig{Command: []string{script(t, `echo "line 1" >&2; echo "it broke" >&2; exit 3`)}})
+	_, err := fail.Handle(context.Background(), nil)
+	require.ErrorContains(t, err, "exited with code 3: line 1\nit broke")
+	require.False(t, activities.IsPermanent(err), "retried by default")
+
+	perm := activities.Exec(activities.ExecConfig{Command: []string{script(t, `exit 2`)}, PermanentExitCodes: []int{2}})
+	_, err = perm.Handle(context.Background(), nil)
+	require.True(t, activities.IsPermanent(err))
+
+	garbage := activities.Exec(activities.ExecConfig{Command: []string{script(t, `echo not json`)}})
+	_, err = garbage.Handle(context.Background(), nil)
+	require.ErrorContains(t, err, "not JSON")
+	require.True(t, activities.IsPermanent(err))
+
+	missing := activities.Exec(activities.ExecConfig{Command: []string{"/no/such/program"}})
+	_, err = missing.Handle(context.Background(), nil)
+	require.True(t, activities.IsPermanent(err))
+}
+
+func TestExec_cancel_kills_the_process_group(t *testing.T) {
+	t.Parallel()
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	// The command starts a grandchild that would outlive a plain kill.
+	h := activities.Exec(activities.ExecConfig{Command: []string{script(t, `sleep 60 & echo $! > `+pidFile+`; wait`)}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := h.Handle(ctx, nil); done <- err }()
+	require.Eventually(t, func() bool { _, err := os.Stat(pidFile); return err == nil }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	pid, _ := os.ReadFile(pidFile)
+	require.Eventually(t, func() bool {
+		_, err := os.Stat("/proc/" + strings.TrimSpace(string(pid)))
+		return os.IsNotExist(err)
+	}, 10*time.Second, 10*time.Millisecond, "the grandchild is killed too")
+}
+
+func TestHTTP_handler(t *testing.T) {
+	t.Setenv("TMBRIDGE_TEST_TOKEN", "tok-123")
+	var auth string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth = r.Header.Get("Authorization")
+		switch r.URL.Path {
+		case "/ok":
+			var p map[string]any
+			_ = json.NewDecoder(r.Body).Decode(&p)
+			_ = json.NewEncoder(w).Encode(map[string]any{"seen": p})
+		case "/bad":
+			http.Error(w, "no such thing", http.StatusUnprocessableEntity)
+		case "/busy":
+			w.Header().Set("Retry-After", "3")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		default:
+			http.Error(w, "oops", http.StatusBadGateway)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cfg := func(path string) activities.HTTPConfig {
+		return activities.HTTPConfig{URL: srv.URL + path, HeadersFromEnv: map[string]string{"Authorization": "TMBRIDGE_TEST_TOKEN"}}
+	}
+	out, err := activities.HTTP(cfg("/ok"), nil).Handle(context.Background(), json.RawMessage(`{"x":1}`))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"seen":{"x":1}}`, string(out))
+	require.Equal(t, "tok-123", auth)
+
+	_, err = activities.HTTP(cfg("/bad"), nil).Handle(context.Background(), nil)
+	require.True(t, activities.IsPermanent(err), "4xx is permanent")
+	require.ErrorContains(t, err, "422")
+	_, err = activities.HTTP(cfg("/busy"), nil).Handle(context.Background(), nil)
+	require.False(t, activities.IsPermanent(err), "429 retries")
+	_, err = activities.HTTP(cfg("/down"), nil).Handle(context.Background(), nil)
+	require.False(t, activities.IsPermanent(err), "5xx retries")
+	require.NotContains(t, err.Error(), "tok-123")
+}

@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+)
+
+// The dev stack's config, as shipped: demo.pipeline's steps, with a Python
+// exec step, run through a real Temporal server.
+func TestE2E_pipeline_from_example_config(t *testing.T) {
+	for _, style := range styles {
+		t.Run(string(style), func(t *testing.T) {
+			s := newStack(t, style)
+			s.register("demo.pipeline", "example.echo")
+			var ids []string
+			for i := range 5 {
+				ids = append(ids, s.create("demo.pipeline", map[string]any{"text": fmt.Sprintf("hello pipeline %d", i)}))
+			}
+			s.runBridgeWith(nil, "bridge-p", func(cfg *bridge.Config) {
+				exec := cfg.Types["py.wordcount"].Exec
+				exec.Dir = ".." // the command's paths are relative to the repo root
+			}, nil, "--config=../examples/tmbridge.yaml")
+			states := s.waitFinal(ids)
+			for i, id := range ids {
+				st := states[id]
+				require.Equal(t, "completed", st.Status, st.Error)
+				var res map[string]json.RawMessage
+				require.NoError(t, json.Unmarshal(st.Result, &res))
+				upper := fmt.Sprintf("HELLO PIPELINE %d", i)
+				require.JSONEq(t, fmt.Sprintf(`{"original":"hello pipeline %d","uppercase":%q}`, i, upper), string(res["shout"]))
+				require.JSONEq(t, fmt.Sprintf(`{"echo":%q,"length":%d}`, upper, len(upper)), string(res["count"]))
+				require.JSONEq(t, `{"a":1,"b":2,"result":3}`, string(res["a"]))
+				require.JSONEq(t, `{"duration":1}`, string(res["b"]))
+				require.JSONEq(t, `{"words":3,"longest":"PIPELINE"}`, string(res["words"]), "the Python exec step")
+			}
+		})
+	}
+}
+
+// A Go workflow registered for a type gets claiming and reporting from the
+// bridge; a type routed to another task queue is served by another worker.
+func TestE2E_go_workflow_and_routed_queue(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.custom", "ext.reverse")
+	custom := s.create("demo.custom", map[string]any{"text": "abc"})
+	routed := s.create("ext.reverse", map[string]any{"text": "abc"})
+
+	// A worker of its own (any Temporal SDK would do) on another queue.
+	extQueue := s.queue + "-ext"
+	w := worker.New(s.tc, extQueue, worker.Options{})
+	w.RegisterActivityWithOptions(func(ctx context.Context, in activities.HandlerInput) (map[string]string, error) {
+		var p struct{ Text string }
+		_ = json.Unmarshal(in.Params, &p)
+		r := []rune(p.Text)
+		for i, j := 0, len(r)-1; i < j; i, j = i+1, j-1 {
+			r[i], r[j] = r[j], r[i]
+		}
+		return map[string]string{"reversed": string(r), "task_id": in.TaskID}, nil
+	}, activity.RegisterOptions{Name: "ext.reverse"})
+	require.NoError(t, w.Start())
+	t.Cleanup(w.Stop)
+
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(strings.Join([]string{
+		"types:",
+		"  demo.custom: { workflow: demo.custom }",
+		"  ext.reverse: { task_queue: " + extQueue + " }",
+	}, "\n")), 0o600))
+	customWorkflow := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+		var up activities.UppercaseResult
+		if err := workflow.ExecuteActivity(ctx, activities.TypeUppercase, in).Get(ctx, &up); err != nil {
+			return nil, err
+		}
+		if err := workflow.Sleep(ctx, 10*time.Millisecond); err != nil {
+			return nil, err
+		}
+		return map[string]any{"custom": up.Uppercase, "attempt": in.Attempt}, nil
+	}
+	s.runBridgeWith(nil, "bridge-c", nil, []bridge.Option{bridge.WithWorkflow("demo.custom", customWorkflow)}, "--config="+cfgFile)
+	states := s.waitFinal([]string{custom, routed})
+	require.Equal(t, "completed", states[custom].Status, states[custom].Error)
+	require.JSONEq(t, `{"custom":"ABC","attempt":1}`, string(states[custom].Result))
+	require.Equal(t, "completed", states[routed].Status, states[routed].Error)
+	require.JSONEq(t, fmt.Sprintf(`{"reversed":"cba","task_id":%q}`, routed), string(states[routed].Result))
+}
