@@ -1,0 +1,28 @@
+package workflows_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// Histories recorded from a real Temporal server (see e2e's
+// TestE2E_histories_replay) must replay: a change to TaskWorkflow that
+// would break running workflows fails here. Re-record them with
+// TMBRIDGE_UPDATE_HISTORY=1 only for a deliberate, versioned change.
+func TestTaskWorkflow_replays_saved_histories(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("testdata/history-*.json")
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(files), 4, "saved histories: echo, local, failure, pipeline")
+	for _, f := range files {
+		r := worker.NewWorkflowReplayer()
+		r.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+		require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f), f)
+	}
+}
