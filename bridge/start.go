@@ -48,8 +48,9 @@ func (b *Bridge) WorkflowID(taskID taskmanager.ID) string {
 	return b.cfg.Temporal.WorkflowIDPrefix + string(taskID)
 }
 
-// startWorkflow signals the new claim to the task's running workflow, or
-// starts one (a re-queued task gets a new run under the same id).
+// startWorkflow starts the task's workflow (a re-queued task gets a new run
+// under the same id) or, when a run is still open (the task was claimed
+// again), signals the new claim to it: a task never runs twice at once.
 func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType) (client.WorkflowRun, error) {
 	id := b.WorkflowID(task.ID)
 	claim := workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(task.Attempts)}
@@ -62,9 +63,11 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType) (client.Work
 		Options: t.Options,
 	}
 	opts := client.StartWorkflowOptions{
-		ID:                    id,
-		TaskQueue:             b.cfg.Temporal.TaskQueue,
-		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		ID:                                       id,
+		TaskQueue:                                b.cfg.Temporal.TaskQueue,
+		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		Memo: map[string]any{
 			"task_id": string(task.ID), "task_type": task.Type, "attempt": int(task.Attempts), "worker_id": b.cfg.WorkerID,
 		},
@@ -75,7 +78,7 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType) (client.Work
 	}
 	for failures := 0; ; failures++ {
 		ctx, cancel := context.WithTimeout(b.bg, 10*time.Second)
-		run, err := b.tc.SignalWithStartWorkflow(ctx, id, workflows.ClaimSignalName, claim, opts, workflows.TaskWorkflowName, in)
+		run, err := b.startOrSignal(ctx, id, claim, opts, in)
 		cancel()
 		if err == nil {
 			b.metrics.started.WithLabelValues(task.Type).Inc()
@@ -93,6 +96,25 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType) (client.Work
 		b.log.Warn("cannot start workflow; retrying", "workflow_id", id, "err", err, "retry_in", wait.Round(time.Millisecond))
 		sleep(b.bg, wait)
 	}
+}
+
+// startOrSignal starts the workflow, the common case, without a signal
+// event; only when a run is open does it signal the claim to that run.
+func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.Claim, opts client.StartWorkflowOptions, in workflows.TaskInput) (client.WorkflowRun, error) {
+	run, err := b.tc.ExecuteWorkflow(ctx, opts, workflows.TaskWorkflowName, in)
+	var running *serviceerror.WorkflowExecutionAlreadyStarted
+	if !errors.As(err, &running) {
+		return run, err
+	}
+	if err := b.tc.SignalWorkflow(ctx, id, running.RunId, workflows.ClaimSignalName, claim); err != nil {
+		var gone *serviceerror.NotFound
+		if errors.As(err, &gone) {
+			return nil, fmt.Errorf("run %s closed before the new claim reached it: %w", running.RunId, err) // retried: it starts anew
+		}
+		return nil, err
+	}
+	b.log.Info("task claimed again while its workflow runs: new claim signalled", "workflow_id", id, "attempts", claim.Attempts)
+	return b.tc.GetWorkflow(ctx, id, running.RunId), nil
 }
 
 func unreachable(err error) bool {

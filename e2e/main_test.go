@@ -70,7 +70,7 @@ func runMain(m *testing.M) int {
 
 // stack is one test's TaskManager, Temporal client and naming.
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	tm     *devserver.Server
 	url    string
 	api    *taskmanager.Client
@@ -81,7 +81,7 @@ type stack struct {
 
 var nonWord = regexp.MustCompile(`[^a-zA-Z0-9]+`)
 
-func newStack(t *testing.T, style devserver.Style) *stack {
+func newStack(t testing.TB, style devserver.Style) *stack {
 	t.Helper()
 	tm := devserver.New(devserver.Options{Style: style, APIKey: apiKey})
 	url := tm.Start(t)

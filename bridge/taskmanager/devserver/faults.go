@@ -219,21 +219,29 @@ func (s *Server) Tasks() []TaskState {
 	defer s.mu.Unlock()
 	out := make([]TaskState, 0, len(s.order))
 	for _, id := range s.order {
-		t := s.tasks[id]
-		out = append(out, TaskState{
-			ID: strconv.FormatInt(t.id, 10), Type: t.typ.name, Status: t.status, Params: t.params, Result: t.result,
-			Error: t.errMsg, Attempts: t.attempts, ClaimedBy: t.claimedBy, Progress: t.progress,
-		})
+		out = append(out, s.tasks[id].state())
 	}
 	return out
 }
 
 // Task returns a snapshot of one task and whether it exists.
 func (s *Server) Task(id string) (TaskState, bool) {
-	for _, t := range s.Tasks() {
-		if t.ID == id {
-			return t, true
-		}
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		return TaskState{}, false
 	}
-	return TaskState{}, false
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tasks[n]
+	if !ok {
+		return TaskState{}, false
+	}
+	return t.state(), true
+}
+
+func (t *task) state() TaskState {
+	return TaskState{
+		ID: strconv.FormatInt(t.id, 10), Type: t.typ.name, Status: t.status, Params: t.params, Result: t.result,
+		Error: t.errMsg, Attempts: t.attempts, ClaimedBy: t.claimedBy, Progress: t.progress,
+	}
 }

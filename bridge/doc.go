@@ -1,0 +1,69 @@
+// Package bridge runs PrismQ TaskManager tasks as durable Temporal
+// workflows. It replaces the reference Python worker: it claims tasks over
+// TaskManager's HTTP API, starts one Temporal workflow per task, hosts the
+// Temporal worker that runs the task's handler, and reports the outcome
+// back, exactly once, whatever crashes or outages happen in between.
+//
+// The path of one task, by file:
+//
+//	bridge/claim.go            claimLoop: POST /tasks/claim, one loop per task type
+//	bridge/start.go            startWorkflow: signal-with-start of workflow "<prefix><task id>"
+//	workflows/task.go          TaskWorkflow: runs the handler, then reports, following claim moves
+//	activities/activities.go   the handler activity (one per task type, named after it)
+//	activities/report.go       ReportOutcome: POST /tasks/{id}/complete, idempotent, retried until it lands
+//
+// The whole program, with a handler of your own next to the built-in
+// examples, is a few lines:
+//
+//	package main
+//
+//	import (
+//		"context"
+//		"errors"
+//		"os"
+//
+//		"github.com/prismq/tmbridge/activities"
+//		"github.com/prismq/tmbridge/bridge"
+//	)
+//
+//	type ResizeParams struct {
+//		URL   string `json:"url"`
+//		Width int    `json:"width"`
+//	}
+//
+//	type ResizeResult struct {
+//		URL string `json:"url"`
+//	}
+//
+//	func resize(ctx context.Context, p ResizeParams) (ResizeResult, error) {
+//		if p.Width <= 0 {
+//			return ResizeResult{}, activities.Permanent(errors.New("width must be positive"))
+//		}
+//		activities.ReportProgress(ctx, 50, "resizing")
+//		return ResizeResult{URL: p.URL + "?w=resized"}, nil // a plain error would be retried
+//	}
+//
+//	func main() {
+//		reg := activities.NewRegistry()
+//		activities.RegisterExamples(reg)                 // example.echo, example.sleep, …
+//		activities.Register(reg, "image.resize", resize) // the task type name in TaskManager
+//		os.Exit(bridge.Main(reg))                        // flags, env, config file, signals
+//	}
+//
+// Run it with the reference worker's flags and env vars
+// (TASKMANAGER_API_URL, WORKER_ID, TASK_TYPE_IDS, POLL_INTERVAL, MAX_RUNS,
+// DEBUG), the API key in TASKMANAGER_API_KEY, and Temporal's own
+// TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS and API key settings. Per-type
+// options (timeouts, retries, local activities, another task queue,
+// multi-step types, exec and http handlers) live in the YAML config file;
+// see Config and the README.
+//
+// Embedding the bridge in a program that manages its own lifecycle uses
+// Load, New, Run and Stop:
+//
+//	cfg, err := bridge.Load(os.Args[1:], os.Environ(), os.Stdout)
+//	tc, err := client.Dial(client.Options{HostPort: cfg.Temporal.Address})
+//	b, err := bridge.New(cfg, reg, tc)
+//	err = b.Run(ctx)           // until ctx ends or --max-runs tasks are done
+//	err = b.Stop(shutdownCtx)  // stop claiming, let handlers finish within the grace
+package bridge
