@@ -34,10 +34,11 @@ type Bridge struct {
 	acts      *activities.Activities
 	metrics   *metrics
 
-	slots *inflight
-	runs  *runBudget
-	gate  *gate
-	types []servedType
+	slots   *inflight
+	pending chan struct{} // claims whose workflow is not started yet
+	runs    *runBudget
+	gate    *gate
+	types   []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
 	searchAttrs bool
@@ -49,6 +50,11 @@ type Bridge struct {
 	bg         context.Context // watchers, starts and the health prober
 	bgCancel   context.CancelFunc
 }
+
+// MaxPendingStarts bounds the claimed tasks whose workflow is not started
+// yet. Starts overlap with the next claims, but when Temporal is slow or
+// unreachable, claiming stops after these few.
+const MaxPendingStarts = 4
 
 // Option adjusts a Bridge.
 type Option func(*Bridge) error
@@ -84,7 +90,8 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	bg, cancel := context.WithCancel(context.Background())
 	b := &Bridge{
 		cfg: cfg, log: slog.Default(), api: api, tc: tc, namespace: "default", reg: reg,
-		slots: newInflight(cfg.MaxInFlight), runs: &runBudget{max: cfg.MaxRuns}, gate: newGate(),
+		slots: newInflight(cfg.MaxInFlight), pending: make(chan struct{}, MaxPendingStarts),
+		runs: &runBudget{max: cfg.MaxRuns}, gate: newGate(),
 		bg: bg, bgCancel: cancel, metrics: newMetrics(),
 	}
 	if err := b.addConfiguredHandlers(); err != nil {

@@ -27,6 +27,15 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			b.runs.unreserve()
 			return
 		}
+		// Few claims may wait for their workflow to start: when Temporal
+		// is slow or down, claiming stops here instead of piling up claims.
+		select {
+		case b.pending <- struct{}{}:
+		case <-ctx.Done():
+			b.slots.release()
+			b.runs.unreserve()
+			return
+		}
 		// Not cancelled with ctx: a claim the server made must reach us.
 		task, err := b.api.Claim(context.WithoutCancel(ctx), req)
 		if err == nil {
@@ -36,6 +45,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			b.startTask(task, t)
 			continue
 		}
+		<-b.pending
 		b.slots.release()
 		b.runs.unreserve()
 		if errors.Is(err, taskmanager.ErrNoTask) {

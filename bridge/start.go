@@ -33,6 +33,7 @@ func (b *Bridge) startTask(task taskmanager.Task, t servedType) {
 	go func() {
 		defer b.starts.Done()
 		run, err := b.startWorkflow(task, t)
+		<-b.pending // this claim is started (or given up): the next may go
 		if err != nil {
 			b.slots.release()
 			b.log.Error("task claimed but its workflow could not be started before shutdown; TaskManager hands it out again after its claim timeout",
@@ -118,8 +119,11 @@ func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.C
 }
 
 func unreachable(err error) bool {
-	var unavailable *serviceerror.Unavailable
-	if errors.As(err, &unavailable) || errors.Is(err, context.DeadlineExceeded) {
+	var (
+		unavailable *serviceerror.Unavailable
+		deadline    *serviceerror.DeadlineExceeded
+	)
+	if errors.As(err, &unavailable) || errors.As(err, &deadline) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
 	c := status.Code(err)

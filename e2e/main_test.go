@@ -87,9 +87,7 @@ func newStack(t testing.TB, style devserver.Style) *stack {
 	url := tm.Start(t)
 	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: apiKey})
 	require.NoError(t, err)
-	tc, err := client.Dial(client.Options{HostPort: temporalAddr, Logger: quietLogger{}})
-	require.NoError(t, err)
-	t.Cleanup(tc.Close)
+	tc := dial(t, temporalAddr)
 	name := strings.ToLower(nonWord.ReplaceAllString(t.Name(), "-"))
 	tag := fmt.Sprintf("%s-%06d", name, rand.IntN(1_000_000))
 	return &stack{t: t, tm: tm, url: url, api: api, tc: tc, queue: "q-" + tag, prefix: tag + "-task-"}
@@ -232,3 +230,11 @@ func (quietLogger) Warn(string, ...any)  {}
 func (quietLogger) Error(string, ...any) {}
 
 func bin(name string) string { return filepath.Join(binDir, name) }
+
+func dial(t testing.TB, addr string) client.Client {
+	t.Helper()
+	tc, err := client.Dial(client.Options{HostPort: addr, Logger: quietLogger{}})
+	require.NoError(t, err)
+	t.Cleanup(tc.Close)
+	return tc
+}

@@ -52,6 +52,8 @@ type Options struct {
 	UI bool
 	// Log receives the server's output (default: discarded).
 	Log *os.File
+	// Port is the frontend port (default: a free one).
+	Port int
 }
 
 // Start starts a dev server with the search attributes TaskType and TaskID
@@ -61,9 +63,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	port := opts.Port
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	httpPort, _ := freePort()
 	metricsPort, _ := freePort()
