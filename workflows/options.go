@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -74,8 +75,9 @@ func (o TypeOptions) WithDefaults() TypeOptions {
 		o.ClaimWait = DefaultClaimWait
 	}
 	o.Retry = o.Retry.withDefaults()
+	o.Steps = slices.Clone(o.Steps) // never write into the caller's slice
 	for i := range o.Steps {
-		o.Steps[i] = o.Steps[i].withDefaults(o)
+		o.Steps[i] = o.Steps[i].withDefaults()
 	}
 	return o
 }

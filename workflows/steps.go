@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -59,12 +60,14 @@ type StepOptions struct {
 // StepFailedErrorType is the error type of a step that failed for good.
 const StepFailedErrorType = "StepFailed"
 
-func (s Step) withDefaults(parent TypeOptions) Step {
+// withDefaults names an unnamed step after its handler.
+func (s Step) withDefaults() Step {
 	if s.Name == "" {
 		s.Name = s.Handler
 	}
+	s.Parallel = slices.Clone(s.Parallel) // never write into the caller's slice
 	for i := range s.Parallel {
-		s.Parallel[i] = s.Parallel[i].withDefaults(parent)
+		s.Parallel[i] = s.Parallel[i].withDefaults()
 	}
 	return s
 }
