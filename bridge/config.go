@@ -221,21 +221,19 @@ func Load(args, environ []string, out io.Writer) (Config, error) {
 		for _, e := range o.env {
 			envKeys[e] = o.key
 		}
+		// Every option also as TMBRIDGE_<KEY>, e.g. TMBRIDGE_TEMPORAL__TASK_QUEUE;
+		// other TMBRIDGE_ variables are not the bridge's config and are ignored.
+		if o.key != "config" {
+			envKeys["TMBRIDGE_"+strings.ToUpper(strings.ReplaceAll(o.key, delim, "__"))] = o.key
+		}
 		if o.flag != "" {
 			flagKeys[o.flag] = o.key
 		}
 	}
-	// Other settings by env: TMBRIDGE_<KEY>, e.g. TMBRIDGE_TEMPORAL__TASK_QUEUE.
 	envProvider := env.Provider(delim, env.Opt{
 		EnvironFunc: func() []string { return environ },
 		TransformFunc: func(name, value string) (string, any) {
-			if key, ok := envKeys[name]; ok {
-				return key, value
-			}
-			if rest, ok := strings.CutPrefix(name, "TMBRIDGE_"); ok && rest != "CONFIG" {
-				return strings.ReplaceAll(strings.ToLower(rest), "__", delim), value
-			}
-			return "", nil
+			return envKeys[name], value // "" (ignored) for any other variable
 		},
 	})
 	if err := k.Load(confmap.Provider(defaults, delim), nil); err != nil {

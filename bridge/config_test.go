@@ -32,7 +32,8 @@ func TestLoad_defaults(t *testing.T) {
 func TestLoad_precedence_defaults_file_env_flags(t *testing.T) {
 	t.Parallel()
 	file := writeFile(t, "api_url: http://file/api\nworker_id: from-file\npoll_interval: 3\nmax_runs: 7\ntemporal:\n  task_queue: file-q\n")
-	env := []string{"TMBRIDGE_CONFIG=" + file, "WORKER_ID=from-env", "POLL_INTERVAL=5", "TASKMANAGER_API_KEY=k1", "TMBRIDGE_TEMPORAL__TASK_QUEUE=env-q"}
+	env := []string{"TMBRIDGE_CONFIG=" + file, "WORKER_ID=from-env", "POLL_INTERVAL=5", "TASKMANAGER_API_KEY=k1", "TMBRIDGE_TEMPORAL__TASK_QUEUE=env-q",
+		"TMBRIDGE_TEMPORAL_CLI=/some/path", "TMBRIDGE_SOMETHING_ELSE=x"} // not config keys: ignored
 	cfg, err := Load([]string{"--poll-interval=1m", "--task-type-ids=3,4"}, env, &bytes.Buffer{})
 	require.NoError(t, err)
 	require.Equal(t, "http://file/api", cfg.APIURL, "file over default")
