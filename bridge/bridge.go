@@ -148,7 +148,7 @@ func (b *Bridge) checkRoutes() error {
 		tc := b.cfg.Types[name]
 		switch {
 		case len(tc.Steps) > 0:
-			for i, s := range flattenSteps(tc.Steps) {
+			for i, s := range workflows.Leaves(tc.Steps) {
 				if s.TaskQueue == "" && tc.TaskQueue == "" && !has(s.Handler) {
 					errs = append(errs, fmt.Errorf("config: types: %s: step %d (%s): no handler %q is registered (known: %v)", name, i+1, s.Name, s.Handler, b.reg.Names()))
 				}
@@ -165,18 +165,6 @@ func (b *Bridge) checkRoutes() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func flattenSteps(steps []workflows.Step) []workflows.Step {
-	var out []workflows.Step
-	for _, s := range steps {
-		if len(s.Parallel) > 0 {
-			out = append(out, flattenSteps(s.Parallel)...)
-		} else {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // Run checks TaskManager and Temporal, resolves the types to serve, starts

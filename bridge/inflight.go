@@ -22,10 +22,20 @@ func newInflight(limit int) *inflight {
 
 // acquire takes a slot, waiting while all are held.
 func (f *inflight) acquire(ctx context.Context) error {
-	for {
-		f.mu.Lock()
+	return f.waitFor(ctx, func() bool {
 		if f.held < f.limit {
 			f.held++
+			return true
+		}
+		return false
+	})
+}
+
+// waitFor waits until cond, called with the lock held, is true.
+func (f *inflight) waitFor(ctx context.Context, cond func() bool) error {
+	for {
+		f.mu.Lock()
+		if cond() {
 			f.mu.Unlock()
 			return nil
 		}
@@ -65,18 +75,5 @@ func (f *inflight) count() int {
 
 // drained waits until no slot is held or ctx ends.
 func (f *inflight) drained(ctx context.Context) error {
-	for {
-		f.mu.Lock()
-		if f.held == 0 {
-			f.mu.Unlock()
-			return nil
-		}
-		changed := f.changed
-		f.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return f.waitFor(ctx, func() bool { return f.held == 0 })
 }

@@ -122,7 +122,7 @@ func (o TypeOptions) Validate() error {
 		}
 	}
 	seen := map[string]bool{}
-	for _, s := range leaves(o.Steps) {
+	for _, s := range Leaves(o.Steps) {
 		name := s.Name
 		if name == "" {
 			name = s.Handler

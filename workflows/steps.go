@@ -89,12 +89,12 @@ func (s Step) validate() error {
 	return validateTemplates(s.Params)
 }
 
-// leaves returns the handler steps in order, parallel groups flattened.
-func leaves(steps []Step) []Step {
+// Leaves returns the handler steps in order, parallel groups flattened.
+func Leaves(steps []Step) []Step {
 	var out []Step
 	for _, s := range steps {
 		if len(s.Parallel) > 0 {
-			out = append(out, leaves(s.Parallel)...)
+			out = append(out, Leaves(s.Parallel)...)
 		} else {
 			out = append(out, s)
 		}
@@ -139,7 +139,7 @@ type pipeline struct {
 }
 
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
-	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, total: len(leaves(opts.Steps))}
+	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, total: len(Leaves(opts.Steps))}
 	if err := json.Unmarshal(orEmpty(in.Task.Params), &p.params); err != nil {
 		return nil, temporal.NewNonRetryableApplicationError("task params are not JSON: "+err.Error(), activities.ErrTypeInvalidParams, err)
 	}

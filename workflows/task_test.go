@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,24 +24,12 @@ import (
 	"github.com/prismq/tmbridge/workflows"
 )
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type testBundle struct {
 	env   *testsuite.TestWorkflowEnvironment
 	tm    *devserver.Server
 	api   *taskmanager.Client
 	reg   *activities.Registry
-	clock *fakeClock
+	clock *devserver.Clock
 	types map[string]taskmanager.ID
 }
 
@@ -51,7 +38,7 @@ type testBundle struct {
 // before the activities are.
 func setup(t *testing.T, extra func(reg *activities.Registry), wrap ...func(http.Handler) http.Handler) *testBundle {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
+	clock := devserver.NewClock(time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC))
 	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k", Now: clock.Now})
 	h := tm.Handler()
 	for _, w := range wrap {

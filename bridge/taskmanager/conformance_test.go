@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +20,12 @@ type testBundle struct {
 	srv    *devserver.Server
 	client *taskmanager.Client
 	url    string
-	clock  *fakeClock
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+	clock  *devserver.Clock
 }
 
 func setup(t *testing.T, style devserver.Style, opts ...func(*devserver.Options)) testBundle {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
+	clock := devserver.NewClock(time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC))
 	o := devserver.Options{Style: style, APIKey: testKey, Now: clock.Now}
 	for _, f := range opts {
 		f(&o)
