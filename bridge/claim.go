@@ -39,6 +39,9 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		// Not cancelled with ctx: a claim the server made must reach us.
 		task, err := b.api.Claim(context.WithoutCancel(ctx), req)
 		if err == nil {
+			if task.Type == "" {
+				task.Type = t.Name // the answer left it out; we claimed for this type
+			}
 			failures = 0
 			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
 			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))

@@ -19,14 +19,9 @@ type servedType struct {
 }
 
 // runnable returns the names of the types this bridge can run: every
-// handler and every configured type with a route.
+// handler and every configured type (New made sure each can run).
 func (b *Bridge) runnable() []string {
-	names := b.reg.Names()
-	for name, tc := range b.cfg.Types {
-		if len(tc.Steps) > 0 || tc.Workflow != "" || tc.TaskQueue != "" {
-			names = append(names, name)
-		}
-	}
+	names := append(b.reg.Names(), sortedKeys(b.cfg.Types)...)
 	slices.Sort(names)
 	return slices.Compact(names)
 }
