@@ -23,11 +23,15 @@ const (
 )
 
 // Permanent marks err as one no retry can fix: the task fails at once.
+// Such a failure is an expected outcome, not an incident: it is marked
+// benign, so the SDK does not log it as an error (the workflow logs it).
 func Permanent(err error) error {
 	if err == nil {
 		return nil
 	}
-	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePermanent, err)
+	return temporal.NewApplicationErrorWithOptions(err.Error(), ErrTypePermanent, temporal.ApplicationErrorOptions{
+		NonRetryable: true, Cause: err, Category: temporal.ApplicationErrorCategoryBenign,
+	})
 }
 
 // Transient marks err as worth another attempt. retryAfter, when positive,
@@ -41,9 +45,12 @@ func Transient(err error, retryAfter time.Duration) error {
 	})
 }
 
-// InvalidParams marks err as a params mismatch: the task fails without retry.
+// InvalidParams marks err as a params mismatch: the task fails without
+// retry (a benign failure, like Permanent).
 func InvalidParams(err error) error {
-	return temporal.NewNonRetryableApplicationError("invalid params: "+err.Error(), ErrTypeInvalidParams, err)
+	return temporal.NewApplicationErrorWithOptions("invalid params: "+err.Error(), ErrTypeInvalidParams, temporal.ApplicationErrorOptions{
+		NonRetryable: true, Cause: err, Category: temporal.ApplicationErrorCategoryBenign,
+	})
 }
 
 // IsPermanent reports whether err will not be retried by Temporal.

@@ -109,6 +109,7 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 		return res, ctx.Err() // cancelled, and the failure is reported
 	}
 	if !out.Success {
+		log.Warn("task failed", "task_id", in.Task.ID, "task_type", in.Task.Type, "error", out.Error, "taskmanager_status", rep.Status)
 		return res, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("task %s failed (TaskManager: %s): %s", in.Task.ID, rep.Status, out.Error), TaskFailedErrorType, nil, res)
 	}
