@@ -183,7 +183,7 @@ func NewLogger(w io.Writer, format string, debug bool) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	if format == "text" || (format == "auto" && isTerminal(w)) {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}))
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}))
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
