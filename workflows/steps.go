@@ -266,13 +266,14 @@ func orEmpty(raw json.RawMessage) json.RawMessage {
 // whose value keeps its JSON type.
 var wholeAction = regexp.MustCompile(`^\s*\{\{-?\s*\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\s*-?\}\}\s*$`)
 
-// render resolves the templates in v's string values against data.
-func render(v any, data map[string]any) (any, error) {
+// mapStrings rebuilds v with fn applied to every string in it; an error
+// names where it happened (params.key[2]…).
+func mapStrings(v any, fn func(string) (any, error)) (any, error) {
 	switch x := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			r, err := render(e, data)
+			r, err := mapStrings(e, fn)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", k, err)
 			}
@@ -282,7 +283,7 @@ func render(v any, data map[string]any) (any, error) {
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
-			r, err := render(e, data)
+			r, err := mapStrings(e, fn)
 			if err != nil {
 				return nil, fmt.Errorf("[%d]: %w", i, err)
 			}
@@ -293,10 +294,19 @@ func render(v any, data map[string]any) (any, error) {
 		if !strings.Contains(x, "{{") {
 			return x, nil
 		}
-		if m := wholeAction.FindStringSubmatch(x); m != nil {
+		return fn(x)
+	default:
+		return v, nil
+	}
+}
+
+// render resolves the templates in v's string values against data.
+func render(v any, data map[string]any) (any, error) {
+	return mapStrings(v, func(s string) (any, error) {
+		if m := wholeAction.FindStringSubmatch(s); m != nil {
 			return lookup(data, strings.Split(m[1], "."))
 		}
-		t, err := template.New("params").Option("missingkey=error").Parse(x)
+		t, err := template.New("params").Option("missingkey=error").Parse(s)
 		if err != nil {
 			return nil, err
 		}
@@ -305,9 +315,7 @@ func render(v any, data map[string]any) (any, error) {
 			return nil, err
 		}
 		return b.String(), nil
-	default:
-		return v, nil
-	}
+	})
 }
 
 func lookup(v any, path []string) (any, error) {
@@ -324,26 +332,13 @@ func lookup(v any, path []string) (any, error) {
 }
 
 // validateTemplates parses every template, so a typo fails at start-up.
-func validateTemplates(v any) error {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			if err := validateTemplates(e); err != nil {
-				return fmt.Errorf("params.%s: %w", k, err)
-			}
-		}
-	case []any:
-		for _, e := range x {
-			if err := validateTemplates(e); err != nil {
-				return err
-			}
-		}
-	case string:
-		if strings.Contains(x, "{{") {
-			if _, err := template.New("params").Parse(x); err != nil {
-				return err
-			}
-		}
+func validateTemplates(params map[string]any) error {
+	_, err := mapStrings(params, func(s string) (any, error) {
+		_, err := template.New("params").Parse(s)
+		return s, err
+	})
+	if err != nil {
+		return fmt.Errorf("params.%w", err)
 	}
 	return nil
 }
