@@ -8,10 +8,35 @@ import (
 	"fmt"
 	"reflect"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
+
+// The report rule: read, then post only for the claim that holds the task.
+//
+// An outcome is posted (POST /tasks/{id}/complete) only while TaskManager
+// shows the task claimed by the very claim the outcome is for: the same
+// worker id and the same attempt count. Whenever an earlier post may have
+// landed — a retried attempt of the activity, a local activity (a crash
+// re-runs it from scratch), a report the workflow hands over from a local
+// to a regular activity, or the bridge failing a task it could not start —
+// the task is read first, and:
+//
+//   - still claimed by this claim: post;
+//   - holding this outcome (completed with this result, or failed or
+//     re-queued with this error): already recorded, nothing is posted;
+//   - claimed by another claim (another worker, or this worker at another
+//     attempt count), or pending with another outcome: ClaimLost, so the
+//     workflow waits for that claim to reach it and reports with it;
+//   - anything else (completed or failed with another outcome, gone):
+//     NotClaimed or TaskNotFound, and nothing is posted.
+//
+// A first post that meets "not in claimed state" reads the task back the
+// same way. Errors that may pass (5xx, network, 429, 401, answers that are
+// not TaskManager's own) are retryable, so Temporal retries until
+// TaskManager has the outcome; the rest carry a stable error type.
 
 // ReportInput is a task's outcome, as the completion activity sends it.
 type ReportInput struct {
@@ -21,40 +46,69 @@ type ReportInput struct {
 	Success  bool            `json:"success"`
 	Result   json.RawMessage `json:"result,omitempty"` // on success: a JSON object
 	Error    string          `json:"error,omitempty"`  // on failure
+	// MayHaveLanded: an earlier report of this outcome may have reached
+	// TaskManager, so the task is read before anything is posted.
+	MayHaveLanded bool `json:"may_have_landed,omitempty"`
 }
 
 // ReportOutput says what TaskManager recorded.
 type ReportOutput struct {
 	// Status is the task's new status: completed, failed or "pending (retry)".
 	Status string `json:"status"`
-	// AlreadyRecorded: an earlier attempt of this activity had landed and
-	// its answer was lost; the task was read back and holds our outcome.
+	// AlreadyRecorded: an earlier post of this outcome had landed and its
+	// answer was lost; the task was read and holds our outcome.
 	AlreadyRecorded bool `json:"already_recorded,omitempty"`
 }
 
-// ReportOutcome is the completion activity: POST /tasks/{id}/complete. It
-// is idempotent: when a retry meets "not in claimed state" because an
-// earlier attempt did land, it reads the task back and succeeds if the
-// recorded outcome is ours. Errors that may pass (5xx, network, 429, 401)
-// are returned as retryable, so Temporal retries until TaskManager has the
-// outcome; the rest are non-retryable with a stable type (ClaimLost,
-// NotClaimed, TaskNotFound, PayloadTooLarge, Rejected).
+// ReportOutcome is the completion activity. It follows the report rule
+// above; a retried attempt and a local activity always read first.
 func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportOutput, error) {
+	info := activity.GetInfo(ctx)
+	in.MayHaveLanded = in.MayHaveLanded || info.Attempt > 1 || info.IsLocalActivity
+	out, err := Report(ctx, a.TaskManager, in)
+	if errors.Is(err, taskmanager.ErrUnauthorized) {
+		a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)
+	}
+	return out, err
+}
+
+// Report applies the report rule with tm; ReportOutcome runs it as an
+// activity, and the bridge uses it to fail a task it cannot start. Its
+// errors are Temporal application errors whose type says what happened
+// (ErrTypeClaimLost, ErrTypeNotClaimed, ErrTypeTaskNotFound,
+// ErrTypePayloadTooLarge, ErrTypeRejected) or retryable ones.
+func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (ReportOutput, error) {
 	id := taskmanager.ID(in.TaskID)
+	if in.MayHaveLanded {
+		task, err := tm.GetTask(ctx, id)
+		if err != nil {
+			return ReportOutput{}, readError(err, "read task before posting its outcome")
+		}
+		if out, err, done := judge(task, in, nil); done {
+			return out, err
+		}
+	}
 	comp := taskmanager.Completion{WorkerID: in.WorkerID, Success: in.Success}
 	if in.Success {
 		comp.Result = in.Result
 	} else {
 		comp.Error = in.Error
 	}
-	status, err := a.TaskManager.Complete(ctx, id, comp)
+	status, err := tm.Complete(ctx, id, comp)
 	switch {
 	case err == nil:
 		return ReportOutput{Status: status}, nil
-	case errors.Is(err, taskmanager.ErrNotClaimed):
-		return a.checkRecorded(ctx, in, err)
-	case errors.Is(err, taskmanager.ErrClaimedByOther):
-		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeClaimLost, err)
+	case errors.Is(err, taskmanager.ErrNotClaimed), errors.Is(err, taskmanager.ErrClaimedByOther):
+		// Read back: an earlier post may have landed, or the claim moved.
+		task, rerr := tm.GetTask(ctx, id)
+		if rerr != nil {
+			return ReportOutput{}, readError(rerr, fmt.Sprintf("read task back after %q", err.Error()))
+		}
+		out, jerr, done := judge(task, in, err)
+		if !done { // TaskManager says no, yet the task looks like ours: try again
+			return ReportOutput{}, Transient(fmt.Errorf("task %s refused the outcome but reads as claimed by this claim: %w", in.TaskID, err), 0)
+		}
+		return out, jerr
 	case errors.Is(err, taskmanager.ErrNotFound):
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeTaskNotFound, err)
 	case errors.Is(err, taskmanager.ErrPayloadTooLarge):
@@ -62,48 +116,60 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 	case errors.Is(err, taskmanager.ErrValidation):
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeRejected, err)
 	default:
-		if errors.Is(err, taskmanager.ErrUnauthorized) {
-			a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)
-		}
 		return ReportOutput{}, Transient(err, taskmanager.RetryAfter(err))
 	}
 }
 
-// checkRecorded reads the task back after "not in claimed state" and
-// succeeds if TaskManager holds our outcome.
-func (a *Activities) checkRecorded(ctx context.Context, in ReportInput, cause error) (ReportOutput, error) {
-	task, err := a.TaskManager.GetTask(ctx, taskmanager.ID(in.TaskID))
-	if err != nil {
-		if taskmanager.Retryable(err) {
-			return ReportOutput{}, Transient(fmt.Errorf("read task back after %q: %w", cause.Error(), err), taskmanager.RetryAfter(err))
-		}
-		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeTaskNotFound, err)
-	}
-	if ours(task, in) {
-		status := task.Status
+// judge decides from the task as read whether to post (done false), or
+// what the report's answer is. cause is the refused post, if any.
+func judge(t taskmanager.Task, in ReportInput, cause error) (ReportOutput, error, bool) {
+	heldByUs := t.Status == taskmanager.StatusClaimed && t.ClaimedBy == in.WorkerID && int(t.Attempts) == in.Attempt
+	switch {
+	case holdsOutcome(t, in):
+		status := t.Status
 		if !in.Success && status != taskmanager.StatusFailed {
 			status = "pending (retry)"
 		}
-		return ReportOutput{Status: status, AlreadyRecorded: true}, nil
+		return ReportOutput{Status: status, AlreadyRecorded: true}, nil, true
+	case heldByUs:
+		return ReportOutput{}, nil, false
+	case t.Status == taskmanager.StatusClaimed || t.Status == taskmanager.StatusPending:
+		msg := fmt.Sprintf("task %s is %s (claimed by %q, attempt %d), no longer by this claim (%q, attempt %d)",
+			in.TaskID, t.Status, t.ClaimedBy, int(t.Attempts), in.WorkerID, in.Attempt)
+		return ReportOutput{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeClaimLost, cause), true
+	default:
+		msg := fmt.Sprintf("task %s is %s and does not hold this outcome", in.TaskID, t.Status)
+		return ReportOutput{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeNotClaimed, cause), true
 	}
-	msg := fmt.Sprintf("task %s is %s and does not hold this outcome: %v", in.TaskID, task.Status, cause)
-	return ReportOutput{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeNotClaimed, cause)
 }
 
-// ours reports whether the task as read back holds the outcome we sent.
-func ours(t taskmanager.Task, in ReportInput) bool {
+// readError classifies a failed read of the task.
+func readError(err error, what string) error {
+	if errors.Is(err, taskmanager.ErrNotFound) {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeTaskNotFound, err)
+	}
+	// Anything else may pass, an undecodable answer included: retry.
+	return Transient(fmt.Errorf("%s: %w", what, err), taskmanager.RetryAfter(err))
+}
+
+// holdsOutcome reports whether the task as read holds the outcome we send.
+func holdsOutcome(t taskmanager.Task, in ReportInput) bool {
 	if in.Success {
 		return t.Status == taskmanager.StatusCompleted && jsonEqual(t.Result.Raw(), in.Result)
 	}
 	if t.Error != in.Error {
 		return false
 	}
-	// A failure leaves the task failed, or re-queued (and maybe claimed again since).
+	// A failure leaves the task failed, or re-queued (and maybe claimed
+	// again since, which raised its attempt count).
 	return t.Status == taskmanager.StatusFailed || t.Status == taskmanager.StatusPending ||
 		(t.Status == taskmanager.StatusClaimed && int(t.Attempts) > in.Attempt)
 }
 
+// jsonEqual compares two JSON values by meaning. An empty result, null and
+// {} are the same: the PHP deployment stores {} as null.
 func jsonEqual(a, b json.RawMessage) bool {
+	a, b = emptyAsObject(a), emptyAsObject(b)
 	if bytes.Equal(a, b) {
 		return true
 	}
@@ -112,4 +178,11 @@ func jsonEqual(a, b json.RawMessage) bool {
 		return false
 	}
 	return reflect.DeepEqual(x, y)
+}
+
+func emptyAsObject(m json.RawMessage) json.RawMessage {
+	if t := bytes.TrimSpace(m); len(t) == 0 || string(t) == "null" {
+		return json.RawMessage(`{}`)
+	}
+	return m
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -28,27 +29,44 @@ type Bridge struct {
 	log       *slog.Logger
 	api       *taskmanager.Client
 	tc        client.Client
+	runs      temporalRuns // tc, or a fake in tests
 	namespace string
 	reg       *activities.Registry
 	worker    worker.Worker
 	acts      *activities.Activities
 	metrics   *metrics
 
-	slots   *inflight
-	pending chan struct{} // claims whose workflow is not started yet
-	runs    *runBudget
-	gate    *gate
-	types   []servedType
+	adm      *admission   // the one owner of every claimed task
+	claiming sync.RWMutex // claim calls hold it shared; a sweep's listing, alone
+	sweeps   chan struct{}
+	gate     *gate
+	types    []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
 	searchAttrs bool
 
 	mu         sync.Mutex
 	stopClaims context.CancelFunc
-	loops      sync.WaitGroup
-	starts     sync.WaitGroup
+	loops      sync.WaitGroup // claim loops and the sweeper
+	claimLoops sync.WaitGroup
+	starts     sync.WaitGroup  // starts and failures being reported
 	bg         context.Context // watchers, starts and the health prober
 	bgCancel   context.CancelFunc
+}
+
+// startsGrace is how long Stop lets claimed tasks' workflow starts finish.
+const startsGrace = 5 * time.Second
+
+// temporalRuns is the part of the Temporal client that starts, signals,
+// finds and watches task runs. Tests of the claim bookkeeping replace it
+// with a fake that can lose answers and go away.
+type temporalRuns interface {
+	ExecuteWorkflow(ctx context.Context, options client.StartWorkflowOptions, workflow any, args ...any) (client.WorkflowRun, error)
+	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
+	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
+	GetWorkflow(ctx context.Context, workflowID, runID string) client.WorkflowRun
+	ListWorkflow(ctx context.Context, request *workflowservice.ListWorkflowExecutionsRequest) (*workflowservice.ListWorkflowExecutionsResponse, error)
+	CheckHealth(ctx context.Context, request *client.CheckHealthRequest) (*client.CheckHealthResponse, error)
 }
 
 // MaxPendingStarts bounds the claimed tasks whose workflow is not started
@@ -89,9 +107,8 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	b := &Bridge{
-		cfg: cfg, log: slog.Default(), api: api, tc: tc, namespace: "default", reg: reg,
-		slots: newInflight(cfg.MaxInFlight), pending: make(chan struct{}, MaxPendingStarts),
-		runs: &runBudget{max: cfg.MaxRuns}, gate: newGate(),
+		cfg: cfg, log: slog.Default(), api: api, tc: tc, runs: tc, namespace: "default", reg: reg,
+		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(),
 		bg: bg, bgCancel: cancel, metrics: newMetrics(),
 	}
 	if err := b.addConfiguredHandlers(); err != nil {
@@ -184,43 +201,66 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err := b.worker.Start(); err != nil {
 		return fmt.Errorf("start Temporal worker: %w", err)
 	}
-	b.recoverInFlight(ctx)
 	b.serveMetrics()
+	return b.serve(ctx)
+}
 
+// serve claims and starts tasks until ctx ends or max_runs claims are made
+// and their runs closed: first it counts this worker's open runs and
+// recovers its claims left without a run, then it runs one claim loop per
+// type and the sweeper.
+func (b *Bridge) serve(ctx context.Context) error {
+	b.recoverRuns(ctx)
 	claimCtx, stop := context.WithCancel(ctx)
 	b.mu.Lock()
 	b.stopClaims = stop
 	b.mu.Unlock()
-	for _, t := range types {
+	// Claims of this worker whose run never started (a crash between claim
+	// and start, an answer lost) are found before new claims are made.
+	if err := b.sweep(claimCtx, map[taskmanager.ID]int{}); err != nil {
+		b.log.Warn("cannot look for this worker's claims left from before; looking again after the next claim error", "err", err)
+		b.requestSweep()
+	}
+	b.loops.Add(1)
+	go func() {
+		defer b.loops.Done()
+		b.sweeper(claimCtx)
+	}()
+	for _, t := range b.types {
 		b.loops.Add(1)
+		b.claimLoops.Add(1)
 		go func() {
 			defer b.loops.Done()
+			defer b.claimLoops.Done()
 			b.claimLoop(claimCtx, t)
 		}()
 	}
-	b.log.Info("claiming", "types", len(types), "max_in_flight", b.cfg.MaxInFlight)
+	b.log.Info("claiming", "types", len(b.types), "max_in_flight", b.cfg.MaxInFlight)
 	loopsDone := make(chan struct{})
-	go func() { b.loops.Wait(); close(loopsDone) }()
+	go func() { b.claimLoops.Wait(); close(loopsDone) }()
 	select {
 	case <-ctx.Done():
 		stop()
-		<-loopsDone
+		b.loops.Wait()
 		return nil
 	case <-loopsDone:
 	}
+	stop() // the sweeper too
+	b.loops.Wait()
 	b.log.Info("max runs reached: claiming stopped, waiting for the claimed tasks", "max_runs", b.cfg.MaxRuns)
-	b.starts.Wait()
-	if err := b.slots.drained(ctx); err != nil {
+	if err := b.adm.idle(ctx); err != nil {
 		return nil // stopped by a signal while waiting; Stop hands over
 	}
-	b.log.Info("all claimed tasks finished", "tasks", b.runs.used())
+	b.log.Info("all claimed tasks finished", "tasks", b.adm.claimed())
 	return nil
 }
 
-// Stop stops claiming, lets pending workflow starts finish, then stops the
-// worker: running handlers get the shutdown grace to finish, after which
-// they are cancelled and Temporal retries them elsewhere or after a
-// restart. It returns ctx's error if ctx ends first.
+// Stop stops claiming, lets pending workflow starts finish (for a few
+// seconds at most: a claim not started by then is recovered by the next
+// start of this worker), then stops the worker: running handlers get the
+// shutdown grace to finish, after which they are cancelled and Temporal
+// retries them elsewhere or after a restart. It returns ctx's error if ctx
+// ends first.
 func (b *Bridge) Stop(ctx context.Context) error {
 	b.mu.Lock()
 	if b.stopClaims != nil {
@@ -231,7 +271,15 @@ func (b *Bridge) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		b.loops.Wait()
-		b.starts.Wait()
+		started := make(chan struct{})
+		go func() { b.starts.Wait(); close(started) }()
+		select {
+		case <-started:
+		case <-time.After(startsGrace):
+		case <-ctx.Done():
+		}
+		b.bgCancel() // watches end; starts still retrying give up
+		<-started
 		b.worker.Stop()
 		// Handlers still running were cancelled: let them return so that
 		// their attempts are reported and retried at once.
@@ -258,7 +306,7 @@ func (b *Bridge) healthCheck(ctx context.Context) error {
 		return fmt.Errorf("TaskManager health check at %s failed: %w", b.api.BaseURL(), err)
 	}
 	b.log.Info("✓ TaskManager health check passed", "status", h.Status)
-	if _, err := b.tc.CheckHealth(hctx, &client.CheckHealthRequest{}); err != nil {
+	if _, err := b.runs.CheckHealth(hctx, &client.CheckHealthRequest{}); err != nil {
 		return fmt.Errorf("temporal health check failed: %w", err)
 	}
 	b.log.Info("✓ Temporal health check passed", "namespace", b.namespace)
@@ -302,7 +350,7 @@ func (b *Bridge) serveMetrics() {
 	if b.cfg.MetricsAddr == "" {
 		return
 	}
-	srv := &http.Server{Addr: b.cfg.MetricsAddr, Handler: b.metrics.handler(b.slots), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: b.cfg.MetricsAddr, Handler: b.metrics.handler(b.adm), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.log.Error("metrics server stopped", "addr", b.cfg.MetricsAddr, "err", err)

@@ -12,45 +12,43 @@ import (
 
 // claimLoop claims tasks of one type: again at once while tasks come,
 // after poll_interval (with jitter) once the type is empty, with
-// exponential backoff on errors (and Retry-After on 429). It holds an
-// in-flight slot before each claim, waits while Temporal is unreachable,
-// and hands each claimed task to startTask.
+// exponential backoff on errors (and Retry-After on 429). It takes an
+// admission ticket before each claim (so it waits while max_in_flight
+// tasks run, while starts are pending, and stops when max_runs claims were
+// made), waits while Temporal is unreachable, and hands each claimed task
+// to startTask. An error that may hide a claim the server made (an answer
+// lost or not decodable) asks for a sweep of this worker's claims.
 func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 	log := b.log.With("task_type", t.Name)
 	req := taskmanager.ClaimRequest{WorkerID: b.cfg.WorkerID, TaskTypeID: t.ID, SortBy: b.cfg.ClaimSortBy, SortOrder: b.cfg.ClaimSortOrder}
 	failures := 0
 	for ctx.Err() == nil {
-		if b.gate.wait(ctx) != nil || !b.runs.reserve() {
+		if b.gate.wait(ctx) != nil {
 			return
 		}
-		if b.slots.acquire(ctx) != nil {
-			b.runs.unreserve()
-			return
-		}
-		// Few claims may wait for their workflow to start: when Temporal
-		// is slow or down, claiming stops here instead of piling up claims.
-		select {
-		case b.pending <- struct{}{}:
-		case <-ctx.Done():
-			b.slots.release()
-			b.runs.unreserve()
-			return
+		tk, err := b.adm.reserve(ctx)
+		if err != nil {
+			return // stopping, or max_runs claims made
 		}
 		// Not cancelled with ctx: a claim the server made must reach us.
+		// A sweep lists claims only while no claim call is under way.
+		b.claiming.RLock()
 		task, err := b.api.Claim(context.WithoutCancel(ctx), req)
 		if err == nil {
 			if task.Type == "" {
 				task.Type = t.Name // the answer left it out; we claimed for this type
 			}
+			tk.claim(b.WorkflowID(task.ID))
+		}
+		b.claiming.RUnlock()
+		if err == nil {
 			failures = 0
 			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
 			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
-			b.startTask(task, t)
+			b.startTask(tk, task, t, false)
 			continue
 		}
-		<-b.pending
-		b.slots.release()
-		b.runs.unreserve()
+		tk.empty()
 		if errors.Is(err, taskmanager.ErrNoTask) {
 			failures = 0
 			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc()
@@ -59,6 +57,9 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		}
 		failures++
 		b.metrics.claims.WithLabelValues(t.Name, "error").Inc()
+		if errors.Is(err, taskmanager.ErrTransient) {
+			b.requestSweep() // the server may have claimed a task whose answer we lost
+		}
 		wait := max(backoff(failures), taskmanager.RetryAfter(err))
 		log.Warn("claim failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 		sleep(ctx, wait)
@@ -83,36 +84,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-}
-
-// runBudget counts claims against max_runs (0: unlimited). A claim
-// reserves a run first, so concurrent loops never claim more than allowed.
-type runBudget struct {
-	mu       sync.Mutex
-	max      int
-	reserved int
-}
-
-func (r *runBudget) reserve() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.max > 0 && r.reserved >= r.max {
-		return false
-	}
-	r.reserved++
-	return true
-}
-
-func (r *runBudget) unreserve() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.reserved--
-}
-
-func (r *runBudget) used() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.reserved
 }
 
 // gate stops claiming while Temporal is unreachable.

@@ -92,7 +92,7 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 		log.Error("tmbridge did not stop cleanly", "err", stopErr)
 		return 1
 	}
-	log.Info("tmbridge stopped", "tasks_claimed", b.runs.used())
+	log.Info("tmbridge stopped", "tasks_claimed", b.adm.claimed())
 	return 0
 }
 

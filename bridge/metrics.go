@@ -26,17 +26,17 @@ func newMetrics() *metrics {
 			Name: "tmbridge_workflows_started_total", Help: "Task workflows started or signalled with a new claim.",
 		}, []string{"task_type"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tmbridge_workflows_finished_total", Help: "Watched task workflows that closed, by result.",
+			Name: "tmbridge_workflows_finished_total", Help: "Task workflows of this worker that closed.",
 		}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.claims, m.started, m.finished, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-func (m *metrics) handler(slots *inflight) http.Handler {
+func (m *metrics) handler(adm *admission) http.Handler {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tmbridge_tasks_in_flight", Help: "Claimed tasks whose workflow has not closed.",
-	}, func() float64 { return float64(slots.count()) }))
+	}, func() float64 { return float64(adm.inFlight()) }))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return mux

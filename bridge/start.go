@@ -8,13 +8,13 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/workflows"
 )
@@ -25,34 +25,74 @@ var (
 	taskIDKey   = temporal.NewSearchAttributeKeyKeyword(SearchAttrTaskID)
 )
 
-// startTask starts the workflow of a claimed task in the background: it
-// retries until the workflow starts (the claim is never dropped), then
-// watches the run and gives the task's in-flight slot back when it closes.
-func (b *Bridge) startTask(task taskmanager.Task, t servedType) {
-	b.starts.Add(1)
-	go func() {
-		defer b.starts.Done()
-		run, err := b.startWorkflow(task, t)
-		<-b.pending // this claim is started (or given up): the next may go
-		if err != nil {
-			b.slots.release()
-			b.log.Error("task claimed but its workflow could not be started before shutdown; TaskManager hands it out again after its claim timeout",
-				"task_id", string(task.ID), "task_type", t.Name, "err", err)
-			return
-		}
-		go b.watch(run)
-	}()
-}
+// MaxStartBytes bounds a workflow's encoded input: Temporal refuses larger
+// payloads (its default blob size limit is 2 MiB), so a task whose params
+// are larger is failed in TaskManager instead of started.
+const MaxStartBytes = 2_000_000
 
 // WorkflowID returns the workflow id of a task.
 func (b *Bridge) WorkflowID(taskID taskmanager.ID) string {
 	return b.cfg.Temporal.WorkflowIDPrefix + string(taskID)
 }
 
+// runState is what became of a claim's start.
+type runState int
+
+const (
+	runNone runState = iota // no run serves the claim yet
+	runOpen                 // a run serves it (started, signalled, or found)
+	runDone                 // a run served it and has closed
+)
+
+// startTask starts the workflow of a claimed task in the background and
+// ends its ticket: opened (then watched until it closes), dropped when the
+// claim's run already closed, or failed in TaskManager when Temporal can
+// never start it. check asks to look for a run of this claim first (a
+// claim found again rather than just made).
+func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, check bool) {
+	b.starts.Add(1)
+	go func() {
+		defer b.starts.Done()
+		id := b.WorkflowID(task.ID)
+		state, err := b.startWorkflow(task, t, check)
+		var permanent *startError
+		switch {
+		case errors.As(err, &permanent):
+			tk.fail()
+			b.log.Warn("task cannot be started in Temporal: failing it in TaskManager", "task_id", string(task.ID), "task_type", t.Name, "err", err)
+			b.failTask(tk, task, permanent.Error())
+		case err != nil:
+			tk.dropped()
+			b.log.Warn("task claimed but its workflow could not be started before shutdown; the next start of this worker recovers it",
+				"task_id", string(task.ID), "task_type", t.Name, "err", err)
+		case state == runDone:
+			tk.dropped()
+			b.log.Info("the run of this claim already closed", "workflow_id", id)
+		default:
+			if tk.opened(id) {
+				go b.watch(id)
+			}
+		}
+	}()
+}
+
+// startError is a start Temporal will never accept: the task is failed.
+type startError struct{ reason string }
+
+func (e *startError) Error() string {
+	return "tmbridge could not start a Temporal workflow for this task: " + e.reason
+}
+
 // startWorkflow starts the task's workflow (a re-queued task gets a new run
 // under the same id) or, when a run is still open (the task was claimed
 // again), signals the new claim to it: a task never runs twice at once.
-func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType) (client.WorkflowRun, error) {
+//
+// A start whose answer was lost may have created the run, and the run may
+// even have closed already: before any retry (and first, with check) the
+// latest run is looked up, and a run whose memo names this claim counts as
+// this claim's run. It retries until the start succeeds, the error is
+// permanent (*startError), or the bridge stops.
+func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, check bool) (runState, error) {
 	id := b.WorkflowID(task.ID)
 	claim := workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(task.Attempts)}
 	in := workflows.TaskInput{
@@ -63,6 +103,9 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType) (client.Work
 		Claim:   claim,
 		Options: t.Options,
 	}
+	if n := inputSize(in); n > MaxStartBytes {
+		return runNone, &startError{fmt.Sprintf("its input is %d bytes, over the %d bytes Temporal accepts in one payload", n, MaxStartBytes)}
+	}
 	opts := client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                b.cfg.Temporal.TaskQueue,
@@ -70,7 +113,8 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType) (client.Work
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		Memo: map[string]any{
-			"task_id": string(task.ID), "task_type": task.Type, "attempt": int(task.Attempts), "worker_id": b.cfg.WorkerID,
+			workflows.MemoTaskID: string(task.ID), workflows.MemoTaskType: task.Type,
+			workflows.MemoAttempt: int(task.Attempts), workflows.MemoWorkerID: b.cfg.WorkerID,
 		},
 		StaticSummary: fmt.Sprintf("%s · task %s · attempt %d", task.Type, task.ID, task.Attempts),
 	}
@@ -78,44 +122,111 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType) (client.Work
 		opts.TypedSearchAttributes = temporal.NewSearchAttributes(taskTypeKey.ValueSet(task.Type), taskIDKey.ValueSet(string(task.ID)))
 	}
 	for failures := 0; ; failures++ {
+		if failures > 0 {
+			wait := backoff(failures)
+			sleep(b.bg, wait)
+		}
+		if b.bg.Err() != nil {
+			return runNone, b.bg.Err()
+		}
 		ctx, cancel := context.WithTimeout(b.bg, 10*time.Second)
-		run, err := b.startOrSignal(ctx, id, claim, opts, in)
+		state, err := runNone, error(nil)
+		if check || failures > 0 {
+			state, err = b.claimRun(ctx, id, claim)
+		}
+		if err == nil && state == runNone {
+			err = b.startOrSignal(ctx, id, claim, opts, in)
+			state = runOpen
+		}
 		cancel()
 		if err == nil {
 			b.metrics.started.WithLabelValues(task.Type).Inc()
-			b.log.Debug("workflow started or signalled", "workflow_id", id, "run_id", run.GetRunID())
-			return run, nil
+			return state, nil
+		}
+		if permanentStartError(err) {
+			return runNone, &startError{err.Error()}
 		}
 		if b.bg.Err() != nil {
-			return nil, err
+			return runNone, err
 		}
 		if unreachable(err) && b.gate.shut() {
 			b.log.Warn("Temporal is unreachable: claiming paused until it answers", "err", err)
 			go b.probeTemporal()
 		}
-		wait := backoff(failures + 1)
-		b.log.Warn("cannot start workflow; retrying", "workflow_id", id, "err", err, "retry_in", wait.Round(time.Millisecond))
-		sleep(b.bg, wait)
+		b.log.Warn("cannot start workflow; retrying", "workflow_id", id, "err", err)
 	}
+}
+
+// inputSize is the encoded size of a workflow input.
+func inputSize(in workflows.TaskInput) int {
+	p, err := converter.GetDefaultDataConverter().ToPayload(in)
+	if err != nil {
+		return 0
+	}
+	return len(p.GetData())
+}
+
+// claimRun looks at the latest run of id: runOpen or runDone when its memo
+// names this claim, runNone otherwise (no run, or a run of another claim).
+func (b *Bridge) claimRun(ctx context.Context, id string, claim workflows.Claim) (runState, error) {
+	desc, err := b.runs.DescribeWorkflowExecution(ctx, id, "")
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return runNone, nil
+	}
+	if err != nil {
+		return runNone, err
+	}
+	info := desc.GetWorkflowExecutionInfo()
+	var attempt int
+	var worker string
+	dc := converter.GetDefaultDataConverter()
+	if p := info.GetMemo().GetFields()[workflows.MemoAttempt]; p != nil {
+		_ = dc.FromPayload(p, &attempt)
+	}
+	if p := info.GetMemo().GetFields()[workflows.MemoWorkerID]; p != nil {
+		_ = dc.FromPayload(p, &worker)
+	}
+	if attempt != claim.Attempts || worker != claim.WorkerID {
+		return runNone, nil
+	}
+	if info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return runOpen, nil
+	}
+	return runDone, nil
 }
 
 // startOrSignal starts the workflow, the common case, without a signal
 // event; only when a run is open does it signal the claim to that run.
-func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.Claim, opts client.StartWorkflowOptions, in workflows.TaskInput) (client.WorkflowRun, error) {
-	run, err := b.tc.ExecuteWorkflow(ctx, opts, workflows.TaskWorkflowName, in)
+func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.Claim, opts client.StartWorkflowOptions, in workflows.TaskInput) error {
+	_, err := b.runs.ExecuteWorkflow(ctx, opts, workflows.TaskWorkflowName, in)
 	var running *serviceerror.WorkflowExecutionAlreadyStarted
 	if !errors.As(err, &running) {
-		return run, err
+		return err
 	}
-	if err := b.tc.SignalWorkflow(ctx, id, running.RunId, workflows.ClaimSignalName, claim); err != nil {
+	if err := b.runs.SignalWorkflow(ctx, id, running.RunId, workflows.ClaimSignalName, claim); err != nil {
 		var gone *serviceerror.NotFound
 		if errors.As(err, &gone) {
-			return nil, fmt.Errorf("run %s closed before the new claim reached it: %w", running.RunId, err) // retried: it starts anew
+			return fmt.Errorf("run %s closed before the new claim reached it: %w", running.RunId, err) // retried: it starts anew
 		}
-		return nil, err
+		return err
 	}
 	b.log.Info("task claimed again while its workflow runs: new claim signalled", "workflow_id", id, "attempts", claim.Attempts)
-	return b.tc.GetWorkflow(ctx, id, running.RunId), nil
+	return nil
+}
+
+// permanentStartError reports whether Temporal will never accept this
+// start, whatever the retries: the request itself is refused.
+func permanentStartError(err error) bool {
+	var (
+		invalid *serviceerror.InvalidArgument
+		denied  *serviceerror.PermissionDenied
+	)
+	if errors.As(err, &invalid) || errors.As(err, &denied) {
+		return true
+	}
+	c := status.Code(err)
+	return c == codes.InvalidArgument || c == codes.PermissionDenied
 }
 
 func unreachable(err error) bool {
@@ -134,7 +245,7 @@ func unreachable(err error) bool {
 func (b *Bridge) probeTemporal() {
 	for failures := 1; b.bg.Err() == nil; failures++ {
 		ctx, cancel := context.WithTimeout(b.bg, 5*time.Second)
-		_, err := b.tc.CheckHealth(ctx, &client.CheckHealthRequest{})
+		_, err := b.runs.CheckHealth(ctx, &client.CheckHealthRequest{})
 		cancel()
 		if err == nil {
 			b.log.Info("Temporal answers again: claiming resumes")
@@ -145,49 +256,36 @@ func (b *Bridge) probeTemporal() {
 	}
 }
 
-// watch waits for a run to close and gives its slot back.
-func (b *Bridge) watch(run client.WorkflowRun) {
-	defer b.slots.release()
-	err := run.Get(b.bg, nil)
-	if b.bg.Err() != nil {
-		return
-	}
-	result := "completed"
-	if err != nil {
-		result = "failed"
-	}
-	b.metrics.finished.WithLabelValues(result).Inc()
+// failTask reports a task no run can serve as failed, with reason, under
+// the report rule (read, then post only for this claim), retrying until
+// TaskManager has it or the bridge stops; then it drops the ticket.
+func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string) {
+	b.starts.Add(1)
+	go func() {
+		defer b.starts.Done()
+		defer tk.dropped()
+		in := activities.ReportInput{TaskID: string(task.ID), WorkerID: b.cfg.WorkerID, Attempt: int(task.Attempts), Error: reason}
+		for failures := 1; b.bg.Err() == nil; failures++ {
+			out, err := activities.Report(b.bg, b.api, in)
+			in.MayHaveLanded = true // that post may have landed: read first from now on
+			if err == nil {
+				b.log.Info("task failed in TaskManager", "task_id", string(task.ID), "status", out.Status, "reason", reason)
+				return
+			}
+			if activities.IsPermanent(err) {
+				b.log.Warn("cannot fail the task in TaskManager", "task_id", string(task.ID), "err", err)
+				return
+			}
+			sleep(b.bg, max(backoff(failures), retryDelay(err)))
+		}
+	}()
 }
 
-// recoverInFlight counts this bridge's task workflows still running (from
-// before a restart) against max_in_flight, and watches them.
-func (b *Bridge) recoverInFlight(ctx context.Context) {
-	query := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running' AND TaskQueue = '%s'", workflows.TaskWorkflowName, b.cfg.Temporal.TaskQueue)
-	var token []byte
-	found := 0
-	for {
-		resp, err := b.tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: b.namespace, Query: query, NextPageToken: token})
-		if err != nil {
-			b.log.Warn("cannot list running task workflows; in-flight count starts at 0", "err", err)
-			return
-		}
-		for _, ex := range resp.Executions {
-			var worker string
-			if p := ex.GetMemo().GetFields()["worker_id"]; p != nil {
-				_ = converter.GetDefaultDataConverter().FromPayload(p, &worker)
-			}
-			if worker != b.cfg.WorkerID {
-				continue
-			}
-			found++
-			b.slots.force()
-			go b.watch(b.tc.GetWorkflow(b.bg, ex.GetExecution().GetWorkflowId(), ex.GetExecution().GetRunId()))
-		}
-		if token = resp.NextPageToken; len(token) == 0 {
-			break
-		}
+// retryDelay is the delay a retryable application error asks for.
+func retryDelay(err error) time.Duration {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.NextRetryDelay()
 	}
-	if found > 0 {
-		b.log.Info("tasks of this worker still running from before count against max_in_flight", "running", found)
-	}
+	return 0
 }

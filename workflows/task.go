@@ -9,13 +9,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 // Names that Temporal history depends on: never rename them.
@@ -27,10 +30,6 @@ const (
 	// ClaimQueryName returns the Claim the workflow reports with now.
 	ClaimQueryName = "tmbridge.claim"
 )
-
-// MaxTextBytes is what TaskManager stores in its result and error columns
-// (MySQL TEXT). A longer result fails the task; a longer error is cut.
-const MaxTextBytes = 65535
 
 // Task is the claimed task, as TaskManager handed it out.
 type Task struct {
@@ -80,20 +79,17 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	log := workflow.GetLogger(ctx)
 	opts := in.Options.WithDefaults()
 	claims := followClaims(ctx, in.Claim)
+	recordClaimInMemo(ctx, in.Claim)
 
 	result, herr := runTask(ctx, in, opts, claims)
 
-	// A cancelled workflow still reports, so the task is not left claimed.
-	reportCtx := ctx
-	if ctx.Err() != nil {
-		reportCtx, _ = workflow.NewDisconnectedContext(ctx)
-	}
 	out := buildOutcome(in.Task, result, herr)
-	rep, err := report(reportCtx, in, opts, claims, out)
+	rep, err := report(ctx, in, opts, claims, out)
 	if err != nil {
 		log.Error("outcome not reported", "task_id", in.Task.ID, "error", err)
 		return TaskResult{}, err
 	}
+	out = rep.Sent
 	res := TaskResult{Status: rep.Status, Success: out.Success, Result: out.Result, Error: out.Error, WorkerID: rep.ReportedWith.WorkerID}
 	// A failure re-queues the task, and a bridge may claim it again before
 	// this run closes: its signal-with-start then lands here. Run the task
@@ -106,7 +102,7 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 		return res, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
 	}
 	if ctx.Err() != nil {
-		return res, ctx.Err() // cancelled, and the failure is reported
+		return res, ctx.Err() // cancelled, and the outcome is reported
 	}
 	if !out.Success {
 		log.Warn("task failed", "task_id", in.Task.ID, "task_type", in.Task.Type, "error", out.Error, "taskmanager_status", rep.Status)
@@ -115,6 +111,51 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	}
 	return res, nil
 }
+
+// Change ids of workflow.GetVersion: each names a change to the commands
+// TaskWorkflow issues, so that runs started by an older bridge replay.
+const (
+	// changeReportSurvivesCancel: a cancel that arrives while the outcome
+	// is being reported no longer cancels the report.
+	changeReportSurvivesCancel = "report-survives-cancel"
+	// changeClaimInMemo: a run continued as new for a newer claim records
+	// that claim in its memo (attempt, worker_id).
+	changeClaimInMemo = "claim-in-memo"
+)
+
+// recordClaimInMemo keeps the memo's attempt and worker_id those of the
+// claim this run serves. The bridge reads them to tell whether a run exists
+// for a claim; a run continued as new inherits its predecessor's memo.
+func recordClaimInMemo(ctx workflow.Context, c Claim) {
+	var attempt int
+	var worker string
+	if m := workflow.GetInfo(ctx).Memo; m != nil {
+		dc := converter.GetDefaultDataConverter()
+		if p := m.GetFields()[MemoAttempt]; p != nil {
+			_ = dc.FromPayload(p, &attempt)
+		}
+		if p := m.GetFields()[MemoWorkerID]; p != nil {
+			_ = dc.FromPayload(p, &worker)
+		}
+	}
+	if (attempt == c.Attempts && worker == c.WorkerID) || (attempt == 0 && worker == "") {
+		return // started for this claim, or started without a memo (tests)
+	}
+	if workflow.GetVersion(ctx, changeClaimInMemo, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return
+	}
+	if err := workflow.UpsertMemo(ctx, map[string]any{MemoAttempt: c.Attempts, MemoWorkerID: c.WorkerID}); err != nil {
+		workflow.GetLogger(ctx).Warn("cannot record the claim in the memo", "error", err)
+	}
+}
+
+// Memo keys the bridge sets on each run.
+const (
+	MemoTaskID   = "task_id"
+	MemoTaskType = "task_type"
+	MemoAttempt  = "attempt"   // TaskManager's attempt count of the claim the run serves
+	MemoWorkerID = "worker_id" // the worker id of that claim
+)
 
 // claimState follows the task's claim as signals move it. Signals are only
 // read on the workflow's main coroutine (in wait, waitChange and drain), so
@@ -225,19 +266,44 @@ type outcome struct {
 }
 
 // buildOutcome turns the handler's result or error into what TaskManager
-// can store: a result over MaxTextBytes fails the task, an error message
-// over MaxTextBytes is cut.
+// can store, measured as TaskManager stores it: a result over
+// taskmanager.MaxStoredBytes fails the task, a longer error message is cut.
 func buildOutcome(task Task, result json.RawMessage, err error) outcome {
 	if err != nil {
-		return outcome{Error: truncate(failureMessage(task.Type, err), MaxTextBytes)}
+		return failure(failureMessage(task.Type, err))
 	}
 	if len(result) == 0 {
 		result = json.RawMessage(`{}`)
 	}
-	if len(result) > MaxTextBytes {
-		return outcome{Error: fmt.Sprintf("result of %s is %d bytes, more than the %d TaskManager can store", task.Type, len(result), MaxTextBytes)}
+	result = json.RawMessage(validUTF8(string(result)))
+	if n := taskmanager.StoredResultSize(result); n > taskmanager.MaxStoredBytes {
+		return failure(fmt.Sprintf("result of %s is %d bytes as TaskManager stores it, more than the %d it can store", task.Type, n, taskmanager.MaxStoredBytes))
 	}
 	return outcome{Success: true, Result: result}
+}
+
+// failure is a failed outcome whose message TaskManager can store.
+func failure(msg string) outcome {
+	return outcome{Error: truncate(validUTF8(msg), taskmanager.MaxStoredBytes)}
+}
+
+// validUTF8 replaces each byte that is not UTF-8 with U+FFFD, as the JSON
+// encoding of the report does: the text then reads back as it was sent.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // failureMessage says why a handler failed, without Temporal's wrapping.
@@ -264,6 +330,7 @@ func failureMessage(taskType string, err error) string {
 	}
 }
 
+// truncate cuts valid UTF-8 s to at most limit bytes, on a rune boundary.
 func truncate(s string, limit int) string {
 	if len(s) <= limit {
 		return s
@@ -297,36 +364,78 @@ func localReportOptions() workflow.LocalActivityOptions {
 	}
 }
 
-// report sends the outcome with the current claim. After a 403 it waits up
-// to ClaimWait for a new claim and tries again with it; a result refused
-// as too large (413) is reported as a failure instead.
+// report sends the outcome with the current claim, following the report
+// rule of activities/report.go, until TaskManager has it:
+//
+//   - a cancel of the workflow never cancels the report (the outcome would
+//     be lost and the task left claimed);
+//   - ClaimLost (the task moved to another claim): wait up to ClaimWait
+//     for that claim to reach this run, then report with it;
+//   - a result TaskManager cannot store (413, "Data too long") or rejects
+//     (400) becomes a failure that says so; an error message it cannot
+//     store is cut, then replaced by a short one;
+//   - TaskNotFound, NotClaimed, or no new claim within ClaimWait: the run
+//     fails, since TaskManager can no longer take this outcome.
 func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState, out outcome) (reported, error) {
-	var rep activities.ReportOutput
+	// Run in a context the workflow's cancel does not reach. Before this
+	// change, a cancel that arrived during the report cancelled it.
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	rctx, cancelReport := workflow.WithCancel(dctx)
+	watchCancel := ctx.Err() == nil
+	mayHaveLanded := false
+	shrunk := false
 	for {
 		claim := claims.current
 		seen := claims.version
 		ri := activities.ReportInput{
 			TaskID: in.Task.ID, WorkerID: claim.WorkerID, Attempt: claim.Attempts,
-			Success: out.Success, Result: out.Result, Error: out.Error,
+			Success: out.Success, Result: out.Result, Error: out.Error, MayHaveLanded: mayHaveLanded,
 		}
-		f := runReport(ctx, opts, ri)
-		claims.wait(ctx, f)
-		err := f.Get(ctx, &rep)
+		f := runReport(rctx, opts, ri)
+		for !f.IsReady() {
+			sel := workflow.NewSelector(rctx)
+			sel.AddFuture(f, func(workflow.Future) {})
+			sel.AddReceive(claims.ch, claims.receive(rctx))
+			if watchCancel {
+				sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
+					watchCancel = false
+					if workflow.GetVersion(ctx, changeReportSurvivesCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+						cancelReport() // as runs of older bridges did
+					}
+				})
+			}
+			sel.Select(rctx)
+		}
+		var rep activities.ReportOutput
+		err := f.Get(rctx, &rep)
 		switch {
 		case err == nil:
-			return reported{ReportOutput: rep, ReportedWith: claim}, nil
-		case isErrorType(err, activities.ErrTypePayloadTooLarge) && out.Success:
-			out = outcome{Error: fmt.Sprintf("TaskManager refused the %d-byte result of %s as too large (413)", len(out.Result), in.Task.Type)}
-		case isErrorType(err, activities.ErrTypePayloadTooLarge) && len(out.Error) > 1024:
-			out.Error = truncate(out.Error, 1024)
+			return reported{ReportOutput: rep, ReportedWith: claim, Sent: out}, nil
+		case isErrorType(err, activities.ErrTypePayloadTooLarge), isErrorType(err, activities.ErrTypeRejected):
+			why := "too large"
+			if isErrorType(err, activities.ErrTypeRejected) {
+				why = "invalid"
+			}
+			switch {
+			case out.Success:
+				out = failure(fmt.Sprintf("TaskManager refused the %d-byte result of %s as %s: %s", len(out.Result), in.Task.Type, why, errorMessage(err)))
+			case len(out.Error) > 1024:
+				out.Error = truncate(out.Error, 1024)
+			case !shrunk:
+				shrunk = true
+				out.Error = fmt.Sprintf("%s failed; TaskManager refused its error message as %s", in.Task.Type, why)
+			default:
+				return reported{}, err
+			}
 		case isErrorType(err, activities.ErrTypeClaimLost):
+			mayHaveLanded = false // TaskManager showed another claim: ours did not post
 			if claims.version != seen {
 				continue // a new claim arrived while we were reporting
 			}
-			if !claims.waitChange(ctx, seen, opts.ClaimWait) {
+			if !claims.waitChange(rctx, seen, opts.ClaimWait) {
 				return reported{}, temporal.NewNonRetryableApplicationError(
-					fmt.Sprintf("claim lost: task %s is claimed by another worker than %s, and no new claim reached this workflow within %s",
-						in.Task.ID, claim.WorkerID, opts.ClaimWait), activities.ErrTypeClaimLost, err)
+					fmt.Sprintf("claim lost: task %s is held by another claim than %s (attempt %d), and no newer claim reached this workflow within %s",
+						in.Task.ID, claim.WorkerID, claim.Attempts, opts.ClaimWait), activities.ErrTypeClaimLost, err)
 			}
 		default:
 			return reported{}, err
@@ -334,15 +443,27 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 	}
 }
 
-// reported is what the report activity answered, and the claim it used.
+// errorMessage is an activity error's own message, without the wrapping.
+func errorMessage(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
+	}
+	return err.Error()
+}
+
+// reported is what the report activity answered, the claim it used and
+// the outcome it sent (a result TaskManager refused becomes a failure).
 type reported struct {
 	activities.ReportOutput
 	ReportedWith Claim
+	Sent         outcome
 }
 
 // runReport runs the completion activity; in local mode it first runs
 // locally and, still failing after a minute, hands over to the regular
-// activity, which retries without limit.
+// activity, which retries without limit (reading the task first, since a
+// local attempt may have posted).
 func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput) workflow.Future {
 	actx := workflow.WithActivityOptions(ctx, reportOptions())
 	if !opts.Local {
@@ -356,6 +477,7 @@ func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput
 			settle.Chain(local)
 			return
 		}
+		in.MayHaveLanded = true
 		settle.Chain(workflow.ExecuteActivity(actx, activities.ReportActivityName, in))
 	})
 	return f

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Options configure a Client.
@@ -283,16 +284,22 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	}
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := answerError(cl, resp, raw)
-		return e
+		return answerError(cl, resp, raw, c.apiKey)
 	}
 	env, err := decodeEnvelope(raw)
 	if err != nil {
 		return fail(resp.StatusCode, ErrTransient, err)
 	}
 	if env.Success != nil && !*env.Success {
-		e := &Error{Op: cl.op, Status: resp.StatusCode, Message: firstNonEmpty(env.Error, env.Message), Details: env.details()}
-		e.Kind = classify(cl.claim, 400, e.Message)
+		// an error answer with a 2xx status: read as a 400
+		e := &Error{Op: cl.op, Status: resp.StatusCode}
+		own, ok := ownError(resp.StatusCode, raw)
+		if ok {
+			e.Message, e.Details = own.message, own.details
+		} else {
+			e.Message = describeForeign(resp.Header.Get("Content-Type"), raw, c.apiKey)
+		}
+		e.Kind = classify(cl.claim, 400, e.Message, ok)
 		return e
 	}
 	if out == nil {
@@ -308,32 +315,119 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 }
 
 // answerError builds the *Error for a non-2xx answer, JSON or not.
-func answerError(cl call, resp *http.Response, raw []byte) *Error {
+//
+// Only TaskManager's own answers may end a call for good: an answer that is
+// not TaskManager's error JSON (a proxy's HTML page, an empty body, JSON of
+// another shape) is ErrTransient where its status would mean ErrValidation,
+// ErrNotFound, ErrClaimedByOther, ErrNotClaimed or ErrNoTask. 401, 413 and
+// 429 keep their meaning whatever the body.
+//
+// A foreign answer's message says what came back (content type, size, and
+// a JSON message unless it holds apiKey), never the body itself.
+func answerError(cl call, resp *http.Response, raw []byte, apiKey string) *Error {
 	e := &Error{Op: cl.op, Status: resp.StatusCode}
-	if env, err := decodeEnvelope(raw); err == nil {
-		e.Message = firstNonEmpty(env.Error, env.Message)
-		if resp.StatusCode == http.StatusUnauthorized && env.Message != "" {
-			e.Message = env.Message // the 401 body says "error":"Unauthorized","message":"…"
-		}
-		e.Details = env.details()
+	own, ok := ownError(resp.StatusCode, raw)
+	if ok {
+		e.Message = own.message
+		e.Details = own.details
 	} else {
-		e.Message = describeNonJSON(resp.Header.Get("Content-Type"), raw)
+		e.Message = describeForeign(resp.Header.Get("Content-Type"), raw, apiKey)
 	}
-	e.Kind = classify(cl.claim, resp.StatusCode, e.Message)
+	e.Kind = classify(cl.claim, resp.StatusCode, e.Message, ok)
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
 	}
 	return e
 }
 
-func describeNonJSON(contentType string, raw []byte) string {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return "empty answer"
+// tmError is an error answer in one of TaskManager's own shapes.
+type tmError struct {
+	message string
+	details []string
+}
+
+// ownError reads TaskManager's own error answer: a JSON object with
+// "success": false and a string "error" (and maybe "details"), or, with
+// status 401, the shape {"error": "Unauthorized", "message": "…",
+// "timestamp": …}. It reports false for anything else.
+func ownError(status int, raw []byte) (tmError, bool) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return tmError{}, false
 	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(trimmed, &m) != nil {
+		return tmError{}, false
+	}
+	errText, ok := jsonString(m["error"])
+	if !ok {
+		return tmError{}, false
+	}
+	message, hasMessage := jsonString(m["message"])
+	if string(bytes.TrimSpace(m["success"])) == "false" {
+		e := tmError{message: firstNonEmpty(errText, message)}
+		var ds []string
+		if json.Unmarshal(m["details"], &ds) == nil {
+			e.details = ds
+		}
+		return e, true
+	}
+	_, hasSuccess := m["success"]
+	_, hasTimestamp := m["timestamp"]
+	if status == http.StatusUnauthorized && !hasSuccess && hasTimestamp && hasMessage {
+		// "error" is "Unauthorized", "message" says why
+		return tmError{message: firstNonEmpty(message, errText)}, true
+	}
+	return tmError{}, false
+}
+
+// jsonString returns a JSON string's value; false for anything else.
+func jsonString(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	var s string
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// describeForeign says what came back when it is not TaskManager's answer:
+// its content type and size, and a JSON message if it has one that does
+// not contain apiKey. It never copies an HTML or text body.
+func describeForeign(contentType string, raw []byte, apiKey string) string {
 	if contentType == "" {
-		contentType = "unknown content type"
+		contentType = "no content type"
+	}
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 {
+		return fmt.Sprintf("empty answer (%s, %d bytes), not TaskManager's", contentType, len(raw))
+	}
+	if trimmed[0] == '{' && json.Valid(trimmed) {
+		desc := fmt.Sprintf("answer is not TaskManager's error JSON (%s, %d bytes)", contentType, len(raw))
+		var env struct {
+			Error   any `json:"error"`
+			Message any `json:"message"`
+		}
+		if json.Unmarshal(trimmed, &env) == nil {
+			for _, v := range []any{env.Error, env.Message} {
+				if s, ok := v.(string); ok && strings.TrimSpace(s) != "" && (apiKey == "" || !strings.Contains(s, apiKey)) {
+					return desc + ": " + strconv.Quote(clipText(strings.TrimSpace(s), 200))
+				}
+			}
+		}
+		return desc
 	}
 	return fmt.Sprintf("answer is not JSON (%s, %d bytes)", contentType, len(raw))
+}
+
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func parseRetryAfter(v string) time.Duration {

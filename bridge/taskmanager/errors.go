@@ -24,12 +24,15 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrRateLimited: too many requests (429); see Error.RetryAfter.
 	ErrRateLimited = errors.New("rate limited")
-	// ErrPayloadTooLarge: the request body is too large (413).
+	// ErrPayloadTooLarge: the request body is too large (413), or a value
+	// is too long for its database column (the PHP deployment's 500
+	// "Data too long for column 'result_json'" or 'error_message').
 	ErrPayloadTooLarge = errors.New("payload too large")
 	// ErrValidation: the request was rejected as invalid (other 400s).
 	ErrValidation = errors.New("validation failed")
-	// ErrTransient: a 5xx, a network error, a timeout or an answer that
-	// cannot be decoded; the same call may succeed later.
+	// ErrTransient: a 5xx, a network error, a timeout, an answer that
+	// cannot be decoded, or a 4xx error answer that is not TaskManager's
+	// own (a proxy's page, an empty body); the same call may succeed later.
 	ErrTransient = errors.New("transient error")
 )
 
@@ -91,30 +94,44 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// classify maps an error answer to its sentinel. op is used for the
-// claim-specific 404 and PHP 500 quirks.
-func classify(claim bool, status int, message string) error {
+// classify maps an error answer to its sentinel. claim selects the
+// claim-specific 404 and PHP 500 meanings; own tells whether the answer is
+// TaskManager's own error JSON. Only TaskManager's own answers may end a
+// call for good: a foreign answer (a proxy's page, an empty body, JSON of
+// another shape) whose status would mean validation, not found, claimed by
+// another, not claimed or no task is ErrTransient. 401, 413 and 429 keep
+// their meaning whatever the body, as proxies send them too.
+func classify(claim bool, status int, message string, own bool) error {
 	lower := strings.ToLower(message)
+	var kind error
 	switch {
 	case status == 401:
 		return ErrUnauthorized
-	case status == 403:
-		return ErrClaimedByOther
-	case status == 404 && claim:
-		return ErrNoTask
-	case status == 404:
-		return ErrNotFound
 	case status == 413:
 		return ErrPayloadTooLarge
 	case status == 429:
 		return ErrRateLimited
+	case status == 403:
+		kind = ErrClaimedByOther
+	case status == 404 && claim:
+		kind = ErrNoTask
+	case status == 404:
+		kind = ErrNotFound
 	case status == 400 && strings.Contains(lower, "not in claimed state"):
-		return ErrNotClaimed
-	case status == 500 && claim && strings.Contains(lower, "no active transaction"):
+		kind = ErrNotClaimed
+	case status == 500 && own && claim && strings.Contains(lower, "no active transaction"):
 		return ErrNoTask
+	case status == 500 && own && strings.Contains(lower, "data too long for column"):
+		// MySQL's TEXT column (result_json, error_message) is too small:
+		// the same result will never fit.
+		return ErrPayloadTooLarge
 	case status >= 400 && status < 500:
-		return ErrValidation
+		kind = ErrValidation
 	default:
 		return ErrTransient
 	}
+	if !own {
+		return ErrTransient
+	}
+	return kind
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -148,6 +150,139 @@ func TestRecordedPHPAnswers(t *testing.T) {
 	})
 }
 
+// foreign serves one canned answer with a content type of its own, as a
+// proxy in front of TaskManager may.
+func foreign(t *testing.T, status int, contentType, body string) *Client {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if contentType != "" {
+			w.Header().Set("Content-Type", contentType)
+		} else {
+			w.Header()["Content-Type"] = nil // no sniffing
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Options{BaseURL: srv.URL + "/api", APIKey: foreignKey})
+	require.NoError(t, err)
+	return c
+}
+
+const foreignKey = "key-that-must-never-show"
+
+func requireErr(t *testing.T, err error, kind error, status int) *Error {
+	t.Helper()
+	require.ErrorIs(t, err, kind)
+	var e *Error
+	require.True(t, errors.As(err, &e), "want *Error, got %T", err)
+	require.Equal(t, status, e.Status)
+	require.NotContains(t, err.Error(), foreignKey)
+	return e
+}
+
+const nginx400 = `<html>
+<head><title>400 Bad Request</title></head>
+<body>
+<center><h1>400 Bad Request</h1></center>
+<hr><center>nginx</center>
+</body>
+</html>
+`
+
+// TestErrorAnswers_only_TaskManager_ends_a_call: an error answer that is not
+// TaskManager's own JSON (a proxy's page, an empty body, JSON of another
+// shape) is transient where its status would end the call for good; 401,
+// 413 and 429 keep their meaning.
+func TestErrorAnswers_only_TaskManager_ends_a_call(t *testing.T) {
+	ctx := context.Background()
+	done := Completion{WorkerID: "w", Success: true, Result: json.RawMessage(`{"a":1}`)}
+
+	t.Run("html_400_on_complete_is_transient", func(t *testing.T) {
+		c := foreign(t, 400, "text/html", nginx400)
+		_, err := c.Complete(ctx, "2", done)
+		e := requireErr(t, err, ErrTransient, 400)
+		require.True(t, Retryable(err))
+		require.Contains(t, err.Error(), "text/html")
+		require.Contains(t, err.Error(), fmt.Sprintf("%d bytes", len(nginx400)))
+		require.NotContains(t, e.Message, "nginx", "the page itself is not copied")
+	})
+	t.Run("empty_403_is_transient", func(t *testing.T) {
+		c := foreign(t, 403, "", "")
+		_, err := c.Complete(ctx, "2", done)
+		requireErr(t, err, ErrTransient, 403)
+		require.Contains(t, err.Error(), "empty answer")
+		require.Contains(t, err.Error(), "0 bytes")
+		err = c.Progress(ctx, "2", "w", 10, "")
+		requireErr(t, err, ErrTransient, 403)
+	})
+	t.Run("other_json_404_on_get_is_transient", func(t *testing.T) {
+		c := foreign(t, 404, "application/json", `{"message":"x"}`)
+		_, err := c.GetTask(ctx, "2")
+		requireErr(t, err, ErrTransient, 404)
+		require.Contains(t, err.Error(), "application/json")
+		require.Contains(t, err.Error(), "15 bytes")
+		require.Contains(t, err.Error(), `"x"`)
+	})
+	t.Run("html_404_on_claim_is_transient_not_no_task", func(t *testing.T) {
+		c := foreign(t, 404, "text/html", "<h1>Not Found</h1>")
+		_, err := c.Claim(ctx, ClaimRequest{WorkerID: "w", TaskTypeID: "1"})
+		requireErr(t, err, ErrTransient, 404)
+	})
+	t.Run("json_echoing_the_key_is_not_quoted", func(t *testing.T) {
+		c := foreign(t, 400, "application/json", `{"error":"bad header X-API-Key: `+foreignKey+`"}`)
+		_, err := c.Complete(ctx, "2", done)
+		requireErr(t, err, ErrTransient, 400)
+	})
+	t.Run("own_400_not_claimed_is_not_claimed", func(t *testing.T) {
+		c := foreign(t, 400, "application/json", `{"success":false,"error":"Task is not in claimed state","timestamp":1795936223}`)
+		_, err := c.Complete(ctx, "2", done)
+		requireErr(t, err, ErrNotClaimed, 400)
+		require.False(t, Retryable(err))
+	})
+	t.Run("own_validation_details_still_end_the_call", func(t *testing.T) {
+		c := foreign(t, 400, "text/html; charset=UTF-8", `{"success":false,"error":"Validation failed","details":["Field 'progress' must be at most 100"],"timestamp":1795936223}`)
+		err := c.Progress(ctx, "2", "w", 150, "")
+		e := requireErr(t, err, ErrValidation, 400)
+		require.Equal(t, []string{"Field 'progress' must be at most 100"}, e.Details)
+	})
+	for _, column := range []string{"result_json", "error_message"} {
+		t.Run("data_too_long_500_"+column+"_is_payload_too_large", func(t *testing.T) {
+			msg := "SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column '" + column + "' at row 1"
+			c := foreign(t, 500, "application/json", `{"success":false,"error":"`+msg+`","timestamp":1795936223}`)
+			_, err := c.Complete(ctx, "4", done)
+			e := requireErr(t, err, ErrPayloadTooLarge, 500)
+			require.False(t, Retryable(err))
+			require.Equal(t, msg, e.Message)
+			require.Contains(t, err.Error(), "'"+column+"'")
+		})
+	}
+	t.Run("html_500_mentioning_data_too_long_is_transient", func(t *testing.T) {
+		c := foreign(t, 500, "text/html", "<b>Data too long for column</b>")
+		_, err := c.Complete(ctx, "4", done)
+		requireErr(t, err, ErrTransient, 500)
+	})
+	t.Run("html_413_is_payload_too_large", func(t *testing.T) {
+		c := foreign(t, 413, "text/html", "<html><body><h1>413 Request Entity Too Large</h1></body></html>")
+		_, err := c.Complete(ctx, "4", done)
+		requireErr(t, err, ErrPayloadTooLarge, 413)
+		require.Contains(t, err.Error(), "text/html")
+	})
+	t.Run("html_401_and_429_keep_their_meaning", func(t *testing.T) {
+		c := foreign(t, 401, "text/html", "<h1>401 Authorization Required</h1>")
+		_, err := c.GetTask(ctx, "2")
+		requireErr(t, err, ErrUnauthorized, 401)
+		c = foreign(t, 429, "text/plain", "slow down")
+		_, err = c.GetTask(ctx, "2")
+		requireErr(t, err, ErrRateLimited, 429)
+	})
+	t.Run("401_shape_elsewhere_is_foreign", func(t *testing.T) {
+		c := foreign(t, 403, "application/json", `{"error":"Forbidden","message":"blocked by WAF","timestamp":"2026-11-29T07:10:23+00:00"}`)
+		_, err := c.Complete(ctx, "2", done)
+		requireErr(t, err, ErrTransient, 403)
+	})
+}
+
 func TestID_marshals_integers_as_numbers(t *testing.T) {
 	b, _ := json.Marshal(ClaimRequest{WorkerID: "w", TaskTypeID: "3"})
 	require.JSONEq(t, `{"worker_id":"w","task_type_id":3}`, string(b))
@@ -184,6 +319,11 @@ func FuzzDecode(f *testing.F) {
 		_ = decodeData(env.Data, call{listKeys: []string{"task_types", "items"}}, &types)
 		var h Health
 		_ = decodeData(env.Data, call{}, &h)
-		_ = answerError(call{claim: true}, &http.Response{StatusCode: 500, Header: http.Header{}}, body)
+		for _, status := range []int{400, 401, 403, 404, 413, 500} {
+			e := answerError(call{claim: true}, &http.Response{StatusCode: status, Header: http.Header{}}, body, "fuzz-key")
+			if _, own := ownError(status, body); e.Kind == nil || (!own && strings.Contains(e.Message, "fuzz-key")) {
+				t.Fatalf("status %d: kind %v, message %q", status, e.Kind, e.Message)
+			}
+		}
 	})
 }

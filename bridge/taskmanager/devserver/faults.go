@@ -127,6 +127,24 @@ type CompletionCall struct {
 	Accepted bool // the outcome was recorded
 	// DuplicateSuccess: success:true for a task already completed.
 	DuplicateSuccess bool
+	// The task's state when the call arrived; empty for an unknown task.
+	StatusBefore    string
+	AttemptsBefore  int
+	ClaimedByBefore string
+	// At is the server's time (Options.Now) when the call was handled.
+	At time.Time
+}
+
+// ClaimEvent is one claim that returned a task.
+type ClaimEvent struct {
+	TaskID   string
+	WorkerID string
+	Attempts int // the task's attempts after this claim
+	// HeldByWorker is how many OTHER tasks were claimed by WorkerID at that
+	// moment (status claimed, claimed_by WorkerID), whether or not their
+	// claim had timed out.
+	HeldByWorker int
+	At           time.Time // the server's time (Options.Now)
 }
 
 // ProgressCall is one POST /tasks/{id}/progress, accepted or not.
@@ -143,6 +161,7 @@ type record struct {
 	claimed     int // claims that returned a task
 	completions []CompletionCall
 	progress    []ProgressCall
+	claimEvents []ClaimEvent
 }
 
 // Stats sums up what happened.
@@ -185,6 +204,24 @@ func (s *Server) Completions(taskID string) []CompletionCall {
 		}
 	}
 	return out
+}
+
+// Claims returns every claim that returned a task, in order.
+func (s *Server) Claims() []ClaimEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]ClaimEvent(nil), s.record.claimEvents...)
+}
+
+// SetClaimTimeout changes TASK_CLAIM_TIMEOUT (Options.ClaimTimeout) from
+// the next claim on; d <= 0 restores the default 300s.
+func (s *Server) SetClaimTimeout(d time.Duration) {
+	if d <= 0 {
+		d = 300 * time.Second
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.ClaimTimeout = d
 }
 
 // ProgressCalls returns every progress call for a task, in order.

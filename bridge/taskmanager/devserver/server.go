@@ -2,7 +2,13 @@
 // tests. It follows the queue semantics of the contract exactly and answers
 // either in the documented shapes or as the PHP deployment really does
 // (StylePHP: 500 on an empty claim, broken type listing, {items:[row]}
-// wrappers, ids as strings in some answers).
+// wrappers, ids as strings in some answers, "message":"Success", claimed_by
+// kept after completion, {} results stored as null, …). StylePHP answers
+// the conversation recorded from the real deployment
+// (testdata/php-recorded-conversation.json) key for key. In both styles a
+// result or error longer than a MySQL TEXT column, measured as PHP stores
+// it (taskmanager.StoredResultSize, StoredTextSize), gets PHP's 500
+// "Data too long for column" and leaves the task as it was.
 //
 // Tests start one on a free loopback port, inject faults and read back what
 // happened:
@@ -33,6 +39,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 var english = message.NewPrinter(language.English)
@@ -46,8 +54,12 @@ const (
 	StylePHP        Style = "php"        // the PHP deployment as observed
 )
 
-// MaxTextBytes is what a MySQL TEXT column (result, error_message) holds.
-const MaxTextBytes = 65535
+// MaxTextBytes is what a MySQL TEXT column (result_json, error_message)
+// holds: taskmanager.MaxStoredBytes. A completion whose stored value
+// (taskmanager.StoredResultSize, taskmanager.StoredTextSize) is longer gets
+// the PHP deployment's 500 "Data too long for column" in both styles, and
+// the task is left as it was.
+const MaxTextBytes = taskmanager.MaxStoredBytes
 
 // Options configure a Server. Zero values take the defaults.
 type Options struct {
@@ -184,9 +196,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			return
 		}
 		if r.URL.Path != "/api/health" && s.opts.APIKey != "" && r.Header.Get("X-API-Key") != s.opts.APIKey {
+			msg := "Invalid or missing API key. Provide a valid API key in the X-API-Key header."
+			if s.php() {
+				msg = "Invalid or missing API key. Include X-API-Key header with your request."
+			}
 			writeJSON(w, http.StatusUnauthorized, map[string]any{
 				"error":     "Unauthorized",
-				"message":   "Invalid or missing API key. Provide a valid API key in the X-API-Key header.",
+				"message":   msg,
 				"timestamp": s.opts.Now().UTC().Format("2006-01-02T15:04:05+00:00"),
 			})
 			return
@@ -207,8 +223,32 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// ok answers a success. The PHP deployment's top-level message is always
+// "Success"; some of its answers carry their own message inside data
+// (withMessage).
 func (s *Server) ok(w http.ResponseWriter, status int, message string, data any) {
+	if s.php() {
+		message = "Success"
+	}
 	writeJSON(w, status, map[string]any{"success": true, "message": message, "data": data, "timestamp": s.opts.Now().Unix()})
+}
+
+// withMessage adds the PHP deployment's data.message to an answer's data.
+func (s *Server) withMessage(data map[string]any, message string) map[string]any {
+	if s.php() {
+		data["message"] = message
+	}
+	return data
+}
+
+// invalid answers 400 "Validation failed" with one detail. The PHP
+// deployment repeats the detail six times.
+func (s *Server) invalid(w http.ResponseWriter, detail string) {
+	details := []string{detail}
+	if s.php() {
+		details = []string{detail, detail, detail, detail, detail, detail}
+	}
+	s.fail(w, http.StatusBadRequest, "Validation failed", details...)
 }
 
 func (s *Server) fail(w http.ResponseWriter, status int, msg string, details ...string) {
@@ -265,7 +305,17 @@ func (s *Server) typeRow(t *taskType) map[string]any {
 	}
 }
 
+// taskRow is a task as GET /tasks/{id} answers it. The PHP deployment's
+// row has no type_id and no dedupe_key.
 func (s *Server) taskRow(t *task) map[string]any {
+	if s.php() {
+		return map[string]any{
+			"id": t.id, "type": t.typ.name, "status": t.status,
+			"params": t.params, "result": nullIfEmpty(t.result), "error_message": nullIfEmpty(t.errMsg),
+			"priority": t.priority, "progress": t.progress, "attempts": t.attempts, "claimed_by": nullIfEmpty(t.claimedBy),
+			"claimed_at": ts(t.claimedAt), "completed_at": ts(t.completedAt), "created_at": ts(t.createdAt),
+		}
+	}
 	row := map[string]any{
 		"id": t.id, "type_id": t.typ.id, "type": t.typ.name, "status": t.status,
 		"params": t.params, "result": nil, "error_message": nil,
@@ -283,6 +333,27 @@ func (s *Server) taskRow(t *task) map[string]any {
 		row["claimed_by"] = t.claimedBy
 	}
 	return row
+}
+
+// listRow is a task as GET /tasks lists it: the PHP deployment's list rows
+// carry no params, result or error.
+func (s *Server) listRow(t *task) map[string]any {
+	if !s.php() {
+		return s.taskRow(t)
+	}
+	return map[string]any{
+		"id": t.id, "type": t.typ.name, "status": t.status, "priority": t.priority, "progress": t.progress,
+		"attempts": t.attempts, "claimed_by": nullIfEmpty(t.claimedBy),
+		"created_at": ts(t.createdAt), "completed_at": ts(t.completedAt),
+	}
+}
+
+// nullIfEmpty turns an empty string or raw value into JSON null.
+func nullIfEmpty[T ~string | ~[]byte](v T) any {
+	if len(v) == 0 {
+		return nil
+	}
+	return v
 }
 
 // ---- request bodies ----
@@ -348,7 +419,11 @@ func (s *Server) registerType(w http.ResponseWriter, r *http.Request) {
 	now := s.opts.Now()
 	if t, exists := s.types[name]; exists {
 		t.version, t.schemaRaw, t.schema, t.updated = version, schemaRaw, schema, now
-		s.ok(w, http.StatusOK, "Task type updated", map[string]any{"id": t.id, "name": name, "version": version, "created": false, "updated": true})
+		data := map[string]any{"id": t.id, "name": name, "version": version, "created": false, "updated": true}
+		if s.php() { // only "updated", and the id as a number
+			delete(data, "created")
+		}
+		s.ok(w, http.StatusOK, "Task type updated", data)
 		return
 	}
 	s.nextType++
@@ -358,7 +433,11 @@ func (s *Server) registerType(w http.ResponseWriter, r *http.Request) {
 	if s.php() {
 		status = http.StatusOK
 	}
-	s.ok(w, status, "Task type registered", map[string]any{"id": s.idOut(t.id), "name": name, "version": version, "created": true, "updated": false})
+	data := map[string]any{"id": s.idOut(t.id), "name": name, "version": version, "created": true, "updated": false}
+	if s.php() { // only "created", and the id as a string
+		delete(data, "updated")
+	}
+	s.ok(w, status, "Task type registered", data)
 }
 
 func compileSchema(raw json.RawMessage) (*jsonschema.Schema, error) {
@@ -419,7 +498,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	}
 	if !isObject(params) || (s.php() && strings.TrimSpace(string(params)) == "{}") {
 		// PHP decodes {} to an empty array, which is not an object.
-		s.fail(w, http.StatusBadRequest, "Validation failed", "Field 'params' must be of type object")
+		s.invalid(w, "Field 'params' must be of type object")
 		return
 	}
 	var priority int
@@ -442,10 +521,13 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	canon := canonical(params)
-	sum := sha256.Sum256(append([]byte(name+"\x00"), canon...))
-	key := hex.EncodeToString(sum[:])
+	key := dedupeKey(name, canon)
 	if id, dup := s.dedupe[key]; dup {
 		existing := s.tasks[id]
+		if s.php() {
+			s.ok(w, http.StatusOK, "", map[string]any{"id": id, "status": existing.status, "deduplicated": true, "message": "Task already exists (deduplicated)"})
+			return
+		}
 		s.ok(w, http.StatusOK, "Task already exists", map[string]any{"id": id, "type": name, "status": existing.status, "dedupe_key": key, "deduplicated": true, "duplicate": true})
 		return
 	}
@@ -454,11 +536,24 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	s.tasks[tk.id] = tk
 	s.order = append(s.order, tk.id)
 	s.dedupe[key] = tk.id
-	status := http.StatusCreated
 	if s.php() {
-		status = http.StatusOK
+		s.ok(w, http.StatusOK, "", map[string]any{"id": s.idOut(tk.id), "type": name, "status": "pending", "dedupe_key": key, "message": "Task created successfully"})
+		return
 	}
-	s.ok(w, status, "Task created", map[string]any{"id": s.idOut(tk.id), "type": name, "status": "pending", "dedupe_key": key, "deduplicated": false, "duplicate": false})
+	s.ok(w, http.StatusCreated, "Task created", map[string]any{"id": s.idOut(tk.id), "type": name, "status": "pending", "dedupe_key": key, "deduplicated": false, "duplicate": false})
+}
+
+// dedupeKey is the PHP deployment's dedupe key: the hex SHA-256 of the
+// type name, a NUL byte and the params as compact JSON. It reproduces the
+// recorded keys; how PHP orders keys and escapes "/" and non-ASCII text in
+// that JSON is not known from the recording (canonical sorts keys and
+// leaves both unescaped).
+func dedupeKey(typeName string, canonicalParams []byte) string {
+	h := sha256.New()
+	h.Write([]byte(typeName))
+	h.Write([]byte{0})
+	h.Write(canonicalParams)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // canonical returns compact JSON with sorted keys and exact numbers: the
@@ -470,8 +565,13 @@ func canonical(raw json.RawMessage) json.RawMessage {
 	if dec.Decode(&v) != nil {
 		return raw
 	}
-	out, _ := json.Marshal(v)
-	return out
+	var buf strings.Builder
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // PHP's json_encode leaves < > & alone
+	if enc.Encode(v) != nil {
+		return raw
+	}
+	return json.RawMessage(strings.TrimSuffix(buf.String(), "\n"))
 }
 
 // schemaMessage shortens a validation error to its first cause.
@@ -517,7 +617,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 			skipped++
 			continue
 		}
-		rows = append(rows, s.taskRow(t))
+		rows = append(rows, s.listRow(t))
 	}
 	key := "tasks"
 	if s.php() {
@@ -599,7 +699,14 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 	}
 	order = strings.ToUpper(order)
 	if !sortColumns[sortBy] || (order != "ASC" && order != "DESC") {
-		s.fail(w, http.StatusBadRequest, "Invalid sort_by or sort_order")
+		switch {
+		case !s.php():
+			s.fail(w, http.StatusBadRequest, "Invalid sort_by or sort_order")
+		case !sortColumns[sortBy]:
+			s.fail(w, http.StatusBadRequest, "Invalid sort_by field. Allowed values: created_at, priority, id, attempts")
+		default: // not recorded; worded like the sort_by answer
+			s.fail(w, http.StatusBadRequest, "Invalid sort_order field. Allowed values: ASC, DESC")
+		}
 		return
 	}
 	pattern, _ := str(m, "type_pattern")
@@ -609,8 +716,12 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 	s.record.claims++
 	now := s.opts.Now()
 	var best *task
+	held := 0 // tasks claimed by this worker (ClaimEvent.HeldByWorker)
 	for _, id := range s.order {
 		t := s.tasks[id]
+		if t.status == "claimed" && t.claimedBy == worker {
+			held++
+		}
 		if t.typ.id != typeID || (pattern != "" && !like(t.typ.name, pattern)) {
 			continue
 		}
@@ -629,12 +740,18 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	if best.status == "claimed" && best.claimedBy == worker {
+		held-- // only OTHER tasks count
+	}
 	best.status, best.claimedBy, best.claimedAt = "claimed", worker, now
 	best.attempts++
 	s.record.claimed++
-	s.ok(w, http.StatusOK, "Task claimed successfully", map[string]any{
-		"id": best.id, "type": best.typ.name, "params": best.params, "attempts": best.attempts, "priority": best.priority,
+	s.record.claimEvents = append(s.record.claimEvents, ClaimEvent{
+		TaskID: strconv.FormatInt(best.id, 10), WorkerID: worker, Attempts: best.attempts, HeldByWorker: held, At: now,
 	})
+	s.ok(w, http.StatusOK, "Task claimed successfully", s.withMessage(map[string]any{
+		"id": best.id, "type": best.typ.name, "params": best.params, "attempts": best.attempts, "priority": best.priority,
+	}, "Task claimed successfully"))
 }
 
 // before orders candidates by the sort column, then by id.
@@ -681,7 +798,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 	var pct float64
 	raw, has := m["progress"]
 	if worker == "" || !has || json.Unmarshal(raw, &pct) != nil {
-		s.fail(w, http.StatusBadRequest, "Validation failed", "Fields 'worker_id' and 'progress' are required")
+		s.invalid(w, "Fields 'worker_id' and 'progress' are required")
 		return
 	}
 	if pct < 0 || pct > 100 {
@@ -689,7 +806,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 		if pct < 0 {
 			detail = "Field 'progress' must be at least 0"
 		}
-		s.fail(w, http.StatusBadRequest, "Validation failed", detail)
+		s.invalid(w, detail)
 		return
 	}
 	s.mu.Lock()
@@ -703,7 +820,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 	rec.Accepted = true
 	s.record.progress = append(s.record.progress, rec)
 	t.progress = int(pct)
-	s.ok(w, http.StatusOK, "Progress updated", map[string]any{"id": s.idOut(t.id), "progress": t.progress})
+	s.ok(w, http.StatusOK, "Progress updated", s.withMessage(map[string]any{"id": s.idOut(t.id), "progress": t.progress}, "Task progress updated successfully"))
 }
 
 func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
@@ -715,25 +832,27 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
 	var success bool
 	rawSuccess, has := m["success"]
 	if worker == "" || !has || json.Unmarshal(rawSuccess, &success) != nil {
-		s.fail(w, http.StatusBadRequest, "Validation failed", "Fields 'worker_id' and 'success' are required")
+		s.invalid(w, "Fields 'worker_id' and 'success' are required")
 		return
 	}
 	result := m["result"]
 	errMsg, _ := str(m, "error")
 	if success && len(result) > 0 && string(result) != "null" && !isObject(result) {
-		s.fail(w, http.StatusBadRequest, "Validation failed", "Field 'result' must be of type object")
+		s.invalid(w, "Field 'result' must be of type object")
 		return
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec := CompletionCall{TaskID: r.PathValue("id"), WorkerID: worker, Success: success, Result: result, Error: errMsg}
+	now := s.opts.Now()
+	rec := CompletionCall{TaskID: r.PathValue("id"), WorkerID: worker, Success: success, Result: result, Error: errMsg, At: now}
 	defer func() { s.record.completions = append(s.record.completions, rec) }()
 	t := s.taskFor(w, r)
 	if t == nil {
 		rec.Status = http.StatusNotFound
 		return
 	}
+	rec.StatusBefore, rec.AttemptsBefore, rec.ClaimedByBefore = t.status, t.attempts, t.claimedBy
 	if success && t.status == "completed" {
 		rec.DuplicateSuccess = true
 	}
@@ -744,18 +863,34 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	// MySQL TEXT columns: a longer value is a 500 from the PHP code.
-	if len(result) > MaxTextBytes || len(errMsg) > MaxTextBytes {
+	// MySQL TEXT columns: PHP stores the result re-encoded and the error as
+	// its bytes; a longer value is a 500 and nothing changes.
+	column := ""
+	switch {
+	case success && taskmanager.StoredResultSize(result) > MaxTextBytes:
+		column = "result_json"
+	case !success && taskmanager.StoredTextSize(errMsg) > MaxTextBytes:
+		column = "error_message"
+	}
+	if column != "" {
 		rec.Status = http.StatusInternalServerError
-		s.fail(w, http.StatusInternalServerError, "Database error: Data too long for column")
+		s.fail(w, http.StatusInternalServerError, "SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column '"+column+"' at row 1")
 		return
 	}
 	rec.Status, rec.Accepted = http.StatusOK, true
-	t.completedAt = s.opts.Now()
-	t.claimedBy = ""
+	t.completedAt = now
+	if !s.php() {
+		t.claimedBy = "" // the PHP deployment keeps claimed_by
+	}
 	var status string
 	if success {
-		t.status, t.result, t.errMsg, t.progress = "completed", result, "", 100
+		t.status, t.result, t.errMsg = "completed", result, ""
+		if s.php() && taskmanager.StoredResultSize(result) == 0 {
+			t.result = nil // PHP stores {} (an empty array) as NULL
+		}
+		if !s.php() {
+			t.progress = 100 // the PHP deployment leaves progress as reported
+		}
 		status = "completed"
 	} else {
 		t.errMsg = errMsg
@@ -765,5 +900,5 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
 			t.status, status = "failed", "failed"
 		}
 	}
-	s.ok(w, http.StatusOK, "Task completed", map[string]any{"id": s.idOut(t.id), "status": status})
+	s.ok(w, http.StatusOK, "Task completed", s.withMessage(map[string]any{"id": s.idOut(t.id), "status": status}, "Task completed"))
 }

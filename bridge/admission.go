@@ -1,0 +1,269 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// admission owns every claimed task of this bridge from before its claim
+// to the close of its run. A claim loop takes a ticket before it claims;
+// the ticket is the task's one handle until it ends, in one of three ways:
+//
+//	reserve ─┬─ empty()                      nothing was claimed
+//	         └─ claimed() ─┬─ opened(wf)     its run is open: admission
+//	                       │                 now counts the run, watched
+//	                       │                 until Temporal says it closed
+//	                       ├─ fail() ─ dropped()
+//	                       │                 no run can serve the claim:
+//	                       │                 the task is being failed in
+//	                       │                 TaskManager with a reason
+//	                       └─ dropped()      the claim's run already closed,
+//	                                         or the bridge stops (its next
+//	                                         start recovers the claim)
+//
+// Invariants, kept under one mutex:
+//
+//  1. len(open) + tickets + failing <= max_in_flight, except for runs and claims
+//     found at start (adopt), which are counted but may exceed it: no
+//     claim is made while the bridge has max_in_flight tasks.
+//  2. open holds the workflow ids that have a run open on behalf of this
+//     worker, as Temporal says: an entry leaves only when a watch saw the
+//     run closed (never on an error such as Temporal being unreachable).
+//     A claim that only signals a run already in open takes no slot.
+//  3. tickets <= MaxPendingStarts: few claims wait for their workflow
+//     start, so claiming stops while Temporal is slow or unreachable. A
+//     task that cannot be started frees its place at once (failing).
+//  4. claims counts the claims made, against max_runs: a loop waits while
+//     reservations may still come back empty, and stops only when claims
+//     reached max_runs.
+//  5. Every ticket ends exactly once; ending it twice panics.
+type admission struct {
+	limit   int // max_in_flight
+	maxRuns int // 0: unlimited
+
+	mu       sync.Mutex
+	changed  chan struct{}    // closed and replaced on every change
+	tickets  int              // reserved, claiming or starting
+	failing  int              // tasks being failed in TaskManager
+	claims   int              // claims made, for max_runs
+	starting map[string]bool  // workflow ids of claims being started
+	open     map[string]*open // workflow id → its open run(s)
+}
+
+// open is a workflow id with a run open for this worker. gen changes
+// whenever another claim reaches it, so a watch that saw a run close
+// before that claim's run started looks again.
+type open struct{ gen int }
+
+func newAdmission(limit, maxRuns int) *admission {
+	return &admission{limit: limit, maxRuns: maxRuns, changed: make(chan struct{}), open: map[string]*open{}, starting: map[string]bool{}}
+}
+
+// errBudgetSpent: max_runs claims were made.
+var errBudgetSpent = errors.New("max_runs reached")
+
+// ticket is a claimed (or about to be claimed) task's handle.
+type ticket struct {
+	a        *admission
+	workflow string // set by claim
+	failing  bool
+	ended    bool
+}
+
+// reserve waits for room for one more claim (invariants 1, 3 and 4). It
+// returns errBudgetSpent once max_runs claims were made, or ctx's error.
+func (a *admission) reserve(ctx context.Context) (*ticket, error) {
+	for {
+		a.mu.Lock()
+		if a.maxRuns > 0 && a.claims >= a.maxRuns {
+			a.mu.Unlock()
+			return nil, errBudgetSpent
+		}
+		if len(a.open)+a.tickets+a.failing < a.limit && a.tickets < MaxPendingStarts &&
+			(a.maxRuns == 0 || a.claims+a.tickets < a.maxRuns) {
+			a.tickets++
+			a.mu.Unlock()
+			return &ticket{a: a}, nil
+		}
+		changed := a.changed
+		a.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// adopt returns a ticket for a claim of this worker found at start or in a
+// sweep: it is counted, even past the limit, but not against max_runs.
+func (a *admission) adopt(workflowID string) *ticket {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tickets++
+	a.starting[workflowID] = true
+	return &ticket{a: a, workflow: workflowID}
+}
+
+// broadcast wakes the waiters; a.mu is held.
+func (a *admission) broadcast() {
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// end ends t; a.mu is held.
+func (t *ticket) end() {
+	if t.ended {
+		panic("tmbridge: admission ticket ended twice")
+	}
+	t.ended = true
+	if t.failing {
+		t.a.failing--
+	} else {
+		t.a.tickets--
+	}
+	delete(t.a.starting, t.workflow)
+	t.a.broadcast()
+}
+
+// empty ends a ticket whose claim found no task.
+func (t *ticket) empty() {
+	t.a.mu.Lock()
+	defer t.a.mu.Unlock()
+	t.end()
+}
+
+// claim records that the claim returned the task of workflowID: it counts
+// against max_runs.
+func (t *ticket) claim(workflowID string) {
+	t.a.mu.Lock()
+	defer t.a.mu.Unlock()
+	t.a.claims++
+	t.workflow = workflowID
+	t.a.starting[workflowID] = true
+}
+
+// failing frees the pending-start place of a ticket whose task cannot be
+// started; it keeps its in-flight slot until dropped (the task is failed).
+func (t *ticket) fail() {
+	t.a.mu.Lock()
+	defer t.a.mu.Unlock()
+	if t.failing || t.ended {
+		panic("tmbridge: admission ticket failed twice")
+	}
+	t.failing = true
+	t.a.tickets--
+	t.a.failing++
+	t.a.broadcast()
+}
+
+// opened ends a ticket whose task has a run open under workflowID: the run
+// now holds the slot. It reports whether the caller must watch the run (the
+// id was not open already; if it was, the ticket's slot is given back).
+func (t *ticket) opened(workflowID string) (watch bool) {
+	t.a.mu.Lock()
+	defer t.a.mu.Unlock()
+	t.end()
+	if o, ok := t.a.open[workflowID]; ok {
+		o.gen++
+		return false
+	}
+	t.a.open[workflowID] = &open{}
+	return true
+}
+
+// dropped ends a ticket whose claim no run will serve.
+func (t *ticket) dropped() {
+	t.a.mu.Lock()
+	defer t.a.mu.Unlock()
+	t.end()
+}
+
+// adoptRun counts a run of this worker found open at start; it reports
+// whether the caller must watch it.
+func (a *admission) adoptRun(workflowID string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.open[workflowID]; ok {
+		return false
+	}
+	a.open[workflowID] = &open{}
+	a.broadcast()
+	return true
+}
+
+// generation returns the generation of an open workflow id.
+func (a *admission) generation(workflowID string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if o, ok := a.open[workflowID]; ok {
+		return o.gen
+	}
+	return -1
+}
+
+// closed removes workflowID if no claim reached it since generation gen
+// was read; it reports whether it did (else the watch looks again).
+func (a *admission) closed(workflowID string, gen int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o, ok := a.open[workflowID]
+	if !ok {
+		return true
+	}
+	if o.gen != gen {
+		return false
+	}
+	delete(a.open, workflowID)
+	a.broadcast()
+	return true
+}
+
+// tracked reports whether workflowID is open or a claim of it is being
+// started.
+func (a *admission) tracked(workflowID string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.open[workflowID]
+	return ok || a.starting[workflowID]
+}
+
+// inFlight returns the tasks counted now: open runs and tickets.
+func (a *admission) inFlight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.open) + a.tickets + a.failing
+}
+
+// openRuns returns how many workflow ids have a run open.
+func (a *admission) openRuns() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.open)
+}
+
+// claimed returns the claims made (against max_runs).
+func (a *admission) claimed() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.claims
+}
+
+// idle waits until no run is open and no ticket is out, or ctx ends.
+func (a *admission) idle(ctx context.Context) error {
+	for {
+		a.mu.Lock()
+		if len(a.open) == 0 && a.tickets == 0 && a.failing == 0 {
+			a.mu.Unlock()
+			return nil
+		}
+		changed := a.changed
+		a.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

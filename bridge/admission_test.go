@@ -1,0 +1,195 @@
+package bridge
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func cancelled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+func TestAdmission_limit_counts_open_runs_and_tickets(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(2, 0)
+	ctx := context.Background()
+	t1, err := a.reserve(ctx)
+	require.NoError(t, err)
+	t1.claim("wf-1")
+	require.True(t, t1.opened("wf-1"), "a new run is watched")
+	t2, err := a.reserve(ctx)
+	require.NoError(t, err)
+	_, err = a.reserve(cancelled())
+	require.ErrorIs(t, err, context.Canceled, "a third claim waits")
+
+	got := make(chan error, 1)
+	go func() {
+		t3, err := a.reserve(ctx)
+		if err == nil {
+			t3.empty()
+		}
+		got <- err
+	}()
+	t2.empty()
+	require.NoError(t, <-got, "an empty claim gives its slot back")
+
+	require.Equal(t, 1, a.inFlight())
+	require.False(t, a.closed("wf-1", a.generation("wf-1")+1), "a watch that saw an older generation looks again")
+	require.True(t, a.closed("wf-1", a.generation("wf-1")))
+	require.Zero(t, a.inFlight())
+	require.NoError(t, a.idle(ctx))
+}
+
+// A claim that only reaches a run already counted takes no second slot
+// (the exactly-once issue, case 12).
+func TestAdmission_claim_of_an_open_run_takes_no_slot(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(2, 0)
+	ctx := context.Background()
+	t1, _ := a.reserve(ctx)
+	t1.claim("wf-1")
+	require.True(t, t1.opened("wf-1"))
+	gen := a.generation("wf-1")
+	t2, _ := a.reserve(ctx)
+	t2.claim("wf-1") // claimed again after its claim timed out
+	require.False(t, t2.opened("wf-1"), "already watched")
+	require.Equal(t, 1, a.inFlight())
+	require.False(t, a.closed("wf-1", gen), "the new claim reached it after the watch looked: look again")
+	require.Equal(t, 1, a.openRuns())
+}
+
+// --max-runs counts claims: a loop waits while other reservations may come
+// back empty, and stops only when max_runs claims were made (case 10).
+func TestAdmission_max_runs_waits_for_reservations_then_stops(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(10, 2)
+	ctx := context.Background()
+	t1, _ := a.reserve(ctx)
+	t2, _ := a.reserve(ctx)
+	_, err := a.reserve(cancelled())
+	require.ErrorIs(t, err, context.Canceled, "budget reserved: wait, do not stop")
+	t1.empty() // that type was empty
+	t3, err := a.reserve(ctx)
+	require.NoError(t, err, "the reservation came back: claim again")
+	t2.claim("wf-2")
+	t3.claim("wf-3")
+	_, err = a.reserve(ctx)
+	require.ErrorIs(t, err, errBudgetSpent)
+	t2.dropped()
+	t3.dropped()
+	_, err = a.reserve(ctx)
+	require.ErrorIs(t, err, errBudgetSpent, "max_runs counts claims, not open runs")
+}
+
+func TestAdmission_failing_frees_the_pending_place_not_the_slot(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(MaxPendingStarts+1, 0)
+	ctx := context.Background()
+	var ts []*ticket
+	for range MaxPendingStarts {
+		tk, err := a.reserve(ctx)
+		require.NoError(t, err)
+		tk.claim("wf")
+		ts = append(ts, tk)
+	}
+	_, err := a.reserve(cancelled())
+	require.ErrorIs(t, err, context.Canceled, "every pending-start place is taken")
+	ts[0].fail()
+	last, err := a.reserve(ctx)
+	require.NoError(t, err, "a task that cannot start frees its place")
+	_, err = a.reserve(cancelled())
+	require.ErrorIs(t, err, context.Canceled, "but keeps its slot until it is failed in TaskManager")
+	ts[0].dropped()
+	last.empty()
+	require.Panics(t, ts[0].dropped, "a ticket ends once")
+}
+
+// Randomized: whatever order tickets take, the counts stay within the
+// limit and return to zero.
+func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(200) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		limit, maxRuns := 1+rng.IntN(6), rng.IntN(8)
+		a := newAdmission(limit, maxRuns)
+		var live []*ticket
+		var open []string
+		claims := 0
+		for step := 0; step < 200; step++ {
+			switch rng.IntN(5) {
+			case 0, 1:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+				tk, err := a.reserve(ctx)
+				cancel()
+				if err == nil {
+					live = append(live, tk)
+				}
+			case 2:
+				if len(live) > 0 {
+					i := rng.IntN(len(live))
+					tk := live[i]
+					live = append(live[:i], live[i+1:]...)
+					if rng.IntN(3) == 0 {
+						tk.empty()
+						continue
+					}
+					claims++
+					id := []string{"a", "b", "c", "d", "e", "f", "g"}[rng.IntN(7)]
+					tk.claim(id)
+					switch rng.IntN(3) {
+					case 0:
+						tk.dropped()
+					default:
+						if tk.opened(id) {
+							open = append(open, id)
+						}
+					}
+				}
+			case 3:
+				if len(open) > 0 {
+					i := rng.IntN(len(open))
+					if a.closed(open[i], a.generation(open[i])) {
+						open = append(open[:i], open[i+1:]...)
+					}
+				}
+			}
+			require.LessOrEqual(t, a.inFlight(), limit, "seed %d step %d", seed, step)
+			require.LessOrEqual(t, a.tickets, MaxPendingStarts, "seed %d", seed)
+			if maxRuns > 0 {
+				require.LessOrEqual(t, a.claimed(), maxRuns, "seed %d", seed)
+			}
+		}
+		for _, tk := range live {
+			tk.empty()
+		}
+		for _, id := range open {
+			require.True(t, a.closed(id, a.generation(id)))
+		}
+		require.Zero(t, a.inFlight(), "seed %d", seed)
+		require.Equal(t, claims, a.claimed(), "seed %d", seed)
+	}
+}
+
+func TestGate_shut_and_reopen(t *testing.T) {
+	t.Parallel()
+	g := newGate()
+	require.NoError(t, g.wait(context.Background()))
+	require.True(t, g.shut())
+	require.False(t, g.shut(), "already shut")
+	require.ErrorIs(t, g.wait(cancelled()), context.Canceled)
+	g.reopen()
+	require.NoError(t, g.wait(context.Background()))
+}
+
+func TestBackoff_grows_to_a_minute(t *testing.T) {
+	t.Parallel()
+	require.InDelta(t, float64(time.Second), float64(backoff(1)), float64(time.Second)/5+1)
+	require.InDelta(t, float64(4*time.Second), float64(backoff(3)), float64(4*time.Second)/5+1)
+	require.LessOrEqual(t, backoff(50), time.Minute*6/5)
+}

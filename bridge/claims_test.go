@@ -1,0 +1,304 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/serviceerror"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// Tests of the claim bookkeeping: a real dev TaskManager, a fake Temporal
+// (faketemporal_test.go) that loses answers and goes away on request.
+
+type bridgeBundle struct {
+	b        *Bridge
+	tm       *devserver.Server
+	api      *taskmanager.Client
+	temporal *fakeTemporal
+}
+
+var testTypes = []string{"example.echo", "example.uppercase", "example.math.add", "example.sleep", "example.error"}
+
+// setupBridge builds a Bridge on a fake Temporal, serving testTypes as
+// worker w1; change adjusts its config.
+func setupBridge(t *testing.T, style devserver.Style, change func(*Config)) *bridgeBundle {
+	t.Helper()
+	return setupBridgeWith(t, devserver.Options{Style: style}, change)
+}
+
+// setupBridgeClock is setupBridge with TaskManager on a test clock.
+func setupBridgeClock(t *testing.T, clock *devserver.Clock, change func(*Config)) *bridgeBundle {
+	t.Helper()
+	return setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, Now: clock.Now}, change)
+}
+
+func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config)) *bridgeBundle {
+	t.Helper()
+	opts.APIKey = "k"
+	tm := devserver.New(opts)
+	url := tm.Start(t)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second})
+	require.NoError(t, err)
+	cfg := Config{
+		APIURL: url, WorkerID: "w1", PollInterval: 20 * time.Millisecond, MaxInFlight: 10, APITimeout: 5 * time.Second,
+		Temporal: TemporalConfig{TaskQueue: "q", WorkflowIDPrefix: "task-"},
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	ft := newFakeTemporal()
+	b := &Bridge{
+		cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name()),
+		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(),
+		bg: bg, bgCancel: cancel, metrics: newMetrics(),
+	}
+	t.Cleanup(cancel)
+	for _, name := range testTypes {
+		r, err := api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+		require.NoError(t, err)
+		b.types = append(b.types, servedType{Name: name, ID: r.ID, Options: workflows.DefaultTypeOptions()})
+	}
+	return &bridgeBundle{b: b, tm: tm, api: api, temporal: ft}
+}
+
+// serve runs the bridge's claiming until the test ends; stop ends it and
+// returns serve's error.
+func (bb *bridgeBundle) serve(t *testing.T) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bb.b.serve(ctx) }()
+	var err error
+	stopped := false
+	stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			err = <-done
+			bb.b.bgCancel()
+			bb.b.starts.Wait()
+		}
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// only narrows the served types to names.
+func (bb *bridgeBundle) only(names ...string) {
+	var ts []servedType
+	for _, t := range bb.b.types {
+		if slices.Contains(names, t.Name) {
+			ts = append(ts, t)
+		}
+	}
+	bb.b.types = ts
+}
+
+func (bb *bridgeBundle) create(t *testing.T, typ string, params any) string {
+	t.Helper()
+	c, err := bb.api.CreateTask(context.Background(), typ, params)
+	require.NoError(t, err)
+	return string(c.ID)
+}
+
+func (bb *bridgeBundle) status(t *testing.T, id string) devserver.TaskState {
+	t.Helper()
+	st, ok := bb.tm.Task(id)
+	require.True(t, ok)
+	return st
+}
+
+const eventually = 30 * time.Second
+
+// 5. A start Temporal will never accept (InvalidArgument, PermissionDenied,
+// an input over its payload limit) fails the task in TaskManager with a
+// clear message and frees its pending-start place: before, four such tasks
+// held all four places and the bridge stopped claiming anything.
+func TestClaims_permanent_start_errors_fail_the_task_and_free_the_place(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.temporal.refuse = func(in workflows.TaskInput) error {
+		var p map[string]any
+		_ = json.Unmarshal(in.Task.Params, &p)
+		switch p["bad"] {
+		case "invalid":
+			return serviceerror.NewInvalidArgument("some field is invalid")
+		case "denied":
+			return serviceerror.NewPermissionDenied("not allowed", "")
+		}
+		return nil
+	}
+	var bad []string
+	for i := range 3 {
+		bad = append(bad, bb.create(t, "example.echo", map[string]any{"message": fmt.Sprint(i), "bad": "invalid"}))
+		bad = append(bad, bb.create(t, "example.uppercase", map[string]any{"text": fmt.Sprint(i), "bad": "denied"}))
+	}
+	huge := bb.create(t, "example.echo", map[string]any{"message": strings.Repeat("7", MaxStartBytes)})
+	bad = append(bad, huge)
+	good := bb.create(t, "example.math.add", map[string]any{"a": 1, "b": 2})
+	bb.serve(t)
+
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+good)) == 1 }, eventually, 5*time.Millisecond, "the good task starts")
+	require.Eventually(t, func() bool {
+		for _, id := range bad {
+			if bb.status(t, id).Status != "failed" {
+				return false
+			}
+		}
+		return true
+	}, eventually, 5*time.Millisecond, "every task that cannot start ends failed (after TaskManager's attempts)")
+	for _, id := range bad {
+		require.Contains(t, bb.status(t, id).Error, "could not start a Temporal workflow for this task")
+	}
+	require.Contains(t, bb.status(t, huge).Error, "over the 2000000 bytes Temporal accepts")
+}
+
+// 8. A start whose answer was lost after Temporal created the run, when that
+// run already closed (a fast local handler): the retry must find the run of
+// this claim, not start a second one.
+func TestClaims_ambiguous_start_does_not_start_a_second_run(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.temporal.loseStartAnswers = 1
+	bb.temporal.closeOnStart = true
+	id := bb.create(t, "example.echo", map[string]any{"message": "once"})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return bb.b.adm.claimed() == 1 && bb.b.adm.inFlight() == 0 }, eventually, 5*time.Millisecond)
+	require.Len(t, bb.temporal.snapshot("task-"+id), 1, "one run for one claim")
+}
+
+// 6. While Temporal is unreachable, a watched run's wait fails: its slot
+// must stay taken until Temporal says the run closed.
+func TestClaims_outage_keeps_open_runs_counted(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxInFlight = 2 })
+	a := bb.create(t, "example.echo", map[string]any{"message": "a"})
+	c := bb.create(t, "example.echo", map[string]any{"message": "c"})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 2 && len(bb.temporal.snapshot("task-"+c)) == 1 }, eventually, 5*time.Millisecond)
+
+	bb.temporal.setDown(true)
+	for i := range 4 {
+		bb.create(t, "example.echo", map[string]any{"message": fmt.Sprint("more ", i)})
+	}
+	time.Sleep(300 * time.Millisecond) // the watches' waits fail meanwhile
+	bb.temporal.setDown(false)
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, 2, bb.temporal.runCount(), "nothing more is started while both runs are open")
+	require.Equal(t, 2, bb.b.adm.inFlight())
+	claimed := 0
+	for _, st := range bb.tm.Tasks() {
+		if st.Status == "claimed" {
+			claimed++
+		}
+	}
+	require.Equal(t, 2, claimed, "nothing more is claimed")
+
+	bb.temporal.close("task-" + a)
+	require.Eventually(t, func() bool { return bb.temporal.runCount() == 3 }, eventually, 5*time.Millisecond, "a closed run frees one slot")
+}
+
+// 9a. A claim whose workflow was not yet started when the process died is
+// found by the next start of the same worker id and started.
+func TestClaims_claims_left_by_a_crash_are_started(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	var ids []string
+	for i := range 4 {
+		ids = append(ids, bb.create(t, "example.echo", map[string]any{"message": fmt.Sprint(i)}))
+		// the process that died claimed it
+		_, err := bb.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID})
+		require.NoError(t, err)
+	}
+	bb.serve(t)
+	for _, id := range ids {
+		require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+		run := bb.temporal.snapshot("task-" + id)[0]
+		require.Equal(t, workflows.Claim{WorkerID: "w1", Attempts: 1}, run.input.Claim)
+	}
+	for _, id := range ids {
+		require.Equal(t, 1, bb.status(t, id).Attempts, "no claim was spent again")
+	}
+}
+
+// 9b. A claim whose answer was lost or could not be decoded: the server
+// claimed the task but the bridge never saw it. A sweep finds it at once.
+func TestClaims_claim_with_a_garbled_answer_is_found(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo") // the garbled answer is this type's claim
+	id := bb.create(t, "example.echo", map[string]any{"message": "garbled"})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `{"success":true,"data":{"id":`})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+	st := bb.status(t, id)
+	require.Equal(t, 1, st.Attempts, "started for the claim the garbled answer made, not claimed again")
+}
+
+// 9c. A task of ours that the bridge cannot read at all is failed with a
+// clear message, never dropped nor claimed again forever.
+func TestClaims_unreadable_claimed_task_is_failed(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo") // the garbled answer is this type's claim
+	id := bb.create(t, "example.echo", map[string]any{"message": "unreadable"})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":` + id + `,"attempts":"many"}]}}`})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return bb.status(t, id).Error != "" }, eventually, 5*time.Millisecond)
+	st := bb.status(t, id)
+	require.Equal(t, "pending", st.Status, "failed, and re-queued by TaskManager")
+	require.Contains(t, st.Error, "cannot read this task from TaskManager")
+	require.Zero(t, bb.temporal.runCount())
+}
+
+// 10. --max-runs counts claims: a loop whose type is empty while others
+// hold reservations waits instead of ending, and the bridge ends once
+// max_runs tasks were claimed and their runs closed.
+func TestClaims_max_runs_claims_every_type_and_ends(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxRuns = 2 })
+	bb.temporal.closeOnStart = true
+	a := bb.create(t, "example.uppercase", map[string]any{"text": "a"})
+	b := bb.create(t, "example.uppercase", map[string]any{"text": "b"})
+	bb.create(t, "example.uppercase", map[string]any{"text": "not this one"})
+	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	defer cancel()
+	require.NoError(t, bb.b.serve(ctx))
+	require.NoError(t, ctx.Err(), "serve returned because max_runs were done, not because the test gave up")
+	require.Equal(t, 2, bb.b.adm.claimed())
+	require.Len(t, bb.temporal.snapshot("task-"+a), 1)
+	require.Len(t, bb.temporal.snapshot("task-"+b), 1)
+}
+
+// 12. A task running longer than the claim timeout is claimed again; that
+// claim only signals the open run and takes no second slot.
+func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
+	t.Parallel()
+	clock := devserver.NewClock(time.Now())
+	bb := setupBridgeClock(t, clock, func(c *Config) { c.MaxInFlight = 2 })
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 && len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+	clock.Add(301 * time.Second) // the claim times out; this bridge claims it again
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 1 && len(rs[0].signals) == 1
+	}, eventually, 5*time.Millisecond, "the new claim is signalled to the open run")
+	require.Equal(t, 1, bb.b.adm.openRuns(), "one task, one run counted")
+	other := bb.create(t, "example.echo", map[string]any{"message": "fits"})
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+other)) == 1 }, eventually, 5*time.Millisecond, "the second slot is free")
+}

@@ -1,0 +1,207 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// watch waits until no run of workflowID is open, as Temporal says, then
+// gives its admission slot back. An error (Temporal unreachable for longer
+// than a history long poll, say) never frees the slot: the watch asks
+// again until Temporal answers.
+func (b *Bridge) watch(workflowID string) {
+	for failures := 0; b.bg.Err() == nil; {
+		gen := b.adm.generation(workflowID)
+		closed, err := b.runClosed(workflowID)
+		switch {
+		case err != nil:
+			failures++
+			b.log.Debug("cannot tell whether the run closed; asking again", "workflow_id", workflowID, "err", err)
+			sleep(b.bg, backoff(failures))
+		case !closed:
+			failures = 0
+		case b.adm.closed(workflowID, gen):
+			b.metrics.finished.WithLabelValues("closed").Inc()
+			return
+		}
+	}
+}
+
+// runClosed waits for the latest run of workflowID (and the runs it
+// continues as) to close, then asks Temporal whether it is closed.
+func (b *Bridge) runClosed(workflowID string) (bool, error) {
+	getErr := b.runs.GetWorkflow(b.bg, workflowID, "").Get(b.bg, nil)
+	ctx, cancel := context.WithTimeout(b.bg, 10*time.Second)
+	defer cancel()
+	desc, err := b.runs.DescribeWorkflowExecution(ctx, workflowID, "")
+	if err != nil {
+		return false, err
+	}
+	if desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		if getErr != nil && !isWorkflowResult(getErr) {
+			return false, fmt.Errorf("wait for the run: %w", getErr)
+		}
+		return false, nil // another run started since: wait for it too
+	}
+	return true, nil
+}
+
+// isWorkflowResult reports whether err is a run's own outcome (it failed,
+// was cancelled, …) rather than a failure to learn it.
+func isWorkflowResult(err error) bool {
+	var wee *temporal.WorkflowExecutionError
+	return errors.As(err, &wee)
+}
+
+// recoverRuns counts this worker's task workflows still open (from before a
+// restart) in admission, and watches them.
+func (b *Bridge) recoverRuns(ctx context.Context) {
+	query := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running' AND TaskQueue = '%s'", workflows.TaskWorkflowName, b.cfg.Temporal.TaskQueue)
+	var token []byte
+	found := 0
+	for {
+		resp, err := b.runs.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: b.namespace, Query: query, NextPageToken: token})
+		if err != nil {
+			b.log.Warn("cannot list running task workflows; in-flight count starts without them", "err", err)
+			return
+		}
+		for _, ex := range resp.Executions {
+			var worker string
+			if p := ex.GetMemo().GetFields()[workflows.MemoWorkerID]; p != nil {
+				_ = converter.GetDefaultDataConverter().FromPayload(p, &worker)
+			}
+			if worker != b.cfg.WorkerID {
+				continue
+			}
+			found++
+			if id := ex.GetExecution().GetWorkflowId(); b.adm.adoptRun(id) {
+				go b.watch(id)
+			}
+		}
+		if token = resp.NextPageToken; len(token) == 0 {
+			break
+		}
+	}
+	if found > 0 {
+		b.log.Info("tasks of this worker still running from before count against max_in_flight", "running", found)
+	}
+}
+
+// sweepPage is how many claimed tasks one list call asks for.
+const sweepPage = 100
+
+// requestSweep asks the sweeper to look for claims of this worker that
+// have no run (coalesced: one sweep at a time, one waiting at most).
+func (b *Bridge) requestSweep() {
+	select {
+	case b.sweeps <- struct{}{}:
+	default:
+	}
+}
+
+// sweeper runs the sweeps asked for, at most one per poll interval.
+func (b *Bridge) sweeper(ctx context.Context) {
+	undecodable := map[taskmanager.ID]int{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.sweeps:
+		}
+		if err := b.sweep(ctx, undecodable); err != nil {
+			b.log.Warn("cannot sweep this worker's claims; trying again after the next error", "err", err)
+		}
+		sleep(ctx, b.cfg.PollInterval)
+	}
+}
+
+// undecodableSweeps is how many sweeps in a row must fail to decode a task
+// of ours before it is failed in TaskManager (a garbled answer passes).
+const undecodableSweeps = 3
+
+// sweep finds the tasks TaskManager shows claimed by this worker that no
+// run serves and no start is under way for: claims whose answer was lost
+// or could not be decoded, or claims of an earlier process of this worker
+// that died before their workflow started. Each is started (or its run
+// found and signalled), or failed in TaskManager when the bridge cannot
+// read it; none is left claimed until its claim times out.
+func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]int) error {
+	served := map[string]servedType{}
+	for _, t := range b.types {
+		served[t.Name] = t
+	}
+	// List while no claim call is under way: a task listed as ours is then
+	// either tracked already or its claim's answer is gone.
+	b.claiming.Lock()
+	var mine []taskmanager.Task
+	var err error
+	for offset := 0; ; offset += sweepPage {
+		var page []taskmanager.Task
+		page, err = b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusClaimed, Limit: sweepPage, Offset: offset})
+		if err != nil {
+			break
+		}
+		for _, t := range page {
+			if t.ClaimedBy == b.cfg.WorkerID {
+				mine = append(mine, t)
+			}
+		}
+		if len(page) < sweepPage {
+			break
+		}
+	}
+	b.claiming.Unlock()
+	b.log.Debug("sweep: listed this worker's claims", "claims", len(mine), "err", err)
+	if err != nil {
+		return err
+	}
+	for _, row := range mine {
+		id := b.WorkflowID(row.ID)
+		if b.adm.tracked(id) {
+			continue
+		}
+		t, ok := served[row.Type]
+		if !ok {
+			b.log.Warn("a task claimed by this worker id is of a type this bridge does not serve; left to the bridge that serves it", "task_id", string(row.ID), "task_type", row.Type)
+			continue
+		}
+		task, err := b.api.GetTask(ctx, row.ID)
+		b.log.Debug("sweep: read task", "task_id", string(row.ID), "err", err)
+		var e *taskmanager.Error
+		switch {
+		case err != nil && errors.As(err, &e) && e.Status >= 200 && e.Status < 300:
+			undecodable[row.ID]++
+			if undecodable[row.ID] < undecodableSweeps {
+				b.requestSweep()
+				continue
+			}
+			delete(undecodable, row.ID)
+			tk := b.adm.adopt(id)
+			tk.fail()
+			b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error())
+			continue
+		case err != nil:
+			return err
+		}
+		delete(undecodable, row.ID)
+		if task.Status != taskmanager.StatusClaimed || task.ClaimedBy != b.cfg.WorkerID || b.adm.tracked(id) {
+			continue // it moved on since the list
+		}
+		if task.Type == "" {
+			task.Type = row.Type
+		}
+		b.log.Info("found a claim of this worker with no run: starting it", "task_id", string(task.ID), "attempts", int(task.Attempts))
+		b.startTask(b.adm.adopt(id), task, t, true)
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// Each test here is one way the exactly-once promise broke (the
+// exactly-once issue's list); each failed before its fix.
+
+// afterFirstComplete returns a middleware that, once the first complete
+// call has been served, runs then(next) against the server itself: a claim
+// by a bridge slipping in between a post and its retry.
+func afterFirstComplete(then func(next http.Handler)) (func(http.Handler) http.Handler, *sync.Once) {
+	var once sync.Once
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r)
+			if strings.HasSuffix(r.URL.Path, "/complete") {
+				once.Do(func() { then(next) })
+			}
+		})
+	}, &once
+}
+
+// claimVia claims the next task of a type id as worker, through h.
+func claimVia(t *testing.T, h http.Handler, worker, typeID string) {
+	body := `{"worker_id":"` + worker + `","task_type_id":` + typeID + `}`
+	req := httptest.NewRequest(http.MethodPost, "/api/tasks/claim", strings.NewReader(body))
+	req.Header.Set("X-API-Key", "k")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Errorf("claim as %s: %d %s", worker, rec.Code, rec.Body)
+	}
+}
+
+// 1. A failure whose answer was lost after TaskManager wrote it re-queues
+// the task, and this same worker claims it again at once. The retried
+// report must not post the failure again: that would burn the new claim's
+// attempt without its handler ever running.
+func TestExactlyOnce_lost_failure_answer_then_reclaimed_by_same_worker(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	wrap, _ := afterFirstComplete(func(next http.Handler) { claimVia(t, next, "w1", string(b.types["example.error"])) })
+	b = setup(t, nil, wrap)
+	in := b.claim(t, "example.error", map[string]any{"message": "boom"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 502, After: true, Count: 1})
+
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	comps := b.tm.Completions(in.Task.ID)
+	require.Len(t, comps, 1, "the failure is posted once; the retry reads the task and finds it")
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "claimed", st.Status, "the new claim still holds the task, its attempt unspent")
+	require.Equal(t, 2, st.Attempts)
+}
+
+// 1b. Same, claimed again by another worker: the old failure must not be
+// sent for the new claim when that claim's signal arrives; the run goes on
+// as new for it, so its handler runs.
+func TestExactlyOnce_lost_failure_answer_then_reclaimed_by_other_worker(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	wrap, _ := afterFirstComplete(func(next http.Handler) { claimVia(t, next, "w2", string(b.types["example.error"])) })
+	b = setup(t, nil, wrap)
+	in := b.claim(t, "example.error", map[string]any{"message": "boom"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 502, After: true, Count: 1})
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w2", Attempts: 2})
+	}, 500*time.Millisecond)
+
+	_, err := b.run(in)
+	var can *workflow.ContinueAsNewError
+	if !errors.As(err, &can) {
+		require.Failf(t, "want the run to continue as new for the new claim", "got %v", err)
+	}
+	require.Len(t, b.tm.Completions(in.Task.ID), 1, "the old failure is never posted for the new claim")
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, "w2", st.ClaimedBy)
+}
+
+// 2. A retried report (Temporal lost the first attempt's result, or its
+// answer was lost) reads the task first and posts nothing once the outcome
+// landed; before, it posted again and met "not in claimed state".
+func TestExactlyOnce_retried_report_reads_first_and_posts_nothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "once"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 503, After: true, Count: 1})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", res.Status)
+	for _, c := range b.tm.Completions(in.Task.ID)[1:] {
+		require.Failf(t, "an outcome was posted again after it landed", "%+v", c)
+	}
+}
+
+// 3. PHP stores result and error re-encoded, where each byte that is not
+// UTF-8 takes 3: a result that looks small can be too large to store, and
+// TaskManager then answers a 500 "Data too long". The size is measured as
+// stored, and that 500 fails the task with a clear message (before, it was
+// retried forever and the task stayed claimed).
+func TestExactlyOnce_result_too_long_as_stored_fails_the_task(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.binary", func(ctx context.Context, p struct{}) (json.RawMessage, error) {
+			return json.RawMessage(`{"blob":"` + strings.Repeat("\xff", 30_000) + `"}`), nil
+		})
+	})
+	in := b.claim(t, "test.binary", map[string]any{"x": 1}, workflows.TypeOptions{})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status)
+	require.Contains(t, st.Error, "as TaskManager stores it")
+	for _, c := range b.tm.Completions(in.Task.ID) {
+		require.NotEqual(t, http.StatusInternalServerError, c.Status, "nothing TaskManager cannot store is posted")
+	}
+}
+
+func TestExactlyOnce_error_too_long_as_stored_is_cut(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.binaryerror", func(ctx context.Context, p struct{}) (struct{}, error) {
+			return struct{}{}, activities.Permanent(errors.New(strings.Repeat("\xfe", 40_000)))
+		})
+	})
+	in := b.claim(t, "test.binaryerror", map[string]any{"x": 1}, workflows.TypeOptions{})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status, "the failure landed")
+	require.LessOrEqual(t, len(st.Error), 65535)
+	require.True(t, strings.HasSuffix(st.Error, "(truncated)"))
+}
+
+func TestExactlyOnce_data_too_long_500_fails_the_task(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "big"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 500, Count: 1,
+		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'result_json' at row 1","timestamp":1795936223}`})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status)
+	require.Contains(t, st.Error, "as too large")
+	require.Contains(t, st.Error, "result_json")
+}
+
+// 4. The PHP deployment stores {} as null: after a lost answer, the
+// read-back must still recognise an empty result as ours.
+func TestExactlyOnce_empty_result_recognised_after_lost_answer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.empty", func(ctx context.Context, p struct{}) (struct{}, error) {
+			return struct{}{}, nil
+		})
+	})
+	in := b.claim(t, "test.empty", map[string]any{"x": 1}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 502, After: true, Count: 1})
+	res, err := b.run(in)
+	require.NoError(t, err, "the outcome landed: the run completes")
+	require.Equal(t, "completed", res.Status)
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+	require.Len(t, b.tm.Completions(in.Task.ID), 1)
+}
+
+// 7. A cancel that arrives while the report is retrying (a TaskManager
+// outage) must not cancel the report: the outcome lands, then the run
+// ends cancelled.
+func TestExactlyOnce_cancel_during_report_keeps_the_outcome(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "cancel me"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 503, Count: 5})
+	b.env.RegisterDelayedCallback(b.env.CancelWorkflow, 2*time.Second) // during the report's retries
+	_, err := b.run(in)
+	var canceled *temporal.CanceledError
+	require.True(t, errors.As(err, &canceled), "the run ends cancelled: %v", err)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "completed", st.Status, "the outcome was reported all the same")
+	accepted := 0
+	for _, c := range b.tm.Completions(in.Task.ID) {
+		if c.Accepted {
+			accepted++
+		}
+	}
+	require.Equal(t, 1, accepted)
+}
+
+// 11. A proxy's HTML 400 page in front of TaskManager is not TaskManager
+// refusing the outcome: the report retries until TaskManager has it.
+func TestExactlyOnce_proxy_400_page_is_retried(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "proxy"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 400, Count: 3,
+		Body: "<html><head><title>400 Bad Request</title></head><body><center><h1>400 Bad Request</h1></center><hr><center>nginx</center></body></html>"})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", res.Status)
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+}
+
+// A result TaskManager itself rejects as invalid (its own 400) becomes a
+// failure that says so: the task never stays claimed.
+func TestExactlyOnce_rejected_result_becomes_a_failure(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "rejected"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 400, Count: 1,
+		Body: `{"success":false,"error":"Validation failed","details":["Field 'result' must be of type object"],"timestamp":1795936223}`})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status)
+	require.Contains(t, st.Error, "as invalid")
+}
+
