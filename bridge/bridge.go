@@ -39,8 +39,12 @@ type Bridge struct {
 	adm      *admission   // the one owner of every claimed task
 	claiming sync.RWMutex // claim calls hold it shared; a sweep's listing, alone
 	sweeps   chan struct{}
-	gate     *gate
-	types    []servedType
+	// suspects are tickets of claims that failed in a way that may hide a
+	// claim; the sweeper ends them once it has looked.
+	suspectMu sync.Mutex
+	suspects  []*ticket
+	gate      *gate
+	types     []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
 	searchAttrs bool

@@ -48,7 +48,13 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			b.startTask(tk, task, t, false)
 			continue
 		}
-		tk.empty()
+		if errors.Is(err, taskmanager.ErrTransient) {
+			// The server may have claimed a task whose answer we lost: the
+			// ticket keeps its slot until a sweep has looked.
+			b.holdUntilSweep(tk)
+		} else {
+			tk.empty()
+		}
 		if errors.Is(err, taskmanager.ErrNoTask) {
 			failures = 0
 			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc()
@@ -57,9 +63,6 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		}
 		failures++
 		b.metrics.claims.WithLabelValues(t.Name, "error").Inc()
-		if errors.Is(err, taskmanager.ErrTransient) {
-			b.requestSweep() // the server may have claimed a task whose answer we lost
-		}
 		wait := max(backoff(failures), taskmanager.RetryAfter(err))
 		log.Warn("claim failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 		sleep(ctx, wait)

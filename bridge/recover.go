@@ -109,17 +109,52 @@ func (b *Bridge) requestSweep() {
 	}
 }
 
-// sweeper runs the sweeps asked for, at most one per poll interval.
+// holdUntilSweep keeps the slot of a ticket whose claim failed in a way
+// that may hide a claim the server made (an answer lost or not decodable),
+// and asks for a sweep: the slot is given back once a sweep has looked, so
+// such a claim never takes this worker past max_in_flight.
+func (b *Bridge) holdUntilSweep(tk *ticket) {
+	b.suspectMu.Lock()
+	b.suspects = append(b.suspects, tk)
+	b.suspectMu.Unlock()
+	b.requestSweep()
+}
+
+// sweeper runs the sweeps asked for, at most one per poll interval. The
+// tickets held for a sweep end after the next one that succeeds (or when
+// claiming stops).
 func (b *Bridge) sweeper(ctx context.Context) {
 	undecodable := map[taskmanager.ID]int{}
+	release := func() {
+		b.suspectMu.Lock()
+		held := b.suspects
+		b.suspects = nil
+		b.suspectMu.Unlock()
+		for _, tk := range held {
+			tk.empty()
+		}
+	}
+	defer release()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-b.sweeps:
 		}
+		b.suspectMu.Lock()
+		held := len(b.suspects)
+		b.suspectMu.Unlock()
 		if err := b.sweep(ctx, undecodable); err != nil {
-			b.log.Warn("cannot sweep this worker's claims; trying again after the next error", "err", err)
+			b.log.Warn("cannot sweep this worker's claims; trying again", "err", err)
+			b.requestSweep()
+		} else {
+			b.suspectMu.Lock()
+			done := b.suspects[:held]
+			b.suspects = append([]*ticket(nil), b.suspects[held:]...)
+			b.suspectMu.Unlock()
+			for _, tk := range done {
+				tk.empty()
+			}
 		}
 		sleep(ctx, b.cfg.PollInterval)
 	}

@@ -54,6 +54,10 @@ type Options struct {
 	Log *os.File
 	// Port is the frontend port (default: a free one).
 	Port int
+	// DBFile persists the server's state in this SQLite file, so that a
+	// server started again on it (same Port) carries on every run
+	// (default: in memory).
+	DBFile string
 }
 
 // Start starts a dev server with the search attributes TaskType and TaskID
@@ -74,6 +78,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	args := []string{"server", "start-dev", "--ip", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--http-port", strconv.Itoa(httpPort), "--metrics-port", strconv.Itoa(metricsPort), "--log-level", "error",
 		"--search-attribute", "TaskType=Keyword", "--search-attribute", "TaskID=Keyword"}
+	if opts.DBFile != "" {
+		args = append(args, "--db-filename", opts.DBFile)
+	}
 	s := &Server{Address: "127.0.0.1:" + strconv.Itoa(port), done: make(chan error, 1)}
 	if opts.UI {
 		uiPort, _ := freePort()

@@ -1,0 +1,287 @@
+// Package sim is tmbridge's fault simulation: many tasks of several kinds
+// run through real bridge processes, a real Temporal dev server (on a
+// persisted database) and the dev TaskManager, while faults drawn from a
+// seed hit them: answers lost before and after TaskManager wrote them,
+// 5xx, 429, garbage and proxy pages, claims timing out, bridges killed and
+// restarted with the same worker id, a second bridge, Temporal restarted,
+// workflows cancelled from Temporal, tasks Temporal refuses to start. At
+// the end, invariants are checked (check_test.go) and any violation is
+// reported with the seed that reproduces it.
+//
+//	go test ./e2e/sim/                      # the regression seeds and SIM_SEEDS (default 3) more
+//	SIM_SEED=42 go test -v ./e2e/sim/       # one seed
+//	SIM_SEEDS=500 make sim                  # many seeds
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/internal/devtemporal"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		os.Exit(runChild())
+	}
+	os.Exit(m.Run())
+}
+
+// regressionSeeds are seeds that once found a bug: they run every time.
+var regressionSeeds = []uint64{
+	1, // a claim whose answer was garbled held a TaskManager claim the bridge did not count: it claimed past max_in_flight
+}
+
+// seeds returns the seeds to run: SIM_SEED alone, or the regression seeds
+// and SIM_SEEDS (default 3) seeds from SIM_FIRST_SEED (default 1).
+func seeds(t *testing.T) []uint64 {
+	if s := os.Getenv("SIM_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("SIM_SEED=%q: %v", s, err)
+		}
+		return []uint64{n}
+	}
+	count, first := 3, uint64(1)
+	if s := os.Getenv("SIM_SEEDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("SIM_SEEDS=%q: %v", s, err)
+		}
+		count = n
+	}
+	if s := os.Getenv("SIM_FIRST_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("SIM_FIRST_SEED=%q: %v", s, err)
+		}
+		first = n
+	}
+	out := append([]uint64(nil), regressionSeeds...)
+	for i := range count {
+		out = append(out, first+uint64(i))
+	}
+	return out
+}
+
+func TestSimulation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the simulation needs the Temporal CLI: it runs in the e2e suite")
+	}
+	if _, err := devtemporal.CLIPath(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ss := seeds(t)
+	failed := 0
+	for _, seed := range ss {
+		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runSeed(t, seed) })
+		if !ok {
+			failed++
+		}
+	}
+	t.Logf("simulation: %d seeds, %d clean, %d failed, in %s", len(ss), len(ss)-failed, failed, time.Since(start).Round(time.Second))
+}
+
+// scenario is what a seed decides.
+type scenario struct {
+	style  devserver.Style
+	tasks  []simTask
+	events []event
+}
+
+type simTask struct {
+	kind   string
+	params params
+	id     string
+	huge   bool // over Temporal's payload limit: can never be started
+}
+
+// event is one fault, at a time after the tasks were created.
+type event struct {
+	at   time.Duration
+	what string
+	do   func(w *world, s *state)
+}
+
+// state is what the run learns while it goes, for the checker.
+type state struct {
+	cancelled      map[string]bool // task ids whose workflow was cancelled
+	tooLongFaults  int             // "Data too long" 500s injected
+	secondBridgeOn bool
+}
+
+// chaos is how long faults are drawn for.
+const chaos = 20 * time.Second
+
+func plan(seed uint64) scenario {
+	rng := rand.New(rand.NewPCG(seed, 0x7a5c))
+	sc := scenario{style: devserver.StylePHP}
+	if rng.IntN(3) == 0 {
+		sc.style = devserver.StyleDocumented
+	}
+	n := 30 + rng.IntN(20)
+	for i := range n {
+		k := kinds[rng.IntN(len(kinds))]
+		p := params{N: i}
+		switch k {
+		case kindSlow:
+			p.Sleep = (claimTimeout + time.Duration(rng.IntN(3000))*time.Millisecond).Seconds()
+		case kindOK, kindFlaky, kindFail:
+			p.Sleep = float64(rng.IntN(300)) / 1000
+		}
+		sc.tasks = append(sc.tasks, simTask{kind: k, params: p})
+	}
+	if rng.IntN(2) == 0 { // tasks Temporal can never start
+		for i := range 1 + rng.IntN(2) {
+			sc.tasks = append(sc.tasks, simTask{kind: kindOK, params: params{N: n + i, Filler: strings.Repeat("x", 2_100_000)}, huge: true})
+		}
+	}
+
+	at := time.Duration(0)
+	for {
+		at += time.Duration(300+rng.IntN(1700)) * time.Millisecond
+		if at > chaos {
+			break
+		}
+		sc.events = append(sc.events, drawEvent(rng, at))
+	}
+	return sc
+}
+
+// tmFault is a TaskManager fault a seed may draw.
+type tmFault struct {
+	name  string
+	fault devserver.Fault
+}
+
+var tmFaults = []tmFault{
+	{"complete: 503 before the write", devserver.Fault{Path: "/complete", Status: 503}},
+	{"complete: answer lost after the write (502)", devserver.Fault{Path: "/complete", Status: 502, After: true}},
+	{"complete: 429 Retry-After 1s", devserver.Fault{Path: "/complete", Status: 429, RetryAfter: time.Second}},
+	{"complete: garbage 200 after the write", devserver.Fault{Path: "/complete", Status: 200, After: true, Body: `{"success":tr`}},
+	{"complete: proxy's HTML 400 page", devserver.Fault{Path: "/complete", Status: 400, Body: "<html><body><h1>400 Bad Request</h1>nginx</body></html>"}},
+	{"complete: slow answer (6s, past the client timeout)", devserver.Fault{Path: "/complete", Latency: 6 * time.Second}},
+	{"claim: 503", devserver.Fault{Path: "/tasks/claim", Status: 503}},
+	{"claim: answer lost after the claim (502)", devserver.Fault{Path: "/tasks/claim", Status: 502, After: true}},
+	{"claim: garbage 200 after the claim", devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Body: "<html>oops</html>"}},
+	{"get task: 503", devserver.Fault{Path: "/tasks/", Method: "GET", Status: 503}},
+	{"get task: garbage 200", devserver.Fault{Path: "/tasks/", Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":`}},
+	{"list: 500 HTML", devserver.Fault{Path: "/api/tasks", Method: "GET", Status: 500, Body: "<html>Internal Server Error</html>"}},
+	{"progress: 503", devserver.Fault{Path: "/progress", Status: 503}},
+	{"everything: 503 for 2s", devserver.Fault{Status: 503}},
+}
+
+func drawEvent(rng *rand.Rand, at time.Duration) event {
+	switch r := rng.IntN(100); {
+	case r < 55:
+		f := tmFaults[rng.IntN(len(tmFaults))]
+		fault := f.fault
+		if fault.Path == "" && fault.Status == 503 {
+			fault.Count = 0
+		} else {
+			fault.Count = 1 + rng.IntN(3)
+		}
+		return event{at, "TaskManager fault: " + f.name, func(w *world, s *state) {
+			if fault.Count == 0 {
+				fault.Until = time.Now().Add(2 * time.Second)
+			}
+			w.tm.InjectFault(fault)
+		}}
+	case r < 60:
+		return event{at, "TaskManager fault: complete: 500 Data too long", func(w *world, s *state) {
+			s.tooLongFaults++
+			w.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 500, Count: 1,
+				Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'result_json' at row 1"}`})
+		}}
+	case r < 72:
+		down := time.Duration(200+rng.IntN(2500)) * time.Millisecond
+		return event{at, "crash bridge A and restart it", func(w *world, s *state) {
+			w.crashBridge("sim-a")
+			time.Sleep(down)
+			w.startBridge("sim-a")
+		}}
+	case r < 80:
+		crash := rng.IntN(2) == 0
+		return event{at, "second bridge B: start or stop", func(w *world, s *state) {
+			switch {
+			case !w.running("sim-b"):
+				w.startBridge("sim-b")
+			case crash:
+				w.crashBridge("sim-b")
+			default:
+				_ = w.stopBridge("sim-b")
+			}
+		}}
+	case r < 86:
+		down := time.Duration(500+rng.IntN(2500)) * time.Millisecond
+		return event{at, "restart Temporal", func(w *world, s *state) { w.restartTemporal(down) }}
+	default:
+		pick := rng.Uint64()
+		return event{at, "cancel a running task workflow", func(w *world, s *state) {
+			if id := w.cancelOne(pick); id != "" {
+				s.cancelled[id] = true
+			}
+		}}
+	}
+}
+
+// runSeed runs one simulation and checks its invariants.
+func runSeed(t *testing.T, seed uint64) {
+	sc := plan(seed)
+	w := newWorld(t, sc.style)
+	w.note("seed %d: %d tasks, %d events, TaskManager style %s", seed, len(sc.tasks), len(sc.events), sc.style)
+	ctx := context.Background()
+	api := newAPI(t, w.tmURL)
+	for _, k := range kinds {
+		register(t, api, k)
+	}
+	for i := range sc.tasks {
+		sc.tasks[i].id = create(t, api, sc.tasks[i].kind, sc.tasks[i].params)
+	}
+	st := &state{cancelled: map[string]bool{}}
+	w.startBridge("sim-a")
+	begin := time.Now()
+	for _, ev := range sc.events {
+		time.Sleep(time.Until(begin.Add(ev.at)))
+		w.note("%s", ev.what)
+		ev.do(w, st)
+	}
+	// Faults end: the run must now finish every task.
+	w.tm.ClearFaults()
+	if !w.running("sim-a") {
+		w.startBridge("sim-a")
+	}
+	w.note("faults over: waiting for every task to be final")
+	finished := waitFinal(ctx, w, sc.tasks, 4*time.Minute)
+	stopErrs := w.stopAllBridges(false)
+	rep := check(w, sc, st, finished, stopErrs)
+	if len(rep.violations) > 0 {
+		t.Errorf("seed %d broke %d invariant(s):\n  %s\n\nwhat happened:\n  %s\n\nreproduce: SIM_SEED=%d go test -count=1 -v -run TestSimulation ./e2e/sim/\nlogs: %s",
+			seed, len(rep.violations), strings.Join(rep.violations, "\n  "), strings.Join(w.log, "\n  "), seed, w.dir)
+		keepLogs(t, w)
+	}
+	t.Logf("seed %d: %s", seed, rep.summary)
+}
+
+// keepLogs copies the run's logs out of the test's temp dir.
+func keepLogs(t *testing.T, w *world) {
+	dst, err := os.MkdirTemp("", "tmbridge-sim-logs-*")
+	if err != nil {
+		return
+	}
+	entries, _ := os.ReadDir(w.dir)
+	for _, e := range entries {
+		if data, err := os.ReadFile(w.dir + "/" + e.Name()); err == nil && !strings.HasSuffix(e.Name(), ".db") {
+			_ = os.WriteFile(dst+"/"+e.Name(), data, 0o600)
+		}
+	}
+	t.Logf("logs kept in %s", dst)
+}

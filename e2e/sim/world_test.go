@@ -1,0 +1,284 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/internal/devtemporal"
+)
+
+// world is one simulation's servers and bridge processes, all on 127.0.0.1.
+type world struct {
+	t        testing.TB
+	dir      string
+	tm       *devserver.Server
+	tmURL    string
+	temporal *devtemporal.Server
+	port     int
+	dbFile   string
+	tc       client.Client
+	queue    string
+	obs      *observer
+	obsURL   string
+	config   string
+
+	mu      sync.Mutex
+	bridges map[string]*bridgeProc // by worker id
+	log     []string               // what the simulation did, in order
+	start   time.Time
+}
+
+const (
+	apiKey       = "sim-secret-key"
+	maxInFlight  = 6
+	claimTimeout = 3 * time.Second
+	// workflowPrefix: a task's workflow id is this and its id.
+	workflowPrefix = "t-"
+)
+
+func newWorld(t testing.TB, style devserver.Style) *world {
+	t.Helper()
+	dir := t.TempDir()
+	w := &world{t: t, dir: dir, bridges: map[string]*bridgeProc{}, start: time.Now(), queue: "sim", dbFile: filepath.Join(dir, "temporal.db")}
+	w.tm = devserver.New(devserver.Options{Style: style, APIKey: apiKey, ClaimTimeout: claimTimeout})
+	w.tmURL = w.tm.Start(t)
+	w.obs = newObserver(w.tm)
+	srv := httptest.NewServer(w.obs)
+	t.Cleanup(srv.Close)
+	w.obsURL = srv.URL
+	w.config = filepath.Join(dir, "tmbridge.yaml")
+	if err := os.WriteFile(w.config, []byte(simConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.startTemporal()
+	t.Cleanup(func() {
+		w.stopAllBridges(true)
+		if w.temporal != nil {
+			w.temporal.Stop()
+		}
+	})
+	tc, err := client.Dial(client.Options{HostPort: w.temporal.Address, Logger: quiet{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tc.Close)
+	w.tc = tc
+	return w
+}
+
+// note adds a line to the simulation's log (shown with any violation).
+func (w *world) note(format string, args ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.log = append(w.log, fmt.Sprintf("%6.2fs  ", time.Since(w.start).Seconds())+fmt.Sprintf(format, args...))
+}
+
+func (w *world) startTemporal() {
+	w.t.Helper()
+	logf, _ := os.OpenFile(filepath.Join(w.dir, "temporal.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	srv, err := devtemporal.Start(context.Background(), devtemporal.Options{Port: w.port, DBFile: w.dbFile, Log: logf})
+	if err != nil {
+		w.t.Fatalf("start Temporal: %v", err)
+	}
+	w.temporal = srv
+	if w.port == 0 {
+		_, p, _ := splitPort(srv.Address)
+		w.port = p
+	}
+}
+
+// restartTemporal stops the Temporal server and starts it again on the
+// same database after down.
+func (w *world) restartTemporal(down time.Duration) {
+	w.note("Temporal: stopped (restarts in %s)", down.Round(time.Millisecond))
+	w.temporal.Stop()
+	time.Sleep(down)
+	w.startTemporal()
+	w.note("Temporal: running again")
+}
+
+func splitPort(addr string) (string, int, error) {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			p, err := strconv.Atoi(addr[i+1:])
+			return addr[:i], p, err
+		}
+	}
+	return addr, 0, fmt.Errorf("no port in %q", addr)
+}
+
+// bridgeProc is one bridge process.
+type bridgeProc struct {
+	worker string
+	cmd    *exec.Cmd
+	done   chan error
+	logf   string
+}
+
+// startBridge starts a bridge process for worker.
+func (w *world) startBridge(worker string) {
+	w.t.Helper()
+	logf := filepath.Join(w.dir, fmt.Sprintf("bridge-%s-%d.log", worker, time.Now().UnixNano()))
+	f, err := os.Create(logf)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0],
+		"--config="+w.config, "--api-url="+w.tmURL, "--temporal-address=127.0.0.1:"+strconv.Itoa(w.port),
+		"--task-queue="+w.queue, "--workflow-id-prefix="+workflowPrefix, "--worker-id="+worker, "--poll-interval=0.2", "--api-timeout=5s",
+		"--max-in-flight="+strconv.Itoa(maxInFlight), "--shutdown-grace=2s", "--log-format=json")
+	cmd.Env = append(os.Environ(), childEnv+"=1", observerEnv+"="+w.obsURL, "TASKMANAGER_API_KEY="+apiKey)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	p := &bridgeProc{worker: worker, cmd: cmd, done: make(chan error, 1), logf: logf}
+	go func() { p.done <- cmd.Wait(); f.Close() }()
+	w.mu.Lock()
+	w.bridges[worker] = p
+	w.mu.Unlock()
+	w.note("bridge %s: started (pid %d)", worker, cmd.Process.Pid)
+}
+
+// crashBridge kills a bridge process with SIGKILL.
+func (w *world) crashBridge(worker string) {
+	w.mu.Lock()
+	p := w.bridges[worker]
+	delete(w.bridges, worker)
+	w.mu.Unlock()
+	if p == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+	w.obs.processDied(p.cmd.Process.Pid)
+	w.note("bridge %s: crashed (SIGKILL)", worker)
+}
+
+// stopBridge stops a bridge process with SIGTERM and returns its exit
+// error (nil for a clean exit).
+func (w *world) stopBridge(worker string) error {
+	w.mu.Lock()
+	p := w.bridges[worker]
+	delete(w.bridges, worker)
+	w.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-p.done:
+	case <-time.After(time.Minute):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		err = fmt.Errorf("bridge %s did not stop within a minute of SIGTERM", worker)
+		<-p.done
+	}
+	w.obs.processDied(p.cmd.Process.Pid)
+	w.note("bridge %s: stopped (SIGTERM): %v", worker, err)
+	return err
+}
+
+func (w *world) running(worker string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bridges[worker] != nil
+}
+
+func (w *world) stopAllBridges(kill bool) []error {
+	w.mu.Lock()
+	var workers []string
+	for k := range w.bridges {
+		workers = append(workers, k)
+	}
+	w.mu.Unlock()
+	var errs []error
+	for _, k := range workers {
+		if kill {
+			w.crashBridge(k)
+		} else if err := w.stopBridge(k); err != nil {
+			errs = append(errs, fmt.Errorf("bridge %s: %w", k, err))
+		}
+	}
+	return errs
+}
+
+// observer hears from every handler as it starts and ends, and checks at
+// each start that TaskManager still has the task claimed: a handler that
+// runs for a task that is not claimed runs for a claim that no longer
+// holds it.
+type observer struct {
+	tm *devserver.Server
+
+	mu         sync.Mutex
+	running    map[string]map[int]int // task id → pid → handlers running
+	violations []string
+	starts     int
+	overlaps   int // a handler started while another ran for the task
+}
+
+func newObserver(tm *devserver.Server) *observer {
+	return &observer{tm: tm, running: map[string]map[int]int{}}
+}
+
+func (o *observer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var ev handlerEvent
+	if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch ev.What {
+	case "start":
+		o.starts++
+		st, ok := o.tm.Task(ev.TaskID)
+		if !ok || st.Status != "claimed" {
+			o.violations = append(o.violations, fmt.Sprintf("task %s: a handler started (worker %s, attempt %d) while the task was %q", ev.TaskID, ev.WorkerID, ev.Attempt, st.Status))
+		}
+		if len(o.running[ev.TaskID]) > 0 {
+			o.overlaps++
+		}
+		if o.running[ev.TaskID] == nil {
+			o.running[ev.TaskID] = map[int]int{}
+		}
+		o.running[ev.TaskID][ev.PID]++
+	case "end":
+		if m := o.running[ev.TaskID]; m != nil {
+			if m[ev.PID]--; m[ev.PID] <= 0 {
+				delete(m, ev.PID)
+			}
+		}
+	}
+}
+
+// processDied forgets the handlers of a process that is gone.
+func (o *observer) processDied(pid int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, m := range o.running {
+		delete(m, pid)
+	}
+}
+
+type quiet struct{}
+
+func (quiet) Debug(string, ...any) {}
+func (quiet) Info(string, ...any)  {}
+func (quiet) Warn(string, ...any)  {}
+func (quiet) Error(string, ...any) {}
