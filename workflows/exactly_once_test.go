@@ -234,4 +234,3 @@ func TestExactlyOnce_rejected_result_becomes_a_failure(t *testing.T) {
 	require.Equal(t, "pending", st.Status)
 	require.Contains(t, st.Error, "as invalid")
 }
-
