@@ -302,3 +302,18 @@ func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
 	other := bb.create(t, "example.echo", map[string]any{"message": "fits"})
 	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+other)) == 1 }, eventually, 5*time.Millisecond, "the second slot is free")
 }
+
+// Found by the fault simulation (seed 1): the report that fails a task
+// that cannot start met a refused message ("Data too long") and gave up,
+// leaving the task claimed and uncounted. It now shortens the message.
+func TestClaims_failing_an_unstartable_task_survives_a_refused_message(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	id := bb.create(t, "example.echo", map[string]any{"message": strings.Repeat("7", MaxStartBytes)})
+	bb.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 500, Count: 1,
+		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'error_message' at row 1"}`})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return bb.status(t, id).Status == "failed" }, eventually, 5*time.Millisecond)
+	require.Contains(t, bb.status(t, id).Error, "could not start a Temporal workflow")
+}

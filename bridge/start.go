@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -258,7 +259,9 @@ func (b *Bridge) probeTemporal() {
 
 // failTask reports a task no run can serve as failed, with reason, under
 // the report rule (read, then post only for this claim), retrying until
-// TaskManager has it or the bridge stops; then it drops the ticket.
+// TaskManager has it or the bridge stops; then it drops the ticket. A
+// message TaskManager refuses (too large, invalid) is cut, then replaced
+// by a short one: the task must not stay claimed.
 func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string) {
 	b.starts.Add(1)
 	go func() {
@@ -268,17 +271,29 @@ func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string) {
 		for failures := 1; b.bg.Err() == nil; failures++ {
 			out, err := activities.Report(b.bg, b.api, in)
 			in.MayHaveLanded = true // that post may have landed: read first from now on
-			if err == nil {
-				b.log.Info("task failed in TaskManager", "task_id", string(task.ID), "status", out.Status, "reason", reason)
+			switch {
+			case err == nil:
+				b.log.Info("task failed in TaskManager", "task_id", string(task.ID), "status", out.Status, "reason", in.Error)
 				return
-			}
-			if activities.IsPermanent(err) {
-				b.log.Warn("cannot fail the task in TaskManager", "task_id", string(task.ID), "err", err)
+			case isErrorType(err, activities.ErrTypePayloadTooLarge), isErrorType(err, activities.ErrTypeRejected):
+				if len(in.Error) > 1024 {
+					in.Error = strings.ToValidUTF8(in.Error[:1024], "")
+				} else {
+					in.Error = "tmbridge could not start a Temporal workflow for this task"
+				}
+			case activities.IsPermanent(err):
+				b.log.Warn("cannot fail the task in TaskManager: its claim is gone", "task_id", string(task.ID), "err", err)
 				return
 			}
 			sleep(b.bg, max(backoff(failures), retryDelay(err)))
 		}
 	}()
+}
+
+// isErrorType reports whether err is an application error of type typ.
+func isErrorType(err error, typ string) bool {
+	var appErr *temporal.ApplicationError
+	return errors.As(err, &appErr) && appErr.Type() == typ
 }
 
 // retryDelay is the delay a retryable application error asks for.

@@ -37,6 +37,7 @@ type world struct {
 	config   string
 
 	mu      sync.Mutex
+	closing bool                   // the run is stopping its bridges
 	bridges map[string]*bridgeProc // by worker id
 	log     []string               // what the simulation did, in order
 	start   time.Time
@@ -131,11 +132,11 @@ type bridgeProc struct {
 
 // startBridge starts a bridge process for worker.
 func (w *world) startBridge(worker string) {
-	w.t.Helper()
 	logf := filepath.Join(w.dir, fmt.Sprintf("bridge-%s-%d.log", worker, time.Now().UnixNano()))
 	f, err := os.Create(logf)
 	if err != nil {
-		w.t.Fatal(err)
+		w.t.Errorf("bridge %s: %v", worker, err)
+		return
 	}
 	cmd := exec.Command(os.Args[0],
 		"--config="+w.config, "--api-url="+w.tmURL, "--temporal-address=127.0.0.1:"+strconv.Itoa(w.port),
@@ -145,14 +146,39 @@ func (w *world) startBridge(worker string) {
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		w.t.Fatal(err)
+		w.t.Errorf("bridge %s: %v", worker, err)
+		return
 	}
 	p := &bridgeProc{worker: worker, cmd: cmd, done: make(chan error, 1), logf: logf}
-	go func() { p.done <- cmd.Wait(); f.Close() }()
 	w.mu.Lock()
 	w.bridges[worker] = p
 	w.mu.Unlock()
 	w.note("bridge %s: started (pid %d)", worker, cmd.Process.Pid)
+	go func() {
+		err := cmd.Wait()
+		f.Close()
+		p.done <- err
+		// Like a supervisor (systemd, Kubernetes): a bridge that exits on
+		// its own (it exits 1 when Temporal is down at its start) is
+		// started again.
+		w.mu.Lock()
+		mine := w.bridges[worker] == p && !w.closing
+		if mine {
+			delete(w.bridges, worker)
+		}
+		w.mu.Unlock()
+		if mine {
+			w.obs.processDied(cmd.Process.Pid)
+			w.note("bridge %s: exited on its own (%v); restarting it", worker, err)
+			time.Sleep(time.Second)
+			w.mu.Lock()
+			again := !w.closing && w.bridges[worker] == nil
+			w.mu.Unlock()
+			if again {
+				w.startBridge(worker)
+			}
+		}
+	}()
 }
 
 // crashBridge kills a bridge process with SIGKILL.
@@ -202,6 +228,7 @@ func (w *world) running(worker string) bool {
 
 func (w *world) stopAllBridges(kill bool) []error {
 	w.mu.Lock()
+	w.closing = true
 	var workers []string
 	for k := range w.bridges {
 		workers = append(workers, k)
