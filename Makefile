@@ -5,7 +5,7 @@ TEMPORAL_CLI_VERSION := v1.5.1
 TEMPORAL_CLI ?= $(HOME)/.cache/tmbridge/temporal-$(TEMPORAL_CLI_VERSION)/temporal
 export TMBRIDGE_TEMPORAL_CLI := $(TEMPORAL_CLI)
 
-.PHONY: all build test test-unit test-e2e dev bench fuzz temporal-cli clean
+.PHONY: all build test test-unit test-e2e sim dev bench fuzz temporal-cli clean
 
 all: build
 
@@ -20,7 +20,8 @@ $(TEMPORAL_CLI):
 	GOBIN=$(dir $@) go install github.com/temporalio/cli/cmd/temporal@$(TEMPORAL_CLI_VERSION)
 
 # Every test: vet, unit and workflow tests with the race detector, then the
-# end-to-end suite against a real Temporal dev server.
+# end-to-end suite against a real Temporal dev server, then the fault
+# simulation on its regression seeds and SIM_SEEDS (default 3) more.
 test: test-unit test-e2e
 
 test-unit:
@@ -29,6 +30,14 @@ test-unit:
 
 test-e2e: $(TEMPORAL_CLI)
 	go test -count=1 -timeout 14m ./e2e/
+	go test -count=1 -timeout 14m ./e2e/sim/
+
+# The fault simulation on many seeds: `make sim SEEDS=500` (from FIRST=1);
+# `make sim SEED=42` replays one.
+SEEDS ?= 20
+FIRST ?= 1
+sim: $(TEMPORAL_CLI)
+	SIM_SEEDS=$(SEEDS) SIM_FIRST_SEED=$(FIRST) SIM_SEED=$(SEED) go test -count=1 -timeout 0 -v -run TestSimulation ./e2e/sim/
 
 # Throughput and memory with a real Temporal dev server.
 bench: $(TEMPORAL_CLI)

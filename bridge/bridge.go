@@ -43,6 +43,7 @@ type Bridge struct {
 	// claim; the sweeper ends them once it has looked.
 	suspectMu sync.Mutex
 	suspects  []*ticket
+	swept     chan struct{} // closed after the first sweep that succeeded
 	gate      *gate
 	types     []servedType
 
@@ -220,11 +221,10 @@ func (b *Bridge) serve(ctx context.Context) error {
 	b.stopClaims = stop
 	b.mu.Unlock()
 	// Claims of this worker whose run never started (a crash between claim
-	// and start, an answer lost) are found before new claims are made.
-	if err := b.sweep(claimCtx, map[taskmanager.ID]int{}); err != nil {
-		b.log.Warn("cannot look for this worker's claims left from before; looking again after the next claim error", "err", err)
-		b.requestSweep()
-	}
+	// and start, an answer lost) are found before new claims are made: the
+	// claim loops wait for the first sweep that succeeds.
+	b.swept = make(chan struct{})
+	b.requestSweep()
 	b.loops.Add(1)
 	go func() {
 		defer b.loops.Done()

@@ -22,6 +22,11 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 	log := b.log.With("task_type", t.Name)
 	req := taskmanager.ClaimRequest{WorkerID: b.cfg.WorkerID, TaskTypeID: t.ID, SortBy: b.cfg.ClaimSortBy, SortOrder: b.cfg.ClaimSortOrder}
 	failures := 0
+	select { // this worker's claims from before are counted first
+	case <-b.swept:
+	case <-ctx.Done():
+		return
+	}
 	for ctx.Err() == nil {
 		if b.gate.wait(ctx) != nil {
 			return

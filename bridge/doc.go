@@ -7,10 +7,12 @@
 // The path of one task, by file:
 //
 //	bridge/claim.go            claimLoop: POST /tasks/claim, one loop per task type
-//	bridge/start.go            startWorkflow: signal-with-start of workflow "<prefix><task id>"
+//	bridge/admission.go        admission: the one owner of each claimed task (max_in_flight, max_runs)
+//	bridge/start.go            startWorkflow: start workflow "<prefix><task id>", or signal the new claim to its open run
+//	bridge/recover.go          watch runs until they close; sweep this worker's claims left without a run
 //	workflows/task.go          TaskWorkflow: runs the handler, then reports, following claim moves
 //	activities/activities.go   the handler activity (one per task type, named after it)
-//	activities/report.go       ReportOutcome: POST /tasks/{id}/complete, idempotent, retried until it lands
+//	activities/report.go       ReportOutcome: read, then POST /tasks/{id}/complete only for the claim holding the task
 //
 // The whole program, with a handler of your own next to the built-in
 // examples, is a few lines:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -125,6 +126,7 @@ func (b *Bridge) holdUntilSweep(tk *ticket) {
 // claiming stops).
 func (b *Bridge) sweeper(ctx context.Context) {
 	undecodable := map[taskmanager.ID]int{}
+	first := false
 	release := func() {
 		b.suspectMu.Lock()
 		held := b.suspects
@@ -148,6 +150,10 @@ func (b *Bridge) sweeper(ctx context.Context) {
 			b.log.Warn("cannot sweep this worker's claims; trying again", "err", err)
 			b.requestSweep()
 		} else {
+			if !first {
+				first = true
+				close(b.swept)
+			}
 			b.suspectMu.Lock()
 			done := b.suspects[:held]
 			b.suspects = append([]*ticket(nil), b.suspects[held:]...)
@@ -165,7 +171,8 @@ func (b *Bridge) sweeper(ctx context.Context) {
 const undecodableSweeps = 3
 
 // sweep finds the tasks TaskManager shows claimed by this worker that no
-// run serves and no start is under way for: claims whose answer was lost
+// run serves and no start is under way for (it fails, to be run again, while
+// any of them could not be read): claims whose answer was lost
 // or could not be decoded, or claims of an earlier process of this worker
 // that died before their workflow started. Each is started (or its run
 // found and signalled), or failed in TaskManager when the bridge cannot
@@ -200,6 +207,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]int) 
 	if err != nil {
 		return err
 	}
+	var unread []string
 	for _, row := range mine {
 		id := b.WorkflowID(row.ID)
 		if b.adm.tracked(id) {
@@ -217,7 +225,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]int) 
 		case err != nil && errors.As(err, &e) && e.Status >= 200 && e.Status < 300:
 			undecodable[row.ID]++
 			if undecodable[row.ID] < undecodableSweeps {
-				b.requestSweep()
+				unread = append(unread, string(row.ID))
 				continue
 			}
 			delete(undecodable, row.ID)
@@ -226,7 +234,8 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]int) 
 			b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error())
 			continue
 		case err != nil:
-			return err
+			unread = append(unread, string(row.ID))
+			continue
 		}
 		delete(undecodable, row.ID)
 		if task.Status != taskmanager.StatusClaimed || task.ClaimedBy != b.cfg.WorkerID || b.adm.tracked(id) {
@@ -237,6 +246,9 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]int) 
 		}
 		b.log.Info("found a claim of this worker with no run: starting it", "task_id", string(task.ID), "attempts", int(task.Attempts))
 		b.startTask(b.adm.adopt(id), task, t, true)
+	}
+	if len(unread) > 0 {
+		return fmt.Errorf("claimed tasks not read yet: %s", strings.Join(unread, ", "))
 	}
 	return nil
 }
