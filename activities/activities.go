@@ -63,6 +63,13 @@ type HandlerInput struct {
 	Attempt  int             `json:"attempt"` // TaskManager's attempt count
 	WorkerID string          `json:"worker_id"`
 	Params   json.RawMessage `json:"params"`
+	// SkipIfDone asks the bridge's own handler activity to read the task
+	// first and, when TaskManager already holds an outcome, return that
+	// outcome instead of running the handler. The workflow sets it for a
+	// local handler scheduled after its first workflow task: a bridge that
+	// died mid-task may have run the handler and reported already, and a
+	// local activity is then run again.
+	SkipIfDone bool `json:"skip_if_done,omitempty"`
 }
 
 // ActivityRegistrar is the part of a Temporal worker (or test environment)
@@ -111,12 +118,39 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 					temporal.ApplicationErrorOptions{Details: []any{string(debug.Stack())}})
 			}
 		}()
+		if in.SkipIfDone {
+			if out, err, done := a.recordedOutcome(ctx, in); done {
+				return out, err
+			}
+		}
 		out, err := h.Handle(ctx, in.Params)
 		if err != nil {
 			return nil, err
 		}
 		return normalizeResult(out)
 	}
+}
+
+// recordedOutcome reads the task and, when it is no longer claimed (this
+// run's earlier execution reported its outcome), returns that outcome so
+// the handler does not run again for a claim that is over.
+func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json.RawMessage, error, bool) {
+	t, err := a.TaskManager.GetTask(ctx, taskmanager.ID(in.TaskID))
+	if err != nil {
+		return nil, Transient(fmt.Errorf("read task before running its handler again: %w", err), taskmanager.RetryAfter(err)), true
+	}
+	switch t.Status {
+	case taskmanager.StatusCompleted:
+		a.logger().Info("handler not run again: the task's outcome was reported already", "task_id", in.TaskID)
+		out, err := normalizeResult(t.Result.Raw())
+		return out, err, true
+	case taskmanager.StatusFailed, taskmanager.StatusPending:
+		if t.Error != "" {
+			a.logger().Info("handler not run again: the task's failure was reported already", "task_id", in.TaskID)
+			return nil, Permanent(errors.New(t.Error)), true
+		}
+	}
+	return nil, nil, false
 }
 
 // normalizeResult makes a handler's result a JSON object, as TaskManager

@@ -234,3 +234,20 @@ func TestExactlyOnce_rejected_result_becomes_a_failure(t *testing.T) {
 	require.Equal(t, "pending", st.Status)
 	require.Contains(t, st.Error, "as invalid")
 }
+
+// A claim that reaches a run by signal is recorded in the run's memo, so a
+// bridge recovering that claim finds the run that served it (found by the
+// fault simulation, seed 3: a recovered claim whose outcome this run had
+// already reported was started again).
+func TestExactlyOnce_claim_moves_are_recorded_in_the_memo(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "memo"}, workflows.TypeOptions{})
+	newClaim := b.reclaim(t, "example.echo")
+	b.env.OnUpsertMemo(map[string]any{workflows.MemoAttempt: newClaim.Attempts, workflows.MemoWorkerID: newClaim.WorkerID}).Return(nil).Once()
+	b.env.RegisterDelayedCallback(func() { b.env.SignalWorkflow(workflows.ClaimSignalName, newClaim) }, 0)
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "w2", res.WorkerID)
+	b.env.AssertExpectations(t)
+}

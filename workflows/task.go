@@ -118,8 +118,9 @@ const (
 	// changeReportSurvivesCancel: a cancel that arrives while the outcome
 	// is being reported no longer cancels the report.
 	changeReportSurvivesCancel = "report-survives-cancel"
-	// changeClaimInMemo: a run continued as new for a newer claim records
-	// that claim in its memo (attempt, worker_id).
+	// changeClaimInMemo: a run records in its memo (attempt, worker_id) each
+	// newer claim that reaches it, and a run continued as new the claim it
+	// was continued for.
 	changeClaimInMemo = "claim-in-memo"
 )
 
@@ -141,6 +142,14 @@ func recordClaimInMemo(ctx workflow.Context, c Claim) {
 	if (attempt == c.Attempts && worker == c.WorkerID) || (attempt == 0 && worker == "") {
 		return // started for this claim, or started without a memo (tests)
 	}
+	upsertClaimMemo(ctx, c)
+}
+
+// upsertClaimMemo records in the memo the claim the run serves from now on.
+// The bridge reads it to tell whether a run served a claim: a run that
+// reported with a claim that reached it by signal must say so, or a bridge
+// recovering that claim would start it again.
+func upsertClaimMemo(ctx workflow.Context, c Claim) {
 	if workflow.GetVersion(ctx, changeClaimInMemo, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return
 	}
@@ -181,6 +190,7 @@ func (st *claimState) apply(ctx workflow.Context, c Claim) {
 	workflow.GetLogger(ctx).Info("claim moved", "from", st.current.WorkerID, "to", c.WorkerID, "attempts", c.Attempts)
 	st.current = c
 	st.version++
+	upsertClaimMemo(ctx, c)
 }
 
 func (st *claimState) receive(ctx workflow.Context) func(workflow.ReceiveChannel, bool) {
@@ -250,6 +260,9 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		if name == "" {
 			name = in.Task.Type
 		}
+		// A local handler past the run's first workflow task may be a rerun
+		// of one whose outcome a dead bridge already reported.
+		input.SkipIfDone = opts.Local && workflow.GetInfo(ctx).GetCurrentHistoryLength() > 3
 		f = opts.execute(ctx, name, input)
 	}
 	claims.wait(ctx, f)

@@ -23,6 +23,9 @@ import (
 	"testing"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
+
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
 )
@@ -283,5 +286,30 @@ func keepLogs(t *testing.T, w *world) {
 			_ = os.WriteFile(dst+"/"+e.Name(), data, 0o600)
 		}
 	}
+	dumpHistories(w, dst)
 	t.Logf("logs kept in %s", dst)
+}
+
+// dumpHistories writes every run's history, for a failed seed's report.
+func dumpHistories(w *world, dir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := w.tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{PageSize: 1000})
+	if err != nil {
+		return
+	}
+	var b strings.Builder
+	for _, ex := range resp.Executions {
+		e := ex.GetExecution()
+		fmt.Fprintf(&b, "=== %s %s %s\n", e.GetWorkflowId(), e.GetRunId(), ex.GetStatus())
+		it := w.tc.GetWorkflowHistory(ctx, e.GetWorkflowId(), e.GetRunId(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		for it.HasNext() {
+			ev, err := it.Next()
+			if err != nil {
+				break
+			}
+			fmt.Fprintf(&b, "%4d %s %s\n", ev.GetEventId(), ev.GetEventTime().AsTime().Format("15:04:05.000"), ev.GetEventType())
+		}
+	}
+	_ = os.WriteFile(dir+"/histories.txt", []byte(b.String()), 0o600)
 }

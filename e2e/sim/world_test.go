@@ -276,7 +276,8 @@ func (o *observer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.starts++
 		st, ok := o.tm.Task(ev.TaskID)
 		if !ok || st.Status != "claimed" {
-			o.violations = append(o.violations, fmt.Sprintf("task %s: a handler started (worker %s, attempt %d) while the task was %q", ev.TaskID, ev.WorkerID, ev.Attempt, st.Status))
+			o.violations = append(o.violations, fmt.Sprintf("at %s task %s: a handler started (pid %d, claim of %s at attempt %d) while the task was %q (claimed by %q, attempt %d)",
+				time.Now().Format("15:04:05.000"), ev.TaskID, ev.PID, ev.WorkerID, ev.Attempt, st.Status, st.ClaimedBy, st.Attempts))
 		}
 		if len(o.running[ev.TaskID]) > 0 {
 			o.overlaps++

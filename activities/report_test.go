@@ -1,0 +1,88 @@
+package activities_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+)
+
+// claimed creates and claims one task of typ as w1.
+func claimed(t *testing.T, api *taskmanager.Client, typ string, params any) taskmanager.Task {
+	t.Helper()
+	ctx := context.Background()
+	r, err := api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: typ, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+	require.NoError(t, err)
+	_, err = api.CreateTask(ctx, typ, params)
+	require.NoError(t, err)
+	task, err := api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: r.ID})
+	require.NoError(t, err)
+	return task
+}
+
+// A local handler run again after a bridge died mid-workflow-task, once its
+// outcome was reported, returns that outcome and does not run.
+func TestHandler_skip_if_done_returns_the_recorded_outcome(t *testing.T) {
+	t.Parallel()
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k"})
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "k"})
+	require.NoError(t, err)
+	var runs atomic.Int32
+	reg := activities.NewRegistry()
+	activities.Register(reg, "test.count", func(ctx context.Context, p struct{}) (map[string]int, error) {
+		return map[string]int{"run": int(runs.Add(1))}, nil
+	})
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	(&activities.Activities{Registry: reg, TaskManager: api}).Register(env)
+
+	task := claimed(t, api, "test.count", map[string]any{"x": 1})
+	in := activities.HandlerInput{TaskID: string(task.ID), TaskType: "test.count", WorkerID: "w1", Attempt: 1, Params: task.Params.Raw(), SkipIfDone: true}
+	val, err := env.ExecuteActivity("test.count", in)
+	require.NoError(t, err, "still claimed: the handler runs")
+	var out json.RawMessage
+	require.NoError(t, val.Get(&out))
+	_, err = api.Complete(context.Background(), task.ID, taskmanager.Completion{WorkerID: "w1", Success: true, Result: out})
+	require.NoError(t, err)
+
+	val, err = env.ExecuteActivity("test.count", in)
+	require.NoError(t, err)
+	var again json.RawMessage
+	require.NoError(t, val.Get(&again))
+	require.JSONEq(t, string(out), string(again), "the recorded result")
+	require.EqualValues(t, 1, runs.Load(), "the handler did not run again")
+}
+
+// The report rule: a report that may have landed reads first and posts
+// nothing when the task holds the outcome; it never posts for another claim.
+func TestReport_reads_first_and_posts_only_for_the_claim_that_holds_the_task(t *testing.T) {
+	t.Parallel()
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k", Now: devserver.NewClock(time.Now()).Now})
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "k"})
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	task := claimed(t, api, "test.a", map[string]any{"x": 1})
+	in := activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Success: true, Result: json.RawMessage(`{}`), MayHaveLanded: true}
+	out, err := activities.Report(ctx, api, in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", out.Status)
+	out, err = activities.Report(ctx, api, in)
+	require.NoError(t, err, "{} reads back as null, and is ours")
+	require.True(t, out.AlreadyRecorded)
+	require.Len(t, tm.Completions(string(task.ID)), 1, "posted once")
+
+	other := claimed(t, api, "test.b", map[string]any{"x": 2})
+	_, err = activities.Report(ctx, api, activities.ReportInput{TaskID: string(other.ID), WorkerID: "w1", Attempt: 7, Error: "old claim", MayHaveLanded: true})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "no longer by this claim")
+	require.Empty(t, tm.Completions(string(other.ID)), "nothing is posted for another claim")
+}
