@@ -21,7 +21,7 @@ $(TEMPORAL_CLI):
 
 # Every test: vet, unit and workflow tests with the race detector, then the
 # end-to-end suite against a real Temporal dev server, then the fault
-# simulation on its regression seeds and SIM_SEEDS (default 3) more.
+# simulation on its regression seeds and seeds 1-5.
 test: test-unit test-e2e
 
 test-unit:

@@ -18,11 +18,13 @@ import (
 //
 // An outcome is posted (POST /tasks/{id}/complete) only while TaskManager
 // shows the task claimed by the very claim the outcome is for: the same
-// worker id and the same attempt count. Whenever an earlier post may have
-// landed — a retried attempt of the activity, a local activity (a crash
-// re-runs it from scratch), a report the workflow hands over from a local
-// to a regular activity, or the bridge failing a task it could not start —
-// the task is read first, and:
+// worker id and the same attempt count. TaskManager itself checks only the
+// worker id, so whenever an earlier post may have landed — a retried
+// attempt of the activity, a local activity (a crash re-runs it from
+// scratch), a report the workflow hands over from a local to a regular
+// activity — or the claim may have timed out and been handed out again,
+// perhaps to this same worker id (it is older than half the claim timeout,
+// or of unknown age), the task is read first, and:
 //
 //   - still claimed by this claim: post;
 //   - holding this outcome (completed with this result, or failed or
@@ -46,9 +48,12 @@ type ReportInput struct {
 	Success  bool            `json:"success"`
 	Result   json.RawMessage `json:"result,omitempty"` // on success: a JSON object
 	Error    string          `json:"error,omitempty"`  // on failure
-	// MayHaveLanded: an earlier report of this outcome may have reached
-	// TaskManager, so the task is read before anything is posted.
-	MayHaveLanded bool `json:"may_have_landed,omitempty"`
+	// ReadFirst: the task is read before anything is posted, because an
+	// earlier report of this outcome may have reached TaskManager, or the
+	// claim is old enough to have timed out and been handed out again
+	// (TaskManager would take a post with the same worker id for the new
+	// claim).
+	ReadFirst bool `json:"read_first,omitempty"`
 }
 
 // ReportOutput says what TaskManager recorded.
@@ -64,7 +69,7 @@ type ReportOutput struct {
 // above; a retried attempt and a local activity always read first.
 func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportOutput, error) {
 	info := activity.GetInfo(ctx)
-	in.MayHaveLanded = in.MayHaveLanded || info.Attempt > 1 || info.IsLocalActivity
+	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || info.IsLocalActivity
 	out, err := Report(ctx, a.TaskManager, in)
 	if errors.Is(err, taskmanager.ErrUnauthorized) {
 		a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)
@@ -79,7 +84,7 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 // ErrTypePayloadTooLarge, ErrTypeRejected) or retryable ones.
 func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (ReportOutput, error) {
 	id := taskmanager.ID(in.TaskID)
-	if in.MayHaveLanded {
+	if in.ReadFirst {
 		task, err := tm.GetTask(ctx, id)
 		if err != nil {
 			return ReportOutput{}, readError(err, "read task before posting its outcome")

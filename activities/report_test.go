@@ -71,7 +71,7 @@ func TestReport_reads_first_and_posts_only_for_the_claim_that_holds_the_task(t *
 	ctx := context.Background()
 
 	task := claimed(t, api, "test.a", map[string]any{"x": 1})
-	in := activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Success: true, Result: json.RawMessage(`{}`), MayHaveLanded: true}
+	in := activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Success: true, Result: json.RawMessage(`{}`), ReadFirst: true}
 	out, err := activities.Report(ctx, api, in)
 	require.NoError(t, err)
 	require.Equal(t, "completed", out.Status)
@@ -81,7 +81,7 @@ func TestReport_reads_first_and_posts_only_for_the_claim_that_holds_the_task(t *
 	require.Len(t, tm.Completions(string(task.ID)), 1, "posted once")
 
 	other := claimed(t, api, "test.b", map[string]any{"x": 2})
-	_, err = activities.Report(ctx, api, activities.ReportInput{TaskID: string(other.ID), WorkerID: "w1", Attempt: 7, Error: "old claim", MayHaveLanded: true})
+	_, err = activities.Report(ctx, api, activities.ReportInput{TaskID: string(other.ID), WorkerID: "w1", Attempt: 7, Error: "old claim", ReadFirst: true})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "no longer by this claim")
 	require.Empty(t, tm.Completions(string(other.ID)), "nothing is posted for another claim")

@@ -38,6 +38,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		// Not cancelled with ctx: a claim the server made must reach us.
 		// A sweep lists claims only while no claim call is under way.
 		b.claiming.RLock()
+		claimedAt := time.Now()
 		task, err := b.api.Claim(context.WithoutCancel(ctx), req)
 		if err == nil {
 			if task.Type == "" {
@@ -50,7 +51,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			failures = 0
 			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
 			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
-			b.startTask(tk, task, t, false)
+			b.startTask(tk, task, t, claimedAt)
 			continue
 		}
 		if errors.Is(err, taskmanager.ErrTransient) {

@@ -57,6 +57,11 @@ type Config struct {
 	// max_in_flight, --max-in-flight, MAX_IN_FLIGHT: most claimed tasks
 	// unfinished at once. Default: temporal.max_concurrent_activities.
 	MaxInFlight int `koanf:"max_in_flight"`
+	// claim_timeout, --claim-timeout, TASK_CLAIM_TIMEOUT: TaskManager's
+	// claim timeout. A claim older than half of it may have been handed
+	// out again (to this very worker id), so its outcome is posted only
+	// after reading the task.
+	ClaimTimeout time.Duration `koanf:"claim_timeout"`
 	// claim_sort_by, --claim-sort-by: created_at, priority, id or attempts.
 	ClaimSortBy string `koanf:"claim_sort_by"`
 	// claim_sort_order, --claim-sort-order: ASC or DESC.
@@ -158,6 +163,7 @@ func options() []option {
 		{key: "poll_interval", flag: "poll-interval", env: []string{"POLL_INTERVAL"}, def: 10 * time.Second, help: "wait after a type came up empty (plain numbers are seconds)"},
 		{key: "max_runs", flag: "max-runs", env: []string{"MAX_RUNS"}, def: 0, help: "stop claiming after this many tasks, wait for them, exit (0: unlimited)"},
 		{key: "max_in_flight", flag: "max-in-flight", env: []string{"MAX_IN_FLIGHT"}, def: 0, help: "most claimed tasks unfinished at once (0: max-concurrent-activities)"},
+		{key: "claim_timeout", flag: "claim-timeout", env: []string{"TASK_CLAIM_TIMEOUT"}, def: 300 * time.Second, help: "TaskManager's claim timeout (its TASK_CLAIM_TIMEOUT): a report of a claim older than half of it reads the task first"},
 		{key: "claim_sort_by", flag: "claim-sort-by", env: []string{"CLAIM_SORT_BY"}, def: "created_at", help: "claim order: created_at, priority, id or attempts"},
 		{key: "claim_sort_order", flag: "claim-sort-order", env: []string{"CLAIM_SORT_ORDER"}, def: "ASC", help: "claim order: ASC or DESC"},
 		{key: "debug", flag: "debug", env: []string{"DEBUG"}, def: false, help: "debug logging"},
@@ -380,6 +386,7 @@ func (c Config) Validate() error {
 	check(c.PollInterval > 0, "poll_interval", "must be positive, got %s", c.PollInterval)
 	check(c.MaxRuns >= 0, "max_runs", "must not be negative")
 	check(c.MaxInFlight > 0, "max_in_flight", "must be positive")
+	check(c.ClaimTimeout > 0, "claim_timeout", "must be positive")
 	check(slices.Contains([]string{"created_at", "priority", "id", "attempts"}, c.ClaimSortBy), "claim_sort_by", "want created_at, priority, id or attempts, got %q", c.ClaimSortBy)
 	check(c.ClaimSortOrder == "ASC" || c.ClaimSortOrder == "DESC", "claim_sort_order", "want ASC or DESC, got %q", c.ClaimSortOrder)
 	check(slices.Contains([]string{"auto", "text", "json"}, c.LogFormat), "log_format", "want auto, text or json, got %q", c.LogFormat)

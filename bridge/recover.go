@@ -245,7 +245,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]int) 
 			task.Type = row.Type
 		}
 		b.log.Info("found a claim of this worker with no run: starting it", "task_id", string(task.ID), "attempts", int(task.Attempts))
-		b.startTask(b.adm.adopt(id), task, t, true)
+		b.startTask(b.adm.adopt(id), task, t, time.Time{}) // its age is unknown: look for its run first
 	}
 	if len(unread) > 0 {
 		return fmt.Errorf("claimed tasks not read yet: %s", strings.Join(unread, ", "))

@@ -48,14 +48,14 @@ const (
 // startTask starts the workflow of a claimed task in the background and
 // ends its ticket: opened (then watched until it closes), dropped when the
 // claim's run already closed, or failed in TaskManager when Temporal can
-// never start it. check asks to look for a run of this claim first (a
-// claim found again rather than just made).
-func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, check bool) {
+// never start it. claimedAt is when this bridge made the claim; zero for a
+// claim found again (a sweep), whose run is then looked for first.
+func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, claimedAt time.Time) {
 	b.starts.Add(1)
 	go func() {
 		defer b.starts.Done()
 		id := b.WorkflowID(task.ID)
-		state, err := b.startWorkflow(task, t, check)
+		state, err := b.startWorkflow(task, t, claimedAt)
 		var permanent *startError
 		switch {
 		case errors.As(err, &permanent):
@@ -93,16 +93,18 @@ func (e *startError) Error() string {
 // latest run is looked up, and a run whose memo names this claim counts as
 // this claim's run. It retries until the start succeeds, the error is
 // permanent (*startError), or the bridge stops.
-func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, check bool) (runState, error) {
+func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt time.Time) (runState, error) {
 	id := b.WorkflowID(task.ID)
-	claim := workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(task.Attempts)}
+	check := claimedAt.IsZero()
+	claim := workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(task.Attempts), ClaimedAt: claimedAt.UTC()}
 	in := workflows.TaskInput{
 		Task: workflows.Task{
 			ID: string(task.ID), Type: task.Type, Params: task.Params.Raw(),
 			Attempts: int(task.Attempts), Priority: int(task.Priority),
 		},
-		Claim:   claim,
-		Options: t.Options,
+		Claim:        claim,
+		Options:      t.Options,
+		ClaimTimeout: b.cfg.ClaimTimeout,
 	}
 	if n := inputSize(in); n > MaxStartBytes {
 		return runNone, &startError{fmt.Sprintf("its input is %d bytes, over the %d bytes Temporal accepts in one payload", n, MaxStartBytes)}
@@ -270,7 +272,7 @@ func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string) {
 		in := activities.ReportInput{TaskID: string(task.ID), WorkerID: b.cfg.WorkerID, Attempt: int(task.Attempts), Error: reason}
 		for failures := 1; b.bg.Err() == nil; failures++ {
 			out, err := activities.Report(b.bg, b.api, in)
-			in.MayHaveLanded = true // that post may have landed: read first from now on
+			in.ReadFirst = true // that post may have landed: read first from now on
 			switch {
 			case err == nil:
 				b.log.Info("task failed in TaskManager", "task_id", string(task.ID), "status", out.Status, "reason", in.Error)

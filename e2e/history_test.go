@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
@@ -73,4 +74,49 @@ func (s *stack) history(workflowID string) *historypb.History {
 		h.Events = append(h.Events, ev)
 	}
 	return h
+}
+
+// The shapes this round added: a claim that moves while the run goes on
+// (recorded in the memo), and a cancel that arrives while the outcome is
+// being reported (the report goes on). Saved as history-v2-*.json.
+func TestE2E_histories_replay_v2(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.sleep", "example.echo")
+	s.tm.SetClaimTimeout(time.Second)
+	moved := s.create("example.sleep", map[string]any{"duration": 2.5})
+	cancelled := s.create("example.echo", map[string]any{"message": "cancel me while reporting"})
+	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + cancelled + "/complete", Status: 503, RetryAfter: time.Second, Count: 4})
+	stop := s.runBridge(nil, "bridge-h2")
+
+	// Cancel the echo task's run once its report is retrying.
+	wfID := s.prefix + cancelled
+	require.Eventually(t, func() bool {
+		d, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, "")
+		if err != nil {
+			return false
+		}
+		for _, a := range d.PendingActivities {
+			if a.GetActivityType().GetName() == "tmbridge.ReportOutcome" {
+				return true
+			}
+		}
+		return false
+	}, time.Minute, 20*time.Millisecond)
+	require.NoError(t, s.tc.CancelWorkflow(context.Background(), wfID, ""))
+	states := s.waitFinal([]string{moved, cancelled})
+	require.Equal(t, "completed", states[cancelled].Status, "the cancel did not stop the report")
+	require.Greater(t, states[moved].Attempts, 1, "the long task was claimed again while it ran")
+	stop()
+
+	replayer := worker.NewWorkflowReplayer()
+	replayer.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+	for name, id := range map[string]string{"claim-moved": moved, "cancel-during-report": cancelled} {
+		h := s.history(s.prefix + id)
+		require.NoError(t, replayer.ReplayWorkflowHistory(nil, h), name)
+		if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
+			b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "history-v2-"+name+".json"), b, 0o644))
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/workflows"
 )
@@ -250,4 +252,52 @@ func TestExactlyOnce_claim_moves_are_recorded_in_the_memo(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "w2", res.WorkerID)
 	b.env.AssertExpectations(t)
+}
+
+// A claim older than half the claim timeout may have been handed out again
+// to this same worker id, and TaskManager checks only the worker id: the
+// report reads first and waits for that claim to reach the run, instead of
+// posting an old failure that would burn the new claim's attempt (found by
+// the fault simulation, seed 9).
+func TestExactlyOnce_old_claim_reads_first_before_posting(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.error", map[string]any{"message": "slow failure"}, workflows.TypeOptions{})
+	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute)
+	b.clock.Add(301 * time.Second) // the claim times out; this same worker claims the task again
+	_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["example.error"]})
+	require.NoError(t, err)
+	postedEarly := -1
+	b.env.RegisterDelayedCallback(func() {
+		postedEarly = len(b.tm.Completions(in.Task.ID))
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2})
+	}, 30*time.Second)
+
+	_, err = b.run(in)
+	require.Zero(t, postedEarly, "nothing is posted before the new claim reaches the run")
+	requireErrorType(t, err, workflows.TaskFailedErrorType) // not continued as new: no handler runs for an ended claim
+	comps := b.tm.Completions(in.Task.ID)
+	require.Len(t, comps, 1)
+	require.Equal(t, 2, comps[0].AttemptsBefore, "posted once the claim it is posted for (attempt 2) reached the run")
+}
+
+// A fresh claim's report posts at once, without reading the task first.
+func TestExactlyOnce_fresh_claim_posts_without_reading(t *testing.T) {
+	t.Parallel()
+	var gets atomic.Int32
+	count := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/tasks/") {
+				gets.Add(1)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	b := setup(t, nil, count)
+	in := b.claim(t, "example.echo", map[string]any{"message": "fresh"}, workflows.TypeOptions{})
+	in.Claim.ClaimedAt = b.env.Now()
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", res.Status)
+	require.Zero(t, gets.Load(), "no read on the happy path")
 }

@@ -45,13 +45,37 @@ type Task struct {
 type Claim struct {
 	WorkerID string `json:"worker_id"`
 	Attempts int    `json:"attempts"`
+	// ClaimedAt is when the bridge made the claim (its clock); zero when
+	// unknown (a claim recovered after a crash).
+	ClaimedAt time.Time `json:"claimed_at,omitzero"`
 }
+
+// same reports whether c and o are the same claim.
+func (c Claim) same(o Claim) bool { return c.WorkerID == o.WorkerID && c.Attempts == o.Attempts }
 
 // TaskInput is TaskWorkflow's input. It never holds a secret.
 type TaskInput struct {
 	Task    Task        `json:"task"`
 	Claim   Claim       `json:"claim"`
 	Options TypeOptions `json:"options"`
+	// ClaimTimeout is TaskManager's claim timeout: the outcome of a claim
+	// older than half of it is posted only after reading the task (0: the
+	// default 300s).
+	ClaimTimeout time.Duration `json:"claim_timeout,omitempty"`
+}
+
+// DefaultClaimTimeout is TaskManager's default TASK_CLAIM_TIMEOUT.
+const DefaultClaimTimeout = 300 * time.Second
+
+// mayHaveExpired reports whether claim c may have timed out in TaskManager
+// and been handed out again, possibly to the same worker id: TaskManager
+// would then take an outcome posted with that worker id for the new claim.
+func (in TaskInput) mayHaveExpired(ctx workflow.Context, c Claim) bool {
+	timeout := in.ClaimTimeout
+	if timeout <= 0 {
+		timeout = DefaultClaimTimeout
+	}
+	return c.ClaimedAt.IsZero() || workflow.Now(ctx).Sub(c.ClaimedAt) >= timeout/2
 }
 
 // TaskResult is what TaskWorkflow reported to TaskManager.
@@ -184,7 +208,7 @@ func followClaims(ctx workflow.Context, initial Claim) *claimState {
 // apply takes a claim that is newer than the current one; a late signal
 // of an older claim is ignored.
 func (st *claimState) apply(ctx workflow.Context, c Claim) {
-	if c.WorkerID == "" || c == st.current || c.Attempts < st.current.Attempts {
+	if c.WorkerID == "" || c.same(st.current) || c.Attempts < st.current.Attempts {
 		return
 	}
 	workflow.GetLogger(ctx).Info("claim moved", "from", st.current.WorkerID, "to", c.WorkerID, "attempts", c.Attempts)
@@ -395,14 +419,15 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	rctx, cancelReport := workflow.WithCancel(dctx)
 	watchCancel := ctx.Err() == nil
-	mayHaveLanded := false
+	readFirst := false
 	shrunk := false
 	for {
 		claim := claims.current
 		seen := claims.version
 		ri := activities.ReportInput{
 			TaskID: in.Task.ID, WorkerID: claim.WorkerID, Attempt: claim.Attempts,
-			Success: out.Success, Result: out.Result, Error: out.Error, MayHaveLanded: mayHaveLanded,
+			Success: out.Success, Result: out.Result, Error: out.Error,
+			ReadFirst: readFirst || in.mayHaveExpired(ctx, claim),
 		}
 		f := runReport(rctx, opts, ri)
 		for !f.IsReady() {
@@ -441,7 +466,7 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 				return reported{}, err
 			}
 		case isErrorType(err, activities.ErrTypeClaimLost):
-			mayHaveLanded = false // TaskManager showed another claim: ours did not post
+			readFirst = false // TaskManager showed another claim: ours did not post
 			if claims.version != seen {
 				continue // a new claim arrived while we were reporting
 			}
@@ -490,7 +515,7 @@ func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput
 			settle.Chain(local)
 			return
 		}
-		in.MayHaveLanded = true
+		in.ReadFirst = true
 		settle.Chain(workflow.ExecuteActivity(actx, activities.ReportActivityName, in))
 	})
 	return f

@@ -152,8 +152,8 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 	}
 	for _, c := range w.tm.Claims() {
 		if c.HeldByWorker >= maxInFlight {
-			add("at %.2fs worker %s claimed task %s (attempt %d) while it held %d claimed tasks (max_in_flight %d)",
-				c.At.Sub(w.start).Seconds(), c.WorkerID, c.TaskID, c.Attempts, c.HeldByWorker, maxInFlight)
+			add("at %.2fs worker %s claimed task %s (attempt %d) while it held %d claimed tasks %v (max_in_flight %d)",
+				c.At.Sub(w.start).Seconds(), c.WorkerID, c.TaskID, c.Attempts, c.HeldByWorker, c.Held, maxInFlight)
 		}
 	}
 	w.obs.mu.Lock()

@@ -8,7 +8,7 @@
 // the end, invariants are checked (check_test.go) and any violation is
 // reported with the seed that reproduces it.
 //
-//	go test ./e2e/sim/                      # the regression seeds and SIM_SEEDS (default 3) more
+//	go test ./e2e/sim/                      # the regression seeds and SIM_SEEDS (default 5) from SIM_FIRST_SEED
 //	SIM_SEED=42 go test -v ./e2e/sim/       # one seed
 //	SIM_SEEDS=500 make sim                  # many seeds
 package sim
@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,11 +40,13 @@ func TestMain(m *testing.M) {
 
 // regressionSeeds are seeds that once found a bug: they run every time.
 var regressionSeeds = []uint64{
-	1, // a claim whose answer was garbled held a TaskManager claim the bridge did not count: it claimed past max_in_flight
+	1, // a garbled claim answer held a claim the bridge did not count (claimed past max_in_flight); failing an unstartable task gave up on a refused message; a local handler ran again after a crash
+	2, // a recovered claim whose outcome its run had reported (after the claim moved to it by signal) was started again
+	3, // same, with a cancel during the report
 }
 
 // seeds returns the seeds to run: SIM_SEED alone, or the regression seeds
-// and SIM_SEEDS (default 3) seeds from SIM_FIRST_SEED (default 1).
+// and SIM_SEEDS (default 5) seeds from SIM_FIRST_SEED (default 1), each once.
 func seeds(t *testing.T) []uint64 {
 	if s := os.Getenv("SIM_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
@@ -52,7 +55,7 @@ func seeds(t *testing.T) []uint64 {
 		}
 		return []uint64{n}
 	}
-	count, first := 3, uint64(1)
+	count, first := 5, uint64(1)
 	if s := os.Getenv("SIM_SEEDS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -69,7 +72,9 @@ func seeds(t *testing.T) []uint64 {
 	}
 	out := append([]uint64(nil), regressionSeeds...)
 	for i := range count {
-		out = append(out, first+uint64(i))
+		if s := first + uint64(i); !slices.Contains(out, s) {
+			out = append(out, s)
+		}
 	}
 	return out
 }

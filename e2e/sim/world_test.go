@@ -141,7 +141,7 @@ func (w *world) startBridge(worker string) {
 	cmd := exec.Command(os.Args[0],
 		"--config="+w.config, "--api-url="+w.tmURL, "--temporal-address=127.0.0.1:"+strconv.Itoa(w.port),
 		"--task-queue="+w.queue, "--workflow-id-prefix="+workflowPrefix, "--worker-id="+worker, "--poll-interval=0.2", "--api-timeout=5s",
-		"--max-in-flight="+strconv.Itoa(maxInFlight), "--shutdown-grace=2s", "--log-format=json")
+		"--max-in-flight="+strconv.Itoa(maxInFlight), "--claim-timeout="+claimTimeout.String(), "--shutdown-grace=2s", "--log-format=json")
 	cmd.Env = append(os.Environ(), childEnv+"=1", observerEnv+"="+w.obsURL, "TASKMANAGER_API_KEY="+apiKey)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -144,6 +144,8 @@ type ClaimEvent struct {
 	// moment (status claimed, claimed_by WorkerID), whether or not their
 	// claim had timed out.
 	HeldByWorker int
+	// Held lists those tasks' ids.
+	Held []string
 	At           time.Time // the server's time (Options.Now)
 }
 

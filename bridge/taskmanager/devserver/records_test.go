@@ -67,8 +67,8 @@ func TestRecords_claims_and_completions(t *testing.T) {
 
 			require.Equal(t, []devserver.ClaimEvent{
 				{TaskID: string(a), WorkerID: "w1", Attempts: 1, HeldByWorker: 0, At: t0},
-				{TaskID: string(b), WorkerID: "w1", Attempts: 1, HeldByWorker: 1, At: t0},
-				{TaskID: string(a), WorkerID: "w1", Attempts: 2, HeldByWorker: 1, At: t1}, // b, though timed out
+				{TaskID: string(b), WorkerID: "w1", Attempts: 1, HeldByWorker: 1, Held: []string{string(a)}, At: t0},
+				{TaskID: string(a), WorkerID: "w1", Attempts: 2, HeldByWorker: 1, Held: []string{string(b)}, At: t1}, // b, though timed out
 				{TaskID: string(b), WorkerID: "w2", Attempts: 2, HeldByWorker: 0, At: t1},
 			}, f.srv.Claims())
 

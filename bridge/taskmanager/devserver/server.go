@@ -28,6 +28,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -716,11 +717,11 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 	s.record.claims++
 	now := s.opts.Now()
 	var best *task
-	held := 0 // tasks claimed by this worker (ClaimEvent.HeldByWorker)
+	var held []string // tasks claimed by this worker (ClaimEvent.Held)
 	for _, id := range s.order {
 		t := s.tasks[id]
 		if t.status == "claimed" && t.claimedBy == worker {
-			held++
+			held = append(held, strconv.FormatInt(t.id, 10))
 		}
 		if t.typ.id != typeID || (pattern != "" && !like(t.typ.name, pattern)) {
 			continue
@@ -741,13 +742,13 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if best.status == "claimed" && best.claimedBy == worker {
-		held-- // only OTHER tasks count
+		held = slices.DeleteFunc(held, func(id string) bool { return id == strconv.FormatInt(best.id, 10) }) // only OTHER tasks count
 	}
 	best.status, best.claimedBy, best.claimedAt = "claimed", worker, now
 	best.attempts++
 	s.record.claimed++
 	s.record.claimEvents = append(s.record.claimEvents, ClaimEvent{
-		TaskID: strconv.FormatInt(best.id, 10), WorkerID: worker, Attempts: best.attempts, HeldByWorker: held, At: now,
+		TaskID: strconv.FormatInt(best.id, 10), WorkerID: worker, Attempts: best.attempts, HeldByWorker: len(held), Held: held, At: now,
 	})
 	s.ok(w, http.StatusOK, "Task claimed successfully", s.withMessage(map[string]any{
 		"id": best.id, "type": best.typ.name, "params": best.params, "attempts": best.attempts, "priority": best.priority,
