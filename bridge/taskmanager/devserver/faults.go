@@ -146,7 +146,7 @@ type ClaimEvent struct {
 	HeldByWorker int
 	// Held lists those tasks' ids.
 	Held []string
-	At           time.Time // the server's time (Options.Now)
+	At   time.Time // the server's time (Options.Now)
 }
 
 // ProgressCall is one POST /tasks/{id}/progress, accepted or not.
