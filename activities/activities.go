@@ -135,9 +135,22 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 // run's earlier execution reported its outcome), returns that outcome so
 // the handler does not run again for a claim that is over.
 func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json.RawMessage, error, bool) {
-	t, err := a.TaskManager.GetTask(ctx, taskmanager.ID(in.TaskID))
+	var t taskmanager.Task
+	var err error
+	// Retried here, within the attempt's time: a TaskManager outage must
+	// not use up the handler's own attempts.
+	for wait := time.Second; ; wait = min(2*wait, 10*time.Second) {
+		if t, err = a.TaskManager.GetTask(ctx, taskmanager.ID(in.TaskID)); err == nil || !taskmanager.Retryable(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, Transient(fmt.Errorf("read task before running its handler again: %w", err), taskmanager.RetryAfter(err)), true
+		case <-time.After(max(wait, taskmanager.RetryAfter(err))):
+		}
+	}
 	if err != nil {
-		return nil, Transient(fmt.Errorf("read task before running its handler again: %w", err), taskmanager.RetryAfter(err)), true
+		return nil, nil, false // gone or unreadable for good: run the handler; the report decides
 	}
 	switch t.Status {
 	case taskmanager.StatusCompleted:

@@ -1,12 +1,10 @@
 package activities
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -160,7 +158,7 @@ func readError(err error, what string) error {
 // holdsOutcome reports whether the task as read holds the outcome we send.
 func holdsOutcome(t taskmanager.Task, in ReportInput) bool {
 	if in.Success {
-		return t.Status == taskmanager.StatusCompleted && jsonEqual(t.Result.Raw(), in.Result)
+		return t.Status == taskmanager.StatusCompleted && taskmanager.SameResult(t.Result.Raw(), in.Result)
 	}
 	if t.Error != in.Error {
 		return false
@@ -171,23 +169,3 @@ func holdsOutcome(t taskmanager.Task, in ReportInput) bool {
 		(t.Status == taskmanager.StatusClaimed && int(t.Attempts) > in.Attempt)
 }
 
-// jsonEqual compares two JSON values by meaning. An empty result, null and
-// {} are the same: the PHP deployment stores {} as null.
-func jsonEqual(a, b json.RawMessage) bool {
-	a, b = emptyAsObject(a), emptyAsObject(b)
-	if bytes.Equal(a, b) {
-		return true
-	}
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	return reflect.DeepEqual(x, y)
-}
-
-func emptyAsObject(m json.RawMessage) json.RawMessage {
-	if t := bytes.TrimSpace(m); len(t) == 0 || string(t) == "null" {
-		return json.RawMessage(`{}`)
-	}
-	return m
-}

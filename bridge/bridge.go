@@ -42,10 +42,12 @@ type Bridge struct {
 	// suspects are tickets of claims that failed in a way that may hide a
 	// claim; the sweeper ends them once it has looked.
 	suspectMu sync.Mutex
-	suspects  []*ticket
+	suspects  []suspect
 	swept     chan struct{} // closed after the first sweep that succeeded
-	gate      *gate
-	types     []servedType
+	// undecodableFor: see strikes (tests shorten it).
+	undecodableFor time.Duration
+	gate           *gate
+	types          []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
 	searchAttrs bool
@@ -114,7 +116,8 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	b := &Bridge{
 		cfg: cfg, log: slog.Default(), api: api, tc: tc, runs: tc, namespace: "default", reg: reg,
 		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(),
-		bg: bg, bgCancel: cancel, metrics: newMetrics(),
+		undecodableFor: defaultUndecodableFor,
+		bg:             bg, bgCancel: cancel, metrics: newMetrics(),
 	}
 	if err := b.addConfiguredHandlers(); err != nil {
 		return nil, err

@@ -22,8 +22,12 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 	log := b.log.With("task_type", t.Name)
 	req := taskmanager.ClaimRequest{WorkerID: b.cfg.WorkerID, TaskTypeID: t.ID, SortBy: b.cfg.ClaimSortBy, SortOrder: b.cfg.ClaimSortOrder}
 	failures := 0
-	select { // this worker's claims from before are counted first
+	// This worker's claims from before are counted first; if TaskManager's
+	// task listing keeps failing, claiming starts anyway after a while.
+	select {
 	case <-b.swept:
+	case <-time.After(firstSweepWait):
+		log.Error("cannot list this worker's claimed tasks (GET /tasks?status=claimed): claiming without them; claims left by a crash are not recovered until the listing works", "waited", firstSweepWait)
 	case <-ctx.Done():
 		return
 	}
@@ -74,6 +78,9 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		sleep(ctx, wait)
 	}
 }
+
+// firstSweepWait bounds how long claim loops wait for the first sweep.
+const firstSweepWait = time.Minute
 
 // backoff returns 1s, 2s, 4s … up to a minute, with jitter.
 func backoff(failures int) time.Duration {

@@ -63,7 +63,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	b := &Bridge{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name()),
 		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(),
-		bg: bg, bgCancel: cancel, metrics: newMetrics(),
+		bg: bg, bgCancel: cancel, metrics: newMetrics(), undecodableFor: 100 * time.Millisecond,
 	}
 	t.Cleanup(cancel)
 	for _, name := range testTypes {

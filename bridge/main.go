@@ -81,7 +81,9 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	}()
 
 	runErr := b.Run(ctx)
-	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace+10*time.Second)
+	// Stop may take startsGrace, the shutdown grace and a few seconds for
+	// cancelled handlers to report.
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace+startsGrace+15*time.Second)
 	defer stopCancel()
 	stopErr := b.Stop(stopCtx)
 	switch {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
@@ -45,16 +46,28 @@ func (b *Bridge) runClosed(workflowID string) (bool, error) {
 	ctx, cancel := context.WithTimeout(b.bg, 10*time.Second)
 	defer cancel()
 	desc, err := b.runs.DescribeWorkflowExecution(ctx, workflowID, "")
+	var gone *serviceerror.NotFound
+	if errors.As(err, &gone) {
+		return true, nil // deleted, or its retention passed
+	}
 	if err != nil {
 		return false, err
 	}
-	if desc.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-		if getErr != nil && !isWorkflowResult(getErr) {
-			return false, fmt.Errorf("wait for the run: %w", getErr)
-		}
-		return false, nil // another run started since: wait for it too
+	info := desc.GetWorkflowExecutionInfo()
+	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return true, nil
 	}
-	return true, nil
+	var worker string
+	if p := info.GetMemo().GetFields()[workflows.MemoWorkerID]; p != nil {
+		_ = converter.GetDefaultDataConverter().FromPayload(p, &worker)
+	}
+	if worker != "" && worker != b.cfg.WorkerID {
+		return true, nil // the open run serves another worker's claim now: it counts there
+	}
+	if getErr != nil && !isWorkflowResult(getErr) {
+		return false, fmt.Errorf("wait for the run: %w", getErr)
+	}
+	return false, nil // still ours, or another run of ours started since
 }
 
 // isWorkflowResult reports whether err is a run's own outcome (it failed,
@@ -116,36 +129,56 @@ func (b *Bridge) requestSweep() {
 // such a claim never takes this worker past max_in_flight.
 func (b *Bridge) holdUntilSweep(tk *ticket) {
 	b.suspectMu.Lock()
-	b.suspects = append(b.suspects, tk)
+	b.suspects = append(b.suspects, suspect{tk, time.Now()})
 	b.suspectMu.Unlock()
 	b.requestSweep()
 }
 
-// sweeper runs the sweeps asked for, at most one per poll interval. The
-// tickets held for a sweep end after the next one that succeeds (or when
-// claiming stops).
+// suspect is a ticket held for a sweep, and when its claim failed. A claim
+// the client gave up on may still land on the server later (a slow
+// database): only a sweep that starts api_timeout after the failure
+// releases it.
+type suspect struct {
+	tk     *ticket
+	failed time.Time
+}
+
+// sweeper runs the sweeps asked for, at most one per poll interval. A
+// ticket held for a sweep ends after a sweep that succeeded and started
+// api_timeout after the ticket's claim failed (or when claiming stops); while
+// any is held, the sweeper asks itself for the next sweep.
 func (b *Bridge) sweeper(ctx context.Context) {
-	undecodable := map[taskmanager.ID]int{}
+	undecodable := map[taskmanager.ID]*strikes{}
 	first := false
-	release := func() {
+	release := func(keep func(suspect) bool) {
 		b.suspectMu.Lock()
-		held := b.suspects
-		b.suspects = nil
+		var done []suspect
+		kept := b.suspects[:0]
+		for _, s := range b.suspects {
+			if keep(s) {
+				kept = append(kept, s)
+			} else {
+				done = append(done, s)
+			}
+		}
+		b.suspects = kept
+		left := len(kept)
 		b.suspectMu.Unlock()
-		for _, tk := range held {
-			tk.empty()
+		for _, s := range done {
+			s.tk.empty()
+		}
+		if left > 0 {
+			b.requestSweep()
 		}
 	}
-	defer release()
+	defer release(func(suspect) bool { return false })
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-b.sweeps:
 		}
-		b.suspectMu.Lock()
-		held := len(b.suspects)
-		b.suspectMu.Unlock()
+		start := time.Now()
 		if err := b.sweep(ctx, undecodable); err != nil {
 			b.log.Warn("cannot sweep this worker's claims; trying again", "err", err)
 			b.requestSweep()
@@ -154,21 +187,25 @@ func (b *Bridge) sweeper(ctx context.Context) {
 				first = true
 				close(b.swept)
 			}
-			b.suspectMu.Lock()
-			done := b.suspects[:held]
-			b.suspects = append([]*ticket(nil), b.suspects[held:]...)
-			b.suspectMu.Unlock()
-			for _, tk := range done {
-				tk.empty()
-			}
+			release(func(s suspect) bool { return start.Before(s.failed.Add(b.cfg.APITimeout)) })
 		}
 		sleep(ctx, b.cfg.PollInterval)
 	}
 }
 
-// undecodableSweeps is how many sweeps in a row must fail to decode a task
-// of ours before it is failed in TaskManager (a garbled answer passes).
+// strikes counts the sweeps in a row that could not decode a task of ours.
+// A task is failed in TaskManager only after undecodableSweeps strikes over
+// at least Bridge.undecodableFor: a garbled answer from a proxy passes.
+type strikes struct {
+	n     int
+	first time.Time
+}
+
+// undecodableSweeps: see strikes.
 const undecodableSweeps = 3
+
+// defaultUndecodableFor: see strikes.
+const defaultUndecodableFor = time.Minute
 
 // sweep finds the tasks TaskManager shows claimed by this worker that no
 // run serves and no start is under way for (it fails, to be run again, while
@@ -177,7 +214,7 @@ const undecodableSweeps = 3
 // that died before their workflow started. Each is started (or its run
 // found and signalled), or failed in TaskManager when the bridge cannot
 // read it; none is left claimed until its claim times out.
-func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]int) error {
+func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*strikes) error {
 	served := map[string]servedType{}
 	for _, t := range b.types {
 		served[t.Name] = t
@@ -223,15 +260,36 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]int) 
 		var e *taskmanager.Error
 		switch {
 		case err != nil && errors.As(err, &e) && e.Status >= 200 && e.Status < 300:
-			undecodable[row.ID]++
-			if undecodable[row.ID] < undecodableSweeps {
+			st := undecodable[row.ID]
+			if st == nil {
+				st = &strikes{first: time.Now()}
+				undecodable[row.ID] = st
+			}
+			st.n++
+			if st.n < undecodableSweeps || time.Since(st.first) < b.undecodableFor {
+				unread = append(unread, string(row.ID))
+				continue
+			}
+			// A run may serve it still (a claim that moved to this worker):
+			// then it is counted and watched, not failed.
+			state, cerr := b.claimRun(ctx, id, workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(row.Attempts)})
+			if cerr != nil {
 				unread = append(unread, string(row.ID))
 				continue
 			}
 			delete(undecodable, row.ID)
 			tk := b.adm.adopt(id)
-			tk.fail()
-			b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error())
+			switch state {
+			case runOpen:
+				if tk.opened(id) {
+					go b.watch(id)
+				}
+			case runDone:
+				tk.dropped()
+			default:
+				tk.fail()
+				b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error())
+			}
 			continue
 		case err != nil:
 			unread = append(unread, string(row.ID))

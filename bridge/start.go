@@ -42,7 +42,7 @@ type runState int
 const (
 	runNone runState = iota // no run serves the claim yet
 	runOpen                 // a run serves it (started, signalled, or found)
-	runDone                 // a run served it and has closed
+	runDone                 // a run served it and has closed, or the claim is over
 )
 
 // startTask starts the workflow of a claimed task in the background and
@@ -136,6 +136,12 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		state, err := runNone, error(nil)
 		if check || failures > 0 {
 			state, err = b.claimRun(ctx, id, claim)
+			if err == nil && state == runNone {
+				// No run names this claim. Start one only while the claim
+				// still holds the task: a run may have served it and closed,
+				// and a newer run replaced it since.
+				state, err = b.claimHolds(ctx, task)
+			}
 		}
 		if err == nil && state == runNone {
 			err = b.startOrSignal(ctx, id, claim, opts, in)
@@ -146,8 +152,9 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 			b.metrics.started.WithLabelValues(task.Type).Inc()
 			return state, nil
 		}
-		if permanentStartError(err) {
-			return runNone, &startError{err.Error()}
+		var permanent *startError
+		if errors.As(err, &permanent) {
+			return runNone, permanent
 		}
 		if b.bg.Err() != nil {
 			return runNone, err
@@ -199,10 +206,27 @@ func (b *Bridge) claimRun(ctx context.Context, id string, claim workflows.Claim)
 	return runDone, nil
 }
 
+// claimHolds reads the task: runNone while this claim still holds it (a
+// run must be started), runDone when it no longer does (nothing to start).
+func (b *Bridge) claimHolds(ctx context.Context, task taskmanager.Task) (runState, error) {
+	t, err := b.api.GetTask(ctx, task.ID)
+	if err != nil {
+		return runNone, err
+	}
+	if t.Status == taskmanager.StatusClaimed && t.ClaimedBy == b.cfg.WorkerID && t.Attempts == task.Attempts {
+		return runNone, nil
+	}
+	b.log.Info("the claim no longer holds the task: no run started for it", "task_id", string(task.ID), "attempts", int(task.Attempts), "status", t.Status)
+	return runDone, nil
+}
+
 // startOrSignal starts the workflow, the common case, without a signal
 // event; only when a run is open does it signal the claim to that run.
 func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.Claim, opts client.StartWorkflowOptions, in workflows.TaskInput) error {
 	_, err := b.runs.ExecuteWorkflow(ctx, opts, workflows.TaskWorkflowName, in)
+	if permanentStartError(err) {
+		return &startError{err.Error()} // the start itself is refused: the task's fault
+	}
 	var running *serviceerror.WorkflowExecutionAlreadyStarted
 	if !errors.As(err, &running) {
 		return err

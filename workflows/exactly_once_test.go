@@ -301,3 +301,21 @@ func TestExactlyOnce_fresh_claim_posts_without_reading(t *testing.T) {
 	require.Equal(t, "completed", res.Status)
 	require.Zero(t, gets.Load(), "no read on the happy path")
 }
+
+// 4b. PHP re-encodes a result as it stores it (a nested {} reads back as
+// [], an object keyed "0", "1" as a list): the read-back after a lost
+// answer still recognises it as ours.
+func TestExactlyOnce_result_reencoded_by_PHP_recognised_after_lost_answer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.phpish", func(ctx context.Context, p struct{}) (json.RawMessage, error) {
+			return json.RawMessage(`{"empty":{},"list":{"0":"a","1":"b"}}`), nil
+		})
+	})
+	in := b.claim(t, "test.phpish", map[string]any{"x": 1}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 502, After: true, Count: 1})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", res.Status)
+	require.JSONEq(t, `{"empty":[],"list":["a","b"]}`, string(b.task(t, in.Task.ID).Result), "stored as PHP stores it")
+}

@@ -125,7 +125,19 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 		expectState(tk, ts, st, &tooLarge, add)
 
 		accepted, acceptedSuccess := 0, 0
+		var lastFailure time.Time
 		for _, c := range w.tm.Completions(tk.id) {
+			noHandler := strings.Contains(c.Error, "was cancelled") || strings.Contains(c.Error, "could not start") || strings.Contains(c.Error, "cannot read this task")
+			if c.Accepted && !c.Success && !noHandler {
+				// Each failure that lands ends a claim; the next one must
+				// come from a handler that ran since, never from the same
+				// outcome posted again for a newer claim.
+				if !lastFailure.IsZero() && !w.obs.startedBetween(tk.id, lastFailure, c.At) {
+					add("task %s (%s): failure %q landed for attempt %d with no handler run since the previous failure landed: an old outcome posted for a newer claim",
+						tk.id, tk.kind, short(c.Error), c.AttemptsBefore)
+				}
+				lastFailure = c.At
+			}
 			if c.Accepted {
 				accepted++
 				if c.Success {
@@ -165,6 +177,18 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 	summary := fmt.Sprintf("%d tasks (%s), %d handler starts (%d while another ran), %d claims, %d complete calls (%d accepted), %d cancels, %d violations",
 		len(sc.tasks), fmtCounts(counts), starts, overlaps, stats.Claimed, stats.CompleteCalls, stats.AcceptedCompletions, len(st.cancelled), len(v))
 	return report{violations: v, summary: summary}
+}
+
+// startedBetween reports whether a handler of the task started in (from, to).
+func (o *observer) startedBetween(taskID string, from, to time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, at := range o.startedAt[taskID] {
+		if at.After(from) && at.Before(to) {
+			return true
+		}
+	}
+	return false
 }
 
 // expectState checks a task's final state against its kind.

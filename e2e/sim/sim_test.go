@@ -177,6 +177,8 @@ var tmFaults = []tmFault{
 	{"complete: garbage 200 after the write", devserver.Fault{Path: "/complete", Status: 200, After: true, Body: `{"success":tr`}},
 	{"complete: proxy's HTML 400 page", devserver.Fault{Path: "/complete", Status: 400, Body: "<html><body><h1>400 Bad Request</h1>nginx</body></html>"}},
 	{"complete: slow answer (6s, past the client timeout)", devserver.Fault{Path: "/complete", Latency: 6 * time.Second}},
+	{"complete: lands 6s late, after the client gave up", devserver.Fault{Path: "/complete", Latency: 6 * time.Second, Late: true}},
+	{"claim: lands 6s late, after the client gave up", devserver.Fault{Path: "/tasks/claim", Latency: 6 * time.Second, Late: true}},
 	{"claim: 503", devserver.Fault{Path: "/tasks/claim", Status: 503}},
 	{"claim: answer lost after the claim (502)", devserver.Fault{Path: "/tasks/claim", Status: 502, After: true}},
 	{"claim: garbage 200 after the claim", devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Body: "<html>oops</html>"}},

@@ -254,13 +254,14 @@ type observer struct {
 
 	mu         sync.Mutex
 	running    map[string]map[int]int // task id → pid → handlers running
+	startedAt  map[string][]time.Time // task id → when its handlers started
 	violations []string
 	starts     int
 	overlaps   int // a handler started while another ran for the task
 }
 
 func newObserver(tm *devserver.Server) *observer {
-	return &observer{tm: tm, running: map[string]map[int]int{}}
+	return &observer{tm: tm, running: map[string]map[int]int{}, startedAt: map[string][]time.Time{}}
 }
 
 func (o *observer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -274,6 +275,7 @@ func (o *observer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch ev.What {
 	case "start":
 		o.starts++
+		o.startedAt[ev.TaskID] = append(o.startedAt[ev.TaskID], time.Now())
 		st, ok := o.tm.Task(ev.TaskID)
 		if !ok || st.Status != "claimed" {
 			o.violations = append(o.violations, fmt.Sprintf("at %s task %s: a handler started (pid %d, claim of %s at attempt %d) while the task was %q (claimed by %q, attempt %d)",

@@ -2,6 +2,7 @@ package devserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -35,6 +36,10 @@ type Fault struct {
 	// After lets the request be served and then answers with Status, so
 	// the change happens but its answer is lost.
 	After bool
+	// Late, with Latency, serves the request after the latency even when
+	// the client has given up meanwhile: the change lands after the client
+	// saw a timeout (a slow database behind PHP).
+	Late bool
 }
 
 // InjectFault adds a fault; faults are tried in the order added.
@@ -78,6 +83,7 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	if f.Latency > 0 {
+		start := time.Now()
 		// Read the body first: only then does the server notice a client
 		// that gives up, and cancel r.Context().
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<20))
@@ -85,6 +91,10 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request) bool {
 		select {
 		case <-time.After(f.Latency):
 		case <-r.Context().Done():
+			if f.Late {
+				time.Sleep(time.Until(start.Add(f.Latency)))
+				s.mux.ServeHTTP(discard{}, r.WithContext(context.WithoutCancel(r.Context())))
+			}
 			return true
 		}
 	}

@@ -886,8 +886,10 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
 	var status string
 	if success {
 		t.status, t.result, t.errMsg = "completed", result, ""
-		if s.php() && taskmanager.StoredResultSize(result) == 0 {
-			t.result = nil // PHP stores {} (an empty array) as NULL
+		if s.php() {
+			// PHP stores json_encode(json_decode($result, true)): {} as
+			// NULL, nested {} as [], {"0":…,"1":…} as a list.
+			t.result, _ = taskmanager.PHPResult(result)
 		}
 		if !s.php() {
 			t.progress = 100 // the PHP deployment leaves progress as reported
