@@ -168,4 +168,3 @@ func holdsOutcome(t taskmanager.Task, in ReportInput) bool {
 	return t.Status == taskmanager.StatusFailed || t.Status == taskmanager.StatusPending ||
 		(t.Status == taskmanager.StatusClaimed && int(t.Attempts) > in.Attempt)
 }
-
