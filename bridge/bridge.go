@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,7 +90,8 @@ func WithLogger(l *slog.Logger) Option {
 	return func(b *Bridge) error { b.log = l; return nil }
 }
 
-// WithNamespace names the Temporal namespace tc uses (default "default").
+// WithNamespace names the Temporal namespace tc uses (default: the
+// config's temporal.namespace, else "default").
 func WithNamespace(ns string) Option {
 	return func(b *Bridge) error { b.namespace = ns; return nil }
 }
@@ -114,7 +116,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	b := &Bridge{
-		cfg: cfg, log: slog.Default(), api: api, tc: tc, runs: tc, namespace: "default", reg: reg,
+		cfg: cfg, log: slog.Default(), api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, "default"), reg: reg,
 		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(),
 		undecodableFor: defaultUndecodableFor,
 		bg:             bg, bgCancel: cancel, metrics: newMetrics(),

@@ -68,7 +68,7 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 				"task_id", string(task.ID), "task_type", t.Name, "err", err)
 		case state == runDone:
 			tk.dropped()
-			b.log.Info("the run of this claim already closed", "workflow_id", id)
+			b.log.Info("no run needed: this claim's run already closed, or the claim is over", "workflow_id", id)
 		default:
 			if tk.opened(id) {
 				go b.watch(id)
