@@ -50,15 +50,23 @@ types:
 	s.waitFinal(ids)
 	stop()
 
+	s.replay(tasks, "history-")
+}
+
+// replay replays the latest run of each task (by name) against the current
+// workflow code and, with TMBRIDGE_UPDATE_HISTORY=1, saves its history as
+// workflows/testdata/<prefix><name>.json.
+func (s *stack) replay(tasks map[string]string, prefix string) {
+	s.t.Helper()
 	replayer := worker.NewWorkflowReplayer()
 	replayer.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	for name, id := range tasks {
 		h := s.history(s.prefix + id)
-		require.NoError(t, replayer.ReplayWorkflowHistory(nil, h), name)
+		require.NoError(s.t, replayer.ReplayWorkflowHistory(nil, h), name)
 		if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
 			b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
-			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "history-"+name+".json"), b, 0o644))
+			require.NoError(s.t, err)
+			require.NoError(s.t, os.WriteFile(filepath.Join("..", "workflows", "testdata", prefix+name+".json"), b, 0o644))
 		}
 	}
 }
@@ -108,15 +116,5 @@ func TestE2E_histories_replay_v2(t *testing.T) {
 	require.Greater(t, states[moved].Attempts, 1, "the long task was claimed again while it ran")
 	stop()
 
-	replayer := worker.NewWorkflowReplayer()
-	replayer.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
-	for name, id := range map[string]string{"claim-moved": moved, "cancel-during-report": cancelled} {
-		h := s.history(s.prefix + id)
-		require.NoError(t, replayer.ReplayWorkflowHistory(nil, h), name)
-		if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
-			b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
-			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "history-v2-"+name+".json"), b, 0o644))
-		}
-	}
+	s.replay(map[string]string{"claim-moved": moved, "cancel-during-report": cancelled}, "history-v2-")
 }

@@ -124,19 +124,41 @@ func splitPort(addr string) (string, int, error) {
 
 // bridgeProc is one bridge process.
 type bridgeProc struct {
-	worker string
-	cmd    *exec.Cmd
-	done   chan error
-	logf   string
+	worker  string
+	cmd     *exec.Cmd
+	done    chan error
+	logf    string
+	logFile *os.File
 }
 
 // startBridge starts a bridge process for worker.
 func (w *world) startBridge(worker string) {
-	logf := filepath.Join(w.dir, fmt.Sprintf("bridge-%s-%d.log", worker, time.Now().UnixNano()))
-	f, err := os.Create(logf)
+	// One process per worker id at a time (the supervisor and an event may
+	// both start one): checked and registered under the lock.
+	w.mu.Lock()
+	if w.bridges[worker] != nil || w.closing {
+		w.mu.Unlock()
+		return
+	}
+	p, err := w.spawn(worker)
+	if err == nil {
+		w.bridges[worker] = p
+	}
+	w.mu.Unlock()
 	if err != nil {
 		w.t.Errorf("bridge %s: %v", worker, err)
 		return
+	}
+	w.note("bridge %s: started (pid %d)", worker, p.cmd.Process.Pid)
+	go w.supervise(p)
+}
+
+// spawn starts a bridge process; w.mu is held.
+func (w *world) spawn(worker string) (*bridgeProc, error) {
+	logf := filepath.Join(w.dir, fmt.Sprintf("bridge-%s-%d.log", worker, time.Now().UnixNano()))
+	f, err := os.Create(logf)
+	if err != nil {
+		return nil, err
 	}
 	cmd := exec.Command(os.Args[0],
 		"--config="+w.config, "--api-url="+w.tmURL, "--temporal-address=127.0.0.1:"+strconv.Itoa(w.port),
@@ -146,39 +168,32 @@ func (w *world) startBridge(worker string) {
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		w.t.Errorf("bridge %s: %v", worker, err)
-		return
-	}
-	p := &bridgeProc{worker: worker, cmd: cmd, done: make(chan error, 1), logf: logf}
-	w.mu.Lock()
-	w.bridges[worker] = p
-	w.mu.Unlock()
-	w.note("bridge %s: started (pid %d)", worker, cmd.Process.Pid)
-	go func() {
-		err := cmd.Wait()
 		f.Close()
-		p.done <- err
-		// Like a supervisor (systemd, Kubernetes): a bridge that exits on
-		// its own (it exits 1 when Temporal is down at its start) is
-		// started again.
-		w.mu.Lock()
-		mine := w.bridges[worker] == p && !w.closing
-		if mine {
-			delete(w.bridges, worker)
-		}
-		w.mu.Unlock()
-		if mine {
-			w.obs.processDied(cmd.Process.Pid)
-			w.note("bridge %s: exited on its own (%v); restarting it", worker, err)
-			time.Sleep(time.Second)
-			w.mu.Lock()
-			again := !w.closing && w.bridges[worker] == nil
-			w.mu.Unlock()
-			if again {
-				w.startBridge(worker)
-			}
-		}
-	}()
+		return nil, err
+	}
+	return &bridgeProc{worker: worker, cmd: cmd, done: make(chan error, 1), logf: logf, logFile: f}, nil
+}
+
+// supervise waits for a bridge process to exit.
+func (w *world) supervise(p *bridgeProc) {
+	worker, cmd := p.worker, p.cmd
+	err := cmd.Wait()
+	p.logFile.Close()
+	p.done <- err
+	// Like a supervisor (systemd, Kubernetes): a bridge that exits on its
+	// own (it exits 1 when Temporal is down at its start) is started again.
+	w.mu.Lock()
+	mine := w.bridges[worker] == p && !w.closing
+	if mine {
+		delete(w.bridges, worker)
+	}
+	w.mu.Unlock()
+	if mine {
+		w.obs.processDied(cmd.Process.Pid)
+		w.note("bridge %s: exited on its own (%v); restarting it", worker, err)
+		time.Sleep(time.Second)
+		w.startBridge(worker) // unless an event started it meanwhile
+	}
 }
 
 // crashBridge kills a bridge process with SIGKILL.
