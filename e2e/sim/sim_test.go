@@ -10,7 +10,7 @@
 //
 //	go test ./e2e/sim/                      # the regression seeds and SIM_SEEDS (default 5) from SIM_FIRST_SEED
 //	SIM_SEED=42 go test -v ./e2e/sim/       # one seed
-//	SIM_SEEDS=500 make sim                  # many seeds
+//	make sim SEEDS=500                      # many seeds
 package sim
 
 import (
@@ -43,6 +43,7 @@ var regressionSeeds = []uint64{
 	1, // a garbled claim answer held a claim the bridge did not count (claimed past max_in_flight); failing an unstartable task gave up on a refused message; a local handler ran again after a crash
 	2, // a recovered claim whose outcome its run had reported (after the claim moved to it by signal) was started again
 	3, // same, with a cancel during the report
+	9, // an old claim's failure landed on this same worker's newer claim (TaskManager checks only the worker id); its handler then ran for a claim that was over
 }
 
 // seeds returns the seeds to run: SIM_SEED alone, or the regression seeds
