@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -61,6 +62,10 @@ type ReportOutput struct {
 	// AlreadyRecorded: an earlier post of this outcome had landed and its
 	// answer was lost; the task was read and holds our outcome.
 	AlreadyRecorded bool `json:"already_recorded,omitempty"`
+	// ReadStatus and ReadAttempts are the task's status and attempt count
+	// as read, when the task was read and holds our outcome.
+	ReadStatus   string `json:"read_status,omitempty"`
+	ReadAttempts int    `json:"read_attempts,omitempty"`
 }
 
 // ReportOutcome is the completion activity. It follows the report rule
@@ -118,9 +123,24 @@ func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (Report
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePayloadTooLarge, err)
 	case errors.Is(err, taskmanager.ErrValidation):
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeRejected, err)
+	case ambiguous(err):
+		// The post may still be under way on the server (a slow database
+		// behind a proxy that gave up): the next attempt reads the task,
+		// and waits until such a write has landed or died.
+		return ReportOutput{}, Transient(err, max(taskmanager.RetryAfter(err), tm.Timeout()))
 	default:
 		return ReportOutput{}, Transient(err, taskmanager.RetryAfter(err))
 	}
+}
+
+// ambiguous reports whether a failed write may still land: no answer came
+// (a timeout, a broken connection) or a proxy gave up waiting (502, 504).
+func ambiguous(err error) bool {
+	var e *taskmanager.Error
+	if !errors.As(err, &e) || !errors.Is(err, taskmanager.ErrTransient) {
+		return false
+	}
+	return e.Status == 0 || e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout
 }
 
 // judge decides from the task as read whether to post (done false), or
@@ -133,7 +153,7 @@ func judge(t taskmanager.Task, in ReportInput, cause error) (ReportOutput, error
 		if !in.Success && status != taskmanager.StatusFailed {
 			status = "pending (retry)"
 		}
-		return ReportOutput{Status: status, AlreadyRecorded: true}, nil, true
+		return ReportOutput{Status: status, AlreadyRecorded: true, ReadStatus: t.Status, ReadAttempts: int(t.Attempts)}, nil, true
 	case heldByUs:
 		return ReportOutput{}, nil, false
 	case t.Status == taskmanager.StatusClaimed || t.Status == taskmanager.StatusPending:

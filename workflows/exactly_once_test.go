@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -318,4 +319,32 @@ func TestExactlyOnce_result_reencoded_by_PHP_recognised_after_lost_answer(t *tes
 	require.NoError(t, err)
 	require.Equal(t, "completed", res.Status)
 	require.JSONEq(t, `{"empty":[],"list":["a","b"]}`, string(b.task(t, in.Task.ID).Result), "stored as PHP stores it")
+}
+
+// A post of an old claim's failure that landed late (after its answer was
+// lost) on this same worker's newer claim ended that claim: the run must
+// not go on as new for it, or a handler would run for a claim that is over
+// (found by the fault simulation, seed 18).
+func TestExactlyOnce_no_continue_for_a_claim_a_late_post_ended(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.error", map[string]any{"message": "late"}, workflows.TypeOptions{})
+	calls := 0
+	b.env.OnActivity(activities.ReportActivityName, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, ri activities.ReportInput) (activities.ReportOutput, error) {
+			calls++
+			if calls == 1 {
+				return activities.ReportOutput{}, activities.Transient(errors.New("timeout: the post may land later"), 0)
+			}
+			require.True(t, ri.ReadFirst, "a report after a lost answer reads first")
+			// The late post landed on claim 2 (same worker id): the task is
+			// pending at attempt 2 with this run's error.
+			return activities.ReportOutput{Status: "pending (retry)", AlreadyRecorded: true, ReadStatus: "pending", ReadAttempts: 2}, nil
+		})
+	b.env.RegisterDelayedCallback(func() { // while the report's first attempt waits for its retry
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2})
+	}, 500*time.Millisecond)
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType) // not continued as new
+	require.Equal(t, 2, calls)
 }

@@ -119,7 +119,8 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	// this run closes: its signal-with-start then lands here. Run the task
 	// again, as a new run, for that claim.
 	claims.drain(ctx)
-	if !out.Success && rep.Status != "failed" && claims.current.Attempts > rep.ReportedWith.Attempts {
+	if !out.Success && rep.Status != "failed" && claims.current.Attempts > rep.ReportedWith.Attempts &&
+		!newerClaimOver(rep.ReportOutput, claims.current) {
 		log.Info("task claimed again while this run closed: continuing as new", "task_id", in.Task.ID, "claim", claims.current)
 		next := in
 		next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
@@ -134,6 +135,15 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 			fmt.Sprintf("task %s failed (TaskManager: %s): %s", in.Task.ID, rep.Status, out.Error), TaskFailedErrorType, nil, res)
 	}
 	return res, nil
+}
+
+// newerClaimOver reports whether the task as the report read it shows that
+// claim c is already over: the task had reached c's attempt count and was
+// no longer claimed. An earlier post of this run's outcome (one that landed
+// late, after its answer was lost) then ended c, and no handler must run
+// for it.
+func newerClaimOver(rep activities.ReportOutput, c Claim) bool {
+	return rep.ReadAttempts >= c.Attempts && rep.ReadStatus != "" && rep.ReadStatus != "claimed"
 }
 
 // Change ids of workflow.GetVersion: each names a change to the commands
@@ -446,6 +456,11 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 		}
 		var rep activities.ReportOutput
 		err := f.Get(rctx, &rep)
+		if err != nil {
+			// An earlier post of this outcome may still land (its answer
+			// was lost): every later report reads the task first.
+			readFirst = true
+		}
 		switch {
 		case err == nil:
 			return reported{ReportOutput: rep, ReportedWith: claim, Sent: out}, nil
@@ -466,7 +481,6 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 				return reported{}, err
 			}
 		case isErrorType(err, activities.ErrTypeClaimLost):
-			readFirst = false // TaskManager showed another claim: ours did not post
 			if claims.version != seen {
 				continue // a new claim arrived while we were reporting
 			}
