@@ -12,8 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.temporal.io/sdk/activity"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 // ExecConfig runs a command as a task type's handler: params as JSON on
@@ -39,22 +42,44 @@ func (c *ExecConfig) Validate() error {
 	return nil
 }
 
-// stderrTail is how much of a failed command's stderr its error keeps.
-const stderrTail = 2048
+// Bounds of an exec handler's command.
+const (
+	// stderrTail is how much of a failed command's stderr its error keeps.
+	stderrTail = 2048
+	// stderrKept is how much of stderr is kept while the command runs: its
+	// last bytes.
+	stderrKept = 64 << 10
+	// maxExecStdout is the most stdout a command may write. A result is
+	// stored in at most 65,535 bytes (taskmanager.MaxStoredBytes); a command
+	// writing more is killed and the task fails for good.
+	maxExecStdout = 4 << 20
+	// execWaitDelay is how long stdout and stderr are still read once the
+	// command has exited or was killed. A process that outlives it (one
+	// started with setsid, out of reach of the group kill) and keeps them
+	// open cannot hold the handler longer.
+	execWaitDelay = 3 * time.Second
+)
 
 // Exec returns a Handler that runs the configured command. A non-zero exit
 // fails the attempt with the tail of stderr (for good if the code is in
 // PermanentExitCodes); cancellation or a timeout kills the whole process
-// group; stdout that is not JSON fails the task for good.
+// group; stdout that is not JSON fails the task for good, and so does
+// stdout over 4 MiB (the process group is killed at once). Only the last
+// 64 KiB of stderr are kept. Once the command has exited, stdout is read
+// for at most 3 s more: a background process that keeps it open is cut
+// off, and what was read is the result.
 func Exec(c ExecConfig) Handler {
 	return HandlerFunc(func(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
 		cmd := exec.Command(c.Command[0], c.Command[1:]...)
 		cmd.Dir = c.Dir
 		cmd.Env = execEnv(ctx, c.Env)
 		cmd.Stdin = bytes.NewReader(orEmptyObject(params))
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.WaitDelay = execWaitDelay
+		killGroup := func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		stdout := &cappedBuffer{max: maxExecStdout, full: killGroup}
+		stderr := &tailBuffer{keep: stderrKept}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
 		if err := cmd.Start(); err != nil {
 			return nil, Permanent(fmt.Errorf("start %s: %w", c.Command[0], err))
 		}
@@ -64,9 +89,16 @@ func Exec(c ExecConfig) Handler {
 		select {
 		case err = <-done:
 		case <-ctx.Done():
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the whole group
+			killGroup()
 			<-done
 			return nil, fmt.Errorf("%s killed: %w", c.Command[0], ctx.Err())
+		}
+		// Wait has returned: the copying goroutines are done with the buffers.
+		if stdout.passed {
+			return nil, Permanent(fmt.Errorf("%s killed: stdout passed %d bytes (a result is stored in at most %d)", c.Command[0], maxExecStdout, taskmanager.MaxStoredBytes))
+		}
+		if errors.Is(err, exec.ErrWaitDelay) {
+			err = nil // exited 0; a process it left behind held stdout or stderr open
 		}
 		if err != nil {
 			var exitErr *exec.ExitError
@@ -107,6 +139,66 @@ func execEnv(ctx context.Context, allow []string) []string {
 		env = append(env, "TASK_ID="+in.TaskID, "TASK_TYPE="+in.TaskType)
 	}
 	return env
+}
+
+// errStdoutFull stops the copy of a command's stdout past its bound.
+var errStdoutFull = errors.New("stdout bound passed")
+
+// cappedBuffer keeps up to max bytes, never holding more than max in
+// memory. The write that would pass them calls full (which kills the
+// command) and fails, which closes the pipe.
+type cappedBuffer struct {
+	b      []byte
+	max    int
+	full   func()
+	passed bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if c.passed || len(c.b)+len(p) > c.max {
+		if !c.passed {
+			c.passed = true
+			c.full()
+		}
+		return 0, errStdoutFull
+	}
+	if need := len(c.b) + len(p); need > cap(c.b) {
+		grown := make([]byte, len(c.b), min(max(2*cap(c.b), need, 4096), c.max))
+		copy(grown, c.b)
+		c.b = grown
+	}
+	c.b = append(c.b, p...)
+	return len(p), nil
+}
+
+// Bytes returns what was kept.
+func (c *cappedBuffer) Bytes() []byte { return c.b }
+
+// tailBuffer keeps the last keep bytes written to it (and at most twice
+// that in memory).
+type tailBuffer struct {
+	keep int
+	b    []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) > t.keep {
+		p = p[len(p)-t.keep:]
+	}
+	t.b = append(t.b, p...)
+	if len(t.b) > 2*t.keep {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.keep:]...)
+	}
+	return n, nil
+}
+
+// Bytes returns the last keep bytes written.
+func (t *tailBuffer) Bytes() []byte {
+	if len(t.b) > t.keep {
+		return t.b[len(t.b)-t.keep:]
+	}
+	return t.b
 }
 
 func tail(b []byte, n int) string {

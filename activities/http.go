@@ -4,18 +4,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
+	"strings"
 	"time"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 // HTTPConfig posts a task's params to a URL as its handler.
 type HTTPConfig struct {
-	// URL receives POST with the params as a JSON body. Required.
+	// URL receives POST with the params as a JSON body. Required. Errors
+	// show it without query, fragment and userinfo; tokens belong in
+	// HeadersFromEnv all the same.
 	URL string `koanf:"url"`
 	// Headers are sent as they are.
 	Headers map[string]string `koanf:"headers"`
@@ -28,7 +34,7 @@ type HTTPConfig struct {
 func (c *HTTPConfig) Validate() error {
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("http.url: want an http(s) URL, got %q", c.URL)
+		return fmt.Errorf("http.url: want an http(s) URL, got %q", redacted(c.URL))
 	}
 	for h, name := range c.HeadersFromEnv {
 		if _, ok := os.LookupEnv(name); !ok {
@@ -38,13 +44,36 @@ func (c *HTTPConfig) Validate() error {
 	return nil
 }
 
+// Bounds of the http handler.
+const (
+	// maxHTTPAnswer is the most of an answer the handler reads. A result is
+	// stored in at most 65,535 bytes (taskmanager.MaxStoredBytes), so a 2xx
+	// answer longer than this fails the task for good.
+	maxHTTPAnswer = 4 << 20
+	// maxHTTPRedirects is how many redirects, all to the configured URL's
+	// scheme, host and port, one call follows.
+	maxHTTPRedirects = 3
+)
+
 // HTTP returns a Handler that POSTs the params to the configured URL. A 2xx
 // JSON body is the result; a 4xx fails the task for good (but 408 and 429,
-// which retry, honouring Retry-After); 5xx and network errors retry.
+// which retry, honouring Retry-After as taskmanager.ParseRetryAfter reads
+// it); 5xx and network errors retry.
+//
+// Redirects are followed only to the configured URL's scheme, host and
+// port, at most 3 of them: a redirect elsewhere would take the headers
+// (tokens from headers_from_env) and the params there, so it fails the
+// task for good, naming both hosts. A 2xx answer over 4 MiB fails the task
+// for good. Errors show the URL without query, fragment and userinfo.
+//
+// client may be nil (a default client); its CheckRedirect is replaced by
+// the policy above (the handler uses a copy).
 func HTTP(c HTTPConfig, client *http.Client) Handler {
-	if client == nil {
-		client = &http.Client{}
+	hc := http.Client{}
+	if client != nil {
+		hc = *client
 	}
+	hc.CheckRedirect = sameOriginRedirects
 	headers := http.Header{}
 	for h, v := range c.Headers {
 		headers.Set(h, v)
@@ -52,10 +81,11 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 	for h, name := range c.HeadersFromEnv {
 		headers.Set(h, os.Getenv(name))
 	}
+	where := redacted(c.URL)
 	return HandlerFunc(func(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(orEmptyObject(params)))
 		if err != nil {
-			return nil, Permanent(err)
+			return nil, Permanent(fmt.Errorf("POST %s: %w", where, taskmanager.RedactURLError(err)))
 		}
 		req.Header = headers.Clone()
 		req.Header.Set("Content-Type", "application/json")
@@ -64,27 +94,38 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 			req.Header.Set("X-Task-Id", in.TaskID)
 			req.Header.Set("X-Task-Type", in.TaskType)
 		}
-		resp, err := client.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("POST %s: %w", redacted(c.URL), err)
+			var off *offOriginError
+			if errors.As(err, &off) {
+				return nil, Permanent(fmt.Errorf("POST %s: %w", where, off))
+			}
+			return nil, fmt.Errorf("POST %s: %w", where, taskmanager.RedactURLError(err))
 		}
 		defer resp.Body.Close()
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPAnswer+1))
 		if err != nil {
-			return nil, fmt.Errorf("POST %s: read answer: %w", redacted(c.URL), err)
+			return nil, fmt.Errorf("POST %s: read answer: %w", where, err)
 		}
-		e := fmt.Errorf("POST %s: %d %s: %s", redacted(c.URL), resp.StatusCode, http.StatusText(resp.StatusCode), tail(body, 500))
+		tooLong := len(body) > maxHTTPAnswer
+		if tooLong {
+			body = body[:maxHTTPAnswer]
+		}
+		e := fmt.Errorf("POST %s: %d %s: %s", where, resp.StatusCode, http.StatusText(resp.StatusCode), tail(body, 500))
 		switch code := resp.StatusCode; {
 		case code >= 200 && code < 300:
+			if tooLong {
+				return nil, Permanent(fmt.Errorf("POST %s: answer passed %d bytes (a result is stored in at most %d)", where, maxHTTPAnswer, taskmanager.MaxStoredBytes))
+			}
 			if len(bytes.TrimSpace(body)) == 0 {
 				return json.RawMessage(`{}`), nil
 			}
 			if !json.Valid(body) {
-				return nil, Permanent(fmt.Errorf("POST %s: answer is not JSON: %q", redacted(c.URL), tail(body, 200)))
+				return nil, Permanent(fmt.Errorf("POST %s: answer is not JSON: %q", where, tail(body, 200)))
 			}
 			return body, nil
 		case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
-			return nil, Transient(e, retryAfter(resp.Header.Get("Retry-After")))
+			return nil, Transient(e, taskmanager.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
 		case code >= 400 && code < 500:
 			return nil, Permanent(e)
 		default:
@@ -93,18 +134,35 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 	})
 }
 
-func retryAfter(v string) time.Duration {
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
+// sameOriginRedirects is the handler's http.Client.CheckRedirect: it
+// follows at most maxHTTPRedirects redirects, each to the scheme, host and
+// port of the first request.
+func sameOriginRedirects(req *http.Request, via []*http.Request) error {
+	if from := via[0].URL; origin(req.URL) != origin(from) {
+		return &offOriginError{from: from.Scheme + "://" + from.Host, to: req.URL.Scheme + "://" + req.URL.Host}
 	}
-	return 0
+	if len(via) > maxHTTPRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxHTTPRedirects)
+	}
+	return nil
 }
 
-func redacted(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<url>"
+// origin is a URL's scheme, host and port, the port made explicit.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
 	}
-	u.RawQuery = ""
-	return u.Redacted()
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
+
+// offOriginError is a redirect refused because it leaves the configured
+// scheme, host and port.
+type offOriginError struct{ from, to string }
+
+func (e *offOriginError) Error() string {
+	return fmt.Sprintf("redirect from %s to %s refused: only redirects to the same scheme, host and port are followed", e.from, e.to)
+}
+
+// redacted shows a URL without userinfo, query and fragment.
+func redacted(raw string) string { return taskmanager.RedactURL(raw) }

@@ -111,6 +111,9 @@ func (b *Bridge) recoverRuns(ctx context.Context) {
 	}
 }
 
+// sweepEvery is how often the sweeper looks without being asked.
+const sweepEvery = time.Minute
+
 // sweepPage is how many claimed tasks one list call asks for.
 const sweepPage = 100
 
@@ -172,11 +175,16 @@ func (b *Bridge) sweeper(ctx context.Context) {
 		}
 	}
 	defer release(func(suspect) bool { return false })
+	// A slow sweep now and then also finds what no error announced: a
+	// claim of a predecessor of this worker id that landed after it died.
+	every := time.NewTicker(max(sweepEvery, b.cfg.PollInterval))
+	defer every.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-b.sweeps:
+		case <-every.C:
 		}
 		start := time.Now()
 		if err := b.sweep(ctx, undecodable); err != nil {

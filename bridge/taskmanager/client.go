@@ -37,8 +37,9 @@ type Options struct {
 	APIKey string
 	// Timeout bounds each call. Default 30s.
 	Timeout time.Duration
-	// HTTPClient overrides the HTTP client (its Timeout is left alone).
-	// Default: a client with a pooled transport that reuses connections.
+	// HTTPClient overrides the HTTP client (its Timeout is left alone; the
+	// Client uses a copy whose CheckRedirect follows no redirect). Default:
+	// a client with a pooled transport that reuses connections.
 	HTTPClient *http.Client
 	// UserAgent is sent on every call. Default "tmbridge".
 	UserAgent string
@@ -81,21 +82,18 @@ func New(opts Options) (*Client, error) {
 		tr.MaxIdleConns = 256
 		tr.MaxIdleConnsPerHost = 128
 		c.http = &http.Client{Transport: tr}
+	} else {
+		hc := *c.http
+		c.http = &hc
 	}
+	// A redirect would take X-API-Key (and the outcome) wherever it points:
+	// the 3xx comes back as it is and fails the call (see redirected).
+	c.http.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return c, nil
 }
 
-// BaseURL returns the API root with any password redacted.
+// BaseURL returns the API root as RedactURL shows it (no userinfo).
 func (c *Client) BaseURL() string { return RedactURL(c.base) }
-
-// RedactURL returns a URL with any password replaced by "xxxxx".
-func RedactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "<invalid URL>"
-	}
-	return u.Redacted()
-}
 
 // Health checks GET /health (no API key needed).
 func (c *Client) Health(ctx context.Context) (Health, error) {
@@ -274,7 +272,7 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fail(0, ErrTransient, netError(err))
+		return fail(0, ErrTransient, netError(RedactURLError(err)))
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	_, _ = io.Copy(io.Discard, resp.Body) // let the connection be reused
@@ -283,6 +281,9 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 		return fail(resp.StatusCode, ErrTransient, fmt.Errorf("read answer: %w", netError(err)))
 	}
 
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return &Error{Op: cl.op, Status: resp.StatusCode, Kind: ErrTransient, Message: redirected(resp)}
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return answerError(cl, resp, raw, c.apiKey)
 	}
@@ -335,7 +336,7 @@ func answerError(cl call, resp *http.Response, raw []byte, apiKey string) *Error
 	}
 	e.Kind = classify(cl.claim, resp.StatusCode, e.Message, ok)
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+		e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return e
 }
@@ -430,20 +431,17 @@ func clipText(s string, n int) string {
 	return s[:n] + "…"
 }
 
-func parseRetryAfter(v string) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
+// redirected says where a 3xx answer points. The Client follows no
+// redirect: the API key goes to the configured TaskManager only. It is
+// transient, like any answer that is not TaskManager's own, so a proxy
+// that redirects for a while (a maintenance page) delays calls without
+// failing outcomes; the message says what to fix when it lasts.
+func redirected(resp *http.Response) string {
+	to, err := resp.Location()
+	if err != nil {
+		return "redirect without a usable Location; tmbridge follows no redirect"
 	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
+	return "redirected to " + RedactURL(to.String()) + "; tmbridge follows no redirect (point api_url at TaskManager itself)"
 }
 
 // netError turns a deadline into a plain timeout error that says so.

@@ -43,7 +43,7 @@ type Error struct {
 	Status     int           // HTTP status; 0 when no answer came
 	Message    string        // the server's error message, if any
 	Details    []string      // validation details, if any
-	RetryAfter time.Duration // from Retry-After on 429 and 503
+	RetryAfter time.Duration // from Retry-After on 429 and 503 (ParseRetryAfter: at most MaxRetryAfter)
 	Kind       error         // one of the sentinel errors above
 	Err        error         // the underlying cause (network, decoding), if any
 }

@@ -1,5 +1,6 @@
 // Command taskmanager-dev runs an in-memory PrismQ TaskManager for
-// development: the same API, under /api, as the real one.
+// development: the same API, under /api, as the real one. It listens on
+// 127.0.0.1:8000 unless --addr says otherwise.
 //
 //	go run ./cmd/taskmanager-dev --addr 127.0.0.1:8000 --style php --api-key dev-key
 //	curl -H 'X-API-Key: dev-key' -X POST localhost:8000/api/tasks/claim -d '{"worker_id":"me","task_type_id":1}'
@@ -7,9 +8,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,46 +23,93 @@ import (
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
 
-func main() {
-	addr := flag.String("addr", "127.0.0.1:8000", "listen address")
-	style := flag.String("style", "php", "how to answer: documented (the API reference) or php (the PHP deployment's quirks)")
-	apiKey := flag.String("api-key", os.Getenv("TASKMANAGER_API_KEY"), "API key every call but /health must send as X-API-Key (default $TASKMANAGER_API_KEY; empty: none)")
-	claimTimeout := flag.Duration("claim-timeout", 300*time.Second, "age after which a claimed task can be claimed again")
-	maxAttempts := flag.Int("max-attempts", 3, "attempts before a failed task stays failed")
-	maxBody := flag.Int64("max-body-bytes", 0, "answer 413 to larger request bodies (0: no limit)")
-	debug := flag.Bool("debug", false, "log every request")
-	seed := flag.Int("seed", 0, "register the example types and create this many tasks of each")
-	flag.Parse()
+// config is the command line.
+type config struct {
+	addr         string
+	style        string
+	apiKey       string
+	claimTimeout time.Duration
+	maxAttempts  int
+	maxBody      int64
+	debug        bool
+	seed         int
+}
 
-	if *style != string(devserver.StyleDocumented) && *style != string(devserver.StylePHP) {
-		fmt.Fprintf(os.Stderr, "taskmanager-dev: --style must be documented or php, not %q\n", *style)
+// defaultAddr is where the server listens without --addr: loopback only,
+// since anyone who reaches it can read and complete every task.
+const defaultAddr = "127.0.0.1:8000"
+
+func parseFlags(args []string, output io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("taskmanager-dev", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&c.addr, "addr", defaultAddr, "listen address (another interface than loopback only on purpose, e.g. 0.0.0.0:8000 in a container)")
+	fs.StringVar(&c.style, "style", "php", "how to answer: documented (the API reference) or php (the PHP deployment's quirks)")
+	fs.StringVar(&c.apiKey, "api-key", os.Getenv("TASKMANAGER_API_KEY"), "API key every call but /health must send as X-API-Key (default $TASKMANAGER_API_KEY; empty: none)")
+	fs.DurationVar(&c.claimTimeout, "claim-timeout", 300*time.Second, "age after which a claimed task can be claimed again")
+	fs.IntVar(&c.maxAttempts, "max-attempts", 3, "attempts before a failed task stays failed")
+	fs.Int64Var(&c.maxBody, "max-body-bytes", 0, "answer 413 to larger request bodies (0: 16 MiB; negative: no limit)")
+	fs.BoolVar(&c.debug, "debug", false, "log every request")
+	fs.IntVar(&c.seed, "seed", 0, "register the example types and create this many tasks of each")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.style != string(devserver.StyleDocumented) && c.style != string(devserver.StylePHP) {
+		return c, fmt.Errorf("--style must be documented or php, not %q", c.style)
+	}
+	return c, nil
+}
+
+// loopback reports whether addr (host:port) listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func main() {
+	c, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "taskmanager-dev: %v\n", err)
 		os.Exit(2)
 	}
 	level := slog.LevelInfo
-	if *debug {
+	if c.debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	srv := devserver.New(devserver.Options{
-		Style: devserver.Style(*style), APIKey: *apiKey, ClaimTimeout: *claimTimeout,
-		MaxAttempts: *maxAttempts, MaxBodyBytes: *maxBody, Logger: log,
+		Style: devserver.Style(c.style), APIKey: c.apiKey, ClaimTimeout: c.claimTimeout,
+		MaxAttempts: c.maxAttempts, MaxBodyBytes: c.maxBody, Logger: log,
 	})
-	hs, url, err := srv.Listen(*addr)
+	hs, url, err := srv.Listen(c.addr)
 	if err != nil {
-		log.Error("cannot listen", "addr", *addr, "err", err)
+		log.Error("cannot listen", "addr", c.addr, "err", err)
 		os.Exit(1)
 	}
-	log.Info("taskmanager-dev serving", "url", url, "style", *style, "api_key_required", *apiKey != "")
-	if *seed > 0 {
-		c, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: *apiKey})
+	if !loopback(c.addr) {
+		log.Warn("listening beyond loopback: whoever reaches this address can read, claim and complete tasks", "addr", c.addr, "api_key_required", c.apiKey != "")
+	}
+	log.Info("taskmanager-dev serving", "url", url, "style", c.style, "api_key_required", c.apiKey != "")
+	if c.seed > 0 {
+		tc, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: c.apiKey})
 		if err == nil {
-			_, err = devserver.Seed(context.Background(), c, *seed)
+			_, err = devserver.Seed(context.Background(), tc, c.seed)
 		}
 		if err != nil {
 			log.Error("seeding failed", "err", err)
 			os.Exit(1)
 		}
-		log.Info("seeded example types and tasks", "tasks_per_type", *seed, "types", len(devserver.ExampleTypes()))
+		log.Info("seeded example types and tasks", "tasks_per_type", c.seed, "types", len(devserver.ExampleTypes()))
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -144,7 +144,9 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 					acceptedSuccess++
 				}
 			}
-			if c.StatusBefore != "" && c.StatusBefore != "claimed" {
+			// (A late write was sent while the claim held the task; what
+			// it does when it lands is checked by the other invariants.)
+			if c.StatusBefore != "" && c.StatusBefore != "claimed" && !c.Late {
 				add("task %s (%s): an outcome (success=%v) was posted by %s while the task was %q (attempt %d): posted after an outcome landed",
 					tk.id, tk.kind, c.Success, c.WorkerID, c.StatusBefore, c.AttemptsBefore)
 			}
@@ -163,7 +165,9 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 		add("%d tasks failed as too large, but only %d such answers were injected", tooLarge, st.tooLongFaults)
 	}
 	for _, c := range w.tm.Claims() {
-		if c.HeldByWorker >= maxInFlight {
+		// A claim served late was sent earlier, perhaps by a process that
+		// has died since: the bridge cannot count it until a sweep finds it.
+		if c.HeldByWorker >= maxInFlight && !c.Late {
 			add("at %.2fs worker %s claimed task %s (attempt %d) while it held %d claimed tasks %v (max_in_flight %d)",
 				c.At.Sub(w.start).Seconds(), c.WorkerID, c.TaskID, c.Attempts, c.HeldByWorker, c.Held, maxInFlight)
 		}

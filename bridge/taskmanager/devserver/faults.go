@@ -93,7 +93,7 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request) bool {
 		case <-r.Context().Done():
 			if f.Late {
 				time.Sleep(time.Until(start.Add(f.Latency)))
-				s.mux.ServeHTTP(discard{}, r.WithContext(context.WithoutCancel(r.Context())))
+				s.mux.ServeHTTP(discard{}, r.WithContext(context.WithValue(context.WithoutCancel(r.Context()), lateKey{}, true)))
 			}
 			return true
 		}
@@ -143,7 +143,15 @@ type CompletionCall struct {
 	ClaimedByBefore string
 	// At is the server's time (Options.Now) when the call was handled.
 	At time.Time
+	// Late: a Fault.Late served the call after its client had given up,
+	// so it was sent earlier than At.
+	Late bool
 }
+
+// lateKey marks a request a Fault.Late serves after its client gave up.
+type lateKey struct{}
+
+func isLate(r *http.Request) bool { return r.Context().Value(lateKey{}) != nil }
 
 // ClaimEvent is one claim that returned a task.
 type ClaimEvent struct {
@@ -154,8 +162,11 @@ type ClaimEvent struct {
 	// moment (status claimed, claimed_by WorkerID), whether or not their
 	// claim had timed out.
 	HeldByWorker int
-	// Held lists those tasks' ids.
+	// Held lists those tasks' ids. Tasks whose claim a Fault.Late served
+	// are left out of both: their client had given up on that claim.
 	Held []string
+	// Late: a Fault.Late served this claim after its client gave up.
+	Late bool
 	At   time.Time // the server's time (Options.Now)
 }
 

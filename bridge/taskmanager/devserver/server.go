@@ -21,8 +21,10 @@ package devserver
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -62,13 +64,17 @@ const (
 // the task is left as it was.
 const MaxTextBytes = taskmanager.MaxStoredBytes
 
+// DefaultMaxBodyBytes is the request body limit when Options.MaxBodyBytes
+// is 0.
+const DefaultMaxBodyBytes = 16 << 20
+
 // Options configure a Server. Zero values take the defaults.
 type Options struct {
 	Style        Style         // default StyleDocumented
-	APIKey       string        // when set, every call but /health needs it
+	APIKey       string        // when set, every call but /health needs it (compared in constant time)
 	ClaimTimeout time.Duration // default 300s (TASK_CLAIM_TIMEOUT)
 	MaxAttempts  int           // default 3 (MAX_TASK_ATTEMPTS)
-	MaxBodyBytes int64         // when set, larger request bodies get 413
+	MaxBodyBytes int64         // larger request bodies get 413; default DefaultMaxBodyBytes; negative: no limit
 	Logger       *slog.Logger  // request log; default none
 	// Now overrides the clock (tests of the claim timeout).
 	Now func() time.Time
@@ -77,6 +83,8 @@ type Options struct {
 // Server is an in-memory TaskManager. Its methods are safe for concurrent use.
 type Server struct {
 	opts Options
+
+	apiKeyHash [sha256.Size]byte // of opts.APIKey
 
 	mu        sync.Mutex
 	types     map[string]*taskType // by name
@@ -116,6 +124,7 @@ type task struct {
 	dedupeKey   string
 	createdAt   time.Time
 	completedAt time.Time
+	lateClaim   bool // its current claim was served late (Fault.Late)
 }
 
 // New returns a Server.
@@ -132,12 +141,16 @@ func New(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
 	s := &Server{
-		opts:      opts,
-		types:     map[string]*taskType{},
-		typesByID: map[int64]*taskType{},
-		tasks:     map[int64]*task{},
-		dedupe:    map[string]int64{},
+		opts:       opts,
+		apiKeyHash: sha256.Sum256([]byte(opts.APIKey)),
+		types:      map[string]*taskType{},
+		typesByID:  map[int64]*taskType{},
+		tasks:      map[int64]*task{},
+		dedupe:     map[string]int64{},
 	}
 	s.mux = s.routes()
 	return s
@@ -155,9 +168,13 @@ func (s *Server) Start(tb testing.TB) string {
 	return ts.URL + "/api"
 }
 
-// Listen serves on addr (e.g. 127.0.0.1:8000) and returns the server and
-// its API base URL. Close the server to stop.
+// Listen serves on addr (e.g. 127.0.0.1:8000; empty: a free loopback
+// port) and returns the server and its API base URL. Close the server to
+// stop.
 func (s *Server) Listen(addr string) (*http.Server, string, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", err
@@ -193,10 +210,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if s.opts.Logger != nil {
 			s.opts.Logger.Debug("request", "method", r.Method, "path", r.URL.Path)
 		}
+		if s.opts.MaxBodyBytes > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+		}
 		if s.applyFault(w, r) {
 			return
 		}
-		if r.URL.Path != "/api/health" && s.opts.APIKey != "" && r.Header.Get("X-API-Key") != s.opts.APIKey {
+		if r.URL.Path != "/api/health" && s.opts.APIKey != "" && !s.keyOK(r.Header.Get("X-API-Key")) {
 			msg := "Invalid or missing API key. Provide a valid API key in the X-API-Key header."
 			if s.php() {
 				msg = "Invalid or missing API key. Include X-API-Key header with your request."
@@ -214,6 +234,14 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// keyOK compares an X-API-Key with the server's in constant time: the
+// hashes have the same length whatever the key, so neither its bytes nor
+// its length show in the time an answer takes.
+func (s *Server) keyOK(got string) bool {
+	h := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(h[:], s.apiKeyHash[:]) == 1
 }
 
 // ---- answers ----
@@ -362,7 +390,12 @@ func nullIfEmpty[T ~string | ~[]byte](v T) any {
 // decodeBody reads a JSON object body into a map, answering 400 when it is not one.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
 	var m map[string]json.RawMessage
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&m); err != nil || m == nil {
+	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&m)
+	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+		s.fail(w, http.StatusRequestEntityTooLarge, "Request body too large")
+		return nil, false
+	}
+	if err != nil || m == nil {
 		s.fail(w, http.StatusBadRequest, "Invalid JSON in request body")
 		return nil, false
 	}
@@ -720,7 +753,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 	var held []string // tasks claimed by this worker (ClaimEvent.Held)
 	for _, id := range s.order {
 		t := s.tasks[id]
-		if t.status == "claimed" && t.claimedBy == worker {
+		if t.status == "claimed" && t.claimedBy == worker && !t.lateClaim {
 			held = append(held, strconv.FormatInt(t.id, 10))
 		}
 		if t.typ.id != typeID || (pattern != "" && !like(t.typ.name, pattern)) {
@@ -744,11 +777,11 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 	if best.status == "claimed" && best.claimedBy == worker {
 		held = slices.DeleteFunc(held, func(id string) bool { return id == strconv.FormatInt(best.id, 10) }) // only OTHER tasks count
 	}
-	best.status, best.claimedBy, best.claimedAt = "claimed", worker, now
+	best.status, best.claimedBy, best.claimedAt, best.lateClaim = "claimed", worker, now, isLate(r)
 	best.attempts++
 	s.record.claimed++
 	s.record.claimEvents = append(s.record.claimEvents, ClaimEvent{
-		TaskID: strconv.FormatInt(best.id, 10), WorkerID: worker, Attempts: best.attempts, HeldByWorker: len(held), Held: held, At: now,
+		TaskID: strconv.FormatInt(best.id, 10), WorkerID: worker, Attempts: best.attempts, HeldByWorker: len(held), Held: held, At: now, Late: isLate(r),
 	})
 	s.ok(w, http.StatusOK, "Task claimed successfully", s.withMessage(map[string]any{
 		"id": best.id, "type": best.typ.name, "params": best.params, "attempts": best.attempts, "priority": best.priority,
@@ -846,7 +879,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.opts.Now()
-	rec := CompletionCall{TaskID: r.PathValue("id"), WorkerID: worker, Success: success, Result: result, Error: errMsg, At: now}
+	rec := CompletionCall{TaskID: r.PathValue("id"), WorkerID: worker, Success: success, Result: result, Error: errMsg, At: now, Late: isLate(r)}
 	defer func() { s.record.completions = append(s.record.completions, rec) }()
 	t := s.taskFor(w, r)
 	if t == nil {

@@ -1,0 +1,87 @@
+package taskmanager
+
+import (
+	"errors"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// RedactURL returns a URL fit for errors and logs: without userinfo, query
+// and fragment, where tokens travel (https://hooks.example/x?token=… shows
+// as https://hooks.example/x). A URL that does not parse is cut the same
+// way, as text.
+func RedactURL(s string) string {
+	s = strings.TrimSpace(s)
+	u, err := url.Parse(s)
+	if err != nil {
+		return cutURL(s)
+	}
+	u.User = nil
+	u.RawQuery, u.ForceQuery = "", false
+	u.Fragment, u.RawFragment = "", ""
+	return u.String()
+}
+
+// RedactURLError returns err, as an http.Client's Do returns it, with its
+// URLs redacted as by RedactURL: a *url.Error is rebuilt with the redacted
+// URL (Go's own only hides the password, and keeps the query), and so is
+// its cause when its text holds a URL. errors.Is and errors.As still see
+// the cause: timeouts, context.Canceled, context.DeadlineExceeded, net
+// errors. Other errors are returned as they are.
+//
+// Each error of a chain is kept in Temporal history with its own message,
+// so the rebuilt error holds no error whose text has the secret.
+func RedactURLError(err error) error {
+	ue, ok := err.(*url.Error)
+	if !ok {
+		return err
+	}
+	cause := ue.Err
+	if cause != nil {
+		if msg := scrubURLs(strings.ReplaceAll(cause.Error(), ue.URL, RedactURL(ue.URL))); msg != cause.Error() {
+			cause = &scrubbedError{msg: msg, cause: cause}
+		}
+	}
+	return &url.Error{Op: ue.Op, URL: RedactURL(ue.URL), Err: cause}
+}
+
+// scrubbedError stands for an error whose text held a URL. It matches
+// what its cause matches, but does not unwrap to it: the cause's text
+// would reach logs and history.
+type scrubbedError struct {
+	msg   string
+	cause error
+}
+
+func (e *scrubbedError) Error() string        { return e.msg }
+func (e *scrubbedError) Is(target error) bool { return errors.Is(e.cause, target) }
+func (e *scrubbedError) As(target any) bool   { return errors.As(e.cause, target) }
+
+// urlish matches what may be a URL in an error's text: scheme://… or a
+// path with a query or fragment, up to white space or a quote.
+var urlish = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s"'<>]+|/[^\s"'<>]*[?#][^\s"'<>]*`)
+
+// scrubURLs redacts every URL-like part of s.
+func scrubURLs(s string) string {
+	return urlish.ReplaceAllStringFunc(s, RedactURL)
+}
+
+// cutURL redacts a URL as text: everything from the first ? or # goes,
+// and so does the userinfo before the host.
+func cutURL(s string) string {
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.Index(s, "://"); i >= 0 {
+		rest := s[i+3:]
+		authority := rest
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			authority = rest[:j]
+		}
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+			s = s[:i+3] + rest[at+1:]
+		}
+	}
+	return s
+}
