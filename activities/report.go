@@ -63,7 +63,8 @@ type ReportOutput struct {
 	// answer was lost; the task was read and holds our outcome.
 	AlreadyRecorded bool `json:"already_recorded,omitempty"`
 	// ReadStatus and ReadAttempts are the task's status and attempt count
-	// as read, when the task was read and holds our outcome.
+	// as read when the task holds our outcome: found already recorded, or
+	// read after a post of an old claim.
 	ReadStatus   string `json:"read_status,omitempty"`
 	ReadAttempts int    `json:"read_attempts,omitempty"`
 }
@@ -104,6 +105,17 @@ func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (Report
 	}
 	status, err := tm.Complete(ctx, id, comp)
 	switch {
+	case err == nil && in.ReadFirst:
+		// The claim was old or its post uncertain: TaskManager may have
+		// handed the task out again to this same worker id just before the
+		// post, which then ended that newer claim. Say which attempt the
+		// outcome landed on, so the workflow runs no handler for a claim
+		// that is over.
+		out := ReportOutput{Status: status}
+		if t, rerr := tm.GetTask(ctx, id); rerr == nil {
+			out.ReadStatus, out.ReadAttempts = t.Status, int(t.Attempts)
+		}
+		return out, nil
 	case err == nil:
 		return ReportOutput{Status: status}, nil
 	case errors.Is(err, taskmanager.ErrNotClaimed), errors.Is(err, taskmanager.ErrClaimedByOther):
