@@ -40,10 +40,10 @@ func TestMain(m *testing.M) {
 
 // regressionSeeds are seeds that once found a bug: they run every time.
 var regressionSeeds = []uint64{
-	1, // a garbled claim answer held a claim the bridge did not count (claimed past max_in_flight); failing an unstartable task gave up on a refused message; a local handler ran again after a crash
-	2, // a recovered claim whose outcome its run had reported (after the claim moved to it by signal) was started again
-	3, // same, with a cancel during the report
-	9, // an old claim's failure landed on this same worker's newer claim (TaskManager checks only the worker id); its handler then ran for a claim that was over
+	1,  // a garbled claim answer held a claim the bridge did not count (claimed past max_in_flight); failing an unstartable task gave up on a refused message; a local handler ran again after a crash
+	2,  // a recovered claim whose outcome its run had reported (after the claim moved to it by signal) was started again
+	3,  // same, with a cancel during the report
+	9,  // an old claim's failure landed on this same worker's newer claim (TaskManager checks only the worker id); its handler then ran for a claim that was over
 	37, // same, the re-claim coming between the report's read and its post
 }
 
