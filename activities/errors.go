@@ -58,3 +58,10 @@ func IsPermanent(err error) bool {
 	var ae *temporal.ApplicationError
 	return errors.As(err, &ae) && ae.NonRetryable()
 }
+
+// HasErrorType reports whether err is (or wraps) an application error of
+// type typ, one of the ErrType constants.
+func HasErrorType(err error, typ string) bool {
+	var ae *temporal.ApplicationError
+	return errors.As(err, &ae) && ae.Type() == typ
+}

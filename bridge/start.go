@@ -309,7 +309,7 @@ func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string) {
 			case err == nil:
 				b.log.Info("task failed in TaskManager", "task_id", string(task.ID), "status", out.Status, "reason", in.Error)
 				return
-			case isErrorType(err, activities.ErrTypePayloadTooLarge), isErrorType(err, activities.ErrTypeRejected):
+			case activities.HasErrorType(err, activities.ErrTypePayloadTooLarge), activities.HasErrorType(err, activities.ErrTypeRejected):
 				if len(in.Error) > 1024 {
 					in.Error = strings.ToValidUTF8(in.Error[:1024], "")
 				} else {
@@ -322,12 +322,6 @@ func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string) {
 			sleep(b.bg, max(backoff(failures), retryDelay(err)))
 		}
 	}()
-}
-
-// isErrorType reports whether err is an application error of type typ.
-func isErrorType(err error, typ string) bool {
-	var appErr *temporal.ApplicationError
-	return errors.As(err, &appErr) && appErr.Type() == typ
 }
 
 // retryDelay is the delay a retryable application error asks for.

@@ -464,9 +464,9 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 		switch {
 		case err == nil:
 			return reported{ReportOutput: rep, ReportedWith: claim, Sent: out}, nil
-		case isErrorType(err, activities.ErrTypePayloadTooLarge), isErrorType(err, activities.ErrTypeRejected):
+		case activities.HasErrorType(err, activities.ErrTypePayloadTooLarge), activities.HasErrorType(err, activities.ErrTypeRejected):
 			why := "too large"
-			if isErrorType(err, activities.ErrTypeRejected) {
+			if activities.HasErrorType(err, activities.ErrTypeRejected) {
 				why = "invalid"
 			}
 			switch {
@@ -480,7 +480,7 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 			default:
 				return reported{}, err
 			}
-		case isErrorType(err, activities.ErrTypeClaimLost):
+		case activities.HasErrorType(err, activities.ErrTypeClaimLost):
 			if claims.version != seen {
 				continue // a new claim arrived while we were reporting
 			}
@@ -533,11 +533,6 @@ func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput
 		settle.Chain(workflow.ExecuteActivity(actx, activities.ReportActivityName, in))
 	})
 	return f
-}
-
-func isErrorType(err error, typ string) bool {
-	var appErr *temporal.ApplicationError
-	return errors.As(err, &appErr) && appErr.Type() == typ
 }
 
 func isNonRetryable(err error) bool {
