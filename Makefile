@@ -5,7 +5,7 @@ TEMPORAL_CLI_VERSION := v1.5.1
 TEMPORAL_CLI ?= $(HOME)/.cache/tmbridge/temporal-$(TEMPORAL_CLI_VERSION)/temporal
 export TMBRIDGE_TEMPORAL_CLI := $(TEMPORAL_CLI)
 
-.PHONY: all build test test-unit test-e2e sim dev bench fuzz temporal-cli clean
+.PHONY: all build test test-unit test-fuzz test-e2e sim dev bench fuzz fuzz-keep temporal-cli clean
 
 all: build
 
@@ -19,10 +19,11 @@ $(TEMPORAL_CLI):
 	@echo ">> building the Temporal CLI $(TEMPORAL_CLI_VERSION) into $(dir $@) (first time only)"
 	GOBIN=$(dir $@) go install github.com/temporalio/cli/cmd/temporal@$(TEMPORAL_CLI_VERSION)
 
-# Every test: vet, unit and workflow tests with the race detector, then the
-# end-to-end suite against a real Temporal dev server, then the fault
-# simulation on its regression seeds and seeds 1-5.
-test: test-unit test-e2e
+# Every test: vet, unit and workflow tests with the race detector, each
+# fuzz target for 5 s, then the end-to-end suite against a real Temporal
+# dev server, then the fault simulation on its regression seeds and seeds
+# 1-5.
+test: test-unit test-fuzz test-e2e
 
 test-unit:
 	go vet ./...
@@ -43,8 +44,31 @@ sim: $(TEMPORAL_CLI)
 bench: $(TEMPORAL_CLI)
 	go test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 20m ./e2e/
 
+# Fuzz targets (package:Target). Their corpus is kept in each package's
+# testdata/fuzz, which plain `go test` replays; `make test` fuzzes each
+# briefly, `make fuzz` for FUZZTIME each (FUZZ=Target for one).
+FUZZ_TARGETS := ./bridge:FuzzLoad ./workflows:FuzzRender ./bridge/taskmanager:FuzzDecode \
+	./bridge/taskmanager:FuzzParseRetryAfter ./bridge/taskmanager:FuzzStoredResultSize
+FUZZTIME ?= 2m
+FUZZ ?= .
+test-fuzz:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 fuzz:
-	go test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./bridge/taskmanager/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "$$name" | grep -q -- '$(FUZZ)' || continue; \
+		echo ">> fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+# Keep what fuzzing found interesting (in Go's cache) as the repo's corpus.
+fuzz-keep:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		from=$$(go env GOCACHE)/fuzz/$$(go list $$pkg)/$$name; \
+		[ -d $$from ] || continue; mkdir -p $$pkg/testdata/fuzz/$$name; \
+		cp -n $$from/* $$pkg/testdata/fuzz/$$name/; \
+		echo "$$pkg/testdata/fuzz/$$name: $$(ls $$pkg/testdata/fuzz/$$name | wc -l) inputs"; \
+	done
 
 # The whole stack: Temporal dev server with Web UI, taskmanager-dev seeded
 # with example tasks, and tmbridge. Ctrl-C stops it all.

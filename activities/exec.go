@@ -61,7 +61,8 @@ const (
 )
 
 // Exec returns a Handler that runs the configured command. A non-zero exit
-// fails the attempt with the tail of stderr (for good if the code is in
+// fails the attempt with the tail of stderr, the values of its configured
+// env hidden (for good if the code is in
 // PermanentExitCodes); cancellation or a timeout kills the whole process
 // group; stdout that is not JSON fails the task for good, and so does
 // stdout over 4 MiB (the process group is killed at once). Only the last
@@ -73,6 +74,7 @@ func Exec(c ExecConfig) Handler {
 		cmd := exec.Command(c.Command[0], c.Command[1:]...)
 		cmd.Dir = c.Dir
 		cmd.Env = execEnv(ctx, c.Env)
+		hide := newRedactor(envValues(cmd.Env, c.Env)...)
 		cmd.Stdin = bytes.NewReader(orEmptyObject(params))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.WaitDelay = execWaitDelay
@@ -103,7 +105,7 @@ func Exec(c ExecConfig) Handler {
 		if err != nil {
 			var exitErr *exec.ExitError
 			if errors.As(err, &exitErr) {
-				e := fmt.Errorf("%s exited with code %d: %s", c.Command[0], exitErr.ExitCode(), tail(stderr.Bytes(), stderrTail))
+				e := fmt.Errorf("%s exited with code %d: %s", c.Command[0], exitErr.ExitCode(), hide.tail(stderr.Bytes(), stderrTail))
 				if slices.Contains(c.PermanentExitCodes, exitErr.ExitCode()) {
 					return nil, Permanent(e)
 				}
@@ -116,7 +118,7 @@ func Exec(c ExecConfig) Handler {
 			return json.RawMessage(`{}`), nil
 		}
 		if !json.Valid(out) {
-			return nil, Permanent(fmt.Errorf("%s wrote a result that is not JSON: %q", c.Command[0], tail(out, 200)))
+			return nil, Permanent(fmt.Errorf("%s wrote a result that is not JSON: %q", c.Command[0], hide.tail(out, 200)))
 		}
 		return out, nil
 	})
@@ -139,6 +141,21 @@ func execEnv(ctx context.Context, allow []string) []string {
 		env = append(env, "TASK_ID="+in.TaskID, "TASK_TYPE="+in.TaskType)
 	}
 	return env
+}
+
+// envValues are the values of the variables the config gives a command
+// (set or passed through), which its error hides when stderr quotes them.
+func envValues(env, configured []string) []string {
+	var out []string
+	for _, kv := range env {
+		name, v, _ := strings.Cut(kv, "=")
+		for _, c := range configured {
+			if c == name || strings.HasPrefix(c, name+"=") {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
 }
 
 // errStdoutFull stops the copy of a command's stdout past its bound.

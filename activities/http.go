@@ -64,7 +64,9 @@ const (
 // port, at most 3 of them: a redirect elsewhere would take the headers
 // (tokens from headers_from_env) and the params there, so it fails the
 // task for good, naming both hosts. A 2xx answer over 4 MiB fails the task
-// for good. Errors show the URL without query, fragment and userinfo.
+// for good. Errors show the URL without query, fragment and userinfo, and
+// quote the answer with the header values and URL tokens hidden (an
+// endpoint may echo them).
 //
 // client may be nil (a default client); its CheckRedirect is replaced by
 // the policy above (the handler uses a copy).
@@ -75,12 +77,16 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 	}
 	hc.CheckRedirect = sameOriginRedirects
 	headers := http.Header{}
+	secrets := urlSecrets(c.URL)
 	for h, v := range c.Headers {
 		headers.Set(h, v)
+		secrets = append(secrets, v)
 	}
 	for h, name := range c.HeadersFromEnv {
 		headers.Set(h, os.Getenv(name))
+		secrets = append(secrets, os.Getenv(name))
 	}
+	hide := newRedactor(secrets...)
 	where := redacted(c.URL)
 	return HandlerFunc(func(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(orEmptyObject(params)))
@@ -111,7 +117,9 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 		if tooLong {
 			body = body[:maxHTTPAnswer]
 		}
-		e := fmt.Errorf("POST %s: %d %s: %s", where, resp.StatusCode, http.StatusText(resp.StatusCode), tail(body, 500))
+		failed := func() error {
+			return fmt.Errorf("POST %s: %d %s: %s", where, resp.StatusCode, http.StatusText(resp.StatusCode), hide.tail(body, 500))
+		}
 		switch code := resp.StatusCode; {
 		case code >= 200 && code < 300:
 			if tooLong {
@@ -121,15 +129,15 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 				return json.RawMessage(`{}`), nil
 			}
 			if !json.Valid(body) {
-				return nil, Permanent(fmt.Errorf("POST %s: answer is not JSON: %q", where, tail(body, 200)))
+				return nil, Permanent(fmt.Errorf("POST %s: answer is not JSON: %q", where, hide.tail(body, 200)))
 			}
 			return body, nil
 		case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
-			return nil, Transient(e, taskmanager.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
+			return nil, Transient(failed(), taskmanager.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
 		case code >= 400 && code < 500:
-			return nil, Permanent(e)
+			return nil, Permanent(failed())
 		default:
-			return nil, e
+			return nil, failed()
 		}
 	})
 }

@@ -148,6 +148,8 @@ func TestClaims_permanent_start_errors_fail_the_task_and_free_the_place(t *testi
 	}
 	huge := bb.create(t, "example.echo", map[string]any{"message": strings.Repeat("7", MaxStartBytes)})
 	bad = append(bad, huge)
+	deep := bb.create(t, "example.echo", json.RawMessage(`{"message":"deep","n":`+strings.Repeat("[", MaxParamsDepth)+strings.Repeat("]", MaxParamsDepth)+`}`))
+	bad = append(bad, deep)
 	good := bb.create(t, "example.math.add", map[string]any{"a": 1, "b": 2})
 	bb.serve(t)
 
@@ -164,6 +166,16 @@ func TestClaims_permanent_start_errors_fail_the_task_and_free_the_place(t *testi
 		require.Contains(t, bb.status(t, id).Error, "could not start a Temporal workflow for this task")
 	}
 	require.Contains(t, bb.status(t, huge).Error, "over the 2000000 bytes Temporal accepts")
+	require.Contains(t, bb.status(t, deep).Error, "its params nest 101 levels deep, over the 100 accepted")
+}
+
+func TestJSONDepth(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]int{
+		`1`: 0, `"[[["`: 0, `{}`: 1, `{"a":[1,{"b":[]}]}`: 4, `["\"[", "\\", [[]]]`: 3, `[{"x]}":"{\"}"}]`: 2,
+	} {
+		require.Equal(t, want, jsonDepth([]byte(raw)), raw)
+	}
 }
 
 // 8. A start whose answer was lost after Temporal created the run, when that

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agnivade/levenshtein"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
@@ -23,6 +26,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/internal/valid"
 	"github.com/prismq/tmbridge/workflows"
 )
 
@@ -84,6 +89,10 @@ type Config struct {
 	TypeDefaults workflows.TypeOptions `koanf:"type_defaults"`
 	// types: per-type options and routes, by task type name.
 	Types map[string]TypeConfig `koanf:"types"`
+
+	// Warnings are doubts Load had about settings it accepted (a
+	// TMBRIDGE_ variable that names no setting); Main logs them.
+	Warnings []string `koanf:"-"`
 }
 
 // TemporalConfig is the Temporal side of Config.
@@ -236,6 +245,7 @@ func Load(args, environ []string, out io.Writer) (Config, error) {
 			flagKeys[o.flag] = o.key
 		}
 	}
+	warnings := unknownEnv(environ, envKeys)
 	envProvider := env.Provider(delim, env.Opt{
 		EnvironFunc: func() []string { return environ },
 		TransformFunc: func(name, value string) (string, any) {
@@ -278,7 +288,47 @@ func Load(args, environ []string, out io.Writer) (Config, error) {
 	if err := cfg.finish(); err != nil {
 		return Config{}, err
 	}
+	cfg.Warnings = warnings
 	return cfg, nil
+}
+
+// toolEnv are TMBRIDGE_ variables of the project's tools, not settings.
+var toolEnv = []string{"TMBRIDGE_TEMPORAL_CLI"}
+
+// unknownEnv warns of TMBRIDGE_ variables that name no setting, as a YAML
+// typo is an error: TMBRIDGE_POLL_INTERVALL would otherwise do nothing.
+func unknownEnv(environ []string, envKeys map[string]string) []string {
+	var known []string
+	for name := range envKeys {
+		if strings.HasPrefix(name, "TMBRIDGE_") {
+			known = append(known, name)
+		}
+	}
+	slices.Sort(known)
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "TMBRIDGE_") || envKeys[name] != "" || slices.Contains(toolEnv, name) {
+			continue
+		}
+		msg := fmt.Sprintf("environment: %s names no setting and is ignored", name)
+		if near := closest(name, known); near != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", near)
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+// closest returns the candidate nearest to s in edit distance, if near.
+func closest(s string, candidates []string) string {
+	best, bestDist := "", 4 // at most 3 edits away
+	for _, c := range candidates {
+		if d := levenshtein.ComputeDistance(s, c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
 }
 
 // decode unmarshals k strictly: an unknown key (a typo) is an error.
@@ -349,17 +399,37 @@ func (c *Config) finish() error {
 	c.TaskTypeIDs = compact(c.TaskTypeIDs)
 	c.TaskTypes = compact(c.TaskTypes)
 	if c.APIKeyFile != "" {
-		b, err := os.ReadFile(c.APIKeyFile)
+		key, err := readKeyFile(c.APIKeyFile)
 		if err != nil {
 			return fmt.Errorf("config: api_key_file: %w", err)
 		}
-		c.APIKey = Secret(strings.TrimSpace(string(b)))
+		c.APIKey = key
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = c.Temporal.MaxConcurrentActivities
 	}
 	c.ClaimSortOrder = strings.ToUpper(c.ClaimSortOrder)
 	return c.Validate()
+}
+
+// maxKeyFile bounds what is read of api_key_file: a key is short, so a
+// bigger file is the wrong one (or /dev/zero).
+const maxKeyFile = 64 << 10
+
+func readKeyFile(path string) (Secret, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxKeyFile {
+		return "", fmt.Errorf("%s is larger than %d KiB: not a key file", path, maxKeyFile>>10)
+	}
+	return Secret(strings.TrimSpace(string(b))), nil
 }
 
 func compact(s []string) []string {
@@ -380,19 +450,25 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
 		}
 	}
-	check(strings.HasPrefix(c.APIURL, "http://") || strings.HasPrefix(c.APIURL, "https://"), "api_url", "want an http(s) URL, got %q", c.APIURL)
-	check(c.APITimeout > 0, "api_timeout", "must be positive")
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %w", err))
+		}
+	}
+	u, err := url.Parse(c.APIURL)
+	check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "api_url", "want an http(s) URL, got %q", taskmanager.RedactURL(c.APIURL))
+	add(valid.Range("api_timeout", c.APITimeout, 100*time.Millisecond, 10*time.Minute))
 	check(strings.TrimSpace(c.WorkerID) != "", "worker_id", "must not be empty")
-	check(c.PollInterval > 0, "poll_interval", "must be positive, got %s", c.PollInterval)
-	check(c.MaxRuns >= 0, "max_runs", "must not be negative")
-	check(c.MaxInFlight > 0, "max_in_flight", "must be positive")
-	check(c.ClaimTimeout > 0, "claim_timeout", "must be positive")
+	add(valid.Range("poll_interval", c.PollInterval, 10*time.Millisecond, time.Hour))
+	add(valid.Range("max_runs", c.MaxRuns, 0, math.MaxInt32))
+	add(valid.Range("max_in_flight", c.MaxInFlight, 1, 100_000))
+	add(valid.Range("claim_timeout", c.ClaimTimeout, time.Second, 7*valid.Day))
 	check(slices.Contains([]string{"created_at", "priority", "id", "attempts"}, c.ClaimSortBy), "claim_sort_by", "want created_at, priority, id or attempts, got %q", c.ClaimSortBy)
 	check(c.ClaimSortOrder == "ASC" || c.ClaimSortOrder == "DESC", "claim_sort_order", "want ASC or DESC, got %q", c.ClaimSortOrder)
 	check(slices.Contains([]string{"auto", "text", "json"}, c.LogFormat), "log_format", "want auto, text or json, got %q", c.LogFormat)
-	check(c.ShutdownGrace >= 0, "shutdown_grace", "must not be negative")
+	add(valid.Range("shutdown_grace", c.ShutdownGrace, 0, time.Hour))
 	check(c.Temporal.TaskQueue != "", "temporal.task_queue", "must not be empty")
-	check(c.Temporal.MaxConcurrentActivities > 0, "temporal.max_concurrent_activities", "must be positive")
+	add(valid.Range("temporal.max_concurrent_activities", c.Temporal.MaxConcurrentActivities, 1, 10_000))
 	for _, id := range c.TaskTypeIDs {
 		n, err := strconv.Atoi(id)
 		check(err == nil && n > 0, "task_type_ids", "%q is not a positive integer", id)

@@ -46,6 +46,9 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	}
 	log := NewLogger(stderr, cfg.LogFormat, cfg.Debug)
 	slog.SetDefault(log)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 
 	copts, err := temporalOptions(cfg, environ, log)
 	if err != nil {

@@ -31,6 +31,11 @@ var (
 // are larger is failed in TaskManager instead of started.
 const MaxStartBytes = 2_000_000
 
+// MaxParamsDepth bounds how deeply a task's params nest: deeper JSON is
+// no one's real input, and every decoder on the way (the handler's, the
+// templates') would walk it. Such a task is failed, not started.
+const MaxParamsDepth = 100
+
 // startInputSlack is what a workflow input may add to its task's params
 // (the task's fields, the claim, the type's options) before it is measured.
 const startInputSlack = 64 << 10
@@ -109,6 +114,9 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		Claim:        claim,
 		Options:      t.Options,
 		ClaimTimeout: b.cfg.ClaimTimeout,
+	}
+	if d := jsonDepth(in.Task.Params); d > MaxParamsDepth {
+		return runNone, &startError{fmt.Sprintf("its params nest %d levels deep, over the %d accepted", d, MaxParamsDepth)}
 	}
 	// Params are most of the input: encode it to measure only when they
 	// come near the limit (not on every start).
@@ -331,4 +339,26 @@ func retryDelay(err error) time.Duration {
 		return appErr.NextRetryDelay()
 	}
 	return 0
+}
+
+// jsonDepth is how deeply raw's arrays and objects nest (0 for a scalar).
+func jsonDepth(raw []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range raw {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			escaped = c == '\\'
+			inString = c != '"'
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }

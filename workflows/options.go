@@ -8,6 +8,8 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/internal/valid"
 )
 
 // TypeOptions are the per-type options a task's workflow runs with. They
@@ -58,6 +60,10 @@ const (
 	DefaultHeartbeatTimeout    = 10 * time.Second
 	DefaultClaimWait           = 2 * time.Minute
 	DefaultMaximumAttempts     = 3
+	// MinHeartbeatTimeout is the shortest heartbeat_timeout accepted: the
+	// automatic heartbeat beats every third of it, each a round trip to
+	// Temporal.
+	MinHeartbeatTimeout = time.Second
 )
 
 // DefaultTypeOptions returns the options a type gets when none are set.
@@ -106,29 +112,40 @@ func (o TypeOptions) Validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	check(o.StartToCloseTimeout >= 0, "start_to_close_timeout: must not be negative")
-	check(o.ScheduleToCloseTimeout >= 0, "schedule_to_close_timeout: must not be negative")
-	check(o.HeartbeatTimeout >= 0, "heartbeat_timeout: must not be negative")
-	check(o.ClaimWait >= 0, "claim_wait: must not be negative")
-	check(o.Retry.BackoffCoefficient == 0 || o.Retry.BackoffCoefficient >= 1, "retry.backoff_coefficient: must be at least 1, not %v", o.Retry.BackoffCoefficient)
-	check(o.Retry.InitialInterval >= 0 && o.Retry.MaximumInterval >= 0, "retry: intervals must not be negative")
-	check(o.Retry.MaximumInterval == 0 || o.Retry.MaximumInterval >= o.Retry.InitialInterval, "retry.maximum_interval: must be at least retry.initial_interval")
-	check(o.Retry.MaximumAttempts >= -1, "retry.maximum_attempts: must be -1 (unlimited) or more")
-	check(!(o.Local && o.TaskQueue != ""), "local: a local handler runs in the bridge itself, so it cannot have a task_queue")
-	check(!(o.Workflow != "" && len(o.Steps) > 0), "workflow and steps: set one, not both")
-	for i, s := range o.Steps {
-		if err := s.validate(); err != nil {
-			errs = append(errs, fmt.Errorf("steps[%d]: %w", i, err))
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
-	seen := map[string]bool{}
+	add(valid.RangeOrZero("start_to_close_timeout", o.StartToCloseTimeout, time.Second, 30*valid.Day))
+	add(valid.RangeOrZero("schedule_to_close_timeout", o.ScheduleToCloseTimeout, time.Second, 365*valid.Day))
+	if o.HeartbeatTimeout != 0 && o.HeartbeatTimeout < MinHeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: handlers heartbeat automatically every third of it, and a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
+	} else {
+		add(valid.RangeOrZero("heartbeat_timeout", o.HeartbeatTimeout, MinHeartbeatTimeout, valid.Day))
+	}
+	add(valid.RangeOrZero("claim_wait", o.ClaimWait, time.Second, valid.Day))
+	add(valid.RangeOrZero("retry.initial_interval", o.Retry.InitialInterval, 10*time.Millisecond, valid.Day))
+	add(valid.RangeOrZero("retry.maximum_interval", o.Retry.MaximumInterval, 10*time.Millisecond, 7*valid.Day))
+	add(valid.RangeOrZero("retry.backoff_coefficient", o.Retry.BackoffCoefficient, 1, 100))
+	add(valid.Range("retry.maximum_attempts", o.Retry.MaximumAttempts, -1, 10_000))
+	r := o.Retry.withDefaults()
+	check(r.MaximumInterval >= r.InitialInterval, "retry.maximum_interval: must be at least retry.initial_interval (%s), got %s", r.InitialInterval, r.MaximumInterval)
+	check(!(o.Local && o.TaskQueue != ""), "local: a local handler runs in the bridge itself, so it cannot have a task_queue")
+	check(!(o.Workflow != "" && len(o.Steps) > 0), "workflow and steps: set one, not both")
+	all := map[string]bool{}
 	for _, s := range Leaves(o.Steps) {
-		name := s.Name
-		if name == "" {
-			name = s.Handler
+		check(!all[s.name()], "steps: name %q is used twice (give the steps distinct names)", s.name())
+		all[s.name()] = true
+	}
+	before := map[string]bool{}
+	for i, s := range o.Steps {
+		if err := s.validate(before, all); err != nil {
+			errs = append(errs, fmt.Errorf("steps[%d]: %w", i, err))
 		}
-		check(!seen[name], "steps: name %q is used twice (give the steps distinct names)", name)
-		seen[name] = true
+		for _, l := range Leaves([]Step{s}) {
+			before[l.name()] = true
+		}
 	}
 	return errors.Join(errs...)
 }

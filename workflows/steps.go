@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
-	"strings"
-	"text/template"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -60,11 +57,17 @@ type StepOptions struct {
 // StepFailedErrorType is the error type of a step that failed for good.
 const StepFailedErrorType = "StepFailed"
 
+// name is the step's name: Name, or its handler's.
+func (s Step) name() string {
+	if s.Name == "" {
+		return s.Handler
+	}
+	return s.Name
+}
+
 // withDefaults names an unnamed step after its handler.
 func (s Step) withDefaults() Step {
-	if s.Name == "" {
-		s.Name = s.Handler
-	}
+	s.Name = s.name()
 	s.Parallel = slices.Clone(s.Parallel) // never write into the caller's slice
 	for i := range s.Parallel {
 		s.Parallel[i] = s.Parallel[i].withDefaults()
@@ -72,7 +75,9 @@ func (s Step) withDefaults() Step {
 	return s
 }
 
-func (s Step) validate() error {
+// validate checks a step; before holds the names of the steps that run
+// before it, all every step name of the type.
+func (s Step) validate(before, all map[string]bool) error {
 	switch {
 	case s.Handler == "" && len(s.Parallel) == 0:
 		return errors.New("needs a handler or a parallel group")
@@ -81,12 +86,17 @@ func (s Step) validate() error {
 	case s.Local != nil && *s.Local && s.TaskQueue != "":
 		return fmt.Errorf("step %q: a local step cannot have a task_queue", s.Name)
 	}
+	if s.Handler != "" {
+		if err := s.options(TypeOptions{}).Validate(); err != nil {
+			return fmt.Errorf("step %q: %w", s.name(), err)
+		}
+	}
 	for i, p := range s.Parallel {
-		if err := p.validate(); err != nil {
+		if err := p.validate(before, all); err != nil {
 			return fmt.Errorf("parallel[%d]: %w", i, err)
 		}
 	}
-	return validateTemplates(s.Params)
+	return checkTemplates(s.Params, before, all)
 }
 
 // Leaves returns the handler steps in order, parallel groups flattened.
@@ -140,9 +150,11 @@ type pipeline struct {
 
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
 	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, total: len(Leaves(opts.Steps))}
-	if err := json.Unmarshal(orEmpty(in.Task.Params), &p.params); err != nil {
+	params, err := decodeJSON(orEmpty(in.Task.Params))
+	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError("task params are not JSON: "+err.Error(), activities.ErrTypeInvalidParams, err)
 	}
+	p.params = params
 	for _, s := range opts.Steps {
 		var err error
 		if len(s.Parallel) > 0 {
@@ -224,9 +236,7 @@ func (p *pipeline) stepParams(s Step) (json.RawMessage, error) {
 	}
 	steps := make(map[string]any, len(p.results))
 	for name, raw := range p.results {
-		var v any
-		_ = json.Unmarshal(raw, &v)
-		steps[name] = v
+		steps[name], _ = decodeJSON(orEmpty(raw)) // a handler's result is JSON
 	}
 	rendered, err := render(s.Params, map[string]any{"params": p.params, "steps": steps})
 	if err != nil {
@@ -258,87 +268,4 @@ func orEmpty(raw json.RawMessage) json.RawMessage {
 		return json.RawMessage(`{}`)
 	}
 	return raw
-}
-
-// ---- templates ----
-
-// wholeAction matches a string that is exactly one field path action,
-// whose value keeps its JSON type.
-var wholeAction = regexp.MustCompile(`^\s*\{\{-?\s*\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\s*-?\}\}\s*$`)
-
-// mapStrings rebuilds v with fn applied to every string in it; an error
-// names where it happened (params.key[2]…).
-func mapStrings(v any, fn func(string) (any, error)) (any, error) {
-	switch x := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			r, err := mapStrings(e, fn)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", k, err)
-			}
-			out[k] = r
-		}
-		return out, nil
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			r, err := mapStrings(e, fn)
-			if err != nil {
-				return nil, fmt.Errorf("[%d]: %w", i, err)
-			}
-			out[i] = r
-		}
-		return out, nil
-	case string:
-		if !strings.Contains(x, "{{") {
-			return x, nil
-		}
-		return fn(x)
-	default:
-		return v, nil
-	}
-}
-
-// render resolves the templates in v's string values against data.
-func render(v any, data map[string]any) (any, error) {
-	return mapStrings(v, func(s string) (any, error) {
-		if m := wholeAction.FindStringSubmatch(s); m != nil {
-			return lookup(data, strings.Split(m[1], "."))
-		}
-		t, err := template.New("params").Option("missingkey=error").Parse(s)
-		if err != nil {
-			return nil, err
-		}
-		var b strings.Builder
-		if err := t.Execute(&b, data); err != nil {
-			return nil, err
-		}
-		return b.String(), nil
-	})
-}
-
-func lookup(v any, path []string) (any, error) {
-	for i, key := range path {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil, fmt.Errorf("template: .%s is not an object", strings.Join(path[:i], "."))
-		}
-		if v, ok = m[key]; !ok {
-			return nil, fmt.Errorf("template: .%s has no value", strings.Join(path[:i+1], "."))
-		}
-	}
-	return v, nil
-}
-
-// validateTemplates parses every template, so a typo fails at start-up.
-func validateTemplates(params map[string]any) error {
-	_, err := mapStrings(params, func(s string) (any, error) {
-		_, err := template.New("params").Parse(s)
-		return s, err
-	})
-	if err != nil {
-		return fmt.Errorf("params.%w", err)
-	}
-	return nil
 }

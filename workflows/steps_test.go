@@ -191,3 +191,42 @@ func TestTypeOptions_validate_names_the_problem(t *testing.T) {
 	}
 	require.NoError(t, workflows.TypeOptions{Steps: demoPipeline()}.Validate())
 }
+
+// Numbers in templates keep every digit, and a step named after its
+// handler (example.uppercase) is read with index.
+func TestSteps_templates_exact_numbers_and_dotted_names(t *testing.T) {
+	t.Parallel()
+	var got atomic.Value
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.capture", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
+			got.Store(string(p))
+			return map[string]any{"ok": true}, nil
+		})
+	})
+	steps := []workflows.Step{
+		{Handler: "example.uppercase", Params: map[string]any{"text": "{{ .params.name }}"}},
+		{Name: "cap", Handler: "test.capture", Params: map[string]any{
+			"id":    "user {{ .params.user_id }}",
+			"big":   "{{ .params.big }}",
+			"text":  "{{ .params.big }}!",
+			"float": "{{ .params.f }}",
+			"upper": `{{ index .steps "example.uppercase" "uppercase" }}`,
+			"whole": `{{ index .steps "example.uppercase" }}`,
+			"nums":  "{{ .params.nums }}",
+		}},
+	}
+	params := json.RawMessage(`{"name":"ada","user_id":1234567,"big":9007199254740993,"f":0.1,"nums":[1e2,3]}`)
+	in := b.claim(t, "demo.pipeline", params, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{
+		"id": "user 1234567",
+		"big": 9007199254740993,
+		"text": "9007199254740993!",
+		"float": 0.1,
+		"upper": "ADA",
+		"whole": {"original":"ada","uppercase":"ADA"},
+		"nums": [1e2,3]
+	}`, got.Load().(string))
+	require.Contains(t, got.Load().(string), `"big":9007199254740993`, "every digit, as a number")
+}

@@ -1,0 +1,52 @@
+package activities_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/activities"
+)
+
+// An endpoint that echoes the request in its error page does not get the
+// tokens into the task's error (TaskManager, history, logs).
+func TestHTTP_answer_echoing_the_tokens_is_redacted(t *testing.T) {
+	const header, query, user, fixed = "hdr-TOKEN-1", "qry-TOKEN-2", "usr-TOKEN-3", "Bearer fixed-TOKEN-4"
+	t.Setenv("HOOK_TOKEN", header)
+	for _, status := range []int{401, 429, 500, 200} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(status)
+			pw, _ := r.URL.User.Password()
+			fmt.Fprintf(w, "bad token %q (%s) for %s?%s %s, escaped %s",
+				r.Header.Get("X-Hook-Token"), r.Header.Get("Authorization"), r.URL.Path, r.URL.RawQuery, pw, url.QueryEscape(header))
+		}))
+		t.Cleanup(srv.Close)
+		u, _ := url.Parse(srv.URL + "/hook?token=" + query)
+		u.User = url.UserPassword("svc", user)
+		cfg := activities.HTTPConfig{URL: u.String(), HeadersFromEnv: map[string]string{"X-Hook-Token": "HOOK_TOKEN"}, Headers: map[string]string{"Authorization": fixed}}
+		_, err := activities.HTTP(cfg, nil).Handle(context.Background(), nil)
+		require.Error(t, err, status)
+		text := chainText(err)
+		require.Contains(t, text, "[redacted]", "the answer is still quoted, tokens hidden")
+		for _, secret := range []string{header, query, user, "fixed-TOKEN-4"} {
+			require.NotContains(t, text, secret, "status %d", status)
+		}
+	}
+}
+
+// A command's stderr that prints a token it was given in env is redacted.
+func TestExec_stderr_quoting_its_env_is_redacted(t *testing.T) {
+	t.Setenv("PASSED_TOKEN", "passed-TOKEN-1")
+	cfg := activities.ExecConfig{
+		Command: []string{"sh", "-c", `echo "token $PASSED_TOKEN and $SET_TOKEN refused" >&2; exit 3`},
+		Env:     []string{"PASSED_TOKEN", "SET_TOKEN=set-TOKEN-2"},
+	}
+	_, err := activities.Exec(cfg).Handle(context.Background(), nil)
+	require.ErrorContains(t, err, "exited with code 3: token [redacted] and [redacted] refused")
+	require.NotContains(t, chainText(err), "TOKEN-")
+}

@@ -1,0 +1,141 @@
+package bridge
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Absurd values are refused with their valid range, naming the key.
+func TestLoad_refuses_values_out_of_range(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args []string
+		file string
+		want string
+	}{
+		{args: []string{"--api-timeout=1ns"}, want: "api_timeout: must be between 100ms and 10m0s, got 1ns"},
+		{args: []string{"--poll-interval=1000h"}, want: "poll_interval: must be between"},
+		{args: []string{"--claim-timeout=0.001"}, want: "claim_timeout: must be between 1s and"},
+		{args: []string{"--shutdown-grace=100h"}, want: "shutdown_grace: must be between"},
+		{args: []string{"--max-in-flight=10000000"}, want: "max_in_flight: must be between 1 and 100000"},
+		{args: []string{"--max-concurrent-activities=-3"}, want: "temporal.max_concurrent_activities"},
+		{args: []string{"--max-runs=-1"}, want: "max_runs"},
+		{file: "type_defaults: { start_to_close_timeout: 1ms }\n", want: "type_defaults: start_to_close_timeout: must be between 1s and 720h0m0s, got 1ms (or 0 for the default)"},
+		{file: "types:\n  x: { heartbeat_timeout: 100ms }\n", want: "types: x: heartbeat_timeout: must be at least 1s, got 100ms: handlers heartbeat automatically"},
+		{file: "types:\n  x: { heartbeat_timeout: 1000h }\n", want: "heartbeat_timeout: must be between 1s and 24h0m0s"},
+		{file: "types:\n  x: { schedule_to_close_timeout: 100000h }\n", want: "schedule_to_close_timeout"},
+		{file: "types:\n  x: { claim_wait: 1ns }\n", want: "claim_wait"},
+		{file: "types:\n  x: { retry: { maximum_attempts: 1000000 } }\n", want: "retry.maximum_attempts: must be between -1 and 10000"},
+		{file: "types:\n  x: { retry: { maximum_attempts: -2 } }\n", want: "retry.maximum_attempts"},
+		{file: "types:\n  x: { retry: { backoff_coefficient: 1000 } }\n", want: "retry.backoff_coefficient: must be between 1 and 100"},
+		{file: "types:\n  x: { retry: { initial_interval: 1ns } }\n", want: "retry.initial_interval"},
+		{file: "types:\n  x: { retry: { initial_interval: 2m } }\n", want: "retry.maximum_interval: must be at least retry.initial_interval (2m0s), got 1m0s"},
+		{file: "types:\n  x:\n    steps:\n      - { handler: h, heartbeat_timeout: 10ms }\n", want: `types: x: steps[0]: step "h": heartbeat_timeout: must be at least 1s`},
+	}
+	for _, c := range cases {
+		t.Run(c.want, func(t *testing.T) {
+			args := c.args
+			if c.file != "" {
+				args = append(args, "--config="+writeFile(t, c.file))
+			}
+			_, err := Load(args, nil, &bytes.Buffer{})
+			require.Error(t, err)
+			require.Contains(t, err.Error(), c.want)
+		})
+	}
+}
+
+// Templates are checked at load: what they read must exist and run before.
+func TestLoad_checks_step_templates(t *testing.T) {
+	t.Parallel()
+	steps := func(body string) string { return "types:\n  demo.flow:\n    steps:\n" + body }
+	cases := []struct{ file, want string }{
+		{steps(`
+      - handler: example.uppercase
+      - handler: example.echo
+        params: { message: "{{ .steps.example.uppercase.uppercase }}" }
+`), `types: demo.flow: steps[1]: params.message: "{{ .steps.example.uppercase.uppercase }}": .steps.example.uppercase.uppercase: step "example.uppercase" has dots in its name, which a template path cannot hold: write {{ index .steps "example.uppercase" }}`},
+		{steps(`
+      - { name: shout, handler: example.uppercase }
+      - { name: echo, handler: example.echo, params: { message: "{{ .steps.shuot.uppercase }}" } }
+`), `steps[1]: params.message: "{{ .steps.shuot.uppercase }}": no step "shuot" (the steps before this one: shout)`},
+		{steps(`
+      - { name: echo, handler: example.echo, params: { message: "{{ .steps.shout.uppercase }}" } }
+      - { name: shout, handler: example.uppercase }
+`), `step "shout" runs later or at the same time`},
+		{steps(`
+      - parallel:
+          - { name: a, handler: example.echo }
+          - { name: b, handler: example.echo, params: { m: "{{ index .steps \"a\" }}" } }
+`), `steps[0]: parallel[1]: params.m: "{{ index .steps \"a\" }}": step "a" runs later or at the same time`},
+		{steps(`
+      - { name: echo, handler: example.echo, params: { m: "{{ .parms.x }}" } }
+`), `.parms: a template reads .params (the task's params) and .steps`},
+		{steps(`
+      - { name: echo, handler: example.echo, params: { deep: { list: [1, "{{ .steps.x }}"] } } }
+`), `steps[0]: params.deep: list: [1]: "{{ .steps.x }}": no step "x": no step runs before this one`},
+		{steps(`
+      - { name: echo, handler: example.echo, params: { m: "{{ .params.x " } }
+`), `params.m: template: params:1: unclosed action`},
+	}
+	for _, c := range cases {
+		_, err := Load([]string{"--config=" + writeFile(t, c.file)}, nil, &bytes.Buffer{})
+		require.Error(t, err, c.want)
+		require.Contains(t, err.Error(), c.want)
+	}
+
+	ok := steps(`
+      - handler: example.uppercase
+      - name: echo
+        handler: example.echo
+        params:
+          message: "{{ index .steps \"example.uppercase\" \"uppercase\" }}"
+          both: "{{ range .params.items }}{{ .name }}{{ end }} {{ with .params.x }}{{ .y }}{{ end }} {{ $.steps }}"
+`)
+	_, err := Load([]string{"--config=" + writeFile(t, ok)}, nil, &bytes.Buffer{})
+	require.NoError(t, err, "index reaches a dotted name; dot inside range and with is the item")
+}
+
+// A TMBRIDGE_ variable that names no setting is a warning, with the
+// nearest setting; the tools' own variables are not.
+func TestLoad_warns_of_unknown_TMBRIDGE_variables(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(nil, []string{"TMBRIDGE_POLL_INTERVALL=3", "TMBRIDGE_NOTHING_LIKE_IT=1", "TMBRIDGE_TEMPORAL_CLI=/x", "TMBRIDGE_POLL_INTERVAL=4", "OTHER_THING=1"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"environment: TMBRIDGE_POLL_INTERVALL names no setting and is ignored (did you mean TMBRIDGE_POLL_INTERVAL?)",
+		"environment: TMBRIDGE_NOTHING_LIKE_IT names no setting and is ignored",
+	}, cfg.Warnings)
+
+	var stderr bytes.Buffer
+	code := run([]string{"--temporal-address=127.0.0.1:1", "--log-format=json"}, []string{"TMBRIDGE_MAX_INFLIGHT=3"}, &bytes.Buffer{}, &stderr, nil)
+	require.NotZero(t, code, "nothing listens on port 1")
+	require.Contains(t, stderr.String(), `"level":"WARN","msg":"environment: TMBRIDGE_MAX_INFLIGHT names no setting and is ignored (did you mean TMBRIDGE_MAX_IN_FLIGHT?)"`)
+}
+
+// A bad api_url is named without what it may carry (userinfo, query).
+func TestLoad_api_url_error_shows_no_credentials(t *testing.T) {
+	t.Parallel()
+	_, err := Load([]string{"--api-url=ftp://user:hunter2@tm.example/api?key=s3cret#frag"}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, `api_url: want an http(s) URL, got "ftp://tm.example/api"`)
+	for _, secret := range []string{"hunter2", "s3cret", "user", "frag"} {
+		require.NotContains(t, err.Error(), secret)
+	}
+}
+
+// api_key_file is read up to 64 KiB: a bigger file is not a key.
+func TestLoad_api_key_file_is_bounded(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "key")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Repeat("k", maxKeyFile+1)), 0o600))
+	_, err := Load([]string{"--api-key-file=" + path}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "api_key_file: "+path+" is larger than 64 KiB")
+	require.NotContains(t, err.Error(), "kkkk")
+	_, err = Load([]string{"--api-key-file=/dev/zero"}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "is larger than 64 KiB", "an endless file does not hang the start")
+}

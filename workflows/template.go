@@ -1,0 +1,300 @@
+package workflows
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"text/template"
+	"text/template/parse"
+)
+
+// Step params are Go templates over two roots: .params (the task's params)
+// and .steps (the results of earlier steps, by step name). A step whose
+// name has dots, such as the default name example.uppercase, is read with
+// index: {{ index .steps "example.uppercase" "uppercase" }}.
+//
+// Numbers stay exact: JSON is decoded with json.Number, so 1234567 renders
+// as 1234567 and 9007199254740993 keeps every digit. A string that is a
+// single action keeps the JSON type of its value (a number, an object).
+
+// valueFunc is the function the renderer appends to a single-action
+// template to capture its value instead of printing it.
+const valueFunc = "tmbridge_value"
+
+// parseTemplate parses one template string. whole reports a string that is
+// one action (blanks around it aside), whose value keeps its JSON type.
+func parseTemplate(s string, capture func(any) string) (t *template.Template, whole bool, err error) {
+	t, err = template.New("params").Option("missingkey=error").
+		Funcs(template.FuncMap{valueFunc: capture}).Parse(s)
+	if err != nil {
+		return nil, false, err
+	}
+	var action *parse.ActionNode
+	for _, n := range t.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+			if len(bytes.TrimSpace(n.Text)) > 0 {
+				return t, false, nil
+			}
+		case *parse.ActionNode:
+			if action != nil || len(n.Pipe.Decl) > 0 {
+				return t, false, nil
+			}
+			action = n
+		default:
+			return t, false, nil
+		}
+	}
+	if action == nil {
+		return t, false, nil
+	}
+	// {{ pipeline }} becomes {{ pipeline | tmbridge_value }}.
+	call := &parse.CommandNode{NodeType: parse.NodeCommand, Pos: action.Pos,
+		Args: []parse.Node{parse.NewIdentifier(valueFunc).SetTree(t.Tree).SetPos(action.Pos)}}
+	action.Pipe.Cmds = append(action.Pipe.Cmds, call)
+	return t, true, nil
+}
+
+// render resolves the templates in v's string values against data.
+func render(v any, data map[string]any) (any, error) {
+	return mapStrings(v, func(s string) (any, error) {
+		var value any
+		t, whole, err := parseTemplate(s, func(v any) string { value = v; return "" })
+		if err != nil {
+			return nil, err
+		}
+		var b strings.Builder
+		if err := t.Execute(&b, data); err != nil {
+			return nil, err
+		}
+		if whole {
+			if _, err := json.Marshal(value); err != nil {
+				return nil, fmt.Errorf("template value is not JSON: %w", err)
+			}
+			return value, nil
+		}
+		return b.String(), nil
+	})
+}
+
+// decodeJSON decodes raw keeping numbers exact (json.Number).
+func decodeJSON(raw []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if d.More() {
+		return nil, errors.New("trailing data after the JSON value")
+	}
+	return v, nil
+}
+
+// mapStrings rebuilds v with fn applied to every string holding "{{"; an
+// error names where it happened (key[2]…).
+func mapStrings(v any, fn func(string) (any, error)) (any, error) {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for _, k := range sortedKeys(x) { // the first error is always the same one
+			r, err := mapStrings(x[k], fn)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", k, err)
+			}
+			out[k] = r
+		}
+		return out, nil
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			r, err := mapStrings(e, fn)
+			if err != nil {
+				return nil, fmt.Errorf("[%d]: %w", i, err)
+			}
+			out[i] = r
+		}
+		return out, nil
+	case string:
+		if !strings.Contains(x, "{{") {
+			return x, nil
+		}
+		return fn(x)
+	default:
+		return v, nil
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// checkTemplates parses every template of a step's params and checks what
+// each reads: .params, or .steps of a step that runs before this one
+// (before), so a typo or a forward reference fails at config load. all
+// holds every step name of the type.
+func checkTemplates(params map[string]any, before, all map[string]bool) error {
+	_, err := mapStrings(params, func(s string) (any, error) {
+		t, _, err := parseTemplate(s, func(any) string { return "" })
+		if err != nil {
+			return nil, err
+		}
+		c := refChecker{before: before, all: all}
+		c.walk(t.Root, true)
+		if c.err != nil {
+			return nil, fmt.Errorf("%q: %w", s, c.err)
+		}
+		return s, nil
+	})
+	if err != nil {
+		return fmt.Errorf("params.%w", err)
+	}
+	return nil
+}
+
+// refChecker walks a template's tree for references to .params and .steps.
+type refChecker struct {
+	before, all map[string]bool
+	err         error
+}
+
+// walk checks node; atRoot is false inside range and with, where dot is
+// no longer the template's data (only $.steps… is checked there).
+func (c *refChecker) walk(node parse.Node, atRoot bool) {
+	switch n := node.(type) {
+	case *parse.ListNode:
+		if n != nil {
+			for _, e := range n.Nodes {
+				c.walk(e, atRoot)
+			}
+		}
+	case *parse.ActionNode:
+		c.pipe(n.Pipe, atRoot)
+	case *parse.IfNode:
+		c.pipe(n.Pipe, atRoot)
+		c.walk(n.List, atRoot)
+		c.walk(n.ElseList, atRoot)
+	case *parse.RangeNode:
+		c.pipe(n.Pipe, atRoot)
+		c.walk(n.List, false)
+		c.walk(n.ElseList, atRoot)
+	case *parse.WithNode:
+		c.pipe(n.Pipe, atRoot)
+		c.walk(n.List, false)
+		c.walk(n.ElseList, atRoot)
+	case *parse.TemplateNode:
+		c.fail(errors.New("{{ template }} is not available in step params"))
+	}
+}
+
+func (c *refChecker) pipe(p *parse.PipeNode, atRoot bool) {
+	if p == nil {
+		return
+	}
+	for _, cmd := range p.Cmds {
+		if name, ok := indexedStep(cmd, atRoot); ok {
+			c.step(name)
+		}
+		for _, arg := range cmd.Args {
+			switch a := arg.(type) {
+			case *parse.FieldNode:
+				if atRoot {
+					c.path(a.Ident)
+				}
+			case *parse.VariableNode:
+				if a.Ident[0] == "$" && len(a.Ident) > 1 {
+					c.path(a.Ident[1:])
+				}
+			case *parse.PipeNode:
+				c.pipe(a, atRoot)
+			case *parse.ChainNode:
+				if inner, ok := a.Node.(*parse.PipeNode); ok {
+					c.pipe(inner, atRoot)
+				}
+			}
+		}
+	}
+}
+
+// indexedStep recognises {{ index .steps "name" … }}.
+func indexedStep(cmd *parse.CommandNode, atRoot bool) (string, bool) {
+	if len(cmd.Args) < 3 {
+		return "", false
+	}
+	if id, ok := cmd.Args[0].(*parse.IdentifierNode); !ok || id.Ident != "index" {
+		return "", false
+	}
+	name, ok := cmd.Args[2].(*parse.StringNode)
+	if !ok {
+		return "", false
+	}
+	switch m := cmd.Args[1].(type) {
+	case *parse.FieldNode:
+		return name.Text, atRoot && slices.Equal(m.Ident, []string{"steps"})
+	case *parse.VariableNode:
+		return name.Text, slices.Equal(m.Ident, []string{"$", "steps"})
+	}
+	return "", false
+}
+
+func (c *refChecker) path(ident []string) {
+	switch ident[0] {
+	case "params":
+	case "steps":
+		if len(ident) > 1 {
+			c.stepPath(ident[1:])
+		}
+	default:
+		c.fail(fmt.Errorf(".%s: a template reads .params (the task's params) and .steps (earlier steps' results)", ident[0]))
+	}
+}
+
+// stepPath checks .steps.a.b…, telling a dotted step name apart.
+func (c *refChecker) stepPath(ident []string) {
+	name := ident[0]
+	if c.all[name] {
+		c.step(name)
+		return
+	}
+	for n := len(ident); n > 1; n-- {
+		if dotted := strings.Join(ident[:n], "."); c.all[dotted] {
+			c.fail(fmt.Errorf(".steps.%s: step %q has dots in its name, which a template path cannot hold: write {{ index .steps %q }} (then the field names), or give the step a name without dots",
+				strings.Join(ident, "."), dotted, dotted))
+			return
+		}
+	}
+	c.step(name)
+}
+
+func (c *refChecker) step(name string) {
+	switch {
+	case c.before[name]:
+	case c.all[name]:
+		c.fail(fmt.Errorf("step %q runs later or at the same time: a template reads only the steps before its own", name))
+	default:
+		var known []string
+		for n := range c.before {
+			known = append(known, n)
+		}
+		slices.Sort(known)
+		if len(known) == 0 {
+			c.fail(fmt.Errorf("no step %q: no step runs before this one", name))
+			return
+		}
+		c.fail(fmt.Errorf("no step %q (the steps before this one: %s)", name, strings.Join(known, ", ")))
+	}
+}
+
+func (c *refChecker) fail(err error) {
+	if c.err == nil {
+		c.err = err
+	}
+}

@@ -1,0 +1,130 @@
+package workflows
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"text/template/parse"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRender_values_keep_their_JSON_type(t *testing.T) {
+	t.Parallel()
+	params, err := decodeJSON([]byte(`{"n":1234567,"big":9007199254740993,"s":"x","null":null,"list":[1,2],"obj":{"a":true}}`))
+	require.NoError(t, err)
+	data := map[string]any{"params": params, "steps": map[string]any{"example.echo": map[string]any{"echo": "hi"}}}
+	cases := map[string]string{
+		"{{ .params.n }}":                          `1234567`,
+		" {{- .params.big -}} ":                    `9007199254740993`,
+		"n={{ .params.n }}":                        `"n=1234567"`,
+		"{{ .params.null }}":                       `null`,
+		"{{ .params.list }}":                       `[1,2]`,
+		"{{ .params.obj }}":                        `{"a":true}`,
+		`{{ index .steps "example.echo" }}`:        `{"echo":"hi"}`,
+		`{{ index .params.list 1 }}`:               `2`,
+		`{{ len .params.list }}`:                   `2`,
+		`{{ printf "%s-%s" .params.s "y" }}`:       `"x-y"`,
+		`{{ .params.s }}{{ .params.s }}`:           `"xx"`,
+		`{{ $x := .params.s }}{{ $x }}`:            `"x"`,
+		`{{ if .params.obj.a }}yes{{ end }}`:       `"yes"`,
+		`{{ range .params.list }}{{ . }}{{ end }}`: `"12"`,
+	}
+	for tmpl, want := range cases {
+		out, err := render(map[string]any{"v": tmpl}, data)
+		require.NoError(t, err, tmpl)
+		got, err := json.Marshal(out.(map[string]any)["v"])
+		require.NoError(t, err)
+		require.JSONEq(t, want, string(got), tmpl)
+		require.Equal(t, want, string(got), "%s: exact digits", tmpl)
+	}
+
+	for tmpl, want := range map[string]string{
+		"{{ .params.missing }}":      `map has no entry for key "missing"`,
+		"{{ .steps.nope.x }}":        `.steps.nope`,
+		"{{ 1.5i }}":                 "template value is not JSON",
+		"{{ .params.s.field }}":      "can't evaluate field field",
+		"{{ index .params.list 9 }}": "out of range",
+	} {
+		_, err := render(map[string]any{"v": tmpl}, data)
+		require.ErrorContains(t, err, want, tmpl)
+	}
+}
+
+// FuzzRender: any template over any params renders the same way twice, to
+// JSON, without a panic; the config check never panics either. Seeds are
+// in testdata/fuzz/FuzzRender; `make fuzz` runs it longer.
+func FuzzRender(f *testing.F) {
+	for _, s := range []struct{ tmpl, params string }{
+		{"{{ .params.n }}", `{"n":1234567}`},
+		{"id={{ .params.n }}", `{"n":9007199254740993}`},
+		{`{{ index .steps "a" "b" }}`, `{"b":[1,{"c":null}]}`},
+		{"{{ range .params.l }}{{ . }},{{ end }}", `{"l":[1,"x",true]}`},
+		{"{{ with .params.o }}{{ .k }}{{ end }}", `{"o":{"k":"v"}}`},
+		{"{{ .steps.a.b.c }}", `{"b":{"c":1e400}}`},
+		{"{{ printf \"%v\" .params }}", `{"a":{"b":{"c":[]}}}`},
+		{"plain", `{}`},
+	} {
+		f.Add(s.tmpl, []byte(s.params))
+	}
+	f.Fuzz(func(t *testing.T, tmpl string, raw []byte) {
+		if len(tmpl) > 1024 || len(raw) > 1<<14 {
+			t.Skip()
+		}
+		params, err := decodeJSON(raw)
+		if err != nil {
+			return
+		}
+		steps := map[string]bool{"a": true}
+		in := map[string]any{"v": tmpl}
+		_ = checkTemplates(in, steps, steps)
+		if loopsOverConstant(tmpl) {
+			t.Skip() // {{ range 1000000000 }}: a config that loops is the config's
+		}
+		data := map[string]any{"params": params, "steps": map[string]any{"a": params}}
+		out1, err1 := render(in, data)
+		out2, err2 := render(in, data)
+		require.Equal(t, err1 == nil, err2 == nil)
+		if err1 != nil {
+			require.Equal(t, err1.Error(), err2.Error())
+			return
+		}
+		b1, err := json.Marshal(out1)
+		require.NoError(t, err, "rendered params are JSON")
+		b2, _ := json.Marshal(out2)
+		require.Equal(t, string(b1), string(b2), "rendering is deterministic (it runs in workflow code)")
+		if !strings.Contains(tmpl, "{{") {
+			require.Equal(t, tmpl, out1.(map[string]any)["v"])
+		}
+	})
+}
+
+// loopsOverConstant reports a range over a number written in the template.
+func loopsOverConstant(tmpl string) bool {
+	t, _, err := parseTemplate(tmpl, func(any) string { return "" })
+	if err != nil {
+		return false
+	}
+	found := false
+	var walk func(parse.Node)
+	walk = func(n parse.Node) {
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n != nil {
+				for _, e := range n.Nodes {
+					walk(e)
+				}
+			}
+		case *parse.IfNode:
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.WithNode:
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.RangeNode:
+			found = true // any range may take a number from a constant expression
+		}
+	}
+	walk(t.Root)
+	return found && strings.ContainsAny(tmpl, "0123456789")
+}
