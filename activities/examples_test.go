@@ -31,7 +31,7 @@ func setup(t *testing.T) testBundle {
 	activities.RegisterExamples(reg)
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
-	(&activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}).Register(env)
+	(&activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}).RegisterOn(env)
 	return testBundle{env: env, tm: tm, api: api}
 }
 

@@ -75,7 +75,7 @@ func Exec(c ExecConfig) Handler {
 		cmd.Dir = c.Dir
 		cmd.Env = execEnv(ctx, c.Env)
 		hide := newRedactor(envValues(cmd.Env, c.Env)...)
-		cmd.Stdin = bytes.NewReader(orEmptyObject(params))
+		cmd.Stdin = bytes.NewReader(taskmanager.OrEmptyObject(params))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.WaitDelay = execWaitDelay
 		killGroup := func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -113,10 +113,7 @@ func Exec(c ExecConfig) Handler {
 			}
 			return nil, err
 		}
-		out := bytes.TrimSpace(stdout.Bytes())
-		if len(out) == 0 {
-			return json.RawMessage(`{}`), nil
-		}
+		out := taskmanager.OrEmptyObject(stdout.Bytes())
 		if !json.Valid(out) {
 			return nil, Permanent(fmt.Errorf("%s wrote a result that is not JSON: %q", c.Command[0], hide.tail(out, 200)))
 		}
@@ -224,20 +221,4 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
-}
-
-func orEmptyObject(raw json.RawMessage) json.RawMessage {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return json.RawMessage(`{}`)
-	}
-	return raw
-}
-
-// inputKey carries the HandlerInput in a handler's context.
-type inputKey struct{}
-
-// TaskInfo returns the task a handler runs for, when called in one.
-func TaskInfo(ctx context.Context) (HandlerInput, bool) {
-	in, ok := ctx.Value(inputKey{}).(HandlerInput)
-	return in, ok
 }

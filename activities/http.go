@@ -89,7 +89,7 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 	hide := newRedactor(secrets...)
 	where := redacted(c.URL)
 	return HandlerFunc(func(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(orEmptyObject(params)))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(taskmanager.OrEmptyObject(params)))
 		if err != nil {
 			return nil, Permanent(fmt.Errorf("POST %s: %w", where, taskmanager.RedactURLError(err)))
 		}
@@ -125,9 +125,7 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 			if tooLong {
 				return nil, Permanent(fmt.Errorf("POST %s: answer passed %d bytes (a result is stored in at most %d)", where, maxHTTPAnswer, taskmanager.MaxStoredBytes))
 			}
-			if len(bytes.TrimSpace(body)) == 0 {
-				return json.RawMessage(`{}`), nil
-			}
+			body = taskmanager.OrEmptyObject(body)
 			if !json.Valid(body) {
 				return nil, Permanent(fmt.Errorf("POST %s: answer is not JSON: %q", where, hide.tail(body, 200)))
 			}

@@ -1,96 +1,13 @@
-// Package activities holds the Temporal activities of tmbridge: the task
-// type handlers (one activity per type, named after it) and the completion
-// activity that reports a task's outcome back to TaskManager.
-//
-// Register a handler with your own Go types:
-//
-//	reg := activities.NewRegistry()
-//	activities.Register(reg, "image.resize", func(ctx context.Context, p ResizeParams) (ResizeResult, error) {
-//		activities.ReportProgress(ctx, 50, "resizing")
-//		return resize(ctx, p)
-//	})
 package activities
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"sync"
 )
-
-// Handler runs one task. What it returns decides the task's outcome:
-//
-//   - a nil error: the task succeeds and the result is reported to
-//     TaskManager (a result that is not a JSON object is wrapped as
-//     {"value": result});
-//   - an error wrapped with Permanent: the task fails at once, no retry;
-//   - any other error: the attempt fails and Temporal retries it with the
-//     type's retry policy; once the retries are spent, the task fails with
-//     the last error's message.
-//
-// The context is cancelled when Temporal cancels the task or its timeout
-// expires; a handler that runs long should watch it.
-type Handler interface {
-	Handle(ctx context.Context, params json.RawMessage) (json.RawMessage, error)
-}
-
-// HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, params json.RawMessage) (json.RawMessage, error)
-
-// Handle calls f.
-func (f HandlerFunc) Handle(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
-	return f(ctx, params)
-}
-
-// Validator is implemented by params types that check themselves after
-// decoding; an error fails the task as invalid params, without retry.
-type Validator interface {
-	Validate() error
-}
-
-// Typed adapts a function over the user's own types to Handler: params are
-// decoded into P (a mismatch fails the task without retry and names the
-// field), the result R is encoded as JSON.
-func Typed[P, R any](fn func(ctx context.Context, params P) (R, error)) Handler {
-	return HandlerFunc(func(ctx context.Context, raw json.RawMessage) (json.RawMessage, error) {
-		var p P
-		if err := decodeParams(raw, &p); err != nil {
-			return nil, err
-		}
-		r, err := fn(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		out, err := json.Marshal(r)
-		if err != nil {
-			return nil, Permanent(fmt.Errorf("encode result: %w", err))
-		}
-		return out, nil
-	})
-}
-
-func decodeParams(raw json.RawMessage, p any) error {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		raw = json.RawMessage(`{}`)
-	}
-	if err := json.Unmarshal(raw, p); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return InvalidParams(fmt.Errorf("field %q: cannot use JSON %s as %s", te.Field, te.Value, te.Type))
-		}
-		return InvalidParams(err)
-	}
-	if v, ok := p.(Validator); ok {
-		if err := v.Validate(); err != nil {
-			return InvalidParams(err)
-		}
-	}
-	return nil
-}
 
 // Registry maps task type names to handlers. Names are stable strings:
 // they are the activity names in Temporal history, so renaming one breaks

@@ -42,7 +42,7 @@ func TestHandler_skip_if_done_returns_the_recorded_outcome(t *testing.T) {
 	})
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
-	(&activities.Activities{Registry: reg, TaskManager: api}).Register(env)
+	(&activities.Activities{Registry: reg, TaskManager: api}).RegisterOn(env)
 
 	task := claimed(t, api, "test.count", map[string]any{"x": 1})
 	in := activities.HandlerInput{TaskID: string(task.ID), TaskType: "test.count", WorkerID: "w1", Attempt: 1, Params: task.Params.Raw(), SkipIfDone: true}

@@ -82,46 +82,48 @@ type temporalRuns interface {
 // unreachable, claiming stops after these few.
 const MaxPendingStarts = 4
 
-// Option adjusts a Bridge.
-type Option func(*Bridge) error
+// Option is a setting of New beyond the config.
+type Option func(*bridgeOptions)
+
+// bridgeOptions are New's settings, gathered before anything is built.
+type bridgeOptions struct {
+	log       *slog.Logger
+	workflows map[string]any
+}
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
-	return func(b *Bridge) error { b.log = l; return nil }
-}
-
-// WithNamespace names the Temporal namespace tc uses (default: the
-// config's temporal.namespace, else "default").
-func WithNamespace(ns string) Option {
-	return func(b *Bridge) error { b.namespace = ns; return nil }
+	return func(o *bridgeOptions) { o.log = l }
 }
 
 // WithWorkflow registers a Go workflow under name, for types configured
 // with `workflow: name`. It receives an activities.HandlerInput and returns
 // the task's result; the bridge still claims the task and reports its
-// outcome.
+// outcome. A second workflow under the same name replaces the first.
 func WithWorkflow(name string, fn any) Option {
-	return func(b *Bridge) error {
-		b.worker.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
-		return nil
-	}
+	return func(o *bridgeOptions) { o.workflows[name] = fn }
 }
 
 // New checks the handlers and routes against the config and builds the
-// Temporal worker. Exec and http handlers from the config are added to reg.
+// Temporal worker. It runs reg's handlers and the config's exec and http
+// ones (reg is not changed).
 func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option) (*Bridge, error) {
 	api, err := taskmanager.New(taskmanager.Options{BaseURL: cfg.APIURL, APIKey: cfg.APIKey.Reveal(), Timeout: cfg.APITimeout})
 	if err != nil {
 		return nil, err
 	}
+	o := bridgeOptions{log: slog.Default(), workflows: map[string]any{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bg, cancel := context.WithCancel(context.Background())
 	b := &Bridge{
-		cfg: cfg, log: slog.Default(), api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, "default"), reg: reg,
+		cfg: cfg, log: o.log, api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, client.DefaultNamespace),
 		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(),
 		undecodableFor: defaultUndecodableFor,
 		bg:             bg, bgCancel: cancel, metrics: newMetrics(),
 	}
-	if err := b.addConfiguredHandlers(); err != nil {
+	if b.reg, err = cfg.Registry(reg); err != nil {
 		return nil, err
 	}
 	b.worker = worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{
@@ -132,66 +134,13 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		WorkerStopTimeout:                       cfg.ShutdownGrace,
 		Identity:                                cfg.WorkerID + "@" + cfg.Temporal.TaskQueue,
 	})
-	for _, o := range opts {
-		if err := o(b); err != nil {
-			return nil, err
-		}
+	for name, fn := range o.workflows {
+		b.worker.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	b.acts = &activities.Activities{Registry: reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim}
-	b.acts.Register(b.worker)
-	if err := b.checkRoutes(); err != nil {
-		return nil, err
-	}
+	b.acts.RegisterOn(b.worker)
 	return b, nil
-}
-
-// addConfiguredHandlers registers the exec and http handlers of the config.
-func (b *Bridge) addConfiguredHandlers() error {
-	for _, name := range sortedKeys(b.cfg.Types) {
-		tc := b.cfg.Types[name]
-		var h activities.Handler
-		switch {
-		case tc.Exec != nil:
-			h = activities.Exec(*tc.Exec)
-		case tc.HTTP != nil:
-			h = activities.HTTP(*tc.HTTP, nil)
-		default:
-			continue
-		}
-		if err := b.reg.Add(name, h); err != nil {
-			return fmt.Errorf("config: types: %s: %w (a Go handler has this name)", name, err)
-		}
-	}
-	return nil
-}
-
-// checkRoutes makes sure every configured type and step can run here or is
-// routed to another task queue.
-func (b *Bridge) checkRoutes() error {
-	var errs []error
-	has := func(name string) bool { _, ok := b.reg.Lookup(name); return ok }
-	for _, name := range sortedKeys(b.cfg.Types) {
-		tc := b.cfg.Types[name]
-		switch {
-		case len(tc.Steps) > 0:
-			for i, s := range workflows.Leaves(tc.Steps) {
-				if s.TaskQueue == "" && tc.TaskQueue == "" && !has(s.Handler) {
-					errs = append(errs, fmt.Errorf("config: types: %s: step %d (%s): no handler %q is registered (known: %v)", name, i+1, s.Name, s.Handler, b.reg.Names()))
-				}
-			}
-		case tc.Workflow != "", tc.TaskQueue != "":
-		default:
-			handler := tc.Handler
-			if handler == "" {
-				handler = name
-			}
-			if !has(handler) {
-				errs = append(errs, fmt.Errorf("config: types: %s: no handler %q is registered and no route (task_queue, steps, workflow, exec, http) is set", name, handler))
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Run checks TaskManager and Temporal, resolves the types to serve, starts

@@ -92,11 +92,12 @@ types:
 	cfg, err := Load([]string{"--config", file}, nil, &bytes.Buffer{})
 	require.NoError(t, err)
 	echo := cfg.Types["example.echo"]
-	require.True(t, echo.Local)
+	require.True(t, echo.IsLocal())
 	require.Equal(t, 20*time.Second, echo.StartToCloseTimeout)
 	require.EqualValues(t, 4, echo.Retry.MaximumAttempts)
 	sleep := cfg.Types["example.sleep"]
-	require.False(t, sleep.Local, "an explicit false beats the default")
+	require.False(t, sleep.IsLocal(), "an explicit false beats the default")
+	require.NotNil(t, sleep.Local)
 	require.Equal(t, 5*time.Second, sleep.HeartbeatTimeout)
 	steps := cfg.Types["demo.pipeline"].Steps
 	require.Len(t, steps, 3)

@@ -63,7 +63,8 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	}
 	defer tc.Close()
 
-	b, err := New(cfg, reg, tc, append([]Option{WithLogger(log), WithNamespace(copts.Namespace)}, opts...)...)
+	cfg.Temporal.Namespace = copts.Namespace // the config's, else Temporal's env or config file
+	b, err := New(cfg, reg, tc, append([]Option{WithLogger(log)}, opts...)...)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 2

@@ -105,16 +105,8 @@ func (e *startError) Error() string {
 func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt time.Time) (runState, error) {
 	id := b.WorkflowID(task.ID)
 	check := claimedAt.IsZero()
-	claim := workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(task.Attempts), ClaimedAt: claimedAt.UTC()}
-	in := workflows.TaskInput{
-		Task: workflows.Task{
-			ID: string(task.ID), Type: task.Type, Params: task.Params.Raw(),
-			Attempts: int(task.Attempts), Priority: int(task.Priority),
-		},
-		Claim:        claim,
-		Options:      t.Options,
-		ClaimTimeout: b.cfg.ClaimTimeout,
-	}
+	in := b.cfg.TaskInput(task, t.Options, claimedAt)
+	claim := in.Claim
 	if d := jsonDepth(in.Task.Params); d > MaxParamsDepth {
 		return runNone, &startError{fmt.Sprintf("its params nest %d levels deep, over the %d accepted", d, MaxParamsDepth)}
 	}

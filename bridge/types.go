@@ -33,7 +33,7 @@ func (b *Bridge) resolveTypes(ctx context.Context) ([]servedType, error) {
 	runnable := b.runnable()
 	var out []servedType
 	add := func(t taskmanager.TaskType) {
-		out = append(out, servedType{Name: t.Name, ID: t.ID, Options: b.optionsFor(t.Name)})
+		out = append(out, servedType{Name: t.Name, ID: t.ID, Options: b.cfg.TypeOptions(t.Name)})
 	}
 	switch {
 	case len(b.cfg.TaskTypes) > 0:
@@ -89,16 +89,7 @@ func (b *Bridge) resolveTypes(ctx context.Context) ([]servedType, error) {
 		}
 	}
 	for _, t := range out {
-		b.log.Info("serving task type", "task_type", t.Name, "task_type_id", string(t.ID), "local", t.Options.Local, "task_queue", t.Options.TaskQueue, "steps", len(t.Options.Steps))
+		b.log.Info("serving task type", "task_type", t.Name, "task_type_id", string(t.ID), "local", t.Options.IsLocal(), "task_queue", t.Options.TaskQueue, "steps", len(t.Options.Steps))
 	}
 	return out, nil
-}
-
-// optionsFor returns a type's options: its own (merged over type_defaults
-// when the config was loaded) or type_defaults, with defaults filled.
-func (b *Bridge) optionsFor(name string) workflows.TypeOptions {
-	if tc, ok := b.cfg.Types[name]; ok {
-		return tc.TypeOptions.WithDefaults()
-	}
-	return b.cfg.TypeDefaults.WithDefaults()
 }

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,26 +15,15 @@ import (
 
 // TypeOptions are the per-type options a task's workflow runs with. They
 // travel in the workflow input, so adding or changing a type never changes
-// workflow code. Zero fields take the defaults of DefaultTypeOptions.
+// workflow code. The bridge resolves them (Config.TypeOptions: merged over
+// type_defaults, then WithDefaults) before a run starts; the workflow takes
+// them as they are.
 type TypeOptions struct {
 	// Handler is the activity that runs the task; default: the task type
 	// name (each registered handler is an activity named after its type).
 	Handler string `json:"handler,omitempty" koanf:"handler"`
-	// TaskQueue the handler runs on; default: the bridge's own. Another
-	// queue lets a worker written with any Temporal SDK serve the type.
-	TaskQueue string `json:"task_queue,omitempty" koanf:"task_queue"`
-	// Local runs the handler and the report as local activities: far less
-	// load on Temporal per task, for handlers that finish in seconds.
-	Local bool `json:"local,omitempty" koanf:"local"`
-	// StartToCloseTimeout bounds one attempt of the handler. Default 5m.
-	StartToCloseTimeout time.Duration `json:"start_to_close_timeout,omitempty" koanf:"start_to_close_timeout"`
-	// ScheduleToCloseTimeout bounds all attempts together; 0: no bound.
-	ScheduleToCloseTimeout time.Duration `json:"schedule_to_close_timeout,omitempty" koanf:"schedule_to_close_timeout"`
-	// HeartbeatTimeout: a handler attempt not heard from for this long is
-	// retried elsewhere (handlers heartbeat automatically). Default 10s.
-	HeartbeatTimeout time.Duration `json:"heartbeat_timeout,omitempty" koanf:"heartbeat_timeout"`
-	// Retry is the handler's retry policy.
-	Retry RetryOptions `json:"retry" koanf:"retry"`
+	// ActivityOptions say how the handler (and each step) runs.
+	ActivityOptions `koanf:",squash"`
 	// ClaimWait is how long the report waits for a new claim after
 	// TaskManager says the task is claimed by another worker (403) before
 	// it gives up with "claim lost". Default 2m.
@@ -45,6 +35,48 @@ type TypeOptions struct {
 	Steps []Step `json:"steps,omitempty" koanf:"steps"`
 }
 
+// ActivityOptions say where and how a handler runs: a type's, and a step's
+// overrides of them (a step's unset fields take its type's).
+type ActivityOptions struct {
+	// TaskQueue the handler runs on; default: the bridge's own. Another
+	// queue lets a worker written with any Temporal SDK serve the type.
+	TaskQueue string `json:"task_queue,omitempty" koanf:"task_queue"`
+	// Local runs the handler and the report as local activities: far less
+	// load on Temporal per task, for handlers that finish in seconds.
+	// Default false.
+	Local *bool `json:"local,omitempty" koanf:"local"`
+	// StartToCloseTimeout bounds one attempt of the handler. Default 5m.
+	StartToCloseTimeout time.Duration `json:"start_to_close_timeout,omitempty" koanf:"start_to_close_timeout"`
+	// ScheduleToCloseTimeout bounds all attempts together; 0: no bound.
+	ScheduleToCloseTimeout time.Duration `json:"schedule_to_close_timeout,omitempty" koanf:"schedule_to_close_timeout"`
+	// HeartbeatTimeout: a handler attempt not heard from for this long is
+	// retried elsewhere (handlers heartbeat automatically). Default 10s.
+	HeartbeatTimeout time.Duration `json:"heartbeat_timeout,omitempty" koanf:"heartbeat_timeout"`
+	// Retry is the handler's retry policy.
+	Retry RetryOptions `json:"retry,omitzero" koanf:"retry"`
+}
+
+// IsLocal reports whether the handler runs as a local activity.
+func (o ActivityOptions) IsLocal() bool { return o.Local != nil && *o.Local }
+
+// Bool returns a pointer to v, for ActivityOptions.Local.
+func Bool(v bool) *bool { return &v }
+
+// over returns o with each unset field taken from base. A step routed to
+// another task queue is not local unless it says so.
+func (o ActivityOptions) over(base ActivityOptions) ActivityOptions {
+	if o.TaskQueue != "" && o.Local == nil {
+		o.Local = Bool(false)
+	}
+	o.TaskQueue = cmp.Or(o.TaskQueue, base.TaskQueue)
+	o.Local = cmp.Or(o.Local, base.Local)
+	o.StartToCloseTimeout = cmp.Or(o.StartToCloseTimeout, base.StartToCloseTimeout)
+	o.ScheduleToCloseTimeout = cmp.Or(o.ScheduleToCloseTimeout, base.ScheduleToCloseTimeout)
+	o.HeartbeatTimeout = cmp.Or(o.HeartbeatTimeout, base.HeartbeatTimeout)
+	o.Retry = o.Retry.over(base.Retry)
+	return o
+}
+
 // RetryOptions is a Temporal retry policy. Zero fields take the defaults.
 type RetryOptions struct {
 	InitialInterval        time.Duration `json:"initial_interval,omitempty" koanf:"initial_interval"`                   // default 1s
@@ -52,6 +84,18 @@ type RetryOptions struct {
 	MaximumInterval        time.Duration `json:"maximum_interval,omitempty" koanf:"maximum_interval"`                   // default 1m
 	MaximumAttempts        int32         `json:"maximum_attempts,omitempty" koanf:"maximum_attempts"`                   // default 3; -1: unlimited
 	NonRetryableErrorTypes []string      `json:"non_retryable_error_types,omitempty" koanf:"non_retryable_error_types"` // matched on ApplicationError types
+}
+
+// over returns r with each unset field taken from base.
+func (r RetryOptions) over(base RetryOptions) RetryOptions {
+	r.InitialInterval = cmp.Or(r.InitialInterval, base.InitialInterval)
+	r.BackoffCoefficient = cmp.Or(r.BackoffCoefficient, base.BackoffCoefficient)
+	r.MaximumInterval = cmp.Or(r.MaximumInterval, base.MaximumInterval)
+	r.MaximumAttempts = cmp.Or(r.MaximumAttempts, base.MaximumAttempts)
+	if r.NonRetryableErrorTypes == nil {
+		r.NonRetryableErrorTypes = base.NonRetryableErrorTypes
+	}
+	return r
 }
 
 // Defaults of TypeOptions.
@@ -66,21 +110,29 @@ const (
 	MinHeartbeatTimeout = time.Second
 )
 
+// defaultActivityOptions are what an unset field of a type's
+// ActivityOptions becomes (a remote handler's heartbeat aside).
+var defaultActivityOptions = ActivityOptions{
+	Local:               Bool(false),
+	StartToCloseTimeout: DefaultStartToCloseTimeout,
+	Retry: RetryOptions{
+		InitialInterval: time.Second, BackoffCoefficient: 2,
+		MaximumInterval: time.Minute, MaximumAttempts: DefaultMaximumAttempts,
+	},
+}
+
 // DefaultTypeOptions returns the options a type gets when none are set.
 func DefaultTypeOptions() TypeOptions { return TypeOptions{}.WithDefaults() }
 
-// WithDefaults returns o with every zero field set to its default.
+// WithDefaults returns o with every unset field set to its default and
+// every step named: the one place defaults are filled. The bridge calls it
+// once per type (Config.TypeOptions).
 func (o TypeOptions) WithDefaults() TypeOptions {
-	if o.StartToCloseTimeout == 0 {
-		o.StartToCloseTimeout = DefaultStartToCloseTimeout
-	}
-	if o.HeartbeatTimeout == 0 && !o.Local {
+	o.ActivityOptions = o.ActivityOptions.over(defaultActivityOptions)
+	if o.HeartbeatTimeout == 0 && !o.IsLocal() {
 		o.HeartbeatTimeout = DefaultHeartbeatTimeout
 	}
-	if o.ClaimWait == 0 {
-		o.ClaimWait = DefaultClaimWait
-	}
-	o.Retry = o.Retry.withDefaults()
+	o.ClaimWait = cmp.Or(o.ClaimWait, DefaultClaimWait)
 	o.Steps = slices.Clone(o.Steps) // never write into the caller's slice
 	for i := range o.Steps {
 		o.Steps[i] = o.Steps[i].withDefaults()
@@ -88,54 +140,24 @@ func (o TypeOptions) WithDefaults() TypeOptions {
 	return o
 }
 
-func (r RetryOptions) withDefaults() RetryOptions {
-	if r.InitialInterval == 0 {
-		r.InitialInterval = time.Second
-	}
-	if r.BackoffCoefficient == 0 {
-		r.BackoffCoefficient = 2
-	}
-	if r.MaximumInterval == 0 {
-		r.MaximumInterval = time.Minute
-	}
-	if r.MaximumAttempts == 0 {
-		r.MaximumAttempts = DefaultMaximumAttempts
-	}
-	return r
-}
+// HandlerFor is the activity that runs a task of taskType with these
+// options: Handler, or the type's own name.
+func (o TypeOptions) HandlerFor(taskType string) string { return cmp.Or(o.Handler, taskType) }
 
-// Validate reports the first invalid option, naming it.
+// Validate reports every invalid option, each naming its key.
 func (o TypeOptions) Validate() error {
-	var errs []error
-	check := func(ok bool, format string, args ...any) {
-		if !ok {
-			errs = append(errs, fmt.Errorf(format, args...))
-		}
+	errs := o.ActivityOptions.validate()
+	if err := valid.RangeOrZero("claim_wait", o.ClaimWait, time.Second, valid.Day); err != nil {
+		errs = append(errs, err)
 	}
-	add := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
-		}
+	if o.Workflow != "" && len(o.Steps) > 0 {
+		errs = append(errs, errors.New("workflow and steps: set one, not both"))
 	}
-	add(valid.RangeOrZero("start_to_close_timeout", o.StartToCloseTimeout, time.Second, 30*valid.Day))
-	add(valid.RangeOrZero("schedule_to_close_timeout", o.ScheduleToCloseTimeout, time.Second, 365*valid.Day))
-	if o.HeartbeatTimeout != 0 && o.HeartbeatTimeout < MinHeartbeatTimeout {
-		errs = append(errs, fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: handlers heartbeat automatically every third of it, and a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
-	} else {
-		add(valid.RangeOrZero("heartbeat_timeout", o.HeartbeatTimeout, MinHeartbeatTimeout, valid.Day))
-	}
-	add(valid.RangeOrZero("claim_wait", o.ClaimWait, time.Second, valid.Day))
-	add(valid.RangeOrZero("retry.initial_interval", o.Retry.InitialInterval, 10*time.Millisecond, valid.Day))
-	add(valid.RangeOrZero("retry.maximum_interval", o.Retry.MaximumInterval, 10*time.Millisecond, 7*valid.Day))
-	add(valid.RangeOrZero("retry.backoff_coefficient", o.Retry.BackoffCoefficient, 1, 100))
-	add(valid.Range("retry.maximum_attempts", o.Retry.MaximumAttempts, -1, 10_000))
-	r := o.Retry.withDefaults()
-	check(r.MaximumInterval >= r.InitialInterval, "retry.maximum_interval: must be at least retry.initial_interval (%s), got %s", r.InitialInterval, r.MaximumInterval)
-	check(!(o.Local && o.TaskQueue != ""), "local: a local handler runs in the bridge itself, so it cannot have a task_queue")
-	check(!(o.Workflow != "" && len(o.Steps) > 0), "workflow and steps: set one, not both")
 	all := map[string]bool{}
 	for _, s := range Leaves(o.Steps) {
-		check(!all[s.name()], "steps: name %q is used twice (give the steps distinct names)", s.name())
+		if all[s.name()] {
+			errs = append(errs, fmt.Errorf("steps: name %q is used twice (give the steps distinct names)", s.name()))
+		}
 		all[s.name()] = true
 	}
 	before := map[string]bool{}
@@ -148,6 +170,34 @@ func (o TypeOptions) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks each option against its valid range.
+func (o ActivityOptions) validate() []error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(valid.RangeOrZero("start_to_close_timeout", o.StartToCloseTimeout, time.Second, 30*valid.Day))
+	add(valid.RangeOrZero("schedule_to_close_timeout", o.ScheduleToCloseTimeout, time.Second, 365*valid.Day))
+	if o.HeartbeatTimeout != 0 && o.HeartbeatTimeout < MinHeartbeatTimeout {
+		add(fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: handlers heartbeat automatically every third of it, and a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
+	} else {
+		add(valid.RangeOrZero("heartbeat_timeout", o.HeartbeatTimeout, MinHeartbeatTimeout, valid.Day))
+	}
+	add(valid.RangeOrZero("retry.initial_interval", o.Retry.InitialInterval, 10*time.Millisecond, valid.Day))
+	add(valid.RangeOrZero("retry.maximum_interval", o.Retry.MaximumInterval, 10*time.Millisecond, 7*valid.Day))
+	add(valid.RangeOrZero("retry.backoff_coefficient", o.Retry.BackoffCoefficient, 1, 100))
+	add(valid.Range("retry.maximum_attempts", o.Retry.MaximumAttempts, -1, 10_000))
+	if r := o.Retry.over(defaultActivityOptions.Retry); r.MaximumInterval < r.InitialInterval {
+		add(fmt.Errorf("retry.maximum_interval: must be at least retry.initial_interval (%s), got %s", r.InitialInterval, r.MaximumInterval))
+	}
+	if o.IsLocal() && o.TaskQueue != "" {
+		add(errors.New("local: a local handler runs in the bridge itself, so it cannot have a task_queue"))
+	}
+	return errs
 }
 
 func (r RetryOptions) policy() *temporal.RetryPolicy {
@@ -166,8 +216,8 @@ func (r RetryOptions) policy() *temporal.RetryPolicy {
 
 // activityContext returns ctx with the activity or local activity options
 // of o, ready for ExecuteActivity or ExecuteLocalActivity.
-func (o TypeOptions) activityContext(ctx workflow.Context) workflow.Context {
-	if o.Local {
+func (o ActivityOptions) activityContext(ctx workflow.Context) workflow.Context {
+	if o.IsLocal() {
 		return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 			StartToCloseTimeout:    o.StartToCloseTimeout,
 			ScheduleToCloseTimeout: o.localScheduleToClose(),
@@ -186,7 +236,7 @@ func (o TypeOptions) activityContext(ctx workflow.Context) workflow.Context {
 // localScheduleToClose bounds a local activity's attempts together. The SDK
 // would take the start-to-close timeout, leaving no room for retries, so
 // without a set value it allows every attempt its full time and backoff.
-func (o TypeOptions) localScheduleToClose() time.Duration {
+func (o ActivityOptions) localScheduleToClose() time.Duration {
 	if o.ScheduleToCloseTimeout > 0 {
 		return o.ScheduleToCloseTimeout
 	}
@@ -198,9 +248,9 @@ func (o TypeOptions) localScheduleToClose() time.Duration {
 }
 
 // execute runs the named activity with o's options, locally or not.
-func (o TypeOptions) execute(ctx workflow.Context, name string, args ...any) workflow.Future {
+func (o ActivityOptions) execute(ctx workflow.Context, name string, args ...any) workflow.Future {
 	ctx = o.activityContext(ctx)
-	if o.Local {
+	if o.IsLocal() {
 		return workflow.ExecuteLocalActivity(ctx, name, args...)
 	}
 	return workflow.ExecuteActivity(ctx, name, args...)

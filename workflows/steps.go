@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 // Step is one step of a multi-step task type: a handler run as its own
@@ -39,19 +39,9 @@ type Step struct {
 	Params map[string]any `json:"params,omitempty" koanf:"params"`
 	// Parallel runs these steps at once instead of Handler.
 	Parallel []Step `json:"parallel,omitempty" koanf:"parallel"`
-	// StepOptions override the task type's options for this step.
-	StepOptions `koanf:",squash"`
-}
-
-// StepOptions override a type's activity options for one step; zero fields
-// inherit them.
-type StepOptions struct {
-	TaskQueue              string        `json:"task_queue,omitempty" koanf:"task_queue"`
-	Local                  *bool         `json:"local,omitempty" koanf:"local"`
-	StartToCloseTimeout    time.Duration `json:"start_to_close_timeout,omitempty" koanf:"start_to_close_timeout"`
-	ScheduleToCloseTimeout time.Duration `json:"schedule_to_close_timeout,omitempty" koanf:"schedule_to_close_timeout"`
-	HeartbeatTimeout       time.Duration `json:"heartbeat_timeout,omitempty" koanf:"heartbeat_timeout"`
-	Retry                  *RetryOptions `json:"retry,omitempty" koanf:"retry"`
+	// ActivityOptions override the task type's for this step; unset
+	// fields take the type's.
+	ActivityOptions `koanf:",squash"`
 }
 
 // StepFailedErrorType is the error type of a step that failed for good.
@@ -83,13 +73,9 @@ func (s Step) validate(before, all map[string]bool) error {
 		return errors.New("needs a handler or a parallel group")
 	case s.Handler != "" && len(s.Parallel) > 0:
 		return fmt.Errorf("step %q: set handler or parallel, not both", s.Name)
-	case s.Local != nil && *s.Local && s.TaskQueue != "":
-		return fmt.Errorf("step %q: a local step cannot have a task_queue", s.Name)
 	}
-	if s.Handler != "" {
-		if err := s.options(TypeOptions{}).Validate(); err != nil {
-			return fmt.Errorf("step %q: %w", s.name(), err)
-		}
+	if errs := s.ActivityOptions.validate(); len(errs) > 0 {
+		return fmt.Errorf("step %q: %w", s.name(), errors.Join(errs...))
 	}
 	for i, p := range s.Parallel {
 		if err := p.validate(before, all); err != nil {
@@ -112,29 +98,9 @@ func Leaves(steps []Step) []Step {
 	return out
 }
 
-// options returns the activity options of a step: the type's, overridden.
-func (s Step) options(parent TypeOptions) TypeOptions {
-	o := parent
-	o.Steps, o.Workflow, o.Handler = nil, "", s.Handler
-	if s.TaskQueue != "" {
-		o.TaskQueue, o.Local = s.TaskQueue, false
-	}
-	if s.Local != nil {
-		o.Local = *s.Local
-	}
-	if s.StartToCloseTimeout > 0 {
-		o.StartToCloseTimeout = s.StartToCloseTimeout
-	}
-	if s.ScheduleToCloseTimeout > 0 {
-		o.ScheduleToCloseTimeout = s.ScheduleToCloseTimeout
-	}
-	if s.HeartbeatTimeout > 0 {
-		o.HeartbeatTimeout = s.HeartbeatTimeout
-	}
-	if s.Retry != nil {
-		o.Retry = s.Retry.withDefaults()
-	}
-	return o
+// options returns how a step runs: its own options over its type's.
+func (s Step) options(parent TypeOptions) ActivityOptions {
+	return s.ActivityOptions.over(parent.ActivityOptions)
 }
 
 // pipeline runs a task's steps, collecting their results by name.
@@ -150,7 +116,7 @@ type pipeline struct {
 
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
 	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, total: len(Leaves(opts.Steps))}
-	params, err := decodeJSON(orEmpty(in.Task.Params))
+	params, err := decodeJSON(taskmanager.OrEmptyObject(in.Task.Params))
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError("task params are not JSON: "+err.Error(), activities.ErrTypeInvalidParams, err)
 	}
@@ -232,11 +198,11 @@ func (p *pipeline) runParallel(ctx workflow.Context, group []Step) error {
 
 func (p *pipeline) stepParams(s Step) (json.RawMessage, error) {
 	if s.Params == nil {
-		return orEmpty(p.in.Task.Params), nil
+		return taskmanager.OrEmptyObject(p.in.Task.Params), nil
 	}
 	steps := make(map[string]any, len(p.results))
 	for name, raw := range p.results {
-		steps[name], _ = decodeJSON(orEmpty(raw)) // a handler's result is JSON
+		steps[name], _ = decodeJSON(taskmanager.OrEmptyObject(raw)) // a handler's result is JSON
 	}
 	rendered, err := render(s.Params, map[string]any{"params": p.params, "steps": steps})
 	if err != nil {
@@ -261,11 +227,4 @@ func (p *pipeline) reportProgress(ctx workflow.Context, message string) {
 func stepError(s Step, err error) error {
 	return temporal.NewNonRetryableApplicationError(
 		fmt.Sprintf("step %s (%s): %s", s.Name, s.Handler, failureMessage(s.Handler, err)), StepFailedErrorType, err)
-}
-
-func orEmpty(raw json.RawMessage) json.RawMessage {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return json.RawMessage(`{}`)
-	}
-	return raw
 }

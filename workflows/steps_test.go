@@ -15,8 +15,6 @@ import (
 	"github.com/prismq/tmbridge/workflows"
 )
 
-func local(v bool) *bool { return &v }
-
 // The pipeline of the issue, as written.
 func demoPipeline() []workflows.Step {
 	return []workflows.Step{
@@ -106,10 +104,10 @@ func TestSteps_step_retried_then_succeeds(t *testing.T) {
 		})
 	})
 	steps := []workflows.Step{
-		{Name: "flaky", Handler: "test.flaky", StepOptions: workflows.StepOptions{Local: local(true), Retry: &workflows.RetryOptions{MaximumAttempts: 5}}},
+		{Name: "flaky", Handler: "test.flaky", ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true), Retry: workflows.RetryOptions{MaximumAttempts: 5}}},
 		{Name: "echo", Handler: "example.echo"},
 	}
-	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps, Retry: workflows.RetryOptions{MaximumAttempts: 1}})
+	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps, ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{MaximumAttempts: 1}}})
 	res, err := b.run(in)
 	require.NoError(t, err)
 	var out map[string]json.RawMessage
@@ -133,7 +131,7 @@ func TestSteps_parallel_failure_cancels_the_others(t *testing.T) {
 	var cancelled atomic.Value
 	b.env.SetOnActivityCanceledListener(func(info *activity.Info) { cancelled.Store(info.ActivityType.Name) })
 	steps := []workflows.Step{{Parallel: []workflows.Step{
-		{Name: "block", Handler: "test.block", StepOptions: workflows.StepOptions{HeartbeatTimeout: time.Second}},
+		{Name: "block", Handler: "test.block", ActivityOptions: workflows.ActivityOptions{HeartbeatTimeout: time.Second}},
 		{Name: "boom", Handler: "example.error", Params: map[string]any{"message": "no"}},
 	}}}
 	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps})
@@ -179,8 +177,8 @@ func TestTypeOptions_validate_names_the_problem(t *testing.T) {
 	cases := map[string]workflows.TypeOptions{
 		"steps[0]: needs a handler":   {Steps: []workflows.Step{{Name: "x"}}},
 		`name "a" is used twice`:      {Steps: []workflows.Step{{Name: "a", Handler: "h"}, {Parallel: []workflows.Step{{Name: "a", Handler: "h2"}}}}},
-		"retry.backoff_coefficient":   {Retry: workflows.RetryOptions{BackoffCoefficient: 0.5}},
-		"local: a local handler runs": {Local: true, TaskQueue: "python"},
+		"retry.backoff_coefficient":   {ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{BackoffCoefficient: 0.5}}},
+		"local: a local handler runs": {ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true), TaskQueue: "python"}},
 		"workflow and steps":          {Workflow: "w", Steps: []workflows.Step{{Handler: "h"}}},
 		"template":                    {Steps: []workflows.Step{{Handler: "h", Params: map[string]any{"x": "{{ .steps.a "}}}},
 	}

@@ -101,7 +101,7 @@ const TaskFailedErrorType = "TaskFailed"
 // (ClaimLost, NotClaimed, …).
 func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	log := workflow.GetLogger(ctx)
-	opts := in.Options.WithDefaults()
+	opts := in.Options // resolved by the bridge (Config.TypeOptions)
 	claims := followClaims(ctx, in.Claim)
 	recordClaimInMemo(ctx, in.Claim)
 
@@ -290,14 +290,11 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		})
 		f = workflow.ExecuteChildWorkflow(cctx, opts.Workflow, input)
 	default:
-		name := opts.Handler
-		if name == "" {
-			name = in.Task.Type
-		}
 		// A local handler past the run's first workflow task may be a rerun
 		// of one whose outcome a dead bridge already reported.
-		input.SkipIfDone = opts.Local && workflow.GetInfo(ctx).GetCurrentHistoryLength() > 3
-		f = opts.execute(ctx, name, input)
+		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > 3
+		// Runs started before the bridge resolved Handler leave it empty.
+		f = opts.execute(ctx, opts.HandlerFor(in.Task.Type), input)
 	}
 	claims.wait(ctx, f)
 	var out json.RawMessage
@@ -319,9 +316,7 @@ func buildOutcome(task Task, result json.RawMessage, err error) outcome {
 	if err != nil {
 		return failure(failureMessage(task.Type, err))
 	}
-	if len(result) == 0 {
-		result = json.RawMessage(`{}`)
-	}
+	result = taskmanager.OrEmptyObject(result)
 	result = json.RawMessage(validUTF8(string(result)))
 	if n := taskmanager.StoredResultSize(result); n > taskmanager.MaxStoredBytes {
 		return failure(fmt.Sprintf("result of %s is %d bytes as TaskManager stores it, more than the %d it can store", task.Type, n, taskmanager.MaxStoredBytes))
@@ -518,7 +513,7 @@ type reported struct {
 // local attempt may have posted).
 func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput) workflow.Future {
 	actx := workflow.WithActivityOptions(ctx, reportOptions())
-	if !opts.Local {
+	if !opts.IsLocal() {
 		return workflow.ExecuteActivity(actx, activities.ReportActivityName, in)
 	}
 	f, settle := workflow.NewFuture(ctx)

@@ -61,7 +61,7 @@ func setup(t *testing.T, extra func(reg *activities.Registry), wrap ...func(http
 	env.SetWorkflowRunTimeout(30 * 24 * time.Hour)
 	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	acts := &activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}
-	acts.Register(env)
+	acts.RegisterOn(env)
 
 	b := &testBundle{env: env, tm: tm, api: api, reg: reg, clock: clock, types: map[string]taskmanager.ID{}}
 	for _, name := range append(reg.Names(), "demo.pipeline") {
@@ -83,7 +83,7 @@ func (b *testBundle) claim(t *testing.T, typ string, params any, opts workflows.
 	return workflows.TaskInput{
 		Task:    workflows.Task{ID: string(task.ID), Type: task.Type, Params: task.Params.Raw(), Attempts: int(task.Attempts)},
 		Claim:   workflows.Claim{WorkerID: "w1", Attempts: int(task.Attempts)},
-		Options: opts,
+		Options: opts.WithDefaults(), // as the bridge resolves them
 	}
 }
 
@@ -138,7 +138,7 @@ func TestTaskWorkflow_success(t *testing.T) {
 func TestTaskWorkflow_local_activity_mode(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
-	in := b.claim(t, "example.math.add", map[string]any{"a": 1, "b": "2.5"}, workflows.TypeOptions{Local: true})
+	in := b.claim(t, "example.math.add", map[string]any{"a": 1, "b": "2.5"}, workflows.TypeOptions{ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true)}})
 	res, err := b.run(in)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"a":1,"b":2.5,"result":3.5}`, string(res.Result))
@@ -166,7 +166,7 @@ func TestTaskWorkflow_handler_retried_then_succeeds(t *testing.T) {
 func TestTaskWorkflow_permanent_failure_reported_at_once(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
-	in := b.claim(t, "example.error", map[string]any{"message": "boom"}, workflows.TypeOptions{Retry: workflows.RetryOptions{MaximumAttempts: 5}})
+	in := b.claim(t, "example.error", map[string]any{"message": "boom"}, workflows.TypeOptions{ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{MaximumAttempts: 5}}})
 	_, err := b.run(in)
 	requireErrorType(t, err, workflows.TaskFailedErrorType)
 	st := b.task(t, in.Task.ID)
@@ -205,7 +205,7 @@ func TestTaskWorkflow_panic_is_a_failed_attempt(t *testing.T) {
 			panic("nil map somewhere")
 		})
 	})
-	in := b.claim(t, "test.panic", map[string]any{"x": 1}, workflows.TypeOptions{Retry: workflows.RetryOptions{MaximumAttempts: 2}})
+	in := b.claim(t, "test.panic", map[string]any{"x": 1}, workflows.TypeOptions{ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{MaximumAttempts: 2}}})
 	_, err := b.run(in)
 	requireErrorType(t, err, workflows.TaskFailedErrorType)
 	require.EqualValues(t, 2, calls.Load())
@@ -220,9 +220,9 @@ func TestTaskWorkflow_timeout(t *testing.T) {
 			return struct{}{}, ctx.Err()
 		})
 	})
-	in := b.claim(t, "test.hang", map[string]any{"x": 1}, workflows.TypeOptions{
+	in := b.claim(t, "test.hang", map[string]any{"x": 1}, workflows.TypeOptions{ActivityOptions: workflows.ActivityOptions{
 		StartToCloseTimeout: 200 * time.Millisecond, Retry: workflows.RetryOptions{MaximumAttempts: 1},
-	})
+	}})
 	_, err := b.run(in)
 	requireErrorType(t, err, workflows.TaskFailedErrorType)
 	require.Contains(t, b.task(t, in.Task.ID).Error, "test.hang timed out")

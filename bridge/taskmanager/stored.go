@@ -1,6 +1,7 @@
 package taskmanager
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -362,4 +363,13 @@ func (p *phpSizer) number() (int, bool) {
 		}
 	}
 	return p.i - start, true
+}
+
+// OrEmptyObject returns raw, or {} when raw is empty or blank: TaskManager
+// stores an empty result, and takes empty params, as an empty object.
+func OrEmptyObject(raw json.RawMessage) json.RawMessage {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return json.RawMessage(`{}`)
+	}
+	return raw
 }

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,8 +21,10 @@ import (
 // depends on it: never rename it.
 const ReportActivityName = "tmbridge.ReportOutcome"
 
-// Activities carries the activities' dependencies. The worker registers one
-// value with Register; workflows call the activities by name.
+// Activities is the worker side: the Temporal activities that wrap the
+// registry's handlers, report outcomes and post progress, with what they
+// need. The bridge registers one value with RegisterOn; workflows call the
+// activities by name.
 type Activities struct {
 	// Registry holds the task type handlers; each is registered as an
 	// activity named after its task type.
@@ -55,38 +58,22 @@ func (a *Activities) Idle(ctx context.Context) error {
 	return nil
 }
 
-// HandlerInput is what a handler activity receives. A worker written with
-// another Temporal SDK that serves a routed type gets the same JSON object.
-type HandlerInput struct {
-	TaskID   string          `json:"task_id"`
-	TaskType string          `json:"task_type"`
-	Attempt  int             `json:"attempt"` // TaskManager's attempt count
-	WorkerID string          `json:"worker_id"`
-	Params   json.RawMessage `json:"params"`
-	// SkipIfDone asks the bridge's own handler activity to read the task
-	// first and, when TaskManager already holds an outcome, return that
-	// outcome instead of running the handler. The workflow sets it for a
-	// local handler scheduled after its first workflow task: a bridge that
-	// died mid-task may have run the handler and reported already, and a
-	// local activity is then run again.
-	SkipIfDone bool `json:"skip_if_done,omitempty"`
-}
-
 // ActivityRegistrar is the part of a Temporal worker (or test environment)
 // that registers activities.
 type ActivityRegistrar interface {
 	RegisterActivityWithOptions(a any, options activity.RegisterOptions)
 }
 
-// Register registers every handler of the registry (as an activity named
-// after its task type) and the completion activity.
-func (a *Activities) Register(w ActivityRegistrar) {
+// RegisterOn registers on a worker every handler of the registry (each as
+// an activity named after its task type), the completion activity and the
+// progress activity.
+func (a *Activities) RegisterOn(w ActivityRegistrar) {
 	for _, name := range a.Registry.Names() {
 		h, _ := a.Registry.Lookup(name)
 		w.RegisterActivityWithOptions(a.handlerActivity(name, h), activity.RegisterOptions{Name: name})
 	}
 	w.RegisterActivityWithOptions(a.ReportOutcome, activity.RegisterOptions{Name: ReportActivityName})
-	w.RegisterActivityWithOptions(a.ReportProgress, activity.RegisterOptions{Name: ProgressActivityName})
+	w.RegisterActivityWithOptions(a.PostProgress, activity.RegisterOptions{Name: ProgressActivityName})
 }
 
 func (a *Activities) logger() *slog.Logger {
@@ -169,10 +156,11 @@ func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json
 // normalizeResult makes a handler's result a JSON object, as TaskManager
 // stores it: empty becomes {}, any other value becomes {"value": v}.
 func normalizeResult(out json.RawMessage) (json.RawMessage, error) {
-	trimmed := trimSpace(out)
-	if len(trimmed) == 0 || string(trimmed) == "null" {
-		return json.RawMessage(`{}`), nil
+	trimmed := bytes.TrimSpace(out)
+	if string(trimmed) == "null" {
+		trimmed = nil
 	}
+	trimmed = taskmanager.OrEmptyObject(trimmed)
 	if !json.Valid(trimmed) {
 		return nil, Permanent(errors.New("handler returned invalid JSON"))
 	}
@@ -180,16 +168,6 @@ func normalizeResult(out json.RawMessage) (json.RawMessage, error) {
 		return trimmed, nil
 	}
 	return json.Marshal(map[string]json.RawMessage{"value": trimmed})
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\t' || b[0] == '\r') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\n' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // ProgressActivityName is the registered name of the progress activity
@@ -204,8 +182,9 @@ type ProgressInput struct {
 	Message  string `json:"message,omitempty"`
 }
 
-// ReportProgress posts a task's progress to TaskManager (best effort: the
-// caller ignores a failure).
-func (a *Activities) ReportProgress(ctx context.Context, in ProgressInput) error {
+// PostProgress is the progress activity: it posts a task's progress to
+// TaskManager (best effort: the workflow ignores a failure). Handlers call
+// the package's ReportProgress instead.
+func (a *Activities) PostProgress(ctx context.Context, in ProgressInput) error {
 	return a.TaskManager.Progress(ctx, taskmanager.ID(in.TaskID), in.WorkerID, min(max(in.Percent, 0), 100), in.Message)
 }

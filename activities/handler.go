@@ -1,0 +1,103 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+)
+
+// Handler runs one task. What it returns decides the task's outcome:
+//
+//   - a nil error: the task succeeds and the result is reported to
+//     TaskManager (a result that is not a JSON object is wrapped as
+//     {"value": result});
+//   - an error wrapped with Permanent: the task fails at once, no retry;
+//   - any other error: the attempt fails and Temporal retries it with the
+//     type's retry policy; once the retries are spent, the task fails with
+//     the last error's message.
+//
+// The context is cancelled when Temporal cancels the task or its timeout
+// expires; a handler that runs long should watch it.
+type Handler interface {
+	Handle(ctx context.Context, params json.RawMessage) (json.RawMessage, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, params json.RawMessage) (json.RawMessage, error)
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
+	return f(ctx, params)
+}
+
+// Validator is implemented by params types that check themselves after
+// decoding; an error fails the task as invalid params, without retry.
+type Validator interface {
+	Validate() error
+}
+
+// Typed adapts a function over the user's own types to Handler: params are
+// decoded into P (a mismatch fails the task without retry and names the
+// field), the result R is encoded as JSON.
+func Typed[P, R any](fn func(ctx context.Context, params P) (R, error)) Handler {
+	return HandlerFunc(func(ctx context.Context, raw json.RawMessage) (json.RawMessage, error) {
+		var p P
+		if err := decodeParams(raw, &p); err != nil {
+			return nil, err
+		}
+		r, err := fn(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		out, err := json.Marshal(r)
+		if err != nil {
+			return nil, Permanent(fmt.Errorf("encode result: %w", err))
+		}
+		return out, nil
+	})
+}
+
+func decodeParams(raw json.RawMessage, p any) error {
+	if err := json.Unmarshal(taskmanager.OrEmptyObject(raw), p); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return InvalidParams(fmt.Errorf("field %q: cannot use JSON %s as %s", te.Field, te.Value, te.Type))
+		}
+		return InvalidParams(err)
+	}
+	if v, ok := p.(Validator); ok {
+		if err := v.Validate(); err != nil {
+			return InvalidParams(err)
+		}
+	}
+	return nil
+}
+
+// HandlerInput is what a handler activity receives. A worker written with
+// another Temporal SDK that serves a routed type gets the same JSON object.
+type HandlerInput struct {
+	TaskID   string          `json:"task_id"`
+	TaskType string          `json:"task_type"`
+	Attempt  int             `json:"attempt"` // TaskManager's attempt count
+	WorkerID string          `json:"worker_id"`
+	Params   json.RawMessage `json:"params"`
+	// SkipIfDone asks the bridge's own handler activity to read the task
+	// first and, when TaskManager already holds an outcome, return that
+	// outcome instead of running the handler. The workflow sets it for a
+	// local handler scheduled after its first workflow task: a bridge that
+	// died mid-task may have run the handler and reported already, and a
+	// local activity is then run again.
+	SkipIfDone bool `json:"skip_if_done,omitempty"`
+}
+
+// inputKey carries the HandlerInput in a handler's context.
+type inputKey struct{}
+
+// TaskInfo returns the task a handler runs for, when called in one.
+func TaskInfo(ctx context.Context) (HandlerInput, bool) {
+	in, ok := ctx.Value(inputKey{}).(HandlerInput)
+	return in, ok
+}
