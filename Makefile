@@ -54,19 +54,19 @@ FUZZ ?= .
 test-fuzz:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
+	@set -e; ran=0; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "$$name" | grep -q -- '$(FUZZ)' || continue; \
+		echo "$$name" | grep -q -- "$(FUZZ)" || continue; \
 		echo ">> fuzz $$name ($$pkg) for $(FUZZTIME)"; \
-		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
-	done
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; ran=1; \
+	done; [ $$ran = 1 ] || { echo "no fuzz target matches FUZZ=$(FUZZ)"; exit 1; }
 # Keep what fuzzing found interesting (in Go's cache) as the repo's corpus.
 fuzz-keep:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		from=$$(go env GOCACHE)/fuzz/$$(go list $$pkg)/$$name; \
 		[ -d $$from ] || continue; mkdir -p $$pkg/testdata/fuzz/$$name; \
-		cp -n $$from/* $$pkg/testdata/fuzz/$$name/; \
+		for f in $$from/*; do [ -e $$pkg/testdata/fuzz/$$name/$${f##*/} ] || cp $$f $$pkg/testdata/fuzz/$$name/; done; \
 		echo "$$pkg/testdata/fuzz/$$name: $$(ls $$pkg/testdata/fuzz/$$name | wc -l) inputs"; \
 	done
 

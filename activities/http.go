@@ -87,11 +87,11 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 		secrets = append(secrets, os.Getenv(name))
 	}
 	hide := newRedactor(secrets...)
-	where := redacted(c.URL)
+	where := hide.text(redacted(c.URL)) // a webhook's token may be in its path
 	return HandlerFunc(func(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(taskmanager.OrEmptyObject(params)))
 		if err != nil {
-			return nil, Permanent(fmt.Errorf("POST %s: %w", where, taskmanager.RedactURLError(err)))
+			return nil, Permanent(fmt.Errorf("POST %s: %w", where, hide.error(taskmanager.RedactURLError(err))))
 		}
 		req.Header = headers.Clone()
 		req.Header.Set("Content-Type", "application/json")
@@ -106,7 +106,7 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 			if errors.As(err, &off) {
 				return nil, Permanent(fmt.Errorf("POST %s: %w", where, off))
 			}
-			return nil, fmt.Errorf("POST %s: %w", where, taskmanager.RedactURLError(err))
+			return nil, fmt.Errorf("POST %s: %w", where, hide.error(taskmanager.RedactURLError(err)))
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPAnswer+1))

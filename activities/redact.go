@@ -1,13 +1,22 @@
 package activities
 
 import (
+	"cmp"
+	"encoding/json"
 	"net/url"
+	"slices"
 	"strings"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 // minRedacted is the shortest value a redactor hides: shorter ones are no
 // secret, and hiding them would garble the text.
 const minRedacted = 4
+
+// minPathToken is the shortest URL path segment taken for a token (path
+// words are shorter; webhook tokens are longer).
+const minPathToken = 16
 
 // redactor hides given values (tokens a handler sends, in headers, a URL
 // or a command's environment) in text a handler's error quotes from the
@@ -16,23 +25,40 @@ const minRedacted = 4
 // token in TaskManager's error_message, Temporal history and logs.
 type redactor struct{ r *strings.Replacer }
 
-// newRedactor hides each value, and its URL-encoded forms.
+// newRedactor hides each value and the forms an echo may give it:
+// URL-encoded (either case) and JSON-escaped ("\/" too, as PHP writes it).
+// Longer values are replaced first, so a value that starts with another is
+// hidden whole.
 func newRedactor(values ...string) redactor {
 	seen := map[string]bool{}
-	var pairs []string
+	var forms []string
 	add := func(v string) {
 		if len(v) >= minRedacted && !seen[v] {
 			seen[v] = true
-			pairs = append(pairs, v, "[redacted]")
+			forms = append(forms, v)
+		}
+	}
+	for _, v := range values {
+		if _, token, ok := strings.Cut(v, " "); ok { // "Bearer <token>"
+			values = append(values, strings.TrimSpace(token))
 		}
 	}
 	for _, v := range values {
 		add(v)
-		add(url.QueryEscape(v))
-		add(url.PathEscape(v))
-		if _, token, ok := strings.Cut(v, " "); ok { // "Bearer <token>"
-			add(strings.TrimSpace(token))
+		for _, e := range []string{url.QueryEscape(v), url.PathEscape(v)} {
+			add(e)
+			add(strings.ToLower(e))
 		}
+		if b, err := json.Marshal(v); err == nil {
+			j := string(b[1 : len(b)-1])
+			add(j)
+			add(strings.ReplaceAll(j, "/", `\/`))
+		}
+	}
+	slices.SortFunc(forms, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	pairs := make([]string, 0, 2*len(forms))
+	for _, f := range forms {
+		pairs = append(pairs, f, "[redacted]")
 	}
 	return redactor{strings.NewReplacer(pairs...)}
 }
@@ -53,8 +79,20 @@ func urlSecrets(raw string) []string {
 	for _, vs := range u.Query() {
 		out = append(out, vs...)
 	}
+	// Webhook URLs (Slack, Discord, Telegram) carry their token in the path.
+	for _, seg := range strings.Split(u.Path, "/") {
+		if len(seg) >= minPathToken {
+			out = append(out, seg)
+		}
+	}
 	return out
 }
+
+// text returns s with the values hidden.
+func (r redactor) text(s string) string { return r.r.Replace(s) }
+
+// error returns err with the values hidden in its text.
+func (r redactor) error(err error) error { return taskmanager.ScrubError(err, r.text) }
 
 // tail is the last n bytes of b, trimmed, with the redactor's values
 // hidden (before the cut, so no part of one is left at its edge).

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -49,4 +50,32 @@ func TestExec_stderr_quoting_its_env_is_redacted(t *testing.T) {
 	_, err := activities.Exec(cfg).Handle(context.Background(), nil)
 	require.ErrorContains(t, err, "exited with code 3: token [redacted] and [redacted] refused")
 	require.NotContains(t, chainText(err), "TOKEN-")
+}
+
+// A webhook's token in its URL path stays out of errors, and so do echoes
+// of a token JSON-escaped or percent-encoded in lower case, and a token
+// that starts with another configured value.
+func TestHTTP_path_tokens_and_escaped_echoes_are_redacted(t *testing.T) {
+	const pathToken = "xoxb0123456789ABCDEFghij"
+	t.Setenv("SHORT_VALUE", "admin")
+	t.Setenv("LONG_TOKEN", "admin-S3CRET/pass")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(403)
+		fmt.Fprintf(w, `{"error":"bad %s \/ %q at %s, %s"}`, `admin-S3CRET\/pass`, r.Header.Get("X-Long"), r.URL.Path, strings.ToLower(url.QueryEscape(r.Header.Get("X-Long"))))
+	}))
+	t.Cleanup(srv.Close)
+	cfg := activities.HTTPConfig{URL: srv.URL + "/services/T0001/B0002/" + pathToken,
+		HeadersFromEnv: map[string]string{"X-Short": "SHORT_VALUE", "X-Long": "LONG_TOKEN"}}
+	_, err := activities.HTTP(cfg, nil).Handle(context.Background(), nil)
+	require.Error(t, err)
+	text := chainText(err)
+	for _, secret := range []string{pathToken, "S3CRET", "s3cret"} {
+		require.NotContains(t, text, secret)
+	}
+	require.Contains(t, text, "/services/T0001/B0002/[redacted]", "the path is shown, its token hidden")
+
+	down := activities.HTTPConfig{URL: "http://" + closedAddr(t) + "/services/T0001/B0002/" + pathToken}
+	_, err = activities.HTTP(down, nil).Handle(context.Background(), nil)
+	require.Error(t, err)
+	require.NotContains(t, chainText(err), pathToken, "a network error names the URL without the token")
 }

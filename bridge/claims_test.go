@@ -315,6 +315,25 @@ func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
 	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+other)) == 1 }, eventually, 5*time.Millisecond, "the second slot is free")
 }
 
+// A task whose params are over a bound (added after its run started, or
+// the run of an earlier claim) is not failed while its run is open: the
+// claim is signalled to that run.
+func TestClaims_unstartable_task_with_an_open_run_gets_the_claim(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	deep := json.RawMessage(`{"message":"deep","n":` + strings.Repeat("[", MaxParamsDepth+1) + strings.Repeat("]", MaxParamsDepth+1) + `}`)
+	id := bb.create(t, "example.echo", deep)
+	bb.temporal.openRun("task-" + id)
+	bb.serve(t)
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 1 && len(rs[0].signals) == 1
+	}, eventually, 5*time.Millisecond, "the open run gets the claim")
+	require.Equal(t, "claimed", bb.status(t, id).Status, "not failed")
+	require.Equal(t, 1, bb.b.adm.openRuns())
+}
+
 // Found by the fault simulation (seed 1): the report that fails a task
 // that cannot start met a refused message ("Data too long") and gave up,
 // leaving the task claimed and uncounted. It now shortens the message.

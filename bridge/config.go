@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -33,61 +34,46 @@ import (
 
 // Config is everything the bridge is told. Load fills it from defaults, a
 // YAML file, environment variables and flags, in that order of precedence.
-// Each field's comment names its key, flag and env var.
+//
+// Each setting's key, flag, env vars, default and meaning are declared
+// once, in options() (per-type keys: typeOptions() in configdoc.go); Load,
+// tmbridge --help and the README's Configuration tables come from there.
+// The comments here say only what a field holds.
 type Config struct {
-	// api_url, --api-url, TASKMANAGER_API_URL: TaskManager API base URL.
-	APIURL string `koanf:"api_url"`
-	// api_key, TASKMANAGER_API_KEY: sent as X-API-Key. Prefer the env var
-	// or api_key_file; it is never logged.
-	APIKey Secret `koanf:"api_key"`
-	// api_key_file, --api-key-file, TASKMANAGER_API_KEY_FILE: file holding the API key.
-	APIKeyFile string `koanf:"api_key_file"`
-	// api_timeout, --api-timeout: bound on each TaskManager call.
-	APITimeout time.Duration `koanf:"api_timeout"`
-	// worker_id, --worker-id, WORKER_ID: the id tasks are claimed with.
-	// Keep it stable across restarts (the default is from the host name).
+	APIURL     string        `koanf:"api_url"`      // TaskManager API base URL
+	APIKey     Secret        `koanf:"api_key"`      // sent as X-API-Key; never logged
+	APIKeyFile string        `koanf:"api_key_file"` // file Load reads APIKey from
+	APITimeout time.Duration `koanf:"api_timeout"`  // bound on each TaskManager call
+	// WorkerID is the id tasks are claimed with; stable across restarts.
 	WorkerID string `koanf:"worker_id"`
-	// task_type_ids, --task-type-ids, TASK_TYPE_IDS: type ids to serve.
+	// TaskTypeIDs and TaskTypes are the types to serve; with neither, every
+	// type with a handler or a configured route.
 	TaskTypeIDs []string `koanf:"task_type_ids"`
-	// task_types, --task-types, TASK_TYPES: type names to serve (resolved
-	// one by one). Default, with no ids either: every type with a handler
-	// or a configured route.
-	TaskTypes []string `koanf:"task_types"`
-	// poll_interval, --poll-interval, POLL_INTERVAL: wait after a type came
-	// up empty (plain numbers are seconds).
+	TaskTypes   []string `koanf:"task_types"`
+	// PollInterval is the wait (with jitter) after a type came up empty.
 	PollInterval time.Duration `koanf:"poll_interval"`
-	// max_runs, --max-runs, MAX_RUNS: stop claiming after this many tasks,
-	// wait for them, exit. 0: unlimited.
-	MaxRuns int `koanf:"max_runs"`
-	// max_in_flight, --max-in-flight, MAX_IN_FLIGHT: most claimed tasks
-	// unfinished at once. Default: temporal.max_concurrent_activities.
+	MaxRuns      int           `koanf:"max_runs"` // tasks to claim before exiting; 0: unlimited
+	// MaxInFlight bounds claimed tasks unfinished at once (Load fills 0
+	// with Temporal.MaxConcurrentActivities).
 	MaxInFlight int `koanf:"max_in_flight"`
-	// claim_timeout, --claim-timeout, TASK_CLAIM_TIMEOUT: TaskManager's
-	// claim timeout. A claim older than half of it may have been handed
-	// out again (to this very worker id), so its outcome is posted only
-	// after reading the task.
-	ClaimTimeout time.Duration `koanf:"claim_timeout"`
-	// claim_sort_by, --claim-sort-by: created_at, priority, id or attempts.
-	ClaimSortBy string `koanf:"claim_sort_by"`
-	// claim_sort_order, --claim-sort-order: ASC or DESC.
-	ClaimSortOrder string `koanf:"claim_sort_order"`
-	// debug, --debug, DEBUG: debug logging.
-	Debug bool `koanf:"debug"`
-	// log_format, --log-format, LOG_FORMAT: auto (text on a terminal,
-	// JSON otherwise), text or json.
-	LogFormat string `koanf:"log_format"`
-	// shutdown_grace, --shutdown-grace: how long a stop waits for running
-	// handlers before handing them back to Temporal.
+	// ClaimTimeout is TaskManager's claim timeout: the outcome of a claim
+	// older than half of it is posted only after reading the task.
+	ClaimTimeout   time.Duration `koanf:"claim_timeout"`
+	ClaimSortBy    string        `koanf:"claim_sort_by"`    // order tasks are claimed in
+	ClaimSortOrder string        `koanf:"claim_sort_order"` // ASC or DESC (Load upper-cases it)
+	Debug          bool          `koanf:"debug"`            // debug logs, the Temporal SDK's too
+	LogFormat      string        `koanf:"log_format"`       // auto, text or json
+	// ShutdownGrace is how long a stop waits for running handlers before
+	// handing them back to Temporal.
 	ShutdownGrace time.Duration `koanf:"shutdown_grace"`
-	// metrics_addr, --metrics-addr, METRICS_ADDR: serve Prometheus metrics
-	// on this address (e.g. 127.0.0.1:9464). Empty: off.
-	MetricsAddr string `koanf:"metrics_addr"`
-	// temporal: the Temporal side. Connection settings (TLS, API key,
+	MetricsAddr   string        `koanf:"metrics_addr"` // Prometheus metrics address; empty: off
+	// Temporal is the Temporal side. Connection settings (TLS, API key,
 	// profiles) come from Temporal's own env vars and config file.
 	Temporal TemporalConfig `koanf:"temporal"`
-	// type_defaults: options every type starts from.
+	// TypeDefaults are the options every type starts from.
 	TypeDefaults workflows.TypeOptions `koanf:"type_defaults"`
-	// types: per-type options and routes, by task type name.
+	// Types are per-type options and routes, by task type name, each
+	// merged over TypeDefaults.
 	Types map[string]TypeConfig `koanf:"types"`
 
 	// Warnings are doubts Load had about settings it accepted (a
@@ -95,19 +81,15 @@ type Config struct {
 	Warnings []string `koanf:"-"`
 }
 
-// TemporalConfig is the Temporal side of Config.
+// TemporalConfig is the Temporal side of Config (keys temporal.*; see
+// options()).
 type TemporalConfig struct {
-	// address, --temporal-address, TEMPORAL_ADDRESS: host:port.
-	Address string `koanf:"address"`
-	// namespace, --temporal-namespace, TEMPORAL_NAMESPACE.
-	Namespace string `koanf:"namespace"`
-	// task_queue, --task-queue, TEMPORAL_TASK_QUEUE: the bridge's queue.
-	TaskQueue string `koanf:"task_queue"`
-	// workflow_id_prefix, --workflow-id-prefix: workflow id = prefix + task id.
-	WorkflowIDPrefix string `koanf:"workflow_id_prefix"`
-	// max_concurrent_activities, --max-concurrent-activities: handlers run
-	// at once by this bridge's worker.
-	MaxConcurrentActivities int `koanf:"max_concurrent_activities"`
+	Address   string `koanf:"address"`    // host:port; empty: Temporal's env or config file
+	Namespace string `koanf:"namespace"`  // empty: Temporal's env or config file
+	TaskQueue string `koanf:"task_queue"` // the bridge's own queue
+	// WorkflowIDPrefix + task id is a task's workflow id.
+	WorkflowIDPrefix        string `koanf:"workflow_id_prefix"`
+	MaxConcurrentActivities int    `koanf:"max_concurrent_activities"` // handlers run at once
 }
 
 // TypeConfig configures one task type: its workflow options and, for types
@@ -147,12 +129,27 @@ var ErrHelp = pflag.ErrHelp
 // delim separates nested koanf keys; type names contain dots.
 const delim = "::"
 
-// option documents one setting: key, flag, env vars, default, help.
+// option declares one setting: the one place its key, flag, env vars,
+// default and meaning are written. Load, --help and the README's table
+// (configTable) all come from options().
 type option struct {
-	key, flag, short string
-	env              []string
-	def              any
-	help             string
+	// key is the koanf key, nested with delim.
+	key string
+	// docKey is the key as documented when it differs (types.<name>).
+	docKey string
+	// cliOnly: not a config file key (config, the file itself).
+	cliOnly     bool
+	flag, short string
+	env         []string
+	// def is the default; its type is the flag's. nil: a section of the
+	// config file (type_defaults, types), with neither default nor env var.
+	def any
+	// doc is the default as documentation shows it, when def alone would
+	// mislead (a host name, a fallback to another setting).
+	doc string
+	// help says what the setting means; `code` is in backticks, which
+	// --help drops.
+	help string
 }
 
 func options() []option {
@@ -161,29 +158,56 @@ func options() []option {
 		host = "localhost"
 	}
 	return []option{
-		{key: "config", flag: "config", short: "c", env: []string{"TMBRIDGE_CONFIG"}, def: "", help: "YAML config file"},
-		{key: "api_url", flag: "api-url", env: []string{"TASKMANAGER_API_URL"}, def: "http://localhost:8000/api", help: "TaskManager API base URL"},
-		{key: "api_key", env: []string{"TASKMANAGER_API_KEY"}, def: "", help: "TaskManager API key (env or file only, never a flag)"},
-		{key: "api_key_file", flag: "api-key-file", env: []string{"TASKMANAGER_API_KEY_FILE"}, def: "", help: "file holding the TaskManager API key"},
-		{key: "api_timeout", flag: "api-timeout", env: []string{"TASKMANAGER_API_TIMEOUT"}, def: 30 * time.Second, help: "timeout of each TaskManager call"},
-		{key: "worker_id", flag: "worker-id", env: []string{"WORKER_ID"}, def: "tmbridge-" + host, help: "worker id tasks are claimed with"},
-		{key: "task_type_ids", flag: "task-type-ids", env: []string{"TASK_TYPE_IDS"}, def: []string{}, help: "comma-separated task type ids to serve"},
-		{key: "task_types", flag: "task-types", env: []string{"TASK_TYPES"}, def: []string{}, help: "comma-separated task type names to serve (default: every type with a handler or route)"},
-		{key: "poll_interval", flag: "poll-interval", env: []string{"POLL_INTERVAL"}, def: 10 * time.Second, help: "wait after a type came up empty (plain numbers are seconds)"},
-		{key: "max_runs", flag: "max-runs", env: []string{"MAX_RUNS"}, def: 0, help: "stop claiming after this many tasks, wait for them, exit (0: unlimited)"},
-		{key: "max_in_flight", flag: "max-in-flight", env: []string{"MAX_IN_FLIGHT"}, def: 0, help: "most claimed tasks unfinished at once (0: max-concurrent-activities)"},
-		{key: "claim_timeout", flag: "claim-timeout", env: []string{"TASK_CLAIM_TIMEOUT"}, def: 300 * time.Second, help: "TaskManager's claim timeout (its TASK_CLAIM_TIMEOUT): a report of a claim older than half of it reads the task first"},
-		{key: "claim_sort_by", flag: "claim-sort-by", env: []string{"CLAIM_SORT_BY"}, def: "created_at", help: "claim order: created_at, priority, id or attempts"},
-		{key: "claim_sort_order", flag: "claim-sort-order", env: []string{"CLAIM_SORT_ORDER"}, def: "ASC", help: "claim order: ASC or DESC"},
-		{key: "debug", flag: "debug", env: []string{"DEBUG"}, def: false, help: "debug logging"},
-		{key: "log_format", flag: "log-format", env: []string{"LOG_FORMAT"}, def: "auto", help: "auto (text on a terminal, else json), text or json"},
-		{key: "shutdown_grace", flag: "shutdown-grace", env: []string{"SHUTDOWN_GRACE"}, def: 30 * time.Second, help: "on stop, wait this long for running handlers"},
-		{key: "metrics_addr", flag: "metrics-addr", env: []string{"METRICS_ADDR"}, def: "", help: "serve Prometheus metrics on this address (empty: off)"},
-		{key: "temporal::address", flag: "temporal-address", env: []string{"TEMPORAL_ADDRESS"}, def: "", help: "Temporal host:port (default: Temporal's env/config file, else localhost:7233)"},
-		{key: "temporal::namespace", flag: "temporal-namespace", env: []string{"TEMPORAL_NAMESPACE"}, def: "", help: "Temporal namespace (default: Temporal's env/config file, else default)"},
-		{key: "temporal::task_queue", flag: "task-queue", env: []string{"TEMPORAL_TASK_QUEUE"}, def: "tmbridge", help: "the bridge's Temporal task queue"},
-		{key: "temporal::workflow_id_prefix", flag: "workflow-id-prefix", env: []string{"WORKFLOW_ID_PREFIX"}, def: "taskmanager-task-", help: "workflow id = prefix + task id"},
-		{key: "temporal::max_concurrent_activities", flag: "max-concurrent-activities", env: []string{"MAX_CONCURRENT_ACTIVITIES"}, def: 100, help: "handlers this bridge runs at once"},
+		{key: "config", cliOnly: true, flag: "config", short: "c", env: []string{"TMBRIDGE_CONFIG"}, def: "",
+			help: "YAML config file"},
+		{key: "api_url", flag: "api-url", env: []string{"TASKMANAGER_API_URL"}, def: "http://localhost:8000/api",
+			help: "TaskManager API base URL (its `/api` is kept)"},
+		{key: "api_key", env: []string{"TASKMANAGER_API_KEY"}, def: "",
+			help: "TaskManager API key, sent as `X-API-Key`; env or `api_key_file` only (never a flag), never logged"},
+		{key: "api_key_file", flag: "api-key-file", env: []string{"TASKMANAGER_API_KEY_FILE"}, def: "",
+			help: "file holding the TaskManager API key"},
+		{key: "api_timeout", flag: "api-timeout", env: []string{"TASKMANAGER_API_TIMEOUT"}, def: 30 * time.Second,
+			help: "bound on each TaskManager call"},
+		{key: "worker_id", flag: "worker-id", env: []string{"WORKER_ID"}, def: "tmbridge-" + host, doc: "`tmbridge-<hostname>`",
+			help: "id tasks are claimed with; keep it stable across restarts"},
+		{key: "task_type_ids", flag: "task-type-ids", env: []string{"TASK_TYPE_IDS"}, def: []string{},
+			help: "comma-separated task type ids to serve"},
+		{key: "task_types", flag: "task-types", env: []string{"TASK_TYPES"}, def: []string{}, doc: "every type with a handler or route",
+			help: "comma-separated task type names to serve (resolved one by one)"},
+		{key: "poll_interval", flag: "poll-interval", env: []string{"POLL_INTERVAL"}, def: 10 * time.Second,
+			help: "wait (±20% jitter) after a type came up empty"},
+		{key: "max_runs", flag: "max-runs", env: []string{"MAX_RUNS"}, def: 0,
+			help: "stop claiming after this many tasks, wait for them, exit 0 (`0`: unlimited)"},
+		{key: "max_in_flight", flag: "max-in-flight", env: []string{"MAX_IN_FLIGHT"}, def: 0, doc: "`temporal.max_concurrent_activities`",
+			help: "most claimed tasks unfinished at once"},
+		{key: "claim_timeout", flag: "claim-timeout", env: []string{"TASK_CLAIM_TIMEOUT"}, def: 300 * time.Second,
+			help: "TaskManager's claim timeout (its `TASK_CLAIM_TIMEOUT`): the outcome of a claim older than half of it is posted only after reading the task, since the claim may have been handed out again (even to this worker id)"},
+		{key: "claim_sort_by", flag: "claim-sort-by", env: []string{"CLAIM_SORT_BY"}, def: "created_at",
+			help: "claim order: `created_at`, `priority`, `id` or `attempts`"},
+		{key: "claim_sort_order", flag: "claim-sort-order", env: []string{"CLAIM_SORT_ORDER"}, def: "ASC",
+			help: "claim order: `ASC` or `DESC`"},
+		{key: "debug", flag: "debug", env: []string{"DEBUG"}, def: false,
+			help: "debug logs (also the Temporal SDK's)"},
+		{key: "log_format", flag: "log-format", env: []string{"LOG_FORMAT"}, def: "auto",
+			help: "`auto` (colour text on a terminal, JSON otherwise), `text` or `json`"},
+		{key: "shutdown_grace", flag: "shutdown-grace", env: []string{"SHUTDOWN_GRACE"}, def: 30 * time.Second,
+			help: "on stop, time running handlers get to finish before they are handed back to Temporal"},
+		{key: "metrics_addr", flag: "metrics-addr", env: []string{"METRICS_ADDR"}, def: "", doc: "off",
+			help: "serve Prometheus metrics on this address, e.g. `127.0.0.1:9464`"},
+		{key: "temporal::address", flag: "temporal-address", env: []string{"TEMPORAL_ADDRESS"}, def: "", doc: "Temporal's env or config file, else `localhost:7233`",
+			help: "Temporal frontend host:port"},
+		{key: "temporal::namespace", flag: "temporal-namespace", env: []string{"TEMPORAL_NAMESPACE"}, def: "", doc: "Temporal's env or config file, else `default`",
+			help: "Temporal namespace"},
+		{key: "temporal::task_queue", flag: "task-queue", env: []string{"TEMPORAL_TASK_QUEUE"}, def: "tmbridge",
+			help: "the bridge's Temporal task queue"},
+		{key: "temporal::workflow_id_prefix", flag: "workflow-id-prefix", env: []string{"WORKFLOW_ID_PREFIX"}, def: "taskmanager-task-",
+			help: "workflow id = prefix + task id"},
+		{key: "temporal::max_concurrent_activities", flag: "max-concurrent-activities", env: []string{"MAX_CONCURRENT_ACTIVITIES"}, def: 100,
+			help: "handlers this bridge runs at once"},
+		{key: "type_defaults",
+			help: "options every type starts from (per-type options, below)"},
+		{key: "types", docKey: "types.<name>",
+			help: "per-type options, steps and routes, by task type name; merged over `type_defaults`"},
 	}
 }
 
@@ -195,7 +219,11 @@ func FlagSet(name string) *pflag.FlagSet {
 		if o.flag == "" {
 			continue
 		}
-		help := fmt.Sprintf("%s (env %s)", o.help, strings.Join(o.env, ", "))
+		help := plain(o.help)
+		if o.doc != "" && reflect.ValueOf(o.def).IsZero() { // pflag shows no zero default
+			help += "; default: " + plain(o.doc)
+		}
+		help += " (env " + strings.Join(o.env, ", ") + ")"
 		switch d := o.def.(type) {
 		case string:
 			fs.StringP(o.flag, o.short, d, help)
@@ -204,24 +232,30 @@ func FlagSet(name string) *pflag.FlagSet {
 		case bool:
 			fs.Bool(o.flag, d, help)
 		case time.Duration:
-			fs.String(o.flag, d.String(), help)
+			fs.String(o.flag, shortDuration(d), help)
 		case []string:
 			fs.StringSlice(o.flag, d, help)
+		default:
+			panic(fmt.Sprintf("option %s: no flag for a default of type %T", o.key, o.def))
 		}
 	}
 	return fs
 }
 
 // Load reads the config: defaults < YAML file (--config / TMBRIDGE_CONFIG)
-// < environment < flags. It validates the result and names the key of the
-// first thing wrong. On --help it writes the usage to out and returns ErrHelp.
+// < environment < flags. It validates the result and reports every thing
+// wrong, each with its key. On --help it writes the usage to out and
+// returns ErrHelp.
 func Load(args, environ []string, out io.Writer) (Config, error) {
 	opts := options()
 	fs := FlagSet("tmbridge")
 	fs.SetOutput(out)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "tmbridge runs PrismQ TaskManager tasks as Temporal workflows.\n\nUsage:\n  tmbridge [flags]\n\nFlags:\n%s\n", fs.FlagUsages())
-		fmt.Fprint(out, "Environment only: TASKMANAGER_API_KEY; Temporal's TEMPORAL_* variables (TLS, API key, profile).\nPer-type options: see the config file's types: section in the README.\n")
+		fmt.Fprint(out, "Environment only: TASKMANAGER_API_KEY; Temporal's TEMPORAL_* variables (TLS, API key, profile).\n"+
+			"Every setting is also TMBRIDGE_<KEY> (nested with __, e.g. TMBRIDGE_TEMPORAL__TASK_QUEUE).\n"+
+			"Durations: Go syntax (90s, 2m) or plain seconds (10).\n\n")
+		writeTypeOptionsHelp(out)
 	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -232,6 +266,9 @@ func Load(args, environ []string, out io.Writer) (Config, error) {
 	envKeys := map[string]string{}
 	flagKeys := map[string]string{}
 	for _, o := range opts {
+		if o.def == nil {
+			continue // a section of the file: type_defaults, types
+		}
 		defaults[o.key] = o.def
 		for _, e := range o.env {
 			envKeys[e] = o.key
@@ -245,7 +282,6 @@ func Load(args, environ []string, out io.Writer) (Config, error) {
 			flagKeys[o.flag] = o.key
 		}
 	}
-	warnings := unknownEnv(environ, envKeys)
 	envProvider := env.Provider(delim, env.Opt{
 		EnvironFunc: func() []string { return environ },
 		TransformFunc: func(name, value string) (string, any) {
@@ -288,16 +324,17 @@ func Load(args, environ []string, out io.Writer) (Config, error) {
 	if err := cfg.finish(); err != nil {
 		return Config{}, err
 	}
-	cfg.Warnings = warnings
+	cfg.Warnings = unknownEnv(environ, envKeys, cfg.handlerEnv())
 	return cfg, nil
 }
 
 // toolEnv are TMBRIDGE_ variables of the project's tools, not settings.
-var toolEnv = []string{"TMBRIDGE_TEMPORAL_CLI"}
+var toolEnv = []string{"TMBRIDGE_TEMPORAL_CLI", "TMBRIDGE_UPDATE_README", "TMBRIDGE_UPDATE_HISTORY", "TMBRIDGE_SIM_CHILD", "TMBRIDGE_SIM_OBSERVER"}
 
 // unknownEnv warns of TMBRIDGE_ variables that name no setting, as a YAML
 // typo is an error: TMBRIDGE_POLL_INTERVALL would otherwise do nothing.
-func unknownEnv(environ []string, envKeys map[string]string) []string {
+// Variables the config hands to handlers (used) are not warned of.
+func unknownEnv(environ []string, envKeys map[string]string, used []string) []string {
 	var known []string
 	for name := range envKeys {
 		if strings.HasPrefix(name, "TMBRIDGE_") {
@@ -308,7 +345,7 @@ func unknownEnv(environ []string, envKeys map[string]string) []string {
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "TMBRIDGE_") || envKeys[name] != "" || slices.Contains(toolEnv, name) {
+		if !strings.HasPrefix(name, "TMBRIDGE_") || envKeys[name] != "" || slices.Contains(toolEnv, name) || slices.Contains(used, name) {
 			continue
 		}
 		msg := fmt.Sprintf("environment: %s names no setting and is ignored", name)
@@ -320,76 +357,408 @@ func unknownEnv(environ []string, envKeys map[string]string) []string {
 	return out
 }
 
-// closest returns the candidate nearest to s in edit distance, if near.
+// handlerEnv names the variables the config hands to handlers: http
+// headers_from_env and the names exec env passes through.
+func (c Config) handlerEnv() []string {
+	var names []string
+	for _, t := range c.Types {
+		if t.HTTP != nil {
+			for _, name := range t.HTTP.HeadersFromEnv {
+				names = append(names, name)
+			}
+		}
+		if t.Exec != nil {
+			for _, e := range t.Exec.Env {
+				name, _, _ := strings.Cut(e, "=")
+				names = append(names, name)
+			}
+		}
+	}
+	return names
+}
+
+// closest returns the candidate nearest to s in edit distance, if near:
+// at most 3 edits, and at most half of s (so a short key is not "near"
+// everything).
 func closest(s string, candidates []string) string {
-	best, bestDist := "", 4 // at most 3 edits away
+	best, bestDist := "", min(3, len(s)/2)+1
 	for _, c := range candidates {
-		if d := levenshtein.ComputeDistance(s, c); d < bestDist {
+		if d := levenshtein.ComputeDistance(strings.ToLower(s), strings.ToLower(c)); d < bestDist {
 			best, bestDist = c, d
 		}
 	}
 	return best
 }
 
-// decode unmarshals k strictly: an unknown key (a typo) is an error.
+// keyError is one thing wrong with the config, at its full key path
+// (types.example.echo.retry.maximum_attempts, types.x.steps[1].name).
+type keyError struct{ path, msg string }
+
+func (e keyError) Error() string {
+	if e.path == "" {
+		return "config: " + e.msg
+	}
+	return "config: " + e.path + ": " + e.msg
+}
+
+// decode unmarshals k strictly: every unknown key (a typo) and every
+// value of the wrong type is an error. It reports all of them at once,
+// each with its full path, the file's top level, type_defaults and every
+// type alike.
 func decode(k *koanf.Koanf) (Config, error) {
 	var cfg Config
-	conf := func(out any) koanf.UnmarshalConf {
-		return koanf.UnmarshalConf{Tag: "koanf", DecoderConfig: &mapstructure.DecoderConfig{
-			DecodeHook: mapstructure.ComposeDecodeHookFunc(
-				secondsHook, mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")),
-			WeaklyTypedInput: true, ErrorUnused: true, Squash: true, TagName: "koanf", Result: out,
-		}}
+	raw := k.Raw()
+	var typesRaw, defsRaw any
+	for key, v := range raw { // keys match ignoring case, as mapstructure's do
+		switch strings.ToLower(key) {
+		case "types":
+			typesRaw = v
+			delete(raw, key)
+		case "type_defaults":
+			defsRaw = v
+			delete(raw, key)
+		}
 	}
-	types := k.Cut("types")
-	defs := k.Cut("type_defaults")
-	k.Delete("types")
-	if err := k.UnmarshalWithConf("", &cfg, conf(&cfg)); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+
+	errs := decodeAt("", raw, &cfg)
+	defErrs := decodeAt("type_defaults", defsRaw, &cfg.TypeDefaults)
+	errs = append(errs, defErrs...)
+	types, ok := asMap(typesRaw)
+	if !ok && typesRaw != nil {
+		errs = append(errs, keyError{"types", "want a map of task type names to their options, got " + describeValue(typesRaw)})
 	}
-	if err := defs.UnmarshalWithConf("", &cfg.TypeDefaults, conf(&cfg.TypeDefaults)); err != nil {
-		return cfg, fmt.Errorf("config: type_defaults: %w", err)
-	}
+	defs, _ := asMap(defsRaw)
 	cfg.Types = map[string]TypeConfig{}
-	for _, name := range topKeys(types) {
-		merged := koanf.New(delim)
-		_ = merged.Merge(defs)
-		_ = merged.Merge(types.Cut(name))
+	for _, name := range sortedKeys(types) {
+		path := "types." + name
+		// A type's own keys are checked alone, so that what is wrong in
+		// type_defaults is reported once, as type_defaults.<key>, and not
+		// again for every type merged over it.
+		ownErrs := decodeAt(path, types[name], new(TypeConfig))
+		errs = append(errs, ownErrs...)
 		var tc TypeConfig
-		if err := merged.UnmarshalWithConf("", &tc, conf(&tc)); err != nil {
-			return cfg, fmt.Errorf("config: types: %s: %w", name, err)
+		mergedErrs := decodeAt(path, mergeOver(defs, types[name]), &tc)
+		if len(ownErrs) == 0 && len(defErrs) == 0 {
+			errs = append(errs, mergedErrs...) // none, unless the merge itself went wrong
 		}
 		cfg.Types[name] = tc
 	}
-	return cfg, nil
+	return cfg, errors.Join(errs...)
 }
 
-func topKeys(k *koanf.Koanf) []string {
-	var names []string
-	for name := range k.Raw() {
-		names = append(names, name)
+// decodeAt decodes data into out (a pointer to a struct), reporting its
+// unknown keys and wrongly typed values under path, sorted by key.
+func decodeAt(path string, data, out any) []error {
+	var errs []keyError
+	unknownKeys(path, data, reflect.TypeOf(out).Elem(), &errs)
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(durationHook, mapstructure.StringToSliceHookFunc(",")),
+		WeaklyTypedInput: true, Squash: true, TagName: "koanf", Result: out,
+	})
+	if err != nil {
+		panic(err) // the config above is wrong
 	}
-	sort.Strings(names)
-	return names
+	decodeErrors(path, dec.Decode(data), &errs)
+	slices.SortStableFunc(errs, func(a, b keyError) int { return strings.Compare(a.path, b.path) })
+	list := make([]error, len(errs))
+	for i, e := range errs {
+		list[i] = e
+	}
+	return list
 }
 
-// secondsHook reads a plain number as seconds where a duration is wanted,
-// as the reference worker's POLL_INTERVAL=10 does.
-func secondsHook(from, to reflect.Type, data any) (any, error) {
-	if to != reflect.TypeOf(time.Duration(0)) {
+// unknownKeys reports each key of data that names no field of t (by its
+// koanf tag, as mapstructure matches it: ignoring case), with the nearest
+// valid key at that path.
+func unknownKeys(path string, data any, t reflect.Type, errs *[]keyError) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := asMap(data)
+		if !ok {
+			return // a value of the wrong type: mapstructure says so
+		}
+		fields := koanfFields(t)
+		for _, key := range sortedKeys(m) {
+			i := slices.IndexFunc(fields, func(f koanfField) bool { return strings.EqualFold(f.key, key) })
+			if i < 0 {
+				*errs = append(*errs, keyError{joinPath(path, key), unknownKeyMessage(key, t, fields)})
+				continue
+			}
+			unknownKeys(joinPath(path, key), m[key], fields[i].typ, errs)
+		}
+	case reflect.Slice, reflect.Array:
+		switch v := reflect.ValueOf(data); v.Kind() {
+		case reflect.Slice, reflect.Array:
+			for i := range v.Len() {
+				unknownKeys(fmt.Sprintf("%s[%d]", path, i), v.Index(i).Interface(), t.Elem(), errs)
+			}
+		case reflect.Map:
+			unknownKeys(path+"[0]", data, t.Elem(), errs) // decoded as a list of one
+		}
+	case reflect.Map:
+		m, _ := asMap(data)
+		for _, key := range sortedKeys(m) {
+			unknownKeys(joinPath(path, key), m[key], t.Elem(), errs)
+		}
+	}
+}
+
+var (
+	typeOptionsType = reflect.TypeFor[workflows.TypeOptions]()
+	typeConfigType  = reflect.TypeFor[TypeConfig]()
+)
+
+func unknownKeyMessage(key string, t reflect.Type, fields []koanfField) string {
+	if t == typeOptionsType && slices.ContainsFunc(koanfFields(typeConfigType), func(f koanfField) bool { return f.key == key }) {
+		return fmt.Sprintf("unknown key: %s is set per type, under types.<name>, not in type_defaults", key)
+	}
+	keys := make([]string, len(fields))
+	for i, f := range fields {
+		keys[i] = f.key
+	}
+	if near := closest(key, keys); near != "" {
+		return fmt.Sprintf("unknown key (did you mean %s?)", near)
+	}
+	if len(keys) <= 12 {
+		return "unknown key (valid here: " + strings.Join(keys, ", ") + ")"
+	}
+	return "unknown key"
+}
+
+// koanfField is a key of a config struct and the type of its value.
+type koanfField struct {
+	key string
+	typ reflect.Type
+}
+
+// koanfFields returns the keys of struct type t as mapstructure decodes
+// them: by koanf tag (else the field name), with squashed and embedded
+// structs' keys in line; "-" fields are no key.
+func koanfFields(t reflect.Type) []koanfField {
+	var out []koanfField
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case !f.IsExported() || name == "-":
+		case ft.Kind() == reflect.Struct && (f.Anonymous || slices.Contains(strings.Split(opts, ","), "squash")):
+			out = append(out, koanfFields(ft)...)
+		default:
+			out = append(out, koanfField{cmp.Or(name, f.Name), f.Type})
+		}
+	}
+	return out
+}
+
+// decodeErrors adds mapstructure's errors (a tree of joined
+// *mapstructure.DecodeError, each named by its path below path) to errs.
+func decodeErrors(path string, err error, errs *[]keyError) {
+	if err == nil {
+		return
+	}
+	var de *mapstructure.DecodeError
+	switch e := err.(type) {
+	case *mapstructure.DecodeError:
+		inner := e.Unwrap()
+		if _, ok := inner.(interface{ Unwrap() []error }); ok || errors.As(inner, &de) {
+			decodeErrors(path, inner, errs) // nested names are full paths already
+			return
+		}
+		*errs = append(*errs, keyError{joinPath(path, e.Name()), decodeMessage(inner)})
+	case interface{ Unwrap() []error }:
+		for _, sub := range e.Unwrap() {
+			decodeErrors(path, sub, errs)
+		}
+	default:
+		// Decode wraps several errors in "decoding failed due to …".
+		if inner := errors.Unwrap(err); inner != nil {
+			if _, ok := inner.(interface{ Unwrap() []error }); ok || errors.As(inner, &de) {
+				decodeErrors(path, inner, errs)
+				return
+			}
+		}
+		*errs = append(*errs, keyError{path, err.Error()})
+	}
+}
+
+// decodeMessage says what is wrong with a value in the config's words.
+func decodeMessage(err error) string {
+	var pe *mapstructure.ParseError
+	var ue *mapstructure.UnconvertibleTypeError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Sprintf("want %s, got %s", describeType(pe.Expected.Type()), describeValue(pe.Value))
+	case errors.As(err, &ue):
+		return fmt.Sprintf("want %s, got %s", describeType(ue.Expected.Type()), describeValue(ue.Value))
+	}
+	msg := err.Error()
+	for prefix, want := range map[string]string{
+		"expected a map or struct, got ":              describeType(reflect.TypeFor[map[string]any]()),
+		"source data must be an array or slice, got ": describeType(reflect.TypeFor[[]any]()),
+	} {
+		if kind, ok := strings.CutPrefix(msg, prefix); ok {
+			return fmt.Sprintf("want %s, got %s", want, describeKind(strings.Trim(kind, `"`)))
+		}
+	}
+	return msg
+}
+
+// describeKind names a reflect.Kind's String() as describeValue would.
+func describeKind(kind string) string {
+	switch {
+	case kind == "map":
+		return "a map"
+	case kind == "slice" || kind == "array":
+		return "a list"
+	case kind == "bool":
+		return "true or false"
+	case strings.HasPrefix(kind, "int"), strings.HasPrefix(kind, "uint"), strings.HasPrefix(kind, "float"):
+		return "a number"
+	}
+	return "a " + kind
+}
+
+const durationSyntax = "a duration such as 90s, 2m or 10 (seconds)"
+
+func describeType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[time.Duration]() {
+		return durationSyntax
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "a whole number"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number, 0 or more"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a map of keys to values"
+	}
+	return t.String()
+}
+
+// describeValue shows a scalar (shortened) and only the kind of a map or
+// list, whose contents could be long or secret.
+func describeValue(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "nothing"
+	case string:
+		if r := []rune(v); len(r) > 40 {
+			v = string(r[:40]) + "…"
+		}
+		return strconv.Quote(v)
+	case bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
+		return fmt.Sprint(v)
+	}
+	switch reflect.ValueOf(v).Kind() {
+	case reflect.Map:
+		return "a map"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	}
+	return fmt.Sprintf("a %T", v)
+}
+
+func joinPath(path, key string) string {
+	switch {
+	case path == "":
+		return key
+	case key == "":
+		return path
+	case strings.HasPrefix(key, "["):
+		return path + key
+	}
+	return path + "." + key
+}
+
+// asMap returns data as a map with string keys, if it is a map.
+func asMap(data any) (map[string]any, bool) {
+	switch m := data.(type) {
+	case map[string]any:
+		return m, true
+	case map[any]any:
+		out := make(map[string]any, len(m))
+		for k, v := range m {
+			out[fmt.Sprint(k)] = v
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// mergeOver returns over merged into base, as koanf merges: maps key by
+// key, any other value replaced. Neither is modified.
+func mergeOver(base map[string]any, over any) any {
+	o, ok := asMap(over)
+	if !ok {
+		if over == nil && base != nil {
+			return base
+		}
+		return over
+	}
+	out := make(map[string]any, len(base)+len(o))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range o {
+		if b, ok := asMap(out[k]); ok {
+			if _, ok := asMap(v); ok {
+				v = mergeOver(b, v)
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// durationHook reads a duration as Go syntax (90s, 2m) or a plain number
+// of seconds, as the reference worker's POLL_INTERVAL=10 does.
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[time.Duration]() {
 		return data, nil
+	}
+	seconds := func(f float64) (any, error) {
+		if math.IsNaN(f) || math.Abs(f) > float64(math.MaxInt64/int64(time.Second)) {
+			return nil, fmt.Errorf("want %s, got %v seconds", durationSyntax, f)
+		}
+		return time.Duration(f * float64(time.Second)), nil
 	}
 	switch v := data.(type) {
 	case int:
-		return time.Duration(v) * time.Second, nil
+		return seconds(float64(v))
 	case int64:
-		return time.Duration(v) * time.Second, nil
+		return seconds(float64(v))
+	case uint64:
+		return seconds(float64(v))
 	case float64:
-		return time.Duration(v * float64(time.Second)), nil
+		return seconds(v)
 	case string:
-		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-			return time.Duration(f * float64(time.Second)), nil
+		s := strings.TrimSpace(v)
+		if f, err := strconv.ParseFloat(s, 64); err == nil {
+			return seconds(f)
 		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return nil, fmt.Errorf("want %s, got %s", durationSyntax, describeValue(v))
+		}
+		return d, nil
 	}
 	return data, nil
 }
@@ -417,6 +786,11 @@ func (c *Config) finish() error {
 const maxKeyFile = 64 << 10
 
 func readKeyFile(path string) (Secret, error) {
+	if fi, err := os.Stat(path); err != nil {
+		return "", err
+	} else if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file (a device or a pipe may never end)", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -473,27 +847,57 @@ func (c Config) Validate() error {
 		n, err := strconv.Atoi(id)
 		check(err == nil && n > 0, "task_type_ids", "%q is not a positive integer", id)
 	}
-	if err := c.TypeDefaults.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("config: type_defaults: %w", err))
+	// Each type holds type_defaults merged in: what is wrong there is
+	// reported once, as type_defaults', not again for every type.
+	inherited := map[string]bool{}
+	for _, err := range leafErrors(c.TypeDefaults.Validate()) {
+		inherited[err.Error()] = true
+		errs = append(errs, fmt.Errorf("config: type_defaults.%w", err))
 	}
 	for _, name := range sortedKeys(c.Types) {
-		if err := c.Types[name].validate(); err != nil {
-			errs = append(errs, fmt.Errorf("config: types: %s: %w", name, err))
+		for _, err := range leafErrors(c.Types[name].validate()) {
+			if !inherited[err.Error()] {
+				errs = append(errs, fmt.Errorf("config: types.%s.%w", name, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// leafErrors flattens errors.Join's errors, so that each gets its own
+// prefix; an error that says more than its parts is kept whole.
+func leafErrors(err error) []error {
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var msgs []string
+	for _, e := range j.Unwrap() {
+		msgs = append(msgs, e.Error())
+	}
+	if strings.Join(msgs, "\n") != err.Error() {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, leafErrors(e)...)
+	}
+	return out
+}
+
 func (t TypeConfig) validate() error {
 	errs := []error{t.TypeOptions.Validate()}
-	routes := 0
-	for _, set := range []bool{t.Exec != nil, t.HTTP != nil, len(t.Steps) > 0, t.Workflow != ""} {
+	var routes []string
+	for key, set := range map[string]bool{"exec": t.Exec != nil, "http": t.HTTP != nil, "steps": len(t.Steps) > 0, "workflow": t.Workflow != ""} {
 		if set {
-			routes++
+			routes = append(routes, key)
 		}
 	}
-	if routes > 1 {
-		errs = append(errs, errors.New("set one of exec, http, steps and workflow"))
+	if slices.Sort(routes); len(routes) > 1 {
+		errs = append(errs, fmt.Errorf("%s: set one of exec, http, steps and workflow, not %s", routes[len(routes)-1], strings.Join(routes, " and ")))
 	}
 	if t.Exec != nil {
 		errs = append(errs, t.Exec.Validate())

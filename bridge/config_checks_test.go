@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -25,17 +26,18 @@ func TestLoad_refuses_values_out_of_range(t *testing.T) {
 		{args: []string{"--max-in-flight=10000000"}, want: "max_in_flight: must be between 1 and 100000"},
 		{args: []string{"--max-concurrent-activities=-3"}, want: "temporal.max_concurrent_activities"},
 		{args: []string{"--max-runs=-1"}, want: "max_runs"},
-		{file: "type_defaults: { start_to_close_timeout: 1ms }\n", want: "type_defaults: start_to_close_timeout: must be between 1s and 720h0m0s, got 1ms (or 0 for the default)"},
-		{file: "types:\n  x: { heartbeat_timeout: 100ms }\n", want: "types: x: heartbeat_timeout: must be at least 1s, got 100ms: handlers heartbeat automatically"},
-		{file: "types:\n  x: { heartbeat_timeout: 1000h }\n", want: "heartbeat_timeout: must be between 1s and 24h0m0s"},
+		{file: "type_defaults: { start_to_close_timeout: 1ms }\n", want: "type_defaults.start_to_close_timeout: must be between 1s and 720h0m0s, got 1ms (or 0 for the default)"},
+		{file: "types:\n  x: { heartbeat_timeout: 100ms }\n", want: "types.x.heartbeat_timeout: must be at least 5s, got 100ms: Temporal hears a handler's heartbeats every 0.8 × heartbeat_timeout"},
+		{file: "types:\n  x: { heartbeat_timeout: 1000h }\n", want: "heartbeat_timeout: must be between 5s and 24h0m0s"},
 		{file: "types:\n  x: { schedule_to_close_timeout: 100000h }\n", want: "schedule_to_close_timeout"},
 		{file: "types:\n  x: { claim_wait: 1ns }\n", want: "claim_wait"},
 		{file: "types:\n  x: { retry: { maximum_attempts: 1000000 } }\n", want: "retry.maximum_attempts: must be between -1 and 10000"},
 		{file: "types:\n  x: { retry: { maximum_attempts: -2 } }\n", want: "retry.maximum_attempts"},
 		{file: "types:\n  x: { retry: { backoff_coefficient: 1000 } }\n", want: "retry.backoff_coefficient: must be between 1 and 100"},
 		{file: "types:\n  x: { retry: { initial_interval: 1ns } }\n", want: "retry.initial_interval"},
-		{file: "types:\n  x: { retry: { initial_interval: 2m } }\n", want: "retry.maximum_interval: must be at least retry.initial_interval (2m0s), got 1m0s"},
-		{file: "types:\n  x:\n    steps:\n      - { handler: h, heartbeat_timeout: 10ms }\n", want: `types: x: steps[0]: step "h": heartbeat_timeout: must be at least 1s`},
+		{file: "types:\n  x: { retry: { initial_interval: 2m, maximum_interval: 1m } }\n", want: "retry.maximum_interval: must be at least retry.initial_interval (2m0s), got 1m0s"},
+		{file: "types:\n  x: { retry: { maximum_interval: 100ms } }\n", want: "retry.maximum_interval: must be at least retry.initial_interval (1s), got 100ms"},
+		{file: "types:\n  x:\n    steps:\n      - { handler: h, heartbeat_timeout: 10ms }\n", want: `types.x.steps[0].heartbeat_timeout: must be at least 5s`},
 	}
 	for _, c := range cases {
 		t.Run(c.want, func(t *testing.T) {
@@ -59,11 +61,11 @@ func TestLoad_checks_step_templates(t *testing.T) {
       - handler: example.uppercase
       - handler: example.echo
         params: { message: "{{ .steps.example.uppercase.uppercase }}" }
-`), `types: demo.flow: steps[1]: params.message: "{{ .steps.example.uppercase.uppercase }}": .steps.example.uppercase.uppercase: step "example.uppercase" has dots in its name, which a template path cannot hold: write {{ index .steps "example.uppercase" }}`},
+`), `types.demo.flow.steps[1].params.message: "{{ .steps.example.uppercase.uppercase }}": .steps.example.uppercase.uppercase: step "example.uppercase" has dots in its name, which a template path cannot hold: write {{ index .steps "example.uppercase" }}`},
 		{steps(`
       - { name: shout, handler: example.uppercase }
       - { name: echo, handler: example.echo, params: { message: "{{ .steps.shuot.uppercase }}" } }
-`), `steps[1]: params.message: "{{ .steps.shuot.uppercase }}": no step "shuot" (the steps before this one: shout)`},
+`), `steps[1].params.message: "{{ .steps.shuot.uppercase }}": no step "shuot" (the steps before this one: shout)`},
 		{steps(`
       - { name: echo, handler: example.echo, params: { message: "{{ .steps.shout.uppercase }}" } }
       - { name: shout, handler: example.uppercase }
@@ -72,13 +74,13 @@ func TestLoad_checks_step_templates(t *testing.T) {
       - parallel:
           - { name: a, handler: example.echo }
           - { name: b, handler: example.echo, params: { m: "{{ index .steps \"a\" }}" } }
-`), `steps[0]: parallel[1]: params.m: "{{ index .steps \"a\" }}": step "a" runs later or at the same time`},
+`), `steps[0].parallel[1].params.m: "{{ index .steps \"a\" }}": step "a" runs later or at the same time`},
 		{steps(`
       - { name: echo, handler: example.echo, params: { m: "{{ .parms.x }}" } }
 `), `.parms: a template reads .params (the task's params) and .steps`},
 		{steps(`
       - { name: echo, handler: example.echo, params: { deep: { list: [1, "{{ .steps.x }}"] } } }
-`), `steps[0]: params.deep: list: [1]: "{{ .steps.x }}": no step "x": no step runs before this one`},
+`), `steps[0].params.deep.list[1]: "{{ .steps.x }}": no step "x": no step runs before this one`},
 		{steps(`
       - { name: echo, handler: example.echo, params: { m: "{{ .params.x " } }
 `), `params.m: template: params:1: unclosed action`},
@@ -104,8 +106,10 @@ func TestLoad_checks_step_templates(t *testing.T) {
 // A TMBRIDGE_ variable that names no setting is a warning, with the
 // nearest setting; the tools' own variables are not.
 func TestLoad_warns_of_unknown_TMBRIDGE_variables(t *testing.T) {
-	t.Parallel()
-	cfg, err := Load(nil, []string{"TMBRIDGE_POLL_INTERVALL=3", "TMBRIDGE_NOTHING_LIKE_IT=1", "TMBRIDGE_TEMPORAL_CLI=/x", "TMBRIDGE_POLL_INTERVAL=4", "OTHER_THING=1"}, &bytes.Buffer{})
+	t.Setenv("TMBRIDGE_HOOK_TOKEN", "t")
+	file := writeFile(t, "types:\n  x: { http: { url: \"http://127.0.0.1:1/\", headers_from_env: { X-Token: TMBRIDGE_HOOK_TOKEN } } }\n  y: { exec: { command: [x], env: [TMBRIDGE_PASSED, TMBRIDGE_SET=1] } }\n")
+	cfg, err := Load([]string{"--config=" + file}, []string{"TMBRIDGE_POLL_INTERVALL=3", "TMBRIDGE_NOTHING_LIKE_IT=1", "TMBRIDGE_TEMPORAL_CLI=/x", "TMBRIDGE_POLL_INTERVAL=4", "OTHER_THING=1",
+		"TMBRIDGE_HOOK_TOKEN=t", "TMBRIDGE_PASSED=p", "TMBRIDGE_SET=s"}, &bytes.Buffer{}) // handed to handlers by the config: not warned of
 	require.NoError(t, err)
 	require.Equal(t, []string{
 		"environment: TMBRIDGE_POLL_INTERVALL names no setting and is ignored (did you mean TMBRIDGE_POLL_INTERVAL?)",
@@ -137,5 +141,9 @@ func TestLoad_api_key_file_is_bounded(t *testing.T) {
 	require.ErrorContains(t, err, "api_key_file: "+path+" is larger than 64 KiB")
 	require.NotContains(t, err.Error(), "kkkk")
 	_, err = Load([]string{"--api-key-file=/dev/zero"}, nil, &bytes.Buffer{})
-	require.ErrorContains(t, err, "is larger than 64 KiB", "an endless file does not hang the start")
+	require.ErrorContains(t, err, "/dev/zero is not a regular file", "an endless file does not hang the start")
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	_, err = Load([]string{"--api-key-file=" + fifo}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "is not a regular file", "nor does a pipe no one writes to")
 }

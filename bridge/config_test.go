@@ -2,12 +2,15 @@ package bridge
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -120,7 +123,7 @@ func TestLoad_errors_name_the_key(t *testing.T) {
 		{args: []string{"--poll-interval=soon"}, want: "poll_interval"},
 		{file: "pol_interval: 3\n", want: "pol_interval"},
 		{file: "types:\n  x:\n    locl: true\n", want: "locl"},
-		{file: "types:\n  x:\n    retry: { backoff_coefficient: 0.1 }\n", want: "types: x: retry.backoff_coefficient"},
+		{file: "types:\n  x:\n    retry: { backoff_coefficient: 0.1 }\n", want: "types.x.retry.backoff_coefficient"},
 		{file: "types:\n  x:\n    exec: { command: [] }\n", want: "exec.command"},
 		{file: "types:\n  x:\n    http: { url: nope }\n", want: "http.url"},
 		{args: []string{"--no-such-flag"}, want: "no-such-flag"},
@@ -149,4 +152,124 @@ func TestLoad_help_documents_every_flag(t *testing.T) {
 			require.Contains(t, out.String(), e)
 		}
 	}
+}
+
+// Every typo in a config file is reported at once, each by its full path
+// and with the nearest valid key there, from the top level, type_defaults,
+// each type and each step alike.
+func TestLoad_reports_every_config_error_at_once(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, `
+poll_intervall: 3s
+temporal: { task_queu: q }
+type_defaults:
+  retry: { maximum_atempts: 4 }
+types:
+  example.echo:
+    locl: true
+  demo.pipeline:
+    steps:
+      - { name: shout, handler: example.uppercase }
+      - { nmae: count, handler: example.echo }
+      - parallel: [{ name: a, handler: h, retri: {} }]
+`)
+	_, err := Load([]string{"--config", file}, nil, &bytes.Buffer{})
+	require.Error(t, err)
+	require.Equal(t, strings.Join([]string{
+		"config: poll_intervall: unknown key (did you mean poll_interval?)",
+		"config: temporal.task_queu: unknown key (did you mean task_queue?)",
+		"config: type_defaults.retry.maximum_atempts: unknown key (did you mean maximum_attempts?)",
+		"config: types.demo.pipeline.steps[1].nmae: unknown key (did you mean name?)",
+		"config: types.demo.pipeline.steps[2].parallel[0].retri: unknown key (did you mean retry?)",
+		"config: types.example.echo.locl: unknown key (did you mean local?)",
+	}, "\n"), err.Error(), "once each: type_defaults' typo is not repeated for the two types merged over it")
+}
+
+// A value of the wrong type is named by its path, in the config's words,
+// with the typos beside it.
+func TestLoad_reports_wrong_types_by_path(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, `
+poll_interval: soon
+max_runs: lots
+temporal: { max_concurrent_activities: [1] }
+type_defaults:
+  start_to_close_timeout: forever
+  exec: { command: [x] }
+types:
+  a: { retry: 5, steps: [{ handler: h, heartbeat_timeout: never }] }
+  b: 7
+  c: { steps: { handler: h, nmae: x } }
+`)
+	_, err := Load([]string{"--config", file}, nil, &bytes.Buffer{})
+	require.Error(t, err)
+	require.Equal(t, strings.Join([]string{
+		"config: max_runs: want a whole number, got \"lots\"",
+		"config: poll_interval: want a duration such as 90s, 2m or 10 (seconds), got \"soon\"",
+		"config: temporal.max_concurrent_activities: want a whole number, got a list",
+		"config: type_defaults.exec: unknown key: exec is set per type, under types.<name>, not in type_defaults",
+		"config: type_defaults.start_to_close_timeout: want a duration such as 90s, 2m or 10 (seconds), got \"forever\"",
+		"config: types.a.retry: want a map of keys to values, got a number",
+		"config: types.a.steps[0].heartbeat_timeout: want a duration such as 90s, 2m or 10 (seconds), got \"never\"",
+		"config: types.b: want a map of keys to values, got a number",
+		"config: types.c.steps[0].nmae: unknown key (did you mean name?)",
+	}, "\n"), err.Error())
+
+	_, err = Load([]string{"--poll-interval=soon"}, []string{"MAX_RUNS=lots"}, &bytes.Buffer{})
+	require.EqualError(t, err, "config: max_runs: want a whole number, got \"lots\"\nconfig: poll_interval: want a duration such as 90s, 2m or 10 (seconds), got \"soon\"", "env and flags too")
+}
+
+// A setting out of range in type_defaults is reported once, not again for
+// every type that inherits it; each type's own errors each name the type.
+func TestLoad_reports_type_defaults_range_errors_once(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, `
+type_defaults: { start_to_close_timeout: 1ms }
+types:
+  a: { heartbeat_timeout: 1000h, retry: { backoff_coefficient: 1000 } }
+  b: {}
+`)
+	_, err := Load([]string{"--config", file}, nil, &bytes.Buffer{})
+	require.Error(t, err)
+	lines := strings.Split(err.Error(), "\n")
+	require.Len(t, lines, 3, err.Error())
+	require.Contains(t, lines[0], "config: type_defaults.start_to_close_timeout: must be between 1s and")
+	require.Contains(t, lines[1], "config: types.a.heartbeat_timeout: must be between")
+	require.Contains(t, lines[2], "config: types.a.retry.backoff_coefficient: must be between 1 and 100")
+}
+
+func TestClosest(t *testing.T) {
+	t.Parallel()
+	keys := []string{"local", "name", "dir", "task_queue", "TMBRIDGE_MAX_IN_FLIGHT"}
+	require.Equal(t, "local", closest("locl", keys))
+	require.Equal(t, "name", closest("nmae", keys))
+	require.Equal(t, "local", closest("Local", keys), "case does not count")
+	require.Equal(t, "TMBRIDGE_MAX_IN_FLIGHT", closest("TMBRIDGE_MAX_INFLIGHT", keys))
+	require.Empty(t, closest("foo", keys), "a short key is not near every other short key")
+	require.Empty(t, closest("something_else", keys))
+}
+
+// Durations in JSON logs read as durations, as in text logs.
+func TestNewLogger_writes_durations_as_durations(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	log := NewLogger(&out, "json", false)
+	log.Info("x", "grace", 30*time.Second, slog.Group("g", "wait", 1500*time.Millisecond), "n", 3)
+	require.Contains(t, out.String(), `"grace":"30s"`)
+	require.Contains(t, out.String(), `"g":{"wait":"1.5s"}`)
+	require.Contains(t, out.String(), `"n":3`, "other numbers stay numbers")
+
+	out.Reset()
+	NewLogger(&out, "text", false).Info("x", "grace", 30*time.Second)
+	require.Contains(t, out.String(), "grace=30s")
+}
+
+// The start-up banner shows poll_interval as a duration.
+func TestBanner_shows_poll_interval_as_a_duration(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(nil, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	var out bytes.Buffer
+	banner(NewLogger(&out, "json", false), cfg, client.Options{HostPort: "localhost:7233", Namespace: "default"})
+	require.Contains(t, out.String(), `"poll_interval":"10s"`)
 }

@@ -108,6 +108,11 @@ func (f *fakeTemporal) SignalWorkflow(ctx context.Context, id, runID, _ string, 
 	if f.down {
 		return errDown
 	}
+	if runID == "" { // the latest run, as Temporal takes it
+		if r := f.latest(id); r != nil {
+			runID = r.runID
+		}
+	}
 	for _, r := range f.runs[id] {
 		if r.runID == runID && !isClosed(r) {
 			r.signals = append(r.signals, arg.(workflows.Claim))
@@ -176,6 +181,15 @@ func (f *fakeTemporal) CheckHealth(ctx context.Context, _ *client.CheckHealthReq
 }
 
 // setDown makes Temporal unreachable or reachable again.
+// openRun adds an open run, as one a bridge started earlier.
+func (f *fakeTemporal) openRun(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	f.runs[id] = append(f.runs[id], &fakeRun{id: id, runID: fmt.Sprintf("run-%d", f.n), closed: make(chan struct{})})
+	f.notify()
+}
+
 func (f *fakeTemporal) setDown(down bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -182,7 +182,8 @@ func banner(log *slog.Logger, cfg Config, t client.Options) {
 }
 
 // NewLogger returns the bridge's logger: tint for a terminal (or "text"),
-// JSON otherwise (or "json").
+// JSON otherwise (or "json"). Durations read as durations in both
+// ("10s", not JSON's 10000000000 nanoseconds).
 func NewLogger(w io.Writer, format string, debug bool) *slog.Logger {
 	level := slog.LevelInfo
 	if debug {
@@ -191,7 +192,15 @@ func NewLogger(w io.Writer, format string, debug bool) *slog.Logger {
 	if format == "text" || (format == "auto" && isTerminal(w)) {
 		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}))
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: durationAsString}))
+}
+
+// durationAsString renders a duration attribute as its String().
+func durationAsString(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 func isTerminal(w io.Writer) bool {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/prismq/tmbridge/activities"
@@ -51,7 +52,7 @@ func (c Config) Registry(reg *activities.Registry) (*activities.Registry, error)
 			continue
 		}
 		if err := out.Add(name, h); err != nil {
-			return nil, fmt.Errorf("config: types: %s: %w (a Go handler has this name)", name, err)
+			return nil, fmt.Errorf("config: types.%s: a Go handler has this name too (%w)", name, err)
 		}
 	}
 	return out, c.checkRoutes(out)
@@ -64,16 +65,24 @@ func (c Config) checkRoutes(reg *activities.Registry) error {
 	has := func(name string) bool { _, ok := reg.Lookup(name); return ok }
 	for _, name := range sortedKeys(c.Types) {
 		o := c.TypeOptions(name)
-		switch {
-		case len(o.Steps) > 0:
-			for i, s := range workflows.Leaves(o.Steps) {
-				if s.TaskQueue == "" && o.TaskQueue == "" && !has(s.Handler) {
-					errs = append(errs, fmt.Errorf("config: types: %s: step %d (%s): no handler %q is registered (known: %v)", name, i+1, s.Name, s.Handler, reg.Names()))
+		var walk func(path string, steps []workflows.Step)
+		walk = func(path string, steps []workflows.Step) {
+			for i, s := range steps {
+				at := fmt.Sprintf("%s[%d]", path, i)
+				switch {
+				case len(s.Parallel) > 0:
+					walk(at+".parallel", s.Parallel)
+				case s.TaskQueue == "" && o.TaskQueue == "" && !has(s.Handler):
+					errs = append(errs, fmt.Errorf("config: types.%s.%s.handler: no handler %q is registered (known: %s)", name, at, s.Handler, strings.Join(reg.Names(), ", ")))
 				}
 			}
+		}
+		switch {
+		case len(o.Steps) > 0:
+			walk("steps", o.Steps)
 		case o.Workflow != "", o.TaskQueue != "":
 		case !has(o.HandlerFor(name)):
-			errs = append(errs, fmt.Errorf("config: types: %s: no handler %q is registered and no route (task_queue, steps, workflow, exec, http) is set", name, o.HandlerFor(name)))
+			errs = append(errs, fmt.Errorf("config: types.%s: no handler %q is registered and no route (task_queue, steps, workflow, exec, http) is set", name, o.HandlerFor(name)))
 		}
 	}
 	return errors.Join(errs...)

@@ -107,16 +107,6 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 	check := claimedAt.IsZero()
 	in := b.cfg.TaskInput(task, t.Options, claimedAt)
 	claim := in.Claim
-	if d := jsonDepth(in.Task.Params); d > MaxParamsDepth {
-		return runNone, &startError{fmt.Sprintf("its params nest %d levels deep, over the %d accepted", d, MaxParamsDepth)}
-	}
-	// Params are most of the input: encode it to measure only when they
-	// come near the limit (not on every start).
-	if len(in.Task.Params) > MaxStartBytes-startInputSlack {
-		if n := inputSize(in); n > MaxStartBytes {
-			return runNone, &startError{fmt.Sprintf("its input is %d bytes, over the %d bytes Temporal accepts in one payload", n, MaxStartBytes)}
-		}
-	}
 	opts := client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                b.cfg.Temporal.TaskQueue,
@@ -231,6 +221,16 @@ func (b *Bridge) claimHolds(ctx context.Context, task taskmanager.Task) (runStat
 // startOrSignal starts the workflow, the common case, without a signal
 // event; only when a run is open does it signal the claim to that run.
 func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.Claim, opts client.StartWorkflowOptions, in workflows.TaskInput) error {
+	if refused := unstartable(in); refused != nil {
+		// A run of this task may be open all the same (started before the
+		// bound existed): it takes the claim. Else the task is failed.
+		err := b.runs.SignalWorkflow(ctx, id, "", workflows.ClaimSignalName, claim)
+		var gone *serviceerror.NotFound
+		if errors.As(err, &gone) {
+			return refused
+		}
+		return err
+	}
 	_, err := b.runs.ExecuteWorkflow(ctx, opts, workflows.TaskWorkflowName, in)
 	if permanentStartError(err) {
 		return &startError{err.Error()} // the start itself is refused: the task's fault
@@ -331,6 +331,22 @@ func retryDelay(err error) time.Duration {
 		return appErr.NextRetryDelay()
 	}
 	return 0
+}
+
+// unstartable returns why Temporal could never start a run with input in:
+// params nested too deeply, or an input over its payload limit.
+func unstartable(in workflows.TaskInput) *startError {
+	if d := jsonDepth(in.Task.Params); d > MaxParamsDepth {
+		return &startError{fmt.Sprintf("its params nest %d levels deep, over the %d accepted", d, MaxParamsDepth)}
+	}
+	// Params are most of the input: encode it to measure only when they
+	// come near the limit (not on every start).
+	if len(in.Task.Params) > MaxStartBytes-startInputSlack {
+		if n := inputSize(in); n > MaxStartBytes {
+			return &startError{fmt.Sprintf("its input is %d bytes, over the %d bytes Temporal accepts in one payload", n, MaxStartBytes)}
+		}
+	}
+	return nil
 }
 
 // jsonDepth is how deeply raw's arrays and objects nest (0 for a scalar).

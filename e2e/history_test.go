@@ -118,3 +118,28 @@ func TestE2E_histories_replay_v2(t *testing.T) {
 
 	s.replay(map[string]string{"claim-moved": moved, "cancel-during-report": cancelled}, "history-v2-")
 }
+
+// The shape exact templates added: a multi-step run with the
+// exact-templates version marker, whose steps read an exact number and a
+// step named after its handler. Saved as history-v3-*.json.
+func TestE2E_histories_replay_v3(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.exact")
+	id := s.create("demo.exact", map[string]any{"user_id": 9007199254740993, "text": "exact"})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.exact:
+    steps:
+      - { handler: example.uppercase, params: { text: "{{ .params.text }}" } }
+      - { name: echo, handler: example.echo, params: { message: "user {{ .params.user_id }}: {{ index .steps \"example.uppercase\" \"uppercase\" }}" } }
+`), 0o600))
+	stop := s.runBridge(nil, "bridge-h3", "--config="+cfgFile)
+	states := s.waitFinal([]string{id})
+	stop()
+	require.Equal(t, "completed", states[id].Status)
+	require.JSONEq(t, `{"example.uppercase":{"original":"exact","uppercase":"EXACT"},
+		"echo":{"echo":"user 9007199254740993: EXACT","length":28}}`, string(states[id].Result))
+
+	s.replay(map[string]string{"exact-templates": id}, "history-v3-")
+}

@@ -81,7 +81,7 @@ func (o ActivityOptions) over(base ActivityOptions) ActivityOptions {
 type RetryOptions struct {
 	InitialInterval        time.Duration `json:"initial_interval,omitempty" koanf:"initial_interval"`                   // default 1s
 	BackoffCoefficient     float64       `json:"backoff_coefficient,omitempty" koanf:"backoff_coefficient"`             // default 2
-	MaximumInterval        time.Duration `json:"maximum_interval,omitempty" koanf:"maximum_interval"`                   // default 1m
+	MaximumInterval        time.Duration `json:"maximum_interval,omitempty" koanf:"maximum_interval"`                   // default 1m, or initial_interval if longer
 	MaximumAttempts        int32         `json:"maximum_attempts,omitempty" koanf:"maximum_attempts"`                   // default 3; -1: unlimited
 	NonRetryableErrorTypes []string      `json:"non_retryable_error_types,omitempty" koanf:"non_retryable_error_types"` // matched on ApplicationError types
 }
@@ -104,10 +104,11 @@ const (
 	DefaultHeartbeatTimeout    = 10 * time.Second
 	DefaultClaimWait           = 2 * time.Minute
 	DefaultMaximumAttempts     = 3
-	// MinHeartbeatTimeout is the shortest heartbeat_timeout accepted: the
-	// automatic heartbeat beats every third of it, each a round trip to
-	// Temporal.
-	MinHeartbeatTimeout = time.Second
+	// MinHeartbeatTimeout is the shortest heartbeat_timeout accepted. The
+	// SDK sends a handler's heartbeats to Temporal at most every 0.8 ×
+	// heartbeat_timeout, so what is left for a slow network or a pause is
+	// a fifth of it: 1 s at this bound.
+	MinHeartbeatTimeout = 5 * time.Second
 )
 
 // defaultActivityOptions are what an unset field of a type's
@@ -128,6 +129,9 @@ func DefaultTypeOptions() TypeOptions { return TypeOptions{}.WithDefaults() }
 // every step named: the one place defaults are filled. The bridge calls it
 // once per type (Config.TypeOptions).
 func (o TypeOptions) WithDefaults() TypeOptions {
+	if o.Retry.MaximumInterval == 0 && o.Retry.InitialInterval > defaultActivityOptions.Retry.MaximumInterval {
+		o.Retry.MaximumInterval = o.Retry.InitialInterval // backoff never shorter than the first wait
+	}
 	o.ActivityOptions = o.ActivityOptions.over(defaultActivityOptions)
 	if o.HeartbeatTimeout == 0 && !o.IsLocal() {
 		o.HeartbeatTimeout = DefaultHeartbeatTimeout
@@ -144,14 +148,15 @@ func (o TypeOptions) WithDefaults() TypeOptions {
 // options: Handler, or the type's own name.
 func (o TypeOptions) HandlerFor(taskType string) string { return cmp.Or(o.Handler, taskType) }
 
-// Validate reports every invalid option, each naming its key.
+// Validate reports every invalid option, each naming its key by its path
+// (retry.maximum_attempts, steps[1].params.message).
 func (o TypeOptions) Validate() error {
 	errs := o.ActivityOptions.validate()
 	if err := valid.RangeOrZero("claim_wait", o.ClaimWait, time.Second, valid.Day); err != nil {
 		errs = append(errs, err)
 	}
 	if o.Workflow != "" && len(o.Steps) > 0 {
-		errs = append(errs, errors.New("workflow and steps: set one, not both"))
+		errs = append(errs, errors.New("workflow: set workflow or steps, not both"))
 	}
 	all := map[string]bool{}
 	for _, s := range Leaves(o.Steps) {
@@ -162,8 +167,8 @@ func (o TypeOptions) Validate() error {
 	}
 	before := map[string]bool{}
 	for i, s := range o.Steps {
-		if err := s.validate(before, all); err != nil {
-			errs = append(errs, fmt.Errorf("steps[%d]: %w", i, err))
+		for _, err := range s.validate(before, all) {
+			errs = append(errs, fmt.Errorf("steps[%d].%w", i, err))
 		}
 		for _, l := range Leaves([]Step{s}) {
 			before[l.name()] = true
@@ -183,7 +188,7 @@ func (o ActivityOptions) validate() []error {
 	add(valid.RangeOrZero("start_to_close_timeout", o.StartToCloseTimeout, time.Second, 30*valid.Day))
 	add(valid.RangeOrZero("schedule_to_close_timeout", o.ScheduleToCloseTimeout, time.Second, 365*valid.Day))
 	if o.HeartbeatTimeout != 0 && o.HeartbeatTimeout < MinHeartbeatTimeout {
-		add(fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: handlers heartbeat automatically every third of it, and a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
+		add(fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: Temporal hears a handler's heartbeats every 0.8 × heartbeat_timeout, so a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
 	} else {
 		add(valid.RangeOrZero("heartbeat_timeout", o.HeartbeatTimeout, MinHeartbeatTimeout, valid.Day))
 	}
@@ -191,8 +196,8 @@ func (o ActivityOptions) validate() []error {
 	add(valid.RangeOrZero("retry.maximum_interval", o.Retry.MaximumInterval, 10*time.Millisecond, 7*valid.Day))
 	add(valid.RangeOrZero("retry.backoff_coefficient", o.Retry.BackoffCoefficient, 1, 100))
 	add(valid.Range("retry.maximum_attempts", o.Retry.MaximumAttempts, -1, 10_000))
-	if r := o.Retry.over(defaultActivityOptions.Retry); r.MaximumInterval < r.InitialInterval {
-		add(fmt.Errorf("retry.maximum_interval: must be at least retry.initial_interval (%s), got %s", r.InitialInterval, r.MaximumInterval))
+	if r := o.Retry; r.MaximumInterval != 0 && r.MaximumInterval < max(r.InitialInterval, defaultActivityOptions.Retry.InitialInterval) {
+		add(fmt.Errorf("retry.maximum_interval: must be at least retry.initial_interval (%s), got %s", max(r.InitialInterval, defaultActivityOptions.Retry.InitialInterval), r.MaximumInterval))
 	}
 	if o.IsLocal() && o.TaskQueue != "" {
 		add(errors.New("local: a local handler runs in the bridge itself, so it cannot have a task_queue"))

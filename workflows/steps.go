@@ -67,22 +67,23 @@ func (s Step) withDefaults() Step {
 
 // validate checks a step; before holds the names of the steps that run
 // before it, all every step name of the type.
-func (s Step) validate(before, all map[string]bool) error {
+func (s Step) validate(before, all map[string]bool) []error {
 	switch {
 	case s.Handler == "" && len(s.Parallel) == 0:
-		return errors.New("needs a handler or a parallel group")
+		return []error{errors.New("handler: a step needs a handler or a parallel group")}
 	case s.Handler != "" && len(s.Parallel) > 0:
-		return fmt.Errorf("step %q: set handler or parallel, not both", s.Name)
+		return []error{errors.New("parallel: set handler or parallel, not both")}
 	}
-	if errs := s.ActivityOptions.validate(); len(errs) > 0 {
-		return fmt.Errorf("step %q: %w", s.name(), errors.Join(errs...))
-	}
+	errs := s.ActivityOptions.validate()
 	for i, p := range s.Parallel {
-		if err := p.validate(before, all); err != nil {
-			return fmt.Errorf("parallel[%d]: %w", i, err)
+		for _, err := range p.validate(before, all) {
+			errs = append(errs, fmt.Errorf("parallel[%d].%w", i, err))
 		}
 	}
-	return checkTemplates(s.Params, before, all)
+	if err := checkTemplates(s.Params, before, all); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 // Leaves returns the handler steps in order, parallel groups flattened.
@@ -109,6 +110,7 @@ type pipeline struct {
 	opts    TypeOptions
 	claims  *claimState
 	params  any
+	exact   bool // templates render as template.go says (else as template_legacy.go)
 	results map[string]json.RawMessage
 	done    int
 	total   int
@@ -116,7 +118,8 @@ type pipeline struct {
 
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
 	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, total: len(Leaves(opts.Steps))}
-	params, err := decodeJSON(taskmanager.OrEmptyObject(in.Task.Params))
+	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
+	params, err := p.decode(taskmanager.OrEmptyObject(in.Task.Params))
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError("task params are not JSON: "+err.Error(), activities.ErrTypeInvalidParams, err)
 	}
@@ -202,13 +205,37 @@ func (p *pipeline) stepParams(s Step) (json.RawMessage, error) {
 	}
 	steps := make(map[string]any, len(p.results))
 	for name, raw := range p.results {
-		steps[name], _ = decodeJSON(taskmanager.OrEmptyObject(raw)) // a handler's result is JSON
+		steps[name], _ = p.decode(taskmanager.OrEmptyObject(raw)) // a handler's result is JSON
 	}
-	rendered, err := render(s.Params, map[string]any{"params": p.params, "steps": steps})
+	data := map[string]any{"params": p.params, "steps": steps}
+	if !p.exact {
+		rendered, err := legacyRender(s.Params, data)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(rendered)
+	}
+	rendered, err := render(s.Params, data)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(rendered)
+	out, err := json.Marshal(rendered)
+	if err == nil && len(out) > MaxStepParamsBytes {
+		err = fmt.Errorf("rendered params are %d bytes, over the %d a step accepts", len(out), MaxStepParamsBytes)
+	}
+	return out, err
+}
+
+// MaxStepParamsBytes bounds a step's rendered params: templates can repeat
+// a large param, and Temporal refuses an activity input over its 2 MiB
+// payload limit.
+const MaxStepParamsBytes = 1_900_000
+
+func (p *pipeline) decode(raw []byte) (any, error) {
+	if p.exact {
+		return decodeJSON(raw)
+	}
+	return legacyDecode(raw)
 }
 
 // reportProgress tells TaskManager how far the steps are; best effort.

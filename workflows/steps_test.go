@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/workflows"
@@ -175,12 +177,12 @@ func TestSteps_template_error_names_the_step(t *testing.T) {
 func TestTypeOptions_validate_names_the_problem(t *testing.T) {
 	t.Parallel()
 	cases := map[string]workflows.TypeOptions{
-		"steps[0]: needs a handler":   {Steps: []workflows.Step{{Name: "x"}}},
-		`name "a" is used twice`:      {Steps: []workflows.Step{{Name: "a", Handler: "h"}, {Parallel: []workflows.Step{{Name: "a", Handler: "h2"}}}}},
-		"retry.backoff_coefficient":   {ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{BackoffCoefficient: 0.5}}},
-		"local: a local handler runs": {ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true), TaskQueue: "python"}},
-		"workflow and steps":          {Workflow: "w", Steps: []workflows.Step{{Handler: "h"}}},
-		"template":                    {Steps: []workflows.Step{{Handler: "h", Params: map[string]any{"x": "{{ .steps.a "}}}},
+		"steps[0].handler: a step needs a handler": {Steps: []workflows.Step{{Name: "x"}}},
+		`name "a" is used twice`:                   {Steps: []workflows.Step{{Name: "a", Handler: "h"}, {Parallel: []workflows.Step{{Name: "a", Handler: "h2"}}}}},
+		"retry.backoff_coefficient":                {ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{BackoffCoefficient: 0.5}}},
+		"local: a local handler runs":              {ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true), TaskQueue: "python"}},
+		"workflow: set workflow or steps":          {Workflow: "w", Steps: []workflows.Step{{Handler: "h"}}},
+		"template":                                 {Steps: []workflows.Step{{Handler: "h", Params: map[string]any{"x": "{{ .steps.a "}}}},
 	}
 	for want, o := range cases {
 		err := o.Validate()
@@ -227,4 +229,36 @@ func TestSteps_templates_exact_numbers_and_dotted_names(t *testing.T) {
 		"nums": [1e2,3]
 	}`, got.Load().(string))
 	require.Contains(t, got.Load().(string), `"big":9007199254740993`, "every digit, as a number")
+}
+
+// A run started before exact templates (its history has no
+// exact-templates marker) goes on rendering as it began.
+func TestSteps_runs_from_before_exact_templates_render_as_they_began(t *testing.T) {
+	t.Parallel()
+	var got atomic.Value
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.capture", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
+			got.Store(string(p))
+			return map[string]any{"ok": true}, nil
+		})
+	})
+	b.env.OnGetVersion("exact-templates", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+	steps := []workflows.Step{{Name: "cap", Handler: "test.capture", Params: map[string]any{"id": "user {{ .params.user_id }}", "n": "{{ .params.user_id }}"}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"user_id": 1234567}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"id":"user 1.234567e+06","n":1234567}`, got.Load().(string))
+}
+
+// Templates that blow params up past what Temporal takes fail the step.
+func TestSteps_rendered_params_are_bounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	steps := []workflows.Step{{Name: "echo", Handler: "example.echo", Params: map[string]any{
+		"message": "{{ .params.blob }}{{ .params.blob }}{{ .params.blob }}",
+	}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"blob": strings.Repeat("x", 700_000)}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Contains(t, b.task(t, in.Task.ID).Error, "step echo (example.echo): rendered params are 2100014 bytes, over the 1900000 a step accepts")
 }

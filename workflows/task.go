@@ -156,6 +156,11 @@ const (
 	// newer claim that reaches it, and a run continued as new the claim it
 	// was continued for.
 	changeClaimInMemo = "claim-in-memo"
+	// changeExactTemplates: step templates see exact numbers, any single
+	// action keeps its JSON type, and rendered params over
+	// MaxStepParamsBytes fail the step (template.go; before:
+	// template_legacy.go).
+	changeExactTemplates = "exact-templates"
 )
 
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -16,9 +19,10 @@ import (
 // name has dots, such as the default name example.uppercase, is read with
 // index: {{ index .steps "example.uppercase" "uppercase" }}.
 //
-// Numbers stay exact: JSON is decoded with json.Number, so 1234567 renders
-// as 1234567 and 9007199254740993 keeps every digit. A string that is a
-// single action keeps the JSON type of its value (a number, an object).
+// Numbers stay exact: 1234567 renders as 1234567, and 9007199254740993
+// (beyond what a float64 holds) keeps every digit (see Number). A string
+// that is a single action keeps the JSON type of its value (a number, an
+// object).
 
 // valueFunc is the function the renderer appends to a single-action
 // template to capture its value instead of printing it.
@@ -80,7 +84,9 @@ func render(v any, data map[string]any) (any, error) {
 	})
 }
 
-// decodeJSON decodes raw keeping numbers exact (json.Number).
+// decodeJSON decodes raw for templates: a number becomes a Number (a
+// float64 that prints as JSON writes it), or stays a json.Number (its
+// digits) when a float64 would lose some.
 func decodeJSON(raw []byte) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
@@ -88,14 +94,54 @@ func decodeJSON(raw []byte) (any, error) {
 	if err := d.Decode(&v); err != nil {
 		return nil, err
 	}
-	if d.More() {
+	if _, err := d.Token(); err != io.EOF {
 		return nil, errors.New("trailing data after the JSON value")
 	}
-	return v, nil
+	return numbers(v), nil
+}
+
+// numbers replaces the json.Numbers in v that a float64 holds exactly.
+func numbers(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = numbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = numbers(e)
+		}
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return x
+		}
+		if i, err := x.Int64(); err == nil && (i > 1<<53 || i < -(1<<53)) {
+			return x // an integer a float64 would round: keep every digit
+		} else if err != nil && !strings.ContainsAny(string(x), ".eE") {
+			return x // an integer beyond int64
+		}
+		return Number(f)
+	}
+	return v
+}
+
+// Number is a JSON number in a template. It compares, tests and formats
+// (printf "%.2f") as a float64, and prints as JSON writes it: 1234567, not
+// 1.234567e+06.
+type Number float64
+
+// String formats n as encoding/json does.
+func (n Number) String() string {
+	f := float64(n)
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		return strconv.FormatFloat(f, 'g', -1, 64)
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
 }
 
 // mapStrings rebuilds v with fn applied to every string holding "{{"; an
-// error names where it happened (key[2]…).
+// error names where it happened: a *pathError (key.list[2]: …).
 func mapStrings(v any, fn func(string) (any, error)) (any, error) {
 	switch x := v.(type) {
 	case map[string]any:
@@ -103,7 +149,7 @@ func mapStrings(v any, fn func(string) (any, error)) (any, error) {
 		for _, k := range sortedKeys(x) { // the first error is always the same one
 			r, err := mapStrings(x[k], fn)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", k, err)
+				return nil, at("."+k, err)
 			}
 			out[k] = r
 		}
@@ -113,7 +159,7 @@ func mapStrings(v any, fn func(string) (any, error)) (any, error) {
 		for i, e := range x {
 			r, err := mapStrings(e, fn)
 			if err != nil {
-				return nil, fmt.Errorf("[%d]: %w", i, err)
+				return nil, at(fmt.Sprintf("[%d]", i), err)
 			}
 			out[i] = r
 		}
@@ -126,6 +172,23 @@ func mapStrings(v any, fn func(string) (any, error)) (any, error) {
 	default:
 		return v, nil
 	}
+}
+
+// pathError is an error at a path in params: .key[2].other.
+type pathError struct {
+	path string
+	err  error
+}
+
+func (e *pathError) Error() string { return strings.TrimPrefix(e.path, ".") + ": " + e.err.Error() }
+func (e *pathError) Unwrap() error { return e.err }
+
+// at puts err at seg, before the path it already has.
+func at(seg string, err error) error {
+	if pe, ok := err.(*pathError); ok {
+		return &pathError{path: seg + pe.path, err: pe.err}
+	}
+	return &pathError{path: seg, err: err}
 }
 
 func sortedKeys(m map[string]any) []string {
@@ -155,7 +218,7 @@ func checkTemplates(params map[string]any, before, all map[string]bool) error {
 		return s, nil
 	})
 	if err != nil {
-		return fmt.Errorf("params.%w", err)
+		return at(".params", err)
 	}
 	return nil
 }

@@ -11,24 +11,30 @@ import (
 
 func TestRender_values_keep_their_JSON_type(t *testing.T) {
 	t.Parallel()
-	params, err := decodeJSON([]byte(`{"n":1234567,"big":9007199254740993,"s":"x","null":null,"list":[1,2],"obj":{"a":true}}`))
+	params, err := decodeJSON([]byte(`{"n":1234567,"big":9007199254740993,"s":"x","null":null,"list":[1,2],"obj":{"a":true},"zero":0,"price":1.5,"tiny":1e-7}`))
 	require.NoError(t, err)
 	data := map[string]any{"params": params, "steps": map[string]any{"example.echo": map[string]any{"echo": "hi"}}}
 	cases := map[string]string{
-		"{{ .params.n }}":                          `1234567`,
-		" {{- .params.big -}} ":                    `9007199254740993`,
-		"n={{ .params.n }}":                        `"n=1234567"`,
-		"{{ .params.null }}":                       `null`,
-		"{{ .params.list }}":                       `[1,2]`,
-		"{{ .params.obj }}":                        `{"a":true}`,
-		`{{ index .steps "example.echo" }}`:        `{"echo":"hi"}`,
-		`{{ index .params.list 1 }}`:               `2`,
-		`{{ len .params.list }}`:                   `2`,
-		`{{ printf "%s-%s" .params.s "y" }}`:       `"x-y"`,
-		`{{ .params.s }}{{ .params.s }}`:           `"xx"`,
-		`{{ $x := .params.s }}{{ $x }}`:            `"x"`,
-		`{{ if .params.obj.a }}yes{{ end }}`:       `"yes"`,
-		`{{ range .params.list }}{{ . }}{{ end }}`: `"12"`,
+		"{{ .params.n }}":                            `1234567`,
+		" {{- .params.big -}} ":                      `9007199254740993`,
+		"n={{ .params.n }}":                          `"n=1234567"`,
+		"{{ .params.null }}":                         `null`,
+		"{{ .params.list }}":                         `[1,2]`,
+		"{{ .params.obj }}":                          `{"a":true}`,
+		`{{ index .steps "example.echo" }}`:          `{"echo":"hi"}`,
+		`{{ index .params.list 1 }}`:                 `2`,
+		`{{ len .params.list }}`:                     `2`,
+		`{{ printf "%s-%s" .params.s "y" }}`:         `"x-y"`,
+		`{{ .params.s }}{{ .params.s }}`:             `"xx"`,
+		`{{ $x := .params.s }}{{ $x }}`:              `"x"`,
+		`{{ if .params.obj.a }}yes{{ end }}`:         `"yes"`,
+		`{{ range .params.list }}{{ . }}{{ end }}`:   `"12"`,
+		`{{ if .params.zero }}t{{ else }}f{{ end }}`: `"f"`,
+		`{{ if gt .params.price 1.0 }}dear{{ end }}`: `"dear"`,
+		`{{ printf "%.2f" .params.price }}`:          `"1.50"`,
+		`{{ eq .params.zero 0.0 }}`:                  `true`,
+		`{{ .params.price }}`:                        `1.5`,
+		`x{{ .params.tiny }}`:                        `"x1e-07"`,
 	}
 	for tmpl, want := range cases {
 		out, err := render(map[string]any{"v": tmpl}, data)

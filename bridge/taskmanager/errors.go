@@ -48,6 +48,7 @@ type Error struct {
 	Err        error         // the underlying cause (network, decoding), if any
 }
 
+// Error returns the call, status and message, never the API key.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("taskmanager: ")

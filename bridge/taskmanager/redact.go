@@ -14,8 +14,8 @@ import (
 func RedactURL(s string) string {
 	s = strings.TrimSpace(s)
 	u, err := url.Parse(s)
-	if err != nil {
-		return cutURL(s)
+	if err != nil || u.Opaque != "" || (u.Host == "" && strings.Contains(s, "@")) {
+		return cutURL(s) // not a URL with a host: "user:password@host/x" parses as scheme "user"
 	}
 	u.User = nil
 	u.RawQuery, u.ForceQuery = "", false
@@ -46,6 +46,19 @@ func RedactURLError(err error) error {
 	return &url.Error{Op: ue.Op, URL: RedactURL(ue.URL), Err: cause}
 }
 
+// ScrubError returns err with its text passed through scrub (which hides
+// secrets in it). The result matches what err matches (errors.Is, As), but
+// does not unwrap to it: err's own text would reach logs and history.
+func ScrubError(err error, scrub func(string) string) error {
+	if err == nil {
+		return nil
+	}
+	if msg := scrub(err.Error()); msg != err.Error() {
+		return &scrubbedError{msg: msg, cause: err}
+	}
+	return err
+}
+
 // scrubbedError stands for an error whose text held a URL. It matches
 // what its cause matches, but does not unwrap to it: the cause's text
 // would reach logs and history.
@@ -73,15 +86,16 @@ func cutURL(s string) string {
 	if i := strings.IndexAny(s, "?#"); i >= 0 {
 		s = s[:i]
 	}
+	prefix, rest := "", s
 	if i := strings.Index(s, "://"); i >= 0 {
-		rest := s[i+3:]
-		authority := rest
-		if j := strings.IndexByte(rest, '/'); j >= 0 {
-			authority = rest[:j]
-		}
-		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
-			s = s[:i+3] + rest[at+1:]
-		}
+		prefix, rest = s[:i+3], s[i+3:]
+	}
+	authority := rest
+	if j := strings.IndexByte(rest, '/'); j >= 0 {
+		authority = rest[:j]
+	}
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		s = prefix + rest[at+1:] // user:password@ goes, with or without a scheme
 	}
 	return s
 }

@@ -48,3 +48,15 @@ func TestRedactURLError(t *testing.T) {
 	require.Equal(t, plain, taskmanager.RedactURLError(plain))
 	require.Nil(t, taskmanager.RedactURLError(nil))
 }
+
+func TestRedactURL_without_a_scheme_drops_the_userinfo(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"admin:s3cret@tm.example/api":       "tm.example/api",
+		"admin:s3cret@tm.example/api?k=v#f": "tm.example/api",
+		"tm.example:8000/api?key=x":         "tm.example:8000/api",
+		"localhost":                         "localhost",
+	} {
+		require.Equal(t, want, taskmanager.RedactURL(in), in)
+	}
+}

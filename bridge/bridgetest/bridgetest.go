@@ -1,0 +1,149 @@
+// Package bridgetest runs TaskManager tasks through tmbridge's real task
+// workflow in a unit test, with no server: Temporal's test environment
+// (its clock skips ahead, so retries with minutes of backoff take
+// milliseconds) and the in-memory dev TaskManager.
+//
+//	func TestResize(t *testing.T) {
+//		reg := activities.NewRegistry()
+//		activities.Register(reg, "image.resize", resize)
+//		out, err := bridgetest.Run(t, reg, "", "image.resize", map[string]any{"width": 100})
+//		require.NoError(t, err)
+//		require.JSONEq(t, `{"width":100,"height":75}`, string(out))
+//	}
+package bridgetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// WorkerID is the worker id the test task is claimed with.
+const WorkerID = "bridgetest"
+
+// Option is a setting of Run.
+type Option func(*settings)
+
+type settings struct {
+	workflows map[string]any
+}
+
+// WithWorkflow registers a Go workflow under name, as bridge.WithWorkflow
+// does, for a type configured with `workflow: name`.
+func WithWorkflow(name string, fn any) Option {
+	return func(s *settings) { s.workflows[name] = fn }
+}
+
+// Run runs one task of taskType with params through the task workflow the
+// bridge runs: steps, Go workflows, retries, timeouts and the report to
+// TaskManager. configYAML is the bridge's YAML config ("" for defaults);
+// reg holds the Go handlers (the config's exec and http ones are added).
+//
+// It returns the result as TaskManager recorded it, or an error whose
+// message is the error_message TaskManager recorded. A config that does
+// not load, or a task the bridge could not run at all, fails the test.
+func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType string, params any, opts ...Option) (json.RawMessage, error) {
+	t.Helper()
+	s := settings{workflows: map[string]any{}}
+	for _, o := range opts {
+		o(&s)
+	}
+	cfg := loadConfig(t, configYAML)
+	handlers, err := cfg.Registry(reg)
+	if err != nil {
+		t.Fatalf("bridgetest: %v", err)
+	}
+	if _, ok := handlers.Lookup(taskType); !ok {
+		if _, ok := cfg.Types[taskType]; !ok {
+			t.Fatalf("bridgetest: task type %q has no handler and no entry under types: in the config (handlers: %v)", taskType, handlers.Names())
+		}
+	}
+
+	tm := devserver.New(devserver.Options{Style: devserver.StyleDocumented, APIKey: "bridgetest"})
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "bridgetest", Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("bridgetest: %v", err)
+	}
+	task := createAndClaim(t, api, taskType, params)
+
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestWorkflowEnvironment()
+	env.SetWorkflowRunTimeout(365 * 24 * time.Hour) // a bridge's runs have none
+	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+	for name, fn := range s.workflows {
+		env.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
+	}
+	(&activities.Activities{Registry: handlers, TaskManager: api, ProgressInterval: time.Nanosecond}).RegisterOn(env)
+
+	in := cfg.TaskInput(task, cfg.TypeOptions(taskType), env.Now())
+	env.ExecuteWorkflow(workflows.TaskWorkflowName, in)
+	if !env.IsWorkflowCompleted() {
+		t.Fatalf("bridgetest: the workflow of task %s did not complete", task.ID)
+	}
+	runErr := env.GetWorkflowError()
+
+	st, ok := tm.Task(string(task.ID))
+	switch {
+	case !ok:
+		t.Fatalf("bridgetest: task %s is gone from TaskManager", task.ID)
+	case st.Status == taskmanager.StatusCompleted:
+		return st.Result, nil
+	case st.Error != "":
+		return nil, errors.New(st.Error)
+	}
+	t.Fatalf("bridgetest: task %s ended %s in TaskManager with no outcome; the workflow: %v", task.ID, st.Status, runErr)
+	return nil, nil
+}
+
+// loadConfig reads configYAML as the bridge reads its config file.
+func loadConfig(t testing.TB, configYAML string) bridge.Config {
+	t.Helper()
+	var args []string
+	if configYAML != "" {
+		path := filepath.Join(t.TempDir(), "tmbridge.yaml")
+		if err := os.WriteFile(path, []byte(configYAML), 0o600); err != nil {
+			t.Fatalf("bridgetest: %v", err)
+		}
+		args = append(args, "--config="+path)
+	}
+	cfg, err := bridge.Load(append(args, "--worker-id="+WorkerID), nil, io.Discard)
+	if err != nil {
+		t.Fatalf("bridgetest: %v", err)
+	}
+	return cfg
+}
+
+// createAndClaim registers taskType, creates the task and claims it.
+func createAndClaim(t testing.TB, api *taskmanager.Client, taskType string, params any) taskmanager.Task {
+	t.Helper()
+	ctx := context.Background()
+	typ, err := api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: taskType, Version: "1.0.0", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+	if err != nil {
+		t.Fatalf("bridgetest: register task type %q: %v", taskType, err)
+	}
+	if params == nil {
+		params = map[string]any{}
+	}
+	if _, err := api.CreateTask(ctx, taskType, params); err != nil {
+		t.Fatalf("bridgetest: create task: %v", err)
+	}
+	task, err := api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: WorkerID, TaskTypeID: typ.ID})
+	if err != nil {
+		t.Fatalf("bridgetest: claim task: %v", err)
+	}
+	return task
+}

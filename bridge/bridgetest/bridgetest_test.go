@@ -1,0 +1,151 @@
+package bridgetest_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/bridgetest"
+)
+
+type resizeParams struct {
+	Width int `json:"width"`
+}
+
+type resizeResult struct {
+	Width  int `json:"width"`
+	Height int `json:"height"`
+}
+
+func resize(_ context.Context, p resizeParams) (resizeResult, error) {
+	if p.Width <= 0 {
+		return resizeResult{}, activities.Permanent(fmt.Errorf("width must be positive, got %d", p.Width))
+	}
+	return resizeResult{Width: p.Width, Height: p.Width * 3 / 4}, nil
+}
+
+func TestRun_typed_handler(t *testing.T) {
+	t.Parallel()
+	reg := activities.NewRegistry()
+	activities.Register(reg, "image.resize", resize)
+	out, err := bridgetest.Run(t, reg, "", "image.resize", map[string]any{"width": 100})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"width":100,"height":75}`, string(out))
+}
+
+func TestRun_permanent_failure_is_TaskManagers_error_message(t *testing.T) {
+	t.Parallel()
+	var calls int
+	reg := activities.NewRegistry()
+	activities.Register(reg, "image.resize", func(ctx context.Context, p resizeParams) (resizeResult, error) {
+		calls++
+		return resize(ctx, p)
+	})
+	_, err := bridgetest.Run(t, reg, "", "image.resize", map[string]any{"width": -1})
+	require.EqualError(t, err, "width must be positive, got -1")
+	require.Equal(t, 1, calls, "a permanent error is not retried")
+
+	_, err = bridgetest.Run(t, reg, "", "image.resize", map[string]any{"width": "wide"})
+	require.ErrorContains(t, err, `field "width"`, "params that do not fit fail the task, naming the field")
+}
+
+// Backoff of minutes runs on the test clock: the three attempts of a real
+// run would be 15 minutes apart; here the test takes milliseconds.
+func TestRun_retries_with_minutes_of_backoff(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var attempts []int32
+	reg := activities.NewRegistry()
+	activities.Register(reg, "flaky.job", func(ctx context.Context, p struct{}) (map[string]int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts = append(attempts, activity.GetInfo(ctx).Attempt)
+		if len(attempts) < 3 {
+			return nil, errors.New("not yet")
+		}
+		return map[string]int{"calls": len(attempts)}, nil
+	})
+	config := `
+types:
+  flaky.job:
+    retry: { initial_interval: 5m, backoff_coefficient: 2, maximum_interval: 1h, maximum_attempts: 5 }
+`
+	began := time.Now()
+	out, err := bridgetest.Run(t, reg, config, "flaky.job", map[string]any{"n": 1})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"calls":3}`, string(out))
+	require.Equal(t, []int32{1, 2, 3}, attempts, "Temporal's retries, within one claim")
+	require.Less(t, time.Since(began), 5*time.Minute, "the 5 and 10 minute waits were on the test clock")
+}
+
+func TestRun_retries_spent_fail_with_the_last_error(t *testing.T) {
+	t.Parallel()
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	_, err := bridgetest.Run(t, reg, "types:\n  example.error: { retry: { initial_interval: 30m, maximum_attempts: 4 } }\n", "example.error", map[string]any{"message": "disk full"})
+	require.EqualError(t, err, "disk full")
+}
+
+// The README's multi-step type, as written there.
+func TestRun_multi_step_type_from_the_README(t *testing.T) {
+	t.Parallel()
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	config := `
+types:
+  demo.pipeline:
+    steps:
+      - name: shout
+        handler: example.uppercase
+      - name: count
+        handler: example.echo
+        params: { message: "{{ .steps.shout.uppercase }}" }
+      - parallel:
+          - { name: a, handler: example.math.add, params: { a: 1, b: 2 } }
+          - { name: b, handler: example.sleep, params: { duration: 1 } }
+`
+	out, err := bridgetest.Run(t, reg, config, "demo.pipeline", map[string]any{"text": "hi there"})
+	require.NoError(t, err)
+	require.JSONEq(t, `{
+		"shout": {"original":"hi there","uppercase":"HI THERE"},
+		"count": {"echo":"HI THERE","length":8},
+		"a": {"a":1,"b":2,"result":3},
+		"b": {"duration":1}
+	}`, string(out))
+
+	_, err = bridgetest.Run(t, reg, config, "demo.pipeline", map[string]any{"text": 7})
+	require.ErrorContains(t, err, "step shout (example.uppercase)")
+}
+
+// A type run by a Go workflow, registered as bridge.WithWorkflow does.
+func TestRun_go_workflow_type(t *testing.T) {
+	t.Parallel()
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	publish := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+		var shout activities.UppercaseResult
+		if err := workflow.ExecuteActivity(ctx, activities.TypeUppercase, in).Get(ctx, &shout); err != nil {
+			return nil, err
+		}
+		if err := workflow.Sleep(ctx, time.Hour); err != nil { // an hour on the test clock
+			return nil, err
+		}
+		return map[string]any{"published": shout.Uppercase, "task": in.TaskID}, nil
+	}
+	out, err := bridgetest.Run(t, reg, "types:\n  video.publish: { workflow: video.publish }\n", "video.publish",
+		map[string]any{"text": "clip"}, bridgetest.WithWorkflow("video.publish", publish))
+	require.NoError(t, err)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(out, &got))
+	require.Equal(t, "CLIP", got["published"])
+}
