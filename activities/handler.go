@@ -91,6 +91,10 @@ type HandlerInput struct {
 	// died mid-task may have run the handler and reported already, and a
 	// local activity is then run again.
 	SkipIfDone bool `json:"skip_if_done,omitempty"`
+	// Step names the step of a multi-step task this handler runs for (""
+	// for a task of one handler). A step's progress goes to Temporal only:
+	// TaskManager gets the task's, as steps complete.
+	Step string `json:"step,omitempty"`
 }
 
 // inputKey carries the HandlerInput in a handler's context.

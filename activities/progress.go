@@ -25,6 +25,7 @@ type progress struct {
 	taskID     string
 	workflowID string
 	local      bool
+	step       bool // a step's handler: its progress is not the task's
 
 	mu       sync.Mutex
 	workerID string
@@ -35,7 +36,8 @@ type progress struct {
 // ReportProgress reports a handler's progress (0–100, clamped) and a short
 // message: as a Temporal heartbeat detail, and to TaskManager with the
 // task's current claimer, at most once per ProgressInterval (100 always
-// goes through). Outside a handler activity it does nothing. Progress is
+// goes through). A step's handler reports to Temporal only: the task's
+// progress in TaskManager is its steps done. Outside a handler activity it does nothing. Progress is
 // best effort: a failed call is logged, never returned.
 func ReportProgress(ctx context.Context, percent int, message string) {
 	p, ok := ctx.Value(progressKey{}).(*progress)
@@ -59,7 +61,7 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	if !p.local {
 		activity.RecordHeartbeat(ctx, Progress{Percent: percent, Message: message})
 	}
-	if !due || p.a.TaskManager == nil {
+	if !due || p.a.TaskManager == nil || p.step {
 		return
 	}
 	err := p.send(ctx, workerID, percent, message)

@@ -1,7 +1,6 @@
 package activities
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -65,8 +64,8 @@ type ActivityRegistrar interface {
 }
 
 // RegisterOn registers on a worker every handler of the registry (each as
-// an activity named after its task type), the completion activity and the
-// progress activity.
+// an activity named after its task type), the completion activity, the
+// progress activity and the activities of enqueue steps.
 func (a *Activities) RegisterOn(w ActivityRegistrar) {
 	for _, name := range a.Registry.Names() {
 		h, _ := a.Registry.Lookup(name)
@@ -74,6 +73,8 @@ func (a *Activities) RegisterOn(w ActivityRegistrar) {
 	}
 	w.RegisterActivityWithOptions(a.ReportOutcome, activity.RegisterOptions{Name: ReportActivityName})
 	w.RegisterActivityWithOptions(a.PostProgress, activity.RegisterOptions{Name: ProgressActivityName})
+	w.RegisterActivityWithOptions(a.EnqueueTask, activity.RegisterOptions{Name: EnqueueActivityName})
+	w.RegisterActivityWithOptions(a.ReadTask, activity.RegisterOptions{Name: ReadTaskActivityName})
 }
 
 func (a *Activities) logger() *slog.Logger {
@@ -90,7 +91,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		a.running.Add(1)
 		defer a.running.Add(-1)
 		info := activity.GetInfo(ctx)
-		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity}
+		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity, step: in.Step != ""}
 		ctx = context.WithValue(ctx, progressKey{}, p)
 		ctx = context.WithValue(ctx, inputKey{}, in)
 		if !info.IsLocalActivity && info.HeartbeatTimeout > 0 {
@@ -156,18 +157,11 @@ func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json
 // normalizeResult makes a handler's result a JSON object, as TaskManager
 // stores it: empty becomes {}, any other value becomes {"value": v}.
 func normalizeResult(out json.RawMessage) (json.RawMessage, error) {
-	trimmed := bytes.TrimSpace(out)
-	if string(trimmed) == "null" {
-		trimmed = nil
-	}
-	trimmed = taskmanager.OrEmptyObject(trimmed)
-	if !json.Valid(trimmed) {
+	obj, err := taskmanager.AsObject(out)
+	if err != nil {
 		return nil, Permanent(errors.New("handler returned invalid JSON"))
 	}
-	if trimmed[0] == '{' {
-		return trimmed, nil
-	}
-	return json.Marshal(map[string]json.RawMessage{"value": trimmed})
+	return obj, nil
 }
 
 // ProgressActivityName is the registered name of the progress activity

@@ -138,7 +138,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		b.worker.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
-	b.acts = &activities.Activities{Registry: reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim}
+	b.acts = &activities.Activities{Registry: b.reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim}
 	b.acts.RegisterOn(b.worker)
 	return b, nil
 }

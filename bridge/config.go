@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/url"
 	"os"
@@ -317,11 +318,8 @@ func Load(args, environ []string, out io.Writer) (Config, error) {
 	}
 	k.Delete("config")
 
-	cfg, err := decode(k)
-	if err != nil {
-		return Config{}, err
-	}
-	if err := cfg.finish(); err != nil {
+	cfg, derr := decode(k)
+	if err := withoutEchoes(derr, cfg.finish()); err != nil {
 		return Config{}, err
 	}
 	cfg.Warnings = unknownEnv(environ, envKeys, cfg.handlerEnv())
@@ -401,6 +399,34 @@ func (e keyError) Error() string {
 	return "config: " + e.path + ": " + e.msg
 }
 
+// withoutEchoes joins the decode errors and the validation errors, so that
+// every mistake is reported at once, less the validation errors of keys
+// that did not decode (their value is a zero stand-in, not the user's).
+func withoutEchoes(decodeErr, validateErr error) error {
+	var failed []string
+	for _, e := range leafErrors(decodeErr) {
+		if ke, ok := e.(keyError); ok {
+			failed = append(failed, ke.path)
+			if ke.path == "temporal.max_concurrent_activities" {
+				failed = append(failed, "max_in_flight") // its default
+			}
+		}
+	}
+	errs := leafErrors(decodeErr)
+	for _, e := range leafErrors(validateErr) {
+		echo := false
+		for _, path := range failed {
+			if strings.HasPrefix(e.Error(), "config: "+path+":") || strings.HasPrefix(e.Error(), "config: "+path+".") {
+				echo = true
+			}
+		}
+		if !echo {
+			errs = append(errs, e)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // decode unmarshals k strictly: every unknown key (a typo) and every
 // value of the wrong type is an error. It reports all of them at once,
 // each with its full path, the file's top level, type_defaults and every
@@ -428,6 +454,12 @@ func decode(k *koanf.Koanf) (Config, error) {
 		errs = append(errs, keyError{"types", "want a map of task type names to their options, got " + describeValue(typesRaw)})
 	}
 	defs, _ := asMap(defsRaw)
+	defs = maps.Clone(defs)
+	for key := range defs { // exec and http are a type's own (an error in type_defaults)
+		if k := strings.ToLower(key); k == "exec" || k == "http" {
+			delete(defs, key)
+		}
+	}
 	cfg.Types = map[string]TypeConfig{}
 	for _, name := range sortedKeys(types) {
 		path := "types." + name

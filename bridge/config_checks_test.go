@@ -147,3 +147,34 @@ func TestLoad_api_key_file_is_bounded(t *testing.T) {
 	_, err = Load([]string{"--api-key-file=" + fifo}, nil, &bytes.Buffer{})
 	require.ErrorContains(t, err, "is not a regular file", "nor does a pipe no one writes to")
 }
+
+// A typo and a value out of range are reported in one go.
+func TestLoad_reports_decode_and_range_errors_at_once(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "poll_intervall: 3s\nclaim_sort_by: nope\napi_timeout: 1ns\ntypes:\n  x: { locl: true, retry: { maximum_attempts: -5 } }\n")
+	_, err := Load([]string{"--config=" + file}, nil, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{
+		"config: poll_intervall: unknown key (did you mean poll_interval?)",
+		"config: types.x.locl: unknown key (did you mean local?)",
+		`config: claim_sort_by: want created_at, priority, id or attempts, got "nope"`,
+		"config: api_timeout: must be between 100ms and 10m0s, got 1ns",
+		"config: types.x.retry.maximum_attempts: must be between -1 and 10000, got -5",
+	} {
+		require.Contains(t, err.Error(), want)
+	}
+}
+
+// Retry intervals are checked as they run: a step's over its type's.
+func TestLoad_checks_step_retry_as_merged(t *testing.T) {
+	t.Parallel()
+	steps := func(typeRetry, stepRetry string) string {
+		return "types:\n  x:\n    retry: " + typeRetry + "\n    steps:\n      - { handler: h, retry: " + stepRetry + " }\n"
+	}
+	_, err := Load([]string{"--config=" + writeFile(t, steps("{}", "{ initial_interval: 2m }"))}, nil, &bytes.Buffer{})
+	require.NoError(t, err, "an inherited maximum_interval is raised to the step's own initial_interval")
+	_, err = Load([]string{"--config=" + writeFile(t, steps("{ initial_interval: 10ms }", "{ maximum_interval: 500ms }"))}, nil, &bytes.Buffer{})
+	require.NoError(t, err, "the step's maximum is over the type's initial interval")
+	_, err = Load([]string{"--config=" + writeFile(t, steps("{ initial_interval: 2m }", "{ maximum_interval: 30s }"))}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "config: types.x.steps[0].retry.maximum_interval: must be at least retry.initial_interval (2m0s), got 30s")
+}

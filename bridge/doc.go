@@ -8,14 +8,16 @@
 //
 //	bridge/claim.go            claimLoop: POST /tasks/claim, one loop per task type
 //	bridge/admission.go        admission: the one owner of each claimed task (max_in_flight, max_runs)
+//	bridge/resolve.go          the config made runnable: handlers, each type's options, the workflow input
 //	bridge/start.go            startWorkflow: start workflow "<prefix><task id>", or signal the new claim to its open run
 //	bridge/recover.go          watch runs until they close; sweep this worker's claims left without a run
 //	workflows/task.go          TaskWorkflow: runs the handler, then reports, following claim moves
-//	activities/activities.go   the handler activity (one per task type, named after it)
+//	workflows/steps.go         multi-step types (compose.go: when, for_each, on_failure, enqueue, wait_for)
+//	activities/worker.go       the handler activity (one per task type, named after it)
 //	activities/report.go       ReportOutcome: read, then POST /tasks/{id}/complete only for the claim holding the task
 //
 // The whole program, with a handler of your own next to the built-in
-// examples, is a few lines:
+// examples, is a few lines (examples/resize, tested with bridgetest):
 //
 //	package main
 //
@@ -42,7 +44,7 @@
 //			return ResizeResult{}, activities.Permanent(errors.New("width must be positive"))
 //		}
 //		activities.ReportProgress(ctx, 50, "resizing")
-//		return ResizeResult{URL: p.URL + "?w=resized"}, nil // a plain error would be retried
+//		return ResizeResult{URL: p.URL + "?w=100"}, nil // a plain error would be retried
 //	}
 //
 //	func main() {
@@ -64,7 +66,7 @@
 // Load, New, Run and Stop:
 //
 //	cfg, err := bridge.Load(os.Args[1:], os.Environ(), os.Stdout)
-//	tc, err := client.Dial(client.Options{HostPort: cfg.Temporal.Address})
+//	tc, err := client.Dial(client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace})
 //	b, err := bridge.New(cfg, reg, tc)
 //	err = b.Run(ctx)           // until ctx ends or --max-runs tasks are done
 //	err = b.Stop(shutdownCtx)  // stop claiming, let handlers finish within the grace

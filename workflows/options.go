@@ -86,8 +86,11 @@ type RetryOptions struct {
 	NonRetryableErrorTypes []string      `json:"non_retryable_error_types,omitempty" koanf:"non_retryable_error_types"` // matched on ApplicationError types
 }
 
-// over returns r with each unset field taken from base.
+// over returns r with each unset field taken from base. An inherited
+// maximum_interval shorter than r's own initial_interval is raised to it:
+// backoff never waits less than the first wait.
 func (r RetryOptions) over(base RetryOptions) RetryOptions {
+	ownMax := r.MaximumInterval != 0
 	r.InitialInterval = cmp.Or(r.InitialInterval, base.InitialInterval)
 	r.BackoffCoefficient = cmp.Or(r.BackoffCoefficient, base.BackoffCoefficient)
 	r.MaximumInterval = cmp.Or(r.MaximumInterval, base.MaximumInterval)
@@ -95,7 +98,15 @@ func (r RetryOptions) over(base RetryOptions) RetryOptions {
 	if r.NonRetryableErrorTypes == nil {
 		r.NonRetryableErrorTypes = base.NonRetryableErrorTypes
 	}
+	if !ownMax && r.MaximumInterval < r.InitialInterval {
+		r.MaximumInterval = r.InitialInterval
+	}
 	return r
+}
+
+// isZero reports whether no retry option is set.
+func (r RetryOptions) isZero() bool {
+	return r.InitialInterval == 0 && r.BackoffCoefficient == 0 && r.MaximumInterval == 0 && r.MaximumAttempts == 0 && r.NonRetryableErrorTypes == nil
 }
 
 // Defaults of TypeOptions.
@@ -129,19 +140,36 @@ func DefaultTypeOptions() TypeOptions { return TypeOptions{}.WithDefaults() }
 // every step named: the one place defaults are filled. The bridge calls it
 // once per type (Config.TypeOptions).
 func (o TypeOptions) WithDefaults() TypeOptions {
-	if o.Retry.MaximumInterval == 0 && o.Retry.InitialInterval > defaultActivityOptions.Retry.MaximumInterval {
-		o.Retry.MaximumInterval = o.Retry.InitialInterval // backoff never shorter than the first wait
-	}
-	o.ActivityOptions = o.ActivityOptions.over(defaultActivityOptions)
+	o.ActivityOptions = o.ActivityOptions.over(defaultActivityOptions).withHeartbeat()
+	o.ClaimWait = cmp.Or(o.ClaimWait, DefaultClaimWait)
+	o.Steps = resolveSteps(o.Steps, o.ActivityOptions)
+	return o
+}
+
+// withHeartbeat gives a handler that runs elsewhere than in the bridge's
+// own workflow task (not local) the default heartbeat timeout.
+func (o ActivityOptions) withHeartbeat() ActivityOptions {
 	if o.HeartbeatTimeout == 0 && !o.IsLocal() {
 		o.HeartbeatTimeout = DefaultHeartbeatTimeout
 	}
-	o.ClaimWait = cmp.Or(o.ClaimWait, DefaultClaimWait)
-	o.Steps = slices.Clone(o.Steps) // never write into the caller's slice
-	for i := range o.Steps {
-		o.Steps[i] = o.Steps[i].withDefaults()
-	}
 	return o
+}
+
+// resolveSteps names each step and resolves its options over its type's,
+// so that the workflow takes them as they are. It never writes into the
+// caller's slices.
+func resolveSteps(steps []Step, parent ActivityOptions) []Step {
+	steps = slices.Clone(steps)
+	for i, s := range steps {
+		s.Name = s.name()
+		if s.Handler != "" {
+			s.ActivityOptions = s.ActivityOptions.over(parent).withHeartbeat()
+		}
+		s.Parallel = resolveSteps(s.Parallel, parent)
+		s.OnFailure = resolveSteps(s.OnFailure, parent)
+		steps[i] = s
+	}
+	return steps
 }
 
 // HandlerFor is the activity that runs a task of taskType with these
@@ -159,7 +187,7 @@ func (o TypeOptions) Validate() error {
 		errs = append(errs, errors.New("workflow: set workflow or steps, not both"))
 	}
 	all := map[string]bool{}
-	for _, s := range Leaves(o.Steps) {
+	for _, s := range leaves(o.Steps) {
 		if all[s.name()] {
 			errs = append(errs, fmt.Errorf("steps: name %q is used twice (give the steps distinct names)", s.name()))
 		}
@@ -167,14 +195,38 @@ func (o TypeOptions) Validate() error {
 	}
 	before := map[string]bool{}
 	for i, s := range o.Steps {
-		for _, err := range s.validate(before, all) {
+		for _, err := range s.validate(scope{before: before, all: all}) {
 			errs = append(errs, fmt.Errorf("steps[%d].%w", i, err))
 		}
-		for _, l := range Leaves([]Step{s}) {
+		for _, l := range leaves([]Step{s}) {
 			before[l.name()] = true
 		}
 	}
+	// Retry intervals are checked as they will run: merged over the
+	// type's (a step's) and the defaults.
+	res := o.WithDefaults()
+	errs = append(errs, res.Retry.check("")...)
+	var walk func(path string, steps []Step)
+	walk = func(path string, steps []Step) {
+		for i, s := range steps {
+			at := fmt.Sprintf("%s[%d].", path, i)
+			if s.Handler != "" {
+				errs = append(errs, s.Retry.check(at)...)
+			}
+			walk(at+"parallel", s.Parallel)
+			walk(at+"on_failure", s.OnFailure)
+		}
+	}
+	walk("steps", res.Steps)
 	return errors.Join(errs...)
+}
+
+// check reports resolved retry options that Temporal would refuse.
+func (r RetryOptions) check(path string) []error {
+	if r.MaximumInterval < r.InitialInterval {
+		return []error{fmt.Errorf("%sretry.maximum_interval: must be at least retry.initial_interval (%s), got %s", path, r.InitialInterval, r.MaximumInterval)}
+	}
+	return nil
 }
 
 // validate checks each option against its valid range.
@@ -196,9 +248,6 @@ func (o ActivityOptions) validate() []error {
 	add(valid.RangeOrZero("retry.maximum_interval", o.Retry.MaximumInterval, 10*time.Millisecond, 7*valid.Day))
 	add(valid.RangeOrZero("retry.backoff_coefficient", o.Retry.BackoffCoefficient, 1, 100))
 	add(valid.Range("retry.maximum_attempts", o.Retry.MaximumAttempts, -1, 10_000))
-	if r := o.Retry; r.MaximumInterval != 0 && r.MaximumInterval < max(r.InitialInterval, defaultActivityOptions.Retry.InitialInterval) {
-		add(fmt.Errorf("retry.maximum_interval: must be at least retry.initial_interval (%s), got %s", max(r.InitialInterval, defaultActivityOptions.Retry.InitialInterval), r.MaximumInterval))
-	}
 	if o.IsLocal() && o.TaskQueue != "" {
 		add(errors.New("local: a local handler runs in the bridge itself, so it cannot have a task_queue"))
 	}

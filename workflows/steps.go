@@ -1,26 +1,34 @@
 package workflows
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"maps"
+	"strings"
 	"time"
+
+	"cel.dev/cel-go/cel"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/internal/valid"
 )
 
-// Step is one step of a multi-step task type: a handler run as its own
-// activity, or a group of steps run at once (Parallel). In config:
+// Step is one step of a multi-step task type. It is one of: a handler run
+// as its own activity (Handler), a group of steps run at once (Parallel),
+// a TaskManager task for another worker (Enqueue), or a wait for a signal
+// (WaitFor); When, ForEach and OnFailure apply to any. In config:
 //
 //	steps:
 //	  - name: shout
 //	    handler: example.uppercase
 //	  - name: count
+//	    when: "size(steps.shout.uppercase) > 3"
 //	    handler: example.echo
 //	    params: { message: "{{ .steps.shout.uppercase }}" }
 //	  - parallel:
@@ -34,14 +42,59 @@ type Step struct {
 	Handler string `json:"handler,omitempty" koanf:"handler"`
 	// Params are the step's params; nil passes the task's params. String
 	// values are templates over .params (the task's) and .steps (earlier
-	// results by name): "{{ .steps.shout.uppercase }}". A string that is
+	// results by name): "{{ .steps.shout.uppercase }}"; .item and .index
+	// in a for_each step, .error in an on_failure step. A string that is
 	// one template action keeps the value's JSON type.
 	Params map[string]any `json:"params,omitempty" koanf:"params"`
 	// Parallel runs these steps at once instead of Handler.
 	Parallel []Step `json:"parallel,omitempty" koanf:"parallel"`
+	// When is a CEL expression over params and steps; false skips the
+	// step, which then has no entry in the task's result.
+	When string `json:"when,omitempty" koanf:"when"`
+	// ForEach is a CEL expression giving a list: the step's handler runs
+	// once per item, at most MaxParallel at once, and its result is the
+	// list of the items' results in item order.
+	ForEach string `json:"for_each,omitempty" koanf:"for_each"`
+	// MaxParallel bounds the items of ForEach run at once. Default 10.
+	MaxParallel int `json:"max_parallel,omitempty" koanf:"max_parallel"`
+	// OnFailure are steps run when this one fails for good; the task then
+	// goes on. The failed step's result is {"error": "…"}.
+	OnFailure []Step `json:"on_failure,omitempty" koanf:"on_failure"`
+	// Enqueue creates a TaskManager task for another worker and waits for
+	// it to end; its result is the step's.
+	Enqueue *Enqueue `json:"enqueue,omitempty" koanf:"enqueue"`
+	// WaitFor waits for a Temporal signal; its payload is the step's result.
+	WaitFor *WaitFor `json:"wait_for,omitempty" koanf:"wait_for"`
 	// ActivityOptions override the task type's for this step; unset
 	// fields take the type's.
 	ActivityOptions `koanf:",squash"`
+}
+
+// Enqueue is a step done by another worker: a TaskManager task of Type.
+type Enqueue struct {
+	// Type is the task type to create (registered in TaskManager).
+	Type string `json:"type" koanf:"type"`
+	// Params are the task's params, templates as a step's. A "_parent" key
+	// naming this run and step is added: TaskManager deduplicates tasks
+	// on type and params, so a retried step finds its own task again and
+	// two parents never share one.
+	Params map[string]any `json:"params,omitempty" koanf:"params"`
+	// PollInterval is the first wait between two reads of the task; each
+	// wait doubles, up to MaxPollInterval. Defaults 1s and 1m.
+	PollInterval    time.Duration `json:"poll_interval,omitempty" koanf:"poll_interval"`
+	MaxPollInterval time.Duration `json:"max_poll_interval,omitempty" koanf:"max_poll_interval"`
+	// Timeout fails the step when the task has not ended by then; 0: none.
+	Timeout time.Duration `json:"timeout,omitempty" koanf:"timeout"`
+}
+
+// WaitFor is a step that waits for a signal sent to the task's run (from
+// Temporal Web's "Send a Signal" or `temporal workflow signal`).
+type WaitFor struct {
+	// Signal is the signal's name. A signal sent before the step is
+	// reached counts.
+	Signal string `json:"signal" koanf:"signal"`
+	// Timeout fails the step when no signal came by then; 0: none.
+	Timeout time.Duration `json:"timeout,omitempty" koanf:"timeout"`
 }
 
 // StepFailedErrorType is the error type of a step that failed for good.
@@ -55,53 +108,132 @@ func (s Step) name() string {
 	return s.Name
 }
 
-// withDefaults names an unnamed step after its handler.
-func (s Step) withDefaults() Step {
-	s.Name = s.name()
-	s.Parallel = slices.Clone(s.Parallel) // never write into the caller's slice
-	for i := range s.Parallel {
-		s.Parallel[i] = s.Parallel[i].withDefaults()
-	}
-	return s
+// scope is what a step's templates and expressions may read: the steps
+// before it (before), among every step of the type (all); fallback marks
+// an on_failure step, whose templates also see .error.
+type scope struct {
+	before, all map[string]bool
+	fallback    bool
 }
 
-// validate checks a step; before holds the names of the steps that run
-// before it, all every step name of the type.
-func (s Step) validate(before, all map[string]bool) []error {
+// validate checks a step in its scope. Each error starts with the key's
+// path in the step.
+func (s Step) validate(sc scope) []error {
+	before, all := sc.before, sc.all
+	kinds := 0
+	for _, set := range []bool{s.Handler != "", len(s.Parallel) > 0, s.Enqueue != nil, s.WaitFor != nil} {
+		if set {
+			kinds++
+		}
+	}
 	switch {
-	case s.Handler == "" && len(s.Parallel) == 0:
-		return []error{errors.New("handler: a step needs a handler or a parallel group")}
-	case s.Handler != "" && len(s.Parallel) > 0:
-		return []error{errors.New("parallel: set handler or parallel, not both")}
+	case kinds == 0:
+		return []error{errors.New("handler: a step needs a handler, parallel, enqueue or wait_for")}
+	case kinds > 1:
+		return []error{errors.New("handler: set one of handler, parallel, enqueue and wait_for")}
+	case s.Name == "" && (s.Enqueue != nil || s.WaitFor != nil || len(s.OnFailure) > 0):
+		return []error{errors.New("name: an enqueue, wait_for or on_failure step needs a name (its result's key)")}
 	}
 	errs := s.ActivityOptions.validate()
+	add := func(prefix string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s%w", prefix, err))
+		}
+	}
+	// Templates of this step see the steps before it, and .item/.index or
+	// .error where they apply.
+	roots := []string{"params", "steps"}
+	if s.When != "" {
+		add("when: ", checkExpr(s.When, cel.BoolType, before, all))
+	}
+	if s.ForEach != "" {
+		add("for_each: ", checkExpr(s.ForEach, cel.ListType(cel.DynType), before, all))
+		if s.Handler == "" {
+			add("", errors.New("for_each: runs a handler per item: set handler"))
+		}
+		roots = append(roots, "item", "index")
+	}
+	if s.MaxParallel != 0 {
+		add("", valid.Range("max_parallel", s.MaxParallel, 1, 1000))
+		if s.ForEach == "" {
+			add("", errors.New("max_parallel: applies to for_each only"))
+		}
+	}
+	if sc.fallback {
+		roots = append(roots, "error")
+	}
+	add("", checkTemplates("params", s.Params, roots, before, all))
+	if e := s.Enqueue; e != nil {
+		if strings.TrimSpace(e.Type) == "" {
+			add("", errors.New("enqueue.type: name the task type to create"))
+		}
+		add("enqueue.", checkTemplates("params", e.Params, roots, before, all))
+		add("", valid.RangeOrZero("enqueue.poll_interval", e.PollInterval, 100*time.Millisecond, valid.Day))
+		add("", valid.RangeOrZero("enqueue.max_poll_interval", e.MaxPollInterval, 100*time.Millisecond, valid.Day))
+		add("", valid.RangeOrZero("enqueue.timeout", e.Timeout, time.Second, 365*valid.Day))
+	}
+	if w := s.WaitFor; w != nil {
+		switch {
+		case strings.TrimSpace(w.Signal) == "":
+			add("", errors.New("wait_for.signal: name the signal to wait for"))
+		case w.Signal == ClaimSignalName:
+			add("", fmt.Errorf("wait_for.signal: %q is the bridge's own signal", w.Signal))
+		}
+		add("", valid.RangeOrZero("wait_for.timeout", w.Timeout, time.Second, 365*valid.Day))
+	}
 	for i, p := range s.Parallel {
-		for _, err := range p.validate(before, all) {
+		for _, err := range p.validate(sc) {
 			errs = append(errs, fmt.Errorf("parallel[%d].%w", i, err))
 		}
 	}
-	if err := checkTemplates(s.Params, before, all); err != nil {
-		errs = append(errs, err)
+	// Fallbacks see the steps before this one, and each other in order.
+	fb := scope{before: maps.Clone(before), all: all, fallback: true}
+	for i, f := range s.OnFailure {
+		for _, err := range f.validate(fb) {
+			errs = append(errs, fmt.Errorf("on_failure[%d].%w", i, err))
+		}
+		for _, l := range leaves([]Step{f}) {
+			fb.before[l.name()] = true
+		}
 	}
 	return errs
 }
 
-// Leaves returns the handler steps in order, parallel groups flattened.
-func Leaves(steps []Step) []Step {
+// leaves returns the steps that run something (all but parallel groups) in
+// order, parallel groups flattened and fallbacks after their step.
+func leaves(steps []Step) []Step {
 	var out []Step
 	for _, s := range steps {
 		if len(s.Parallel) > 0 {
-			out = append(out, Leaves(s.Parallel)...)
+			out = append(out, leaves(s.Parallel)...)
 		} else {
 			out = append(out, s)
 		}
+		out = append(out, leaves(s.OnFailure)...)
 	}
 	return out
 }
 
-// options returns how a step runs: its own options over its type's.
-func (s Step) options(parent TypeOptions) ActivityOptions {
-	return s.ActivityOptions.over(parent.ActivityOptions)
+// options returns how a step runs: its options as the bridge resolved
+// them (resolveSteps). A run started before steps were resolved in the
+// bridge (legacy) merges them as it did then: a step's retry replaced its
+// type's, unset fields taking the defaults.
+func (s Step) options(parent TypeOptions, legacy bool) ActivityOptions {
+	if !legacy {
+		return s.ActivityOptions.over(parent.ActivityOptions)
+	}
+	o := parent.ActivityOptions
+	if s.TaskQueue != "" {
+		o.TaskQueue, o.Local = s.TaskQueue, Bool(false)
+	}
+	o.Local = cmp.Or(s.Local, o.Local)
+	o.StartToCloseTimeout = cmp.Or(s.StartToCloseTimeout, o.StartToCloseTimeout)
+	o.ScheduleToCloseTimeout = cmp.Or(s.ScheduleToCloseTimeout, o.ScheduleToCloseTimeout)
+	o.HeartbeatTimeout = cmp.Or(s.HeartbeatTimeout, o.HeartbeatTimeout)
+	if !s.Retry.isZero() {
+		o.Retry = s.Retry.over(defaultActivityOptions.Retry)
+	}
+	return o
 }
 
 // pipeline runs a task's steps, collecting their results by name.
@@ -112,12 +244,15 @@ type pipeline struct {
 	params  any
 	exact   bool // templates render as template.go says (else as template_legacy.go)
 	results map[string]json.RawMessage
+	// failures are the messages of the steps that failed for good, by
+	// name: their fallbacks' .error.
+	failures map[string]string
 	done    int
 	total   int
 }
 
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
-	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, total: len(Leaves(opts.Steps))}
+	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, failures: map[string]string{}, total: len(leaves(opts.Steps))}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
 	params, err := p.decode(taskmanager.OrEmptyObject(in.Task.Params))
 	if err != nil {
@@ -126,10 +261,10 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 	p.params = params
 	for _, s := range opts.Steps {
 		var err error
-		if len(s.Parallel) > 0 {
+		if len(s.Parallel) > 0 && s.When == "" && len(s.OnFailure) == 0 {
 			err = p.runParallel(ctx, s.Parallel)
 		} else {
-			err = p.runOne(ctx, s).Get(ctx, nil)
+			err = p.step(ctx, s, nil).Get(ctx, nil)
 		}
 		if err != nil {
 			return nil, err
@@ -140,30 +275,35 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 
 // runOne starts one handler step; its future settles once the result is
 // recorded (or with the step's failure).
-func (p *pipeline) runOne(ctx workflow.Context, s Step) workflow.Future {
+func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
 	future, settle := workflow.NewFuture(ctx)
-	params, err := p.stepParams(s)
+	params, err := p.stepParams(s, extra)
 	if err != nil {
-		settle.SetError(stepError(s, err))
+		settle.SetError(p.fail(s, err))
 		return future
 	}
-	input := activities.HandlerInput{
-		TaskID: p.in.Task.ID, TaskType: p.in.Task.Type, Params: params,
-		Attempt: p.claims.current.Attempts, WorkerID: p.claims.current.WorkerID,
-	}
-	f := s.options(p.opts).execute(ctx, s.Handler, input)
+	f := s.options(p.opts, !p.exact).execute(ctx, s.Handler, p.handlerInput(s, params))
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		var out json.RawMessage
 		if err := f.Get(gctx, &out); err != nil {
-			settle.SetError(stepError(s, err))
+			settle.SetError(p.fail(s, err))
 			return
 		}
-		p.results[s.Name] = out
-		p.done++
-		p.reportProgress(gctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+		p.record(gctx, s, out)
 		settle.Set(nil, nil)
 	})
 	return future
+}
+
+// handlerInput is what a step's handler gets. Its own progress reaches
+// Temporal (heartbeat details) but not TaskManager, where the steps done
+// are the task's progress: it never goes back.
+func (p *pipeline) handlerInput(s Step, params json.RawMessage) activities.HandlerInput {
+	return activities.HandlerInput{
+		TaskID: p.in.Task.ID, TaskType: p.in.Task.Type, Params: params,
+		Attempt: p.claims.current.Attempts, WorkerID: p.claims.current.WorkerID,
+		Step: s.Name,
+	}
 }
 
 // runParallel runs a group at once; the first step that fails for good
@@ -182,7 +322,7 @@ func (p *pipeline) runParallel(ctx workflow.Context, group []Step) error {
 			workflow.Go(gctx, func(c workflow.Context) { settle.Set(nil, p.runParallel(c, sub)) })
 			f = fut
 		} else {
-			f = p.runOne(gctx, s)
+			f = p.step(gctx, s, nil)
 		}
 		pending++
 		sel.AddFuture(f, func(f workflow.Future) {
@@ -199,23 +339,30 @@ func (p *pipeline) runParallel(ctx workflow.Context, group []Step) error {
 	return firstErr
 }
 
-func (p *pipeline) stepParams(s Step) (json.RawMessage, error) {
+// stepParams are a step's params: the task's, or its own rendered.
+func (p *pipeline) stepParams(s Step, extra map[string]any) (json.RawMessage, error) {
 	if s.Params == nil {
 		return taskmanager.OrEmptyObject(p.in.Task.Params), nil
 	}
+	return p.renderParams(s.Params, extra)
+}
+
+// renderParams renders params' templates over .params, .steps and extra.
+func (p *pipeline) renderParams(params map[string]any, extra map[string]any) (json.RawMessage, error) {
 	steps := make(map[string]any, len(p.results))
 	for name, raw := range p.results {
 		steps[name], _ = p.decode(taskmanager.OrEmptyObject(raw)) // a handler's result is JSON
 	}
 	data := map[string]any{"params": p.params, "steps": steps}
+	maps.Copy(data, extra)
 	if !p.exact {
-		rendered, err := legacyRender(s.Params, data)
+		rendered, err := legacyRender(params, data)
 		if err != nil {
 			return nil, err
 		}
 		return json.Marshal(rendered)
 	}
-	rendered, err := render(s.Params, data)
+	rendered, err := render(params, data)
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +398,3 @@ func (p *pipeline) reportProgress(ctx workflow.Context, message string) {
 	_ = workflow.ExecuteLocalActivity(lctx, activities.ProgressActivityName, in).Get(ctx, nil)
 }
 
-func stepError(s Step, err error) error {
-	return temporal.NewNonRetryableApplicationError(
-		fmt.Sprintf("step %s (%s): %s", s.Name, s.Handler, failureMessage(s.Handler, err)), StepFailedErrorType, err)
-}

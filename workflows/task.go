@@ -321,7 +321,10 @@ func buildOutcome(task Task, result json.RawMessage, err error) outcome {
 	if err != nil {
 		return failure(failureMessage(task.Type, err))
 	}
-	result = taskmanager.OrEmptyObject(result)
+	result, err = taskmanager.AsObject(result) // a Go workflow's result too
+	if err != nil {
+		return failure(fmt.Sprintf("result of %s is not JSON", task.Type))
+	}
 	result = json.RawMessage(validUTF8(string(result)))
 	if n := taskmanager.StoredResultSize(result); n > taskmanager.MaxStoredBytes {
 		return failure(fmt.Sprintf("result of %s is %d bytes as TaskManager stores it, more than the %d it can store", task.Type, n, taskmanager.MaxStoredBytes))

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
@@ -59,6 +60,7 @@ func setup(t *testing.T, extra func(reg *activities.Registry), wrap ...func(http
 	env := suite.NewTestWorkflowEnvironment()
 	// Like a real workflow without a run timeout: activities may retry for hours.
 	env.SetWorkflowRunTimeout(30 * 24 * time.Hour)
+	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute}) // -race on a loaded machine
 	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	acts := &activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}
 	acts.RegisterOn(env)

@@ -20,7 +20,7 @@ import (
 // index: {{ index .steps "example.uppercase" "uppercase" }}.
 //
 // Numbers stay exact: 1234567 renders as 1234567, and 9007199254740993
-// (beyond what a float64 holds) keeps every digit (see Number). A string
+// (beyond what a float64 holds) keeps every digit (see number). A string
 // that is a single action keeps the JSON type of its value (a number, an
 // object).
 
@@ -84,7 +84,7 @@ func render(v any, data map[string]any) (any, error) {
 	})
 }
 
-// decodeJSON decodes raw for templates: a number becomes a Number (a
+// decodeJSON decodes raw for templates: a number becomes a number (a
 // float64 that prints as JSON writes it), or stays a json.Number (its
 // digits) when a float64 would lose some.
 func decodeJSON(raw []byte) (any, error) {
@@ -121,18 +121,18 @@ func numbers(v any) any {
 		} else if err != nil && !strings.ContainsAny(string(x), ".eE") {
 			return x // an integer beyond int64
 		}
-		return Number(f)
+		return number(f)
 	}
 	return v
 }
 
-// Number is a JSON number in a template. It compares, tests and formats
+// number is a JSON number in a template. It compares, tests and formats
 // (printf "%.2f") as a float64, and prints as JSON writes it: 1234567, not
 // 1.234567e+06.
-type Number float64
+type number float64
 
 // String formats n as encoding/json does.
-func (n Number) String() string {
+func (n number) String() string {
 	f := float64(n)
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		return strconv.FormatFloat(f, 'g', -1, 64)
@@ -200,17 +200,18 @@ func sortedKeys(m map[string]any) []string {
 	return keys
 }
 
-// checkTemplates parses every template of a step's params and checks what
-// each reads: .params, or .steps of a step that runs before this one
+// checkTemplates parses every template of params (at key where) and checks
+// what each reads: roots (.params, .steps, and .item, .index or .error
+// where the step has them), and .steps of a step that runs before this one
 // (before), so a typo or a forward reference fails at config load. all
 // holds every step name of the type.
-func checkTemplates(params map[string]any, before, all map[string]bool) error {
+func checkTemplates(where string, params map[string]any, roots []string, before, all map[string]bool) error {
 	_, err := mapStrings(params, func(s string) (any, error) {
 		t, _, err := parseTemplate(s, func(any) string { return "" })
 		if err != nil {
 			return nil, err
 		}
-		c := refChecker{before: before, all: all}
+		c := refChecker{before: before, all: all, roots: roots}
 		c.walk(t.Root, true)
 		if c.err != nil {
 			return nil, fmt.Errorf("%q: %w", s, c.err)
@@ -218,7 +219,7 @@ func checkTemplates(params map[string]any, before, all map[string]bool) error {
 		return s, nil
 	})
 	if err != nil {
-		return at(".params", err)
+		return at("."+where, err)
 	}
 	return nil
 }
@@ -226,6 +227,7 @@ func checkTemplates(params map[string]any, before, all map[string]bool) error {
 // refChecker walks a template's tree for references to .params and .steps.
 type refChecker struct {
 	before, all map[string]bool
+	roots       []string // the names a template reads; nil: params and steps
 	err         error
 }
 
@@ -309,14 +311,18 @@ func indexedStep(cmd *parse.CommandNode, atRoot bool) (string, bool) {
 }
 
 func (c *refChecker) path(ident []string) {
-	switch ident[0] {
-	case "params":
-	case "steps":
+	switch {
+	case ident[0] == "steps":
 		if len(ident) > 1 {
 			c.stepPath(ident[1:])
 		}
+	case slices.Contains(c.roots, ident[0]):
 	default:
-		c.fail(fmt.Errorf(".%s: a template reads .params (the task's params) and .steps (earlier steps' results)", ident[0]))
+		extra := ""
+		if more := slices.DeleteFunc(slices.Clone(c.roots), func(r string) bool { return r == "params" || r == "steps" }); len(more) > 0 {
+			extra = ", and here ." + strings.Join(more, ", .")
+		}
+		c.fail(fmt.Errorf(".%s: a template reads .params (the task's params) and .steps (earlier steps' results)%s", ident[0], extra))
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 )
 
 // The step template renderer of runs started before the exact-templates
-// change (workflow version exactTemplatesVersion): numbers as float64, and
+// change (changeExactTemplates, version 1): numbers as float64, and
 // only a plain field path keeps its JSON type. Kept so that those runs go
 // on rendering as they began; new runs use render.
 

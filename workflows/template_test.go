@@ -57,6 +57,22 @@ func TestRender_values_keep_their_JSON_type(t *testing.T) {
 	}
 }
 
+// Runs from before exact templates render as they did (template_legacy.go).
+func TestLegacyRender_renders_as_before(t *testing.T) {
+	t.Parallel()
+	params, err := legacyDecode([]byte(`{"n":1234567,"list":[1,2],"s":"x"}`))
+	require.NoError(t, err)
+	data := map[string]any{"params": params, "steps": map[string]any{}}
+	out, err := legacyRender(map[string]any{
+		"text": "n={{ .params.n }}", "whole": "{{ .params.n }}", "list": "{{ .params.list }}", "index": "{{ index .params.list 0 }}",
+	}, data)
+	require.NoError(t, err)
+	got, _ := json.Marshal(out)
+	require.JSONEq(t, `{"text":"n=1.234567e+06","whole":1234567,"list":[1,2],"index":"1"}`, string(got))
+	_, err = legacyRender(map[string]any{"v": "{{ .params.nope }}"}, data)
+	require.EqualError(t, err, "v: template: .params.nope has no value")
+}
+
 // FuzzRender: any template over any params renders the same way twice, to
 // JSON, without a panic; the config check never panics either. Seeds are
 // in testdata/fuzz/FuzzRender; `make fuzz` runs it longer.
@@ -83,7 +99,7 @@ func FuzzRender(f *testing.F) {
 		}
 		steps := map[string]bool{"a": true}
 		in := map[string]any{"v": tmpl}
-		_ = checkTemplates(in, steps, steps)
+		_ = checkTemplates("params", in, []string{"params", "steps", "item"}, steps, steps)
 		if loopsOverConstant(tmpl) {
 			t.Skip() // {{ range 1000000000 }}: a config that loops is the config's
 		}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
@@ -80,17 +82,32 @@ func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType str
 	}
 	task := createAndClaim(t, api, taskType, params)
 
+	typeOpts := cfg.TypeOptions(taskType)
+	if _, ok := handlers.Lookup(typeOpts.Handler); typeOpts.TaskQueue != "" && !ok && len(typeOpts.Steps) == 0 && typeOpts.Workflow == "" {
+		t.Fatalf("bridgetest: task type %q is routed to task queue %q, whose worker is not this test's", taskType, typeOpts.TaskQueue)
+	}
+	if _, ok := s.workflows[typeOpts.Workflow]; typeOpts.Workflow != "" && !ok {
+		t.Fatalf("bridgetest: task type %q runs workflow %q: pass bridgetest.WithWorkflow(%q, fn)", taskType, typeOpts.Workflow, typeOpts.Workflow)
+	}
+
 	var suite testsuite.WorkflowTestSuite
+	suite.SetLogger(testLogger{t})
 	env := suite.NewTestWorkflowEnvironment()
 	env.SetWorkflowRunTimeout(365 * 24 * time.Hour) // a bridge's runs have none
+	// Handlers take real time; the test's own deadline bounds them. A slow
+	// or loaded machine must not trip the deadlock detector.
+	env.SetTestTimeout(testTimeout(t))
+	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
 	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	for name, fn := range s.workflows {
 		env.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
 	}
 	(&activities.Activities{Registry: handlers, TaskManager: api, ProgressInterval: time.Nanosecond}).RegisterOn(env)
 
-	in := cfg.TaskInput(task, cfg.TypeOptions(taskType), env.Now())
-	env.ExecuteWorkflow(workflows.TaskWorkflowName, in)
+	in := cfg.TaskInput(task, typeOpts, env.Now())
+	if err := execute(env, in); err != nil {
+		t.Fatalf("bridgetest: %v", err)
+	}
 	if !env.IsWorkflowCompleted() {
 		t.Fatalf("bridgetest: the workflow of task %s did not complete", task.ID)
 	}
@@ -107,6 +124,43 @@ func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType str
 	}
 	t.Fatalf("bridgetest: task %s ended %s in TaskManager with no outcome; the workflow: %v", task.ID, st.Status, runErr)
 	return nil, nil
+}
+
+// execute runs the workflow; the test environment panics when its
+// timeout passes, which becomes an error here.
+func execute(env *testsuite.TestWorkflowEnvironment, in workflows.TaskInput) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the task did not finish: %v", r)
+		}
+	}()
+	env.ExecuteWorkflow(workflows.TaskWorkflowName, in)
+	return nil
+}
+
+// testTimeout is how long a run may take in real time: up to the test's
+// deadline, else 10 minutes.
+func testTimeout(t testing.TB) time.Duration {
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if deadline, ok := d.Deadline(); ok {
+			return max(time.Until(deadline)-5*time.Second, time.Second)
+		}
+	}
+	return 10 * time.Minute
+}
+
+// testLogger passes the SDK's warnings and errors to the test's log.
+type testLogger struct{ t testing.TB }
+
+func (l testLogger) Debug(string, ...any) {}
+func (l testLogger) Info(string, ...any)  {}
+func (l testLogger) Warn(msg string, kv ...any) {
+	l.t.Helper()
+	l.t.Log(append([]any{"WARN", msg}, kv...)...)
+}
+func (l testLogger) Error(msg string, kv ...any) {
+	l.t.Helper()
+	l.t.Log(append([]any{"ERROR", msg}, kv...)...)
 }
 
 // loadConfig reads configYAML as the bridge reads its config file.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -95,24 +97,16 @@ func TestRun_retries_spent_fail_with_the_last_error(t *testing.T) {
 	require.EqualError(t, err, "disk full")
 }
 
-// The README's multi-step type, as written there.
+// The README's config, as written there, runs its multi-step type.
 func TestRun_multi_step_type_from_the_README(t *testing.T) {
 	t.Parallel()
 	reg := activities.NewRegistry()
 	activities.RegisterExamples(reg)
-	config := `
-types:
-  demo.pipeline:
-    steps:
-      - name: shout
-        handler: example.uppercase
-      - name: count
-        handler: example.echo
-        params: { message: "{{ .steps.shout.uppercase }}" }
-      - parallel:
-          - { name: a, handler: example.math.add, params: { a: 1, b: 2 } }
-          - { name: b, handler: example.sleep, params: { duration: 1 } }
-`
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	block := regexp.MustCompile("(?s)A config file, as the dev stack's.*?```yaml\n(.*?)```").FindSubmatch(readme)
+	require.NotNil(t, block, "README: the config example")
+	config := string(block[1])
 	out, err := bridgetest.Run(t, reg, config, "demo.pipeline", map[string]any{"text": "hi there"})
 	require.NoError(t, err)
 	require.JSONEq(t, `{
@@ -148,4 +142,21 @@ func TestRun_go_workflow_type(t *testing.T) {
 	var got map[string]any
 	require.NoError(t, json.Unmarshal(out, &got))
 	require.Equal(t, "CLIP", got["published"])
+}
+
+// A Go workflow's result is stored as a handler's is: an object.
+func TestRun_go_workflow_results_are_objects(t *testing.T) {
+	t.Parallel()
+	reg := activities.NewRegistry()
+	config := "types:\n  w.nil: { workflow: w.nil }\n  w.string: { workflow: w.string }\n"
+	opts := []bridgetest.Option{
+		bridgetest.WithWorkflow("w.nil", func(workflow.Context, activities.HandlerInput) (map[string]any, error) { return nil, nil }),
+		bridgetest.WithWorkflow("w.string", func(workflow.Context, activities.HandlerInput) (string, error) { return "done", nil }),
+	}
+	out, err := bridgetest.Run(t, reg, config, "w.nil", map[string]any{"n": 1}, opts...)
+	require.NoError(t, err)
+	require.JSONEq(t, `{}`, string(out))
+	out, err = bridgetest.Run(t, reg, config, "w.string", map[string]any{"n": 2}, opts...)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"value":"done"}`, string(out))
 }

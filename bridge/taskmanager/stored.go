@@ -3,6 +3,7 @@ package taskmanager
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"unicode/utf8"
 )
@@ -372,4 +373,22 @@ func OrEmptyObject(raw json.RawMessage) json.RawMessage {
 		return json.RawMessage(`{}`)
 	}
 	return raw
+}
+
+// AsObject returns raw as TaskManager stores a result: a JSON object.
+// Empty or null becomes {}, any other value {"value": raw}; raw that is not
+// JSON is an error.
+func AsObject(raw json.RawMessage) (json.RawMessage, error) {
+	raw = bytes.TrimSpace(raw)
+	if string(raw) == "null" {
+		raw = nil
+	}
+	raw = OrEmptyObject(raw)
+	if !json.Valid(raw) {
+		return nil, errors.New("not JSON")
+	}
+	if raw[0] == '{' {
+		return raw, nil
+	}
+	return json.Marshal(map[string]json.RawMessage{"value": raw})
 }

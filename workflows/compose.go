@@ -1,0 +1,337 @@
+package workflows
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+)
+
+// The constructs of a step beyond running a handler: when, for_each,
+// on_failure, enqueue and wait_for. Each is taken only by a step that
+// sets it, so runs of types without them issue the commands they always
+// did.
+
+// Defaults of the constructs.
+const (
+	DefaultMaxParallel     = 10
+	DefaultPollInterval    = time.Second
+	DefaultMaxPollInterval = time.Minute
+)
+
+// step starts s, whatever its kind; its future settles once the step's
+// result is recorded, it was skipped (when), or it failed for good (and
+// its fallbacks, if any, failed too). extra are template names beyond
+// .params and .steps (.error in a fallback).
+func (p *pipeline) step(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
+	if s.When != "" {
+		run, err := evalBool(s.When, p.exprVars())
+		if err != nil {
+			return failedFuture(ctx, p.fail(s, err))
+		}
+		if !run {
+			p.done++
+			return doneFuture(ctx)
+		}
+	}
+	var f workflow.Future
+	switch {
+	case len(s.Parallel) > 0:
+		fut, settle := workflow.NewFuture(ctx)
+		workflow.Go(ctx, func(c workflow.Context) { settle.Set(nil, p.runParallel(c, s.Parallel)) })
+		f = fut
+	case s.ForEach != "":
+		f = p.runForEach(ctx, s, extra)
+	case s.Enqueue != nil:
+		f = p.runEnqueue(ctx, s, extra)
+	case s.WaitFor != nil:
+		f = p.runWaitFor(ctx, s)
+	default:
+		f = p.runOne(ctx, s, extra)
+	}
+	if len(s.OnFailure) == 0 {
+		return f
+	}
+	return p.withFallbacks(ctx, s, f)
+}
+
+// withFallbacks runs s's on_failure steps, in order, when f fails for
+// good: s's entry becomes {"error": "…"} and the task goes on. A step
+// cancelled with its group (a parallel sibling failed) gets no fallback.
+func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future) workflow.Future {
+	fut, settle := workflow.NewFuture(ctx)
+	workflow.Go(ctx, func(c workflow.Context) {
+		err := f.Get(c, nil)
+		if err == nil || c.Err() != nil {
+			settle.Set(nil, err)
+			return
+		}
+		msg := p.failures[s.Name]
+		p.results[s.Name], _ = json.Marshal(map[string]string{"error": msg})
+		for _, fb := range s.OnFailure {
+			if err := p.step(c, fb, map[string]any{"error": msg}).Get(c, nil); err != nil {
+				settle.SetError(err)
+				return
+			}
+		}
+		settle.Set(nil, nil)
+	})
+	return fut
+}
+
+// runForEach runs s's handler once per item of its for_each list, at
+// most max_parallel at once; the result is the items' results in order.
+// An item that fails for good fails the step and cancels the others.
+func (p *pipeline) runForEach(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
+	items, err := evalList(s.ForEach, p.exprVars())
+	if err != nil {
+		return failedFuture(ctx, p.fail(s, err))
+	}
+	fut, settle := workflow.NewFuture(ctx)
+	workflow.Go(ctx, func(c workflow.Context) {
+		results, err := p.forEachItem(c, s, items, extra)
+		if err != nil {
+			settle.SetError(p.fail(s, err))
+			return
+		}
+		out, _ := json.Marshal(results)
+		p.record(c, s, out)
+		settle.Set(nil, nil)
+	})
+	return fut
+}
+
+func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra map[string]any) ([]json.RawMessage, error) {
+	ictx, cancel := workflow.WithCancel(ctx)
+	defer cancel()
+	results := make([]json.RawMessage, len(items))
+	sel := workflow.NewSelector(ctx)
+	var firstErr error
+	next, running := 0, 0
+	launch := func(i int) {
+		data := maps.Clone(extra)
+		if data == nil {
+			data = map[string]any{}
+		}
+		raw, _ := json.Marshal(items[i]) // from JSON: encodes
+		data["item"], _ = decodeJSON(raw)
+		data["index"] = number(i)
+		params, err := p.stepParams(s, data)
+		var f workflow.Future
+		if err != nil {
+			f = failedFuture(ictx, err)
+		} else {
+			f = s.options(p.opts, !p.exact).execute(ictx, s.Handler, p.handlerInput(s, params))
+		}
+		running++
+		sel.AddFuture(f, func(f workflow.Future) {
+			running--
+			if err := f.Get(ctx, &results[i]); err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("item %d: %s", i, failureMessage(s.Handler, err))
+				cancel()
+			}
+		})
+	}
+	limit := cmp.Or(s.MaxParallel, DefaultMaxParallel)
+	for {
+		for firstErr == nil && next < len(items) && running < limit {
+			launch(next)
+			next++
+		}
+		if running == 0 {
+			break
+		}
+		sel.Select(ctx)
+	}
+	return results, firstErr
+}
+
+// runEnqueue creates s's TaskManager task (once, however often the step is
+// retried: the task's params name this run and step, and TaskManager
+// deduplicates) and waits for it to end, reading it between durable
+// timers that back off to max_poll_interval.
+func (p *pipeline) runEnqueue(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
+	e := s.Enqueue
+	params, err := p.renderParams(e.Params, extra)
+	if err == nil {
+		params, err = withParent(params, workflow.GetInfo(ctx).WorkflowExecution.ID+"/"+s.Name)
+	}
+	if err != nil {
+		return failedFuture(ctx, p.fail(s, err))
+	}
+	fut, settle := workflow.NewFuture(ctx)
+	workflow.Go(ctx, func(c workflow.Context) {
+		out, err := p.awaitTask(c, s, activities.EnqueueInput{Type: e.Type, Params: params})
+		if err != nil {
+			settle.SetError(p.fail(s, err))
+			return
+		}
+		p.record(c, s, out)
+		settle.Set(nil, nil)
+	})
+	return fut
+}
+
+func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.EnqueueInput) (json.RawMessage, error) {
+	e := s.Enqueue
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		// TaskManager down: retried without limit; a refused task (bad
+		// params, unknown type) is not.
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+	})
+	var created activities.EnqueueOutput
+	if err := workflow.ExecuteActivity(actx, activities.EnqueueActivityName, in).Get(ctx, &created); err != nil {
+		return nil, err
+	}
+	var deadline time.Time
+	if e.Timeout > 0 {
+		deadline = workflow.Now(ctx).Add(e.Timeout)
+	}
+	workflow.SetCurrentDetails(ctx, fmt.Sprintf("step %s waits for TaskManager task %s (%s)", s.Name, created.TaskID, e.Type))
+	defer workflow.SetCurrentDetails(ctx, "")
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 30 * time.Second, ScheduleToCloseTimeout: 5 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
+	})
+	wait := cmp.Or(e.PollInterval, DefaultPollInterval)
+	for {
+		var st activities.TaskState
+		err := workflow.ExecuteLocalActivity(lctx, activities.ReadTaskActivityName, created.TaskID).Get(ctx, &st)
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil: // TaskManager unreachable for minutes: read again later
+		case st.Status == taskmanager.StatusCompleted:
+			return taskmanager.OrEmptyObject(st.Result), nil
+		case st.Status == taskmanager.StatusFailed:
+			return nil, fmt.Errorf("task %s (%s) failed: %s", created.TaskID, e.Type, cmp.Or(st.Error, "no message"))
+		}
+		if !deadline.IsZero() && !workflow.Now(ctx).Add(wait).Before(deadline) {
+			return nil, fmt.Errorf("task %s (%s) did not end within %s", created.TaskID, e.Type, e.Timeout)
+		}
+		if err := workflow.Sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+		wait = min(2*wait, cmp.Or(e.MaxPollInterval, DefaultMaxPollInterval))
+	}
+}
+
+// withParent adds "_parent": parent to params, so that the task is this
+// run's and step's own (TaskManager deduplicates on type and params).
+func withParent(params json.RawMessage, parent string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(params, &m); err != nil || m == nil {
+		return nil, errors.New("enqueue.params: want a JSON object")
+	}
+	m["_parent"], _ = json.Marshal(parent)
+	return json.Marshal(m)
+}
+
+// runWaitFor waits for s's signal; its payload (a JSON object; anything
+// else becomes {"value": …}) is the step's result. A signal sent before
+// the step is reached counts; past the timeout the step fails.
+func (p *pipeline) runWaitFor(ctx workflow.Context, s Step) workflow.Future {
+	w := s.WaitFor
+	fut, settle := workflow.NewFuture(ctx)
+	workflow.Go(ctx, func(c workflow.Context) {
+		details := fmt.Sprintf("step %s waits for signal %q", s.Name, w.Signal)
+		if w.Timeout > 0 {
+			details += fmt.Sprintf(" until %s", workflow.Now(c).Add(w.Timeout).UTC().Format(time.RFC3339))
+		}
+		workflow.SetCurrentDetails(c, details)
+		defer workflow.SetCurrentDetails(c, "")
+		var payload json.RawMessage
+		got, timedOut := false, false
+		sel := workflow.NewSelector(c)
+		sel.AddReceive(workflow.GetSignalChannel(c, w.Signal), func(ch workflow.ReceiveChannel, _ bool) {
+			ch.Receive(c, &payload)
+			got = true
+		})
+		sel.AddReceive(c.Done(), func(workflow.ReceiveChannel, bool) {})
+		if w.Timeout > 0 {
+			tctx, cancel := workflow.WithCancel(c)
+			defer cancel()
+			sel.AddFuture(workflow.NewTimer(tctx, w.Timeout), func(workflow.Future) { timedOut = true })
+		}
+		sel.Select(c)
+		switch {
+		case got:
+			p.record(c, s, asObject(payload))
+			settle.Set(nil, nil)
+		case c.Err() != nil:
+			settle.SetError(p.fail(s, c.Err()))
+		case timedOut:
+			settle.SetError(p.fail(s, fmt.Errorf("no signal %q came within %s", w.Signal, w.Timeout)))
+		}
+	})
+	return fut
+}
+
+// asObject is raw as a result: a JSON object ({"value": …} for another
+// value, {} for none or a payload that is not JSON).
+func asObject(raw json.RawMessage) json.RawMessage {
+	obj, err := taskmanager.AsObject(raw)
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	return obj
+}
+
+// record keeps a step's result and reports the progress made.
+func (p *pipeline) record(ctx workflow.Context, s Step, out json.RawMessage) {
+	p.results[s.Name] = out
+	p.done++
+	p.reportProgress(ctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+}
+
+// fail records why s failed for good (its fallbacks' .error) and returns
+// the step's error.
+func (p *pipeline) fail(s Step, err error) error {
+	msg := failureMessage(cmp.Or(s.Handler, s.Name), err)
+	p.failures[s.Name] = msg
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("step %s (%s): %s", s.Name, s.kind(), msg), StepFailedErrorType, err)
+}
+
+// kind names what a step runs, for messages: its handler, or the construct.
+func (s Step) kind() string {
+	switch {
+	case s.Handler != "":
+		return s.Handler
+	case s.Enqueue != nil:
+		return "enqueue " + s.Enqueue.Type
+	case s.WaitFor != nil:
+		return "wait_for " + s.WaitFor.Signal
+	default:
+		return "parallel"
+	}
+}
+
+// exprVars are the variables of when and for_each: the task's params and
+// the results so far, as plain JSON.
+func (p *pipeline) exprVars() map[string]any {
+	var params any
+	_ = json.Unmarshal(taskmanager.OrEmptyObject(p.in.Task.Params), &params) // checked by runSteps
+	return exprVars(params, p.results)
+}
+
+func failedFuture(ctx workflow.Context, err error) workflow.Future {
+	f, settle := workflow.NewFuture(ctx)
+	settle.SetError(err)
+	return f
+}
+
+func doneFuture(ctx workflow.Context) workflow.Future {
+	f, settle := workflow.NewFuture(ctx)
+	settle.Set(nil, nil)
+	return f
+}

@@ -1,0 +1,178 @@
+package workflows
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
+	"cel.dev/cel-go/common/types"
+)
+
+// A step's `when` and `for_each` are CEL expressions
+// (https://cel.dev) over two variables: params (the task's params) and
+// steps (the results of the steps before, by name). CEL has no side
+// effects and always ends, so it runs in workflow code; it is compiled and
+// type-checked when the config loads.
+
+// exprCostLimit bounds one evaluation (CEL's cost units: about one per
+// value visited), so an expression over large params cannot stall a
+// workflow task.
+const exprCostLimit = 1_000_000
+
+var exprEnv = sync.OnceValue(func() *cel.Env {
+	env, err := cel.NewEnv(
+		cel.Variable("params", cel.DynType),
+		cel.Variable("steps", cel.MapType(cel.StringType, cel.DynType)),
+	)
+	if err != nil {
+		panic(err) // the declarations above are fixed
+	}
+	return env
+})
+
+// programs caches compiled expressions: compiling is pure, so a cache
+// shared by every workflow is deterministic.
+var programs sync.Map // source → cel.Program
+
+// compileExpr compiles src and checks that its type can be want (a bool or
+// a list; dyn passes, and is checked when evaluated).
+func compileExpr(src string, want *cel.Type) (*cel.Ast, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, errors.New("empty expression")
+	}
+	checked, iss := exprEnv().Compile(src)
+	if iss != nil && iss.Err() != nil {
+		return nil, errors.New(strings.ReplaceAll(iss.Err().Error(), "\n", " "))
+	}
+	out := checked.OutputType()
+	if !out.IsExactType(types.DynType) && !out.IsAssignableType(want) {
+		return nil, fmt.Errorf("gives %s, want %s", out, want)
+	}
+	return checked, nil
+}
+
+func program(src string, want *cel.Type) (cel.Program, error) {
+	if p, ok := programs.Load(src); ok {
+		return p.(cel.Program), nil
+	}
+	checked, err := compileExpr(src, want)
+	if err != nil {
+		return nil, err
+	}
+	p, err := exprEnv().Program(checked, cel.CostLimit(exprCostLimit))
+	if err != nil {
+		return nil, err
+	}
+	programs.Store(src, p)
+	return p, nil
+}
+
+// exprVars are an expression's variables: JSON values as CEL sees them.
+func exprVars(params any, results map[string]json.RawMessage) map[string]any {
+	steps := make(map[string]any, len(results))
+	for name, raw := range results {
+		var v any
+		_ = json.Unmarshal(raw, &v) // a result is JSON
+		steps[name] = v
+	}
+	return map[string]any{"params": params, "steps": steps}
+}
+
+// evalBool evaluates a `when`.
+func evalBool(src string, vars map[string]any) (bool, error) {
+	v, err := eval(src, cel.BoolType, vars)
+	if err != nil {
+		return false, err
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return false, fmt.Errorf("when: %q gave %v, not true or false", src, v)
+	}
+	return b, nil
+}
+
+// evalList evaluates a `for_each` into JSON values.
+func evalList(src string, vars map[string]any) ([]any, error) {
+	v, err := eval(src, cel.ListType(cel.DynType), vars)
+	if err != nil {
+		return nil, err
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("for_each: %q gave %v, not a list", src, v)
+	}
+	return list, nil
+}
+
+func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
+	prg, err := program(src, want)
+	if err != nil {
+		return nil, err
+	}
+	out, _, err := prg.Eval(vars)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", src, err)
+	}
+	native, err := out.ConvertToNative(reflect.TypeFor[any]())
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", src, err)
+	}
+	// Through JSON: CEL's maps and lists become plain JSON values.
+	b, err := json.Marshal(native)
+	if err != nil {
+		return nil, fmt.Errorf("%q: the value is not JSON: %w", src, err)
+	}
+	var v any
+	err = json.Unmarshal(b, &v)
+	return v, err
+}
+
+// checkExpr compiles src for config loading and checks the steps it
+// reads (steps.name, steps["a.b"]) run before the step.
+func checkExpr(src string, want *cel.Type, before, all map[string]bool) error {
+	checked, err := compileExpr(src, want)
+	if err != nil {
+		return fmt.Errorf("%q: %w", src, err)
+	}
+	c := refChecker{before: before, all: all}
+	ast.PreOrderVisit(ast.NavigateAST(checked.NativeRep()), ast.NewExprVisitor(func(e ast.Expr) {
+		switch e.Kind() {
+		case ast.SelectKind:
+			if op := e.AsSelect().Operand(); op.Kind() == ast.IdentKind && op.AsIdent() == "steps" {
+				c.step(e.AsSelect().FieldName())
+			}
+		case ast.CallKind:
+			call := e.AsCall()
+			if call.FunctionName() != operators.Index || len(call.Args()) != 2 {
+				return
+			}
+			m, k := call.Args()[0], call.Args()[1]
+			if m.Kind() == ast.IdentKind && m.AsIdent() == "steps" && k.Kind() == ast.LiteralKind {
+				if name, ok := k.AsLiteral().Value().(string); ok {
+					c.step(name)
+				}
+			}
+		}
+	}))
+	if c.err != nil {
+		return fmt.Errorf("%q: %w", src, c.err)
+	}
+	return nil
+}
+
+// sortedNames returns m's keys, sorted.
+func sortedNames(m map[string]bool) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
