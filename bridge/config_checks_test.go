@@ -7,8 +7,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/activities"
 )
 
 // Absurd values are refused with their valid range, naming the key.
@@ -177,4 +180,65 @@ func TestLoad_checks_step_retry_as_merged(t *testing.T) {
 	require.NoError(t, err, "the step's maximum is over the type's initial interval")
 	_, err = Load([]string{"--config=" + writeFile(t, steps("{ initial_interval: 2m }", "{ maximum_interval: 30s }"))}, nil, &bytes.Buffer{})
 	require.ErrorContains(t, err, "config: types.x.steps[0].retry.maximum_interval: must be at least retry.initial_interval (2m0s), got 30s")
+}
+
+// The composition config of the README loads as written.
+func TestLoad_composition_example(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load([]string{"--config=../examples/flow.yaml"}, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	steps := cfg.TypeOptions("demo.flow").Steps
+	require.Len(t, steps, 8)
+	require.Equal(t, "params.numbers", steps[3].ForEach)
+	require.Equal(t, "fallback", steps[4].OnFailure[0].Name)
+	require.Equal(t, "remote.job", steps[5].Enqueue.Type)
+	require.Equal(t, 10*time.Minute, steps[6].WaitFor.Timeout)
+}
+
+// Mistakes in composition stop tmbridge at start, naming the key.
+func TestLoad_checks_composition(t *testing.T) {
+	t.Parallel()
+	flow := func(body string) string { return "types:\n  demo.flow:\n    steps:\n" + body }
+	cases := []struct{ file, want string }{
+		{flow("      - { name: a, handler: h, when: \"size(steps.\" }\n"), "types.demo.flow.steps[0].when: \"size(steps.\": ERROR"},
+		{flow("      - { name: a, handler: h, when: \"params.n + 1\" }\n"), "steps[0].when: \"params.n + 1\": gives "},
+		{flow("      - { name: a, handler: h, when: \"nope > 1\" }\n"), "undeclared reference to 'nope'"},
+		{flow("      - { name: a, handler: h, when: \"steps.b.x > 1\" }\n      - { name: b, handler: h }\n"), `steps[0].when: "steps.b.x > 1": step "b" runs later or at the same time`},
+		{flow("      - { name: a, handler: h, when: \"steps['x.y'] == 1\" }\n"), `no step "x.y"`},
+		{flow("      - { name: a, handler: h, for_each: \"1 + 2\" }\n"), `steps[0].for_each: "1 + 2": gives int, want list(dyn)`},
+		{flow("      - { name: a, for_each: \"params.l\", wait_for: { signal: s } }\n"), "for_each: runs a handler per item: set handler"},
+		{flow("      - { name: a, handler: h, max_parallel: 3 }\n"), "steps[0].max_parallel: applies to for_each only"},
+		{flow("      - { name: a, handler: h, params: { x: \"{{ .item }}\" } }\n"), ".item: a template reads .params"},
+		{flow("      - { name: a, handler: h, on_failure: [{ name: b, handler: h, params: { m: \"{{ .item }}\" } }] }\n"), "steps[0].on_failure[0].params.m"},
+		{flow("      - { name: a, handler: h, on_failure: [{ name: a, handler: h }] }\n"), `name "a" is used twice`},
+		{flow("      - { name: a, enqueue: { params: { n: 1 } } }\n"), "steps[0].enqueue.type: name the task type to create"},
+		{flow("      - { name: a, enqueue: { type: t, params: { n: \"{{ .steps.zz }}\" } } }\n"), `steps[0].enqueue.params.n`},
+		{flow("      - { name: a, wait_for: { timeout: 1m } }\n"), "steps[0].wait_for.signal: name the signal"},
+		{flow("      - { name: a, wait_for: { signal: tmbridge.claim } }\n"), "the bridge's own signal"},
+		{flow("      - { wait_for: { signal: s } }\n"), "steps[0].name: an enqueue, wait_for or on_failure step needs a name"},
+		{flow("      - { name: a, handler: h, wait_for: { signal: s } }\n"), "set one of handler, parallel, enqueue and wait_for"},
+	}
+	for _, c := range cases {
+		_, err := Load([]string{"--config=" + writeFile(t, c.file)}, nil, &bytes.Buffer{})
+		require.Error(t, err, c.want)
+		require.Contains(t, err.Error(), c.want)
+	}
+}
+
+// Every handler a step names, fallbacks included, must be registered;
+// enqueue and wait_for steps need none.
+func TestRegistry_checks_the_handlers_of_every_step(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load([]string{"--config=../examples/flow.yaml"}, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	_, err = cfg.Registry(reg)
+	require.NoError(t, err)
+
+	file := writeFile(t, "types:\n  x:\n    steps:\n      - { name: a, handler: example.echo, on_failure: [{ name: b, handler: nope }] }\n")
+	cfg, err = Load([]string{"--config=" + file}, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	_, err = cfg.Registry(reg)
+	require.ErrorContains(t, err, `config: types.x.steps[0].on_failure[0].handler: no handler "nope" is registered`)
 }

@@ -69,10 +69,9 @@ func (c Config) checkRoutes(reg *activities.Registry) error {
 		walk = func(path string, steps []workflows.Step) {
 			for i, s := range steps {
 				at := fmt.Sprintf("%s[%d]", path, i)
-				switch {
-				case len(s.Parallel) > 0:
-					walk(at+".parallel", s.Parallel)
-				case s.TaskQueue == "" && o.TaskQueue == "" && !has(s.Handler):
+				walk(at+".parallel", s.Parallel)
+				walk(at+".on_failure", s.OnFailure)
+				if s.Handler != "" && s.TaskQueue == "" && !has(s.Handler) {
 					errs = append(errs, fmt.Errorf("config: types.%s.%s.handler: no handler %q is registered (known: %s)", name, at, s.Handler, strings.Join(reg.Names(), ", ")))
 				}
 			}

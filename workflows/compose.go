@@ -162,7 +162,9 @@ func (p *pipeline) runEnqueue(ctx workflow.Context, s Step, extra map[string]any
 	e := s.Enqueue
 	params, err := p.renderParams(e.Params, extra)
 	if err == nil {
-		params, err = withParent(params, workflow.GetInfo(ctx).WorkflowExecution.ID+"/"+s.Name)
+		// This run, step and claim: a new attempt of the task (TaskManager
+		// re-queued it) makes its own child, a retried step does not.
+		params, err = withParent(params, fmt.Sprintf("%s/%s@%d", workflow.GetInfo(ctx).WorkflowExecution.ID, s.Name, p.claims.current.Attempts))
 	}
 	if err != nil {
 		return failedFuture(ctx, p.fail(s, err))

@@ -75,9 +75,10 @@ type Enqueue struct {
 	// Type is the task type to create (registered in TaskManager).
 	Type string `json:"type" koanf:"type"`
 	// Params are the task's params, templates as a step's. A "_parent" key
-	// naming this run and step is added: TaskManager deduplicates tasks
-	// on type and params, so a retried step finds its own task again and
-	// two parents never share one.
+	// naming this run, step and attempt ("<workflow id>/<step>@<attempt>")
+	// is added: TaskManager deduplicates tasks on type and params, so a
+	// retried step finds its own task again, two parents never share one,
+	// and a new attempt of the parent task makes a new child.
 	Params map[string]any `json:"params,omitempty" koanf:"params"`
 	// PollInterval is the first wait between two reads of the task; each
 	// wait doubles, up to MaxPollInterval. Defaults 1s and 1m.

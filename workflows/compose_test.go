@@ -1,0 +1,267 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// runFlow runs steps as a demo.pipeline task with params and returns the
+// task as TaskManager has it.
+func runFlow(t *testing.T, b *testBundle, params any, steps []workflows.Step) (devserver.TaskState, error) {
+	t.Helper()
+	require.NoError(t, workflows.TypeOptions{Steps: steps}.Validate())
+	in := b.claim(t, "demo.pipeline", params, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	return b.task(t, in.Task.ID), err
+}
+
+func resultOf(t *testing.T, st devserver.TaskState) map[string]json.RawMessage {
+	t.Helper()
+	require.Equal(t, "completed", st.Status, st.Error)
+	var out map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(st.Result, &out))
+	return out
+}
+
+func TestCompose_when_skips_without_an_entry(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	steps := []workflows.Step{
+		{Name: "shout", Handler: "example.uppercase"},
+		{Name: "loud", When: "size(steps.shout.uppercase) > 10", Handler: "example.echo", Params: map[string]any{"message": "long: {{ .steps.shout.uppercase }}"}},
+		{Name: "quiet", When: "size(steps.shout.uppercase) <= 10", Handler: "example.echo", Params: map[string]any{"message": "short"}},
+		{Name: "big", When: "params.n > 2", Handler: "example.echo", Params: map[string]any{"message": "n is big"}},
+	}
+	st, err := runFlow(t, b, map[string]any{"text": "hi", "n": 3}, steps)
+	require.NoError(t, err)
+	out := resultOf(t, st)
+	require.NotContains(t, out, "loud", "a skipped step has no entry")
+	require.JSONEq(t, `{"echo":"short","length":5}`, string(out["quiet"]))
+	require.Contains(t, out, "big", "numbers compare across int and double")
+}
+
+func TestCompose_for_each_over_0_1_and_many_items(t *testing.T) {
+	t.Parallel()
+	var running, most atomic.Int32
+	slowAdd := func(reg *activities.Registry) {
+		activities.Register(reg, "test.slowadd", func(ctx context.Context, p struct{ A, B float64 }) (map[string]float64, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(20 * time.Millisecond)
+			return map[string]float64{"result": p.A + p.B}, nil
+		})
+	}
+	sums := workflows.Step{Name: "sums", ForEach: "params.numbers", MaxParallel: 2, Handler: "test.slowadd",
+		Params: map[string]any{"a": "{{ .item }}", "b": "{{ .index }}"}}
+	for _, c := range []struct {
+		numbers []int
+		want    string
+	}{
+		{nil, `[]`},
+		{[]int{5}, `[{"result":5}]`},
+		{[]int{10, 20, 30, 40, 50}, `[{"result":10},{"result":21},{"result":32},{"result":43},{"result":54}]`},
+	} {
+		b := setup(t, slowAdd) // one run per test environment
+		st, err := runFlow(t, b, map[string]any{"numbers": append([]int{}, c.numbers...)}, []workflows.Step{sums})
+		require.NoError(t, err)
+		require.JSONEq(t, c.want, string(resultOf(t, st)["sums"]), "results in item order")
+	}
+	require.LessOrEqual(t, most.Load(), int32(2), "at most max_parallel items at once")
+}
+
+func TestCompose_for_each_failing_item_fails_the_step(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.item", func(ctx context.Context, p struct{ N int }) (struct{}, error) {
+			calls.Add(1)
+			if p.N == 2 {
+				return struct{}{}, activities.Permanent(errors.New("two is bad"))
+			}
+			return struct{}{}, nil
+		})
+	})
+	steps := []workflows.Step{
+		{Name: "each", ForEach: "params.list", MaxParallel: 1, Handler: "test.item", Params: map[string]any{"n": "{{ .item }}"}},
+		{Name: "never", Handler: "example.echo"},
+	}
+	st, err := runFlow(t, b, map[string]any{"list": []int{1, 2, 3, 4}}, steps)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Equal(t, "step each (test.item): item 1: two is bad", st.Error)
+	require.Equal(t, int32(2), calls.Load(), "no item starts after one failed (max_parallel 1)")
+}
+
+func TestCompose_on_failure_after_retries_run_out(t *testing.T) {
+	t.Parallel()
+	var attempts atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.flaky", func(ctx context.Context, p struct{}) (struct{}, error) {
+			attempts.Add(1)
+			return struct{}{}, errors.New("planned")
+		})
+	})
+	steps := []workflows.Step{
+		{Name: "risky", Handler: "test.flaky", ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{MaximumAttempts: 3}},
+			OnFailure: []workflows.Step{{Name: "fallback", Handler: "example.echo", Params: map[string]any{"message": "recovered from {{ .error }}"}}}},
+		{Name: "after", Handler: "example.echo", Params: map[string]any{"message": "{{ .steps.fallback.echo }}"}},
+	}
+	st, err := runFlow(t, b, map[string]any{"x": 1}, steps)
+	require.NoError(t, err)
+	out := resultOf(t, st)
+	require.Equal(t, int32(3), attempts.Load())
+	require.JSONEq(t, `{"error":"planned"}`, string(out["risky"]))
+	require.JSONEq(t, `{"echo":"recovered from planned","length":22}`, string(out["fallback"]))
+	require.JSONEq(t, `{"echo":"recovered from planned","length":22}`, string(out["after"]))
+}
+
+// completeChild plays the other worker: it claims the enqueued task and
+// reports an outcome, later in workflow time.
+func completeChild(t *testing.T, b *testBundle, typeID taskmanager.ID, success bool, result map[string]any) {
+	b.env.RegisterDelayedCallback(func() {
+		ctx := context.Background()
+		raw, _ := json.Marshal(result)
+		for range 3 { // a failure is final once TaskManager's attempts (3) are spent
+			task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "remote", TaskTypeID: typeID})
+			if err != nil {
+				t.Errorf("claim the child: %v", err)
+				return
+			}
+			comp := taskmanager.Completion{WorkerID: "remote", Success: success, Result: raw, Error: "remote broke"}
+			if _, err := b.api.Complete(ctx, task.ID, comp); err != nil {
+				t.Errorf("complete the child: %v", err)
+			}
+			if success {
+				return
+			}
+		}
+	}, 90*time.Second)
+}
+
+func registerType(t *testing.T, b *testBundle, name string) taskmanager.ID {
+	t.Helper()
+	r, err := b.api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+	require.NoError(t, err)
+	return r.ID
+}
+
+func remoteSteps() []workflows.Step {
+	return []workflows.Step{
+		{Name: "remote", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": "{{ .params.n }}"}}},
+		{Name: "after", Handler: "example.echo", Params: map[string]any{"message": "remote said {{ .steps.remote.answer }}"}},
+	}
+}
+
+func TestCompose_enqueue_waits_for_the_other_worker(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	remote := registerType(t, b, "remote.job")
+	completeChild(t, b, remote, true, map[string]any{"answer": 42})
+	st, err := runFlow(t, b, map[string]any{"n": 7}, remoteSteps())
+	require.NoError(t, err)
+	out := resultOf(t, st)
+	require.JSONEq(t, `{"answer":42}`, string(out["remote"]))
+	require.JSONEq(t, `{"echo":"remote said 42","length":14}`, string(out["after"]))
+	var children []devserver.TaskState
+	for _, task := range b.tm.Tasks() {
+		if task.Type == "remote.job" {
+			children = append(children, task)
+		}
+	}
+	require.Len(t, children, 1)
+	require.JSONEq(t, `{"n":7,"_parent":"default-test-workflow-id/remote@1"}`, string(children[0].Params), "params name the parent and step")
+}
+
+func TestCompose_enqueue_child_failure_fails_the_step(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	remote := registerType(t, b, "remote.job")
+	completeChild(t, b, remote, false, nil)
+	st, err := runFlow(t, b, map[string]any{"n": 8}, remoteSteps())
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Contains(t, st.Error, "step remote (enqueue remote.job): task")
+	require.Contains(t, st.Error, "(remote.job) failed: remote broke")
+}
+
+// The create's answer is lost after TaskManager made the task (a crash
+// between creating the child and recording it): the retry finds the same
+// task, and there is one child.
+func TestCompose_enqueue_creates_one_child_when_the_answer_is_lost(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	remote := registerType(t, b, "remote.job")
+	completeChild(t, b, remote, true, map[string]any{"answer": 1})
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 9}, workflows.TypeOptions{Steps: remoteSteps()})
+	// The run's first POST is the child's create: served, its answer lost.
+	b.tm.InjectFault(devserver.Fault{Path: "/tasks", Method: "POST", After: true, Status: 503, Count: 1})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	resultOf(t, b.task(t, in.Task.ID))
+	n := 0
+	for _, task := range b.tm.Tasks() {
+		if task.Type == "remote.job" {
+			n++
+		}
+	}
+	require.Equal(t, 1, n, "one child")
+}
+
+func TestCompose_wait_for_a_signal_sent_before_the_step(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow("approve", map[string]any{"by": "ada"})
+	}, 0)
+	steps := []workflows.Step{
+		{Name: "first", Handler: "example.sleep", Params: map[string]any{"duration": 0.05}},
+		{Name: "approve", WaitFor: &workflows.WaitFor{Signal: "approve", Timeout: 10 * time.Minute}},
+		{Name: "after", Handler: "example.echo", Params: map[string]any{"message": "approved by {{ .steps.approve.by }}"}},
+	}
+	st, err := runFlow(t, b, map[string]any{"x": 1}, steps)
+	require.NoError(t, err)
+	out := resultOf(t, st)
+	require.JSONEq(t, `{"by":"ada"}`, string(out["approve"]))
+	require.JSONEq(t, `{"echo":"approved by ada","length":15}`, string(out["after"]))
+}
+
+func TestCompose_wait_for_times_out(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	steps := []workflows.Step{{Name: "approve", WaitFor: &workflows.WaitFor{Signal: "approve", Timeout: 10 * time.Minute}}}
+	st, err := runFlow(t, b, map[string]any{"x": 2}, steps)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Equal(t, `step approve (wait_for approve): no signal "approve" came within 10m0s`, st.Error)
+}
+
+// A step's own handler progress (example.sleep reports up to 100 %) does
+// not reach TaskManager: the task's progress only goes forward.
+func TestCompose_progress_never_goes_backwards(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	steps := []workflows.Step{
+		{Name: "a", Handler: "example.sleep", Params: map[string]any{"duration": 0.2}},
+		{Name: "b", Handler: "example.echo", Params: map[string]any{"message": "x"}},
+		{Name: "c", Handler: "example.sleep", Params: map[string]any{"duration": 0.2}},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"x": 3}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	var seen []int
+	for _, p := range b.tm.ProgressCalls(in.Task.ID) {
+		seen = append(seen, p.Progress)
+	}
+	require.Equal(t, []int{33, 66, 100}, seen, fmt.Sprint(seen))
+}
