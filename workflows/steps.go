@@ -248,8 +248,8 @@ type pipeline struct {
 	// failures are the messages of the steps that failed for good, by
 	// name: their fallbacks' .error.
 	failures map[string]string
-	done    int
-	total   int
+	done     int
+	total    int
 }
 
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
@@ -398,4 +398,3 @@ func (p *pipeline) reportProgress(ctx workflow.Context, message string) {
 	}
 	_ = workflow.ExecuteLocalActivity(lctx, activities.ProgressActivityName, in).Get(ctx, nil)
 }
-
