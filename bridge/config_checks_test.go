@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -241,4 +242,17 @@ func TestRegistry_checks_the_handlers_of_every_step(t *testing.T) {
 	require.NoError(t, err)
 	_, err = cfg.Registry(reg)
 	require.ErrorContains(t, err, `config: types.x.steps[0].on_failure[0].handler: no handler "nope" is registered`)
+}
+
+// The README shows examples/flow.yaml as it is.
+func TestREADME_shows_the_composition_example(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	file, err := os.ReadFile("../examples/flow.yaml")
+	require.NoError(t, err)
+	block := regexp.MustCompile("(?s)<!-- examples/flow.yaml -->\n```yaml\n(.*?)```").FindSubmatch(readme)
+	require.NotNil(t, block)
+	body := string(file)
+	require.Equal(t, body[strings.Index(body, "types:"):], string(block[1]))
 }
