@@ -42,6 +42,8 @@ type admission struct {
 	limit   int // max_in_flight
 	maxRuns int // 0: unlimited
 
+	spent chan struct{} // closed once max_runs claims were made
+
 	mu       sync.Mutex
 	changed  chan struct{}    // closed and replaced on every change
 	tickets  int              // reserved, claiming or starting
@@ -57,8 +59,12 @@ type admission struct {
 type open struct{ gen int }
 
 func newAdmission(limit, maxRuns int) *admission {
-	return &admission{limit: limit, maxRuns: maxRuns, changed: make(chan struct{}), open: map[string]*open{}, starting: map[string]bool{}}
+	return &admission{limit: limit, maxRuns: maxRuns, spent: make(chan struct{}), changed: make(chan struct{}), open: map[string]*open{}, starting: map[string]bool{}}
 }
+
+// budgetSpent is closed once max_runs claims were made: idle claim loops
+// stop waiting for work.
+func (a *admission) budgetSpent() <-chan struct{} { return a.spent }
 
 // errBudgetSpent: max_runs claims were made.
 var errBudgetSpent = errors.New("max_runs reached")
@@ -140,6 +146,9 @@ func (t *ticket) claim(workflowID string) {
 	t.a.mu.Lock()
 	defer t.a.mu.Unlock()
 	t.a.claims++
+	if t.a.claims == t.a.maxRuns {
+		close(t.a.spent)
+	}
 	t.workflow = workflowID
 	t.a.starting[workflowID] = true
 }

@@ -48,6 +48,7 @@ type Bridge struct {
 	// undecodableFor: see strikes (tests shorten it).
 	undecodableFor time.Duration
 	gate           *gate
+	scout          *scout // finds pending work for idle claim loops
 	types          []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
@@ -119,7 +120,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	bg, cancel := context.WithCancel(context.Background())
 	b := &Bridge{
 		cfg: cfg, log: o.log, api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, client.DefaultNamespace),
-		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(),
+		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		undecodableFor: defaultUndecodableFor,
 		bg:             bg, bgCancel: cancel, metrics: newMetrics(),
 	}
@@ -183,6 +184,11 @@ func (b *Bridge) serve(ctx context.Context) error {
 	go func() {
 		defer b.loops.Done()
 		b.sweeper(claimCtx)
+	}()
+	b.loops.Add(1)
+	go func() {
+		defer b.loops.Done()
+		b.runScout(claimCtx)
 	}()
 	for _, t := range b.types {
 		b.loops.Add(1)

@@ -11,7 +11,8 @@ import (
 )
 
 // claimLoop claims tasks of one type: again at once while tasks come,
-// after poll_interval (with jitter) once the type is empty, with
+// and once the type is empty, when the scout sees one pending (scout.go),
+// with
 // exponential backoff on errors (and Retry-After on 429). It takes an
 // admission ticket before each claim (so it waits while max_in_flight
 // tasks run, while starts are pending, and stops when max_runs claims were
@@ -31,7 +32,20 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 	case <-ctx.Done():
 		return
 	}
+	// Idle (at first, and once the type came up empty): wait for the
+	// scout to see a pending task of the type rather than claim blind.
+	idle := true
 	for ctx.Err() == nil {
+		if idle {
+			select {
+			case <-b.scout.wait(t.Name):
+				idle = false
+			case <-b.adm.budgetSpent():
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
 		if b.gate.wait(ctx) != nil {
 			return
 		}
@@ -68,7 +82,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		if errors.Is(err, taskmanager.ErrNoTask) {
 			failures = 0
 			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc()
-			sleep(ctx, jitter(b.cfg.PollInterval))
+			idle = true
 			continue
 		}
 		failures++

@@ -62,7 +62,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	ft := newFakeTemporal()
 	b := &Bridge{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name()),
-		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(),
+		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		bg: bg, bgCancel: cancel, metrics: newMetrics(), undecodableFor: 100 * time.Millisecond,
 	}
 	t.Cleanup(cancel)
@@ -306,6 +306,7 @@ func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
 	bb.serve(t)
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 && len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
 	clock.Add(301 * time.Second) // the claim times out; this bridge claims it again
+	bb.b.scout.wake("example.sleep")
 	require.Eventually(t, func() bool {
 		rs := bb.temporal.snapshot("task-" + id)
 		return len(rs) == 1 && len(rs[0].signals) == 1

@@ -230,7 +230,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 	// List while no claim call is under way: a task listed as ours is then
 	// either tracked already or its claim's answer is gone.
 	b.claiming.Lock()
-	var mine []taskmanager.Task
+	var mine, all []taskmanager.Task
 	var err error
 	for offset := 0; ; offset += sweepPage {
 		var page []taskmanager.Task
@@ -238,6 +238,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 		if err != nil {
 			break
 		}
+		all = append(all, page...)
 		for _, t := range page {
 			if t.ClaimedBy == b.cfg.WorkerID {
 				mine = append(mine, t)
@@ -248,6 +249,9 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 		}
 	}
 	b.claiming.Unlock()
+	if err == nil {
+		b.scout.noteClaims(all, b.cfg.WorkerID, b.cfg.ClaimTimeout, time.Now()) // claims that timed out elsewhere
+	}
 	b.log.Debug("sweep: listed this worker's claims", "claims", len(mine), "err", err)
 	if err != nil {
 		return err

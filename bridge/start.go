@@ -118,6 +118,11 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 			workflows.MemoAttempt: int(task.Attempts), workflows.MemoWorkerID: b.cfg.WorkerID,
 		},
 		StaticSummary: fmt.Sprintf("%s · task %s · attempt %d", task.Type, task.ID, task.Attempts),
+		// The run's first workflow task comes back with the start's answer
+		// to this process's worker (Temporal falls back to the task queue
+		// when it cannot): one round trip less per task, and with local
+		// activities the whole run in one workflow task.
+		EnableEagerStart: true,
 	}
 	if b.searchAttrs {
 		opts.TypedSearchAttributes = temporal.NewSearchAttributes(taskTypeKey.ValueSet(task.Type), taskIDKey.ValueSet(string(task.ID)))
