@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager"
@@ -55,6 +56,9 @@ type TaskState struct {
 // ReadTask is the activity that reads an enqueued task.
 func (a *Activities) ReadTask(ctx context.Context, taskID string) (TaskState, error) {
 	t, err := a.TaskManager.GetTask(ctx, taskmanager.ID(taskID))
+	if errors.Is(err, taskmanager.ErrNotFound) {
+		return TaskState{}, Permanent(fmt.Errorf("task %s is not found in TaskManager (deleted?)", taskID))
+	}
 	if err != nil {
 		return TaskState{}, Transient(fmt.Errorf("read task %s: %w", taskID, err), taskmanager.RetryAfter(err))
 	}

@@ -218,6 +218,10 @@ func TestLoad_checks_composition(t *testing.T) {
 		{flow("      - { name: a, wait_for: { signal: tmbridge.claim } }\n"), "the bridge's own signal"},
 		{flow("      - { wait_for: { signal: s } }\n"), "steps[0].name: an enqueue, wait_for or on_failure step needs a name"},
 		{flow("      - { name: a, handler: h, wait_for: { signal: s } }\n"), "set one of handler, parallel, enqueue and wait_for"},
+		{flow("      - { name: a, enqueue: { type: t }, params: { n: 1 } }\n"), "steps[0].params: an enqueue step's params are enqueue.params"},
+		{flow("      - { name: a, wait_for: { signal: s }, retry: { maximum_attempts: 2 } }\n"), "steps[0].retry: task_queue, local, timeouts and retry are for handler steps"},
+		{flow("      - { name: a, wait_for: { signal: s } }\n      - { name: b, wait_for: { signal: s } }\n"), `two wait_for steps wait for signal "s"`},
+		{flow("      - { name: g, parallel: [{ name: x, handler: h }] }\n      - { name: g, handler: h }\n"), `name "g" is used twice`},
 	}
 	for _, c := range cases {
 		_, err := Load([]string{"--config=" + writeFile(t, c.file)}, nil, &bytes.Buffer{})

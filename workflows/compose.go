@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -20,8 +22,11 @@ import (
 // sets it, so runs of types without them issue the commands they always
 // did.
 
-// Defaults of the constructs.
+// Defaults and bounds of the constructs.
 const (
+	// MaxForEachItems bounds a for_each list: each item is an activity in
+	// the run's history, which Temporal caps at 51,200 events.
+	MaxForEachItems        = 1000
 	DefaultMaxParallel     = 10
 	DefaultPollInterval    = time.Second
 	DefaultMaxPollInterval = time.Minute
@@ -32,21 +37,28 @@ const (
 // its fallbacks, if any, failed too). extra are template names beyond
 // .params and .steps (.error in a fallback).
 func (p *pipeline) step(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
+	var f workflow.Future
 	if s.When != "" {
-		run, err := evalBool(s.When, p.exprVars())
-		if err != nil {
-			return failedFuture(ctx, p.fail(s, err))
-		}
-		if !run {
-			p.done++
+		run, err := p.when(ctx, s.When)
+		switch {
+		case err != nil:
+			f = failedFuture(ctx, p.fail(s, err))
+		case !run:
+			p.skip(s)
 			return doneFuture(ctx)
 		}
 	}
-	var f workflow.Future
 	switch {
+	case f != nil: // when failed
 	case len(s.Parallel) > 0:
 		fut, settle := workflow.NewFuture(ctx)
-		workflow.Go(ctx, func(c workflow.Context) { settle.Set(nil, p.runParallel(c, s.Parallel)) })
+		workflow.Go(ctx, func(c workflow.Context) {
+			if err := p.runParallel(c, s.Parallel, extra); err != nil {
+				settle.SetError(p.fail(s, err))
+				return
+			}
+			settle.Set(nil, nil)
+		})
 		f = fut
 	case s.ForEach != "":
 		f = p.runForEach(ctx, s, extra)
@@ -63,6 +75,56 @@ func (p *pipeline) step(ctx workflow.Context, s Step, extra map[string]any) work
 	return p.withFallbacks(ctx, s, f)
 }
 
+// when evaluates a step's condition. Its value is recorded in history (a
+// side effect): a run replays the branch it took, whatever a newer CEL
+// library or a map's order would say.
+func (p *pipeline) when(ctx workflow.Context, src string) (bool, error) {
+	var out exprResult
+	err := workflow.SideEffect(ctx, func(workflow.Context) any {
+		v, err := evalBool(src, p.exprVars())
+		return exprResult{Value: v, Err: errText(err)}
+	}).Get(&out)
+	if err == nil && out.Err != "" {
+		err = errors.New(out.Err)
+	}
+	b, _ := out.Value.(bool)
+	return b, err
+}
+
+// items evaluates a for_each list, recorded in history as when is.
+func (p *pipeline) items(ctx workflow.Context, src string) ([]any, error) {
+	var out struct {
+		Value []any  `json:"value"`
+		Err   string `json:"err,omitempty"`
+	}
+	err := workflow.SideEffect(ctx, func(workflow.Context) any {
+		v, err := evalList(src, p.exprVars())
+		return exprResult{Value: v, Err: errText(err)}
+	}).Get(&out)
+	if err == nil && out.Err != "" {
+		err = errors.New(out.Err)
+	}
+	return out.Value, err
+}
+
+// exprResult is an expression's value, or why it has none.
+type exprResult struct {
+	Value any    `json:"value"`
+	Err   string `json:"err,omitempty"`
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// skip counts a step whose when was false as done.
+func (p *pipeline) skip(s Step) {
+	p.done += countedSteps([]Step{s})
+}
+
 // withFallbacks runs s's on_failure steps, in order, when f fails for
 // good: s's entry becomes {"error": "…"} and the task goes on. A step
 // cancelled with its group (a parallel sibling failed) gets no fallback.
@@ -74,8 +136,12 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 			settle.Set(nil, err)
 			return
 		}
-		msg := p.failures[s.Name]
+		msg, ok := p.failures[s.Name]
+		if !ok {
+			msg = failureMessage(s.kind(), err)
+		}
 		p.results[s.Name], _ = json.Marshal(map[string]string{"error": msg})
+		p.done += countedSteps([]Step{s}) // handled: its fallbacks do not count
 		for _, fb := range s.OnFailure {
 			if err := p.step(c, fb, map[string]any{"error": msg}).Get(c, nil); err != nil {
 				settle.SetError(err)
@@ -91,7 +157,10 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 // most max_parallel at once; the result is the items' results in order.
 // An item that fails for good fails the step and cancels the others.
 func (p *pipeline) runForEach(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
-	items, err := evalList(s.ForEach, p.exprVars())
+	items, err := p.items(ctx, s.ForEach)
+	if err == nil && len(items) > MaxForEachItems {
+		err = fmt.Errorf("for_each gave %d items, over the %d a step runs (each is an activity in the run's history)", len(items), MaxForEachItems)
+	}
 	if err != nil {
 		return failedFuture(ctx, p.fail(s, err))
 	}
@@ -129,7 +198,9 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		if err != nil {
 			f = failedFuture(ictx, err)
 		} else {
-			f = s.options(p.opts, !p.exact).execute(ictx, s.Handler, p.handlerInput(s, params))
+			in := p.handlerInput(s, params)
+			in.Step = fmt.Sprintf("%s[%d]", s.Name, i)
+			f = s.options(p.opts, !p.exact).execute(ictx, s.Handler, in)
 		}
 		running++
 		sel.AddFuture(f, func(f workflow.Future) {
@@ -198,8 +269,8 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 	if e.Timeout > 0 {
 		deadline = workflow.Now(ctx).Add(e.Timeout)
 	}
-	workflow.SetCurrentDetails(ctx, fmt.Sprintf("step %s waits for TaskManager task %s (%s)", s.Name, created.TaskID, e.Type))
-	defer workflow.SetCurrentDetails(ctx, "")
+	p.waiting(ctx, s.Name, fmt.Sprintf("step %s waits for TaskManager task %s (%s)", s.Name, created.TaskID, e.Type))
+	defer p.waiting(ctx, s.Name, "")
 	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 30 * time.Second, ScheduleToCloseTimeout: 5 * time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
@@ -211,16 +282,23 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
+		case isNonRetryable(err): // gone from TaskManager
+			return nil, err
 		case err != nil: // TaskManager unreachable for minutes: read again later
 		case st.Status == taskmanager.StatusCompleted:
 			return taskmanager.OrEmptyObject(st.Result), nil
 		case st.Status == taskmanager.StatusFailed:
 			return nil, fmt.Errorf("task %s (%s) failed: %s", created.TaskID, e.Type, cmp.Or(st.Error, "no message"))
 		}
-		if !deadline.IsZero() && !workflow.Now(ctx).Add(wait).Before(deadline) {
-			return nil, fmt.Errorf("task %s (%s) did not end within %s", created.TaskID, e.Type, e.Timeout)
+		sleepFor := wait
+		if !deadline.IsZero() {
+			left := deadline.Sub(workflow.Now(ctx))
+			if left <= 0 {
+				return nil, fmt.Errorf("task %s (%s) did not end within %s", created.TaskID, e.Type, e.Timeout)
+			}
+			sleepFor = min(wait, left) // a last read at the deadline
 		}
-		if err := workflow.Sleep(ctx, wait); err != nil {
+		if err := workflow.Sleep(ctx, sleepFor); err != nil {
 			return nil, err
 		}
 		wait = min(2*wait, cmp.Or(e.MaxPollInterval, DefaultMaxPollInterval))
@@ -249,8 +327,8 @@ func (p *pipeline) runWaitFor(ctx workflow.Context, s Step) workflow.Future {
 		if w.Timeout > 0 {
 			details += fmt.Sprintf(" until %s", workflow.Now(c).Add(w.Timeout).UTC().Format(time.RFC3339))
 		}
-		workflow.SetCurrentDetails(c, details)
-		defer workflow.SetCurrentDetails(c, "")
+		p.waiting(c, s.Name, details)
+		defer p.waiting(c, s.Name, "")
 		var payload json.RawMessage
 		got, timedOut := false, false
 		sel := workflow.NewSelector(c)
@@ -288,11 +366,43 @@ func asObject(raw json.RawMessage) json.RawMessage {
 	return obj
 }
 
+// waiting sets what step name waits for ("": nothing) and shows every
+// wait in the run's current details (Temporal Web).
+func (p *pipeline) waiting(ctx workflow.Context, name, what string) {
+	if what == "" {
+		delete(p.waits, name)
+	} else {
+		p.waits[name] = what
+	}
+	var lines []string
+	for _, n := range slices.Sorted(maps.Keys(p.waits)) {
+		lines = append(lines, p.waits[n])
+	}
+	workflow.SetCurrentDetails(ctx, strings.Join(lines, "\n"))
+}
+
 // record keeps a step's result and reports the progress made.
 func (p *pipeline) record(ctx workflow.Context, s Step, out json.RawMessage) {
 	p.results[s.Name] = out
+	if p.fallbacks[s.Name] {
+		return // a fallback's step counted when it failed
+	}
 	p.done++
 	p.reportProgress(ctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+}
+
+// countedSteps counts the steps that make the task's progress: every step
+// that runs something, fallbacks aside.
+func countedSteps(steps []Step) int {
+	n := 0
+	for _, s := range steps {
+		if len(s.Parallel) > 0 {
+			n += countedSteps(s.Parallel)
+		} else {
+			n++
+		}
+	}
+	return n
 }
 
 // fail records why s failed for good (its fallbacks' .error) and returns

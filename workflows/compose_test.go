@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
@@ -264,4 +265,92 @@ func TestCompose_progress_never_goes_backwards(t *testing.T) {
 		seen = append(seen, p.Progress)
 	}
 	require.Equal(t, []int{33, 66, 100}, seen, fmt.Sprint(seen))
+}
+
+// A list literal, and a list computed over params, are lists.
+func TestCompose_for_each_over_literal_and_computed_lists(t *testing.T) {
+	t.Parallel()
+	for expr, want := range map[string]string{
+		"[1, 2]":                         `[{"echo":"n1","length":2},{"echo":"n2","length":2}]`,
+		"params.numbers.map(x, x * 2.0)": `[{"echo":"n6","length":2}]`,
+		"['a', 'b'].filter(x, x != 'a')": `[{"echo":"nb","length":2}]`,
+	} {
+		b := setup(t, nil)
+		steps := []workflows.Step{{Name: "each", ForEach: expr, Handler: "example.echo", Params: map[string]any{"message": "n{{ .item }}"}}}
+		st, err := runFlow(t, b, map[string]any{"numbers": []int{3}}, steps)
+		require.NoError(t, err, expr)
+		require.JSONEq(t, want, string(resultOf(t, st)["each"]), expr)
+	}
+}
+
+// An item that fails cancels the items still running.
+func TestCompose_for_each_failure_cancels_running_items(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.item", func(ctx context.Context, p struct{ N int }) (struct{}, error) {
+			if p.N == 0 {
+				return struct{}{}, activities.Permanent(errors.New("zero"))
+			}
+			select { // until cancelled (or the test ends)
+			case <-ctx.Done():
+			case <-release:
+			}
+			return struct{}{}, ctx.Err()
+		})
+	})
+	var cancelled atomic.Int32
+	b.env.SetOnActivityCanceledListener(func(*activity.Info) { cancelled.Add(1) })
+	steps := []workflows.Step{{Name: "each", ForEach: "params.list", MaxParallel: 3, Handler: "test.item",
+		Params: map[string]any{"n": "{{ .item }}"}, ActivityOptions: workflows.ActivityOptions{HeartbeatTimeout: 5 * time.Second}}}
+	st, err := runFlow(t, b, map[string]any{"list": []int{1, 2, 0}}, steps)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Equal(t, "step each (test.item): item 2: zero", st.Error)
+	require.Equal(t, int32(2), cancelled.Load(), "both running items' cancellation is requested")
+}
+
+func TestCompose_enqueue_timeout_waits_the_whole_timeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	registerType(t, b, "remote.job")
+	steps := []workflows.Step{{Name: "remote", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": 1}, Timeout: time.Minute}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
+	start := b.env.Now()
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Contains(t, b.task(t, in.Task.ID).Error, "did not end within 1m0s")
+	require.GreaterOrEqual(t, b.env.Now().Sub(start), time.Minute, "not before the timeout")
+}
+
+func TestCompose_enqueue_child_gone_fails_the_step(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	registerType(t, b, "remote.job")
+	// The child (task 2) is gone: its reads answer 404.
+	b.tm.InjectFault(devserver.Fault{Path: "/tasks/2", Method: "GET", Status: 404, Body: `{"success":false,"error":"Task not found"}`})
+	st, err := runFlow(t, b, map[string]any{"n": 2}, remoteSteps())
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Contains(t, st.Error, "step remote (enqueue remote.job)")
+	require.Contains(t, st.Error, "not found")
+}
+
+// when and on_failure apply to parallel groups, nested ones too, and a
+// fallback of a group gets the group's failure.
+func TestCompose_groups_take_when_and_on_failure(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	steps := []workflows.Step{
+		{Parallel: []workflows.Step{
+			{Name: "skipped", When: "false", Parallel: []workflows.Step{{Name: "never", Handler: "example.echo"}}},
+			{Name: "grp", Parallel: []workflows.Step{{Name: "boom", Handler: "example.error", Params: map[string]any{"message": "no"}}},
+				OnFailure: []workflows.Step{{Name: "fb", Handler: "example.echo", Params: map[string]any{"message": "err={{ .error }}"}}}},
+		}},
+	}
+	st, err := runFlow(t, b, map[string]any{"x": 1}, steps)
+	require.NoError(t, err)
+	out := resultOf(t, st)
+	require.NotContains(t, out, "never")
+	require.JSONEq(t, `{"error":"step boom (example.error): no"}`, string(out["grp"]))
+	require.JSONEq(t, `{"echo":"err=step boom (example.error): no","length":33}`, string(out["fb"]))
 }

@@ -52,7 +52,7 @@ func compileExpr(src string, want *cel.Type) (*cel.Ast, error) {
 		return nil, errors.New(strings.ReplaceAll(iss.Err().Error(), "\n", " "))
 	}
 	out := checked.OutputType()
-	if !out.IsExactType(types.DynType) && !out.IsAssignableType(want) {
+	if !out.IsExactType(types.DynType) && !want.IsAssignableType(out) {
 		return nil, fmt.Errorf("gives %s, want %s", out, want)
 	}
 	return checked, nil

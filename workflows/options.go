@@ -187,18 +187,25 @@ func (o TypeOptions) Validate() error {
 		errs = append(errs, errors.New("workflow: set workflow or steps, not both"))
 	}
 	all := map[string]bool{}
-	for _, s := range leaves(o.Steps) {
+	signals := map[string]bool{}
+	for _, s := range named(o.Steps) {
 		if all[s.name()] {
 			errs = append(errs, fmt.Errorf("steps: name %q is used twice (give the steps distinct names)", s.name()))
 		}
 		all[s.name()] = true
+		if w := s.WaitFor; w != nil {
+			if signals[w.Signal] {
+				errs = append(errs, fmt.Errorf("steps: two wait_for steps wait for signal %q: one signal would end both", w.Signal))
+			}
+			signals[w.Signal] = true
+		}
 	}
 	before := map[string]bool{}
 	for i, s := range o.Steps {
 		for _, err := range s.validate(scope{before: before, all: all}) {
 			errs = append(errs, fmt.Errorf("steps[%d].%w", i, err))
 		}
-		for _, l := range leaves([]Step{s}) {
+		for _, l := range named([]Step{s}) {
 			before[l.name()] = true
 		}
 	}
@@ -219,6 +226,20 @@ func (o TypeOptions) Validate() error {
 	}
 	walk("steps", res.Steps)
 	return errors.Join(errs...)
+}
+
+// named returns every step with a result entry: the steps that run
+// something, fallbacks, and named parallel groups.
+func named(steps []Step) []Step {
+	var out []Step
+	for _, s := range steps {
+		if len(s.Parallel) == 0 || s.Name != "" {
+			out = append(out, s)
+		}
+		out = append(out, named(s.Parallel)...)
+		out = append(out, named(s.OnFailure)...)
+	}
+	return out
 }
 
 // check reports resolved retry options that Temporal would refuse.

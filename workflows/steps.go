@@ -136,6 +136,14 @@ func (s Step) validate(sc scope) []error {
 		return []error{errors.New("name: an enqueue, wait_for or on_failure step needs a name (its result's key)")}
 	}
 	errs := s.ActivityOptions.validate()
+	if s.Enqueue != nil || s.WaitFor != nil {
+		if s.Params != nil {
+			errs = append(errs, errors.New("params: an enqueue step's params are enqueue.params; a wait_for step has none"))
+		}
+		if o := s.ActivityOptions; o.TaskQueue != "" || o.Local != nil || o.StartToCloseTimeout != 0 || o.ScheduleToCloseTimeout != 0 || o.HeartbeatTimeout != 0 || !o.Retry.isZero() {
+			errs = append(errs, errors.New("retry: task_queue, local, timeouts and retry are for handler steps (enqueue and wait_for have their own timeout)"))
+		}
+	}
 	add := func(prefix string, err error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s%w", prefix, err))
@@ -189,11 +197,12 @@ func (s Step) validate(sc scope) []error {
 	}
 	// Fallbacks see the steps before this one, and each other in order.
 	fb := scope{before: maps.Clone(before), all: all, fallback: true}
+	fb.before[s.name()] = true // its {"error": …} entry
 	for i, f := range s.OnFailure {
 		for _, err := range f.validate(fb) {
 			errs = append(errs, fmt.Errorf("on_failure[%d].%w", i, err))
 		}
-		for _, l := range leaves([]Step{f}) {
+		for _, l := range named([]Step{f}) {
 			fb.before[l.name()] = true
 		}
 	}
@@ -247,31 +256,58 @@ type pipeline struct {
 	results map[string]json.RawMessage
 	// failures are the messages of the steps that failed for good, by
 	// name: their fallbacks' .error.
-	failures map[string]string
+	failures  map[string]string
+	fallbacks map[string]bool   // names of on_failure steps
+	waits     map[string]string // what each waiting step waits for
+	// progress carries the task's progress to one poster, in order (runs
+	// with exact templates; older runs post inline).
+	progress workflow.Channel
+	posted   workflow.Future
 	done     int
 	total    int
 }
 
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
-	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, failures: map[string]string{}, total: len(leaves(opts.Steps))}
+	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, failures: map[string]string{},
+		fallbacks: map[string]bool{}, waits: map[string]string{}, total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
-	params, err := p.decode(taskmanager.OrEmptyObject(in.Task.Params))
+	for _, s := range leaves(opts.Steps) {
+		for _, f := range leaves(s.OnFailure) {
+			p.fallbacks[f.Name] = true
+		}
+	}
+	if p.exact {
+		p.startProgress(ctx)
+	}
+	err := p.run(ctx)
+	if p.exact {
+		p.flushProgress(ctx) // the last progress before the report
+	}
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError("task params are not JSON: "+err.Error(), activities.ErrTypeInvalidParams, err)
+		return nil, err
+	}
+	return json.Marshal(p.results)
+}
+
+// run runs the steps in order; the first that fails for good ends it.
+func (p *pipeline) run(ctx workflow.Context) error {
+	params, err := p.decode(taskmanager.OrEmptyObject(p.in.Task.Params))
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError("task params are not JSON: "+err.Error(), activities.ErrTypeInvalidParams, err)
 	}
 	p.params = params
-	for _, s := range opts.Steps {
+	for _, s := range p.opts.Steps {
 		var err error
 		if len(s.Parallel) > 0 && s.When == "" && len(s.OnFailure) == 0 {
-			err = p.runParallel(ctx, s.Parallel)
+			err = p.runParallel(ctx, s.Parallel, nil)
 		} else {
 			err = p.step(ctx, s, nil).Get(ctx, nil)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return json.Marshal(p.results)
+	return nil
 }
 
 // runOne starts one handler step; its future settles once the result is
@@ -309,22 +345,14 @@ func (p *pipeline) handlerInput(s Step, params json.RawMessage) activities.Handl
 
 // runParallel runs a group at once; the first step that fails for good
 // cancels the others and fails the group.
-func (p *pipeline) runParallel(ctx workflow.Context, group []Step) error {
+func (p *pipeline) runParallel(ctx workflow.Context, group []Step, extra map[string]any) error {
 	gctx, cancel := workflow.WithCancel(ctx)
 	defer cancel()
 	sel := workflow.NewSelector(ctx)
 	var firstErr error
 	pending := 0
 	for _, s := range group {
-		var f workflow.Future
-		if len(s.Parallel) > 0 {
-			sub := s.Parallel
-			fut, settle := workflow.NewFuture(gctx)
-			workflow.Go(gctx, func(c workflow.Context) { settle.Set(nil, p.runParallel(c, sub)) })
-			f = fut
-		} else {
-			f = p.step(gctx, s, nil)
-		}
+		f := p.step(gctx, s, extra)
 		pending++
 		sel.AddFuture(f, func(f workflow.Future) {
 			pending--
@@ -388,13 +416,50 @@ func (p *pipeline) decode(raw []byte) (any, error) {
 
 // reportProgress tells TaskManager how far the steps are; best effort.
 func (p *pipeline) reportProgress(ctx workflow.Context, message string) {
-	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+	in := activities.ProgressInput{
+		TaskID: p.in.Task.ID, WorkerID: p.claims.current.WorkerID,
+		Percent: min(p.done*100/max(p.total, 1), 100), Message: message,
+	}
+	if p.progress != nil {
+		p.progress.SendAsync(in)
+		return
+	}
+	_ = workflow.ExecuteLocalActivity(progressContext(ctx), activities.ProgressActivityName, in).Get(ctx, nil)
+}
+
+func progressContext(ctx workflow.Context) workflow.Context {
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 10 * time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 2},
 	})
-	in := activities.ProgressInput{
-		TaskID: p.in.Task.ID, WorkerID: p.claims.current.WorkerID,
-		Percent: p.done * 100 / max(p.total, 1), Message: message,
-	}
-	_ = workflow.ExecuteLocalActivity(lctx, activities.ProgressActivityName, in).Get(ctx, nil)
+}
+
+// startProgress starts the one poster of the task's progress: it posts in
+// order, the latest only, and never a value below one it posted, so
+// TaskManager never sees progress go back (parallel steps finish in any
+// order, and their posts would race).
+func (p *pipeline) startProgress(ctx workflow.Context) {
+	p.progress = workflow.NewBufferedChannel(ctx, 1024)
+	done, settle := workflow.NewFuture(ctx)
+	p.posted = done
+	workflow.Go(ctx, func(c workflow.Context) {
+		defer settle.Set(nil, nil)
+		last := -1
+		var in activities.ProgressInput
+		for p.progress.Receive(c, &in) {
+			for p.progress.ReceiveAsync(&in) { // only the latest
+			}
+			if in.Percent <= last {
+				continue
+			}
+			last = in.Percent
+			_ = workflow.ExecuteLocalActivity(progressContext(c), activities.ProgressActivityName, in).Get(c, nil)
+		}
+	})
+}
+
+// flushProgress lets the poster post what is left, before the report.
+func (p *pipeline) flushProgress(ctx workflow.Context) {
+	p.progress.Close()
+	_ = p.posted.Get(ctx, nil)
 }
