@@ -78,6 +78,9 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 	if errors.Is(err, taskmanager.ErrUnauthorized) {
 		a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)
 	}
+	if a.Reported != nil {
+		a.Reported(info.WorkflowExecution.ID) // the run closes in a moment, or goes on (an error): either way worth a look
+	}
 	return out, err
 }
 

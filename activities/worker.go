@@ -33,6 +33,9 @@ type Activities struct {
 	// CurrentClaim, when set, returns the worker id that holds a task now
 	// (queried from its workflow); progress uses it after a 403.
 	CurrentClaim func(ctx context.Context, workflowID string) (string, error)
+	// Reported, when set, is told that a task's outcome reached TaskManager
+	// (its run is about to close).
+	Reported func(workflowID string)
 	// ProgressInterval is the least time between two progress calls for one
 	// task; more frequent updates only heartbeat. Default 2s.
 	ProgressInterval time.Duration

@@ -229,6 +229,25 @@ func (a *admission) closed(workflowID string, gen int) bool {
 	return true
 }
 
+// isOpen reports whether workflowID has a run counted open.
+func (a *admission) isOpen(workflowID string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.open[workflowID]
+	return ok
+}
+
+// openIDs returns the workflow ids with a run counted open.
+func (a *admission) openIDs() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids := make([]string, 0, len(a.open))
+	for id := range a.open {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // tracked reports whether workflowID is open or a claim of it is being
 // started.
 func (a *admission) tracked(workflowID string) bool {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
@@ -48,7 +49,10 @@ type Bridge struct {
 	// undecodableFor: see strikes (tests shorten it).
 	undecodableFor time.Duration
 	gate           *gate
-	scout          *scout // finds pending work for idle claim loops
+	scout          *scout      // finds pending work for idle claim loops
+	closerOn       atomic.Bool // the closer sees runs close (else: one watch per run)
+	closerOnce     sync.Once
+	closerKick     chan struct{} // a report landed: look for closed runs
 	types          []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
@@ -139,7 +143,9 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		b.worker.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
-	b.acts = &activities.Activities{Registry: b.reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim}
+	b.closerOn.Store(true)
+	b.closerKick = make(chan struct{}, 1)
+	b.acts = &activities.Activities{Registry: b.reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim, Reported: b.reported}
 	b.acts.RegisterOn(b.worker)
 	return b, nil
 }
@@ -190,6 +196,7 @@ func (b *Bridge) serve(ctx context.Context) error {
 		defer b.loops.Done()
 		b.runScout(claimCtx)
 	}()
+	b.closerOnce.Do(func() { go b.closer(b.bg) })
 	for _, t := range b.types {
 		b.loops.Add(1)
 		b.claimLoops.Add(1)

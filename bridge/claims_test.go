@@ -65,6 +65,8 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		bg: bg, bgCancel: cancel, metrics: newMetrics(), undecodableFor: 100 * time.Millisecond,
 	}
+	b.closerOn.Store(true)
+	b.closerKick = make(chan struct{}, 1)
 	t.Cleanup(cancel)
 	for _, name := range testTypes {
 		r, err := api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
@@ -306,7 +308,7 @@ func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
 	bb.serve(t)
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 && len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
 	clock.Add(301 * time.Second) // the claim times out; this bridge claims it again
-	bb.b.scout.wake("example.sleep")
+	bb.b.scout.wake("example.sleep") // as renewAt does once the claim timeout passed
 	require.Eventually(t, func() bool {
 		rs := bb.temporal.snapshot("task-" + id)
 		return len(rs) == 1 && len(rs[0].signals) == 1

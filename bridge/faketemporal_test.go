@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	commonpb "go.temporal.io/api/common/v1"
@@ -156,15 +157,16 @@ func (f *fakeTemporal) GetWorkflow(ctx context.Context, id, runID string) client
 	return fakeWorkflowRun{f: f, id: id, runID: runID}
 }
 
-func (f *fakeTemporal) ListWorkflow(ctx context.Context, _ *workflowservice.ListWorkflowExecutionsRequest) (*workflowservice.ListWorkflowExecutionsResponse, error) {
+func (f *fakeTemporal) ListWorkflow(ctx context.Context, req *workflowservice.ListWorkflowExecutionsRequest) (*workflowservice.ListWorkflowExecutionsResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
 		return nil, errDown
 	}
+	wantClosed := strings.Contains(req.GetQuery(), "ExecutionStatus != 'Running'")
 	resp := &workflowservice.ListWorkflowExecutionsResponse{}
 	for id := range f.runs {
-		if r := f.latest(id); !isClosed(r) {
+		if r := f.latest(id); isClosed(r) == wantClosed {
 			resp.Executions = append(resp.Executions, r.info())
 		}
 	}

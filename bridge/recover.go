@@ -18,7 +18,8 @@ import (
 )
 
 // watch waits until no run of workflowID is open, as Temporal says, then
-// gives its admission slot back. An error (Temporal unreachable for longer
+// gives its admission slot back; without visibility, each open run has one
+// (closer.go watches them all at once). An error (Temporal unreachable for longer
 // than a history long poll, say) never frees the slot: the watch asks
 // again until Temporal answers.
 func (b *Bridge) watch(workflowID string) {
@@ -45,6 +46,19 @@ func (b *Bridge) runClosed(workflowID string) (bool, error) {
 	getErr := b.runs.GetWorkflow(b.bg, workflowID, "").Get(b.bg, nil)
 	ctx, cancel := context.WithTimeout(b.bg, 10*time.Second)
 	defer cancel()
+	closed, err := b.describeClosed(ctx, workflowID)
+	if err != nil || closed {
+		return closed, err
+	}
+	if getErr != nil && !isWorkflowResult(getErr) {
+		return false, fmt.Errorf("wait for the run: %w", getErr)
+	}
+	return false, nil // still ours, or another run of ours started since
+}
+
+// describeClosed asks Temporal whether workflowID's latest run is closed:
+// closed, gone, or serving another worker's claim now (it counts there).
+func (b *Bridge) describeClosed(ctx context.Context, workflowID string) (bool, error) {
 	desc, err := b.runs.DescribeWorkflowExecution(ctx, workflowID, "")
 	var gone *serviceerror.NotFound
 	if errors.As(err, &gone) {
@@ -64,10 +78,7 @@ func (b *Bridge) runClosed(workflowID string) (bool, error) {
 	if worker != "" && worker != b.cfg.WorkerID {
 		return true, nil // the open run serves another worker's claim now: it counts there
 	}
-	if getErr != nil && !isWorkflowResult(getErr) {
-		return false, fmt.Errorf("wait for the run: %w", getErr)
-	}
-	return false, nil // still ours, or another run of ours started since
+	return false, nil
 }
 
 // isWorkflowResult reports whether err is a run's own outcome (it failed,
@@ -99,7 +110,7 @@ func (b *Bridge) recoverRuns(ctx context.Context) {
 			}
 			found++
 			if id := ex.GetExecution().GetWorkflowId(); b.adm.adoptRun(id) {
-				go b.watch(id)
+				b.watchRun(id)
 			}
 		}
 		if token = resp.NextPageToken; len(token) == 0 {
@@ -294,7 +305,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 			switch state {
 			case runOpen:
 				if tk.opened(id) {
-					go b.watch(id)
+					b.watchRun(id)
 				}
 			case runDone:
 				tk.dropped()

@@ -80,10 +80,26 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 			b.log.Info("no run needed: this claim's run already closed, or the claim is over", "workflow_id", id)
 		default:
 			if tk.opened(id) {
-				go b.watch(id)
+				b.watchRun(id)
 			}
+			b.renewAt(id, t.Name, claimedAt)
 		}
 	}()
+}
+
+// renewAt wakes the claim loop of typ when the claim made at claimedAt
+// times out while its run is still open: TaskManager hands the task out
+// again, and this bridge claims it first (the new claim goes to the open
+// run, as any claim of a running task does), rather than another worker.
+func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time) {
+	if claimedAt.IsZero() {
+		return
+	}
+	time.AfterFunc(time.Until(claimedAt.Add(b.cfg.ClaimTimeout))+100*time.Millisecond, func() {
+		if b.bg.Err() == nil && b.adm.isOpen(workflowID) {
+			b.scout.wake(typ)
+		}
+	})
 }
 
 // startError is a start Temporal will never accept: the task is failed.

@@ -94,7 +94,7 @@ func TestE2E_histories_replay_v2(t *testing.T) {
 	moved := s.create("example.sleep", map[string]any{"duration": 2.5})
 	cancelled := s.create("example.echo", map[string]any{"message": "cancel me while reporting"})
 	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + cancelled + "/complete", Status: 503, RetryAfter: time.Second, Count: 4})
-	stop := s.runBridge(nil, "bridge-h2")
+	stop := s.runBridge(nil, "bridge-h2", "--claim-timeout=1s") // TaskManager's, so the bridge renews its claim
 
 	// Cancel the echo task's run once its report is retrying.
 	wfID := s.prefix + cancelled

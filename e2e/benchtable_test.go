@@ -1,0 +1,252 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+)
+
+// TestBenchTable is `make bench`: on one dev server, side by side, plain
+// Temporal running workflows of the bridge's shape (a handler activity,
+// then a report activity) and tmbridge running example.echo tasks, then
+// 200 one-second tasks, 1,000 tasks in flight and an idle bridge. It
+// prints one markdown table (also to bench.md with TMBRIDGE_BENCH_OUT).
+// The figures are measurements, not assertions: it only runs with
+// TMBRIDGE_BENCH=1.
+func TestBenchTable(t *testing.T) {
+	if os.Getenv("TMBRIDGE_BENCH") == "" {
+		t.Skip("set TMBRIDGE_BENCH=1 (make bench)")
+	}
+	var rows []string
+	row := func(what, figure string) {
+		rows = append(rows, fmt.Sprintf("| %s | %s |", what, figure))
+		t.Logf("%s: %s", what, figure)
+	}
+	const n, inFlight = 600, 50
+	for _, mode := range []struct {
+		name         string
+		local, eager bool
+	}{{"regular activities", false, false}, {"regular activities, eager start", false, true}, {"local activities", true, false}, {"local activities, eager start", true, true}} {
+		rate, events := plainTemporal(t, n, inFlight, mode.local, mode.eager)
+		row("plain Temporal, "+mode.name, fmt.Sprintf("%.0f workflows/s, %d events each", rate, events))
+	}
+	for _, mode := range []struct{ name, config string }{
+		{"tmbridge, default options", "types: {}\n"},
+		{"tmbridge, `local: true` (short handlers)", "types:\n  example.echo: { local: true }\n"},
+	} {
+		rate, events := bridgeThroughput(t, n, inFlight, mode.config)
+		row(mode.name+", example.echo", fmt.Sprintf("%.0f tasks/s, %d events each", rate, events))
+	}
+	wall := sleepyTasks(t, 200)
+	row("200 one-second tasks, default options", fmt.Sprintf("%.1f s (%.0f × a one-at-a-time worker)", wall.Seconds(), 200/wall.Seconds()))
+	reached, rss := thousandInFlight(t)
+	row("1,000 twenty-second tasks in flight", fmt.Sprintf("reached in %.1f s; bridge peak RSS %d MB", reached.Seconds(), rss>>20))
+	perInterval, cpu := idleBridge(t)
+	row("idle, two types, poll interval 1 s", fmt.Sprintf("%.2f TaskManager requests per interval (0 claims), %.2f %% CPU", perInterval, cpu))
+
+	table := fmt.Sprintf("Measured %s on %d CPUs, Go %s, Temporal CLI dev server (in memory), %d tasks, %d in flight.\n\n| what | figure |\n|---|---|\n%s\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), n, inFlight, strings.Join(rows, "\n"))
+	fmt.Println(table)
+	if out := os.Getenv("TMBRIDGE_BENCH_OUT"); out != "" {
+		require.NoError(t, os.WriteFile(out, []byte(table), 0o644))
+	}
+}
+
+// plainTemporal runs n workflows of the bridge's shape with inFlight at
+// once; it returns workflows/s and one run's history length.
+func plainTemporal(t *testing.T, n, inFlight int, local, eager bool) (float64, int) {
+	s := newStack(t, devserver.StylePHP)
+	w := worker.New(s.tc, s.queue, worker.Options{MaxConcurrentActivityExecutionSize: inFlight, MaxConcurrentLocalActivityExecutionSize: inFlight})
+	w.RegisterActivityWithOptions(func(ctx context.Context, msg string) (string, error) { return msg, nil }, activity.RegisterOptions{Name: "handle"})
+	w.RegisterActivityWithOptions(func(ctx context.Context, msg string) error { return nil }, activity.RegisterOptions{Name: "report"})
+	w.RegisterWorkflowWithOptions(func(ctx workflow.Context, msg string) (string, error) {
+		var out string
+		run := func(name string, arg string, res any) error {
+			if local {
+				lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{StartToCloseTimeout: time.Minute})
+				return workflow.ExecuteLocalActivity(lctx, name, arg).Get(ctx, res)
+			}
+			actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+			return workflow.ExecuteActivity(actx, name, arg).Get(ctx, res)
+		}
+		if err := run("handle", msg, &out); err != nil {
+			return "", err
+		}
+		return out, run("report", out, nil)
+	}, workflow.RegisterOptions{Name: "baseline"})
+	require.NoError(t, w.Start())
+	defer w.Stop()
+	sem := make(chan struct{}, inFlight)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			opts := client.StartWorkflowOptions{ID: fmt.Sprintf("%s%d", s.prefix, i), TaskQueue: s.queue, EnableEagerStart: eager}
+			run, err := s.tc.ExecuteWorkflow(context.Background(), opts, "baseline", "m")
+			if err == nil {
+				err = run.Get(context.Background(), nil)
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(n) / time.Since(start).Seconds()
+	return rate, len(s.history(s.prefix + "0").Events)
+}
+
+// bridgeThroughput runs n example.echo tasks through an in-process bridge
+// with config; it returns tasks/s (first claim to last outcome in
+// TaskManager) and one task's history length.
+func bridgeThroughput(t *testing.T, n, inFlight int, config string) (float64, int) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.echo")
+	ids := make([]string, 0, n)
+	for i := range n {
+		ids = append(ids, s.create("example.echo", map[string]any{"message": fmt.Sprintf("bench %d", i)}))
+	}
+	cfg := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(config), 0o600))
+	start := time.Now()
+	stop := s.runBridge(nil, "bench", "--config="+cfg, "--max-in-flight="+strconv.Itoa(inFlight), "--max-concurrent-activities="+strconv.Itoa(inFlight))
+	s.waitFinal(ids)
+	rate := float64(n) / time.Since(start).Seconds()
+	stop()
+	s.requireOneOutcomeEach(ids)
+	return rate, len(s.history(s.prefix + ids[0]).Events)
+}
+
+// sleepyTasks runs n one-second example.sleep tasks with default options
+// and returns the wall time to the last outcome.
+func sleepyTasks(t *testing.T, n int) time.Duration {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.sleep")
+	ids := make([]string, 0, n)
+	for i := range n {
+		ids = append(ids, s.create("example.sleep", map[string]any{"duration": 1, "n": i}))
+	}
+	start := time.Now()
+	stop := s.runBridge(nil, "bench-sleep", "--max-in-flight="+strconv.Itoa(n), "--max-concurrent-activities="+strconv.Itoa(n))
+	s.waitFinal(ids)
+	wall := time.Since(start)
+	stop()
+	return wall
+}
+
+// thousandInFlight starts the tmbridge binary on 1,000 twenty-second tasks
+// and returns how long until all run, and its peak RSS.
+func thousandInFlight(t *testing.T) (time.Duration, int64) {
+	const n = 1000
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.sleep")
+	for i := range n {
+		s.create("example.sleep", map[string]any{"duration": 20, "n": i})
+	}
+	start := time.Now()
+	cmd := runBinary(t, s, "--max-in-flight=1000", "--max-concurrent-activities=1000", "--log-format=json")
+	var reached time.Duration
+	for reached == 0 {
+		running := 0
+		for _, st := range s.tm.Tasks() {
+			if st.Status == taskmanager.StatusClaimed {
+				running++
+			}
+		}
+		if running >= n && s.runningRuns() >= n {
+			reached = time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second) // the peak of a steady state
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	// The killed bridge's runs stay open: end them, so that the dev server
+	// does not carry them into what runs next.
+	for i := range n {
+		_ = s.tc.TerminateWorkflow(context.Background(), s.prefix+strconv.Itoa(i+1), "", "bench over")
+	}
+	return reached, rss
+}
+
+// runningRuns counts this stack's open runs.
+func (s *stack) runningRuns() int {
+	resp, err := s.tc.CountWorkflow(context.Background(), &workflowservice.CountWorkflowExecutionsRequest{
+		Query: fmt.Sprintf("WorkflowId STARTS_WITH '%s' AND ExecutionStatus = 'Running'", s.prefix),
+	})
+	if err != nil {
+		return 0
+	}
+	return int(resp.GetCount())
+}
+
+// idleBridge runs the binary against two empty types with a 1 s poll
+// interval for 20 s; it returns TaskManager requests per interval and the
+// bridge's CPU use.
+func idleBridge(t *testing.T) (float64, float64) {
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: apiKey})
+	var requests, claims atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if strings.HasSuffix(r.URL.Path, "/claim") {
+			claims.Add(1)
+		}
+		tm.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s := newStack(t, devserver.StylePHP)
+	s.tm, s.url = tm, srv.URL+"/api"
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: s.url, APIKey: apiKey})
+	require.NoError(t, err)
+	s.api = api
+	s.register("example.echo", "example.uppercase")
+	cmd := runBinary(t, s, "--poll-interval=1s")
+	time.Sleep(5 * time.Second) // start-up: health checks, type lookups, the first sweep
+	before, cpuBefore := requests.Load(), cpuTime(cmd.Process.Pid)
+	const window = 20 * time.Second
+	time.Sleep(window)
+	perInterval := float64(requests.Load()-before) / window.Seconds()
+	cpu := (cpuTime(cmd.Process.Pid) - cpuBefore).Seconds() / window.Seconds() * 100
+	require.Zero(t, claims.Load(), "an idle bridge makes no claim")
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	return perInterval, cpu
+}
+
+// cpuTime is a process's user and system time so far.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(utime+stime) * time.Second / 100 // clock ticks
+}
+
