@@ -307,7 +307,7 @@ func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
 	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
 	bb.serve(t)
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 && len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
-	clock.Add(301 * time.Second) // the claim times out; this bridge claims it again
+	clock.Add(301 * time.Second)     // the claim times out; this bridge claims it again
 	bb.b.scout.wake("example.sleep") // as renewAt does once the claim timeout passed
 	require.Eventually(t, func() bool {
 		rs := bb.temporal.snapshot("task-" + id)

@@ -249,4 +249,3 @@ func cpuTime(pid int) time.Duration {
 	stime, _ := strconv.Atoi(f[12])
 	return time.Duration(utime+stime) * time.Second / 100 // clock ticks
 }
-
