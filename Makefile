@@ -40,9 +40,12 @@ FIRST ?= 1
 sim: $(TEMPORAL_CLI)
 	SIM_SEEDS=$(SEEDS) SIM_FIRST_SEED=$(FIRST) SIM_SEED=$(SEED) go test -count=1 -timeout 0 -v -run TestSimulation ./e2e/sim/
 
-# Throughput and memory with a real Temporal dev server.
+# One table, side by side on one dev server: plain Temporal (regular and
+# local activities, each with and without eager start) and tmbridge
+# (default and short-handler options), 200 one-second tasks, 1,000 tasks
+# in flight (peak RSS), an idle bridge. Also written to bench.md.
 bench: $(TEMPORAL_CLI)
-	go test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 20m ./e2e/
+	TMBRIDGE_BENCH=1 TMBRIDGE_BENCH_OUT=$(CURDIR)/bench.md go test -count=1 -timeout 30m -run '^TestBenchTable$$' -v ./e2e/
 
 # Fuzz targets (package:Target). Their corpus is kept in each package's
 # testdata/fuzz, which plain `go test` replays; `make test` fuzzes each
