@@ -85,7 +85,12 @@ type temporalRuns interface {
 // MaxPendingStarts bounds the claimed tasks whose workflow is not started
 // yet. Starts overlap with the next claims, but when Temporal is slow or
 // unreachable, claiming stops after these few.
-const MaxPendingStarts = 4
+const MaxPendingStarts = 16
+
+// ClaimsPerType is how many claim calls of one type may be under way at
+// once: a busy type is claimed that much faster (a claim is a database
+// transaction on TaskManager's side); an idle one makes no call at all.
+const ClaimsPerType = 4
 
 // Option is a setting of New beyond the config.
 type Option func(*bridgeOptions)
@@ -198,13 +203,15 @@ func (b *Bridge) serve(ctx context.Context) error {
 	}()
 	b.closerOnce.Do(func() { go b.closer(b.bg) })
 	for _, t := range b.types {
-		b.loops.Add(1)
-		b.claimLoops.Add(1)
-		go func() {
-			defer b.loops.Done()
-			defer b.claimLoops.Done()
-			b.claimLoop(claimCtx, t)
-		}()
+		for range ClaimsPerType {
+			b.loops.Add(1)
+			b.claimLoops.Add(1)
+			go func() {
+				defer b.loops.Done()
+				defer b.claimLoops.Done()
+				b.claimLoop(claimCtx, t)
+			}()
+		}
 	}
 	b.log.Info("claiming", "types", len(b.types), "max_in_flight", b.cfg.MaxInFlight)
 	loopsDone := make(chan struct{})

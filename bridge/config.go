@@ -91,6 +91,7 @@ type TemporalConfig struct {
 	// WorkflowIDPrefix + task id is a task's workflow id.
 	WorkflowIDPrefix        string `koanf:"workflow_id_prefix"`
 	MaxConcurrentActivities int    `koanf:"max_concurrent_activities"` // handlers run at once
+	WorkflowCacheSize       int    `koanf:"workflow_cache_size"`       // runs kept in memory between their workflow tasks
 }
 
 // TypeConfig configures one task type: its workflow options and, for types
@@ -205,6 +206,8 @@ func options() []option {
 			help: "workflow id = prefix + task id"},
 		{key: "temporal::max_concurrent_activities", flag: "max-concurrent-activities", env: []string{"MAX_CONCURRENT_ACTIVITIES"}, def: 100,
 			help: "handlers this bridge runs at once"},
+		{key: "temporal::workflow_cache_size", flag: "workflow-cache-size", env: []string{"TEMPORAL_WORKFLOW_CACHE_SIZE"}, def: 200,
+			help: "runs the worker keeps in memory between their workflow tasks (the SDK's sticky cache, for the whole process); a run not kept is replayed from its history when it goes on: a few events for a task, so memory stays bounded with thousands in flight"},
 		{key: "type_defaults",
 			help: "options every type starts from (per-type options, below)"},
 		{key: "types", docKey: "types.<name>",
@@ -875,6 +878,7 @@ func (c Config) Validate() error {
 	add(valid.Range("shutdown_grace", c.ShutdownGrace, 0, time.Hour))
 	check(c.Temporal.TaskQueue != "", "temporal.task_queue", "must not be empty")
 	add(valid.Range("temporal.max_concurrent_activities", c.Temporal.MaxConcurrentActivities, 1, 10_000))
+	add(valid.Range("temporal.workflow_cache_size", c.Temporal.WorkflowCacheSize, 1, 100_000))
 	for _, id := range c.TaskTypeIDs {
 		n, err := strconv.Atoi(id)
 		check(err == nil && n > 0, "task_type_ids", "%q is not a positive integer", id)

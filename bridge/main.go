@@ -15,6 +15,7 @@ import (
 	"github.com/lmittmann/tint"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
+	"go.temporal.io/sdk/worker"
 	tlog "go.temporal.io/sdk/log"
 
 	"github.com/prismq/tmbridge/activities"
@@ -50,6 +51,7 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 		log.Warn(w)
 	}
 
+	worker.SetStickyWorkflowCacheSize(cfg.Temporal.WorkflowCacheSize) // process-wide: before any worker
 	copts, err := temporalOptions(cfg, environ, log)
 	if err != nil {
 		log.Error("Temporal client config", "err", err)

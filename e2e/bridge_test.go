@@ -108,6 +108,11 @@ func runBinary(t *testing.T, s *stack, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin("tmbridge"), s.args("bin-bridge", args...)...)
 	cmd.Env = s.environ()
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} { // for measurements
+		if x, ok := os.LookupEnv(v); ok {
+			cmd.Env = append(cmd.Env, v+"="+x)
+		}
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	t.Cleanup(func() {
