@@ -15,8 +15,8 @@ import (
 	"github.com/lmittmann/tint"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
-	"go.temporal.io/sdk/worker"
 	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
