@@ -90,28 +90,77 @@ func (p *progress) send(ctx context.Context, workerID string, percent int, messa
 
 // heartbeatEvery heartbeats the last progress until stop is called, so a
 // handler that never reports progress is still seen alive, and a dead
-// worker's task is retried after the heartbeat timeout.
+// worker's task is retried after the heartbeat timeout. One goroutine
+// beats for every running handler (a thousand in flight hold no
+// goroutine and ticker each).
 func (p *progress) heartbeatEvery(ctx context.Context, every time.Duration) (stop func()) {
-	if every < time.Second {
-		every = time.Second
+	return beats.add(ctx, p, max(every, time.Second))
+}
+
+// beats is the process's heartbeater.
+var beats heartbeater
+
+type heartbeater struct {
+	mu      sync.Mutex
+	due     map[*beat]struct{}
+	running bool
+}
+
+type beat struct {
+	ctx   context.Context
+	p     *progress
+	every time.Duration
+	next  time.Time
+}
+
+// beatTick is how often the heartbeater looks for beats due.
+const beatTick = 250 * time.Millisecond
+
+func (h *heartbeater) add(ctx context.Context, p *progress, every time.Duration) (remove func()) {
+	b := &beat{ctx: ctx, p: p, every: every, next: time.Now().Add(every)}
+	h.mu.Lock()
+	if h.due == nil {
+		h.due = map[*beat]struct{}{}
 	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				p.mu.Lock()
-				last := p.last
-				p.mu.Unlock()
-				activity.RecordHeartbeat(ctx, last)
+	h.due[b] = struct{}{}
+	if !h.running {
+		h.running = true
+		go h.loop()
+	}
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		delete(h.due, b)
+		h.mu.Unlock()
+	}
+}
+
+// loop beats what is due until no handler runs.
+func (h *heartbeater) loop() {
+	t := time.NewTicker(beatTick)
+	defer t.Stop()
+	var now []*beat
+	for range t.C {
+		h.mu.Lock()
+		if len(h.due) == 0 {
+			h.running = false
+			h.mu.Unlock()
+			return
+		}
+		now = now[:0]
+		at := time.Now()
+		for b := range h.due {
+			if b.ctx.Err() == nil && !at.Before(b.next) {
+				b.next = at.Add(b.every)
+				now = append(now, b)
 			}
 		}
-	}()
-	return func() { close(done) }
+		h.mu.Unlock()
+		for _, b := range now {
+			b.p.mu.Lock()
+			last := b.p.last
+			b.p.mu.Unlock()
+			activity.RecordHeartbeat(b.ctx, last)
+		}
+	}
 }

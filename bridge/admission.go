@@ -56,7 +56,10 @@ type admission struct {
 // open is a workflow id with a run open for this worker. gen changes
 // whenever another claim reaches it, so a watch that saw a run close
 // before that claim's run started looks again.
-type open struct{ gen int }
+type open struct {
+	gen      int
+	attempts int // the newest claim of this worker that reached the run
+}
 
 func newAdmission(limit, maxRuns int) *admission {
 	return &admission{limit: limit, maxRuns: maxRuns, spent: make(chan struct{}), changed: make(chan struct{}), open: map[string]*open{}, starting: map[string]bool{}}
@@ -227,6 +230,27 @@ func (a *admission) closed(workflowID string, gen int) bool {
 	delete(a.open, workflowID)
 	a.broadcast()
 	return true
+}
+
+// noteAttempt records that this worker's claim with attempts reached the
+// open run of workflowID.
+func (a *admission) noteAttempt(workflowID string, attempts int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if o, ok := a.open[workflowID]; ok {
+		o.attempts = max(o.attempts, attempts)
+	}
+}
+
+// attempts returns the newest claim of this worker noted for workflowID
+// (0: none noted, a run found at start).
+func (a *admission) attempts(workflowID string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if o, ok := a.open[workflowID]; ok {
+		return o.attempts
+	}
+	return 0
 }
 
 // isOpen reports whether workflowID has a run counted open.

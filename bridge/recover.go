@@ -72,11 +72,18 @@ func (b *Bridge) describeClosed(ctx context.Context, workflowID string) (bool, e
 		return true, nil
 	}
 	var worker string
+	var attempt int
 	if p := info.GetMemo().GetFields()[workflows.MemoWorkerID]; p != nil {
 		_ = converter.GetDefaultDataConverter().FromPayload(p, &worker)
 	}
-	if worker != "" && worker != b.cfg.WorkerID {
-		return true, nil // the open run serves another worker's claim now: it counts there
+	if p := info.GetMemo().GetFields()[workflows.MemoAttempt]; p != nil {
+		_ = converter.GetDefaultDataConverter().FromPayload(p, &attempt)
+	}
+	// The open run serves another worker's claim now: it counts there.
+	// Not while the run has yet to take this worker's newer claim (its
+	// memo still names the claim before).
+	if worker != "" && worker != b.cfg.WorkerID && attempt >= b.adm.attempts(workflowID) {
+		return true, nil
 	}
 	return false, nil
 }
@@ -307,6 +314,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 				if tk.opened(id) {
 					b.watchRun(id)
 				}
+				b.adm.noteAttempt(id, int(row.Attempts))
 			case runDone:
 				tk.dropped()
 			default:

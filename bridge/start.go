@@ -82,6 +82,7 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 			if tk.opened(id) {
 				b.watchRun(id)
 			}
+			b.adm.noteAttempt(id, int(task.Attempts))
 			b.renewAt(id, t.Name, claimedAt)
 		}
 	}()
