@@ -195,7 +195,9 @@ func (b *Bridge) sweeper(ctx context.Context) {
 	defer release(func(suspect) bool { return false })
 	// A slow sweep now and then also finds what no error announced: a
 	// claim of a predecessor of this worker id that landed after it died.
-	every := time.NewTicker(max(sweepEvery, b.cfg.PollInterval))
+	// It also finds other workers' claims that timed out (scout.noteClaims),
+	// so it looks at least twice per claim timeout.
+	every := time.NewTicker(max(min(sweepEvery, b.cfg.ClaimTimeout/2), b.cfg.PollInterval))
 	defer every.Stop()
 	for {
 		select {
