@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 
@@ -165,14 +164,4 @@ func checkExpr(src string, want *cel.Type, before, all map[string]bool) error {
 		return fmt.Errorf("%q: %w", src, c.err)
 	}
 	return nil
-}
-
-// sortedNames returns m's keys, sorted.
-func sortedNames(m map[string]bool) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }

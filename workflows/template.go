@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -146,7 +147,7 @@ func mapStrings(v any, fn func(string) (any, error)) (any, error) {
 	switch x := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(x))
-		for _, k := range sortedKeys(x) { // the first error is always the same one
+		for _, k := range slices.Sorted(maps.Keys(x)) { // the first error is always the same one
 			r, err := mapStrings(x[k], fn)
 			if err != nil {
 				return nil, at("."+k, err)
@@ -189,15 +190,6 @@ func at(seg string, err error) error {
 		return &pathError{path: seg + pe.path, err: pe.err}
 	}
 	return &pathError{path: seg, err: err}
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // checkTemplates parses every template of params (at key where) and checks
@@ -349,11 +341,7 @@ func (c *refChecker) step(name string) {
 	case c.all[name]:
 		c.fail(fmt.Errorf("step %q runs later or at the same time: a template reads only the steps before its own", name))
 	default:
-		var known []string
-		for n := range c.before {
-			known = append(known, n)
-		}
-		slices.Sort(known)
+		known := slices.Sorted(maps.Keys(c.before))
 		if len(known) == 0 {
 			c.fail(fmt.Errorf("no step %q: no step runs before this one", name))
 			return
