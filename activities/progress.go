@@ -157,10 +157,15 @@ func (h *heartbeater) loop() {
 		}
 		h.mu.Unlock()
 		for _, b := range now {
+			if b.ctx.Err() != nil {
+				continue // the handler returned meanwhile
+			}
 			b.p.mu.Lock()
 			last := b.p.last
 			b.p.mu.Unlock()
-			activity.RecordHeartbeat(b.ctx, last)
+			// A first heartbeat is a call to Temporal: one slow answer
+			// must not hold the others back.
+			go activity.RecordHeartbeat(b.ctx, last)
 		}
 	}
 }

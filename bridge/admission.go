@@ -58,7 +58,8 @@ type admission struct {
 // before that claim's run started looks again.
 type open struct {
 	gen      int
-	attempts int // the newest claim of this worker that reached the run
+	attempts int    // the newest claim of this worker that reached the run
+	onClose  func() // called when the run is no longer counted (stops its renewal timer)
 }
 
 func newAdmission(limit, maxRuns int) *admission {
@@ -227,6 +228,9 @@ func (a *admission) closed(workflowID string, gen int) bool {
 	if o.gen != gen {
 		return false
 	}
+	if o.onClose != nil {
+		o.onClose()
+	}
 	delete(a.open, workflowID)
 	a.broadcast()
 	return true
@@ -240,6 +244,22 @@ func (a *admission) noteAttempt(workflowID string, attempts int) {
 	if o, ok := a.open[workflowID]; ok {
 		o.attempts = max(o.attempts, attempts)
 	}
+}
+
+// onClose sets what to do once workflowID's run is no longer counted (it
+// replaces what was set before, which is done at once).
+func (a *admission) onClose(workflowID string, fn func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o, ok := a.open[workflowID]
+	if !ok {
+		fn()
+		return
+	}
+	if o.onClose != nil {
+		o.onClose()
+	}
+	o.onClose = fn
 }
 
 // attempts returns the newest claim of this worker noted for workflowID

@@ -53,6 +53,8 @@ type Bridge struct {
 	closerOn       atomic.Bool // the closer sees runs close (else: one watch per run)
 	closerOnce     sync.Once
 	closerKick     chan struct{} // a report landed: look for closed runs
+	reportedMu     sync.Mutex
+	reportedIDs    []string // runs whose outcome was reported, to describe
 	types          []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them

@@ -32,19 +32,19 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 	case <-ctx.Done():
 		return
 	}
-	// Idle (at first, and once the type came up empty): wait for the
-	// scout to see a pending task of the type rather than claim blind.
-	idle := true
+	// Claims come from the scout (scout.go): it gives this loop as many
+	// as it saw pending, so that no claim comes back empty.
+	budget, hurry := 0, false
 	for ctx.Err() == nil {
-		if idle {
+		if budget == 0 {
 			select {
-			case <-b.scout.wait(t.Name):
-				idle = false
+			case budget = <-b.scout.wait(t.Name, hurry):
 			case <-b.adm.budgetSpent():
 				return
 			case <-ctx.Done():
 				return
 			}
+			hurry = false
 		}
 		if b.gate.wait(ctx) != nil {
 			return
@@ -67,6 +67,8 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		b.claiming.RUnlock()
 		if err == nil {
 			failures = 0
+			budget--
+			hurry = budget == 0 // more may be pending: the scout looks at once
 			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
 			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
 			b.startTask(tk, task, t, claimedAt)
@@ -82,7 +84,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		if errors.Is(err, taskmanager.ErrNoTask) {
 			failures = 0
 			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc()
-			idle = true
+			budget = 0 // another worker was first
 			continue
 		}
 		failures++

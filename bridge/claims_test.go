@@ -52,7 +52,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second})
 	require.NoError(t, err)
 	cfg := Config{
-		APIURL: url, WorkerID: "w1", PollInterval: 20 * time.Millisecond, MaxInFlight: 10, APITimeout: 5 * time.Second,
+		APIURL: url, WorkerID: "w1", PollInterval: 20 * time.Millisecond, MaxInFlight: 10, APITimeout: 5 * time.Second, ClaimTimeout: 300 * time.Second,
 		Temporal: TemporalConfig{TaskQueue: "q", WorkflowIDPrefix: "task-"},
 	}
 	if change != nil {
@@ -272,11 +272,11 @@ func TestClaims_unreadable_claimed_task_is_failed(t *testing.T) {
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":` + id + `,"attempts":"many"}]}}`})
 	bb.serve(t)
-	require.Eventually(t, func() bool { return bb.status(t, id).Error != "" }, eventually, 5*time.Millisecond)
-	st := bb.status(t, id)
-	require.Equal(t, "pending", st.Status, "failed, and re-queued by TaskManager")
-	require.Contains(t, st.Error, "cannot read this task from TaskManager")
-	require.Zero(t, bb.temporal.runCount())
+	require.Eventually(t, func() bool { return len(bb.tm.Completions(id)) > 0 }, eventually, 5*time.Millisecond)
+	first := bb.tm.Completions(id)[0]
+	require.True(t, first.Accepted && !first.Success, "failed, and re-queued by TaskManager")
+	require.Contains(t, first.Error, "cannot read this task from TaskManager")
+	require.Zero(t, bb.temporal.runCount(), "no run for a task the bridge cannot read")
 }
 
 // 10. --max-runs counts claims: a loop whose type is empty while others
@@ -307,8 +307,8 @@ func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
 	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
 	bb.serve(t)
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 && len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
-	clock.Add(301 * time.Second)     // the claim times out; this bridge claims it again
-	bb.b.scout.wake("example.sleep") // as renewAt does once the claim timeout passed
+	clock.Add(301 * time.Second)        // the claim times out; this bridge claims it again
+	bb.b.scout.wake("example.sleep", 1) // as renewAt does once the claim timeout passed
 	require.Eventually(t, func() bool {
 		rs := bb.temporal.snapshot("task-" + id)
 		return len(rs) == 1 && len(rs[0].signals) == 1
@@ -350,4 +350,33 @@ func TestClaims_failing_an_unstartable_task_survives_a_refused_message(t *testin
 	bb.serve(t)
 	require.Eventually(t, func() bool { return bb.status(t, id).Status == "failed" }, eventually, 5*time.Millisecond)
 	require.Contains(t, bb.status(t, id).Error, "could not start a Temporal workflow")
+}
+
+// The scout wakes as many claim loops as tasks are pending: one task
+// means one claim call, never an empty one (a 500 on PHP).
+func TestScout_one_pending_task_one_claim(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	bb.serve(t)
+	time.Sleep(200 * time.Millisecond) // idle: loops wait, the scout lists
+	require.Zero(t, bb.tm.Stats().ClaimCalls, "no claim while nothing is pending")
+	id := bb.create(t, "example.echo", map[string]any{"message": "one"})
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	require.Equal(t, 1, bb.tm.Stats().ClaimCalls, "one task, one claim (of %d loops)", ClaimsPerType)
+}
+
+// A page full of newer tasks of other types does not hide an older task
+// of a waiting type.
+func TestScout_full_page_does_not_hide_a_type(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	id := bb.create(t, "example.echo", map[string]any{"message": "old"})
+	for i := range scoutPage + 20 {
+		bb.create(t, "example.uppercase", map[string]any{"text": fmt.Sprint(i)}) // not served here
+	}
+	bb.serve(t)
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
 }

@@ -19,8 +19,7 @@ import (
 // claim now), as watch does; what tells the closer where to look:
 //
 //   - this worker's report activity, right after it reported a task's
-//     outcome (the run closes in a moment): a look at visibility follows
-//     (looks are coalesced: one at a time);
+//     outcome (the run closes in a moment): that run is described;
 //   - once a second, Temporal's visibility: the task runs of this task
 //     queue closed since the last look;
 //   - every closerSweepEvery, each open run, described.
@@ -47,12 +46,44 @@ func (b *Bridge) watchRun(workflowID string) {
 }
 
 // reported is told by the report activity that a task's outcome landed:
-// its run closes in a moment, so the closer looks soon.
-func (b *Bridge) reported(string) {
+// its run closes in a moment, so the closer describes it soon.
+func (b *Bridge) reported(workflowID string) {
+	b.reportedMu.Lock()
+	b.reportedIDs = append(b.reportedIDs, workflowID)
+	b.reportedMu.Unlock()
 	select {
 	case b.closerKick <- struct{}{}:
 	default: // a look is due already
 	}
+}
+
+// checkReported describes the runs whose outcome was just reported; one
+// that has not closed yet is looked at again on the next kick or tick.
+func (b *Bridge) checkReported(ctx context.Context) error {
+	b.reportedMu.Lock()
+	ids := b.reportedIDs
+	b.reportedIDs = nil
+	b.reportedMu.Unlock()
+	var left []string
+	for i, id := range ids {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		done, err := b.checkRun(id)
+		if err != nil {
+			left = append(left, ids[i:]...)
+			break
+		}
+		if !done {
+			left = append(left, id)
+		}
+	}
+	if len(left) > 0 && len(left) < 10_000 {
+		b.reportedMu.Lock()
+		b.reportedIDs = append(b.reportedIDs, left...)
+		b.reportedMu.Unlock()
+	}
+	return nil
 }
 
 // closer runs until the bridge stops.
@@ -68,11 +99,14 @@ func (b *Bridge) closer(ctx context.Context) {
 		case <-tick.C:
 		case <-b.closerKick:
 			sleep(ctx, closerSettle) // let the run's last workflow task land
+			_ = b.checkReported(ctx)
+			continue
 		}
 		if b.adm.openRuns() == 0 {
 			since = time.Now()
 			continue
 		}
+		_ = b.checkReported(ctx) // those that had not closed yet
 		look := time.Now()
 		err := b.closedSince(ctx, since.Add(-closerOverlap))
 		var unimplemented *serviceerror.Unimplemented
@@ -93,10 +127,10 @@ func (b *Bridge) closer(ctx context.Context) {
 		if time.Since(lastSweep) >= closerSweepEvery {
 			lastSweep = time.Now()
 			for _, id := range b.adm.openIDs() {
-				if ctx.Err() != nil {
-					return
+				// Temporal unreachable: stop here, the next sweep goes on.
+				if _, err := b.checkRun(id); err != nil || ctx.Err() != nil {
+					break
 				}
-				_, _ = b.checkRun(id)
 			}
 		}
 	}
@@ -117,7 +151,9 @@ func (b *Bridge) closedSince(ctx context.Context, t time.Time) error {
 		}
 		for _, ex := range resp.Executions {
 			if id := ex.GetExecution().GetWorkflowId(); b.adm.isOpen(id) {
-				_, _ = b.checkRun(id)
+				if _, err := b.checkRun(id); err != nil {
+					return err // looked at again from the same time on
+				}
 			}
 		}
 		if token = resp.NextPageToken; len(token) == 0 {

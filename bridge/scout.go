@@ -8,11 +8,12 @@ import (
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
-// The scout finds work for idle claim loops. A loop whose type came up
-// empty waits for the scout instead of claiming again: once per poll
-// interval, while any loop waits, the scout lists pending tasks (one
-// GET /tasks?status=pending for every type) and wakes the loops of the
-// types listed. An idle bridge thus makes one TaskManager request per
+// The scout finds work for claim loops. A loop claims only what the scout
+// saw pending: once per poll interval while any loop waits, the scout
+// lists pending tasks (one GET /tasks?status=pending for every type) and
+// gives each type's waiting loops as many claims as it saw tasks of the
+// type; a loop that used its budget up asks for a look at once (more may
+// be pending), one that finds none waits for the next look. An idle bridge thus makes one TaskManager request per
 // poll interval whatever the number of types, and no empty claim (which
 // the PHP deployment answers with a 500 and a line in its error log).
 //
@@ -23,9 +24,9 @@ import (
 // waiting loop is woken: the bridge claims as it would without a scout.
 type scout struct {
 	mu      sync.Mutex
-	waiting map[string]chan struct{} // by type name; closed to wake
-	seen    map[claimSeen]time.Time  // other workers' claims, when first listed
-	kick    chan struct{}            // a loop started waiting
+	waiting map[string][]chan int   // by type name, one per waiting loop; receives its budget
+	seen    map[claimSeen]time.Time // other workers' claims, when first listed
+	kick    chan struct{}           // a loop waits: look now
 }
 
 // claimSeen is one claim of a task: a new claim raises attempts.
@@ -35,43 +36,69 @@ type claimSeen struct {
 }
 
 func newScout() *scout {
-	return &scout{waiting: map[string]chan struct{}{}, seen: map[claimSeen]time.Time{}, kick: make(chan struct{}, 1)}
+	return &scout{waiting: map[string][]chan int{}, seen: map[claimSeen]time.Time{}, kick: make(chan struct{}, 1)}
 }
 
-// wait returns a channel closed when typ may have work.
-func (s *scout) wait(typ string) <-chan struct{} {
+// wait returns a channel that receives how many tasks of typ this loop
+// may claim: as many as the scout saw pending (shared among the loops
+// woken), so that no loop makes an empty claim. hurry asks the scout to
+// look at once (the loop used up its budget: more may be pending).
+func (s *scout) wait(typ string, hurry bool) <-chan int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ch, ok := s.waiting[typ]
-	if !ok {
-		ch = make(chan struct{})
-		s.waiting[typ] = ch
-	}
-	select {
-	case s.kick <- struct{}{}:
-	default:
+	ch := make(chan int, 1)
+	s.waiting[typ] = append(s.waiting[typ], ch)
+	if hurry || len(s.waiting) == 1 {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
 	return ch
 }
 
-// wake wakes the loop of typ if it waits.
-func (s *scout) wake(typ string) {
+// wake gives n tasks of typ to the loops that wait, as evenly as may be.
+func (s *scout) wake(typ string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ch, ok := s.waiting[typ]; ok {
-		close(ch)
+	chs := s.waiting[typ]
+	loops := min(n, len(chs))
+	for i, ch := range chs[:loops] {
+		ch <- n/loops + btoi(i < n%loops)
+	}
+	if s.waiting[typ] = chs[loops:]; len(s.waiting[typ]) == 0 {
 		delete(s.waiting, typ)
 	}
 }
 
-// wakeAll wakes every waiting loop.
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// wakeAll wakes every waiting loop, each for one claim.
 func (s *scout) wakeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for typ, ch := range s.waiting {
-		close(ch)
+	for typ, chs := range s.waiting {
+		for _, ch := range chs {
+			ch <- 1
+		}
 		delete(s.waiting, typ)
 	}
+}
+
+// waitingTypes returns the types with a loop waiting.
+func (s *scout) waitingTypes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	types := make([]string, 0, len(s.waiting))
+	for typ := range s.waiting {
+		types = append(types, typ)
+	}
+	return types
 }
 
 func (s *scout) idle() bool {
@@ -107,7 +134,7 @@ func (s *scout) noteClaims(rows []taskmanager.Task, self string, timeout time.Du
 	}
 	s.mu.Unlock()
 	for _, typ := range expired {
-		s.wake(typ)
+		s.wake(typ, 1)
 	}
 }
 
@@ -123,7 +150,6 @@ func (b *Bridge) runScout(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-b.scout.kick:
-				continue
 			}
 		}
 		rows, err := b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusPending, Limit: scoutPage})
@@ -134,10 +160,36 @@ func (b *Bridge) runScout(ctx context.Context) {
 			b.log.Debug("cannot list pending tasks: claiming every type", "err", err)
 			b.scout.wakeAll()
 		default:
+			pending := map[string]int{}
 			for _, t := range rows {
-				b.scout.wake(t.Type)
+				pending[t.Type]++
+			}
+			if len(rows) == scoutPage {
+				// A full page may hide older tasks of a waiting type behind
+				// newer ones of others: ask for each such type alone.
+				for _, typ := range b.scout.waitingTypes() {
+					if pending[typ] > 0 {
+						continue
+					}
+					more, err := b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusPending, Type: typ, Limit: ClaimsPerType})
+					if err != nil {
+						more = make([]taskmanager.Task, 1) // unsure: claim and see
+					}
+					pending[typ] = len(more)
+				}
+			}
+			for typ, n := range pending {
+				b.scout.wake(typ, n)
 			}
 		}
-		sleep(ctx, jitter(b.cfg.PollInterval))
+		// The next look: after the poll interval, or at once when a loop
+		// used up its budget (more may be pending).
+		t := time.NewTimer(jitter(b.cfg.PollInterval))
+		select {
+		case <-ctx.Done():
+		case <-b.scout.kick:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }

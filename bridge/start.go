@@ -96,11 +96,12 @@ func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time) {
 	if claimedAt.IsZero() {
 		return
 	}
-	time.AfterFunc(time.Until(claimedAt.Add(b.cfg.ClaimTimeout))+100*time.Millisecond, func() {
+	timer := time.AfterFunc(time.Until(claimedAt.Add(b.cfg.ClaimTimeout))+100*time.Millisecond, func() {
 		if b.bg.Err() == nil && b.adm.isOpen(workflowID) {
-			b.scout.wake(typ)
+			b.scout.wake(typ, 1)
 		}
 	})
+	b.adm.onClose(workflowID, func() { timer.Stop() }) // no timer outlives its run
 }
 
 // startError is a start Temporal will never accept: the task is failed.
