@@ -207,7 +207,7 @@ func options() []option {
 		{key: "temporal::max_concurrent_activities", flag: "max-concurrent-activities", env: []string{"MAX_CONCURRENT_ACTIVITIES"}, def: 100,
 			help: "handlers this bridge runs at once"},
 		{key: "temporal::workflow_cache_size", flag: "workflow-cache-size", env: []string{"TEMPORAL_WORKFLOW_CACHE_SIZE"}, def: 200,
-			help: "runs the worker keeps in memory between their workflow tasks (the SDK's sticky cache, for the whole process); a run not kept is replayed from its history when it goes on: a few events for a task, so memory stays bounded with thousands in flight"},
+			help: "runs the worker keeps in memory between their workflow tasks (the SDK's sticky cache, for the whole process); a run not kept is replayed from its history when it goes on: a few events for a task, so memory stays bounded with thousands in flight (set by Main; a program calling New sets it with worker.SetStickyWorkflowCacheSize)"},
 		{key: "type_defaults",
 			help: "options every type starts from (per-type options, below)"},
 		{key: "types", docKey: "types.<name>",
