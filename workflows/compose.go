@@ -282,7 +282,7 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case isNonRetryable(err): // gone from TaskManager
+		case activities.IsPermanent(err): // gone from TaskManager
 			return nil, err
 		case err != nil: // TaskManager unreachable for minutes: read again later
 		case st.Status == taskmanager.StatusCompleted:

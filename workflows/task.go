@@ -528,7 +528,7 @@ func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		lctx := workflow.WithLocalActivityOptions(gctx, localReportOptions())
 		local := workflow.ExecuteLocalActivity(lctx, activities.ReportActivityName, in)
-		if err := local.Get(gctx, nil); err == nil || isNonRetryable(err) {
+		if err := local.Get(gctx, nil); err == nil || activities.IsPermanent(err) {
 			settle.Chain(local)
 			return
 		}
@@ -536,9 +536,4 @@ func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput
 		settle.Chain(workflow.ExecuteActivity(actx, activities.ReportActivityName, in))
 	})
 	return f
-}
-
-func isNonRetryable(err error) bool {
-	var appErr *temporal.ApplicationError
-	return errors.As(err, &appErr) && appErr.NonRetryable()
 }
