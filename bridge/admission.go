@@ -3,6 +3,8 @@ package bridge
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 )
 
@@ -285,11 +287,7 @@ func (a *admission) isOpen(workflowID string) bool {
 func (a *admission) openIDs() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ids := make([]string, 0, len(a.open))
-	for id := range a.open {
-		ids = append(ids, id)
-	}
-	return ids
+	return slices.Collect(maps.Keys(a.open))
 }
 
 // tracked reports whether workflowID is open or a claim of it is being

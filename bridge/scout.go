@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -94,11 +96,7 @@ func (s *scout) wakeAll() {
 func (s *scout) waitingTypes() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	types := make([]string, 0, len(s.waiting))
-	for typ := range s.waiting {
-		types = append(types, typ)
-	}
-	return types
+	return slices.Collect(maps.Keys(s.waiting))
 }
 
 func (s *scout) idle() bool {
