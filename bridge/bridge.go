@@ -135,7 +135,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		cfg: cfg, log: o.log, api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, client.DefaultNamespace),
 		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		undecodableFor: defaultUndecodableFor,
-		bg:             bg, bgCancel: cancel, metrics: newMetrics(),
+		bg:             bg, bgCancel: cancel, metrics: m,
 	}
 	if b.reg, err = cfg.Registry(reg); err != nil {
 		return nil, err
