@@ -10,7 +10,7 @@ export TMBRIDGE_TEMPORAL_CLI := $(TEMPORAL_CLI)
 all: build
 
 build:
-	go build -o bin/ ./cmd/...
+	go build -buildvcs=auto -o bin/ ./cmd/...
 
 # The pinned Temporal CLI (dev server + Temporal Web), built from source with
 # `go install`: about 6-9 minutes the first time, then cached.

@@ -79,7 +79,7 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 		a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)
 	}
 	if a.Reported != nil {
-		a.Reported(info.WorkflowExecution.ID) // the run closes in a moment, or goes on (an error): either way worth a look
+		a.Reported(info.WorkflowExecution.ID, err)
 	}
 	return out, err
 }

@@ -33,9 +33,10 @@ type Activities struct {
 	// CurrentClaim, when set, returns the worker id that holds a task now
 	// (queried from its workflow); progress uses it after a 403.
 	CurrentClaim func(ctx context.Context, workflowID string) (string, error)
-	// Reported, when set, is told that a task's outcome reached TaskManager
-	// (its run is about to close).
-	Reported func(workflowID string)
+	// Reported, when set, is told of each attempt to report a task's
+	// outcome, with its error: nil when TaskManager has the outcome (the
+	// run is about to close), else the attempt is retried.
+	Reported func(workflowID string, err error)
 	// ProgressInterval is the least time between two progress calls for one
 	// task; more frequent updates only heartbeat. Default 2s.
 	ProgressInterval time.Duration

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 )
 
 // admission owns every claimed task of this bridge from before its claim
@@ -60,7 +61,8 @@ type admission struct {
 // before that claim's run started looks again.
 type open struct {
 	gen      int
-	attempts int    // the newest claim of this worker that reached the run
+	attempts int       // the newest claim of this worker that reached the run
+	claimed  time.Time // when that claim was made (or found), for metrics
 	onClose  func() // called when the run is no longer counted (stops its renewal timer)
 }
 
@@ -238,14 +240,31 @@ func (a *admission) closed(workflowID string, gen int) bool {
 	return true
 }
 
-// noteAttempt records that this worker's claim with attempts reached the
-// open run of workflowID.
-func (a *admission) noteAttempt(workflowID string, attempts int) {
+// noteAttempt records that this worker's claim with attempts, made at
+// claimedAt, reached the open run of workflowID.
+func (a *admission) noteAttempt(workflowID string, attempts int, claimedAt time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if o, ok := a.open[workflowID]; ok {
 		o.attempts = max(o.attempts, attempts)
+		if claimedAt.After(o.claimed) {
+			o.claimed = claimedAt
+		}
 	}
+}
+
+// oldestClaim returns when the oldest claim noted for an open run was
+// made (zero: none).
+func (a *admission) oldestClaim() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var oldest time.Time
+	for _, o := range a.open {
+		if !o.claimed.IsZero() && (oldest.IsZero() || o.claimed.Before(oldest)) {
+			oldest = o.claimed
+		}
+	}
+	return oldest
 }
 
 // onClose sets what to do once workflowID's run is no longer counted (it

@@ -3,10 +3,8 @@ package bridge
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +57,9 @@ type Bridge struct {
 
 	// search attributes TaskType and TaskID, when the namespace has them
 	searchAttrs bool
+	polling     atomic.Bool // the worker runs (for /readyz)
+	ready       readiness
+	metricsURL  string // http://host:port of /metrics, once served
 
 	mu         sync.Mutex
 	stopClaims context.CancelFunc
@@ -120,7 +121,8 @@ func WithWorkflow(name string, fn any) Option {
 // Temporal worker. It runs reg's handlers and the config's exec and http
 // ones (reg is not changed).
 func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option) (*Bridge, error) {
-	api, err := taskmanager.New(taskmanager.Options{BaseURL: cfg.APIURL, APIKey: cfg.APIKey.Reveal(), Timeout: cfg.APITimeout})
+	m := newMetrics()
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: cfg.APIURL, APIKey: cfg.APIKey.Reveal(), Timeout: cfg.APITimeout, Observe: m.observeAPI})
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +135,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		cfg: cfg, log: o.log, api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, client.DefaultNamespace),
 		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		undecodableFor: defaultUndecodableFor,
-		bg:             bg, bgCancel: cancel, metrics: newMetrics(),
+		bg:             bg, bgCancel: cancel, metrics: m,
 	}
 	if b.reg, err = cfg.Registry(reg); err != nil {
 		return nil, err
@@ -162,6 +164,9 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 // (then it waits for them). It returns with claiming stopped and the
 // worker still running: call Stop.
 func (b *Bridge) Run(ctx context.Context) error {
+	if err := b.serveMetrics(); err != nil {
+		return err
+	}
 	if err := b.healthCheck(ctx); err != nil {
 		return err
 	}
@@ -174,7 +179,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err := b.worker.Start(); err != nil {
 		return fmt.Errorf("start Temporal worker: %w", err)
 	}
-	b.serveMetrics()
+	b.polling.Store(true)
 	return b.serve(ctx)
 }
 
@@ -247,6 +252,7 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		b.stopClaims()
 	}
 	b.mu.Unlock()
+	b.polling.Store(false) // not ready: stopping
 	defer b.bgCancel()
 	done := make(chan struct{})
 	go func() {
@@ -324,18 +330,4 @@ func (b *Bridge) currentClaim(ctx context.Context, workflowID string) (string, e
 		return "", err
 	}
 	return c.WorkerID, nil
-}
-
-func (b *Bridge) serveMetrics() {
-	if b.cfg.MetricsAddr == "" {
-		return
-	}
-	srv := &http.Server{Addr: b.cfg.MetricsAddr, Handler: b.metrics.handler(b.adm), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			b.log.Error("metrics server stopped", "addr", b.cfg.MetricsAddr, "err", err)
-		}
-	}()
-	go func() { <-b.bg.Done(); _ = srv.Close() }()
-	b.log.Info("serving metrics", "url", "http://"+b.cfg.MetricsAddr+"/metrics")
 }

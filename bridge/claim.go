@@ -58,6 +58,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		b.claiming.RLock()
 		claimedAt := time.Now()
 		task, err := b.api.Claim(context.WithoutCancel(ctx), req)
+		b.metrics.claimDuration.WithLabelValues(t.Name).Observe(time.Since(claimedAt).Seconds())
 		if err == nil {
 			if task.Type == "" {
 				task.Type = t.Name // the answer left it out; we claimed for this type

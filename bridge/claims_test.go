@@ -49,7 +49,8 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	opts.APIKey = "k"
 	tm := devserver.New(opts)
 	url := tm.Start(t)
-	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second})
+	m := newMetrics()
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second, Observe: m.observeAPI})
 	require.NoError(t, err)
 	cfg := Config{
 		APIURL: url, WorkerID: "w1", PollInterval: 20 * time.Millisecond, MaxInFlight: 10, APITimeout: 5 * time.Second, ClaimTimeout: 300 * time.Second,
@@ -63,7 +64,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	b := &Bridge{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name()),
 		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
-		bg: bg, bgCancel: cancel, metrics: newMetrics(), undecodableFor: 100 * time.Millisecond,
+		bg: bg, bgCancel: cancel, metrics: m, undecodableFor: 100 * time.Millisecond,
 	}
 	b.closerOn.Store(true)
 	b.closerKick = make(chan struct{}, 1)

@@ -45,9 +45,12 @@ func (b *Bridge) watchRun(workflowID string) {
 	}
 }
 
-// reported is told by the report activity that a task's outcome landed:
-// its run closes in a moment, so the closer describes it soon.
-func (b *Bridge) reported(workflowID string) {
+// reported is told by the report activity of each attempt (counted in the
+// metrics): once an outcome landed the run closes in a moment, so the
+// closer describes it soon.
+func (b *Bridge) reported(workflowID string, err error) {
+	b.metrics.observeReport(err)
+	// The run closes in a moment, or goes on (an error): either way worth a look.
 	b.reportedMu.Lock()
 	b.reportedIDs = append(b.reportedIDs, workflowID)
 	b.reportedMu.Unlock()

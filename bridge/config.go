@@ -255,7 +255,7 @@ func Load(args, environ []string, out io.Writer) (Config, error) {
 	fs := FlagSet("tmbridge")
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "tmbridge runs PrismQ TaskManager tasks as Temporal workflows.\n\nUsage:\n  tmbridge [flags]\n\nFlags:\n%s\n", fs.FlagUsages())
+		fmt.Fprintf(out, "tmbridge runs PrismQ TaskManager tasks as Temporal workflows.\n\nUsage:\n  tmbridge [flags]\n  tmbridge --version\n\nFlags:\n%s\n", fs.FlagUsages())
 		fmt.Fprint(out, "Environment only: TASKMANAGER_API_KEY; Temporal's TEMPORAL_* variables (TLS, API key, profile).\n"+
 			"Every setting is also TMBRIDGE_<KEY> (nested with __, e.g. TMBRIDGE_TEMPORAL__TASK_QUEUE).\n"+
 			"Durations: Go syntax (90s, 2m) or plain seconds (10).\n\n")

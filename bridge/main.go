@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,10 @@ func Main(reg *activities.Registry, opts ...Option) int {
 }
 
 func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Registry, opts ...Option) int {
+	if slices.Contains(args, "--version") {
+		fmt.Fprintln(stdout, Build())
+		return 0
+	}
 	cfg, err := Load(args, environ, stdout)
 	if errors.Is(err, ErrHelp) {
 		return 0
@@ -166,7 +171,12 @@ func banner(log *slog.Logger, cfg Config, t client.Options) {
 		}
 		return "not set"
 	}
+	bi := Build()
 	log.Info("PrismQ TaskManager bridge (tmbridge): tasks run as Temporal workflows",
+		"version", bi.Version,
+		"commit", bi.Commit,
+		"go", bi.GoVersion,
+		"temporal_sdk", bi.SDKVersion,
 		"worker_id", cfg.WorkerID,
 		"api_url", taskmanager.RedactURL(cfg.APIURL),
 		"api_key", keySet(cfg.APIKey != ""),

@@ -1,20 +1,29 @@
 package bridge
 
 import (
-	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// metrics are the bridge's Prometheus metrics.
+// metrics are the bridge's Prometheus metrics, served on /metrics with the
+// Go and process collectors. Each is documented in the README
+// (Observability) and drawn by deploy/grafana/dashboards/tmbridge.json.
 type metrics struct {
-	reg      *prometheus.Registry
-	claims   *prometheus.CounterVec
-	started  *prometheus.CounterVec
-	finished *prometheus.CounterVec
+	reg            *prometheus.Registry
+	claims         *prometheus.CounterVec
+	claimDuration  *prometheus.HistogramVec
+	startDuration  *prometheus.HistogramVec
+	started        *prometheus.CounterVec
+	finished       *prometheus.CounterVec
+	reportAttempts *prometheus.CounterVec
+	apiDuration    *prometheus.HistogramVec
 }
+
+// latencyBuckets suit calls and starts: 5 ms to 20 s.
+var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20}
 
 func newMetrics() *metrics {
 	m := &metrics{
@@ -22,22 +31,71 @@ func newMetrics() *metrics {
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tmbridge_claims_total", Help: "Claim calls by task type and result (claimed, empty, error).",
 		}, []string{"task_type", "result"}),
+		claimDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tmbridge_claim_duration_seconds", Help: "How long claim calls (POST /tasks/claim) took, by task type.", Buckets: latencyBuckets,
+		}, []string{"task_type"}),
+		startDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tmbridge_start_duration_seconds", Help: "From a task's claim to its workflow started (or the claim signalled to its open run), by task type.", Buckets: latencyBuckets,
+		}, []string{"task_type"}),
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tmbridge_workflows_started_total", Help: "Task workflows started or signalled with a new claim.",
 		}, []string{"task_type"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tmbridge_workflows_finished_total", Help: "Task workflows of this worker that closed.",
 		}, []string{"result"}),
+		reportAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tmbridge_report_attempts_total", Help: "Attempts to report a task's outcome to TaskManager (POST /tasks/{id}/complete) by result: ok, or error (retried by Temporal until TaskManager has it).",
+		}, []string{"result"}),
+		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tmbridge_taskmanager_request_duration_seconds", Help: "TaskManager API calls by endpoint and HTTP status (0: no answer).", Buckets: latencyBuckets,
+		}, []string{"endpoint", "status"}),
 	}
-	m.reg.MustRegister(m.claims, m.started, m.finished, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bi := Build()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tmbridge_build_info", Help: "Always 1; its labels say which build runs.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "go_version": bi.GoVersion, "sdk_version": bi.SDKVersion},
+	})
+	info.Set(1)
+	m.reg.MustRegister(m.claims, m.claimDuration, m.startDuration, m.started, m.finished, m.reportAttempts, m.apiDuration, info,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Results seen from the start, so that rate() and alerts work from
+	// the first scrape.
+	m.reportAttempts.WithLabelValues("ok")
+	m.reportAttempts.WithLabelValues("error")
 	return m
 }
 
-func (m *metrics) handler(adm *admission) http.Handler {
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "tmbridge_tasks_in_flight", Help: "Claimed tasks whose workflow has not closed.",
-	}, func() float64 { return float64(adm.inFlight()) }))
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	return mux
+// observeAPI records one TaskManager call (taskmanager.Options.Observe).
+func (m *metrics) observeAPI(endpoint string, status int, took time.Duration) {
+	m.apiDuration.WithLabelValues(endpoint, strconv.Itoa(status)).Observe(took.Seconds())
+}
+
+// observeReport records one attempt to report an outcome.
+func (m *metrics) observeReport(err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.reportAttempts.WithLabelValues(result).Inc()
+}
+
+// registerState adds the gauges read from the bridge's state at scrape time.
+func (m *metrics) registerState(adm *admission, claimTimeout time.Duration) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tmbridge_tasks_in_flight", Help: "Claimed tasks whose workflow has not closed.",
+		}, func() float64 { return float64(adm.inFlight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tmbridge_oldest_claim_age_seconds", Help: "Age of the oldest claim of this bridge whose run is open (0: none). Past tmbridge_claim_timeout_seconds, TaskManager may hand the task to another worker: the bridge renews its claims before that.",
+		}, func() float64 {
+			at := adm.oldestClaim()
+			if at.IsZero() {
+				return 0
+			}
+			return time.Since(at).Seconds()
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tmbridge_claim_timeout_seconds", Help: "The claim timeout configured (claim_timeout): TaskManager's, which the oldest claim's age is compared with.",
+		}, func() float64 { return claimTimeout.Seconds() }),
+	)
 }

@@ -316,7 +316,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 				if tk.opened(id) {
 					b.watchRun(id)
 				}
-				b.adm.noteAttempt(id, int(row.Attempts))
+				b.adm.noteAttempt(id, int(row.Attempts), time.Now()) // found now: claimed before
 			case runDone:
 				tk.dropped()
 			default:

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,7 +83,8 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 			if tk.opened(id) {
 				b.watchRun(id)
 			}
-			b.adm.noteAttempt(id, int(task.Attempts))
+			// A claim found again (zero claimedAt) was made before now.
+			b.adm.noteAttempt(id, int(task.Attempts), cmp.Or(claimedAt, time.Now()))
 			b.renewAt(id, t.Name, claimedAt)
 		}
 	}()
@@ -171,6 +173,9 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		cancel()
 		if err == nil {
 			b.metrics.started.WithLabelValues(task.Type).Inc()
+			if !claimedAt.IsZero() {
+				b.metrics.startDuration.WithLabelValues(task.Type).Observe(time.Since(claimedAt).Seconds())
+			}
 			return state, nil
 		}
 		var permanent *startError

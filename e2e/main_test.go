@@ -59,7 +59,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(binDir)
-	build := exec.Command("go", "build", "-o", binDir, "../cmd/tmbridge", "../cmd/taskmanager-dev")
+	// VCS stamping: --version and tmbridge_build_info name the commit.
+	build := exec.Command("go", "build", "-buildvcs=auto", "-o", binDir, "../cmd/tmbridge", "../cmd/taskmanager-dev")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build:", err)

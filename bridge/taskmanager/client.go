@@ -43,6 +43,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// UserAgent is sent on every call. Default "tmbridge".
 	UserAgent string
+	// Observe, when set, is told of every call once it is answered or
+	// failed: its endpoint (claim, complete, progress, get_task, …), the
+	// HTTP status (0: no answer) and how long it took. The bridge's
+	// metrics use it.
+	Observe func(endpoint string, status int, took time.Duration)
 }
 
 // Client talks to one TaskManager. It is safe for concurrent use.
@@ -52,6 +57,7 @@ type Client struct {
 	timeout time.Duration
 	http    *http.Client
 	ua      string
+	observe func(endpoint string, status int, took time.Duration)
 }
 
 // maxAnswer bounds how much of an answer is read.
@@ -70,6 +76,7 @@ func New(opts Options) (*Client, error) {
 		timeout: opts.Timeout,
 		http:    opts.HTTPClient,
 		ua:      opts.UserAgent,
+		observe: opts.Observe,
 	}
 	if c.timeout <= 0 {
 		c.timeout = 30 * time.Second
@@ -98,14 +105,14 @@ func (c *Client) BaseURL() string { return RedactURL(c.base) }
 // Health checks GET /health (no API key needed).
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
-	err := c.call(ctx, call{op: "health", method: http.MethodGet, path: "/health", noAuth: true}, &h)
+	err := c.call(ctx, call{op: "health", endpoint: "health", method: http.MethodGet, path: "/health", noAuth: true}, &h)
 	return h, err
 }
 
 // RegisterTaskType registers a task type or updates an existing one.
 func (c *Client) RegisterTaskType(ctx context.Context, spec TaskTypeSpec) (Registered, error) {
 	var r Registered
-	err := c.call(ctx, call{op: "register task type " + spec.Name, method: http.MethodPost, path: "/task-types/register", body: spec}, &r)
+	err := c.call(ctx, call{op: "register task type " + spec.Name, endpoint: "register_task_type", method: http.MethodPost, path: "/task-types/register", body: spec}, &r)
 	return r, err
 }
 
@@ -113,7 +120,7 @@ func (c *Client) RegisterTaskType(ctx context.Context, spec TaskTypeSpec) (Regis
 // where ListTaskTypes does not (the PHP deployment).
 func (c *Client) GetTaskType(ctx context.Context, name string) (TaskType, error) {
 	var t TaskType
-	err := c.call(ctx, call{op: "get task type " + name, method: http.MethodGet, path: "/task-types/" + url.PathEscape(name), one: true}, &t)
+	err := c.call(ctx, call{op: "get task type " + name, endpoint: "get_task_type", method: http.MethodGet, path: "/task-types/" + url.PathEscape(name), one: true}, &t)
 	return t, err
 }
 
@@ -125,7 +132,7 @@ func (c *Client) ListTaskTypes(ctx context.Context, activeOnly bool) ([]TaskType
 		q.Set("active_only", "true")
 	}
 	var ts []TaskType
-	err := c.call(ctx, call{op: "list task types", method: http.MethodGet, path: "/task-types", query: q, listKeys: []string{"task_types", "items"}}, &ts)
+	err := c.call(ctx, call{op: "list task types", endpoint: "list_task_types", method: http.MethodGet, path: "/task-types", query: q, listKeys: []string{"task_types", "items"}}, &ts)
 	var e *Error
 	if errors.As(err, &e) && e.Kind == ErrTransient && e.Status == http.StatusInternalServerError {
 		e.Message += " (listing task types is broken on this deployment: resolve types one by one by name)"
@@ -164,7 +171,7 @@ func (c *Client) CreateTask(ctx context.Context, typeName string, params any) (C
 		Dedup1 Flag `json:"deduplicated"`
 		Dedup2 Flag `json:"duplicate"`
 	}
-	err = c.call(ctx, call{op: "create task " + typeName, method: http.MethodPost, path: "/tasks", body: body}, &r)
+	err = c.call(ctx, call{op: "create task " + typeName, endpoint: "create_task", method: http.MethodPost, path: "/tasks", body: body}, &r)
 	r.Created.Deduplicated = bool(r.Dedup1 || r.Dedup2)
 	return r.Created, err
 }
@@ -185,21 +192,21 @@ func (c *Client) ListTasks(ctx context.Context, f TaskFilter) ([]Task, error) {
 		q.Set("offset", strconv.Itoa(f.Offset))
 	}
 	var ts []Task
-	err := c.call(ctx, call{op: "list tasks", method: http.MethodGet, path: "/tasks", query: q, listKeys: []string{"tasks", "items"}}, &ts)
+	err := c.call(ctx, call{op: "list tasks", endpoint: "list_tasks", method: http.MethodGet, path: "/tasks", query: q, listKeys: []string{"tasks", "items"}}, &ts)
 	return ts, err
 }
 
 // GetTask returns one task; ErrNotFound when unknown.
 func (c *Client) GetTask(ctx context.Context, id ID) (Task, error) {
 	var t Task
-	err := c.call(ctx, call{op: "get task " + string(id), method: http.MethodGet, path: "/tasks/" + url.PathEscape(string(id)), one: true}, &t)
+	err := c.call(ctx, call{op: "get task " + string(id), endpoint: "get_task", method: http.MethodGet, path: "/tasks/" + url.PathEscape(string(id)), one: true}, &t)
 	return t, err
 }
 
 // Claim claims the next task of one type. ErrNoTask when there is none.
 func (c *Client) Claim(ctx context.Context, req ClaimRequest) (Task, error) {
 	var t Task
-	err := c.call(ctx, call{op: "claim task of type " + string(req.TaskTypeID), method: http.MethodPost, path: "/tasks/claim", body: req, claim: true, one: true}, &t)
+	err := c.call(ctx, call{op: "claim task of type " + string(req.TaskTypeID), endpoint: "claim", method: http.MethodPost, path: "/tasks/claim", body: req, claim: true, one: true}, &t)
 	if err == nil && t.ID == "" {
 		err = &Error{Op: "claim task of type " + string(req.TaskTypeID), Status: 200, Kind: ErrTransient, Err: errors.New("answer has no task id")}
 	}
@@ -213,7 +220,7 @@ func (c *Client) Progress(ctx context.Context, id ID, workerID string, progress 
 		Progress int    `json:"progress"`
 		Message  string `json:"message,omitempty"`
 	}{workerID, progress, message}
-	return c.call(ctx, call{op: "progress of task " + string(id), method: http.MethodPost, path: "/tasks/" + url.PathEscape(string(id)) + "/progress", body: body}, nil)
+	return c.call(ctx, call{op: "progress of task " + string(id), endpoint: "progress", method: http.MethodPost, path: "/tasks/" + url.PathEscape(string(id)) + "/progress", body: body}, nil)
 }
 
 // Complete reports a claimed task's outcome. It returns the task's new
@@ -222,12 +229,13 @@ func (c *Client) Complete(ctx context.Context, id ID, comp Completion) (string, 
 	var r struct {
 		Status string `json:"status"`
 	}
-	err := c.call(ctx, call{op: "complete task " + string(id), method: http.MethodPost, path: "/tasks/" + url.PathEscape(string(id)) + "/complete", body: comp}, &r)
+	err := c.call(ctx, call{op: "complete task " + string(id), endpoint: "complete", method: http.MethodPost, path: "/tasks/" + url.PathEscape(string(id)) + "/complete", body: comp}, &r)
 	return r.Status, err
 }
 
 type call struct {
 	op       string
+	endpoint string // the op without ids, for metrics
 	method   string
 	path     string // escaped, relative to the base
 	query    url.Values
@@ -270,7 +278,15 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 		req.Header.Set("X-API-Key", c.apiKey)
 	}
 
+	began := time.Now()
 	resp, err := c.http.Do(req)
+	if c.observe != nil {
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		defer func() { c.observe(cl.endpoint, status, time.Since(began)) }()
+	}
 	if err != nil {
 		return fail(0, ErrTransient, netError(RedactURLError(err)))
 	}

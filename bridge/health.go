@@ -1,0 +1,124 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.temporal.io/sdk/client"
+)
+
+// serveMetrics serves /metrics, /healthz and /readyz on metrics_addr (if
+// set) until the bridge stops. It listens before Run's first checks, so
+// that an orchestrator's probes are answered while the bridge starts; an
+// address that cannot be listened on fails the start.
+func (b *Bridge) serveMetrics() error {
+	if b.cfg.MetricsAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", b.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics_addr: %w", err)
+	}
+	b.metricsURL = "http://" + ln.Addr().String()
+	b.metrics.registerState(b.adm, b.cfg.ClaimTimeout)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeHealth(w, http.StatusOK, health{Status: "alive"})
+	})
+	mux.HandleFunc("GET /readyz", b.serveReady)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.log.Error("metrics server stopped", "addr", b.cfg.MetricsAddr, "err", err)
+		}
+	}()
+	go func() { <-b.bg.Done(); _ = srv.Close() }()
+	b.log.Info("serving metrics and health", "metrics", b.metricsURL+"/metrics", "ready", b.metricsURL+"/readyz")
+	return nil
+}
+
+// health is the JSON answer of /healthz and /readyz.
+type health struct {
+	Status string            `json:"status"`           // alive, ready or not ready
+	Checks map[string]string `json:"checks,omitempty"` // check → "ok" or what failed
+}
+
+func writeHealth(w http.ResponseWriter, code int, h health) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(h)
+}
+
+// readiness caches the last readiness probe: probes of several
+// orchestrators at once cost TaskManager and Temporal one call a second.
+type readiness struct {
+	mu   sync.Mutex
+	at   time.Time
+	last health
+}
+
+// readyFor is how long a readiness answer is reused.
+const readyFor = time.Second
+
+// readyTimeout bounds each readiness check.
+const readyTimeout = 3 * time.Second
+
+// serveReady answers 200 when TaskManager and Temporal answer and the
+// worker polls, else 503 with what failed.
+func (b *Bridge) serveReady(w http.ResponseWriter, r *http.Request) {
+	h := b.readiness(r.Context())
+	code := http.StatusOK
+	if h.Status != "ready" {
+		code = http.StatusServiceUnavailable
+	}
+	writeHealth(w, code, h)
+}
+
+func (b *Bridge) readiness(ctx context.Context) health {
+	b.ready.mu.Lock()
+	defer b.ready.mu.Unlock()
+	if time.Since(b.ready.at) < readyFor {
+		return b.ready.last
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	checks := map[string]string{"worker": "ok", "taskmanager": "ok", "temporal": "ok"}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	set := func(name string, err error) {
+		if err != nil {
+			mu.Lock()
+			checks[name] = err.Error() // the clients' errors never hold a secret
+			mu.Unlock()
+		}
+	}
+	if !b.polling.Load() {
+		checks["worker"] = "not polling: the bridge is starting or stopping"
+	}
+	wg.Go(func() {
+		_, err := b.api.Health(ctx)
+		set("taskmanager", err)
+	})
+	wg.Go(func() {
+		_, err := b.runs.CheckHealth(ctx, &client.CheckHealthRequest{})
+		set("temporal", err)
+	})
+	wg.Wait()
+	h := health{Status: "ready", Checks: checks}
+	for _, v := range checks {
+		if v != "ok" {
+			h.Status = "not ready"
+		}
+	}
+	b.ready.at, b.ready.last = time.Now(), h
+	return h
+}

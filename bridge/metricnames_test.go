@@ -1,0 +1,76 @@
+package bridge
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
+)
+
+// exportedNames are the names of the bridge's own metrics as Prometheus
+// queries see them (a histogram's _bucket, _sum and _count).
+func exportedNames(t *testing.T) map[string]bool {
+	t.Helper()
+	m := newMetrics()
+	m.registerState(newAdmission(1, 0), time.Minute)
+	// Vectors show only once they have a series.
+	m.claims.WithLabelValues("t", "claimed")
+	m.claimDuration.WithLabelValues("t").Observe(1)
+	m.startDuration.WithLabelValues("t").Observe(1)
+	m.started.WithLabelValues("t")
+	m.finished.WithLabelValues("completed")
+	m.observeAPI("claim", 200, time.Second)
+	fams, err := m.reg.Gather()
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, f := range fams {
+		names[f.GetName()] = true
+		if f.GetType().String() == "HISTOGRAM" {
+			for _, s := range []string{"_bucket", "_sum", "_count"} {
+				names[f.GetName()+s] = true
+			}
+		}
+	}
+	return names
+}
+
+var bridgeMetricName = regexp.MustCompile(`\btmbridge_[a-z_]+`)
+
+// Every tmbridge_* metric the shipped alert rules query is one the bridge
+// exports: a renamed metric fails here, not silently in production.
+func TestMetricNames_alert_rules_query_exported_metrics(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "alerts.yml"))
+	require.NoError(t, err)
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &rules))
+	names := exportedNames(t)
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			require.NotEmpty(t, r.Alert)
+			for _, name := range bridgeMetricName.FindAllString(r.Expr, -1) {
+				require.True(t, names[name], "alert %s queries %s, which the bridge does not export (it has %v)", r.Alert, name, slices.Sorted(func(yield func(string) bool) {
+					for k := range names {
+						if !yield(k) {
+							return
+						}
+					}
+				}))
+				n++
+			}
+		}
+	}
+	require.Greater(t, n, 5)
+}
