@@ -36,7 +36,29 @@ func Main(reg *activities.Registry, opts ...Option) int {
 	return run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr, reg, opts...)
 }
 
+// command is tmbridge or one of its subcommands, as --help shows it.
+type command struct {
+	name  string // as typed, e.g. "tmbridge check"
+	about string // what it does: the start of its --help
+}
+
+var bridgeCommand = command{"tmbridge", "tmbridge runs PrismQ TaskManager tasks as Temporal workflows."}
+
+// bridgeUsage is the usage line of tmbridge --help, with the subcommands.
+const bridgeUsage = `  tmbridge [flags]         run the bridge
+  tmbridge check [flags]   check the settings, TaskManager and Temporal as the bridge would use them (exit 1 on any failure)
+  tmbridge setup [flags]   add the search attributes TaskType and TaskID to the Temporal namespace
+`
+
 func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Registry, opts ...Option) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "check":
+			return runCheck(args[1:], environ, stdout, stderr, reg, opts...)
+		case "setup":
+			return runSetup(args[1:], environ, stdout, stderr)
+		}
+	}
 	cfg, err := Load(args, environ, stdout)
 	if errors.Is(err, ErrHelp) {
 		return 0
