@@ -457,4 +457,3 @@ func compareSearchAttributes(attrs map[string]enums.IndexedValueType) (missing, 
 	}
 	return missing, wrong
 }
-
