@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -307,6 +308,7 @@ func TestCheck_unregistered_types_warn_unless_none_is_served(t *testing.T) {
 	c, out := b.check(t, reg)
 	require.Zero(t, c.exitCode(), out)
 	require.Equal(t, checkRow{"type other.unregistered", checkWarn, "not registered in TaskManager: not served"}, row(t, c, "type other.unregistered"))
+	require.Contains(t, out, "\nno check failed; 1 of 17 are warnings\n")
 
 	only := activities.NewRegistry()
 	activities.Register(only, "other.unregistered", func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil })
@@ -356,6 +358,7 @@ func TestCheckTable_renders_aligned_rows_without_secrets(t *testing.T) {
 	tab.add("config", checkPass, "fine")
 	tab.add("TaskManager API key", checkFail, "sent s3cret-key\nand\tgot 401")
 	tab.add("short", checkSkip, "k stays k")
+	tab.add("config", checkWarn, "TMBRIDGE_X names no setting")
 	var out bytes.Buffer
 	require.NoError(t, tab.write(&out))
 	require.Equal(t, ""+
@@ -363,8 +366,14 @@ func TestCheckTable_renders_aligned_rows_without_secrets(t *testing.T) {
 		"config               PASS    fine\n"+
 		"TaskManager API key  FAIL    sent [redacted]; and got 401\n"+
 		"short                SKIP    k stays k\n"+
+		"config               WARN    TMBRIDGE_X names no setting\n"+
 		"\n"+
-		"1 of 3 checks failed\n", out.String())
+		"1 of 4 checks failed\n", out.String())
+
+	tab.rows = slices.DeleteFunc(tab.rows, func(r checkRow) bool { return r.Result == checkFail })
+	out.Reset()
+	require.NoError(t, tab.write(&out))
+	require.True(t, strings.HasSuffix(out.String(), "\nno check failed; 1 of 3 are warnings\n"), out.String())
 }
 
 // setup adds only what is missing, waits until Temporal lists it, and
