@@ -36,6 +36,9 @@ func runSetup(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tmbridge setup:", err)
 		return 2
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "tmbridge setup: warning:", w)
+	}
 	copts, err := temporalOptions(cfg, environ, subcommandLogger(stderr, cfg))
 	if err != nil {
 		fmt.Fprintln(stderr, "tmbridge setup: Temporal client config:", err)
