@@ -24,7 +24,9 @@ import (
 
 // Main runs the tmbridge command with reg's handlers and returns the exit
 // code: 0 on a clean stop (a signal, or --max-runs reached), 1 on a failure,
-// 2 on a config error. A program that adds its own handlers is:
+// 2 on a config error. `tmbridge check` and `tmbridge setup` check the
+// deployment and set up its namespace with the same settings. A program
+// that adds its own handlers is:
 //
 //	func main() {
 //		reg := activities.NewRegistry()
