@@ -63,7 +63,7 @@ type open struct {
 	gen      int
 	attempts int       // the newest claim of this worker that reached the run
 	claimed  time.Time // when that claim was made (or found), for metrics
-	onClose  func() // called when the run is no longer counted (stops its renewal timer)
+	onClose  func()    // called when the run is no longer counted (stops its renewal timer)
 }
 
 func newAdmission(limit, maxRuns int) *admission {

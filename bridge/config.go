@@ -251,15 +251,27 @@ func FlagSet(name string) *pflag.FlagSet {
 // wrong, each with its key. On --help it writes the usage to out and
 // returns ErrHelp.
 func Load(args, environ []string, out io.Writer) (Config, error) {
+	return load(bridgeCommand, args, environ, out)
+}
+
+// load is Load for cmd, whose --help it writes.
+func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 	opts := options()
-	fs := FlagSet("tmbridge")
+	fs := FlagSet(cmd.name)
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "tmbridge runs PrismQ TaskManager tasks as Temporal workflows.\n\nUsage:\n  tmbridge [flags]\n  tmbridge --version\n\nFlags:\n%s\n", fs.FlagUsages())
+		if cmd == bridgeCommand {
+			fmt.Fprintf(out, "%s\n\nUsage:\n%s", cmd.about, bridgeUsage)
+		} else {
+			fmt.Fprintf(out, "%s\n\nUsage:\n  %s [flags]\n", cmd.about, cmd.name)
+		}
+		fmt.Fprintf(out, "\nFlags:\n%s\n", fs.FlagUsages())
 		fmt.Fprint(out, "Environment only: TASKMANAGER_API_KEY; Temporal's TEMPORAL_* variables (TLS, API key, profile).\n"+
 			"Every setting is also TMBRIDGE_<KEY> (nested with __, e.g. TMBRIDGE_TEMPORAL__TASK_QUEUE).\n"+
 			"Durations: Go syntax (90s, 2m) or plain seconds (10).\n\n")
-		writeTypeOptionsHelp(out)
+		if cmd == bridgeCommand {
+			writeTypeOptionsHelp(out)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err

@@ -25,7 +25,9 @@ import (
 
 // Main runs the tmbridge command with reg's handlers and returns the exit
 // code: 0 on a clean stop (a signal, or --max-runs reached), 1 on a failure,
-// 2 on a config error. A program that adds its own handlers is:
+// 2 on a config error. `tmbridge check` and `tmbridge setup` check the
+// deployment and set up its namespace with the same settings. A program
+// that adds its own handlers is:
 //
 //	func main() {
 //		reg := activities.NewRegistry()
@@ -37,10 +39,33 @@ func Main(reg *activities.Registry, opts ...Option) int {
 	return run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr, reg, opts...)
 }
 
+// command is tmbridge or one of its subcommands, as --help shows it.
+type command struct {
+	name  string // as typed, e.g. "tmbridge check"
+	about string // what it does: the start of its --help
+}
+
+var bridgeCommand = command{"tmbridge", "tmbridge runs PrismQ TaskManager tasks as Temporal workflows."}
+
+// bridgeUsage is the usage line of tmbridge --help, with the subcommands.
+const bridgeUsage = `  tmbridge [flags]         run the bridge
+  tmbridge --version       print the build: version, commit, Go and Temporal SDK versions
+  tmbridge check [flags]   check the settings, TaskManager and Temporal as the bridge would use them (exit 1 on any failure)
+  tmbridge setup [flags]   add the search attributes TaskType and TaskID to the Temporal namespace
+`
+
 func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Registry, opts ...Option) int {
 	if slices.Contains(args, "--version") {
 		fmt.Fprintln(stdout, Build())
 		return 0
+	}
+	if len(args) > 0 {
+		switch args[0] {
+		case "check":
+			return runCheck(args[1:], environ, stdout, stderr, reg, opts...)
+		case "setup":
+			return runSetup(args[1:], environ, stdout, stderr)
+		}
 	}
 	cfg, err := Load(args, environ, stdout)
 	if errors.Is(err, ErrHelp) {

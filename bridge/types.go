@@ -1,12 +1,14 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
+	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/workflows"
 )
@@ -20,8 +22,16 @@ type servedType struct {
 
 // runnable returns the names of the types this bridge can run: every
 // handler and every configured type (New made sure each can run).
-func (b *Bridge) runnable() []string {
-	names := append(b.reg.Names(), sortedKeys(b.cfg.Types)...)
+func (b *Bridge) runnable() []string { return runnableTypes(b.cfg, b.reg) }
+
+// runnableTypes returns the names of the types a bridge with cfg and reg
+// (cfg.Registry's) can run: every handler and every configured type.
+func runnableTypes(cfg Config, reg *activities.Registry) []string {
+	var names []string
+	if reg != nil {
+		names = reg.Names()
+	}
+	names = append(names, sortedKeys(cfg.Types)...)
 	slices.Sort(names)
 	return slices.Compact(names)
 }
@@ -30,66 +40,120 @@ func (b *Bridge) runnable() []string {
 // by one (listing types is broken on the PHP deployment). It never returns
 // a type the bridge cannot run.
 func (b *Bridge) resolveTypes(ctx context.Context) ([]servedType, error) {
-	runnable := b.runnable()
 	var out []servedType
-	add := func(t taskmanager.TaskType) {
-		out = append(out, servedType{Name: t.Name, ID: t.ID, Options: b.cfg.TypeOptions(t.Name)})
+	var missing []string
+	for _, l := range lookupTypes(ctx, b.cfg, b.runnable(), b.api, false) {
+		switch {
+		case l.Err != nil:
+			return nil, l.Err
+		case l.Unregistered:
+			missing = append(missing, l.Name)
+		default:
+			out = append(out, servedType{Name: l.Name, ID: l.ID, Options: b.cfg.TypeOptions(l.Name)})
+		}
 	}
-	switch {
-	case len(b.cfg.TaskTypes) > 0:
-		for _, name := range b.cfg.TaskTypes {
-			if !slices.Contains(runnable, name) {
-				return nil, fmt.Errorf("task_types: %q has no handler or route in this bridge (it can run: %s)", name, strings.Join(runnable, ", "))
-			}
-			t, err := b.api.GetTaskType(ctx, name)
-			if errors.Is(err, taskmanager.ErrNotFound) {
-				return nil, fmt.Errorf("task_types: %q is not registered in TaskManager", name)
-			} else if err != nil {
-				return nil, err
-			}
-			add(t)
-		}
-	case len(b.cfg.TaskTypeIDs) > 0:
-		byID := map[taskmanager.ID]taskmanager.TaskType{}
-		var known []string
-		for _, name := range runnable {
-			t, err := b.api.GetTaskType(ctx, name)
-			if errors.Is(err, taskmanager.ErrNotFound) {
-				continue
-			} else if err != nil {
-				return nil, err
-			}
-			byID[t.ID] = t
-			known = append(known, fmt.Sprintf("%s=%s", t.Name, t.ID))
-		}
-		for _, id := range b.cfg.TaskTypeIDs {
-			t, ok := byID[taskmanager.ID(id)]
-			if !ok {
-				return nil, fmt.Errorf("task_type_ids: %s is not a type this bridge can run (it can run: %s)", id, strings.Join(known, ", "))
-			}
-			add(t)
-		}
-	default:
-		var missing []string
-		for _, name := range runnable {
-			t, err := b.api.GetTaskType(ctx, name)
-			if errors.Is(err, taskmanager.ErrNotFound) {
-				missing = append(missing, name)
-				continue
-			} else if err != nil {
-				return nil, err
-			}
-			add(t)
-		}
-		if len(missing) > 0 {
-			b.log.Info("types with a handler but not registered in TaskManager are not served", "types", missing)
-		}
-		if len(out) == 0 {
-			return nil, fmt.Errorf("none of the types this bridge can run is registered in TaskManager (%s)", strings.Join(runnable, ", "))
-		}
+	if len(missing) > 0 {
+		b.log.Info("types with a handler but not registered in TaskManager are not served", "types", missing)
+	}
+	if len(out) == 0 {
+		return nil, noTypeServed(b.runnable())
 	}
 	for _, t := range out {
 		b.log.Info("serving task type", "task_type", t.Name, "task_type_id", string(t.ID), "local", t.Options.IsLocal(), "task_queue", t.Options.TaskQueue, "steps", len(t.Options.Steps))
 	}
 	return out, nil
+}
+
+// noTypeServed is the error of a bridge left with no type to serve.
+func noTypeServed(runnable []string) error {
+	return fmt.Errorf("none of the types this bridge can run is registered in TaskManager (%s)", strings.Join(runnable, ", "))
+}
+
+// typeLookup is what looking up one type to serve found.
+type typeLookup struct {
+	Name string         // the type's name ("" for a task_type_ids id not found)
+	ID   taskmanager.ID // its TaskManager id (for task_type_ids: the id asked for)
+	// Err says why the type is not served: a config mistake (no handler,
+	// not registered) or TaskManager's error. nil: served, unless
+	// Unregistered.
+	Err error
+	// Unregistered: with neither task_types nor task_type_ids, a type
+	// this bridge can run that TaskManager does not know. It is not
+	// served, and that is no error.
+	Unregistered bool
+}
+
+// lookupTypes looks up the types to serve in TaskManager, by name one by
+// one (listing types is broken on the PHP deployment): one entry per name
+// of task_types, per id of task_type_ids or, with neither, per type this
+// bridge can run (runnable). A TaskManager error ends the lookups unless
+// keepGoing (tmbridge check reports every type).
+func lookupTypes(ctx context.Context, cfg Config, runnable []string, api *taskmanager.Client, keepGoing bool) []typeLookup {
+	var out []typeLookup
+	switch {
+	case len(cfg.TaskTypes) > 0:
+		for _, name := range cfg.TaskTypes {
+			if !slices.Contains(runnable, name) {
+				out = append(out, typeLookup{Name: name, Err: fmt.Errorf("task_types: %q has no handler or route in this bridge (it can run: %s)", name, strings.Join(runnable, ", "))})
+				continue
+			}
+			t, err := api.GetTaskType(ctx, name)
+			switch {
+			case errors.Is(err, taskmanager.ErrNotFound):
+				out = append(out, typeLookup{Name: name, Err: fmt.Errorf("task_types: %q is not registered in TaskManager", name)})
+			case err != nil:
+				out = append(out, typeLookup{Name: name, Err: err})
+				if !keepGoing {
+					return out
+				}
+			default:
+				out = append(out, typeLookup{Name: t.Name, ID: t.ID})
+			}
+		}
+	case len(cfg.TaskTypeIDs) > 0:
+		byID := map[taskmanager.ID]taskmanager.TaskType{}
+		var known []string
+		var lookupErr error
+		for _, name := range runnable {
+			t, err := api.GetTaskType(ctx, name)
+			if errors.Is(err, taskmanager.ErrNotFound) {
+				continue
+			} else if err != nil {
+				if !keepGoing {
+					return []typeLookup{{Err: err}}
+				}
+				lookupErr = cmp.Or(lookupErr, err)
+				continue
+			}
+			byID[t.ID] = t
+			known = append(known, fmt.Sprintf("%s=%s", t.Name, t.ID))
+		}
+		for _, id := range cfg.TaskTypeIDs {
+			t, ok := byID[taskmanager.ID(id)]
+			switch {
+			case ok:
+				out = append(out, typeLookup{Name: t.Name, ID: t.ID})
+			case lookupErr != nil:
+				out = append(out, typeLookup{ID: taskmanager.ID(id), Err: fmt.Errorf("task_type_ids: %s: not found, but a lookup failed: %w", id, lookupErr)})
+			default:
+				out = append(out, typeLookup{ID: taskmanager.ID(id), Err: fmt.Errorf("task_type_ids: %s is not a type this bridge can run (it can run: %s)", id, strings.Join(known, ", "))})
+			}
+		}
+	default:
+		for _, name := range runnable {
+			t, err := api.GetTaskType(ctx, name)
+			switch {
+			case errors.Is(err, taskmanager.ErrNotFound):
+				out = append(out, typeLookup{Name: name, Unregistered: true})
+			case err != nil:
+				out = append(out, typeLookup{Name: name, Err: err})
+				if !keepGoing {
+					return out
+				}
+			default:
+				out = append(out, typeLookup{Name: t.Name, ID: t.ID})
+			}
+		}
+	}
+	return out
 }
