@@ -200,7 +200,7 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		} else {
 			in := p.handlerInput(s, params)
 			in.Step = fmt.Sprintf("%s[%d]", s.Name, i)
-			f = s.options(p.opts, !p.exact).execute(ictx, s.Handler, in)
+			f = s.options(p.opts, !p.exact).execute(ictx, stepSummary(in.Step, s.Handler), s.Handler, in)
 		}
 		running++
 		sel.AddFuture(f, func(f workflow.Future) {
@@ -260,6 +260,7 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 		// TaskManager down: retried without limit; a refused task (bad
 		// params, unknown type) is not.
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+		Summary:     stepSummary(s.Name, "enqueue "+e.Type),
 	})
 	var created activities.EnqueueOutput
 	if err := workflow.ExecuteActivity(actx, activities.EnqueueActivityName, in).Get(ctx, &created); err != nil {
@@ -274,6 +275,7 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 30 * time.Second, ScheduleToCloseTimeout: 5 * time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
+		Summary:     stepSummary(s.Name, "read task "+created.TaskID),
 	})
 	wait := cmp.Or(e.PollInterval, DefaultPollInterval)
 	for {
@@ -298,7 +300,8 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 			}
 			sleepFor = min(wait, left) // a last read at the deadline
 		}
-		if err := workflow.Sleep(ctx, sleepFor); err != nil {
+		poll := workflow.NewTimerWithOptions(ctx, sleepFor, workflow.TimerOptions{Summary: stepSummary(s.Name, "wait for task "+created.TaskID)})
+		if err := poll.Get(ctx, nil); err != nil {
 			return nil, err
 		}
 		wait = min(2*wait, cmp.Or(e.MaxPollInterval, DefaultMaxPollInterval))
@@ -340,7 +343,8 @@ func (p *pipeline) runWaitFor(ctx workflow.Context, s Step) workflow.Future {
 		if w.Timeout > 0 {
 			tctx, cancel := workflow.WithCancel(c)
 			defer cancel()
-			sel.AddFuture(workflow.NewTimer(tctx, w.Timeout), func(workflow.Future) { timedOut = true })
+			timer := workflow.NewTimerWithOptions(tctx, w.Timeout, workflow.TimerOptions{Summary: stepSummary(s.Name, "timeout")})
+			sel.AddFuture(timer, func(workflow.Future) { timedOut = true })
 		}
 		sel.Select(c)
 		switch {

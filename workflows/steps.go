@@ -319,7 +319,7 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		settle.SetError(p.fail(s, err))
 		return future
 	}
-	f := s.options(p.opts, !p.exact).execute(ctx, s.Handler, p.handlerInput(s, params))
+	f := s.options(p.opts, !p.exact).execute(ctx, stepSummary(s.Name, s.Handler), s.Handler, p.handlerInput(s, params))
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		var out json.RawMessage
 		if err := f.Get(gctx, &out); err != nil {

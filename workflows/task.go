@@ -290,8 +290,9 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		f = fut
 	case opts.Workflow != "":
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID + "/" + opts.Workflow,
-			TaskQueue:  opts.TaskQueue,
+			WorkflowID:    workflow.GetInfo(ctx).WorkflowExecution.ID + "/" + opts.Workflow,
+			TaskQueue:     opts.TaskQueue,
+			StaticSummary: taskSummary(in.Task, opts.Workflow),
 		})
 		f = workflow.ExecuteChildWorkflow(cctx, opts.Workflow, input)
 	default:
@@ -299,7 +300,8 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		// of one whose outcome a dead bridge already reported.
 		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > 3
 		// Runs started before the bridge resolved Handler leave it empty.
-		f = opts.execute(ctx, opts.HandlerFor(in.Task.Type), input)
+		handler := opts.HandlerFor(in.Task.Type)
+		f = opts.execute(ctx, taskSummary(in.Task, handler), handler, input)
 	}
 	claims.wait(ctx, f)
 	var out json.RawMessage
@@ -520,13 +522,17 @@ type reported struct {
 // activity, which retries without limit (reading the task first, since a
 // local attempt may have posted).
 func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput) workflow.Future {
-	actx := workflow.WithActivityOptions(ctx, reportOptions())
+	ao := reportOptions()
+	ao.Summary = reportSummary(in.Success)
+	actx := workflow.WithActivityOptions(ctx, ao)
 	if !opts.IsLocal() {
 		return workflow.ExecuteActivity(actx, activities.ReportActivityName, in)
 	}
 	f, settle := workflow.NewFuture(ctx)
 	workflow.Go(ctx, func(gctx workflow.Context) {
-		lctx := workflow.WithLocalActivityOptions(gctx, localReportOptions())
+		lo := localReportOptions()
+		lo.Summary = ao.Summary
+		lctx := workflow.WithLocalActivityOptions(gctx, lo)
 		local := workflow.ExecuteLocalActivity(lctx, activities.ReportActivityName, in)
 		if err := local.Get(gctx, nil); err == nil || activities.IsPermanent(err) {
 			settle.Chain(local)
