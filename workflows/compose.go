@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
-	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -44,7 +42,7 @@ func (p *pipeline) step(ctx workflow.Context, s Step, extra map[string]any) work
 		case err != nil:
 			f = failedFuture(ctx, p.fail(s, err))
 		case !run:
-			p.skip(s)
+			p.skip(ctx, s)
 			return doneFuture(ctx)
 		}
 	}
@@ -121,8 +119,9 @@ func errText(err error) string {
 }
 
 // skip counts a step whose when was false as done.
-func (p *pipeline) skip(s Step) {
+func (p *pipeline) skip(ctx workflow.Context, s Step) {
 	p.done += countedSteps([]Step{s})
+	p.showProgress(ctx)
 }
 
 // withFallbacks runs s's on_failure steps, in order, when f fails for
@@ -142,6 +141,7 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 		}
 		p.results[s.Name], _ = json.Marshal(map[string]string{"error": msg})
 		p.done += countedSteps([]Step{s}) // handled: its fallbacks do not count
+		p.showProgress(c)
 		for _, fb := range s.OnFailure {
 			if err := p.step(c, fb, map[string]any{"error": msg}).Get(c, nil); err != nil {
 				settle.SetError(err)
@@ -200,11 +200,16 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		} else {
 			in := p.handlerInput(s, params)
 			in.Step = fmt.Sprintf("%s[%d]", s.Name, i)
-			f = s.options(p.opts, !p.exact).execute(ictx, stepSummary(in.Step, s.Handler), s.Handler, in)
+			in.Progress = p.startProgress(in.Step)
+			summary := stepSummary(in.Step, s.Handler)
+			f = s.options(p.opts, !p.exact).execute(ictx, summary, s.Handler, in)
+			p.started(ctx, in.Step, summary)
 		}
+		item := fmt.Sprintf("%s[%d]", s.Name, i)
 		running++
 		sel.AddFuture(f, func(f workflow.Future) {
 			running--
+			p.ended(ctx, item)
 			if err := f.Get(ctx, &results[i]); err != nil && firstErr == nil {
 				firstErr = fmt.Errorf("item %d: %s", i, failureMessage(s.Handler, err))
 				cancel()
@@ -370,19 +375,15 @@ func asObject(raw json.RawMessage) json.RawMessage {
 	return obj
 }
 
-// waiting sets what step name waits for ("": nothing) and shows every
-// wait in the run's current details (Temporal Web).
+// waiting sets what step name waits for ("": nothing), shown in the run's
+// current details (Temporal Web).
 func (p *pipeline) waiting(ctx workflow.Context, name, what string) {
 	if what == "" {
 		delete(p.waits, name)
 	} else {
 		p.waits[name] = what
 	}
-	var lines []string
-	for _, n := range slices.Sorted(maps.Keys(p.waits)) {
-		lines = append(lines, p.waits[n])
-	}
-	workflow.SetCurrentDetails(ctx, strings.Join(lines, "\n"))
+	p.showProgress(ctx)
 }
 
 // record keeps a step's result and reports the progress made.
@@ -392,7 +393,13 @@ func (p *pipeline) record(ctx workflow.Context, s Step, out json.RawMessage) {
 		return // a fallback's step counted when it failed
 	}
 	p.done++
-	p.reportProgress(ctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+	if p.inHandlers && p.alone[s.Name] {
+		p.shown = max(p.shown, p.percent()) // its handler posted it (doneProgress)
+	}
+	p.showProgress(ctx)
+	if !p.inHandlers {
+		p.reportProgress(ctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+	}
 }
 
 // countedSteps counts the steps that make the task's progress: every step
