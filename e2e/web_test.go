@@ -16,6 +16,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	sdkpb "go.temporal.io/api/sdk/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -103,6 +104,22 @@ types:
 		progress = append(progress, p.Progress)
 	}
 	require.Equal(t, []int{33, 66, 100}, progress, "a done; c started; c done")
+
+	// Found by its search attributes, as Temporal Web's search box does.
+	require.Eventually(t, func() bool { // visibility lags a little
+		resp, err := s.tc.ListWorkflow(context.Background(), &workflowservice.ListWorkflowExecutionsRequest{
+			Query: "TaskID = '" + web + "' AND TaskType = 'demo.web'",
+		})
+		if err != nil {
+			return false
+		}
+		for _, e := range resp.GetExecutions() {
+			if e.GetExecution().GetWorkflowId() == wfID {
+				return true
+			}
+		}
+		return false
+	}, 2*time.Minute, 100*time.Millisecond)
 
 	// The histories: summaries, string durations, no progress activities.
 	h := s.history(wfID)
