@@ -194,18 +194,18 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		data["item"], _ = decodeJSON(raw)
 		data["index"] = number(i)
 		params, err := p.stepParams(s, data)
+		item := fmt.Sprintf("%s[%d]", s.Name, i)
 		var f workflow.Future
 		if err != nil {
 			f = failedFuture(ictx, err)
 		} else {
 			in := p.handlerInput(s, params)
-			in.Step = fmt.Sprintf("%s[%d]", s.Name, i)
-			in.Progress = p.startProgress(in.Step)
-			summary := stepSummary(in.Step, s.Handler)
+			in.Step = item
+			in.Progress = p.startProgress(item)
+			summary := stepSummary(item, s.Handler)
 			f = s.options(p.opts, !p.exact).execute(ictx, summary, s.Handler, in)
-			p.started(ctx, in.Step, summary)
+			p.started(ctx, item, summary)
 		}
-		item := fmt.Sprintf("%s[%d]", s.Name, i)
 		running++
 		sel.AddFuture(f, func(f workflow.Future) {
 			running--
