@@ -50,7 +50,7 @@ bench: $(TEMPORAL_CLI)
 # Fuzz targets (package:Target). Their corpus is kept in each package's
 # testdata/fuzz, which plain `go test` replays; `make test` fuzzes each
 # for 3000 inputs, `make fuzz` for FUZZTIME each (FUZZ=Target for one).
-FUZZ_TARGETS := ./bridge:FuzzLoad ./workflows:FuzzRender ./bridge/taskmanager:FuzzDecode \
+FUZZ_TARGETS := ./bridge:FuzzLoad ./workflows:FuzzRender ./workflows:FuzzDurations_round_trip ./bridge/taskmanager:FuzzDecode \
 	./bridge/taskmanager:FuzzParseRetryAfter ./bridge/taskmanager:FuzzStoredResultSize
 FUZZTIME ?= 2m
 FUZZ ?= .

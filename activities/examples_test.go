@@ -129,3 +129,36 @@ func TestRegistry_fails_loudly(t *testing.T) {
 	require.Panics(t, func() { reg.MustAdd("a", h) })
 	require.Equal(t, []string{"a"}, reg.Names())
 }
+
+// A step's handler posts the task's progress its workflow handed it: as
+// its first attempt starts, and when it succeeds; a value below one
+// already posted for the claim (an activity that started late) is not.
+func TestProgress_handed_by_the_workflow_is_posted_never_backwards(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, err := b.api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: "demo.steps", Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+	require.NoError(t, err)
+	_, err = b.api.CreateTask(ctx, "demo.steps", map[string]any{"n": 1})
+	require.NoError(t, err)
+	task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: "1"})
+	require.NoError(t, err)
+	step := func(name string, start, done *activities.Progress) {
+		_, err := b.env.ExecuteActivity("example.echo", activities.HandlerInput{
+			TaskID: string(task.ID), WorkerID: "w1", Attempt: int(task.Attempts), Params: json.RawMessage(`{"message":"x"}`),
+			Step: name, Progress: start, ProgressDone: done,
+		})
+		require.NoError(t, err)
+	}
+	step("a", nil, &activities.Progress{Percent: 25, Message: "step a done (1/4)"})
+	step("b", &activities.Progress{Percent: 50, Message: "step b started (2/4 steps done)"}, nil)
+	step("late", &activities.Progress{Percent: 25, Message: "late"}, nil)
+	var seen []int
+	for _, c := range b.tm.ProgressCalls(string(task.ID)) {
+		require.True(t, c.Accepted)
+		seen = append(seen, c.Progress)
+	}
+	require.Equal(t, []int{25, 50}, seen)
+	st, _ := b.tm.Task(string(task.ID))
+	require.Equal(t, 50, st.Progress)
+}

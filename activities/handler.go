@@ -92,9 +92,17 @@ type HandlerInput struct {
 	// local activity is then run again.
 	SkipIfDone bool `json:"skip_if_done,omitempty"`
 	// Step names the step of a multi-step task this handler runs for (""
-	// for a task of one handler). A step's progress goes to Temporal only:
-	// TaskManager gets the task's, as steps complete.
+	// for a task of one handler). A step's own progress goes to Temporal
+	// only: TaskManager gets the task's, in Progress and ProgressDone.
 	Step string `json:"step,omitempty"`
+	// Progress, when set, is the task's progress (the steps done so far)
+	// that the handler activity posts to TaskManager as its first attempt
+	// starts. The workflow hands out only rising values.
+	Progress *Progress `json:"progress,omitempty"`
+	// ProgressDone, when set, is the task's progress that the handler
+	// activity posts when its handler succeeds: a step that runs alone
+	// knows what its completion makes.
+	ProgressDone *Progress `json:"progress_done,omitempty"`
 }
 
 // inputKey carries the HandlerInput in a handler's context.

@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -37,8 +38,9 @@ type progress struct {
 // message: as a Temporal heartbeat detail, and to TaskManager with the
 // task's current claimer, at most once per ProgressInterval (100 always
 // goes through). A step's handler reports to Temporal only: the task's
-// progress in TaskManager is its steps done. Outside a handler activity it does nothing. Progress is
-// best effort: a failed call is logged, never returned.
+// progress in TaskManager is its steps done. Outside a handler activity it
+// does nothing. Progress is best effort: a failed call is logged, never
+// returned.
 func ReportProgress(ctx context.Context, percent int, message string) {
 	p, ok := ctx.Value(progressKey{}).(*progress)
 	if !ok {
@@ -64,6 +66,13 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	if !due || p.a.TaskManager == nil || p.step {
 		return
 	}
+	p.post(ctx, workerID, percent, message)
+}
+
+// post posts progress to TaskManager with the claim workerID; when the
+// claim moved (403), it asks the workflow who holds the task now and posts
+// with that claim. Best effort: a failure is logged.
+func (p *progress) post(ctx context.Context, workerID string, percent int, message string) {
 	err := p.send(ctx, workerID, percent, message)
 	if errors.Is(err, taskmanager.ErrClaimedByOther) && p.a.CurrentClaim != nil {
 		// The claim moved (the task was claimed again): ask the workflow who holds it now.
@@ -80,6 +89,56 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	if err != nil {
 		p.a.logger().Debug("progress not reported", "task_id", p.taskID, "err", err)
 	}
+}
+
+// postTaskProgress posts the task's progress that its workflow handed to
+// this handler (a step of a multi-step task). The workflow hands out only
+// rising values; an attempt that starts late (a busy worker) could still
+// post after a higher one, so this process never posts a value for a
+// claim of the task below one it posted before.
+func (p *progress) postTaskProgress(ctx context.Context, attempt int, pr Progress) {
+	if p.a.TaskManager == nil || !p.a.marks.raise(markKey(p.taskID, attempt), pr.Percent) {
+		return
+	}
+	p.mu.Lock()
+	workerID := p.workerID
+	p.mu.Unlock()
+	p.post(ctx, workerID, min(max(pr.Percent, 0), 100), pr.Message)
+}
+
+// progressMarks holds, per claim of a task, the highest progress this
+// process posted for it.
+type progressMarks struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+// maxMarks bounds the marks kept: past it they are all dropped (a task
+// whose report ran in another process leaves its mark behind).
+const maxMarks = 10_000
+
+func markKey(taskID string, attempt int) string { return fmt.Sprintf("%s@%d", taskID, attempt) }
+
+// raise records percent for key and reports whether it is above the
+// mark, that is, whether to post it.
+func (m *progressMarks) raise(key string, percent int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if last, ok := m.m[key]; ok && percent <= last {
+		return false
+	}
+	if m.m == nil || len(m.m) >= maxMarks {
+		m.m = map[string]int{}
+	}
+	m.m[key] = percent
+	return true
+}
+
+// forget drops key's mark: the claim's outcome is being reported.
+func (m *progressMarks) forget(key string) {
+	m.mu.Lock()
+	delete(m.m, key)
+	m.mu.Unlock()
 }
 
 func (p *progress) send(ctx context.Context, workerID string, percent int, message string) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -47,6 +48,9 @@ type ReportInput struct {
 	Success  bool            `json:"success"`
 	Result   json.RawMessage `json:"result,omitempty"` // on success: a JSON object
 	Error    string          `json:"error,omitempty"`  // on failure
+	// Progress, when set with a success, is posted just before the outcome:
+	// the task's last progress, that no step posted (a multi-step task).
+	Progress *Progress `json:"progress,omitempty"`
 	// ReadFirst: the task is read before anything is posted, because an
 	// earlier report of this outcome may have reached TaskManager, or the
 	// claim is old enough to have timed out and been handed out again
@@ -74,6 +78,7 @@ type ReportOutput struct {
 func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportOutput, error) {
 	info := activity.GetInfo(ctx)
 	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || info.IsLocalActivity
+	a.marks.forget(markKey(in.TaskID, in.Attempt))
 	out, err := Report(ctx, a.TaskManager, in)
 	if errors.Is(err, taskmanager.ErrUnauthorized) {
 		a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)
@@ -99,6 +104,12 @@ func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (Report
 		if out, err, done := judge(task, in, nil); done {
 			return out, err
 		}
+	}
+	if in.Success && in.Progress != nil {
+		// Best effort, as all progress: the outcome matters, not this.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = tm.Progress(pctx, id, in.WorkerID, min(max(in.Progress.Percent, 0), 100), in.Progress.Message)
+		cancel()
 	}
 	comp := taskmanager.Completion{WorkerID: in.WorkerID, Success: in.Success}
 	if in.Success {

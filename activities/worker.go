@@ -44,6 +44,7 @@ type Activities struct {
 	Logger *slog.Logger
 
 	running atomic.Int64 // handler attempts under way
+	marks   progressMarks
 }
 
 // Idle waits until no handler runs on this worker, or ctx ends. After a
@@ -115,11 +116,18 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 				return out, err
 			}
 		}
+		if in.Progress != nil && info.Attempt == 1 {
+			p.postTaskProgress(ctx, in.Attempt, *in.Progress)
+		}
 		out, err := h.Handle(ctx, in.Params)
 		if err != nil {
 			return nil, err
 		}
-		return normalizeResult(out)
+		result, err = normalizeResult(out)
+		if err == nil && in.ProgressDone != nil {
+			p.postTaskProgress(ctx, in.Attempt, *in.ProgressDone)
+		}
+		return result, err
 	}
 }
 

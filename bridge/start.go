@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -138,6 +139,7 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 			workflows.MemoAttempt: int(task.Attempts), workflows.MemoWorkerID: b.cfg.WorkerID,
 		},
 		StaticSummary: fmt.Sprintf("%s · task %s · attempt %d", task.Type, task.ID, task.Attempts),
+		StaticDetails: taskLink(b.cfg.APIURL, task.ID),
 		// The run's first workflow task comes back with the start's answer
 		// to this process's worker (Temporal falls back to the task queue
 		// when it cannot): one round trip less per task, and with local
@@ -191,6 +193,14 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		}
 		b.log.Warn("cannot start workflow; retrying", "workflow_id", id, "err", err)
 	}
+}
+
+// taskLink is a run's static details in Temporal Web: a markdown link to
+// its task in TaskManager's API. The API URL is shown as RedactURL shows
+// it, without the userinfo or query where secrets travel.
+func taskLink(apiURL string, id taskmanager.ID) string {
+	u := strings.TrimRight(taskmanager.RedactURL(apiURL), "/") + "/tasks/" + url.PathEscape(string(id))
+	return fmt.Sprintf("TaskManager task [%s](%s)", id, u)
 }
 
 // inputSize is the encoded size of a workflow input.

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
-	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -44,7 +42,7 @@ func (p *pipeline) step(ctx workflow.Context, s Step, extra map[string]any) work
 		case err != nil:
 			f = failedFuture(ctx, p.fail(s, err))
 		case !run:
-			p.skip(s)
+			p.skip(ctx, s)
 			return doneFuture(ctx)
 		}
 	}
@@ -121,8 +119,9 @@ func errText(err error) string {
 }
 
 // skip counts a step whose when was false as done.
-func (p *pipeline) skip(s Step) {
+func (p *pipeline) skip(ctx workflow.Context, s Step) {
 	p.done += countedSteps([]Step{s})
+	p.showProgress(ctx)
 }
 
 // withFallbacks runs s's on_failure steps, in order, when f fails for
@@ -142,6 +141,7 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 		}
 		p.results[s.Name], _ = json.Marshal(map[string]string{"error": msg})
 		p.done += countedSteps([]Step{s}) // handled: its fallbacks do not count
+		p.showProgress(c)
 		for _, fb := range s.OnFailure {
 			if err := p.step(c, fb, map[string]any{"error": msg}).Get(c, nil); err != nil {
 				settle.SetError(err)
@@ -194,17 +194,22 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		data["item"], _ = decodeJSON(raw)
 		data["index"] = number(i)
 		params, err := p.stepParams(s, data)
+		item := fmt.Sprintf("%s[%d]", s.Name, i)
 		var f workflow.Future
 		if err != nil {
 			f = failedFuture(ictx, err)
 		} else {
 			in := p.handlerInput(s, params)
-			in.Step = fmt.Sprintf("%s[%d]", s.Name, i)
-			f = s.options(p.opts, !p.exact).execute(ictx, s.Handler, in)
+			in.Step = item
+			in.Progress = p.startProgress(item)
+			summary := stepSummary(item, s.Handler)
+			f = s.options(p.opts, !p.exact).execute(ictx, summary, s.Handler, in)
+			p.started(ctx, item, summary)
 		}
 		running++
 		sel.AddFuture(f, func(f workflow.Future) {
 			running--
+			p.ended(ctx, item)
 			if err := f.Get(ctx, &results[i]); err != nil && firstErr == nil {
 				firstErr = fmt.Errorf("item %d: %s", i, failureMessage(s.Handler, err))
 				cancel()
@@ -260,6 +265,7 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 		// TaskManager down: retried without limit; a refused task (bad
 		// params, unknown type) is not.
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+		Summary:     stepSummary(s.Name, "enqueue "+e.Type),
 	})
 	var created activities.EnqueueOutput
 	if err := workflow.ExecuteActivity(actx, activities.EnqueueActivityName, in).Get(ctx, &created); err != nil {
@@ -274,6 +280,7 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 30 * time.Second, ScheduleToCloseTimeout: 5 * time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
+		Summary:     stepSummary(s.Name, "read task "+created.TaskID),
 	})
 	wait := cmp.Or(e.PollInterval, DefaultPollInterval)
 	for {
@@ -298,7 +305,8 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 			}
 			sleepFor = min(wait, left) // a last read at the deadline
 		}
-		if err := workflow.Sleep(ctx, sleepFor); err != nil {
+		poll := workflow.NewTimerWithOptions(ctx, sleepFor, workflow.TimerOptions{Summary: stepSummary(s.Name, "wait for task "+created.TaskID)})
+		if err := poll.Get(ctx, nil); err != nil {
 			return nil, err
 		}
 		wait = min(2*wait, cmp.Or(e.MaxPollInterval, DefaultMaxPollInterval))
@@ -340,7 +348,8 @@ func (p *pipeline) runWaitFor(ctx workflow.Context, s Step) workflow.Future {
 		if w.Timeout > 0 {
 			tctx, cancel := workflow.WithCancel(c)
 			defer cancel()
-			sel.AddFuture(workflow.NewTimer(tctx, w.Timeout), func(workflow.Future) { timedOut = true })
+			timer := workflow.NewTimerWithOptions(tctx, w.Timeout, workflow.TimerOptions{Summary: stepSummary(s.Name, "timeout")})
+			sel.AddFuture(timer, func(workflow.Future) { timedOut = true })
 		}
 		sel.Select(c)
 		switch {
@@ -366,19 +375,15 @@ func asObject(raw json.RawMessage) json.RawMessage {
 	return obj
 }
 
-// waiting sets what step name waits for ("": nothing) and shows every
-// wait in the run's current details (Temporal Web).
+// waiting sets what step name waits for ("": nothing), shown in the run's
+// current details (Temporal Web).
 func (p *pipeline) waiting(ctx workflow.Context, name, what string) {
 	if what == "" {
 		delete(p.waits, name)
 	} else {
 		p.waits[name] = what
 	}
-	var lines []string
-	for _, n := range slices.Sorted(maps.Keys(p.waits)) {
-		lines = append(lines, p.waits[n])
-	}
-	workflow.SetCurrentDetails(ctx, strings.Join(lines, "\n"))
+	p.showProgress(ctx)
 }
 
 // record keeps a step's result and reports the progress made.
@@ -388,7 +393,13 @@ func (p *pipeline) record(ctx workflow.Context, s Step, out json.RawMessage) {
 		return // a fallback's step counted when it failed
 	}
 	p.done++
-	p.reportProgress(ctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+	if p.inHandlers && p.alone[s.Name] {
+		p.shown = max(p.shown, p.percent()) // its handler posted it (doneProgress)
+	}
+	p.showProgress(ctx)
+	if !p.inHandlers {
+		p.reportProgress(ctx, fmt.Sprintf("step %s done (%d/%d)", s.Name, p.done, p.total))
+	}
 }
 
 // countedSteps counts the steps that make the task's progress: every step

@@ -290,13 +290,15 @@ func (r RetryOptions) policy() *temporal.RetryPolicy {
 }
 
 // activityContext returns ctx with the activity or local activity options
-// of o, ready for ExecuteActivity or ExecuteLocalActivity.
-func (o ActivityOptions) activityContext(ctx workflow.Context) workflow.Context {
+// of o, ready for ExecuteActivity or ExecuteLocalActivity. summary is what
+// Temporal Web shows for the activity (user metadata: replay ignores it).
+func (o ActivityOptions) activityContext(ctx workflow.Context, summary string) workflow.Context {
 	if o.IsLocal() {
 		return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 			StartToCloseTimeout:    o.StartToCloseTimeout,
 			ScheduleToCloseTimeout: o.localScheduleToClose(),
 			RetryPolicy:            o.Retry.policy(),
+			Summary:                summary,
 		})
 	}
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -305,6 +307,7 @@ func (o ActivityOptions) activityContext(ctx workflow.Context) workflow.Context 
 		ScheduleToCloseTimeout: o.ScheduleToCloseTimeout,
 		HeartbeatTimeout:       o.HeartbeatTimeout,
 		RetryPolicy:            o.Retry.policy(),
+		Summary:                summary,
 	})
 }
 
@@ -322,9 +325,10 @@ func (o ActivityOptions) localScheduleToClose() time.Duration {
 	return n*o.StartToCloseTimeout + n*o.Retry.MaximumInterval
 }
 
-// execute runs the named activity with o's options, locally or not.
-func (o ActivityOptions) execute(ctx workflow.Context, name string, args ...any) workflow.Future {
-	ctx = o.activityContext(ctx)
+// execute runs the named activity with o's options, locally or not, under
+// summary (see activityContext).
+func (o ActivityOptions) execute(ctx workflow.Context, summary, name string, args ...any) workflow.Future {
+	ctx = o.activityContext(ctx, summary)
 	if o.IsLocal() {
 		return workflow.ExecuteLocalActivity(ctx, name, args...)
 	}

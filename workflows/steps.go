@@ -259,34 +259,57 @@ type pipeline struct {
 	failures  map[string]string
 	fallbacks map[string]bool   // names of on_failure steps
 	waits     map[string]string // what each waiting step waits for
-	// progress carries the task's progress to one poster, in order (runs
-	// with exact templates; older runs post inline).
-	progress workflow.Channel
-	posted   workflow.Future
-	done     int
-	total    int
+	running   map[string]string // the summary of each step running, by name
+	// alone are the steps that run by themselves: top-level handler steps
+	// without for_each. Their handler knows the progress its completion
+	// makes.
+	alone map[string]bool
+	// inHandlers: the steps' handlers post the task's progress
+	// (changeProgressInHandlers); shown is the highest progress handed
+	// to them. Older runs post it with the progress activity: poster
+	// carries it to one poster, in order (runs with exact templates;
+	// older ones post inline).
+	inHandlers bool
+	shown      int
+	poster     workflow.Channel
+	posted     workflow.Future
+	done       int
+	total      int
 }
 
-func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
+// runSteps runs a task's steps. It returns their results by name and, on
+// success, the task's last progress for the report to post (nil when a
+// step posted it, or the run is older than changeProgressInHandlers).
+func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, *activities.Progress, error) {
 	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, failures: map[string]string{},
-		fallbacks: map[string]bool{}, waits: map[string]string{}, total: countedSteps(opts.Steps)}
+		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, alone: map[string]bool{},
+		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
+	p.inHandlers = p.exact && workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, 1) == 1
 	for _, s := range leaves(opts.Steps) {
 		for _, f := range leaves(s.OnFailure) {
 			p.fallbacks[f.Name] = true
 		}
 	}
-	if p.exact {
-		p.startProgress(ctx)
+	for _, s := range opts.Steps {
+		if s.Handler != "" && s.ForEach == "" {
+			p.alone[s.Name] = true
+		}
+	}
+	p.showProgress(ctx)
+	_ = workflow.SetQueryHandler(ctx, ProgressQueryName, func() (StepProgress, error) { return p.stepProgress(), nil })
+	if p.exact && !p.inHandlers {
+		p.startPoster(ctx)
 	}
 	err := p.run(ctx)
-	if p.exact {
-		p.flushProgress(ctx) // the last progress before the report
+	if p.poster != nil {
+		p.flushPoster(ctx) // the last progress before the report
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return json.Marshal(p.results)
+	out, err := json.Marshal(p.results)
+	return out, p.finalProgress(), err
 }
 
 // run runs the steps in order; the first that fails for good ends it.
@@ -319,10 +342,16 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		settle.SetError(p.fail(s, err))
 		return future
 	}
-	f := s.options(p.opts, !p.exact).execute(ctx, s.Handler, p.handlerInput(s, params))
+	in := p.handlerInput(s, params)
+	in.Progress, in.ProgressDone = p.startProgress(s.Name), p.doneProgress(s)
+	summary := stepSummary(s.Name, s.Handler)
+	f := s.options(p.opts, !p.exact).execute(ctx, summary, s.Handler, in)
+	p.started(ctx, s.Name, summary)
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		var out json.RawMessage
-		if err := f.Get(gctx, &out); err != nil {
+		err := f.Get(gctx, &out)
+		p.ended(gctx, s.Name)
+		if err != nil {
 			settle.SetError(p.fail(s, err))
 			return
 		}
@@ -334,7 +363,7 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 
 // handlerInput is what a step's handler gets. Its own progress reaches
 // Temporal (heartbeat details) but not TaskManager, where the steps done
-// are the task's progress: it never goes back.
+// are the task's progress (progress.go): it never goes back.
 func (p *pipeline) handlerInput(s Step, params json.RawMessage) activities.HandlerInput {
 	return activities.HandlerInput{
 		TaskID: p.in.Task.ID, TaskType: p.in.Task.Type, Params: params,
@@ -412,54 +441,4 @@ func (p *pipeline) decode(raw []byte) (any, error) {
 		return decodeJSON(raw)
 	}
 	return legacyDecode(raw)
-}
-
-// reportProgress tells TaskManager how far the steps are; best effort.
-func (p *pipeline) reportProgress(ctx workflow.Context, message string) {
-	in := activities.ProgressInput{
-		TaskID: p.in.Task.ID, WorkerID: p.claims.current.WorkerID,
-		Percent: min(p.done*100/max(p.total, 1), 100), Message: message,
-	}
-	if p.progress != nil {
-		p.progress.SendAsync(in)
-		return
-	}
-	_ = workflow.ExecuteLocalActivity(progressContext(ctx), activities.ProgressActivityName, in).Get(ctx, nil)
-}
-
-func progressContext(ctx workflow.Context) workflow.Context {
-	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: 10 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 2},
-	})
-}
-
-// startProgress starts the one poster of the task's progress: it posts in
-// order, the latest only, and never a value below one it posted, so
-// TaskManager never sees progress go back (parallel steps finish in any
-// order, and their posts would race).
-func (p *pipeline) startProgress(ctx workflow.Context) {
-	p.progress = workflow.NewBufferedChannel(ctx, 1024)
-	done, settle := workflow.NewFuture(ctx)
-	p.posted = done
-	workflow.Go(ctx, func(c workflow.Context) {
-		defer settle.Set(nil, nil)
-		last := -1
-		var in activities.ProgressInput
-		for p.progress.Receive(c, &in) {
-			for p.progress.ReceiveAsync(&in) { // only the latest
-			}
-			if in.Percent <= last {
-				continue
-			}
-			last = in.Percent
-			_ = workflow.ExecuteLocalActivity(progressContext(c), activities.ProgressActivityName, in).Get(c, nil)
-		}
-	})
-}
-
-// flushProgress lets the poster post what is left, before the report.
-func (p *pipeline) flushProgress(ctx workflow.Context) {
-	p.progress.Close()
-	_ = p.posted.Get(ctx, nil)
 }

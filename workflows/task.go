@@ -105,9 +105,12 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	claims := followClaims(ctx, in.Claim)
 	recordClaimInMemo(ctx, in.Claim)
 
-	result, herr := runTask(ctx, in, opts, claims)
+	result, last, herr := runTask(ctx, in, opts, claims)
 
 	out := buildOutcome(in.Task, result, herr)
+	if out.Success {
+		out.Progress = last
+	}
 	rep, err := report(ctx, in, opts, claims, out)
 	if err != nil {
 		log.Error("outcome not reported", "task_id", in.Task.ID, "error", err)
@@ -161,6 +164,10 @@ const (
 	// MaxStepParamsBytes fail the step (template.go; before:
 	// template_legacy.go).
 	changeExactTemplates = "exact-templates"
+	// changeProgressInHandlers: a multi-step task's progress is posted to
+	// TaskManager by its steps' handler activities and the report, not by
+	// one progress local activity per update (progress.go).
+	changeProgressInHandlers = "progress-in-handlers"
 )
 
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
@@ -276,22 +283,29 @@ func (st *claimState) drain(ctx workflow.Context) {
 }
 
 // runTask runs the task's handler, child workflow or steps, following
-// claim signals while it runs.
-func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, error) {
+// claim signals while it runs. It returns the result and, for steps, the
+// task's last progress for the report to post.
+func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, *activities.Progress, error) {
 	input := activities.HandlerInput{
 		TaskID: in.Task.ID, TaskType: in.Task.Type, Params: in.Task.Params,
 		Attempt: claims.current.Attempts, WorkerID: claims.current.WorkerID,
 	}
 	var f workflow.Future
+	var last *activities.Progress
 	switch {
 	case len(opts.Steps) > 0:
 		fut, settle := workflow.NewFuture(ctx)
-		workflow.Go(ctx, func(gctx workflow.Context) { settle.Set(runSteps(gctx, in, opts, claims)) })
+		workflow.Go(ctx, func(gctx workflow.Context) {
+			out, p, err := runSteps(gctx, in, opts, claims)
+			last = p
+			settle.Set(out, err)
+		})
 		f = fut
 	case opts.Workflow != "":
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID + "/" + opts.Workflow,
-			TaskQueue:  opts.TaskQueue,
+			WorkflowID:    workflow.GetInfo(ctx).WorkflowExecution.ID + "/" + opts.Workflow,
+			TaskQueue:     opts.TaskQueue,
+			StaticSummary: taskSummary(in.Task, opts.Workflow),
 		})
 		f = workflow.ExecuteChildWorkflow(cctx, opts.Workflow, input)
 	default:
@@ -299,19 +313,22 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		// of one whose outcome a dead bridge already reported.
 		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > 3
 		// Runs started before the bridge resolved Handler leave it empty.
-		f = opts.execute(ctx, opts.HandlerFor(in.Task.Type), input)
+		handler := opts.HandlerFor(in.Task.Type)
+		f = opts.execute(ctx, taskSummary(in.Task, handler), handler, input)
 	}
 	claims.wait(ctx, f)
 	var out json.RawMessage
 	err := f.Get(ctx, &out)
-	return out, err
+	return out, last, err
 }
 
-// outcome is what will be reported.
+// outcome is what will be reported, and with a success the task's last
+// progress, when it is still to post.
 type outcome struct {
-	Success bool
-	Result  json.RawMessage
-	Error   string
+	Success  bool
+	Result   json.RawMessage
+	Error    string
+	Progress *activities.Progress
 }
 
 // buildOutcome turns the handler's result or error into what TaskManager
@@ -439,7 +456,7 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 		seen := claims.version
 		ri := activities.ReportInput{
 			TaskID: in.Task.ID, WorkerID: claim.WorkerID, Attempt: claim.Attempts,
-			Success: out.Success, Result: out.Result, Error: out.Error,
+			Success: out.Success, Result: out.Result, Error: out.Error, Progress: out.Progress,
 			ReadFirst: readFirst || in.mayHaveExpired(ctx, claim),
 		}
 		f := runReport(rctx, opts, ri)
@@ -520,13 +537,17 @@ type reported struct {
 // activity, which retries without limit (reading the task first, since a
 // local attempt may have posted).
 func runReport(ctx workflow.Context, opts TypeOptions, in activities.ReportInput) workflow.Future {
-	actx := workflow.WithActivityOptions(ctx, reportOptions())
+	ao := reportOptions()
+	ao.Summary = reportSummary(in.Success)
+	actx := workflow.WithActivityOptions(ctx, ao)
 	if !opts.IsLocal() {
 		return workflow.ExecuteActivity(actx, activities.ReportActivityName, in)
 	}
 	f, settle := workflow.NewFuture(ctx)
 	workflow.Go(ctx, func(gctx workflow.Context) {
-		lctx := workflow.WithLocalActivityOptions(gctx, localReportOptions())
+		lo := localReportOptions()
+		lo.Summary = ao.Summary
+		lctx := workflow.WithLocalActivityOptions(gctx, lo)
 		local := workflow.ExecuteLocalActivity(lctx, activities.ReportActivityName, in)
 		if err := local.Get(gctx, nil); err == nil || activities.IsPermanent(err) {
 			settle.Chain(local)

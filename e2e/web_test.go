@@ -1,0 +1,281 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	sdkpb "go.temporal.io/api/sdk/v1"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/converter"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/internal/devtemporal"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// What Temporal Web shows of a multi-step task run by the real binary:
+// each activity's summary names its step and handler, the input shows
+// durations as durations, no progress activity is in history, the current
+// details say which step waits, and the run's details link to the task
+// (without the API URL's secret). The histories are saved as
+// history-v4-*.json (TMBRIDGE_UPDATE_HISTORY=1) for the replay test.
+func TestE2E_web_timeline_reads_like_the_config(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.web", "demo.web.local", "example.echo")
+	web := s.create("demo.web", map[string]any{"text": "hello web"})
+	local := s.create("demo.web.local", map[string]any{"text": "local web"})
+	echo := s.create("example.echo", map[string]any{"message": "plain web"})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.web:
+    start_to_close_timeout: 2m
+    steps:
+      - { name: a, handler: example.uppercase, params: { text: "{{ .params.text }}" } }
+      - { name: approve, wait_for: { signal: go } }
+      - { name: c, handler: example.echo, params: { message: "{{ .steps.a.uppercase }} by {{ .steps.approve.by }}" } }
+  demo.web.local:
+    local: true
+    steps:
+      - { name: shout, handler: example.uppercase }
+      - parallel:
+          - { name: x, handler: example.echo, params: { message: x } }
+          - { name: y, handler: example.math.add, params: { a: 1, b: 2 } }
+`), 0o600))
+	// A secret in the API URL's userinfo: it must not reach Temporal.
+	secretURL := strings.Replace(s.url, "://", "://webuser:s3cret@", 1)
+	runBinary(t, s, "--config="+cfgFile, "--task-types=demo.web,demo.web.local,example.echo", "--api-url="+secretURL)
+
+	// While the approval is awaited: step a is done, TaskManager has its
+	// progress, and the run's current details and progress query say so.
+	wfID := s.prefix + web
+	var details string
+	require.Eventually(t, func() bool {
+		v, err := s.tc.QueryWorkflow(context.Background(), wfID, "", "__temporal_workflow_metadata")
+		if err != nil {
+			return false
+		}
+		var md sdkpb.WorkflowMetadata
+		if v.Get(&md) != nil {
+			return false
+		}
+		details = md.GetCurrentDetails()
+		return strings.Contains(details, "waits for signal")
+	}, 2*time.Minute, 100*time.Millisecond)
+	require.Equal(t, "1/3 steps done\nstep approve waits for signal \"go\"", details)
+	v, err := s.tc.QueryWorkflow(context.Background(), wfID, "", workflows.ProgressQueryName)
+	require.NoError(t, err)
+	var sp workflows.StepProgress
+	require.NoError(t, v.Get(&sp))
+	require.Equal(t, workflows.StepProgress{Percent: 33, Message: "1/3 steps done", Done: 1, Total: 3,
+		Waiting: []string{`step approve waits for signal "go"`}}, sp)
+	st, _ := s.tm.Task(web)
+	require.Equal(t, 33, st.Progress, "step a's handler posted the task's progress")
+
+	desc, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, "")
+	require.NoError(t, err)
+	md := desc.GetExecutionConfig().GetUserMetadata()
+	require.Equal(t, "demo.web · task "+web+" · attempt 1", decodeString(t, md.GetSummary()))
+	require.Equal(t, "TaskManager task ["+web+"]("+s.url+"/tasks/"+web+")", decodeString(t, md.GetDetails()))
+
+	require.NoError(t, s.tc.SignalWorkflow(context.Background(), wfID, "", "go", map[string]string{"by": "ada"}))
+	states := s.waitFinal([]string{web, local, echo})
+	for _, id := range []string{web, local, echo} {
+		require.Equal(t, "completed", states[id].Status, states[id].Error)
+	}
+	require.JSONEq(t, `{"echo":"HELLO WEB by ada","length":16}`, string(resultEntry(t, states[web].Result, "c")))
+	var progress []int
+	for _, p := range s.tm.ProgressCalls(web) {
+		require.True(t, p.Accepted)
+		progress = append(progress, p.Progress)
+	}
+	require.Equal(t, []int{33, 66, 100}, progress, "a done; c started; c done")
+
+	// Found by its search attributes, as Temporal Web's search box does.
+	require.Eventually(t, func() bool { // visibility lags a little
+		resp, err := s.tc.ListWorkflow(context.Background(), &workflowservice.ListWorkflowExecutionsRequest{
+			Query: "TaskID = '" + web + "' AND TaskType = 'demo.web'",
+		})
+		if err != nil {
+			return false
+		}
+		for _, e := range resp.GetExecutions() {
+			if e.GetExecution().GetWorkflowId() == wfID {
+				return true
+			}
+		}
+		return false
+	}, 2*time.Minute, 100*time.Millisecond)
+
+	// The histories: summaries, string durations, no progress activities.
+	h := s.history(wfID)
+	require.Equal(t, []string{"step a · example.uppercase", "step c · example.echo", "report completed"}, summaries(t, h))
+	input := startInput(t, h)
+	require.Contains(t, input, `"start_to_close_timeout":"2m0s"`)
+	require.Contains(t, input, `"claim_wait":"2m0s"`)
+	require.Contains(t, input, `"initial_interval":"1s"`)
+	require.NotRegexp(t, regexp.MustCompile(`"[a-z_]+(timeout|interval|wait)":\d`), input)
+	hl := s.history(s.prefix + local)
+	require.ElementsMatch(t, []string{"step shout · example.uppercase", "step x · example.echo", "step y · example.math.add", "report completed"}, summaries(t, hl))
+	require.Equal(t, []string{"task " + echo + " · example.echo", "report completed"}, summaries(t, s.history(s.prefix+echo)))
+	for name, hist := range map[string]*historypb.History{"web": h, "local": hl} {
+		raw, err := protojson.Marshal(hist)
+		require.NoError(t, err)
+		require.NotContains(t, string(raw), "s3cret", name)
+		require.NotContains(t, string(raw), activities.ProgressActivityName, name)
+	}
+
+	s.replay(map[string]string{"web": web, "local-steps": local, "echo": echo}, "history-v4-")
+}
+
+// A cancel from Temporal Web (here the CLI) fails the task's attempt in
+// TaskManager with "<type> was cancelled", reported once; TaskManager
+// re-queues it while it has attempts left, and the bridge runs it again
+// as a new run under the same workflow id. A reset of a completed run
+// runs it again, and TaskManager keeps its one outcome.
+func TestE2E_web_cancel_and_reset(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	// TaskManager with two attempts per task, so the second cancel is final.
+	s.tm = devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: apiKey, MaxAttempts: 2})
+	s.url = s.tm.Start(t)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: s.url, APIKey: apiKey})
+	require.NoError(t, err)
+	s.api = api
+	s.register("example.sleep", "example.echo")
+	long := s.create("example.sleep", map[string]any{"duration": 30})
+	done := s.create("example.echo", map[string]any{"message": "reset me"})
+	runBinary(t, s, "--task-types=example.sleep,example.echo")
+	cli, err := devtemporal.CLIPath()
+	require.NoError(t, err)
+	temporal := func(args ...string) {
+		t.Helper()
+		out, err := exec.Command(cli, append(args, "--address", temporalAddr, "--namespace", "default")...).CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+
+	wfID := s.prefix + long
+	cancelRun := func(attempt int) string {
+		t.Helper()
+		var runID string
+		require.Eventually(t, func() bool { // the run of this attempt has its handler running
+			d, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, "")
+			if err != nil || d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+				return false
+			}
+			st, _ := s.tm.Task(long)
+			runID = d.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+			return st.Attempts == attempt && len(d.GetPendingActivities()) == 1 &&
+				d.GetPendingActivities()[0].GetState() == enumspb.PENDING_ACTIVITY_STATE_STARTED
+		}, 2*time.Minute, 50*time.Millisecond)
+		temporal("workflow", "cancel", "--workflow-id", wfID, "--run-id", runID)
+		return runID
+	}
+
+	first := cancelRun(1)
+	require.Eventually(t, func() bool { return len(s.tm.Completions(long)) >= 1 }, 2*time.Minute, 50*time.Millisecond)
+	d, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, first)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		d, err = s.tc.DescribeWorkflowExecution(context.Background(), wfID, first)
+		return err == nil && d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
+	}, 2*time.Minute, 50*time.Millisecond)
+	require.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED, d.GetWorkflowExecutionInfo().GetStatus(), "Temporal Web shows the run as Canceled")
+
+	second := cancelRun(2) // TaskManager re-queued the task; the bridge claimed it again
+	require.NotEqual(t, first, second)
+	st := s.waitFinal([]string{long})[long]
+	require.Equal(t, "failed", st.Status)
+	require.Equal(t, "example.sleep was cancelled", st.Error)
+	calls := s.tm.Completions(long)
+	require.Len(t, calls, 2, "one outcome per attempt")
+	for i, c := range calls {
+		require.True(t, c.Accepted, "attempt %d", i+1)
+		require.False(t, c.Success)
+		require.Equal(t, "example.sleep was cancelled", c.Error)
+		require.Equal(t, i+1, c.AttemptsBefore)
+	}
+
+	// A reset of the completed echo run runs it again from its first
+	// workflow task: the handler runs, the report finds the outcome
+	// already recorded, and TaskManager keeps its one completion.
+	before := s.waitFinal([]string{done})[done]
+	require.Equal(t, "completed", before.Status)
+	echoID := s.prefix + done
+	d, err = s.tc.DescribeWorkflowExecution(context.Background(), echoID, "")
+	require.NoError(t, err)
+	original := d.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+	temporal("workflow", "reset", "--workflow-id", echoID, "--type", "FirstWorkflowTask", "--reason", "e2e reset")
+	require.Eventually(t, func() bool {
+		d, err = s.tc.DescribeWorkflowExecution(context.Background(), echoID, "")
+		return err == nil && d.GetWorkflowExecutionInfo().GetExecution().GetRunId() != original &&
+			d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
+	}, 2*time.Minute, 50*time.Millisecond)
+	require.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED, d.GetWorkflowExecutionInfo().GetStatus())
+	var res workflows.TaskResult
+	require.NoError(t, s.tc.GetWorkflow(context.Background(), echoID, "").Get(context.Background(), &res))
+	require.Equal(t, "completed", res.Status)
+	after, _ := s.tm.Task(done)
+	require.Equal(t, before.Result, after.Result)
+	require.Equal(t, "completed", after.Status)
+	accepted := 0
+	for _, c := range s.tm.Completions(done) {
+		if c.Accepted {
+			accepted++
+		}
+	}
+	require.Equal(t, 1, accepted, "TaskManager keeps the one outcome")
+}
+
+// summaries are the summaries of a history's activities, local ones
+// included, in order.
+func summaries(t *testing.T, h *historypb.History) []string {
+	t.Helper()
+	var out []string
+	for _, ev := range h.GetEvents() {
+		switch {
+		case ev.GetEventType() == enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			out = append(out, decodeString(t, ev.GetUserMetadata().GetSummary()))
+		case ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && ev.GetMarkerRecordedEventAttributes().GetMarkerName() == "LocalActivity":
+			out = append(out, decodeString(t, ev.GetUserMetadata().GetSummary()))
+		}
+	}
+	return out
+}
+
+func decodeString(t *testing.T, p *commonpb.Payload) string {
+	t.Helper()
+	require.NotNil(t, p, "no summary")
+	var s string
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayload(p, &s))
+	return s
+}
+
+// startInput is the workflow input as Temporal Web shows it.
+func startInput(t *testing.T, h *historypb.History) string {
+	t.Helper()
+	ps := h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes().GetInput().GetPayloads()
+	require.Len(t, ps, 1)
+	return string(ps[0].GetData())
+}
+
+// resultEntry is one step's entry of a multi-step task's result.
+func resultEntry(t *testing.T, result json.RawMessage, name string) json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(result, &m))
+	return m[name]
+}
