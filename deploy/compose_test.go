@@ -161,6 +161,17 @@ func TestCompose_start_order(t *testing.T) {
 	setup := prod.Services["temporal-setup"]
 	require.Equal(t, types.ShellCommand{"/scripts/temporal-setup.sh"}, setup.Command)
 	require.Equal(t, types.ShellCommand{"/scripts/postgres-schema.sh"}, prod.Services["temporal-schema"].Command)
+
+	// The schema job sets up the database the server uses: the postgresql
+	// service, as its user.
+	db := prod.Services["postgresql"].Environment
+	for _, name := range []string{"temporal-schema", "temporal-server"} {
+		env := prod.Services[name].Environment
+		for key, want := range map[string]*string{"POSTGRES_SEEDS": new("postgresql"), "POSTGRES_USER": db["POSTGRES_USER"], "POSTGRES_PWD": db["POSTGRES_PASSWORD"]} {
+			require.NotNil(t, env[key], "%s: %s", name, key)
+			require.Equal(t, *want, *env[key], "%s: %s", name, key)
+		}
+	}
 }
 
 // TEMPORAL_ADDRESS of tmbridge names one service of each profile: the one
