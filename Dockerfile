@@ -34,7 +34,8 @@ FROM debian:12.12-slim AS tmbridge
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tmbridge
+ && groupadd --system --gid 10001 tmbridge \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tmbridge
 WORKDIR /app
 COPY --from=build /out/tmbridge /out/taskmanager-dev /usr/local/bin/
 # The example config's exec handler runs examples/handlers/wordcount.py,
