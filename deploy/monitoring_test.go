@@ -32,6 +32,7 @@ type promConfig struct {
 		ScrapeInterval     string `yaml:"scrape_interval"`
 		EvaluationInterval string `yaml:"evaluation_interval"`
 	} `yaml:"global"`
+	RuleFiles     []string `yaml:"rule_files"`
 	ScrapeConfigs []struct {
 		JobName       string `yaml:"job_name"`
 		MetricsPath   string `yaml:"metrics_path"`
@@ -75,8 +76,14 @@ func TestPrometheus_scrapes_the_compose_services(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "8000", port)
 
-	// compose mounts this file where Prometheus reads its config.
+	// compose mounts this file where Prometheus reads its config, and each
+	// rule file where the config names it (relative to the config's
+	// directory). bridge/metricnames_test.go checks the rules' metrics.
 	mountedAt(t, "prometheus", repoPath("deploy", "prometheus", "prometheus.yml"), "/etc/prometheus/prometheus.yml")
+	require.Equal(t, []string{"alerts.yml"}, cfg.RuleFiles)
+	for _, f := range cfg.RuleFiles {
+		mountedAt(t, "prometheus", repoPath("deploy", "prometheus", f), "/etc/prometheus/"+f)
+	}
 }
 
 // mountedAt asserts that the prod profile's service mounts the host path
@@ -278,13 +285,14 @@ func TestGrafana_tmbridge_dashboard_reads_the_bridges_metrics(t *testing.T) {
 
 // The Temporal dashboards are the published ones, byte for byte: from
 // github.com/temporalio/dashboards at commit
-// b5d9a1bc1888f73057f1639495e5773caad783ee, sdk/temporal-go-java-sdks-tally.json
-// (Go SDK metrics through tally's Prometheus reporter) and
-// server/server-general.json. deploy/README.md says how to update them.
+// b5d9a1bc1888f73057f1639495e5773caad783ee, sdk/temporal-go-sdk-otel.json
+// (the Go SDK's metrics through OpenTelemetry's Prometheus exporter, the
+// names bridge/telemetry.go serves) and server/server-general.json.
+// deploy/README.md says how to update them.
 func TestGrafana_temporal_dashboards_are_the_published_ones(t *testing.T) {
 	t.Parallel()
 	want := map[string]string{
-		"temporal-sdk.json":    "eca32b044d6f13a7a21343827338943b19ac1628f9c5b3c9cf01ac335cc2c7ff",
+		"temporal-sdk.json":    "4d8c7169626404c5e1165ebb8cc0abf6ef008831f676973e5ed95f3ede01aa89",
 		"temporal-server.json": "b1a02a0055083c12bffcb3e8b490aaccbc4e89660eb7c005283dd71b99a668d6",
 	}
 	for file, sum := range want {
