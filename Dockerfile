@@ -18,9 +18,13 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 # Static (no cgo), no local paths (-trimpath), no symbol tables (-s -w).
-# The version and commit in tmbridge_build_info come from the module's VCS
-# stamp: the build context keeps .git for that (see .dockerignore).
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/...
+# The version and commit of `tmbridge --version` and tmbridge_build_info
+# come from the module's VCS stamp (the build context keeps .git for that,
+# see .dockerignore); --build-arg VERSION=v1.2.3 sets the version instead.
+ARG VERSION=""
+RUN CGO_ENABLED=0 go build -trimpath \
+      -ldflags="-s -w${VERSION:+ -X github.com/prismq/tmbridge/bridge.version=$VERSION}" \
+      -o /out/ ./cmd/...
 
 # distroless publishes no version tags: pin it by digest in your own build
 # (gcr.io/distroless/static-debian12:nonroot@sha256:...).

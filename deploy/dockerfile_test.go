@@ -71,6 +71,7 @@ func TestDockerfile(t *testing.T) {
 
 	build := strings.Join(byName["build"].lines, "\n")
 	require.Regexp(t, `CGO_ENABLED=0 go build -trimpath .*\./cmd/\.\.\.`, build)
+	require.Contains(t, build, "-X github.com/prismq/tmbridge/bridge.version=$VERSION", "--build-arg VERSION sets the version")
 
 	// golang: an exact version, at least the go directive of go.mod.
 	goVersion := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(readFile(t, "go.mod"))
