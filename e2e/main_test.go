@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
 
@@ -132,6 +134,37 @@ func skipExternal(t testing.TB, why string) {
 	if external {
 		t.Skipf("%s=external: %s", externalEnv, why)
 	}
+}
+
+// missingSearchAttributes says why the suite's namespace lacks the Keyword
+// search attributes TaskType and TaskID, or returns "" when it has them
+// (the dev server always does; a user's namespace may not).
+func missingSearchAttributes(t testing.TB, tc client.Client) string {
+	t.Helper()
+	if !external {
+		return ""
+	}
+	resp, err := tc.OperatorService().ListSearchAttributes(context.Background(), &operatorservice.ListSearchAttributesRequest{Namespace: temporalNamespace})
+	require.NoError(t, err)
+	for _, name := range []string{bridge.SearchAttrTaskType, bridge.SearchAttrTaskID} {
+		if resp.GetCustomAttributes()[name] != enumspb.INDEXED_VALUE_TYPE_KEYWORD {
+			return fmt.Sprintf("namespace %s has no Keyword search attributes TaskType and TaskID (`tmbridge setup` adds them)", temporalNamespace)
+		}
+	}
+	return ""
+}
+
+// temporalConnRow is how `tmbridge check` describes the suite's Temporal
+// connection settings at addr.
+func temporalConnRow(addr string) string {
+	tls, key := "TLS off", "API key not set"
+	if temporalOpts.ConnectionOptions.TLS != nil {
+		tls = "TLS on"
+	}
+	if temporalOpts.Credentials != nil {
+		key = "API key set"
+	}
+	return addr + ", " + tls + ", " + key
 }
 
 // stack is one test's TaskManager, Temporal client and naming.
