@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -90,7 +91,11 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	banner(log, cfg, copts)
 	tc, err := client.Dial(copts)
 	if err != nil {
-		log.Error("cannot connect to Temporal", "address", copts.HostPort, "err", err)
+		attrs := []any{"address", copts.HostPort, "err", err}
+		if hint := tlsHint(err, copts.ConnectionOptions.TLS); hint != "" {
+			attrs = append(attrs, "hint", hint)
+		}
+		log.Error("cannot connect to Temporal", attrs...)
 		return 1
 	}
 	defer tc.Close()
@@ -161,6 +166,32 @@ func temporalOptions(cfg Config, environ []string, log *slog.Logger) (client.Opt
 	}
 	opts.Logger = tlog.NewStructuredLogger(slog.New(levelFilter{log.Handler(), level}).With("component", "temporal"))
 	return opts, nil
+}
+
+// tlsHint names the TLS setting to check when a dial error is a TLS
+// problem, or returns "". gRPC hands the cause over as text only (errors.As
+// finds no x509 error in it), so the text is matched.
+func tlsHint(err error, conf *tls.Config) string {
+	if conf == nil {
+		return ""
+	}
+	msg := err.Error()
+	noClientCert := len(conf.Certificates) == 0 && conf.GetClientCertificate == nil
+	switch {
+	case strings.Contains(msg, "x509: certificate signed by unknown authority"):
+		return "TLS: the server's certificate is not signed by the CA in TEMPORAL_TLS_SERVER_CA_CERT_PATH (or, if unset, by a CA of the system)"
+	case strings.Contains(msg, "x509: certificate is valid for"), strings.Contains(msg, "x509: certificate is not valid for any names"):
+		return "TLS: the server's certificate does not hold the name dialled: set TEMPORAL_TLS_SERVER_NAME to a name it holds"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "TLS: the server does not speak TLS: set TEMPORAL_TLS=false for a plain connection"
+	case noClientCert && strings.Contains(msg, "certificate required"):
+		return "TLS: the server requires a client certificate: set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH"
+	case noClientCert && (strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF")):
+		// With TLS 1.3 a server that refuses the missing certificate may
+		// close the connection before its alert is read.
+		return "TLS: the server closed the connection: if it requires a client certificate, set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH"
+	}
+	return ""
 }
 
 // envList serves envconfig's lookups from an environ slice.

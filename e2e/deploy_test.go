@@ -27,6 +27,7 @@ import (
 // does not exist yet and tmbridge's Keyword search attributes in it, and
 // a second run changes nothing and succeeds.
 func TestE2E_deploy_setup_script(t *testing.T) {
+	skipExternal(t, "it creates namespaces of its own on the server, with the Temporal CLI")
 	cli, err := devtemporal.CLIPath()
 	require.NoError(t, err)
 	ns := fmt.Sprintf("deploy-setup-%d", rand.Uint32())

@@ -56,11 +56,15 @@ types:
 	}, 2*time.Minute, 100*time.Millisecond)
 	require.Contains(t, details, `step approve waits for signal "approve" until `)
 
-	cli, err := devtemporal.CLIPath()
-	require.NoError(t, err)
-	out, err := exec.Command(cli, "workflow", "signal", "--address", temporalAddr, "--namespace", "default",
-		"--workflow-id", wfID, "--name", "approve", "--input", `{"by":"ada"}`).CombinedOutput()
-	require.NoError(t, err, string(out))
+	if external { // the CLI may not be installed, nor set up for the cluster
+		require.NoError(t, s.tc.SignalWorkflow(context.Background(), wfID, "", "approve", map[string]string{"by": "ada"}))
+	} else {
+		cli, err := devtemporal.CLIPath()
+		require.NoError(t, err)
+		out, err := exec.Command(cli, "workflow", "signal", "--address", temporalAddr, "--namespace", temporalNamespace,
+			"--workflow-id", wfID, "--name", "approve", "--input", `{"by":"ada"}`).CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
 
 	st := s.waitFinal([]string{id})[id]
 	require.Equal(t, "completed", st.Status, st.Error)

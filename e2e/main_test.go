@@ -1,11 +1,19 @@
 // Package e2e runs tmbridge end to end: a real Temporal dev server (the
 // pinned CLI), the dev TaskManager in both answer styles, and the bridge
 // in-process or as its binary.
+//
+// With TMBRIDGE_E2E_TEMPORAL=external the suite starts no dev server: it
+// runs against the Temporal that Temporal's standard variables name
+// (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*,
+// or a profile of TEMPORAL_CONFIG_FILE), with its own clients and every
+// bridge it starts. Tests that need a dev server of their own skip.
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -18,7 +26,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/contrib/envconfig"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge"
@@ -29,9 +40,21 @@ import (
 
 const apiKey = "e2e-secret-key"
 
+// externalEnv selects the Temporal the suite runs against: unset (or "dev")
+// starts the dev server, "external" takes the one Temporal's env names.
+const externalEnv = "TMBRIDGE_E2E_TEMPORAL"
+
 var (
-	temporalAddr string
-	binDir       string
+	temporalAddr      string
+	temporalNamespace string
+	// temporalOpts is how the tests' own clients reach temporalAddr.
+	temporalOpts client.Options
+	// temporalEnv is handed to every bridge: in external mode, Temporal's
+	// variables (TLS, API key, profile) from the test's environment.
+	temporalEnv []string
+	// external is true when the suite runs against a user's Temporal.
+	external bool
+	binDir   string
 )
 
 func TestMain(m *testing.M) {
@@ -44,15 +67,28 @@ func runMain(m *testing.M) int {
 		fmt.Println("e2e: skipped in -short mode")
 		return 0
 	}
-	log, _ := os.CreateTemp("", "temporal-dev-*.log")
-	srv, err := devtemporal.Start(context.Background(), devtemporal.Options{Log: log})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
+	switch mode := os.Getenv(externalEnv); mode {
+	case "", "dev":
+		log, _ := os.CreateTemp("", "temporal-dev-*.log")
+		srv, err := devtemporal.Start(context.Background(), devtemporal.Options{Log: log})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+		defer srv.Stop()
+		temporalAddr, temporalNamespace = srv.Address, client.DefaultNamespace
+		temporalOpts = client.Options{HostPort: srv.Address}
+	case "external":
+		if err := useExternalTemporal(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %s=external: %v\n", externalEnv, err)
+			return 1
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "e2e: %s=%q: want external, or unset for the dev server\n", externalEnv, mode)
 		return 1
 	}
-	defer srv.Stop()
-	temporalAddr = srv.Address
 
+	var err error
 	binDir, err = os.MkdirTemp("", "tmbridge-e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -67,6 +103,68 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// useExternalTemporal points the suite at the Temporal that Temporal's
+// standard variables or config profile name, as the bridge reads them.
+func useExternalTemporal() error {
+	opts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{})
+	if err != nil {
+		return err
+	}
+	if opts.HostPort == "" {
+		return errors.New("set TEMPORAL_ADDRESS (and TEMPORAL_NAMESPACE, TEMPORAL_TLS_*, TEMPORAL_API_KEY as the cluster needs) or a TEMPORAL_PROFILE")
+	}
+	opts.Namespace = cmp.Or(opts.Namespace, client.DefaultNamespace)
+	external = true
+	temporalAddr, temporalNamespace, temporalOpts = opts.HostPort, opts.Namespace, opts
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "TEMPORAL_") || k == "HOME" || k == "XDG_CONFIG_HOME" {
+			temporalEnv = append(temporalEnv, kv) // HOME: where the default config file lives
+		}
+	}
+	fmt.Printf("e2e: against Temporal at %s, namespace %s (TLS %t, API key set %t)\n",
+		opts.HostPort, opts.Namespace, opts.ConnectionOptions.TLS != nil, opts.Credentials != nil)
+	return nil
+}
+
+// skipExternal skips a test that needs a dev server of its own.
+func skipExternal(t testing.TB, why string) {
+	t.Helper()
+	if external {
+		t.Skipf("%s=external: %s", externalEnv, why)
+	}
+}
+
+// missingSearchAttributes says why the suite's namespace lacks the Keyword
+// search attributes TaskType and TaskID, or returns "" when it has them
+// (the dev server always does; a user's namespace may not).
+func missingSearchAttributes(t testing.TB, tc client.Client) string {
+	t.Helper()
+	if !external {
+		return ""
+	}
+	resp, err := tc.OperatorService().ListSearchAttributes(context.Background(), &operatorservice.ListSearchAttributesRequest{Namespace: temporalNamespace})
+	require.NoError(t, err)
+	for _, name := range []string{bridge.SearchAttrTaskType, bridge.SearchAttrTaskID} {
+		if resp.GetCustomAttributes()[name] != enumspb.INDEXED_VALUE_TYPE_KEYWORD {
+			return fmt.Sprintf("namespace %s has no Keyword search attributes TaskType and TaskID (`tmbridge setup` adds them)", temporalNamespace)
+		}
+	}
+	return ""
+}
+
+// temporalConnRow is how `tmbridge check` describes the suite's Temporal
+// connection settings at addr.
+func temporalConnRow(addr string) string {
+	tls, key := "TLS off", "API key not set"
+	if temporalOpts.ConnectionOptions.TLS != nil {
+		tls = "TLS on"
+	}
+	if temporalOpts.Credentials != nil {
+		key = "API key set"
+	}
+	return addr + ", " + tls + ", " + key
 }
 
 // stack is one test's TaskManager, Temporal client and naming.
@@ -90,21 +188,22 @@ func newStack(t testing.TB, style devserver.Style) *stack {
 	require.NoError(t, err)
 	tc := dial(t, temporalAddr)
 	name := strings.ToLower(nonWord.ReplaceAllString(t.Name(), "-"))
-	tag := fmt.Sprintf("%s-%06d", name, rand.IntN(1_000_000))
+	// Unique across runs: a shared cluster keeps other runs' workflows.
+	tag := fmt.Sprintf("%s-%012x", name, rand.Uint64()>>16)
 	return &stack{t: t, tm: tm, url: url, api: api, tc: tc, queue: "q-" + tag, prefix: tag + "-task-"}
 }
 
 // args are the bridge flags for this stack; extra ones override.
 func (s *stack) args(workerID string, extra ...string) []string {
 	return append([]string{
-		"--api-url=" + s.url, "--temporal-address=" + temporalAddr, "--task-queue=" + s.queue,
+		"--api-url=" + s.url, "--temporal-address=" + temporalAddr, "--temporal-namespace=" + temporalNamespace, "--task-queue=" + s.queue,
 		"--workflow-id-prefix=" + s.prefix, "--worker-id=" + workerID, "--poll-interval=0.2",
 		"--shutdown-grace=5s", "--log-format=json",
 	}, extra...)
 }
 
 func (s *stack) environ() []string {
-	return []string{"TASKMANAGER_API_KEY=" + apiKey}
+	return append([]string{"TASKMANAGER_API_KEY=" + apiKey}, temporalEnv...)
 }
 
 // register registers task types with a permissive schema.
@@ -232,9 +331,16 @@ func (quietLogger) Error(string, ...any) {}
 
 func bin(name string) string { return filepath.Join(binDir, name) }
 
+// dial connects to the suite's Temporal (with its TLS and API key in
+// external mode) or to another dev server at addr.
 func dial(t testing.TB, addr string) client.Client {
 	t.Helper()
-	tc, err := client.Dial(client.Options{HostPort: addr, Logger: quietLogger{}})
+	opts := client.Options{HostPort: addr}
+	if addr == temporalAddr {
+		opts = temporalOpts
+	}
+	opts.Logger = quietLogger{}
+	tc, err := client.Dial(opts)
 	require.NoError(t, err)
 	t.Cleanup(tc.Close)
 	return tc

@@ -85,6 +85,9 @@ func TestSimulation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the simulation needs the Temporal CLI: it runs in the e2e suite")
 	}
+	if os.Getenv("TMBRIDGE_E2E_TEMPORAL") == "external" {
+		t.Skip("TMBRIDGE_E2E_TEMPORAL=external: the simulation stops and restarts dev servers of its own")
+	}
 	if _, err := devtemporal.CLIPath(); err != nil {
 		t.Fatal(err)
 	}
