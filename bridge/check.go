@@ -415,7 +415,11 @@ func (c *checker) checkTemporal(ctx context.Context) {
 		cancel()
 	}
 	if err != nil {
-		c.table.add("Temporal reachable", checkFail, fmt.Sprintf("%s: %v", conn, err))
+		detail := fmt.Sprintf("%s: %v", conn, err)
+		if hint := tlsHint(err, c.copts.ConnectionOptions.TLS); hint != "" {
+			detail += " (" + hint + ")"
+		}
+		c.table.add("Temporal reachable", checkFail, detail)
 		c.table.add("namespace "+ns, checkSkip, "Temporal unreachable")
 		c.table.add("search attributes", checkSkip, "Temporal unreachable")
 		return
