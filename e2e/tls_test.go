@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -87,6 +88,17 @@ func TestE2E_temporal_over_TLS(t *testing.T) {
 		require.Contains(t, out, "x509: certificate signed by unknown authority")
 		require.Contains(t, out, `"hint":"TLS: the server's certificate is not signed by the CA in TEMPORAL_TLS_SERVER_CA_CERT_PATH`, "the error names the setting to check")
 		require.Zero(t, p.stats().forwarded, "nothing reached Temporal")
+
+		// tmbridge check says the same in its Temporal row, and exits 1.
+		s := newStack(t, devserver.StylePHP)
+		s.register("example.echo")
+		check := exec.Command(bin("tmbridge"), append([]string{"check"}, proxyArgs(s)...)...)
+		check.Env = append(s.environ(), "TEMPORAL_ADDRESS="+p.addr, "TEMPORAL_TLS_SERVER_CA_CERT_PATH="+other.certFile)
+		table, err := check.CombinedOutput()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, string(table))
+		require.Equal(t, 1, exit.ExitCode(), string(table))
+		require.Regexp(t, `Temporal reachable +FAIL +`+regexp.QuoteMeta(p.addr)+`.*unknown authority.*TEMPORAL_TLS_SERVER_CA_CERT_PATH`, string(table))
 	})
 }
 
