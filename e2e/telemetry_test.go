@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
@@ -64,19 +65,26 @@ var dashboardMetrics = map[string][]string{
 // One task through the tmbridge binary with --metrics-addr and an OTLP
 // endpoint: its /metrics carries the SDK's metrics under the dashboard's
 // names next to the bridge's own, and its spans, exported at exit to an
-// OTLP/HTTP collector, make one trace from the claim to the report.
+// OTLP collector (over HTTP, then gRPC), make one trace from the claim to
+// the report.
 func TestE2E_telemetry_sdk_metrics_and_one_trace_per_task(t *testing.T) {
+	for _, protocol := range []string{"http/protobuf", "grpc"} {
+		t.Run(strings.ReplaceAll(protocol, "/", "-"), func(t *testing.T) { testTelemetry(t, protocol) })
+	}
+}
+
+func testTelemetry(t *testing.T, protocol string) {
 	s := newStack(t, devserver.StylePHP)
 	s.register("example.echo")
 	marker := fmt.Sprintf("params-marker-%d", time.Now().UnixNano())
 	id := s.create("example.echo", map[string]any{"message": marker})
 
-	collector := newOTLPCollector(t)
+	collector := newOTLPCollector(t, protocol)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	metricsAddr := l.Addr().String()
 	require.NoError(t, l.Close())
-	env := append(s.environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+collector.URL)
+	env := append(s.environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+collector.url, "OTEL_EXPORTER_OTLP_PROTOCOL="+protocol)
 	b := startBridgeBinary(t, s, env, "traced", "--metrics-addr="+metricsAddr)
 
 	s.waitFinal([]string{id})
@@ -218,22 +226,41 @@ func describe(spans []span) string {
 	return b.String()
 }
 
-// otlpCollector is an OTLP/HTTP trace receiver on 127.0.0.1 keeping what
-// it receives.
+// otlpCollector is an OTLP trace receiver on 127.0.0.1, over HTTP
+// (protobuf) or gRPC, keeping the spans it receives.
 type otlpCollector struct {
-	*httptest.Server
+	coltracepb.UnimplementedTraceServiceServer
+	url   string
 	mu    sync.Mutex
 	spans []span
 }
 
-func newOTLPCollector(t *testing.T) *otlpCollector {
+func newOTLPCollector(t *testing.T, protocol string) *otlpCollector {
 	c := &otlpCollector{}
-	c.Server = httptest.NewServer(http.HandlerFunc(c.export))
-	t.Cleanup(c.Close)
+	if protocol == "grpc" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		srv := grpc.NewServer()
+		coltracepb.RegisterTraceServiceServer(srv, c)
+		go func() { _ = srv.Serve(l) }()
+		t.Cleanup(srv.Stop)
+		c.url = "http://" + l.Addr().String()
+		return c
+	}
+	srv := httptest.NewServer(http.HandlerFunc(c.exportHTTP))
+	t.Cleanup(srv.Close)
+	c.url = srv.URL
 	return c
 }
 
-func (c *otlpCollector) export(w http.ResponseWriter, r *http.Request) {
+// Export receives spans over gRPC.
+func (c *otlpCollector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	c.add(req)
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// exportHTTP receives spans over HTTP.
+func (c *otlpCollector) exportHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/traces" {
 		http.NotFound(w, r)
 		return
@@ -256,7 +283,15 @@ func (c *otlpCollector) export(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	c.add(&req)
+	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(out)
+}
+
+func (c *otlpCollector) add(req *coltracepb.ExportTraceServiceRequest) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, rs := range req.GetResourceSpans() {
 		res := attrMap(rs.GetResource().GetAttributes())
 		for _, ss := range rs.GetScopeSpans() {
@@ -269,10 +304,6 @@ func (c *otlpCollector) export(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	c.mu.Unlock()
-	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(out)
 }
 
 func (c *otlpCollector) all() []span {
