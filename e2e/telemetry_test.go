@@ -15,8 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -80,10 +79,7 @@ func testTelemetry(t *testing.T, protocol string) {
 	id := s.create("example.echo", map[string]any{"message": marker})
 
 	collector := newOTLPCollector(t, protocol)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	metricsAddr := l.Addr().String()
-	require.NoError(t, l.Close())
+	metricsAddr := freeAddr(t)
 	env := append(s.environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+collector.url, "OTEL_EXPORTER_OTLP_PROTOCOL="+protocol)
 	b := startBridgeBinary(t, s, env, "traced", "--metrics-addr="+metricsAddr)
 
@@ -94,16 +90,17 @@ func testTelemetry(t *testing.T, protocol string) {
 
 	// Metrics. The deadline only guards against a hang.
 	var missing []string
-	var text string
+	var fams map[string]*dto.MetricFamily
 	for deadline := time.Now().Add(2 * time.Minute); ; {
-		text = scrape(t, metricsAddr)
-		if missing = missingMetrics(t, text); len(missing) == 0 || time.Now().After(deadline) {
+		fams = scrapeMetrics(t, "http://"+metricsAddr)
+		if missing = missingMetrics(fams); len(missing) == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	require.Empty(t, missing, "the dashboard's series, with the labels its panels group by")
-	require.Contains(t, text, "tmbridge_claims_total{", "the bridge's own metrics on the same /metrics")
+	require.Contains(t, fams, "tmbridge_claims_total", "the bridge's own metrics on the same /metrics")
+	_, text := httpGet("http://" + metricsAddr + "/metrics")
 	require.NotContains(t, text, "otel_scope_")
 	require.NotContains(t, text, "target_info")
 
@@ -112,25 +109,9 @@ func testTelemetry(t *testing.T, protocol string) {
 	requireOneTrace(t, collector.all(), id, s.prefix+id, "traced", marker)
 }
 
-// scrape returns the text of /metrics at addr.
-func scrape(t *testing.T, addr string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return string(body)
-}
-
-// missingMetrics lists the dashboardMetrics series text lacks, or lacks
-// with the labels the dashboard groups by.
-func missingMetrics(t *testing.T, text string) []string {
-	t.Helper()
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
-	require.NoError(t, err)
+// missingMetrics lists the dashboardMetrics series families lacks, or
+// lacks with the labels the dashboard groups by.
+func missingMetrics(families map[string]*dto.MetricFamily) []string {
 	var missing []string
 	for name, labels := range dashboardMetrics {
 		family := families[name]
