@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -29,16 +32,8 @@ import (
 // dashboard query (temporalio/dashboards sdk/temporal-go-sdk-otel.json,
 // last changed in f10143b89ca887b1096f5c9498ec2f1599562007, the same at
 // b5d9a1bc1888f73057f1639495e5773caad783ee), with the labels the panels
-// group by. Those present after one task that succeeds; the others appear
-// with their events: temporal_request_failure, temporal_long_request_failure,
-// temporal_workflow_failed, temporal_workflow_task_execution_failed,
-// temporal_workflow_task_queue_poll_empty, temporal_activity_poll_no_task,
-// temporal_activity_execution_failed, temporal_activity_execution_cancelled,
-// temporal_sticky_cache_miss, temporal_sticky_cache_total_forced_eviction,
-// and the local activity ones (temporal_local_activity_execution_latency_seconds_bucket,
-// temporal_local_activity_succeed_endtoend_latency_seconds_bucket; the
-// dashboard's temporal_local_activity_execution_failed_total is the one
-// name no setting matches: every other counter there has no "_total").
+// group by: those present after one task that succeeds. The others are in
+// dashboardEventMetrics.
 var dashboardMetrics = map[string][]string{
 	"temporal_request":                                                {"namespace", "operation"},
 	"temporal_request_latency_seconds_bucket":                         {"namespace", "operation", "le"},
@@ -59,6 +54,34 @@ var dashboardMetrics = map[string][]string{
 	"temporal_sticky_cache_hit":                                       {"namespace"},
 	// Not on the dashboard: the poller counts.
 	"temporal_num_pollers": {"namespace", "poller_type"},
+}
+
+// dashboardEventMetrics are the dashboard's other series: they appear
+// with their events (failures, empty polls, cache misses, local
+// activities). The dashboard's temporal_local_activity_execution_failed_total
+// is the one name no setting matches: the SDK's counter is
+// temporal_local_activity_execution_failed, and every other counter the
+// dashboard queries has no "_total".
+var dashboardEventMetrics = []string{
+	"temporal_request_failure", "temporal_long_request_failure",
+	"temporal_workflow_failed", "temporal_workflow_task_execution_failed", "temporal_workflow_task_queue_poll_empty",
+	"temporal_activity_poll_no_task", "temporal_activity_execution_failed", "temporal_activity_execution_cancelled",
+	"temporal_sticky_cache_miss", "temporal_sticky_cache_total_forced_eviction",
+	"temporal_local_activity_execution_latency_seconds_bucket", "temporal_local_activity_succeed_endtoend_latency_seconds_bucket",
+	"temporal_local_activity_execution_failed_total",
+}
+
+// The lists above cover every series the shipped copy of the dashboard
+// (deploy/grafana/dashboards/temporal-sdk.json) queries.
+func TestE2E_telemetry_lists_cover_the_shipped_sdk_dashboard(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "dashboards", "temporal-sdk.json"))
+	require.NoError(t, err)
+	queried := regexp.MustCompile(`\btemporal_[a-z_]+`).FindAllString(string(raw), -1)
+	require.NotEmpty(t, queried)
+	for _, name := range queried {
+		_, listed := dashboardMetrics[name]
+		require.True(t, listed || slices.Contains(dashboardEventMetrics, name), "the dashboard queries %s, which neither list has", name)
+	}
 }
 
 // One task through the tmbridge binary with --metrics-addr and an OTLP
