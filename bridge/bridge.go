@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/workflowservice/v1"
@@ -100,8 +101,9 @@ type Option func(*bridgeOptions)
 
 // bridgeOptions are New's settings, gathered before anything is built.
 type bridgeOptions struct {
-	log       *slog.Logger
-	workflows map[string]any
+	log        *slog.Logger
+	workflows  map[string]any
+	metricsReg *prometheus.Registry // nil: one of the bridge's own
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -121,14 +123,14 @@ func WithWorkflow(name string, fn any) Option {
 // Temporal worker. It runs reg's handlers and the config's exec and http
 // ones (reg is not changed).
 func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option) (*Bridge, error) {
-	m := newMetrics()
-	api, err := taskmanager.New(taskmanager.Options{BaseURL: cfg.APIURL, APIKey: cfg.APIKey.Reveal(), Timeout: cfg.APITimeout, Observe: m.observeAPI})
-	if err != nil {
-		return nil, err
-	}
 	o := bridgeOptions{log: slog.Default(), workflows: map[string]any{}}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	m := newMetrics(o.metricsReg)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: cfg.APIURL, APIKey: cfg.APIKey.Reveal(), Timeout: cfg.APITimeout, Observe: m.observeAPI})
+	if err != nil {
+		return nil, err
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	b := &Bridge{

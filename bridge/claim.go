@@ -72,7 +72,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			hurry = budget == 0 // more may be pending: the scout looks at once
 			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
 			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
-			b.startTask(tk, task, t, claimedAt)
+			b.startTask(tk, task, t, claimedAt, traceClaim(t, task, claimedAt))
 			continue
 		}
 		if errors.Is(err, taskmanager.ErrTransient) {

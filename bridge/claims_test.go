@@ -49,7 +49,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	opts.APIKey = "k"
 	tm := devserver.New(opts)
 	url := tm.Start(t)
-	m := newMetrics()
+	m := newMetrics(nil)
 	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second, Observe: m.observeAPI})
 	require.NoError(t, err)
 	cfg := Config{

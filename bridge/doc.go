@@ -70,4 +70,20 @@
 //	b, err := bridge.New(cfg, reg, tc)
 //	err = b.Run(ctx)           // until ctx ends or --max-runs tasks are done
 //	err = b.Stop(shutdownCtx)  // stop claiming, let handlers finish within the grace
+//
+// Main also serves the Temporal SDK's metrics on /metrics, named as
+// Temporal's Go SDK dashboard expects, and exports traces over OTLP when
+// the OTEL_* variables ask for them (telemetry.go). A program that dials
+// Temporal itself gets the metrics with NewTemporalMetrics and
+// WithMetricsRegistry; for traces it sets a global OpenTelemetry
+// TracerProvider (the bridge's claim and start spans use it) and Temporal's
+// tracing interceptor (go.temporal.io/sdk/contrib/opentelemetry) on the
+// client:
+//
+//	promReg := prometheus.NewRegistry()
+//	mh, err := bridge.NewTemporalMetrics(promReg)
+//	otel.SetTracerProvider(tp)
+//	ti, err := opentelemetry.NewTracingInterceptor(opentelemetry.TracerOptions{})
+//	tc, err := client.Dial(client.Options{HostPort: addr, MetricsHandler: mh, Interceptors: []interceptor.ClientInterceptor{ti}})
+//	b, err := bridge.New(cfg, reg, tc, bridge.WithMetricsRegistry(promReg))
 package bridge

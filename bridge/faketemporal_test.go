@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
@@ -44,6 +45,7 @@ type fakeRun struct {
 	input     workflows.TaskInput
 	closed    chan struct{}
 	signals   []workflows.Claim
+	span      trace.SpanContext // the trace span the start was made under
 }
 
 func newFakeTemporal() *fakeTemporal {
@@ -90,7 +92,7 @@ func (f *fakeTemporal) ExecuteWorkflow(ctx context.Context, opts client.StartWor
 		return nil, serviceerror.NewWorkflowExecutionAlreadyStarted("already started", "", r.runID)
 	}
 	f.n++
-	r := &fakeRun{id: opts.ID, runID: fmt.Sprintf("run-%d", f.n), memo: opts.Memo, input: in, closed: make(chan struct{})}
+	r := &fakeRun{id: opts.ID, runID: fmt.Sprintf("run-%d", f.n), memo: opts.Memo, input: in, closed: make(chan struct{}), span: trace.SpanContextFromContext(ctx)}
 	f.runs[opts.ID] = append(f.runs[opts.ID], r)
 	if f.closeOnStart {
 		close(r.closed)

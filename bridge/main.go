@@ -88,6 +88,12 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 		log.Error("Temporal client config", "err", err)
 		return 2
 	}
+	topts, flushSpans, err := telemetry(cfg, environ, &copts, log)
+	if err != nil {
+		log.Error("telemetry config", "err", err)
+		return 2
+	}
+	defer flushSpans() // after Stop: the last spans are the reports'
 	banner(log, cfg, copts)
 	tc, err := client.Dial(copts)
 	if err != nil {
@@ -101,7 +107,7 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	defer tc.Close()
 
 	cfg.Temporal.Namespace = copts.Namespace // the config's, else Temporal's env or config file
-	b, err := New(cfg, reg, tc, append([]Option{WithLogger(log)}, opts...)...)
+	b, err := New(cfg, reg, tc, slices.Concat([]Option{WithLogger(log)}, topts, opts)...)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 2

@@ -16,7 +16,7 @@ import (
 // queries see them (a histogram's _bucket, _sum and _count).
 func exportedNames(t *testing.T) map[string]bool {
 	t.Helper()
-	m := newMetrics()
+	m := newMetrics(nil)
 	m.registerState(newAdmission(1, 0), time.Minute)
 	// Vectors show only once they have a series.
 	m.claims.WithLabelValues("t", "claimed")

@@ -25,9 +25,13 @@ type metrics struct {
 // latencyBuckets suit calls and starts: 5 ms to 20 s.
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20}
 
-func newMetrics() *metrics {
+// newMetrics registers the bridge's metrics on reg (nil: a new registry).
+func newMetrics(reg *prometheus.Registry) *metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg: reg,
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tmbridge_claims_total", Help: "Claim calls by task type and result (claimed, empty, error).",
 		}, []string{"task_type", "result"}),

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
@@ -336,7 +337,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 			task.Type = row.Type
 		}
 		b.log.Info("found a claim of this worker with no run: starting it", "task_id", string(task.ID), "attempts", int(task.Attempts))
-		b.startTask(b.adm.adopt(id), task, t, time.Time{}) // its age is unknown: look for its run first
+		b.startTask(b.adm.adopt(id), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
 	}
 	if len(unread) > 0 {
 		return fmt.Errorf("claimed tasks not read yet: %s", strings.Join(unread, ", "))

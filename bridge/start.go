@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
@@ -61,12 +62,15 @@ const (
 // claim's run already closed, or failed in TaskManager when Temporal can
 // never start it. claimedAt is when this bridge made the claim; zero for a
 // claim found again (a sweep), whose run is then looked for first.
-func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, claimedAt time.Time) {
+// claimSpan is the claim's trace span (telemetry.go), if any.
+func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, claimedAt time.Time, claimSpan trace.SpanContext) {
 	b.starts.Add(1)
 	go func() {
 		defer b.starts.Done()
 		id := b.WorkflowID(task.ID)
-		state, err := b.startWorkflow(task, t, claimedAt)
+		span := traceStart(claimSpan, task, id)
+		state, err := b.startWorkflow(task, t, claimedAt, span.SpanContext())
+		endStart(span, state, err)
 		var permanent *startError
 		switch {
 		case errors.As(err, &permanent):
@@ -122,8 +126,9 @@ func (e *startError) Error() string {
 // even have closed already: before any retry (and first, with check) the
 // latest run is looked up, and a run whose memo names this claim counts as
 // this claim's run. It retries until the start succeeds, the error is
-// permanent (*startError), or the bridge stops.
-func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt time.Time) (runState, error) {
+// permanent (*startError), or the bridge stops. Its Temporal calls are made
+// under span, so that the workflow's trace continues it.
+func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt time.Time, span trace.SpanContext) (runState, error) {
 	id := b.WorkflowID(task.ID)
 	check := claimedAt.IsZero()
 	in := b.cfg.TaskInput(task, t.Options, claimedAt)
@@ -157,7 +162,7 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		if b.bg.Err() != nil {
 			return runNone, b.bg.Err()
 		}
-		ctx, cancel := context.WithTimeout(b.bg, 10*time.Second)
+		ctx, cancel := context.WithTimeout(withSpan(b.bg, span), 10*time.Second)
 		state, err := runNone, error(nil)
 		if check || failures > 0 {
 			state, err = b.claimRun(ctx, id, claim)
