@@ -17,9 +17,10 @@ import (
 )
 
 type testBundle struct {
-	env *testsuite.TestActivityEnvironment
-	tm  *devserver.Server
-	api *taskmanager.Client
+	env  *testsuite.TestActivityEnvironment
+	tm   *devserver.Server
+	api  *taskmanager.Client
+	acts *activities.Activities
 }
 
 func setup(t *testing.T) testBundle {
@@ -31,8 +32,9 @@ func setup(t *testing.T) testBundle {
 	activities.RegisterExamples(reg)
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
-	(&activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}).RegisterOn(env)
-	return testBundle{env: env, tm: tm, api: api}
+	acts := &activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}
+	acts.RegisterOn(env)
+	return testBundle{env: env, tm: tm, api: api, acts: acts}
 }
 
 func (b testBundle) run(t *testing.T, typ, params string) (json.RawMessage, error) {
@@ -153,6 +155,7 @@ func TestProgress_handed_by_the_workflow_is_posted_never_backwards(t *testing.T)
 	step("a", nil, &activities.Progress{Percent: 25, Message: "step a done (1/4)"})
 	step("b", &activities.Progress{Percent: 50, Message: "step b started (2/4 steps done)"}, nil)
 	step("late", &activities.Progress{Percent: 25, Message: "late"}, nil)
+	require.NoError(t, b.acts.Idle(ctx), "posts are sent in the background; Idle waits for them")
 	var seen []int
 	for _, c := range b.tm.ProgressCalls(string(task.ID)) {
 		require.True(t, c.Accepted)

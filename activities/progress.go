@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -74,7 +75,9 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 // with that claim. Best effort: a failure is logged.
 func (p *progress) post(ctx context.Context, workerID string, percent int, message string) {
 	err := p.send(ctx, workerID, percent, message)
-	if errors.Is(err, taskmanager.ErrClaimedByOther) && p.a.CurrentClaim != nil {
+	// A local activity's own workflow task is running it: a query of its
+	// workflow would wait for that task to end, so it is not asked.
+	if errors.Is(err, taskmanager.ErrClaimedByOther) && p.a.CurrentClaim != nil && !p.local {
 		// The claim moved (the task was claimed again): ask the workflow who holds it now.
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		current, qerr := p.a.CurrentClaim(qctx, p.workflowID)
@@ -92,28 +95,98 @@ func (p *progress) post(ctx context.Context, workerID string, percent int, messa
 }
 
 // postTaskProgress posts the task's progress that its workflow handed to
-// this handler (a step of a multi-step task). The workflow hands out only
-// rising values; an attempt that starts late (a busy worker) could still
-// post after a higher one, so this process never posts a value for a
-// claim of the task below one it posted before.
-func (p *progress) postTaskProgress(ctx context.Context, attempt int, pr Progress) {
-	if p.a.TaskManager == nil || !p.a.marks.raise(markKey(p.taskID, attempt), pr.Percent) {
+// this handler (a step of a multi-step task), in the background: the
+// attempt's time is the handler's, and a slow TaskManager must not push a
+// handler that succeeded past its timeout (its result would be lost and
+// the handler run again). The workflow hands out only rising values; an
+// attempt that starts late (a busy worker) could still post after a higher
+// one, so this process never posts a value for a claim of the task below
+// one it posted before, and sends each claim's values in order.
+func (p *progress) postTaskProgress(attempt int, pr Progress) {
+	key := markKey(p.taskID, attempt)
+	if p.a.TaskManager == nil || !p.a.marks.raise(key, pr.Percent) {
 		return
 	}
 	p.mu.Lock()
 	workerID := p.workerID
 	p.mu.Unlock()
-	p.post(ctx, workerID, min(max(pr.Percent, 0), 100), pr.Message)
+	percent := min(max(pr.Percent, 0), 100)
+	p.a.posts.send(key, func() { p.post(context.Background(), workerID, percent, pr.Message) })
+}
+
+// postQueue sends each claim's progress posts one at a time, in order: a
+// post queued while one is being sent replaces any still waiting (marks
+// let only higher values through, so the newest is the highest).
+type postQueue struct {
+	mu      sync.Mutex
+	waiting map[string]func()        // claim → the newest post not yet sent
+	busy    map[string]chan struct{} // claims with a post being sent → closed once all are
+	sending sync.WaitGroup
+}
+
+func (q *postQueue) send(key string, post func()) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.busy == nil {
+		q.busy, q.waiting = map[string]chan struct{}{}, map[string]func(){}
+	}
+	if _, ok := q.busy[key]; ok {
+		q.waiting[key] = post
+		return
+	}
+	done := make(chan struct{})
+	q.busy[key] = done
+	q.sending.Go(func() {
+		for post != nil {
+			post()
+			q.mu.Lock()
+			post = q.waiting[key]
+			delete(q.waiting, key)
+			if post == nil {
+				delete(q.busy, key)
+				close(done)
+			}
+			q.mu.Unlock()
+		}
+	})
+}
+
+// flush waits until key's posts are sent (the claim's outcome is about to
+// be reported: its progress must not land after it), or ctx ends.
+func (q *postQueue) flush(ctx context.Context, key string) {
+	q.mu.Lock()
+	done, ok := q.busy[key]
+	q.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// idle waits until no post is being sent, or ctx ends.
+func (q *postQueue) idle(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { q.sending.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // progressMarks holds, per claim of a task, the highest progress this
 // process posted for it.
 type progressMarks struct {
-	mu sync.Mutex
-	m  map[string]int
+	mu    sync.Mutex
+	m     map[string]int
+	order []string // the keys of m, oldest first
 }
 
-// maxMarks bounds the marks kept: past it they are all dropped (a task
+// maxMarks bounds the marks kept: past it, the oldest is dropped (a task
 // whose report ran in another process leaves its mark behind).
 const maxMarks = 10_000
 
@@ -127,8 +200,15 @@ func (m *progressMarks) raise(key string, percent int) bool {
 	if last, ok := m.m[key]; ok && percent <= last {
 		return false
 	}
-	if m.m == nil || len(m.m) >= maxMarks {
+	if m.m == nil {
 		m.m = map[string]int{}
+	}
+	if _, ok := m.m[key]; !ok {
+		if len(m.order) >= maxMarks {
+			delete(m.m, m.order[0])
+			m.order = m.order[1:]
+		}
+		m.order = append(m.order, key)
 	}
 	m.m[key] = percent
 	return true
@@ -137,8 +217,11 @@ func (m *progressMarks) raise(key string, percent int) bool {
 // forget drops key's mark: the claim's outcome is being reported.
 func (m *progressMarks) forget(key string) {
 	m.mu.Lock()
-	delete(m.m, key)
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	if _, ok := m.m[key]; ok {
+		delete(m.m, key)
+		m.order = slices.DeleteFunc(m.order, func(k string) bool { return k == key })
+	}
 }
 
 func (p *progress) send(ctx context.Context, workerID string, percent int, message string) error {

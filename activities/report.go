@@ -78,7 +78,13 @@ type ReportOutput struct {
 func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportOutput, error) {
 	info := activity.GetInfo(ctx)
 	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || info.IsLocalActivity
-	a.marks.forget(markKey(in.TaskID, in.Attempt))
+	key := markKey(in.TaskID, in.Attempt)
+	// The claim's progress posts still being sent go first (a post takes
+	// 10 s at most), so that none lands after the outcome.
+	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	a.posts.flush(fctx, key)
+	cancel()
+	a.marks.forget(key)
 	out, err := Report(ctx, a.TaskManager, in)
 	if errors.Is(err, taskmanager.ErrUnauthorized) {
 		a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)

@@ -45,9 +45,11 @@ type Activities struct {
 
 	running atomic.Int64 // handler attempts under way
 	marks   progressMarks
+	posts   postQueue // task progress being posted (postTaskProgress)
 }
 
-// Idle waits until no handler runs on this worker, or ctx ends. After a
+// Idle waits until no handler runs on this worker and the progress they
+// handed over is posted, or ctx ends. After a
 // worker stop cancels its handlers, waiting for them lets the SDK report
 // their attempts as failed, so Temporal retries them at once instead of
 // after their heartbeat timeout.
@@ -59,7 +61,7 @@ func (a *Activities) Idle(ctx context.Context) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return nil
+	return a.posts.idle(ctx)
 }
 
 // ActivityRegistrar is the part of a Temporal worker (or test environment)
@@ -117,7 +119,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 			}
 		}
 		if in.Progress != nil && info.Attempt == 1 {
-			p.postTaskProgress(ctx, in.Attempt, *in.Progress)
+			p.postTaskProgress(in.Attempt, *in.Progress)
 		}
 		out, err := h.Handle(ctx, in.Params)
 		if err != nil {
@@ -125,7 +127,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		}
 		result, err = normalizeResult(out)
 		if err == nil && in.ProgressDone != nil {
-			p.postTaskProgress(ctx, in.Attempt, *in.ProgressDone)
+			p.postTaskProgress(in.Attempt, *in.ProgressDone)
 		}
 		return result, err
 	}

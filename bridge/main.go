@@ -130,7 +130,7 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	runErr := b.Run(ctx)
 	// Stop may take startsGrace, the shutdown grace and a few seconds for
 	// cancelled handlers to report.
-	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace+startsGrace+15*time.Second)
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), StopTimeout(cfg.ShutdownGrace)-tracingFlushTimeout)
 	defer stopCancel()
 	stopErr := b.Stop(stopCtx)
 	switch {
@@ -144,6 +144,20 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	log.Info("tmbridge stopped", "tasks_claimed", b.adm.claimed())
 	return 0
 }
+
+// StopTimeout is the longest tmbridge takes to exit after SIGTERM with
+// this shutdown grace: pending workflow starts get 5 s, running handlers
+// the grace, cancelled handlers 15 s to report, and the last spans 3 s to
+// be exported. A supervisor's kill timeout (Kubernetes'
+// terminationGracePeriodSeconds, systemd's TimeoutStopSec, compose's
+// stop_grace_period) must exceed it.
+func StopTimeout(shutdownGrace time.Duration) time.Duration {
+	return startsGrace + shutdownGrace + cancelledReportGrace + tracingFlushTimeout
+}
+
+// cancelledReportGrace is how long Main lets handlers cancelled at the
+// end of the shutdown grace report their attempts.
+const cancelledReportGrace = 15 * time.Second
 
 // temporalOptions reads Temporal's own settings (TEMPORAL_ADDRESS,
 // TEMPORAL_NAMESPACE, TLS, API key, config profile) with the SDK's

@@ -194,8 +194,9 @@ func telemetry(cfg Config, environ []string, copts *client.Options, log *slog.Lo
 	return opts, shutdown, nil
 }
 
-// tracingFlushTimeout bounds the export of the last spans at exit.
-const tracingFlushTimeout = 10 * time.Second
+// tracingFlushTimeout bounds the export of the last spans at exit (part
+// of StopTimeout).
+const tracingFlushTimeout = 3 * time.Second
 
 // tracingWanted reports whether the OTEL_* variables ask for traces: an
 // OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or

@@ -15,6 +15,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/stretchr/testify/require"
 
+	"github.com/prismq/tmbridge/bridge"
+
 	"github.com/prismq/tmbridge/internal/devtemporal"
 )
 
@@ -255,7 +257,7 @@ func TestCompose_tmbridge_serves_metrics_and_stops_gracefully(t *testing.T) {
 
 		require.NotNil(t, s.StopGracePeriod)
 		grace := defaultConfig(t).ShutdownGrace
-		require.Greater(t, time.Duration(*s.StopGracePeriod), grace+stopOverhead,
+		require.Greater(t, time.Duration(*s.StopGracePeriod), bridge.StopTimeout(grace),
 			"docker compose stop must not kill the bridge before its handlers had shutdown_grace")
 	})
 }

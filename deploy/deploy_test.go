@@ -10,22 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/prismq/tmbridge/bridge"
-)
-
-// The bridge's stop, as bridge/main.go bounds it: Stop gives pending
-// workflow starts startsGrace (bridge/bridge.go, 5s), stops the worker,
-// whose running handlers get shutdown_grace, and Main allows 15s more for
-// cancelled handlers to report. A supervisor's kill timeout must exceed
-// shutdown_grace + stopOverhead, or it kills the bridge mid-stop.
-const (
-	startsGrace  = 5 * time.Second
-	stopMargin   = 15 * time.Second
-	stopOverhead = startsGrace + stopMargin
 )
 
 // metricsPort is where every deployment serves /metrics, /healthz and /readyz.

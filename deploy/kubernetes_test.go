@@ -253,7 +253,6 @@ func TestKubernetes_worker_id_and_termination(t *testing.T) {
 
 	cfg := m.load(t)
 	grace := time.Duration(*spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
-	require.Greater(t, grace, cfg.ShutdownGrace+stopOverhead,
-		"terminationGracePeriodSeconds must cover shutdown_grace (%s), the %s for pending starts and the %s stop margin",
-		cfg.ShutdownGrace, startsGrace, stopMargin)
+	require.Greater(t, grace, bridge.StopTimeout(cfg.ShutdownGrace),
+		"terminationGracePeriodSeconds must cover the bridge's stop with shutdown_grace %s", cfg.ShutdownGrace)
 }

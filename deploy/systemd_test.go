@@ -14,6 +14,8 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/bridge"
 )
 
 // serviceUnit is deploy/systemd/tmbridge.service, by section and key
@@ -75,8 +77,8 @@ func TestSystemd_unit(t *testing.T) {
 	require.Contains(t, []string{"", "SIGTERM", "TERM", "15"}, u.last(s, "KillSignal"))
 	require.Equal(t, "mixed", u.last(s, "KillMode"), "SIGTERM to the main process only, SIGKILL to all at the timeout")
 	grace := defaultConfig(t).ShutdownGrace
-	require.Greater(t, timeSpan(t, u.last(s, "TimeoutStopSec")), grace+stopOverhead,
-		"TimeoutStopSec must cover shutdown_grace (%s), the %s for pending starts and the %s stop margin", grace, startsGrace, stopMargin)
+	require.Greater(t, timeSpan(t, u.last(s, "TimeoutStopSec")), bridge.StopTimeout(grace),
+		"TimeoutStopSec must cover the bridge's stop with shutdown_grace %s", grace)
 
 	for key, want := range map[string][]string{
 		"NoNewPrivileges": {"yes", "true"},

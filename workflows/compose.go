@@ -201,7 +201,9 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		} else {
 			in := p.handlerInput(s, params)
 			in.Step = item
-			in.Progress = p.startProgress(item)
+			if p.postsHere(s) {
+				in.Progress = p.startProgress(item)
+			}
 			summary := stepSummary(item, s.Handler)
 			f = s.options(p.opts, !p.exact).execute(ictx, summary, s.Handler, in)
 			p.started(ctx, item, summary)
@@ -393,7 +395,7 @@ func (p *pipeline) record(ctx workflow.Context, s Step, out json.RawMessage) {
 		return // a fallback's step counted when it failed
 	}
 	p.done++
-	if p.inHandlers && p.alone[s.Name] {
+	if p.inHandlers && p.alone[s.Name] && p.postsHere(s) {
 		p.shown = max(p.shown, p.percent()) // its handler posted it (doneProgress)
 	}
 	p.showProgress(ctx)

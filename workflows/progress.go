@@ -89,6 +89,12 @@ func (p *pipeline) ended(ctx workflow.Context, name string) {
 	p.showProgress(ctx)
 }
 
+// postsHere reports whether s's handler runs on the bridge's own task
+// queue, where handlers post the progress handed to them. A handler routed
+// to another queue (a worker in another SDK) may not: it is handed none,
+// so the next handler here, or the report, posts what it would have.
+func (p *pipeline) postsHere(s Step) bool { return s.options(p.opts, !p.exact).TaskQueue == "" }
+
 // startProgress is the task's progress a handler of step (or item) name
 // posts as it starts: the steps done so far, when above what was handed
 // out before; else nil.

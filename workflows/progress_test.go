@@ -132,3 +132,37 @@ func TestProgress_current_details_and_query_while_steps_run(t *testing.T) {
 	require.NoError(t, v.Get(&end))
 	require.Equal(t, workflows.StepProgress{Percent: 100, Message: "4/4 steps done", Done: 4, Total: 4}, end)
 }
+
+// A step routed to another task queue (a worker in another SDK, which may
+// not post progress) is handed none: the next handler here posts what it
+// would have, so no value is lost.
+func TestProgress_routed_step_is_handed_none(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	var mu sync.Mutex
+	handed := map[string][2]*activities.Progress{}
+	b.env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, args converter.EncodedValues) {
+		var in activities.HandlerInput
+		if info.ActivityType.Name != "example.echo" || args.Get(&in) != nil {
+			return
+		}
+		mu.Lock()
+		handed[in.Step] = [2]*activities.Progress{in.Progress, in.ProgressDone}
+		mu.Unlock()
+	})
+	steps := []workflows.Step{
+		{Name: "a", Handler: "example.echo", Params: map[string]any{"message": "a"}, ActivityOptions: workflows.ActivityOptions{TaskQueue: "other-sdk"}},
+		{Name: "b", Handler: "example.echo", Params: map[string]any{"message": "b"}},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"x": 2}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+
+	require.Equal(t, [2]*activities.Progress{nil, nil}, handed["a"], "the routed step is handed no progress")
+	require.Equal(t, 50, handed["b"][0].Percent, "b posts what a would have, as it starts")
+	var seen []int
+	for _, p := range b.tm.ProgressCalls(in.Task.ID) {
+		seen = append(seen, p.Progress)
+	}
+	require.Equal(t, []int{50, 100}, seen)
+}

@@ -343,7 +343,9 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		return future
 	}
 	in := p.handlerInput(s, params)
-	in.Progress, in.ProgressDone = p.startProgress(s.Name), p.doneProgress(s)
+	if p.postsHere(s) {
+		in.Progress, in.ProgressDone = p.startProgress(s.Name), p.doneProgress(s)
+	}
 	summary := stepSummary(s.Name, s.Handler)
 	f := s.options(p.opts, !p.exact).execute(ctx, summary, s.Handler, in)
 	p.started(ctx, s.Name, summary)

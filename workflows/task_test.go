@@ -32,6 +32,7 @@ type testBundle struct {
 	reg   *activities.Registry
 	clock *devserver.Clock
 	types map[string]taskmanager.ID
+	acts  *activities.Activities
 }
 
 // setup starts a dev TaskManager (PHP style) and a test workflow
@@ -65,7 +66,7 @@ func setup(t *testing.T, extra func(reg *activities.Registry), wrap ...func(http
 	acts := &activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}
 	acts.RegisterOn(env)
 
-	b := &testBundle{env: env, tm: tm, api: api, reg: reg, clock: clock, types: map[string]taskmanager.ID{}}
+	b := &testBundle{env: env, tm: tm, api: api, reg: reg, clock: clock, types: map[string]taskmanager.ID{}, acts: acts}
 	for _, name := range append(reg.Names(), "demo.pipeline") {
 		r, err := api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
 		require.NoError(t, err)
@@ -100,6 +101,7 @@ func (b *testBundle) reclaim(t *testing.T, typ string) workflows.Claim {
 
 func (b *testBundle) run(in workflows.TaskInput) (workflows.TaskResult, error) {
 	b.env.ExecuteWorkflow(workflows.TaskWorkflowName, in)
+	_ = b.acts.Idle(context.Background()) // progress is posted in the background
 	var res workflows.TaskResult
 	err := b.env.GetWorkflowError()
 	if b.env.IsWorkflowCompleted() && err == nil {
