@@ -69,8 +69,10 @@ type readiness struct {
 // readyFor is how long a readiness answer is reused.
 const readyFor = time.Second
 
-// readyTimeout bounds each readiness check.
-const readyTimeout = 3 * time.Second
+// readyTimeout bounds each readiness check: below the usual probe timeout
+// (timeoutSeconds: 3 in deploy/kubernetes), so that a slow dependency
+// is a 503 that says which, not a probe timeout.
+const readyTimeout = 2 * time.Second
 
 // serveReady answers 200 when TaskManager and Temporal answer and the
 // worker polls, else 503 with what failed.
@@ -89,7 +91,9 @@ func (b *Bridge) readiness(ctx context.Context) health {
 	if time.Since(b.ready.at) < readyFor {
 		return b.ready.last
 	}
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	// Not the prober's context: one that gave up must not fail the
+	// answer every prober gets for the next second.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyTimeout)
 	defer cancel()
 	checks := map[string]string{"worker": "ok", "taskmanager": "ok", "temporal": "ok"}
 	var wg sync.WaitGroup

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -62,6 +65,14 @@ func TestHealth_endpoints(t *testing.T) {
 	code, h = readyz(t, b)
 	require.Equal(t, http.StatusOK, code, h)
 	require.Equal(t, health{Status: "ready", Checks: map[string]string{"worker": "ok", "taskmanager": "ok", "temporal": "ok"}}, h)
+
+	// A prober that gave up does not fail the answer the others get.
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.ready.mu.Lock()
+	b.ready.at = time.Time{}
+	b.ready.mu.Unlock()
+	require.Equal(t, "ready", b.readiness(gone).Status)
 
 	bb.temporal.setDown(true)
 	code, h = readyz(t, b)
@@ -171,4 +182,31 @@ func TestMetrics_say_what_happened(t *testing.T) {
 	require.Eventually(t, func() bool { return b.adm.inFlight() == 0 }, eventually, 10*time.Millisecond)
 	fams = scrape(t, b.metricsURL)
 	require.Equal(t, 0.0, value("tmbridge_oldest_claim_age_seconds", nil))
+}
+
+// A registry given with WithMetricsRegistry may hold the Go and process
+// collectors already, or the metrics of an earlier bridge: New takes it
+// as it is, and the state gauges read the newest bridge.
+func TestMetrics_on_a_registry_in_use(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	first := newMetrics(reg)
+	first.registerState(newAdmission(1, 0), time.Minute)
+	first.claims.WithLabelValues("t", "claimed").Inc()
+	second := newMetrics(reg)
+	second.registerState(newAdmission(1, 0), 2*time.Minute)
+	second.claims.WithLabelValues("t", "claimed").Inc()
+
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, f := range fams {
+		if m := f.GetMetric(); len(m) == 1 && m[0].Counter != nil {
+			got[f.GetName()] = m[0].Counter.GetValue()
+		} else if len(m) == 1 && m[0].Gauge != nil {
+			got[f.GetName()] = m[0].Gauge.GetValue()
+		}
+	}
+	require.Equal(t, 2.0, got["tmbridge_claims_total"], "one counter, shared")
+	require.Equal(t, 120.0, got["tmbridge_claim_timeout_seconds"], "the newest bridge's state")
 }

@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -60,8 +62,16 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "go_version": bi.GoVersion, "sdk_version": bi.SDKVersion},
 	})
 	info.Set(1)
-	m.reg.MustRegister(m.claims, m.claimDuration, m.startDuration, m.started, m.finished, m.reportAttempts, m.apiDuration, info,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.claims = register(reg, m.claims)
+	m.claimDuration = register(reg, m.claimDuration)
+	m.startDuration = register(reg, m.startDuration)
+	m.started = register(reg, m.started)
+	m.finished = register(reg, m.finished)
+	m.reportAttempts = register(reg, m.reportAttempts)
+	m.apiDuration = register(reg, m.apiDuration)
+	register(reg, prometheus.Collector(info))
+	register(reg, collectors.NewGoCollector())
+	register(reg, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Results seen from the start, so that rate() and alerts work from
 	// the first scrape.
 	m.reportAttempts.WithLabelValues("ok")
@@ -83,14 +93,33 @@ func (m *metrics) observeReport(err error) {
 	m.reportAttempts.WithLabelValues(result).Inc()
 }
 
-// registerState adds the gauges read from the bridge's state at scrape time.
+// register registers c on reg, or returns the collector registered
+// before under its name (a registry given with WithMetricsRegistry may
+// hold the Go and process collectors, or the metrics of an earlier
+// bridge). Another metric under one of its names is a programming error.
+func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
+	err := reg.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	switch {
+	case err == nil:
+		return c
+	case errors.As(err, &dup):
+		if old, ok := dup.ExistingCollector.(C); ok {
+			return old
+		}
+	}
+	panic(fmt.Sprintf("tmbridge metrics: %v", err))
+}
+
+// registerState adds the gauges read from the bridge's state at scrape
+// time, in place of those of an earlier bridge on the same registry.
 func (m *metrics) registerState(adm *admission, claimTimeout time.Duration) {
-	m.reg.MustRegister(
+	gauges := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tmbridge_tasks_in_flight", Help: "Claimed tasks whose workflow has not closed.",
 		}, func() float64 { return float64(adm.inFlight()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "tmbridge_oldest_claim_age_seconds", Help: "Age of the oldest claim of this bridge whose run is open (0: none). Past tmbridge_claim_timeout_seconds, TaskManager may hand the task to another worker: the bridge renews its claims before that.",
+			Name: "tmbridge_oldest_claim_age_seconds", Help: "Age of the oldest claim of this bridge whose run is open (0: none). Past tmbridge_claim_timeout_seconds, TaskManager may hand the task to another worker; the bridge claims such a task again itself when it has room, and its run goes on either way.",
 		}, func() float64 {
 			at := adm.oldestClaim()
 			if at.IsZero() {
@@ -101,5 +130,9 @@ func (m *metrics) registerState(adm *admission, claimTimeout time.Duration) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tmbridge_claim_timeout_seconds", Help: "The claim timeout configured (claim_timeout): TaskManager's, which the oldest claim's age is compared with.",
 		}, func() float64 { return claimTimeout.Seconds() }),
-	)
+	}
+	for _, g := range gauges {
+		m.reg.Unregister(g)
+		m.reg.MustRegister(g)
+	}
 }

@@ -33,12 +33,12 @@ var version string
 // has as a dependency.
 const modulePath = "github.com/prismq/tmbridge"
 
-var build = onceBuild()
+var build = sync.OnceValue(func() BuildInfo { return readBuild(version) })
 
-func onceBuild() func() BuildInfo { return sync.OnceValue(readBuild) }
-
-func readBuild() BuildInfo {
-	bi := BuildInfo{Version: version, Commit: "unknown", GoVersion: runtime.Version(), SDKVersion: temporal.SDKVersion}
+// readBuild reads the binary's build info; override, when set, is the
+// version.
+func readBuild(override string) BuildInfo {
+	bi := BuildInfo{Version: override, Commit: "unknown", GoVersion: runtime.Version(), SDKVersion: temporal.SDKVersion}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		bi.Version = cmp.Or(bi.Version, "unknown")

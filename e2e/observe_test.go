@@ -135,7 +135,9 @@ func TestE2E_health_readiness_and_metrics(t *testing.T) {
 	}
 
 	b.stop(t)
-	require.Contains(t, b.stderr.String(), `"commit":"`+labels["commit"]+`"`, "the banner names the build")
+	for key, label := range map[string]string{"version": "version", "commit": "commit", "go": "go_version", "temporal_sdk": "sdk_version"} {
+		require.Contains(t, b.stderr.String(), `"`+key+`":"`+labels[label]+`"`, "the banner names the build")
+	}
 	code, _ := httpGet(base + "/healthz")
 	require.Zero(t, code, "the health server stops with the bridge")
 }
