@@ -74,3 +74,36 @@ func TestMetricNames_alert_rules_query_exported_metrics(t *testing.T) {
 	}
 	require.Greater(t, n, 5)
 }
+
+// PromQL's `and` keeps only the left series whose labels match a right
+// series exactly: sides with different labels never fire. The shipped
+// rules aggregate both sides of each `and` by instance. (No PromQL engine
+// here: the Prometheus module would upgrade gRPC and the Kubernetes API
+// this repository pins.)
+func TestMetricNames_alert_rules_match_both_sides_of_and(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "alerts.yml"))
+	require.NoError(t, err)
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &rules))
+	ands := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			sides := regexp.MustCompile(`\band\b`).Split(r.Expr, -1)
+			if len(sides) == 1 {
+				continue
+			}
+			for _, side := range sides {
+				ands++
+				require.Regexp(t, `^\s*sum by \(instance\) \(`, side, "alert %s: each side of `and` is aggregated by instance", r.Alert)
+			}
+		}
+	}
+	require.Positive(t, ands)
+}
