@@ -23,15 +23,15 @@ import (
 // stdin, the result as JSON on stdout.
 type ExecConfig struct {
 	// Command is the argv; no shell is involved. Required.
-	Command []string `koanf:"command"`
+	Command []string `json:"command,omitempty" koanf:"command"`
 	// Dir is the working directory (default: the bridge's).
-	Dir string `koanf:"dir"`
+	Dir string `json:"dir,omitempty" koanf:"dir"`
 	// Env lists the environment the command gets: NAME passes the bridge's
 	// variable through, NAME=value sets one. Nothing else is passed but
 	// TASK_ID, TASK_TYPE and TASK_ATTEMPT.
-	Env []string `koanf:"env"`
+	Env []string `json:"env,omitempty" koanf:"env"`
 	// PermanentExitCodes are exit codes that fail the task without retry.
-	PermanentExitCodes []int `koanf:"permanent_exit_codes"`
+	PermanentExitCodes []int `json:"permanent_exit_codes,omitempty" koanf:"permanent_exit_codes"`
 }
 
 // Validate reports what is wrong with the config.

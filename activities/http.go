@@ -22,12 +22,12 @@ type HTTPConfig struct {
 	// URL receives POST with the params as a JSON body. Required. Errors
 	// show it without query, fragment and userinfo; tokens belong in
 	// HeadersFromEnv all the same.
-	URL string `koanf:"url"`
+	URL string `json:"url,omitempty" koanf:"url"`
 	// Headers are sent as they are.
-	Headers map[string]string `koanf:"headers"`
+	Headers map[string]string `json:"headers,omitempty" koanf:"headers"`
 	// HeadersFromEnv maps a header to the env var holding its value (for
 	// tokens: they stay out of the config file and out of logs).
-	HeadersFromEnv map[string]string `koanf:"headers_from_env"`
+	HeadersFromEnv map[string]string `json:"headers_from_env,omitempty" koanf:"headers_from_env"`
 }
 
 // Validate reports what is wrong with the config.

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -103,6 +104,44 @@ type TypeConfig struct {
 	Exec *activities.ExecConfig `koanf:"exec"`
 	// HTTP posts to a URL as the handler.
 	HTTP *activities.HTTPConfig `koanf:"http"`
+}
+
+// MarshalJSON encodes c as one object: exec and http beside the
+// TypeOptions' keys. (Without it, TypeOptions' own JSON methods, which
+// write durations as "2m0s", would be promoted and drop exec and http.)
+func (c TypeConfig) MarshalJSON() ([]byte, error) {
+	raw, err := json.Marshal(c.TypeOptions)
+	if err != nil {
+		return nil, err
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, err
+	}
+	for key, v := range map[string]any{"exec": c.Exec, "http": c.HTTP} {
+		if !reflect.ValueOf(v).IsNil() {
+			if obj[key], err = json.Marshal(v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return json.Marshal(obj)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (c *TypeConfig) UnmarshalJSON(b []byte) error {
+	var routes struct {
+		Exec *activities.ExecConfig `json:"exec"`
+		HTTP *activities.HTTPConfig `json:"http"`
+	}
+	if err := json.Unmarshal(b, &routes); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &c.TypeOptions); err != nil {
+		return err
+	}
+	c.Exec, c.HTTP = routes.Exec, routes.HTTP
+	return nil
 }
 
 // Secret is a string that never shows in logs, errors or JSON.

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/workflows"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -272,4 +276,23 @@ func TestBanner_shows_poll_interval_as_a_duration(t *testing.T) {
 	var out bytes.Buffer
 	banner(NewLogger(&out, "json", false), cfg, client.Options{HostPort: "localhost:7233", Namespace: "default"})
 	require.Contains(t, out.String(), `"poll_interval":"10s"`)
+}
+
+// TypeConfig encodes as one JSON object, exec and http beside the type
+// options (TypeOptions' own JSON methods would otherwise be promoted and
+// drop them), and reads back the same.
+func TestTypeConfig_JSON_round_trip(t *testing.T) {
+	in := TypeConfig{
+		TypeOptions: workflows.TypeOptions{ActivityOptions: workflows.ActivityOptions{StartToCloseTimeout: time.Minute}, ClaimWait: 90 * time.Second},
+		Exec:        &activities.ExecConfig{Command: []string{"python3", "wc.py"}, Env: []string{"HOME"}},
+		HTTP:        &activities.HTTPConfig{URL: "https://x.example/hook", HeadersFromEnv: map[string]string{"Authorization": "HOOK_TOKEN"}},
+	}
+	raw, err := json.Marshal(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"start_to_close_timeout":"1m0s","claim_wait":"1m30s",
+		"exec":{"command":["python3","wc.py"],"env":["HOME"]},
+		"http":{"url":"https://x.example/hook","headers_from_env":{"Authorization":"HOOK_TOKEN"}}}`, string(raw))
+	var out TypeConfig
+	require.NoError(t, json.Unmarshal(raw, &out))
+	require.Equal(t, in, out)
 }
