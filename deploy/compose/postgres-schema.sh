@@ -2,8 +2,10 @@
 # Temporal's databases on PostgreSQL: run by the temporal-schema service
 # (temporalio/admin-tools) of docker-compose.yml's prod profile, before
 # temporalio/server starts. The steps are those of Temporal's own compose
-# example (temporalio/samples-server, compose/scripts/setup-postgres.sh);
-# they are safe to run again on a database they already set up.
+# example (temporalio/samples-server, compose/scripts/setup-postgres.sh),
+# whose database is not kept between runs; here it is (postgres-data), so
+# a database set up before is only updated. Neither path was run here (no
+# Docker engine); `docker compose down -v` starts afresh.
 set -eu
 
 : "${POSTGRES_SEEDS:?}" "${POSTGRES_USER:?}" "${SQL_PASSWORD:?}"
@@ -24,7 +26,11 @@ for db in temporal temporal_visibility; do
   esac
   echo "schema of $db"
   sql --db "$db" create
-  sql --db "$db" setup-schema -v 0.0
-  sql --db "$db" update-schema -d "$dir"
+  # A database set up before (the kept volume) is only brought up to
+  # date: setup-schema would set its version back to 0.0.
+  if ! sql --db "$db" update-schema -d "$dir"; then
+    sql --db "$db" setup-schema -v 0.0
+    sql --db "$db" update-schema -d "$dir"
+  fi
 done
 echo "PostgreSQL schema set up"
