@@ -39,37 +39,49 @@ func exportedNames(t *testing.T) map[string]bool {
 	return names
 }
 
+// alertRule is a rule of deploy/prometheus/alerts.yml.
+type alertRule struct {
+	Alert string `yaml:"alert"`
+	Expr  string `yaml:"expr"`
+}
+
+// alertRules reads every rule of the shipped alerts.
+func alertRules(t *testing.T) []alertRule {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "alerts.yml"))
+	require.NoError(t, err)
+	var file struct {
+		Groups []struct {
+			Rules []alertRule `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &file))
+	var rules []alertRule
+	for _, g := range file.Groups {
+		rules = append(rules, g.Rules...)
+	}
+	return rules
+}
+
 var bridgeMetricName = regexp.MustCompile(`\btmbridge_[a-z_]+`)
 
 // Every tmbridge_* metric the shipped alert rules query is one the bridge
 // exports: a renamed metric fails here, not silently in production.
 func TestMetricNames_alert_rules_query_exported_metrics(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "alerts.yml"))
-	require.NoError(t, err)
-	var rules struct {
-		Groups []struct {
-			Rules []struct {
-				Alert string `yaml:"alert"`
-				Expr  string `yaml:"expr"`
-			} `yaml:"rules"`
-		} `yaml:"groups"`
-	}
-	require.NoError(t, yaml.Unmarshal(raw, &rules))
+	rules := alertRules(t)
 	names := exportedNames(t)
 	n := 0
-	for _, g := range rules.Groups {
-		for _, r := range g.Rules {
-			require.NotEmpty(t, r.Alert)
-			for _, name := range bridgeMetricName.FindAllString(r.Expr, -1) {
-				require.True(t, names[name], "alert %s queries %s, which the bridge does not export (it has %v)", r.Alert, name, slices.Sorted(func(yield func(string) bool) {
-					for k := range names {
-						if !yield(k) {
-							return
-						}
+	for _, r := range rules {
+		require.NotEmpty(t, r.Alert)
+		for _, name := range bridgeMetricName.FindAllString(r.Expr, -1) {
+			require.True(t, names[name], "alert %s queries %s, which the bridge does not export (it has %v)", r.Alert, name, slices.Sorted(func(yield func(string) bool) {
+				for k := range names {
+					if !yield(k) {
+						return
 					}
-				}))
-				n++
-			}
+				}
+			}))
+			n++
 		}
 	}
 	require.Greater(t, n, 5)
@@ -81,28 +93,16 @@ func TestMetricNames_alert_rules_query_exported_metrics(t *testing.T) {
 // here: the Prometheus module would upgrade gRPC and the Kubernetes API
 // this repository pins.)
 func TestMetricNames_alert_rules_match_both_sides_of_and(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "alerts.yml"))
-	require.NoError(t, err)
-	var rules struct {
-		Groups []struct {
-			Rules []struct {
-				Alert string `yaml:"alert"`
-				Expr  string `yaml:"expr"`
-			} `yaml:"rules"`
-		} `yaml:"groups"`
-	}
-	require.NoError(t, yaml.Unmarshal(raw, &rules))
+	rules := alertRules(t)
 	ands := 0
-	for _, g := range rules.Groups {
-		for _, r := range g.Rules {
-			sides := regexp.MustCompile(`\band\b`).Split(r.Expr, -1)
-			if len(sides) == 1 {
-				continue
-			}
-			for _, side := range sides {
-				ands++
-				require.Regexp(t, `^\s*sum by \(instance\) \(`, side, "alert %s: each side of `and` is aggregated by instance", r.Alert)
-			}
+	for _, r := range rules {
+		sides := regexp.MustCompile(`\band\b`).Split(r.Expr, -1)
+		if len(sides) == 1 {
+			continue
+		}
+		for _, side := range sides {
+			ands++
+			require.Regexp(t, `^\s*sum by \(instance\) \(`, side, "alert %s: each side of `and` is aggregated by instance", r.Alert)
 		}
 	}
 	require.Positive(t, ands)

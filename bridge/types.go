@@ -97,18 +97,13 @@ func lookupTypes(ctx context.Context, cfg Config, runnable []string, api *taskma
 				out = append(out, typeLookup{Name: name, Err: fmt.Errorf("task_types: %q has no handler or route in this bridge (it can run: %s)", name, strings.Join(runnable, ", "))})
 				continue
 			}
-			t, err := api.GetTaskType(ctx, name)
-			switch {
-			case errors.Is(err, taskmanager.ErrNotFound):
-				out = append(out, typeLookup{Name: name, Err: fmt.Errorf("task_types: %q is not registered in TaskManager", name)})
-			case err != nil:
-				out = append(out, typeLookup{Name: name, Err: err})
-				if !keepGoing {
-					return out
-				}
-			default:
-				out = append(out, typeLookup{Name: t.Name, ID: t.ID})
+			l := lookupName(ctx, api, name)
+			if l.Unregistered {
+				l = typeLookup{Name: name, Err: fmt.Errorf("task_types: %q is not registered in TaskManager", name)}
+			} else if l.Err != nil && !keepGoing {
+				return append(out, l)
 			}
+			out = append(out, l)
 		}
 	case len(cfg.TaskTypeIDs) > 0:
 		byID := map[taskmanager.ID]taskmanager.TaskType{}
@@ -141,19 +136,24 @@ func lookupTypes(ctx context.Context, cfg Config, runnable []string, api *taskma
 		}
 	default:
 		for _, name := range runnable {
-			t, err := api.GetTaskType(ctx, name)
-			switch {
-			case errors.Is(err, taskmanager.ErrNotFound):
-				out = append(out, typeLookup{Name: name, Unregistered: true})
-			case err != nil:
-				out = append(out, typeLookup{Name: name, Err: err})
-				if !keepGoing {
-					return out
-				}
-			default:
-				out = append(out, typeLookup{Name: t.Name, ID: t.ID})
+			l := lookupName(ctx, api, name)
+			if out = append(out, l); l.Err != nil && !keepGoing {
+				return out
 			}
 		}
 	}
 	return out
+}
+
+// lookupName looks a type up by name in TaskManager: registered (its ID
+// set), Unregistered, or the lookup's error.
+func lookupName(ctx context.Context, api *taskmanager.Client, name string) typeLookup {
+	t, err := api.GetTaskType(ctx, name)
+	switch {
+	case errors.Is(err, taskmanager.ErrNotFound):
+		return typeLookup{Name: name, Unregistered: true}
+	case err != nil:
+		return typeLookup{Name: name, Err: err}
+	}
+	return typeLookup{Name: t.Name, ID: t.ID}
 }

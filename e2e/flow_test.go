@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	sdkpb "go.temporal.io/api/sdk/v1"
+	"go.temporal.io/sdk/client"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
@@ -41,19 +42,7 @@ types:
 
 	// Wait until the run says it waits for the approval, then send it.
 	wfID := s.prefix + id
-	var details string
-	require.Eventually(t, func() bool {
-		v, err := s.tc.QueryWorkflow(context.Background(), wfID, "", "__temporal_workflow_metadata")
-		if err != nil {
-			return false
-		}
-		var md sdkpb.WorkflowMetadata
-		if v.Get(&md) != nil {
-			return false
-		}
-		details = md.GetCurrentDetails()
-		return strings.Contains(details, "waits for signal")
-	}, 2*time.Minute, 100*time.Millisecond)
+	details := waitCurrentDetails(t, s.tc, wfID, "waits for signal")
 	require.Contains(t, details, `step approve waits for signal "approve" until `)
 
 	if external { // the CLI may not be installed, nor set up for the cluster
@@ -90,4 +79,25 @@ types:
 	require.Equal(t, 1, children)
 
 	s.replay(map[string]string{"composition": id}, "history-v3-") // TMBRIDGE_UPDATE_HISTORY=1 saves it
+}
+
+// waitCurrentDetails waits until the run's current details (what Temporal
+// Web shows, read with the __temporal_workflow_metadata query) contain
+// want, and returns them.
+func waitCurrentDetails(t *testing.T, tc client.Client, workflowID, want string) string {
+	t.Helper()
+	var details string
+	require.Eventually(t, func() bool {
+		v, err := tc.QueryWorkflow(context.Background(), workflowID, "", "__temporal_workflow_metadata")
+		if err != nil {
+			return false
+		}
+		var md sdkpb.WorkflowMetadata
+		if v.Get(&md) != nil {
+			return false
+		}
+		details = md.GetCurrentDetails()
+		return strings.Contains(details, want)
+	}, 2*time.Minute, 100*time.Millisecond)
+	return details
 }

@@ -15,7 +15,6 @@ import (
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
-	sdkpb "go.temporal.io/api/sdk/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -63,19 +62,7 @@ types:
 	// While the approval is awaited: step a is done, TaskManager has its
 	// progress, and the run's current details and progress query say so.
 	wfID := s.prefix + web
-	var details string
-	require.Eventually(t, func() bool {
-		v, err := s.tc.QueryWorkflow(context.Background(), wfID, "", "__temporal_workflow_metadata")
-		if err != nil {
-			return false
-		}
-		var md sdkpb.WorkflowMetadata
-		if v.Get(&md) != nil {
-			return false
-		}
-		details = md.GetCurrentDetails()
-		return strings.Contains(details, "waits for signal")
-	}, 2*time.Minute, 100*time.Millisecond)
+	details := waitCurrentDetails(t, s.tc, wfID, "waits for signal")
 	require.Equal(t, "1/3 steps done\nstep approve waits for signal \"go\"", details)
 	v, err := s.tc.QueryWorkflow(context.Background(), wfID, "", workflows.ProgressQueryName)
 	require.NoError(t, err)
