@@ -165,3 +165,39 @@ func TestProgress_handed_by_the_workflow_is_posted_never_backwards(t *testing.T)
 	st, _ := b.tm.Task(string(task.ID))
 	require.Equal(t, 50, st.Progress)
 }
+
+// A step's handler that succeeded waits for its progress post (a while)
+// before it returns: the next step, here in another process, posts after
+// it, so TaskManager's progress does not go back when the first post is
+// slow.
+func TestProgress_next_step_elsewhere_posts_after(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	_, err := b.api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: "demo.steps", Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+	require.NoError(t, err)
+	_, err = b.api.CreateTask(ctx, "demo.steps", map[string]any{"n": 2})
+	require.NoError(t, err)
+	task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: "1"})
+	require.NoError(t, err)
+
+	other := setup(t) // a second bridge process, on the same TaskManager
+	other.acts.TaskManager = b.api
+	b.tm.InjectFault(devserver.Fault{Path: "/progress", Latency: 300 * time.Millisecond, Count: 1}) // the first post is slow
+	step := func(env *testsuite.TestActivityEnvironment, name string, done int) {
+		_, err := env.ExecuteActivity("example.echo", activities.HandlerInput{
+			TaskID: string(task.ID), WorkerID: "w1", Attempt: int(task.Attempts), Params: json.RawMessage(`{"message":"x"}`),
+			Step: name, ProgressDone: &activities.Progress{Percent: done, Message: name + " done"},
+		})
+		require.NoError(t, err)
+	}
+	step(b.env, "a", 50)
+	step(other.env, "b", 100)
+	require.NoError(t, b.acts.Idle(ctx))
+	require.NoError(t, other.acts.Idle(ctx))
+	var seen []int
+	for _, c := range b.tm.ProgressCalls(string(task.ID)) {
+		seen = append(seen, c.Progress)
+	}
+	require.Equal(t, []int{50, 100}, seen)
+}

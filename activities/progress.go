@@ -67,17 +67,17 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	if !due || p.a.TaskManager == nil || p.step {
 		return
 	}
-	p.post(ctx, workerID, percent, message)
+	p.postAs(ctx, workerID, percent, message, true)
 }
 
-// post posts progress to TaskManager with the claim workerID; when the
-// claim moved (403), it asks the workflow who holds the task now and posts
-// with that claim. Best effort: a failure is logged.
-func (p *progress) post(ctx context.Context, workerID string, percent int, message string) {
+// postAs posts progress to TaskManager with the claim workerID; when the
+// claim moved (403) and follow is set, it asks the workflow who holds the
+// task now and posts with that claim. Best effort: a failure is logged.
+func (p *progress) postAs(ctx context.Context, workerID string, percent int, message string, follow bool) {
 	err := p.send(ctx, workerID, percent, message)
 	// A local activity's own workflow task is running it: a query of its
 	// workflow would wait for that task to end, so it is not asked.
-	if errors.Is(err, taskmanager.ErrClaimedByOther) && p.a.CurrentClaim != nil && !p.local {
+	if follow && errors.Is(err, taskmanager.ErrClaimedByOther) && p.a.CurrentClaim != nil && !p.local {
 		// The claim moved (the task was claimed again): ask the workflow who holds it now.
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		current, qerr := p.a.CurrentClaim(qctx, p.workflowID)
@@ -102,17 +102,35 @@ func (p *progress) post(ctx context.Context, workerID string, percent int, messa
 // attempt that starts late (a busy worker) could still post after a higher
 // one, so this process never posts a value for a claim of the task below
 // one it posted before, and sends each claim's values in order.
-func (p *progress) postTaskProgress(attempt int, pr Progress) {
-	key := markKey(p.taskID, attempt)
-	if p.a.TaskManager == nil || !p.a.marks.raise(key, pr.Percent) {
-		return
+//
+// It returns a channel closed once the claim's posts are sent: a handler
+// waits on it, for a while, before it returns its result, so that the
+// next step (which may run in another process) posts after this one.
+func (p *progress) postTaskProgress(attempt int, pr Progress) <-chan struct{} {
+	if p.a.TaskManager == nil {
+		return nil
 	}
+	key := markKey(p.taskID, attempt)
 	p.mu.Lock()
 	workerID := p.workerID
 	p.mu.Unlock()
 	percent := min(max(pr.Percent, 0), 100)
-	p.a.posts.send(key, func() { p.post(context.Background(), workerID, percent, pr.Message) })
+	// The mark and the queue move together: two handlers of one claim
+	// (parallel steps) cannot queue their values out of order.
+	p.a.marks.mu.Lock()
+	defer p.a.marks.mu.Unlock()
+	if !p.a.marks.raiseLocked(key, pr.Percent) {
+		return nil
+	}
+	// A background post does not follow a moved claim (that would post
+	// out of the new claim's order): the new claim's handlers post.
+	return p.a.posts.send(key, func() { p.postAs(context.Background(), workerID, percent, pr.Message, false) })
 }
+
+// maxPosting bounds the claims whose progress is being posted at once: past
+// it, a post is dropped (progress is best effort), so that a stalled
+// TaskManager is not sent a request per running task.
+const maxPosting = 32
 
 // postQueue sends each claim's progress posts one at a time, in order: a
 // post queued while one is being sent replaces any still waiting (marks
@@ -124,15 +142,20 @@ type postQueue struct {
 	sending sync.WaitGroup
 }
 
-func (q *postQueue) send(key string, post func()) {
+// send queues post for key and returns a channel closed once key's posts
+// are sent (nil: dropped, maxPosting claims are being posted).
+func (q *postQueue) send(key string, post func()) <-chan struct{} {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.busy == nil {
 		q.busy, q.waiting = map[string]chan struct{}{}, map[string]func(){}
 	}
-	if _, ok := q.busy[key]; ok {
+	if done, ok := q.busy[key]; ok {
 		q.waiting[key] = post
-		return
+		return done
+	}
+	if len(q.busy) >= maxPosting {
+		return nil
 	}
 	done := make(chan struct{})
 	q.busy[key] = done
@@ -149,12 +172,16 @@ func (q *postQueue) send(key string, post func()) {
 			q.mu.Unlock()
 		}
 	})
+	return done
 }
 
-// flush waits until key's posts are sent (the claim's outcome is about to
-// be reported: its progress must not land after it), or ctx ends.
+// flush drops key's post still waiting and waits until the one being sent
+// is done (a post takes 15 s at most: a call, a claim query, a call), or
+// ctx ends: the claim's outcome is about to be reported, with its own
+// final progress, and no earlier value must land after it.
 func (q *postQueue) flush(ctx context.Context, key string) {
 	q.mu.Lock()
+	delete(q.waiting, key)
 	done, ok := q.busy[key]
 	q.mu.Unlock()
 	if !ok {
@@ -166,7 +193,9 @@ func (q *postQueue) flush(ctx context.Context, key string) {
 	}
 }
 
-// idle waits until no post is being sent, or ctx ends.
+// idle waits until no post is being sent, or ctx ends. Call it once no
+// handler runs (after a worker stop, or a test's run): a send while
+// sending's count is zero would race with the Wait.
 func (q *postQueue) idle(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { q.sending.Wait(); close(done) }()
@@ -192,11 +221,9 @@ const maxMarks = 10_000
 
 func markKey(taskID string, attempt int) string { return fmt.Sprintf("%s@%d", taskID, attempt) }
 
-// raise records percent for key and reports whether it is above the
-// mark, that is, whether to post it.
-func (m *progressMarks) raise(key string, percent int) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// raiseLocked records percent for key and reports whether it is above
+// the mark, that is, whether to post it; m.mu is held.
+func (m *progressMarks) raiseLocked(key string, percent int) bool {
 	if last, ok := m.m[key]; ok && percent <= last {
 		return false
 	}

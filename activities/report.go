@@ -79,8 +79,9 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 	info := activity.GetInfo(ctx)
 	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || info.IsLocalActivity
 	key := markKey(in.TaskID, in.Attempt)
-	// The claim's progress posts still being sent go first (a post takes
-	// 10 s at most), so that none lands after the outcome.
+	// The claim's progress post being sent goes first, so that none lands
+	// after the outcome (one still waiting is dropped: the outcome
+	// supersedes it).
 	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	a.posts.flush(fctx, key)
 	cancel()

@@ -119,7 +119,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 			}
 		}
 		if in.Progress != nil && info.Attempt == 1 {
-			p.postTaskProgress(in.Attempt, *in.Progress)
+			p.postTaskProgress(in.Attempt, *in.Progress) // in the background: the handler starts at once
 		}
 		out, err := h.Handle(ctx, in.Params)
 		if err != nil {
@@ -127,7 +127,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		}
 		result, err = normalizeResult(out)
 		if err == nil && in.ProgressDone != nil {
-			p.postTaskProgress(in.Attempt, *in.ProgressDone)
+			waitPosted(ctx, p.postTaskProgress(in.Attempt, *in.ProgressDone))
 		}
 		return result, err
 	}
@@ -195,4 +195,29 @@ type ProgressInput struct {
 // the package's ReportProgress instead.
 func (a *Activities) PostProgress(ctx context.Context, in ProgressInput) error {
 	return a.TaskManager.Progress(ctx, taskmanager.ID(in.TaskID), in.WorkerID, min(max(in.Percent, 0), 100), in.Message)
+}
+
+// maxPostWait bounds how long a handler that succeeded waits for its
+// progress to reach TaskManager before it returns.
+const maxPostWait = 5 * time.Second
+
+// waitPosted waits until posted is closed, for at most maxPostWait and
+// half the attempt's time left: the next step, which may run in another
+// process, then posts after this one, while a slow TaskManager never costs
+// a handler its result.
+func waitPosted(ctx context.Context, posted <-chan struct{}) {
+	if posted == nil {
+		return
+	}
+	wait := maxPostWait
+	if deadline, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(deadline)/2)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-posted:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }

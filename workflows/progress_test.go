@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/workflows"
 )
 
@@ -165,4 +166,34 @@ func TestProgress_routed_step_is_handed_none(t *testing.T) {
 		seen = append(seen, p.Progress)
 	}
 	require.Equal(t, []int{50, 100}, seen)
+}
+
+// A TaskManager that does not answer progress posts costs a step's
+// handler no time against its timeout: each step succeeds on its first
+// attempt (posting inside the attempt, each would time out and run again).
+func TestProgress_hanging_TaskManager_costs_the_handlers_nothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	b.env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, args converter.EncodedValues) {
+		var in activities.HandlerInput
+		if info.ActivityType.Name == "example.echo" && args.Get(&in) == nil {
+			mu.Lock()
+			attempts[in.Step]++
+			mu.Unlock()
+		}
+	})
+	b.tm.InjectFault(devserver.Fault{Path: "/progress", Latency: time.Minute})
+	quick := workflows.ActivityOptions{StartToCloseTimeout: 3 * time.Second}
+	steps := []workflows.Step{
+		{Name: "a", Handler: "example.echo", Params: map[string]any{"message": "a"}, ActivityOptions: quick},
+		{Name: "b", Handler: "example.echo", Params: map[string]any{"message": "b"}, ActivityOptions: quick},
+		{Name: "c", Handler: "example.echo", Params: map[string]any{"message": "c"}, ActivityOptions: quick},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"x": 3}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+	require.Equal(t, map[string]int{"a": 1, "b": 1, "c": 1}, attempts, "no handler attempt timed out")
 }
