@@ -234,7 +234,7 @@ func options() []option {
 		{key: "shutdown_grace", flag: "shutdown-grace", env: []string{"SHUTDOWN_GRACE"}, def: 30 * time.Second,
 			help: "on stop, time running handlers get to finish before they are handed back to Temporal"},
 		{key: "metrics_addr", flag: "metrics-addr", env: []string{"METRICS_ADDR"}, def: "", doc: "off",
-			help: "serve Prometheus metrics on this address, e.g. `127.0.0.1:9464`"},
+			help: "serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. `127.0.0.1:9464`"},
 		{key: "temporal::address", flag: "temporal-address", env: []string{"TEMPORAL_ADDRESS"}, def: "", doc: "Temporal's env or config file, else `localhost:7233`",
 			help: "Temporal frontend host:port"},
 		{key: "temporal::namespace", flag: "temporal-namespace", env: []string{"TEMPORAL_NAMESPACE"}, def: "", doc: "Temporal's env or config file, else `default`",
