@@ -16,6 +16,11 @@
 //	activities/worker.go       the handler activity (one per task type, named after it)
 //	activities/report.go       ReportOutcome: read, then POST /tasks/{id}/complete only for the claim holding the task
 //
+// Around it: bridge/health.go (/healthz, /readyz on metrics_addr),
+// metrics.go and telemetry.go (the bridge's and the Temporal SDK's
+// metrics, traces), check.go and setup.go (`tmbridge check`, `tmbridge
+// setup`), version.go (`tmbridge --version`, Build).
+//
 // The whole program, with a handler of your own next to the built-in
 // examples, is a few lines (examples/resize, tested with bridgetest):
 //
