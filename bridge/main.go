@@ -68,6 +68,12 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 			return runSetup(args[1:], environ, stdout, stderr)
 		}
 	}
+	// Signals are caught from here on (they wait in sigs until the logger
+	// is there): one that comes while the bridge starts stops it as
+	// cleanly as one that comes while it claims.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	cfg, err := Load(args, environ, stdout)
 	if errors.Is(err, ErrHelp) {
 		return 0
@@ -78,6 +84,16 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	}
 	log := NewLogger(stderr, cfg.LogFormat, cfg.Debug)
 	slog.SetDefault(log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		sig := <-sigs
+		log.Info("stopping: no more claims; running handlers get the shutdown grace (signal again to exit at once)", "signal", sig.String(), "grace", cfg.ShutdownGrace)
+		cancel()
+		<-sigs
+		log.Warn("second signal: exiting now; Temporal retries what was running")
+		os.Exit(1)
+	}()
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
@@ -95,7 +111,11 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	}
 	defer flushSpans() // after Stop: the last spans are the reports'
 	banner(log, cfg, copts)
-	tc, err := client.Dial(copts)
+	tc, err := client.DialContext(ctx, copts)
+	if err != nil && ctx.Err() != nil {
+		log.Info("tmbridge stopped before it connected to Temporal")
+		return 0
+	}
 	if err != nil {
 		attrs := []any{"address", copts.HostPort, "err", err}
 		if hint := tlsHint(err, copts.ConnectionOptions.TLS); hint != "" {
@@ -112,20 +132,10 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 		log.Error("cannot start", "err", err)
 		return 2
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		sig := <-sigs
-		log.Info("stopping: no more claims; running handlers get the shutdown grace (signal again to exit at once)", "signal", sig.String(), "grace", cfg.ShutdownGrace)
-		cancel()
-		<-sigs
-		log.Warn("second signal: exiting now; Temporal retries what was running")
-		os.Exit(1)
-	}()
+	if ctx.Err() != nil {
+		log.Info("tmbridge stopped before it started claiming")
+		return 0
+	}
 
 	runErr := b.Run(ctx)
 	// Stop may take startsGrace, the shutdown grace and a few seconds for
@@ -134,6 +144,8 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	defer stopCancel()
 	stopErr := b.Stop(stopCtx)
 	switch {
+	case runErr != nil && ctx.Err() != nil:
+		log.Info("stopped while starting", "err", runErr) // a signal ended its checks
 	case runErr != nil:
 		log.Error("tmbridge failed", "err", runErr)
 		return 1

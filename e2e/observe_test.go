@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,4 +141,34 @@ func TestE2E_health_readiness_and_metrics(t *testing.T) {
 	}
 	code, _ := httpGet(base + "/healthz")
 	require.Zero(t, code, "the health server stops with the bridge")
+}
+
+// A SIGTERM while the bridge starts (here: Temporal accepts the connection
+// and never answers) stops it cleanly, exit 0, as one while it claims does.
+func TestE2E_sigterm_while_starting_exits_zero(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { silent.Close() })
+	accepted := make(chan struct{})
+	go func() {
+		var once sync.Once
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			once.Do(func() { close(accepted) })
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	b := startBridgeBinary(t, s, s.environ(), "starting", "--temporal-address="+silent.Addr().String())
+	select { // the bridge dials Temporal: it is past its banner and its checks of the config
+	case <-accepted:
+	case <-time.After(time.Minute): // a guard against a hang, not a timing assertion
+		t.Fatal("the bridge never dialled Temporal")
+	}
+	b.stop(t) // requires exit 0
+	require.Contains(t, b.stderr.String(), "stopped before it connected to Temporal")
+	require.Zero(t, s.tm.Stats().ClaimCalls)
 }

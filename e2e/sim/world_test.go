@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -211,6 +212,24 @@ func (w *world) crashBridge(worker string) {
 	w.note("bridge %s: crashed (SIGKILL)", worker)
 }
 
+// waitUp waits until the bridge has logged its banner (it catches
+// signals by then) or exited, for a minute at most: a SIGTERM that comes
+// before a process runs its main kills it by the default action, as it
+// would any program, and says nothing of the bridge's stop.
+func (p *bridgeProc) waitUp() {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-p.done:
+			p.done <- err // exited: put it back for the caller
+			return
+		default:
+		}
+		if out, err := os.ReadFile(p.logf); err == nil && bytes.Contains(out, []byte("PrismQ TaskManager bridge (tmbridge)")) {
+			return
+		}
+	}
+}
+
 // stopBridge stops a bridge process with SIGTERM and returns its exit
 // error (nil for a clean exit).
 func (w *world) stopBridge(worker string) error {
@@ -221,6 +240,7 @@ func (w *world) stopBridge(worker string) error {
 	if p == nil {
 		return nil
 	}
+	p.waitUp()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	var err error
 	select {
