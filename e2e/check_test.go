@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -107,10 +106,7 @@ func TestE2E_check_fails_clearly(t *testing.T) {
 		require.Regexp(t, fmt.Sprintf(`\n%d of \d+ checks failed\n$`, failed), out)
 	})
 	t.Run("Temporal unreachable", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		closed := l.Addr().String()
-		require.NoError(t, l.Close())
+		closed := freeAddr(t) // nothing listens there
 		code, out := s.runCommand("check", s.environ(), "--temporal-address="+closed)
 		require.Equal(t, 1, code, out)
 		requireRow(t, out, "Temporal reachable", "FAIL", regexp.QuoteMeta(temporalConnRow(closed))+": .*connection refused")
