@@ -91,7 +91,7 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 		a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)
 	}
 	if a.Reported != nil {
-		a.Reported(info.WorkflowExecution.ID, err)
+		a.Reported(info.WorkflowExecution.ID, in.Attempt, err)
 	}
 	return out, err
 }

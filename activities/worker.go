@@ -34,9 +34,10 @@ type Activities struct {
 	// (queried from its workflow); progress uses it after a 403.
 	CurrentClaim func(ctx context.Context, workflowID string) (string, error)
 	// Reported, when set, is told of each attempt to report a task's
-	// outcome, with its error: nil when TaskManager has the outcome (the
-	// run is about to close), else the attempt is retried.
-	Reported func(workflowID string, err error)
+	// outcome for the claim with attempts (TaskManager's attempt count),
+	// with its error: nil when TaskManager has the outcome (the claim is
+	// over and the run about to close), else the attempt is retried.
+	Reported func(workflowID string, attempts int, err error)
 	// ProgressInterval is the least time between two progress calls for one
 	// task; more frequent updates only heartbeat. Default 2s.
 	ProgressInterval time.Duration

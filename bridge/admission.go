@@ -31,8 +31,10 @@ import (
 //     found at start (adopt), which are counted but may exceed it: no
 //     claim is made while the bridge has max_in_flight tasks.
 //  2. open holds the workflow ids that have a run open on behalf of this
-//     worker, as Temporal says: an entry leaves only when a watch saw the
-//     run closed (never on an error such as Temporal being unreachable).
+//     worker: an entry leaves when a watch saw the run closed (never on an
+//     error such as Temporal being unreachable), or when the outcome of the
+//     newest claim that reached it landed in TaskManager (reportLanded):
+//     the task is no longer claimed, and the run closes in a moment.
 //     A claim that only signals a run already in open takes no slot.
 //  3. tickets <= MaxPendingStarts: few claims wait for their workflow
 //     start, so claiming stops while Temporal is slow or unreachable. A
@@ -54,6 +56,10 @@ type admission struct {
 	claims   int              // claims made, for max_runs
 	starting map[string]bool  // workflow ids of claims being started
 	open     map[string]*open // workflow id → its open run(s)
+	// landed holds the claims being started whose outcome landed already
+	// (a run that ran before its start's answer came back): workflow id →
+	// the claim's attempts.
+	landed map[string]int
 }
 
 // open is a workflow id with a run open for this worker. gen changes
@@ -67,7 +73,7 @@ type open struct {
 }
 
 func newAdmission(limit, maxRuns int) *admission {
-	return &admission{limit: limit, maxRuns: maxRuns, spent: make(chan struct{}), changed: make(chan struct{}), open: map[string]*open{}, starting: map[string]bool{}}
+	return &admission{limit: limit, maxRuns: maxRuns, spent: make(chan struct{}), changed: make(chan struct{}), open: map[string]*open{}, starting: map[string]bool{}, landed: map[string]int{}}
 }
 
 // budgetSpent is closed once max_runs claims were made: idle claim loops
@@ -138,6 +144,7 @@ func (t *ticket) end() {
 		t.a.tickets--
 	}
 	delete(t.a.starting, t.workflow)
+	delete(t.a.landed, t.workflow)
 	t.a.broadcast()
 }
 
@@ -175,19 +182,31 @@ func (t *ticket) fail() {
 	t.a.broadcast()
 }
 
-// opened ends a ticket whose task has a run open under workflowID: the run
-// now holds the slot. It reports whether the caller must watch the run (the
-// id was not open already; if it was, the ticket's slot is given back).
-func (t *ticket) opened(workflowID string) (watch bool) {
-	t.a.mu.Lock()
-	defer t.a.mu.Unlock()
+// opened ends a ticket whose task has a run open under workflowID, for the
+// claim with attempts made at claimedAt: the run now holds the slot. It
+// reports whether the caller must watch the run (the id was not open
+// already; if it was, the ticket's slot is given back), false too when the
+// claim's outcome landed already.
+func (t *ticket) opened(workflowID string, attempts int, claimedAt time.Time) (watch bool) {
+	a := t.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	at, ok := a.landed[workflowID]
+	landed := ok && at == attempts
 	t.end()
-	if o, ok := t.a.open[workflowID]; ok {
+	o, was := a.open[workflowID]
+	if was {
 		o.gen++
+	} else {
+		o = &open{}
+		a.open[workflowID] = o
+	}
+	a.note(o, attempts, claimedAt)
+	if landed {
+		a.remove(workflowID, o)
 		return false
 	}
-	t.a.open[workflowID] = &open{}
-	return true
+	return !was
 }
 
 // dropped ends a ticket whose claim no run will serve.
@@ -232,24 +251,44 @@ func (a *admission) closed(workflowID string, gen int) bool {
 	if o.gen != gen {
 		return false
 	}
+	a.remove(workflowID, o)
+	return true
+}
+
+// reportLanded is told that the outcome of the claim with attempts landed
+// in TaskManager: when that claim is the newest of this worker to reach the
+// run of workflowID, the task is no longer claimed and the slot comes back
+// now, without waiting for Temporal to say the run closed. It reports
+// whether the run is no longer counted. A run of another worker (its
+// report ran here) is left alone.
+func (a *admission) reportLanded(workflowID string, attempts int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o, ok := a.open[workflowID]
+	switch {
+	case ok && o.attempts == attempts:
+		a.remove(workflowID, o)
+		return true
+	case !ok && a.starting[workflowID]:
+		a.landed[workflowID] = attempts // opened frees the slot
+	}
+	return false
+}
+
+// remove stops counting the open run of workflowID; a.mu is held.
+func (a *admission) remove(workflowID string, o *open) {
 	if o.onClose != nil {
 		o.onClose()
 	}
 	delete(a.open, workflowID)
 	a.broadcast()
-	return true
 }
 
-// noteAttempt records that this worker's claim with attempts, made at
-// claimedAt, reached the open run of workflowID.
-func (a *admission) noteAttempt(workflowID string, attempts int, claimedAt time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if o, ok := a.open[workflowID]; ok {
-		o.attempts = max(o.attempts, attempts)
-		if claimedAt.After(o.claimed) {
-			o.claimed = claimedAt
-		}
+// note records a claim that reached o; a.mu is held.
+func (a *admission) note(o *open, attempts int, claimedAt time.Time) {
+	o.attempts = max(o.attempts, attempts)
+	if claimedAt.After(o.claimed) {
+		o.claimed = claimedAt
 	}
 }
 

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func TestAdmission_limit_counts_open_runs_and_tickets(t *testing.T) {
 	t1, err := a.reserve(ctx)
 	require.NoError(t, err)
 	t1.claim("wf-1")
-	require.True(t, t1.opened("wf-1"), "a new run is watched")
+	require.True(t, t1.opened("wf-1", 1, time.Now()), "a new run is watched")
 	t2, err := a.reserve(ctx)
 	require.NoError(t, err)
 	_, err = a.reserve(cancelled())
@@ -54,14 +55,67 @@ func TestAdmission_claim_of_an_open_run_takes_no_slot(t *testing.T) {
 	ctx := context.Background()
 	t1, _ := a.reserve(ctx)
 	t1.claim("wf-1")
-	require.True(t, t1.opened("wf-1"))
+	require.True(t, t1.opened("wf-1", 1, time.Now()))
 	gen := a.generation("wf-1")
 	t2, _ := a.reserve(ctx)
 	t2.claim("wf-1") // claimed again after its claim timed out
-	require.False(t, t2.opened("wf-1"), "already watched")
+	require.False(t, t2.opened("wf-1", 2, time.Now()), "already watched")
 	require.Equal(t, 1, a.inFlight())
 	require.False(t, a.closed("wf-1", gen), "the new claim reached it after the watch looked: look again")
 	require.Equal(t, 1, a.openRuns())
+}
+
+// The slot of a run comes back as soon as the outcome of the newest claim
+// that reached it landed in TaskManager: no call to Temporal is needed to
+// learn that the task is no longer claimed.
+func TestAdmission_landed_outcome_frees_the_slot(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(2, 0)
+	ctx := context.Background()
+	t1, _ := a.reserve(ctx)
+	t1.claim("wf-1")
+	require.True(t, t1.opened("wf-1", 1, time.Now()))
+	t2, _ := a.reserve(ctx)
+	t2.claim("wf-1") // claimed again: the run serves attempt 2 now
+	require.False(t, t2.opened("wf-1", 2, time.Now()))
+	require.False(t, a.reportLanded("wf-1", 1), "the outcome of an older claim: the run serves a newer one")
+	require.Equal(t, 1, a.openRuns())
+	require.False(t, a.reportLanded("wf-other", 1), "a run of another worker whose report ran here")
+	require.Empty(t, a.landed)
+	require.True(t, a.reportLanded("wf-1", 2))
+	require.Zero(t, a.inFlight())
+	require.True(t, a.closed("wf-1", 0), "a watch that comes later finds it gone")
+}
+
+// With eager start, a short task's run may report its outcome before the
+// start's answer reaches the bridge: the slot comes back when it does.
+func TestAdmission_outcome_landed_before_the_start_answered(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(1, 0)
+	ctx := context.Background()
+	tk, _ := a.reserve(ctx)
+	tk.claim("wf-1")
+	require.False(t, a.reportLanded("wf-1", 3))
+	require.False(t, tk.opened("wf-1", 3, time.Now()), "closed at once: nothing to watch")
+	require.Zero(t, a.inFlight())
+	require.Empty(t, a.landed)
+
+	tk, _ = a.reserve(ctx)
+	tk.claim("wf-2")
+	require.False(t, a.reportLanded("wf-2", 1), "an older claim's outcome")
+	require.True(t, tk.opened("wf-2", 2, time.Now()), "the claim being started is another: counted")
+	require.Equal(t, 1, a.inFlight())
+	require.Empty(t, a.landed)
+
+	tk, err := a.reserve(cancelled())
+	require.ErrorIs(t, err, context.Canceled)
+	require.True(t, a.reportLanded("wf-2", 2))
+	tk, err = a.reserve(ctx)
+	require.NoError(t, err)
+	tk.claim("wf-3")
+	require.False(t, a.reportLanded("wf-3", 1))
+	tk.dropped()
+	require.Empty(t, a.landed, "a claim that ends without a run forgets its outcome")
 }
 
 // --max-runs counts claims: a loop waits while other reservations may come
@@ -122,7 +176,7 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 		var open []string
 		claims := 0
 		for step := 0; step < 200; step++ {
-			switch rng.IntN(5) {
+			switch rng.IntN(6) {
 			case 0, 1:
 				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 				tk, err := a.reserve(ctx)
@@ -146,10 +200,15 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 					case 0:
 						tk.dropped()
 					default:
-						if tk.opened(id) {
+						if tk.opened(id, 1+rng.IntN(3), time.Now()) {
 							open = append(open, id)
 						}
 					}
+				}
+			case 4:
+				id := []string{"a", "b", "c", "d", "e", "f", "g"}[rng.IntN(7)]
+				if a.reportLanded(id, 1+rng.IntN(3)) {
+					open = slices.DeleteFunc(open, func(o string) bool { return o == id })
 				}
 			case 3:
 				if len(open) > 0 {
@@ -161,6 +220,7 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 			}
 			require.LessOrEqual(t, a.inFlight(), limit, "seed %d step %d", seed, step)
 			require.LessOrEqual(t, a.tickets, MaxPendingStarts, "seed %d", seed)
+			require.LessOrEqual(t, len(a.landed), len(a.starting), "seed %d: only claims being started wait for their landed outcome", seed)
 			if maxRuns > 0 {
 				require.LessOrEqual(t, a.claimed(), maxRuns, "seed %d", seed)
 			}

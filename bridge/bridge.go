@@ -51,9 +51,6 @@ type Bridge struct {
 	scout          *scout      // finds pending work for idle claim loops
 	closerOn       atomic.Bool // the closer sees runs close (else: one watch per run)
 	closerOnce     sync.Once
-	closerKick     chan struct{} // a report landed: look for closed runs
-	reportedMu     sync.Mutex
-	reportedIDs    []string // runs whose outcome was reported, to describe
 	types          []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
@@ -155,7 +152,6 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	b.closerOn.Store(true)
-	b.closerKick = make(chan struct{}, 1)
 	b.acts = &activities.Activities{Registry: b.reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim, Reported: b.reported}
 	b.acts.RegisterOn(b.worker)
 	return b, nil

@@ -67,7 +67,6 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 		bg: bg, bgCancel: cancel, metrics: m, undecodableFor: 100 * time.Millisecond,
 	}
 	b.closerOn.Store(true)
-	b.closerKick = make(chan struct{}, 1)
 	t.Cleanup(cancel)
 	for _, name := range testTypes {
 		r, err := api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})

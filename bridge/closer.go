@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
@@ -14,15 +17,16 @@ import (
 
 // The closer learns when this worker's open runs close, for all of them at
 // once, so that their max_in_flight slots come back: it holds no
-// goroutine or stream per run. A run is taken as closed only when
-// Temporal's Describe says so (closed, gone, or serving another worker's
-// claim now), as watch does; what tells the closer where to look:
+// goroutine or stream per run. A slot comes back when
 //
-//   - this worker's report activity, right after it reported a task's
-//     outcome (the run closes in a moment): that run is described;
-//   - once a second, Temporal's visibility: the task runs of this task
-//     queue closed since the last look;
-//   - every closerSweepEvery, each open run, described.
+//   - the report activity, run by this worker, landed the outcome of the
+//     newest claim that reached the run: the task is no longer claimed
+//     and the run closes in a moment (reported; no call to Temporal);
+//   - else Temporal's Describe says the run closed (or is gone, or serves
+//     another worker's claim now), as watch does. What tells the closer
+//     where to look: once a second, Temporal's visibility (the task runs
+//     of this task queue closed since the last look); every
+//     closerSweepEvery, each open run, described.
 //
 // Without visibility (a list answers Unimplemented or InvalidArgument),
 // every open run is watched on its own, as watch does.
@@ -34,8 +38,8 @@ const (
 	// closerOverlap is how far back each look reaches before the last
 	// one: visibility may record a close a little late.
 	closerOverlap = 10 * time.Second
-	// closerSettle is how long a look waits after a report.
-	closerSettle = 20 * time.Millisecond
+	// closerListIDs is how many workflow ids one list names.
+	closerListIDs = 250
 )
 
 // watchRun makes sure an open run's close is seen.
@@ -45,48 +49,14 @@ func (b *Bridge) watchRun(workflowID string) {
 	}
 }
 
-// reported is told by the report activity of each attempt (counted in the
-// metrics): once an outcome landed the run closes in a moment, so the
-// closer describes it soon.
-func (b *Bridge) reported(workflowID string, err error) {
+// reported is told by the report activity of each attempt to report the
+// outcome of the claim with attempts (counted in the metrics). Once an
+// outcome landed, the task is no longer claimed: its slot comes back.
+func (b *Bridge) reported(workflowID string, attempts int, err error) {
 	b.metrics.observeReport(err)
-	// The run closes in a moment, or goes on (an error): either way worth a look.
-	b.reportedMu.Lock()
-	b.reportedIDs = append(b.reportedIDs, workflowID)
-	b.reportedMu.Unlock()
-	select {
-	case b.closerKick <- struct{}{}:
-	default: // a look is due already
+	if err == nil && b.adm.reportLanded(workflowID, attempts) {
+		b.metrics.finished.WithLabelValues("closed").Inc()
 	}
-}
-
-// checkReported describes the runs whose outcome was just reported; one
-// that has not closed yet is looked at again on the next kick or tick.
-func (b *Bridge) checkReported(ctx context.Context) error {
-	b.reportedMu.Lock()
-	ids := b.reportedIDs
-	b.reportedIDs = nil
-	b.reportedMu.Unlock()
-	var left []string
-	for i, id := range ids {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		done, err := b.checkRun(id)
-		if err != nil {
-			left = append(left, ids[i:]...)
-			break
-		}
-		if !done {
-			left = append(left, id)
-		}
-	}
-	if len(left) > 0 && len(left) < 10_000 {
-		b.reportedMu.Lock()
-		b.reportedIDs = append(b.reportedIDs, left...)
-		b.reportedMu.Unlock()
-	}
-	return nil
 }
 
 // closer runs until the bridge stops.
@@ -100,16 +70,11 @@ func (b *Bridge) closer(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-b.closerKick:
-			sleep(ctx, closerSettle) // let the run's last workflow task land
-			_ = b.checkReported(ctx)
-			continue
 		}
 		if b.adm.openRuns() == 0 {
 			since = time.Now()
 			continue
 		}
-		_ = b.checkReported(ctx) // those that had not closed yet
 		look := time.Now()
 		err := b.closedSince(ctx, since.Add(-closerOverlap))
 		var unimplemented *serviceerror.Unimplemented
@@ -139,30 +104,44 @@ func (b *Bridge) closer(ctx context.Context) {
 	}
 }
 
-// closedSince checks the open runs among the task runs of this task queue
-// that visibility shows closed since t.
+// closedSince checks the open runs that visibility shows closed since t.
+// It asks only for this worker's open runs, closerListIDs at a time: a
+// list answer costs the server by the run it returns, and a queue's
+// closed runs are mostly of slots freed already (reported) or of other
+// workers. A run whose id a query cannot quote is left to the sweep.
 func (b *Bridge) closedSince(ctx context.Context, t time.Time) error {
-	query := fmt.Sprintf("WorkflowType = '%s' AND TaskQueue = '%s' AND ExecutionStatus != 'Running' AND CloseTime >= '%s'",
-		workflows.TaskWorkflowName, b.cfg.Temporal.TaskQueue, t.UTC().Format(time.RFC3339Nano))
-	var token []byte
-	for {
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := b.runs.ListWorkflow(lctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: b.namespace, Query: query, NextPageToken: token, PageSize: 1000})
-		cancel()
-		if err != nil {
-			return err
-		}
-		for _, ex := range resp.Executions {
-			if id := ex.GetExecution().GetWorkflowId(); b.adm.isOpen(id) {
-				if _, err := b.checkRun(id); err != nil {
-					return err // looked at again from the same time on
+	ids := slices.DeleteFunc(b.adm.openIDs(), func(id string) bool { return !quotable(id) })
+	slices.Sort(ids)
+	for chunk := range slices.Chunk(ids, closerListIDs) {
+		query := fmt.Sprintf("WorkflowType = '%s' AND TaskQueue = '%s' AND ExecutionStatus != 'Running' AND CloseTime >= '%s' AND WorkflowId IN ('%s')",
+			workflows.TaskWorkflowName, b.cfg.Temporal.TaskQueue, t.UTC().Format(time.RFC3339Nano), strings.Join(chunk, "','"))
+		var token []byte
+		for {
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			resp, err := b.runs.ListWorkflow(lctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: b.namespace, Query: query, NextPageToken: token, PageSize: 1000})
+			cancel()
+			if err != nil {
+				return err
+			}
+			for _, ex := range resp.Executions {
+				if id := ex.GetExecution().GetWorkflowId(); b.adm.isOpen(id) {
+					if _, err := b.checkRun(id); err != nil {
+						return err // looked at again from the same time on
+					}
 				}
 			}
-		}
-		if token = resp.NextPageToken; len(token) == 0 {
-			return nil
+			if token = resp.NextPageToken; len(token) == 0 {
+				break
+			}
 		}
 	}
+	return nil
+}
+
+// quotable reports whether id can stand in a visibility query's string
+// literal as it is.
+func quotable(id string) bool {
+	return !strings.ContainsAny(id, `'"\`) && !strings.ContainsFunc(id, unicode.IsControl)
 }
 
 // checkRun describes workflowID's latest run and frees its slot when it is

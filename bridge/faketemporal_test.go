@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -37,6 +38,9 @@ type fakeTemporal struct {
 	down bool
 	// changed is closed and replaced whenever runs change.
 	changed chan struct{}
+	// lists are the list queries asked, and rows the runs they returned.
+	lists []string
+	rows  int
 }
 
 type fakeRun struct {
@@ -165,13 +169,21 @@ func (f *fakeTemporal) ListWorkflow(ctx context.Context, req *workflowservice.Li
 	if f.down {
 		return nil, errDown
 	}
-	wantClosed := strings.Contains(req.GetQuery(), "ExecutionStatus != 'Running'")
+	q := req.GetQuery()
+	f.lists = append(f.lists, q)
+	wantClosed := strings.Contains(q, "ExecutionStatus != 'Running'")
+	var named []string // WorkflowId IN ('a','b'), as the closer writes it
+	if _, in, ok := strings.Cut(q, "WorkflowId IN ('"); ok {
+		in, _, _ = strings.Cut(in, "')")
+		named = strings.Split(in, "','")
+	}
 	resp := &workflowservice.ListWorkflowExecutionsResponse{}
 	for id := range f.runs {
-		if r := f.latest(id); isClosed(r) == wantClosed {
+		if r := f.latest(id); isClosed(r) == wantClosed && (named == nil || slices.Contains(named, id)) {
 			resp.Executions = append(resp.Executions, r.info())
 		}
 	}
+	f.rows += len(resp.Executions)
 	return resp, nil
 }
 

@@ -314,10 +314,9 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 			tk := b.adm.adopt(id)
 			switch state {
 			case runOpen:
-				if tk.opened(id) {
+				if tk.opened(id, int(row.Attempts), time.Now()) { // found now: claimed before
 					b.watchRun(id)
 				}
-				b.adm.noteAttempt(id, int(row.Attempts), time.Now()) // found now: claimed before
 			case runDone:
 				tk.dropped()
 			default:

@@ -85,11 +85,10 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 			tk.dropped()
 			b.log.Info("no run needed: this claim's run already closed, or the claim is over", "workflow_id", id)
 		default:
-			if tk.opened(id) {
+			// A claim found again (zero claimedAt) was made before now.
+			if tk.opened(id, int(task.Attempts), cmp.Or(claimedAt, time.Now())) {
 				b.watchRun(id)
 			}
-			// A claim found again (zero claimedAt) was made before now.
-			b.adm.noteAttempt(id, int(task.Attempts), cmp.Or(claimedAt, time.Now()))
 			b.renewAt(id, t.Name, claimedAt)
 		}
 	}()

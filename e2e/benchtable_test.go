@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +51,23 @@ func TestBenchTable(t *testing.T) {
 		return
 	}
 	const n, inFlight = 600, 50
+	if os.Getenv("TMBRIDGE_BENCH") == "local" { // short tasks only, for profiling
+		srvPid := func() int { out, _ := exec.Command("pgrep", "-f", "server start-dev").Output(); p, _ := strconv.Atoi(strings.Fields(string(out))[0]); return p }()
+		s0, m0 := cpuTime(srvPid), cpuTime(os.Getpid())
+		rate, _ := plainTemporal(t, n, inFlight, true, true)
+		s1, m1 := cpuTime(srvPid), cpuTime(os.Getpid())
+		t.Logf("plain Temporal, local activities, eager start: %.0f workflows/s server %v test %v", rate, s1-s0, m1-m0)
+		defer func() { s2, m2 := cpuTime(srvPid), cpuTime(os.Getpid()); t.Logf("bridge: server %v test %v", s2-s1, m2-m1) }()
+		if p := os.Getenv("TMBRIDGE_BENCH_CPUPROFILE"); p != "" {
+			f, err := os.Create(p)
+			require.NoError(t, err)
+			require.NoError(t, pprof.StartCPUProfile(f))
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+		rate, _ = bridgeThroughput(t, n, inFlight, "types:\n  example.echo: { local: true }\n")
+		t.Logf("tmbridge, local: true: %.0f tasks/s", rate)
+		return
+	}
 	for _, mode := range []struct {
 		name         string
 		local, eager bool
@@ -140,8 +159,12 @@ func bridgeThroughput(t *testing.T, n, inFlight int, config string) (float64, in
 	start := time.Now()
 	stop := s.runBridge(nil, "bench", "--config="+cfg, "--max-in-flight="+strconv.Itoa(inFlight), "--max-concurrent-activities="+strconv.Itoa(inFlight))
 	s.waitFinal(ids)
-	rate := float64(n) / time.Since(start).Seconds()
+	end := time.Now()
 	stop()
+	claims := s.tm.Claims()
+	require.NotEmpty(t, claims)
+	rate := float64(n) / end.Sub(claims[0].At).Seconds()
+	t.Logf("from bridge start to first claim: %s", claims[0].At.Sub(start))
 	s.requireOneOutcomeEach(ids)
 	return rate, len(s.history(s.prefix + ids[0]).Events)
 }
