@@ -269,8 +269,8 @@ func (a *admission) reportLanded(workflowID string, attempts int) bool {
 	case ok && o.attempts == attempts:
 		a.remove(workflowID, o)
 		return true
-	case !ok && a.starting[workflowID]:
-		a.landed[workflowID] = attempts // opened frees the slot
+	case a.starting[workflowID]:
+		a.landed[workflowID] = attempts // opened frees the slot if it is that claim
 	}
 	return false
 }

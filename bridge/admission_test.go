@@ -118,6 +118,24 @@ func TestAdmission_outcome_landed_before_the_start_answered(t *testing.T) {
 	require.Empty(t, a.landed, "a claim that ends without a run forgets its outcome")
 }
 
+// The run serves an older claim, and the newer claim being started reached
+// it (a signal) and ended before the start answered: the slot comes back.
+func TestAdmission_newer_claim_landed_before_its_signal_answered(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(2, 0)
+	ctx := context.Background()
+	tk, _ := a.reserve(ctx)
+	tk.claim("wf-4")
+	require.True(t, tk.opened("wf-4", 1, time.Now()))
+	tk, _ = a.reserve(ctx)
+	tk.claim("wf-4")
+	require.False(t, a.reportLanded("wf-4", 2))
+	require.Equal(t, 2, a.inFlight())
+	require.False(t, tk.opened("wf-4", 2, time.Now()))
+	require.Zero(t, a.inFlight())
+	require.Empty(t, a.landed)
+}
+
 // --max-runs counts claims: a loop waits while other reservations may come
 // back empty, and stops only when max_runs claims were made (case 10).
 func TestAdmission_max_runs_waits_for_reservations_then_stops(t *testing.T) {

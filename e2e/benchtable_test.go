@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,12 +52,15 @@ func TestBenchTable(t *testing.T) {
 	}
 	const n, inFlight = 600, 50
 	if os.Getenv("TMBRIDGE_BENCH") == "local" { // short tasks only, for profiling
-		srvPid := func() int { out, _ := exec.Command("pgrep", "-f", "server start-dev").Output(); p, _ := strconv.Atoi(strings.Fields(string(out))[0]); return p }()
+		srvPid := temporalPID
 		s0, m0 := cpuTime(srvPid), cpuTime(os.Getpid())
 		rate, _ := plainTemporal(t, n, inFlight, true, true)
 		s1, m1 := cpuTime(srvPid), cpuTime(os.Getpid())
 		t.Logf("plain Temporal, local activities, eager start: %.0f workflows/s server %v test %v", rate, s1-s0, m1-m0)
-		defer func() { s2, m2 := cpuTime(srvPid), cpuTime(os.Getpid()); t.Logf("bridge: server %v test %v", s2-s1, m2-m1) }()
+		defer func() {
+			s2, m2 := cpuTime(srvPid), cpuTime(os.Getpid())
+			t.Logf("bridge: server %v test %v", s2-s1, m2-m1)
+		}()
 		if p := os.Getenv("TMBRIDGE_BENCH_CPUPROFILE"); p != "" {
 			f, err := os.Create(p)
 			require.NoError(t, err)
@@ -68,29 +71,51 @@ func TestBenchTable(t *testing.T) {
 		t.Logf("tmbridge, local: true: %.0f tasks/s", rate)
 		return
 	}
-	for _, mode := range []struct {
+	rounds := 3
+	if r, err := strconv.Atoi(os.Getenv("TMBRIDGE_BENCH_ROUNDS")); err == nil && r > 0 {
+		rounds = r
+	}
+	plainModes := []struct {
 		name         string
 		local, eager bool
-	}{{"regular activities", false, false}, {"regular activities, eager start", false, true}, {"local activities", true, false}, {"local activities, eager start", true, true}} {
-		rate, events := plainTemporal(t, n, inFlight, mode.local, mode.eager)
-		row("plain Temporal, "+mode.name, fmt.Sprintf("%.0f workflows/s, %d events each", rate, events))
-	}
-	for _, mode := range []struct{ name, config string }{
+	}{{"regular activities", false, false}, {"regular activities, eager start", false, true}, {"local activities", true, false}, {"local activities, eager start", true, true}}
+	bridgeModes := []struct{ name, config string }{
 		{"tmbridge, default options", "types: {}\n"},
 		{"tmbridge, `local: true` (short handlers)", "types:\n  example.echo: { local: true }\n"},
-	} {
-		rate, events := bridgeThroughput(t, n, inFlight, mode.config)
-		row(mode.name+", example.echo", fmt.Sprintf("%.0f tasks/s, %d events each", rate, events))
 	}
-	wall := sleepyTasks(t, 200)
-	row("200 one-second tasks, default options", fmt.Sprintf("%.1f s (%.0f × a one-at-a-time worker)", wall.Seconds(), 200/wall.Seconds()))
-	reached, rss := thousandInFlight(t)
-	row("1,000 twenty-second tasks in flight", fmt.Sprintf("reached in %.1f s; bridge peak RSS %d MB", reached.Seconds(), rss>>20))
+	// Rounds interleave the modes, so that what else the machine does
+	// weighs on all of them alike; each figure is the median of the rounds.
+	plain, bridged := make([]series, len(plainModes)), make([]series, len(bridgeModes))
+	plainEvents, bridgeEvents := make([]int, len(plainModes)), make([]int, len(bridgeModes))
+	var sleepy, reach, rssMB series
+	for range rounds {
+		for i, mode := range plainModes {
+			rate, events := plainTemporal(t, n, inFlight, mode.local, mode.eager)
+			plain[i], plainEvents[i] = append(plain[i], rate), events
+		}
+		for i, mode := range bridgeModes {
+			rate, events := bridgeThroughput(t, n, inFlight, mode.config)
+			bridged[i], bridgeEvents[i] = append(bridged[i], rate), events
+		}
+		sleepy = append(sleepy, sleepyTasks(t, 200).Seconds())
+		reached, rss := thousandInFlight(t)
+		reach, rssMB = append(reach, reached.Seconds()), append(rssMB, float64(rss>>20))
+	}
+	for i, mode := range plainModes {
+		row("plain Temporal, "+mode.name, fmt.Sprintf("%s workflows/s, %d events each", plain[i].String("%.0f"), plainEvents[i]))
+	}
+	for i, mode := range bridgeModes {
+		row(mode.name+", example.echo", fmt.Sprintf("%s tasks/s, %d events each", bridged[i].String("%.0f"), bridgeEvents[i]))
+	}
+	row("tmbridge default ÷ plain regular activities, eager start", ratios(bridged[0], plain[1]).String("%.2f ×"))
+	row("tmbridge `local: true` ÷ plain local activities, eager start", ratios(bridged[1], plain[3]).String("%.2f ×"))
+	row("200 one-second tasks, default options", fmt.Sprintf("%s s (%.0f × a one-at-a-time worker)", sleepy.String("%.1f"), 200/sleepy.median()))
+	row("1,000 twenty-second tasks in flight", fmt.Sprintf("reached in %s s; bridge peak RSS %s MB", reach.String("%.1f"), rssMB.String("%.0f")))
 	perInterval, cpu := idleBridge(t)
 	row("idle, two types, poll interval 1 s", fmt.Sprintf("%.2f TaskManager requests per interval (0 claims), %.2f %% CPU", perInterval, cpu))
 
-	table := fmt.Sprintf("Measured %s on %d CPUs, Go %s, Temporal CLI dev server (in memory), %d tasks, %d in flight.\n\n| what | figure |\n|---|---|\n%s\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), n, inFlight, strings.Join(rows, "\n"))
+	table := fmt.Sprintf("Measured %s on %d CPUs, Go %s, Temporal CLI dev server (in memory), %d tasks, %d in flight; median of %d interleaved rounds (lowest–highest).\n\n| what | figure |\n|---|---|\n%s\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), n, inFlight, rounds, strings.Join(rows, "\n"))
 	fmt.Println(table)
 	if out := os.Getenv("TMBRIDGE_BENCH_OUT"); out != "" {
 		require.NoError(t, os.WriteFile(out, []byte(table), 0o644))
@@ -274,4 +299,38 @@ func cpuTime(pid int) time.Duration {
 	utime, _ := strconv.Atoi(f[11])
 	stime, _ := strconv.Atoi(f[12])
 	return time.Duration(utime+stime) * time.Second / 100 // clock ticks
+}
+
+// series is one figure measured in each round.
+type series []float64
+
+func (s series) median() float64 {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	if len(c)%2 == 1 {
+		return c[len(c)/2]
+	}
+	return (c[len(c)/2-1] + c[len(c)/2]) / 2
+}
+
+// String formats the median, then the range when there are several rounds.
+func (s series) String(format string) string {
+	unit := ""
+	if i := strings.LastIndex(format, " "); i >= 0 {
+		format, unit = format[:i], format[i:]
+	}
+	out := fmt.Sprintf(format, s.median())
+	if len(s) > 1 {
+		out += fmt.Sprintf(" ("+format+"–"+format+")", slices.Min(s), slices.Max(s))
+	}
+	return out + unit
+}
+
+// ratios divides a by b round by round.
+func ratios(a, b series) series {
+	out := make(series, len(a))
+	for i := range a {
+		out[i] = a[i] / b[i]
+	}
+	return out
 }

@@ -54,6 +54,8 @@ var (
 	temporalEnv []string
 	// external is true when the suite runs against a user's Temporal.
 	external bool
+	// temporalPID is the dev server's process (0: external).
+	temporalPID int
 	binDir   string
 )
 
@@ -76,6 +78,7 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 		defer srv.Stop()
+		temporalPID = srv.PID()
 		temporalAddr, temporalNamespace = srv.Address, client.DefaultNamespace
 		temporalOpts = client.Options{HostPort: srv.Address}
 	case "external":

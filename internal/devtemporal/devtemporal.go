@@ -130,6 +130,9 @@ func (s *Server) waitReady(ctx context.Context) error {
 	}
 }
 
+// PID is the server process's id (for measurements of its CPU time).
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Stop stops the server and waits for it to exit.
 func (s *Server) Stop() {
 	if s.cmd.Process == nil {
