@@ -234,6 +234,7 @@ func thousandInFlight(t *testing.T) (time.Duration, int64) {
 	}
 	t.Logf("1,000 in flight: claimed in %.1f s, all runs open in %.1f s", claimed.Seconds(), reached.Seconds())
 	time.Sleep(5 * time.Second) // the peak of a steady state
+	t.Logf("bridge CPU time until now: %s", cpuTime(cmd.Process.Pid))
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10

@@ -56,7 +56,7 @@ var (
 	external bool
 	// temporalPID is the dev server's process (0: external).
 	temporalPID int
-	binDir   string
+	binDir      string
 )
 
 func TestMain(m *testing.M) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/prismq/tmbridge/bridge"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
 
@@ -115,6 +117,12 @@ func TestE2E_health_readiness_and_metrics(t *testing.T) {
 	require.GreaterOrEqual(t, must("tmbridge_report_attempts_total", map[string]string{"result": "ok"}), 3.0)
 	require.GreaterOrEqual(t, must("tmbridge_taskmanager_request_duration_seconds", map[string]string{"endpoint": "complete", "status": "200"}), 3.0)
 	require.Equal(t, 300.0, must("tmbridge_claim_timeout_seconds", nil))
+	// The GC runs at bridge.DefaultGOGC unless GOGC says otherwise.
+	gogc := float64(bridge.DefaultGOGC)
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		gogc, _ = strconv.ParseFloat(v, 64)
+	}
+	require.Equal(t, gogc, must("go_gc_gogc_percent", nil))
 
 	// The build: the binary was built from this repository with VCS
 	// stamping, so its commit is HEAD's.
