@@ -10,13 +10,15 @@ import (
 )
 
 // admission owns every claimed task of this bridge from before its claim
-// to the close of its run. A claim loop takes a ticket before it claims;
-// the ticket is the task's one handle until it ends, in one of three ways:
+// until its outcome landed or its run closed. A claim loop takes a ticket
+// before it claims; the ticket is the task's one handle until it ends, in
+// one of three ways:
 //
 //	reserve ─┬─ empty()                      nothing was claimed
 //	         └─ claimed() ─┬─ opened(wf)     its run is open: admission
-//	                       │                 now counts the run, watched
-//	                       │                 until Temporal says it closed
+//	                       │                 now counts the run, until
+//	                       │                 its outcome lands or Temporal
+//	                       │                 says it closed
 //	                       ├─ fail() ─ dropped()
 //	                       │                 no run can serve the claim:
 //	                       │                 the task is being failed in
@@ -60,11 +62,18 @@ type admission struct {
 	// (a run that ran before its start's answer came back): workflow id →
 	// the claim's attempts.
 	landed map[string]int
+	// closing lists, with max_runs, the runs whose slot came back when
+	// their outcome landed: the bridge waits for them to close before it
+	// exits (bounded by max_runs).
+	closing  []string
+	lastGen  int    // generations only grow: a watch never mistakes a new entry for the one it read
+	finished func() // called under mu whenever an open run stops being counted (metrics)
 }
 
 // open is a workflow id with a run open for this worker. gen changes
-// whenever another claim reaches it, so a watch that saw a run close
-// before that claim's run started looks again.
+// whenever another claim reaches it (and differs from every earlier
+// entry's), so a watch that saw a run close before that claim's run
+// started looks again.
 type open struct {
 	gen      int
 	attempts int       // the newest claim of this worker that reached the run
@@ -195,18 +204,24 @@ func (t *ticket) opened(workflowID string, attempts int, claimedAt time.Time) (w
 	landed := ok && at == attempts
 	t.end()
 	o, was := a.open[workflowID]
-	if was {
-		o.gen++
-	} else {
+	if !was {
 		o = &open{}
 		a.open[workflowID] = o
 	}
-	a.note(o, attempts, claimedAt)
-	if landed {
-		a.remove(workflowID, o)
+	o.gen = a.nextGen()
+	if landed && o.attempts <= attempts {
+		a.note(o, attempts, claimedAt)
+		a.remove(workflowID, o, true)
 		return false
 	}
+	a.note(o, attempts, claimedAt)
 	return !was
+}
+
+// nextGen returns a generation never handed out before; a.mu is held.
+func (a *admission) nextGen() int {
+	a.lastGen++
+	return a.lastGen
 }
 
 // dropped ends a ticket whose claim no run will serve.
@@ -224,7 +239,7 @@ func (a *admission) adoptRun(workflowID string) bool {
 	if _, ok := a.open[workflowID]; ok {
 		return false
 	}
-	a.open[workflowID] = &open{}
+	a.open[workflowID] = &open{gen: a.nextGen()}
 	a.broadcast()
 	return true
 }
@@ -251,7 +266,7 @@ func (a *admission) closed(workflowID string, gen int) bool {
 	if o.gen != gen {
 		return false
 	}
-	a.remove(workflowID, o)
+	a.remove(workflowID, o, false)
 	return true
 }
 
@@ -267,7 +282,7 @@ func (a *admission) reportLanded(workflowID string, attempts int) bool {
 	o, ok := a.open[workflowID]
 	switch {
 	case ok && o.attempts == attempts:
-		a.remove(workflowID, o)
+		a.remove(workflowID, o, true)
 		return true
 	case a.starting[workflowID]:
 		a.landed[workflowID] = attempts // opened frees the slot if it is that claim
@@ -275,13 +290,28 @@ func (a *admission) reportLanded(workflowID string, attempts int) bool {
 	return false
 }
 
-// remove stops counting the open run of workflowID; a.mu is held.
-func (a *admission) remove(workflowID string, o *open) {
+// remove stops counting the open run of workflowID, closed or (landed)
+// whose outcome landed; a.mu is held.
+func (a *admission) remove(workflowID string, o *open, landed bool) {
 	if o.onClose != nil {
 		o.onClose()
 	}
 	delete(a.open, workflowID)
+	if landed && a.maxRuns > 0 {
+		a.closing = append(a.closing, workflowID)
+	}
+	if a.finished != nil {
+		a.finished()
+	}
 	a.broadcast()
+}
+
+// closingIDs returns, with max_runs, the runs whose slot came back when
+// their outcome landed (they may not have closed yet).
+func (a *admission) closingIDs() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.closing)
 }
 
 // note records a claim that reached o; a.mu is held.

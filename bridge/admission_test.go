@@ -136,6 +136,51 @@ func TestAdmission_newer_claim_landed_before_its_signal_answered(t *testing.T) {
 	require.Empty(t, a.landed)
 }
 
+// A watch that read the generation of a run whose slot came back (its
+// outcome landed) never frees the entry of the task's next run: generations
+// are never handed out twice. Each run stops being counted once.
+func TestAdmission_generations_are_never_reused(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(2, 0)
+	finished := 0
+	a.finished = func() { finished++ }
+	ctx := context.Background()
+	tk, _ := a.reserve(ctx)
+	tk.claim("wf-1")
+	require.True(t, tk.opened("wf-1", 1, time.Now()))
+	stale := a.generation("wf-1") // a watch reads it, then waits
+	require.True(t, a.reportLanded("wf-1", 1))
+	require.Equal(t, 1, finished)
+	tk, _ = a.reserve(ctx)
+	tk.claim("wf-1") // the task failed, was re-queued and claimed again
+	require.True(t, tk.opened("wf-1", 2, time.Now()))
+	require.False(t, a.closed("wf-1", stale), "the watch of the first run must not free the second")
+	require.Equal(t, 1, a.inFlight())
+	require.True(t, a.closed("wf-1", a.generation("wf-1")))
+	require.True(t, a.closed("wf-1", a.generation("wf-1")), "gone: nothing to free")
+	require.False(t, a.reportLanded("wf-1", 2), "counted once")
+	require.Equal(t, 2, finished)
+	require.Empty(t, a.closingIDs(), "without max_runs nothing waits for the runs to close")
+}
+
+// With max_runs, the runs whose slot came back on a landed outcome are kept
+// for the bridge to wait for their close before it exits.
+func TestAdmission_max_runs_keeps_the_landed_runs_to_wait_for(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(2, 2)
+	ctx := context.Background()
+	t1, _ := a.reserve(ctx)
+	t1.claim("wf-1")
+	require.True(t, t1.opened("wf-1", 1, time.Now()))
+	t2, _ := a.reserve(ctx)
+	t2.claim("wf-2")
+	require.True(t, a.reportLanded("wf-1", 1))
+	require.False(t, a.reportLanded("wf-2", 1))
+	require.False(t, t2.opened("wf-2", 1, time.Now()))
+	require.NoError(t, a.idle(ctx))
+	require.Equal(t, []string{"wf-1", "wf-2"}, a.closingIDs())
+}
+
 // --max-runs counts claims: a loop waits while other reservations may come
 // back empty, and stops only when max_runs claims were made (case 10).
 func TestAdmission_max_runs_waits_for_reservations_then_stops(t *testing.T) {
@@ -190,11 +235,11 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		limit, maxRuns := 1+rng.IntN(6), rng.IntN(8)
 		a := newAdmission(limit, maxRuns)
-		var live []*ticket
+		var live, claimed []*ticket
 		var open []string
 		claims := 0
 		for step := 0; step < 200; step++ {
-			switch rng.IntN(6) {
+			switch rng.IntN(7) {
 			case 0, 1:
 				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 				tk, err := a.reserve(ctx)
@@ -212,15 +257,20 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 						continue
 					}
 					claims++
-					id := []string{"a", "b", "c", "d", "e", "f", "g"}[rng.IntN(7)]
-					tk.claim(id)
-					switch rng.IntN(3) {
-					case 0:
+					tk.claim([]string{"a", "b", "c", "d", "e", "f", "g"}[rng.IntN(7)])
+					claimed = append(claimed, tk)
+				}
+			case 5:
+				// A claimed task's start answers (its outcome may have
+				// landed meanwhile, case 4).
+				if len(claimed) > 0 {
+					i := rng.IntN(len(claimed))
+					tk := claimed[i]
+					claimed = append(claimed[:i], claimed[i+1:]...)
+					if rng.IntN(3) == 0 {
 						tk.dropped()
-					default:
-						if tk.opened(id, 1+rng.IntN(3), time.Now()) {
-							open = append(open, id)
-						}
+					} else if tk.opened(tk.workflow, 1+rng.IntN(3), time.Now()) {
+						open = append(open, tk.workflow)
 					}
 				}
 			case 4:
@@ -246,6 +296,10 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 		for _, tk := range live {
 			tk.empty()
 		}
+		for _, tk := range claimed {
+			tk.dropped()
+		}
+		require.Empty(t, a.landed, "seed %d", seed)
 		for _, id := range open {
 			require.True(t, a.closed(id, a.generation(id)))
 		}

@@ -136,6 +136,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		undecodableFor: defaultUndecodableFor,
 		bg:             bg, bgCancel: cancel, metrics: m,
 	}
+	b.adm.finished = m.runFinished
 	if b.reg, err = cfg.Registry(reg); err != nil {
 		return nil, err
 	}
@@ -181,8 +182,8 @@ func (b *Bridge) Run(ctx context.Context) error {
 	return b.serve(ctx)
 }
 
-// serve claims and starts tasks until ctx ends or max_runs claims are made
-// and their runs closed: first it counts this worker's open runs and
+// serve claims and starts tasks until ctx ends or max_runs claims are made,
+// their outcomes landed and their runs closed: first it counts this worker's open runs and
 // recovers its claims left without a run, then it runs one claim loop per
 // type and the sweeper.
 func (b *Bridge) serve(ctx context.Context) error {
@@ -234,7 +235,35 @@ func (b *Bridge) serve(ctx context.Context) error {
 	if err := b.adm.idle(ctx); err != nil {
 		return nil // stopped by a signal while waiting; Stop hands over
 	}
+	// Outcomes landed; their runs close in a moment, once this worker
+	// completes their last workflow task: exit with none of them open.
+	if err := b.waitClosed(ctx, b.adm.closingIDs()); err != nil {
+		return nil
+	}
 	b.log.Info("all claimed tasks finished", "tasks", b.adm.claimed())
+	return nil
+}
+
+// waitClosed waits until Temporal says each run of ids closed (or serves
+// another worker's claim), or ctx ends.
+func (b *Bridge) waitClosed(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		for failures := 0; ; failures++ {
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			closed, err := b.describeClosed(dctx, id)
+			cancel()
+			if err == nil && closed {
+				break
+			}
+			if err != nil {
+				b.log.Debug("cannot tell whether the run closed; asking again", "workflow_id", id, "err", err)
+			}
+			sleep(ctx, min(50*time.Millisecond<<min(failures, 5), time.Second))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+	}
 	return nil
 }
 

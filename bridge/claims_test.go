@@ -66,6 +66,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		bg: bg, bgCancel: cancel, metrics: m, undecodableFor: 100 * time.Millisecond,
 	}
+	b.adm.finished = m.runFinished
 	b.closerOn.Store(true)
 	t.Cleanup(cancel)
 	for _, name := range testTypes {

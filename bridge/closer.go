@@ -24,8 +24,8 @@ import (
 //     and the run closes in a moment (reported; no call to Temporal);
 //   - else Temporal's Describe says the run closed (or is gone, or serves
 //     another worker's claim now), as watch does. What tells the closer
-//     where to look: once a second, Temporal's visibility (the task runs
-//     of this task queue closed since the last look); every
+//     where to look: once a second, Temporal's visibility (this worker's
+//     open runs that closed since the last look, closedSince); every
 //     closerSweepEvery, each open run, described.
 //
 // Without visibility (a list answers Unimplemented or InvalidArgument),
@@ -38,8 +38,9 @@ const (
 	// closerOverlap is how far back each look reaches before the last
 	// one: visibility may record a close a little late.
 	closerOverlap = 10 * time.Second
-	// closerListIDs is how many workflow ids one list names.
-	closerListIDs = 250
+	// closerListIDs is the most open runs one list names (a query of
+	// about 30 KB).
+	closerListIDs = 1000
 )
 
 // watchRun makes sure an open run's close is seen.
@@ -54,8 +55,8 @@ func (b *Bridge) watchRun(workflowID string) {
 // outcome landed, the task is no longer claimed: its slot comes back.
 func (b *Bridge) reported(workflowID string, attempts int, err error) {
 	b.metrics.observeReport(err)
-	if err == nil && b.adm.reportLanded(workflowID, attempts) {
-		b.metrics.finished.WithLabelValues("closed").Inc()
+	if err == nil {
+		b.adm.reportLanded(workflowID, attempts)
 	}
 }
 
@@ -89,9 +90,11 @@ func (b *Bridge) closer(ctx context.Context) {
 			return
 		case err != nil:
 			b.log.Debug("cannot list closed runs; looking again", "err", err)
-			continue
+		default:
+			since = look
 		}
-		since = look
+		// The sweep goes on when lists fail (visibility over its rate
+		// limit, say): describes are not limited with them.
 		if time.Since(lastSweep) >= closerSweepEvery {
 			lastSweep = time.Now()
 			for _, id := range b.adm.openIDs() {
@@ -104,38 +107,44 @@ func (b *Bridge) closer(ctx context.Context) {
 	}
 }
 
-// closedSince checks the open runs that visibility shows closed since t.
-// It asks only for this worker's open runs, closerListIDs at a time: a
-// list answer costs the server by the run it returns, and a queue's
-// closed runs are mostly of slots freed already (reported) or of other
-// workers. A run whose id a query cannot quote is left to the sweep.
+// closedSince checks the open runs that visibility shows closed since t,
+// in one list call (visibility calls are rate limited per namespace, for
+// every worker and Temporal Web together). Up to closerListIDs open runs,
+// the call names them: a list answer costs the server by the run it
+// returns, and a queue's closed runs are mostly of slots freed already
+// (their outcome landed) or of other workers. A run whose id a query
+// cannot quote is left to the sweep. With more open runs, the call asks
+// for every task run of the task queue closed since t.
 func (b *Bridge) closedSince(ctx context.Context, t time.Time) error {
-	ids := slices.DeleteFunc(b.adm.openIDs(), func(id string) bool { return !quotable(id) })
-	slices.Sort(ids)
-	for chunk := range slices.Chunk(ids, closerListIDs) {
-		query := fmt.Sprintf("WorkflowType = '%s' AND TaskQueue = '%s' AND ExecutionStatus != 'Running' AND CloseTime >= '%s' AND WorkflowId IN ('%s')",
-			workflows.TaskWorkflowName, b.cfg.Temporal.TaskQueue, t.UTC().Format(time.RFC3339Nano), strings.Join(chunk, "','"))
-		var token []byte
-		for {
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			resp, err := b.runs.ListWorkflow(lctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: b.namespace, Query: query, NextPageToken: token, PageSize: 1000})
-			cancel()
-			if err != nil {
-				return err
-			}
-			for _, ex := range resp.Executions {
-				if id := ex.GetExecution().GetWorkflowId(); b.adm.isOpen(id) {
-					if _, err := b.checkRun(id); err != nil {
-						return err // looked at again from the same time on
-					}
+	query := fmt.Sprintf("WorkflowType = '%s' AND TaskQueue = '%s' AND ExecutionStatus != 'Running' AND CloseTime >= '%s'",
+		workflows.TaskWorkflowName, b.cfg.Temporal.TaskQueue, t.UTC().Format(time.RFC3339Nano))
+	if ids := b.adm.openIDs(); len(ids) <= closerListIDs {
+		ids = slices.DeleteFunc(ids, func(id string) bool { return !quotable(id) })
+		if len(ids) == 0 {
+			return nil
+		}
+		slices.Sort(ids)
+		query += " AND WorkflowId IN ('" + strings.Join(ids, "','") + "')"
+	}
+	var token []byte
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := b.runs.ListWorkflow(lctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: b.namespace, Query: query, NextPageToken: token, PageSize: 1000})
+		cancel()
+		if err != nil {
+			return err
+		}
+		for _, ex := range resp.Executions {
+			if id := ex.GetExecution().GetWorkflowId(); b.adm.isOpen(id) {
+				if _, err := b.checkRun(id); err != nil {
+					return err // looked at again from the same time on
 				}
 			}
-			if token = resp.NextPageToken; len(token) == 0 {
-				break
-			}
+		}
+		if token = resp.NextPageToken; len(token) == 0 {
+			return nil
 		}
 	}
-	return nil
 }
 
 // quotable reports whether id can stand in a visibility query's string
@@ -158,9 +167,5 @@ func (b *Bridge) checkRun(workflowID string) (bool, error) {
 	if err != nil || !closed {
 		return false, err
 	}
-	if b.adm.closed(workflowID, gen) {
-		b.metrics.finished.WithLabelValues("closed").Inc()
-		return true, nil
-	}
-	return false, nil
+	return b.adm.closed(workflowID, gen), nil
 }

@@ -136,3 +136,7 @@ func (m *metrics) registerState(adm *admission, claimTimeout time.Duration) {
 		m.reg.MustRegister(g)
 	}
 }
+
+// runFinished counts a run of this worker that stopped being counted in
+// flight: its outcome landed, or Temporal says it closed.
+func (m *metrics) runFinished() { m.finished.WithLabelValues("closed").Inc() }

@@ -26,6 +26,9 @@ import (
 func (b *Bridge) watch(workflowID string) {
 	for failures := 0; b.bg.Err() == nil; {
 		gen := b.adm.generation(workflowID)
+		if gen < 0 {
+			return // no longer counted: its outcome landed
+		}
 		closed, err := b.runClosed(workflowID)
 		switch {
 		case err != nil:
@@ -35,7 +38,6 @@ func (b *Bridge) watch(workflowID string) {
 		case !closed:
 			failures = 0
 		case b.adm.closed(workflowID, gen):
-			b.metrics.finished.WithLabelValues("closed").Inc()
 			return
 		}
 	}

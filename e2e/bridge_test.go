@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
@@ -144,6 +146,16 @@ func TestE2E_max_runs_exits_zero(t *testing.T) {
 				counts[st.Status]++
 			}
 			require.Equal(t, map[string]int{"completed": 5, "pending": 7}, counts)
+			// It exits with no run of its own left open in Temporal: the
+			// runs' last workflow task ran before the worker stopped.
+			for _, st := range s.tm.Tasks() {
+				if st.Status != "completed" {
+					continue
+				}
+				d, err := s.tc.DescribeWorkflowExecution(context.Background(), s.prefix+st.ID, "")
+				require.NoError(t, err)
+				require.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED, d.GetWorkflowExecutionInfo().GetStatus(), "run of task %s", st.ID)
+			}
 		})
 	}
 }
