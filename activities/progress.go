@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -267,12 +268,14 @@ func (p *progress) heartbeatEvery(ctx context.Context, every time.Duration) (sto
 }
 
 // beats is the process's heartbeater.
-var beats heartbeater
+var beats = heartbeater{send: activity.RecordHeartbeat}
 
 type heartbeater struct {
 	mu      sync.Mutex
 	due     map[*beat]struct{}
 	running bool
+	// send records a heartbeat (activity.RecordHeartbeat; tests replace it).
+	send func(ctx context.Context, details ...any)
 }
 
 type beat struct {
@@ -280,6 +283,9 @@ type beat struct {
 	p     *progress
 	every time.Duration
 	next  time.Time
+	// sending: this handler's last heartbeat is still being sent (a slow
+	// Temporal): the next one waits its turn rather than pile up.
+	sending atomic.Bool
 }
 
 // beatTick is how often the heartbeater looks for beats due.
@@ -329,12 +335,18 @@ func (h *heartbeater) loop() {
 			if b.ctx.Err() != nil {
 				continue // the handler returned meanwhile
 			}
+			if !b.sending.CompareAndSwap(false, true) {
+				continue
+			}
 			b.p.mu.Lock()
 			last := b.p.last
 			b.p.mu.Unlock()
 			// A first heartbeat is a call to Temporal: one slow answer
 			// must not hold the others back.
-			go activity.RecordHeartbeat(b.ctx, last)
+			go func() {
+				defer b.sending.Store(false)
+				h.send(b.ctx, last)
+			}()
 		}
 	}
 }
