@@ -203,7 +203,10 @@ func TestClaims_outage_keeps_open_runs_counted(t *testing.T) {
 	a := bb.create(t, "example.echo", map[string]any{"message": "a"})
 	c := bb.create(t, "example.echo", map[string]any{"message": "c"})
 	bb.serve(t)
-	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 2 && len(bb.temporal.snapshot("task-"+c)) == 1 }, eventually, 5*time.Millisecond)
+	// Both runs started (a start still under way counts in flight too).
+	require.Eventually(t, func() bool {
+		return bb.b.adm.inFlight() == 2 && len(bb.temporal.snapshot("task-"+a)) == 1 && len(bb.temporal.snapshot("task-"+c)) == 1
+	}, eventually, 5*time.Millisecond)
 
 	bb.temporal.setDown(true)
 	for i := range 4 {
