@@ -27,15 +27,18 @@ import (
 
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/internal/devtemporal"
 )
 
 // TestBenchTable is `make bench`: on one dev server, side by side, plain
 // Temporal running workflows of the bridge's shape (a handler activity,
-// then a report activity) and tmbridge running example.echo tasks, then
-// 200 one-second tasks, 1,000 tasks in flight and an idle bridge. It
-// prints one markdown table (also to bench.md with TMBRIDGE_BENCH_OUT).
-// The figures are measurements, not assertions: it only runs with
-// TMBRIDGE_BENCH=1.
+// then a report activity) and tmbridge running example.echo tasks; then
+// 200 one-second tasks and 1,000 tasks in flight, each on a dev server of
+// its own; in TMBRIDGE_BENCH_ROUNDS rounds (3), then an idle bridge. It
+// prints one markdown table of medians (also to bench.md with
+// TMBRIDGE_BENCH_OUT). The figures are measurements, not assertions: it
+// only runs with TMBRIDGE_BENCH=1 (or local, inflight, inflight-after for
+// one measurement, to profile).
 func TestBenchTable(t *testing.T) {
 	if os.Getenv("TMBRIDGE_BENCH") == "" {
 		t.Skip("set TMBRIDGE_BENCH=1 (make bench)")
@@ -106,16 +109,20 @@ func TestBenchTable(t *testing.T) {
 		t.Logf("%s: %.0f tasks/s", bridgeModes[i].name, rate)
 	}
 	for r := range rounds {
-		// The dev server slows as its database grows: each tmbridge mode
-		// runs next to the plain mode it is compared with, first in one
-		// round and second in the next.
+		// The throughput runs, the one-second tasks and the thousand in
+		// flight each have a dev server of their own (one slows as its
+		// database grows). Each tmbridge mode runs next to the plain mode
+		// it is compared with, first in one round and second in the next.
+		freshTemporal(t)
 		runPlain(0)
 		runPlain(2)
 		for _, pair := range [][2]func(){{func() { runPlain(1) }, func() { runBridge(0) }}, {func() { runPlain(3) }, func() { runBridge(1) }}} {
 			pair[r%2]()
 			pair[1-r%2]()
 		}
+		freshTemporal(t)
 		sleepy = append(sleepy, sleepyTasks(t, 200).Seconds())
+		freshTemporal(t)
 		reached, rss := thousandInFlight(t)
 		reach, rssMB = append(reach, reached.Seconds()), append(rssMB, float64(rss>>20))
 		t.Logf("round %d: 200 one-second tasks in %.1f s; 1,000 in flight reached in %.1f s, peak RSS %d MB", r+1, sleepy[r], reached.Seconds(), rss>>20)
@@ -133,7 +140,7 @@ func TestBenchTable(t *testing.T) {
 	perInterval, cpu := idleBridge(t)
 	row("idle, two types, poll interval 1 s", fmt.Sprintf("%.2f TaskManager requests per interval (0 claims), %.2f %% CPU", perInterval, cpu))
 
-	table := fmt.Sprintf("Measured %s on %d CPUs, Go %s, Temporal CLI dev server (in memory), %d tasks, %d in flight; median of %d interleaved rounds (lowest–highest).\n\n| what | figure |\n|---|---|\n%s\n",
+	table := fmt.Sprintf("Measured %s on %d CPUs, Go %s, Temporal CLI dev server (in memory), %d tasks, %d in flight; median of %d rounds (lowest–highest), each on fresh dev servers.\n\n| what | figure |\n|---|---|\n%s\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), n, inFlight, rounds, strings.Join(rows, "\n"))
 	fmt.Println(table)
 	if out := os.Getenv("TMBRIDGE_BENCH_OUT"); out != "" {
@@ -361,3 +368,30 @@ func ratios(a, b series) series {
 	}
 	return out
 }
+
+// freshTemporal points the rest of the test at a new dev server (stopped
+// at the test's end or at the next call), unless the suite runs against an
+// external Temporal.
+func freshTemporal(t *testing.T) {
+	if external {
+		return
+	}
+	if benchServerStop != nil {
+		benchServerStop()
+	}
+	log, err := os.CreateTemp("", "temporal-bench-*.log")
+	require.NoError(t, err)
+	srv, err := devtemporal.Start(context.Background(), devtemporal.Options{Log: log})
+	require.NoError(t, err)
+	prevAddr, prevOpts, prevPID := temporalAddr, temporalOpts, temporalPID
+	temporalAddr, temporalPID = srv.Address, srv.PID()
+	temporalOpts = client.Options{HostPort: srv.Address}
+	benchServerStop = sync.OnceFunc(func() {
+		srv.Stop()
+		temporalAddr, temporalOpts, temporalPID = prevAddr, prevOpts, prevPID
+	})
+	t.Cleanup(benchServerStop)
+}
+
+// benchServerStop stops the dev server freshTemporal started last.
+var benchServerStop func()
