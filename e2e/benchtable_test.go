@@ -55,9 +55,16 @@ func TestBenchTable(t *testing.T) {
 		t.Logf("reached in %.1f s; peak RSS %d MB", reached.Seconds(), rss>>20)
 		return
 	}
+	rounds := 3
+	if r, err := strconv.Atoi(os.Getenv("TMBRIDGE_BENCH_ROUNDS")); err == nil && r > 0 {
+		rounds = r
+	}
 	if os.Getenv("TMBRIDGE_BENCH") == "inflight" { // one row, for profiling
-		reached, rss := thousandInFlight(t)
-		t.Logf("reached in %.1f s; peak RSS %d MB", reached.Seconds(), rss>>20)
+		for range rounds {
+			freshTemporal(t)
+			reached, rss := thousandInFlight(t)
+			t.Logf("reached in %.1f s; peak RSS %d MB", reached.Seconds(), rss>>20)
+		}
 		return
 	}
 	const n, inFlight = 600, 50
@@ -80,10 +87,6 @@ func TestBenchTable(t *testing.T) {
 		rate, _ = bridgeThroughput(t, n, inFlight, "types:\n  example.echo: { local: true }\n")
 		t.Logf("tmbridge, local: true: %.0f tasks/s", rate)
 		return
-	}
-	rounds := 3
-	if r, err := strconv.Atoi(os.Getenv("TMBRIDGE_BENCH_ROUNDS")); err == nil && r > 0 {
-		rounds = r
 	}
 	plainModes := []struct {
 		name         string
