@@ -15,11 +15,16 @@ import (
 // goroutine per beat (a thousand handlers times every beat of a slow
 // minute). Once the slow one is through, beats go on.
 func TestHeartbeater_one_heartbeat_in_flight_per_handler(t *testing.T) {
+	type key struct{}
 	release := make(chan struct{})
-	var inFlight, most, sent atomic.Int64
+	var inFlight, most, sent, other atomic.Int64
 	var once sync.Once
 	first := make(chan struct{})
 	h := &heartbeater{send: func(ctx context.Context, details ...any) {
+		if ctx.Value(key{}) == "other" {
+			other.Add(1)
+			return
+		}
 		n := inFlight.Add(1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
@@ -29,12 +34,14 @@ func TestHeartbeater_one_heartbeat_in_flight_per_handler(t *testing.T) {
 		}
 		inFlight.Add(-1)
 	}}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "slow"))
 	defer cancel()
 	remove := h.add(ctx, &progress{}, time.Millisecond) // due at every tick
 	defer remove()
+	removeOther := h.add(context.WithValue(ctx, key{}, "other"), &progress{}, time.Millisecond)
+	defer removeOther()
 	<-first
-	time.Sleep(5 * beatTick) // ticks that find the beat due while it is being sent
+	require.Eventually(t, func() bool { return other.Load() >= 3 }, time.Minute, beatTick, "another handler keeps beating meanwhile")
 	require.EqualValues(t, 1, sent.Load(), "no second heartbeat while the first is being sent")
 	close(release)
 	require.Eventually(t, func() bool { return sent.Load() >= 3 }, time.Minute, beatTick)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,7 @@ type Bridge struct {
 	gate           *gate
 	scout          *scout      // finds pending work for idle claim loops
 	closerOn       atomic.Bool // the closer sees runs close (else: one watch per run)
+	closerUnnamed  atomic.Bool // visibility refused a list naming runs: list the queue's
 	closerOnce     sync.Once
 	types          []servedType
 
@@ -236,36 +238,63 @@ func (b *Bridge) serve(ctx context.Context) error {
 		return nil // stopped by a signal while waiting; Stop hands over
 	}
 	// Outcomes landed; their runs close in a moment, once this worker
-	// completes their last workflow task: exit with none of them open.
-	if err := b.waitClosed(ctx, b.adm.closingIDs()); err != nil {
+	// completes their last workflow task: exit with none of them open, or
+	// say which are left after closeWait (Temporal unreachable, a run
+	// whose last workflow task fails): every outcome is in TaskManager.
+	wctx, cancel := context.WithTimeout(ctx, closeWait)
+	left := b.waitClosed(wctx, b.adm.closingIDs())
+	cancel()
+	if ctx.Err() != nil {
 		return nil
+	}
+	if left > 0 {
+		b.log.Warn("outcomes reported, but some runs have not closed in Temporal; exiting anyway (a bridge of this task queue finishes them)", "runs", left, "waited", closeWait)
 	}
 	b.log.Info("all claimed tasks finished", "tasks", b.adm.claimed())
 	return nil
 }
 
+// closeWait bounds how long --max-runs waits for its runs to close once
+// their outcomes landed.
+const closeWait = time.Minute
+
 // waitClosed waits until Temporal says each run of ids closed (or serves
-// another worker's claim), or ctx ends.
-func (b *Bridge) waitClosed(ctx context.Context, ids []string) error {
+// another worker's claim), asking about closeWaiters at once, or until ctx
+// ends; it returns how many it did not see closed.
+func (b *Bridge) waitClosed(ctx context.Context, ids []string) int {
+	slices.Sort(ids)
+	ids = slices.Compact(ids) // a task claimed again is listed once per landed outcome
+	var left atomic.Int64
+	sem := make(chan struct{}, closeWaiters)
+	var wg sync.WaitGroup
 	for _, id := range ids {
-		for failures := 0; ; failures++ {
-			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			closed, err := b.describeClosed(dctx, id)
-			cancel()
-			if err == nil && closed {
-				break
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			for failures := 0; ; failures++ {
+				dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				closed, err := b.describeClosed(dctx, id)
+				cancel()
+				if err == nil && closed {
+					return
+				}
+				if err != nil {
+					b.log.Debug("cannot tell whether the run closed; asking again", "workflow_id", id, "err", err)
+				}
+				sleep(ctx, min(50*time.Millisecond<<min(failures, 5), time.Second))
+				if ctx.Err() != nil {
+					left.Add(1)
+					return
+				}
 			}
-			if err != nil {
-				b.log.Debug("cannot tell whether the run closed; asking again", "workflow_id", id, "err", err)
-			}
-			sleep(ctx, min(50*time.Millisecond<<min(failures, 5), time.Second))
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
+		})
 	}
-	return nil
+	wg.Wait()
+	return int(left.Load())
 }
+
+// closeWaiters is how many runs waitClosed asks about at once.
+const closeWaiters = 16
 
 // Stop stops claiming, lets pending workflow starts finish (for a few
 // seconds at most: a claim not started by then is recovered by the next

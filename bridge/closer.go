@@ -38,9 +38,10 @@ const (
 	// closerOverlap is how far back each look reaches before the last
 	// one: visibility may record a close a little late.
 	closerOverlap = 10 * time.Second
-	// closerListIDs is the most open runs one list names (a query of
-	// about 30 KB).
-	closerListIDs = 1000
+	// closerListIDs and closerListBytes bound the open runs one list names
+	// (a query of about 30 KB with the default workflow ids).
+	closerListIDs   = 1000
+	closerListBytes = 64 << 10
 )
 
 // watchRun makes sure an open run's close is seen.
@@ -77,10 +78,13 @@ func (b *Bridge) closer(ctx context.Context) {
 			continue
 		}
 		look := time.Now()
-		err := b.closedSince(ctx, since.Add(-closerOverlap))
+		named, err := b.closedSince(ctx, since.Add(-closerOverlap))
 		var unimplemented *serviceerror.Unimplemented
 		var invalid *serviceerror.InvalidArgument
 		switch {
+		case named && errors.As(err, &invalid):
+			b.log.Warn("Temporal's visibility refuses a list that names runs: asking for every closed task run of the queue instead", "err", err)
+			b.closerUnnamed.Store(true)
 		case errors.As(err, &unimplemented), errors.As(err, &invalid):
 			b.log.Warn("Temporal's visibility cannot list closed runs: watching each open run instead", "err", err)
 			b.closerOn.Store(false)
@@ -109,22 +113,30 @@ func (b *Bridge) closer(ctx context.Context) {
 
 // closedSince checks the open runs that visibility shows closed since t,
 // in one list call (visibility calls are rate limited per namespace, for
-// every worker and Temporal Web together). Up to closerListIDs open runs,
-// the call names them: a list answer costs the server by the run it
-// returns, and a queue's closed runs are mostly of slots freed already
-// (their outcome landed) or of other workers. A run whose id a query
-// cannot quote is left to the sweep. With more open runs, the call asks
-// for every task run of the task queue closed since t.
-func (b *Bridge) closedSince(ctx context.Context, t time.Time) error {
+// every worker and Temporal Web together). Up to closerListIDs open runs
+// (closerListBytes of ids), the call names them (named): a list answer
+// costs the server by the run it returns, and a queue's closed runs are
+// mostly of slots freed already (their outcome landed) or of other
+// workers. A run whose id a query cannot quote is left to the sweep. With
+// more open runs, or a visibility that refused a named list, the call
+// asks for every task run of the task queue closed since t.
+func (b *Bridge) closedSince(ctx context.Context, t time.Time) (named bool, err error) {
 	query := fmt.Sprintf("WorkflowType = '%s' AND TaskQueue = '%s' AND ExecutionStatus != 'Running' AND CloseTime >= '%s'",
 		workflows.TaskWorkflowName, b.cfg.Temporal.TaskQueue, t.UTC().Format(time.RFC3339Nano))
-	if ids := b.adm.openIDs(); len(ids) <= closerListIDs {
+	if ids := b.adm.openIDs(); len(ids) <= closerListIDs && !b.closerUnnamed.Load() {
 		ids = slices.DeleteFunc(ids, func(id string) bool { return !quotable(id) })
-		if len(ids) == 0 {
-			return nil
+		size := 0
+		for _, id := range ids {
+			size += len(id) + 3
 		}
-		slices.Sort(ids)
-		query += " AND WorkflowId IN ('" + strings.Join(ids, "','") + "')"
+		if len(ids) == 0 {
+			return false, nil
+		}
+		if size <= closerListBytes {
+			slices.Sort(ids)
+			query += " AND WorkflowId IN ('" + strings.Join(ids, "','") + "')"
+			named = true
+		}
 	}
 	var token []byte
 	for {
@@ -132,17 +144,17 @@ func (b *Bridge) closedSince(ctx context.Context, t time.Time) error {
 		resp, err := b.runs.ListWorkflow(lctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: b.namespace, Query: query, NextPageToken: token, PageSize: 1000})
 		cancel()
 		if err != nil {
-			return err
+			return named, err
 		}
 		for _, ex := range resp.Executions {
 			if id := ex.GetExecution().GetWorkflowId(); b.adm.isOpen(id) {
 				if _, err := b.checkRun(id); err != nil {
-					return err // looked at again from the same time on
+					return named, err // looked at again from the same time on
 				}
 			}
 		}
 		if token = resp.NextPageToken; len(token) == 0 {
-			return nil
+			return named, nil
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,7 +31,9 @@ func TestCloser_lists_only_its_open_runs(t *testing.T) {
 		ft.close(id)
 	}
 
-	require.NoError(t, b.closedSince(context.Background(), time.Now().Add(-time.Minute)))
+	named, err := b.closedSince(context.Background(), time.Now().Add(-time.Minute))
+	require.NoError(t, err)
+	require.True(t, named)
 	require.Equal(t, []string{"task-'3", "task-1"}, sorted(b.adm.openIDs()), "task-2 closed; task-'3 waits for the sweep")
 	require.Len(t, ft.lists, 1)
 	require.Contains(t, ft.lists[0], "WorkflowId IN ('task-1','task-2')")
@@ -60,10 +63,48 @@ func TestCloser_lists_many_open_runs_in_one_call(t *testing.T) {
 			ft.close(id)
 		}
 	}
-	require.NoError(t, b.closedSince(context.Background(), time.Now().Add(-time.Minute)))
+	named, err := b.closedSince(context.Background(), time.Now().Add(-time.Minute))
+	require.NoError(t, err)
+	require.False(t, named)
 	require.Len(t, ft.lists, 1)
 	require.NotContains(t, ft.lists[0], "WorkflowId IN")
 	require.Equal(t, n/2, b.adm.openRuns(), "every closed one is seen")
+}
+
+// Long workflow ids: a list names no more than closerListBytes of them.
+func TestCloser_names_no_more_than_a_bounded_query(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	b, ft := bb.b, bb.temporal
+	long := strings.Repeat("x", 200)
+	for i := range closerListBytes / 200 {
+		id := "task-" + long + strconv.Itoa(i)
+		ft.openRun(id)
+		b.adm.adoptRun(id)
+	}
+	named, err := b.closedSince(context.Background(), time.Now().Add(-time.Minute))
+	require.NoError(t, err)
+	require.False(t, named)
+	require.Less(t, len(ft.lists[0]), 1024)
+}
+
+// A visibility that refuses a list naming runs (InvalidArgument) gets
+// lists of the queue's closed runs from then on: the closer goes on, it
+// does not fall back to one watch per run.
+func TestCloser_visibility_refusing_named_lists(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	b, ft := bb.b, bb.temporal
+	ft.refuseNamedLists = true
+	ft.openRun("task-1")
+	b.adm.adoptRun("task-1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.closer(ctx)
+	ft.close("task-1")
+	require.Eventually(t, func() bool { return b.adm.openRuns() == 0 }, eventually, 10*time.Millisecond)
+	require.True(t, b.closerOn.Load(), "still one closer for all runs")
+	require.True(t, b.closerUnnamed.Load())
 }
 
 func sorted(s []string) []string {

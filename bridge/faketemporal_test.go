@@ -41,6 +41,8 @@ type fakeTemporal struct {
 	// lists are the list queries asked, and rows the runs they returned.
 	lists []string
 	rows  int
+	// refuseNamedLists: a list naming workflow ids answers InvalidArgument.
+	refuseNamedLists bool
 }
 
 type fakeRun struct {
@@ -171,6 +173,9 @@ func (f *fakeTemporal) ListWorkflow(ctx context.Context, req *workflowservice.Li
 	}
 	q := req.GetQuery()
 	f.lists = append(f.lists, q)
+	if f.refuseNamedLists && strings.Contains(q, "WorkflowId IN") {
+		return nil, serviceerror.NewInvalidArgument("operator IN not supported")
+	}
 	wantClosed := strings.Contains(q, "ExecutionStatus != 'Running'")
 	var named []string // WorkflowId IN ('a','b'), as the closer writes it
 	if _, in, ok := strings.Cut(q, "WorkflowId IN ('"); ok {

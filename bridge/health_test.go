@@ -134,7 +134,7 @@ func TestMetrics_say_what_happened(t *testing.T) {
 	}
 	bb.serve(t)
 	require.Eventually(t, func() bool { return bb.temporal.runCount() == 3 }, eventually, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return b.adm.inFlight() == 3 }, eventually, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return b.adm.openRuns() == 3 }, eventually, 10*time.Millisecond) // opened: starts counted too
 	b.reported("task-1", 1, nil)
 	b.reported("task-1", 1, errors.New("TaskManager unreachable"))
 	b.reported("task-2", 1, nil)

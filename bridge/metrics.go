@@ -47,7 +47,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "tmbridge_workflows_started_total", Help: "Task workflows started or signalled with a new claim.",
 		}, []string{"task_type"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tmbridge_workflows_finished_total", Help: "Task workflows of this worker finished: their outcome landed in TaskManager, or Temporal says they closed.",
+			Name: "tmbridge_workflows_finished_total", Help: "Task workflows of this worker no longer counted in flight: their outcome landed in TaskManager, or Temporal says they closed (once per claim that opened one).",
 		}, []string{"result"}),
 		reportAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tmbridge_report_attempts_total", Help: "Attempts to report a task's outcome to TaskManager (POST /tasks/{id}/complete) by result: ok, or error (retried by Temporal until TaskManager has it).",
