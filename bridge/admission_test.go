@@ -248,10 +248,7 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 					live = append(live, tk)
 				}
 			case 2:
-				if len(live) > 0 {
-					i := rng.IntN(len(live))
-					tk := live[i]
-					live = append(live[:i], live[i+1:]...)
+				if tk := take(rng, &live); tk != nil {
 					if rng.IntN(3) == 0 {
 						tk.empty()
 						continue
@@ -263,10 +260,7 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 			case 5:
 				// A claimed task's start answers (its outcome may have
 				// landed meanwhile, case 4).
-				if len(claimed) > 0 {
-					i := rng.IntN(len(claimed))
-					tk := claimed[i]
-					claimed = append(claimed[:i], claimed[i+1:]...)
+				if tk := take(rng, &claimed); tk != nil {
 					if rng.IntN(3) == 0 {
 						tk.dropped()
 					} else if tk.opened(tk.workflow, 1+rng.IntN(3), time.Now()) {
@@ -306,6 +300,17 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 		require.Zero(t, a.inFlight(), "seed %d", seed)
 		require.Equal(t, claims, a.claimed(), "seed %d", seed)
 	}
+}
+
+// take removes a random ticket from ts (nil if none).
+func take(rng *rand.Rand, ts *[]*ticket) *ticket {
+	if len(*ts) == 0 {
+		return nil
+	}
+	i := rng.IntN(len(*ts))
+	tk := (*ts)[i]
+	*ts = slices.Delete(*ts, i, i+1)
+	return tk
 }
 
 func TestGate_shut_and_reopen(t *testing.T) {
