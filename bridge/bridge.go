@@ -185,9 +185,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 }
 
 // serve claims and starts tasks until ctx ends or max_runs claims are made,
-// their outcomes landed and their runs closed: first it counts this worker's open runs and
-// recovers its claims left without a run, then it runs one claim loop per
-// type and the sweeper.
+// their outcomes landed and their runs closed: first it counts this
+// worker's open runs and recovers its claims left without a run, then it
+// runs one claim loop per type and the sweeper.
 func (b *Bridge) serve(ctx context.Context) error {
 	b.recoverRuns(ctx)
 	claimCtx, stop := context.WithCancel(ctx)
