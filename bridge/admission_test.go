@@ -52,13 +52,10 @@ func TestAdmission_limit_counts_open_runs_and_tickets(t *testing.T) {
 func TestAdmission_claim_of_an_open_run_takes_no_slot(t *testing.T) {
 	t.Parallel()
 	a := newAdmission(2, 0)
-	ctx := context.Background()
-	t1, _ := a.reserve(ctx)
-	t1.claim("wf-1")
+	t1 := claimed(t, a, "wf-1")
 	require.True(t, t1.opened("wf-1", 1, time.Now()))
 	gen := a.generation("wf-1")
-	t2, _ := a.reserve(ctx)
-	t2.claim("wf-1") // claimed again after its claim timed out
+	t2 := claimed(t, a, "wf-1") // claimed again after its claim timed out
 	require.False(t, t2.opened("wf-1", 2, time.Now()), "already watched")
 	require.Equal(t, 1, a.inFlight())
 	require.False(t, a.closed("wf-1", gen), "the new claim reached it after the watch looked: look again")
@@ -71,12 +68,9 @@ func TestAdmission_claim_of_an_open_run_takes_no_slot(t *testing.T) {
 func TestAdmission_landed_outcome_frees_the_slot(t *testing.T) {
 	t.Parallel()
 	a := newAdmission(2, 0)
-	ctx := context.Background()
-	t1, _ := a.reserve(ctx)
-	t1.claim("wf-1")
+	t1 := claimed(t, a, "wf-1")
 	require.True(t, t1.opened("wf-1", 1, time.Now()))
-	t2, _ := a.reserve(ctx)
-	t2.claim("wf-1") // claimed again: the run serves attempt 2 now
+	t2 := claimed(t, a, "wf-1") // claimed again: the run serves attempt 2 now
 	require.False(t, t2.opened("wf-1", 2, time.Now()))
 	require.False(t, a.reportLanded("wf-1", 1), "the outcome of an older claim: the run serves a newer one")
 	require.Equal(t, 1, a.openRuns())
@@ -93,15 +87,13 @@ func TestAdmission_outcome_landed_before_the_start_answered(t *testing.T) {
 	t.Parallel()
 	a := newAdmission(1, 0)
 	ctx := context.Background()
-	tk, _ := a.reserve(ctx)
-	tk.claim("wf-1")
+	tk := claimed(t, a, "wf-1")
 	require.False(t, a.reportLanded("wf-1", 3))
 	require.False(t, tk.opened("wf-1", 3, time.Now()), "closed at once: nothing to watch")
 	require.Zero(t, a.inFlight())
 	require.Empty(t, a.landed)
 
-	tk, _ = a.reserve(ctx)
-	tk.claim("wf-2")
+	tk = claimed(t, a, "wf-2")
 	require.False(t, a.reportLanded("wf-2", 1), "an older claim's outcome")
 	require.True(t, tk.opened("wf-2", 2, time.Now()), "the claim being started is another: counted")
 	require.Equal(t, 1, a.inFlight())
@@ -123,12 +115,9 @@ func TestAdmission_outcome_landed_before_the_start_answered(t *testing.T) {
 func TestAdmission_newer_claim_landed_before_its_signal_answered(t *testing.T) {
 	t.Parallel()
 	a := newAdmission(2, 0)
-	ctx := context.Background()
-	tk, _ := a.reserve(ctx)
-	tk.claim("wf-4")
+	tk := claimed(t, a, "wf-4")
 	require.True(t, tk.opened("wf-4", 1, time.Now()))
-	tk, _ = a.reserve(ctx)
-	tk.claim("wf-4")
+	tk = claimed(t, a, "wf-4")
 	require.False(t, a.reportLanded("wf-4", 2))
 	require.Equal(t, 2, a.inFlight())
 	require.False(t, tk.opened("wf-4", 2, time.Now()))
@@ -144,15 +133,12 @@ func TestAdmission_generations_are_never_reused(t *testing.T) {
 	a := newAdmission(2, 0)
 	finished := 0
 	a.finished = func() { finished++ }
-	ctx := context.Background()
-	tk, _ := a.reserve(ctx)
-	tk.claim("wf-1")
+	tk := claimed(t, a, "wf-1")
 	require.True(t, tk.opened("wf-1", 1, time.Now()))
 	stale := a.generation("wf-1") // a watch reads it, then waits
 	require.True(t, a.reportLanded("wf-1", 1))
 	require.Equal(t, 1, finished)
-	tk, _ = a.reserve(ctx)
-	tk.claim("wf-1") // the task failed, was re-queued and claimed again
+	tk = claimed(t, a, "wf-1") // the task failed, was re-queued and claimed again
 	require.True(t, tk.opened("wf-1", 2, time.Now()))
 	require.False(t, a.closed("wf-1", stale), "the watch of the first run must not free the second")
 	require.Equal(t, 1, a.inFlight())
@@ -169,11 +155,9 @@ func TestAdmission_max_runs_keeps_the_landed_runs_to_wait_for(t *testing.T) {
 	t.Parallel()
 	a := newAdmission(2, 2)
 	ctx := context.Background()
-	t1, _ := a.reserve(ctx)
-	t1.claim("wf-1")
+	t1 := claimed(t, a, "wf-1")
 	require.True(t, t1.opened("wf-1", 1, time.Now()))
-	t2, _ := a.reserve(ctx)
-	t2.claim("wf-2")
+	t2 := claimed(t, a, "wf-2")
 	require.True(t, a.reportLanded("wf-1", 1))
 	require.False(t, a.reportLanded("wf-2", 1))
 	require.False(t, t2.opened("wf-2", 1, time.Now()))
@@ -300,6 +284,15 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 		require.Zero(t, a.inFlight(), "seed %d", seed)
 		require.Equal(t, claims, a.claimed(), "seed %d", seed)
 	}
+}
+
+// claimed reserves a ticket of a and claims workflowID with it.
+func claimed(t *testing.T, a *admission, workflowID string) *ticket {
+	t.Helper()
+	tk, err := a.reserve(context.Background())
+	require.NoError(t, err)
+	tk.claim(workflowID)
+	return tk
 }
 
 // take removes a random ticket from ts (nil if none).
