@@ -168,6 +168,38 @@ func TestExactlyOnce_data_too_long_500_fails_the_task(t *testing.T) {
 	require.Contains(t, st.Error, "result_json")
 }
 
+// A run cancelled before its handler starts reports "was cancelled"; when
+// TaskManager answers that post with "Data too long", the short message
+// that replaces it lands once, and no handler runs (the simulation's
+// seed 1 met this).
+func TestExactlyOnce_cancelled_before_handler_then_data_too_long(t *testing.T) {
+	t.Parallel()
+	var ran atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.counted", func(ctx context.Context, p struct{}) (struct{}, error) {
+			ran.Add(1)
+			return struct{}{}, nil
+		})
+	})
+	in := b.claim(t, "test.counted", map[string]any{"x": 1}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 500, Count: 1,
+		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'error_message' at row 1","timestamp":1795936223}`})
+	b.env.RegisterDelayedCallback(b.env.CancelWorkflow, 0)
+	_, err := b.run(in)
+	require.Error(t, err)
+	require.Zero(t, ran.Load(), "the handler never ran")
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status, "the failure landed: TaskManager re-queues the task")
+	require.Equal(t, "test.counted failed; TaskManager refused its error message as too large", st.Error)
+	accepted := 0
+	for _, c := range b.tm.Completions(in.Task.ID) {
+		if c.Accepted {
+			accepted++
+		}
+	}
+	require.Equal(t, 1, accepted)
+}
+
 // 4. The PHP deployment stores {} as null: after a lost answer, the
 // read-back must still recognise an empty result as ours.
 func TestExactlyOnce_empty_result_recognised_after_lost_answer(t *testing.T) {
