@@ -25,9 +25,11 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/prismq/tmbridge/bridge"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
+	"github.com/prismq/tmbridge/workflows"
 )
 
 // TestBenchTable is `make bench`: on one dev server, side by side, plain
@@ -37,8 +39,10 @@ import (
 // its own; in TMBRIDGE_BENCH_ROUNDS rounds (3), then an idle bridge. It
 // prints one markdown table of medians (also to bench.md with
 // TMBRIDGE_BENCH_OUT). The figures are measurements, not assertions: it
-// only runs with TMBRIDGE_BENCH=1 (or local, inflight, inflight-after for
-// one measurement, to profile).
+// only runs with TMBRIDGE_BENCH=1 (or local, default, inflight,
+// inflight-after for one measurement, to profile). The dev servers run with
+// devtemporal.RecommendedConfig; TMBRIDGE_BENCH_SERVER=defaults, with
+// Temporal's own dynamic config.
 func TestBenchTable(t *testing.T) {
 	if os.Getenv("TMBRIDGE_BENCH") == "" {
 		t.Skip("set TMBRIDGE_BENCH=1 (make bench)")
@@ -53,26 +57,36 @@ func TestBenchTable(t *testing.T) {
 		rounds = r
 	}
 	// To profile: the thousand in flight alone, or after other runs on its
-	// dev server (inflight-after), round after round.
+	// dev server (inflight-after), round after round, each next to plain
+	// Temporal's thousand on a dev server of its own.
 	if mode := os.Getenv("TMBRIDGE_BENCH"); mode == "inflight" || mode == "inflight-after" {
 		for range rounds {
+			freshTemporal(t)
+			p := plainThousand(t)
+			t.Logf("plain Temporal: 1,000 started in %.1f s, all activities running in %.1f s", p.open.Seconds(), p.running.Seconds())
 			freshTemporal(t)
 			if mode == "inflight-after" {
 				bridgeThroughput(t, 600, 50, "types: {}\n")
 				sleepyTasks(t, 200)
 			}
-			reached, rss := thousandInFlight(t)
-			t.Logf("reached in %.1f s; peak RSS %d MB", reached.Seconds(), rss>>20)
+			m := thousandInFlight(t)
+			t.Logf("tmbridge: all runs open in %.1f s, all handlers running in %.1f s; peak RSS %d MB", m.open.Seconds(), m.running.Seconds(), m.rss>>20)
 		}
 		return
 	}
 	const n, inFlight = 600, 50
-	if os.Getenv("TMBRIDGE_BENCH") == "local" { // short tasks only, for profiling
+	// To profile one mode: local (short handlers) or default, next to its
+	// plain Temporal baseline, with the CPU each process used.
+	if mode := os.Getenv("TMBRIDGE_BENCH"); mode == "local" || mode == "default" {
+		local, config := mode == "local", "types: {}\n"
+		if local {
+			config = "types:\n  example.echo: { local: true }\n"
+		}
 		srvPid := temporalPID
 		s0, m0 := cpuTime(srvPid), cpuTime(os.Getpid())
-		rate, _ := plainTemporal(t, n, inFlight, true, true)
+		rate, _ := plainTemporal(t, n, inFlight, local, true)
 		s1, m1 := cpuTime(srvPid), cpuTime(os.Getpid())
-		t.Logf("plain Temporal, local activities, eager start: %.0f workflows/s server %v test %v", rate, s1-s0, m1-m0)
+		t.Logf("plain Temporal, local %v, eager start: %.0f workflows/s server %v test %v", local, rate, s1-s0, m1-m0)
 		defer func() {
 			s2, m2 := cpuTime(srvPid), cpuTime(os.Getpid())
 			t.Logf("bridge: server %v test %v", s2-s1, m2-m1)
@@ -83,8 +97,8 @@ func TestBenchTable(t *testing.T) {
 			require.NoError(t, pprof.StartCPUProfile(f))
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
-		rate, _ = bridgeThroughput(t, n, inFlight, "types:\n  example.echo: { local: true }\n")
-		t.Logf("tmbridge, local: true: %.0f tasks/s", rate)
+		rate, _ = bridgeThroughput(t, n, inFlight, config)
+		t.Logf("tmbridge, %s: %.0f tasks/s", mode, rate)
 		return
 	}
 	plainModes := []struct {
@@ -99,7 +113,7 @@ func TestBenchTable(t *testing.T) {
 	// on all of them alike; each figure is the median of the rounds.
 	plain, bridged := make([]series, len(plainModes)), make([]series, len(bridgeModes))
 	plainEvents, bridgeEvents := make([]int, len(plainModes)), make([]int, len(bridgeModes))
-	var sleepy, reach, rssMB series
+	var sleepy, open, running, plainOpen, plainRunning, rssMB series
 	runPlain := func(i int) {
 		rate, events := plainTemporal(t, n, inFlight, plainModes[i].local, plainModes[i].eager)
 		plain[i], plainEvents[i] = append(plain[i], rate), events
@@ -125,9 +139,13 @@ func TestBenchTable(t *testing.T) {
 		freshTemporal(t)
 		sleepy = append(sleepy, sleepyTasks(t, 200).Seconds())
 		freshTemporal(t)
-		reached, rss := thousandInFlight(t)
-		reach, rssMB = append(reach, reached.Seconds()), append(rssMB, float64(rss>>20))
-		t.Logf("round %d: 200 one-second tasks in %.1f s; 1,000 in flight reached in %.1f s, peak RSS %d MB", r+1, sleepy[r], reached.Seconds(), rss>>20)
+		m := thousandInFlight(t)
+		open, running, rssMB = append(open, m.open.Seconds()), append(running, m.running.Seconds()), append(rssMB, float64(m.rss>>20))
+		freshTemporal(t)
+		p := plainThousand(t)
+		plainOpen, plainRunning = append(plainOpen, p.open.Seconds()), append(plainRunning, p.running.Seconds())
+		t.Logf("round %d: 200 one-second tasks in %.1f s; 1,000 in flight: runs open in %.1f s, handlers running in %.1f s (plain Temporal %.1f s, %.1f s), peak RSS %d MB",
+			r+1, sleepy[r], m.open.Seconds(), m.running.Seconds(), p.open.Seconds(), p.running.Seconds(), m.rss>>20)
 	}
 	for i, mode := range plainModes {
 		row("plain Temporal, "+mode.name, fmt.Sprintf("%s workflows/s, %d events each", plain[i].String("%.0f"), plainEvents[i]))
@@ -138,12 +156,17 @@ func TestBenchTable(t *testing.T) {
 	row("tmbridge default ÷ plain regular activities, eager start", ratios(bridged[0], plain[1]).String("%.2f ×"))
 	row("tmbridge `local: true` ÷ plain local activities, eager start", ratios(bridged[1], plain[3]).String("%.2f ×"))
 	row("200 one-second tasks, default options", fmt.Sprintf("%s s (%.0f × a one-at-a-time worker)", sleepy.String("%.1f"), 200/sleepy.median()))
-	row("1,000 twenty-second tasks in flight", fmt.Sprintf("reached in %s s; bridge peak RSS %s MB", reach.String("%.1f"), rssMB.String("%.0f")))
+	row("plain Temporal, 1,000 twenty-second workflows (eager start, 16 starts at once)", fmt.Sprintf("all started in %s s, all activities running in %s s", plainOpen.String("%.1f"), plainRunning.String("%.1f")))
+	row("1,000 twenty-second tasks in flight", fmt.Sprintf("all runs open in %s s, all handlers running in %s s; bridge peak RSS %s MB", open.String("%.1f"), running.String("%.1f"), rssMB.String("%.0f")))
 	perInterval, cpu := idleBridge(t)
 	row("idle, two types, poll interval 1 s", fmt.Sprintf("%.2f TaskManager requests per interval (0 claims), %.2f %% CPU", perInterval, cpu))
 
-	table := fmt.Sprintf("Measured %s on %d CPUs, Go %s, Temporal CLI dev server (in memory), %d tasks, %d in flight; median of %d rounds (lowest–highest), each on fresh dev servers.\n\n| what | figure |\n|---|---|\n%s\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), n, inFlight, rounds, strings.Join(rows, "\n"))
+	server := "with eager activities (devtemporal.RecommendedConfig)"
+	if benchServerDefaults() {
+		server = "with Temporal's default dynamic config"
+	}
+	table := fmt.Sprintf("Measured %s on %d CPUs, Go %s, Temporal CLI dev server (in memory) %s, %d tasks, %d in flight; median of %d rounds (lowest–highest), each on fresh dev servers.\n\n| what | figure |\n|---|---|\n%s\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), server, n, inFlight, rounds, strings.Join(rows, "\n"))
 	fmt.Println(table)
 	if out := os.Getenv("TMBRIDGE_BENCH_OUT"); out != "" {
 		require.NoError(t, os.WriteFile(out, []byte(table), 0o644))
@@ -246,39 +269,129 @@ func sleepyTasks(t *testing.T, n int) time.Duration {
 	return wall
 }
 
+// inFlight is what thousandInFlight measured.
+type inFlight struct {
+	open    time.Duration // until every task's run was open in Temporal
+	running time.Duration // until every handler ran (activity slots used)
+	rss     int64         // the bridge's peak RSS, bytes
+}
+
 // thousandInFlight starts the tmbridge binary on 1,000 twenty-second tasks
-// and returns how long until all run, and its peak RSS.
-func thousandInFlight(t *testing.T) (time.Duration, int64) {
+// and measures how long until all run, and its peak RSS.
+func thousandInFlight(t *testing.T) inFlight {
 	const n = 1000
 	s := newStack(t, devserver.StylePHP)
 	s.register("example.sleep")
 	for i := range n {
 		s.create("example.sleep", map[string]any{"duration": 20, "n": i})
 	}
-	start := time.Now()
-	cmd := runBinary(t, s, "--max-in-flight=1000", "--max-concurrent-activities=1000", "--log-format=json")
-	var reached, claimed time.Duration
-	for reached == 0 {
+	metrics := freeAddr(t)
+	start, srvCPU := time.Now(), cpuTime(temporalPID)
+	cmd := runBinary(t, s, "--max-in-flight=1000", "--max-concurrent-activities=1000", "--log-format=json", "--metrics-addr="+metrics)
+	var m inFlight
+	var claimed time.Duration
+	for m.open == 0 || m.running == 0 {
 		if claimed == 0 && s.tm.Stats().Claimed >= n {
 			claimed = time.Since(start)
 		}
-		if claimed > 0 && s.runningRuns() >= n {
-			reached = time.Since(start)
+		if m.open == 0 && claimed > 0 && s.runningRuns() >= n {
+			m.open = time.Since(start)
+		}
+		// Every handler runs after its run opened: the bridge's metrics
+		// (costly to render) are read only from then on.
+		if m.running == 0 && m.open > 0 && activitySlotsUsed(metrics) >= n {
+			m.running = time.Since(start)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("1,000 in flight: claimed in %.1f s, all runs open in %.1f s", claimed.Seconds(), reached.Seconds())
+	t.Logf("1,000 in flight: claimed in %.1f s, all runs open in %.1f s, all handlers running in %.1f s; bridge CPU %s, dev server CPU %s",
+		claimed.Seconds(), m.open.Seconds(), m.running.Seconds(), cpuTime(cmd.Process.Pid).Round(time.Millisecond), (cpuTime(temporalPID) - srvCPU).Round(time.Millisecond))
 	time.Sleep(5 * time.Second) // the peak of a steady state
 	t.Logf("bridge CPU time until now: %s", cpuTime(cmd.Process.Pid))
+	var err error
+	m.rss, err = peakRSS(cmd.Process.Pid)
+	require.NoError(t, err)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
-	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
 	// The killed bridge's runs stay open: end them, so that the dev server
 	// does not carry them into what runs next.
 	for i := range n {
 		_ = s.tc.TerminateWorkflow(context.Background(), s.prefix+strconv.Itoa(i+1), "", "bench over")
 	}
-	return reached, rss
+	return m
+}
+
+// activitySlotsUsed reads the bridge's activity slots in use from its
+// metrics (the SDK's temporal_worker_task_slots_used); 0 when unknown.
+func activitySlotsUsed(addr string) int {
+	_, body := httpGet("http://" + addr + "/metrics")
+	for line := range strings.Lines(body) {
+		if strings.HasPrefix(line, "temporal_worker_task_slots_used{") && strings.Contains(line, `worker_type="ActivityWorker"`) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			return int(v)
+		}
+	}
+	return 0
+}
+
+// plainThousand is thousandInFlight's baseline: plain Temporal, in this
+// process, starts 1,000 workflows (eager start, bridge.MaxPendingStarts
+// starts at once, the bridge's pollers) whose activity runs 20 s and
+// heartbeats as example.sleep's progress does (every 2 s; the SDK sends
+// the first at once, then one every 0.8 × the heartbeat timeout). It
+// measures how long until all were started and until all their
+// activities ran.
+func plainThousand(t *testing.T) inFlight {
+	const n = 1000
+	s := newStack(t, devserver.StylePHP)
+	w := worker.New(s.tc, s.queue, worker.Options{MaxConcurrentActivityExecutionSize: n, MaxConcurrentWorkflowTaskPollers: 4, MaxConcurrentActivityTaskPollers: 4})
+	var running atomic.Int64
+	w.RegisterActivityWithOptions(func(ctx context.Context) error {
+		running.Add(1)
+		tick := time.NewTicker(2 * time.Second) // example.sleep's progress
+		defer tick.Stop()
+		for end := time.After(20 * time.Second); ; {
+			select {
+			case <-tick.C:
+				activity.RecordHeartbeat(ctx)
+			case <-end:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}, activity.RegisterOptions{Name: "sleep"})
+	w.RegisterWorkflowWithOptions(func(ctx workflow.Context) error {
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute, HeartbeatTimeout: workflows.DefaultHeartbeatTimeout})
+		return workflow.ExecuteActivity(actx, "sleep").Get(ctx, nil)
+	}, workflow.RegisterOptions{Name: "sleep"})
+	require.NoError(t, w.Start())
+	defer w.Stop()
+	sem := make(chan struct{}, bridge.MaxPendingStarts)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			opts := client.StartWorkflowOptions{ID: fmt.Sprintf("%s%d", s.prefix, i), TaskQueue: s.queue, EnableEagerStart: true}
+			if _, err := s.tc.ExecuteWorkflow(context.Background(), opts, "sleep"); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	m := inFlight{open: time.Since(start)}
+	for running.Load() < n {
+		time.Sleep(10 * time.Millisecond)
+	}
+	m.running = time.Since(start)
+	for i := range n {
+		_ = s.tc.TerminateWorkflow(context.Background(), fmt.Sprintf("%s%d", s.prefix, i), "", "bench over")
+	}
+	return m
 }
 
 // runningRuns counts this stack's open runs.
@@ -383,7 +496,7 @@ func freshTemporal(t *testing.T) {
 	}
 	log, err := os.CreateTemp("", "temporal-bench-*.log")
 	require.NoError(t, err)
-	srv, err := devtemporal.Start(context.Background(), devtemporal.Options{Log: log})
+	srv, err := devtemporal.Start(context.Background(), devtemporal.Options{Log: log, ServerDefaults: benchServerDefaults()})
 	require.NoError(t, err)
 	prevAddr, prevOpts, prevPID := temporalAddr, temporalOpts, temporalPID
 	temporalAddr, temporalPID = srv.Address, srv.PID()
@@ -397,3 +510,8 @@ func freshTemporal(t *testing.T) {
 
 // benchServerStop stops the dev server freshTemporal started last.
 var benchServerStop func()
+
+// benchServerDefaults: TMBRIDGE_BENCH_SERVER=defaults runs the bench's dev
+// servers with Temporal's own dynamic config (no eager activities), to
+// compare with devtemporal.RecommendedConfig.
+func benchServerDefaults() bool { return os.Getenv("TMBRIDGE_BENCH_SERVER") == "defaults" }

@@ -22,7 +22,8 @@ trap cleanup INT TERM EXIT
 
 echo ">> starting the Temporal dev server (Web UI on http://localhost:8233), log: $LOGS/temporal.log"
 "$TEMPORAL_CLI" server start-dev --ip 127.0.0.1 --port 7233 --ui-port 8233 --log-level warn \
-  --search-attribute TaskType=Keyword --search-attribute TaskID=Keyword >"$LOGS/temporal.log" 2>&1 &
+  --search-attribute TaskType=Keyword --search-attribute TaskID=Keyword \
+  --dynamic-config-value system.enableActivityEagerExecution=true >"$LOGS/temporal.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do
   "$TEMPORAL_CLI" operator cluster health --address 127.0.0.1:7233 >/dev/null 2>&1 && break

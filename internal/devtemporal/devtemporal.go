@@ -58,10 +58,20 @@ type Options struct {
 	// server started again on it (same Port) carries on every run
 	// (default: in memory).
 	DBFile string
+	// ServerDefaults runs the server with Temporal's own dynamic config,
+	// without RecommendedConfig.
+	ServerDefaults bool
 }
 
+// RecommendedConfig is the dynamic config the dev stack and the tests run
+// Temporal with, as KEY=VALUE: eager activities, so that an activity a
+// workflow task schedules comes back in that task's answer to the same
+// worker, without a trip through matching (Temporal's own SDK test servers
+// set it too; the server's default is off).
+var RecommendedConfig = []string{"system.enableActivityEagerExecution=true"}
+
 // Start starts a dev server with the search attributes TaskType and TaskID
-// and waits until it answers.
+// and RecommendedConfig, and waits until it answers.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	cli, err := CLIPath()
 	if err != nil {
@@ -78,6 +88,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	args := []string{"server", "start-dev", "--ip", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--http-port", strconv.Itoa(httpPort), "--metrics-port", strconv.Itoa(metricsPort), "--log-level", "error",
 		"--search-attribute", "TaskType=Keyword", "--search-attribute", "TaskID=Keyword"}
+	if !opts.ServerDefaults {
+		for _, kv := range RecommendedConfig {
+			args = append(args, "--dynamic-config-value", kv)
+		}
+	}
 	if opts.DBFile != "" {
 		args = append(args, "--db-filename", opts.DBFile)
 	}
