@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"github.com/prismq/tmbridge/bridge"
 
@@ -260,4 +262,28 @@ func TestCompose_tmbridge_serves_metrics_and_stops_gracefully(t *testing.T) {
 		require.Greater(t, time.Duration(*s.StopGracePeriod), bridge.StopTimeout(grace),
 			"docker compose stop must not kill the bridge before its handlers had shutdown_grace")
 	})
+}
+
+// Every Temporal the dev stack runs has devtemporal.RecommendedConfig:
+// the quick profile's dev server, the prod profile's dynamic config file,
+// and `make dev`'s server (scripts/dev.sh), as the tests' servers do.
+func TestCompose_temporal_has_the_recommended_dynamic_config(t *testing.T) {
+	t.Parallel()
+	quick := loadCompose(t, "quick").Services["temporal"].Command
+	file, err := os.ReadFile(repoPath("deploy/compose/dynamicconfig/development-sql.yaml"))
+	require.NoError(t, err)
+	var dc map[string][]struct {
+		Value any `yaml:"value"`
+	}
+	require.NoError(t, yaml.Unmarshal(file, &dc))
+	dev, err := os.ReadFile(repoPath("scripts/dev.sh"))
+	require.NoError(t, err)
+	for _, kv := range devtemporal.RecommendedConfig {
+		i := slices.Index(quick, kv)
+		require.True(t, i > 0 && quick[i-1] == "--dynamic-config-value", "quick profile: --dynamic-config-value %s in %q", kv, quick)
+		key, value, _ := strings.Cut(kv, "=")
+		require.Len(t, dc[key], 1, "prod profile: %s in development-sql.yaml", key)
+		require.Equal(t, value, fmt.Sprint(dc[key][0].Value), "prod profile: %s", key)
+		require.Contains(t, string(dev), "--dynamic-config-value "+kv, "scripts/dev.sh")
+	}
 }

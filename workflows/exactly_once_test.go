@@ -186,7 +186,8 @@ func TestExactlyOnce_cancelled_before_handler_then_data_too_long(t *testing.T) {
 		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'error_message' at row 1","timestamp":1795936223}`})
 	b.env.RegisterDelayedCallback(b.env.CancelWorkflow, 0)
 	_, err := b.run(in)
-	require.Error(t, err)
+	var canceled *temporal.CanceledError
+	require.True(t, errors.As(err, &canceled), "the run ends cancelled: %v", err)
 	require.Zero(t, ran.Load(), "the handler never ran")
 	st := b.task(t, in.Task.ID)
 	require.Equal(t, "pending", st.Status, "the failure landed: TaskManager re-queues the task")

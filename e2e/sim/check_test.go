@@ -127,11 +127,12 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 		accepted, acceptedSuccess := 0, 0
 		var lastFailure time.Time
 		for _, c := range w.tm.Completions(tk.id) {
-			if c.Accepted && !c.Success && !noHandlerFailure(c.Error, st.cancelled[tk.id]) {
+			if c.Accepted && !c.Success {
 				// Each failure that lands ends a claim; the next one must
 				// come from a handler that ran since, never from the same
 				// outcome posted again for a newer claim.
-				if !lastFailure.IsZero() && !w.obs.startedBetween(tk.id, lastFailure, c.At) {
+				cancelled := cancelledBetween(st.cancelledAt[tk.id], lastFailure, c.At)
+				if !lastFailure.IsZero() && !noHandlerFailure(c.Error, cancelled) && !w.obs.startedBetween(tk.id, lastFailure, c.At) {
 					add("task %s (%s): failure %q landed for attempt %d with no handler run since the previous failure landed: an old outcome posted for a newer claim",
 						tk.id, tk.kind, short(c.Error), c.AttemptsBefore)
 				}
@@ -184,16 +185,28 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 
 // noHandlerFailure reports whether a failure message is one a run posts
 // without running the handler for its claim: a cancel, a start that
-// failed, a task it cannot read. A cancelled task's "was cancelled" may
-// reach TaskManager in the short form a "Data too long" answer leaves
-// ("<type> failed; TaskManager refused its error message as too large"):
-// seed 1 met that, a run cancelled before its handler started.
+// failed, a task it cannot read. cancelled: a cancel of the task's run was
+// asked for while this claim held it. Its "was cancelled" may then reach
+// TaskManager in the short form a "Data too long" answer leaves ("<type>
+// failed; TaskManager refused its error message as too large"): seed 1 met
+// that, a run cancelled before its handler started.
 func noHandlerFailure(msg string, cancelled bool) bool {
 	switch {
 	case strings.Contains(msg, "was cancelled"), strings.Contains(msg, "could not start"), strings.Contains(msg, "cannot read this task"):
 		return true
 	case cancelled && strings.HasSuffix(msg, " failed; TaskManager refused its error message as too large"):
 		return true
+	}
+	return false
+}
+
+// cancelledBetween reports whether a cancel was asked for in (from, to);
+// a zero from is the beginning.
+func cancelledBetween(asked []time.Time, from, to time.Time) bool {
+	for _, at := range asked {
+		if at.After(from) && at.Before(to) {
+			return true
+		}
 	}
 	return false
 }

@@ -126,8 +126,9 @@ type event struct {
 
 // state is what the run learns while it goes, for the checker.
 type state struct {
-	cancelled      map[string]bool // task ids whose workflow was cancelled
-	tooLongFaults  int             // "Data too long" 500s injected
+	cancelled      map[string]bool        // task ids whose workflow was cancelled
+	cancelledAt    map[string][]time.Time // when each cancel was asked for, by task id
+	tooLongFaults  int                    // "Data too long" 500s injected
 	secondBridgeOn bool
 }
 
@@ -241,8 +242,10 @@ func drawEvent(rng *rand.Rand, at time.Duration) event {
 	default:
 		pick := rng.Uint64()
 		return event{at, "cancel a running task workflow", func(w *world, s *state) {
+			asked := time.Now()
 			if id := w.cancelOne(pick); id != "" {
 				s.cancelled[id] = true
+				s.cancelledAt[id] = append(s.cancelledAt[id], asked)
 			}
 		}}
 	}
@@ -261,7 +264,7 @@ func runSeed(t *testing.T, seed uint64) {
 	for i := range sc.tasks {
 		sc.tasks[i].id = create(t, api, sc.tasks[i].kind, sc.tasks[i].params)
 	}
-	st := &state{cancelled: map[string]bool{}}
+	st := &state{cancelled: map[string]bool{}, cancelledAt: map[string][]time.Time{}}
 	w.startBridge("sim-a")
 	begin := time.Now()
 	for _, ev := range sc.events {

@@ -66,8 +66,9 @@ type Options struct {
 // RecommendedConfig is the dynamic config the dev stack and the tests run
 // Temporal with, as KEY=VALUE: eager activities, so that an activity a
 // workflow task schedules comes back in that task's answer to the same
-// worker, without a trip through matching (Temporal's own SDK test servers
-// set it too; the server's default is off).
+// worker, without a trip through matching (the TypeScript SDK's test
+// environment and the Go SDK's CI set it too; the server's default is
+// off).
 var RecommendedConfig = []string{"system.enableActivityEagerExecution=true"}
 
 // Start starts a dev server with the search attributes TaskType and TaskID
