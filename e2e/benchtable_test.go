@@ -201,25 +201,15 @@ func plainTemporal(t *testing.T, n, inFlight int, local, eager bool) (float64, i
 	}, workflow.RegisterOptions{Name: "baseline"})
 	require.NoError(t, w.Start())
 	defer w.Stop()
-	sem := make(chan struct{}, inFlight)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			opts := client.StartWorkflowOptions{ID: fmt.Sprintf("%s%d", s.prefix, i), TaskQueue: s.queue, EnableEagerStart: eager}
-			run, err := s.tc.ExecuteWorkflow(context.Background(), opts, "baseline", "m")
-			if err == nil {
-				err = run.Get(context.Background(), nil)
-			}
-			if err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
+	eachAtOnce(t, n, inFlight, func(i int) error {
+		opts := client.StartWorkflowOptions{ID: fmt.Sprintf("%s%d", s.prefix, i), TaskQueue: s.queue, EnableEagerStart: eager}
+		run, err := s.tc.ExecuteWorkflow(context.Background(), opts, "baseline", "m")
+		if err != nil {
+			return err
+		}
+		return run.Get(context.Background(), nil)
+	})
 	rate := float64(n) / time.Since(start).Seconds()
 	return rate, len(s.history(s.prefix + "0").Events)
 }
@@ -395,21 +385,12 @@ func plainThousand(t *testing.T) inFlightTimes {
 	}, workflow.RegisterOptions{Name: "sleep"})
 	require.NoError(t, w.Start())
 	defer w.Stop()
-	sem := make(chan struct{}, bridge.MaxPendingStarts)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			opts := client.StartWorkflowOptions{ID: fmt.Sprintf("%s%d", s.prefix, i), TaskQueue: s.queue, EnableEagerStart: true}
-			if _, err := s.tc.ExecuteWorkflow(context.Background(), opts, "sleep"); err != nil {
-				t.Error(err) // and the wait for the activities ends at inFlightLimit
-			}
-		}()
-	}
-	wg.Wait()
+	eachAtOnce(t, n, bridge.MaxPendingStarts, func(i int) error { // a failed start: the wait below ends at inFlightLimit
+		opts := client.StartWorkflowOptions{ID: fmt.Sprintf("%s%d", s.prefix, i), TaskQueue: s.queue, EnableEagerStart: true}
+		_, err := s.tc.ExecuteWorkflow(context.Background(), opts, "sleep")
+		return err
+	})
 	m := inFlightTimes{open: time.Since(start)}
 	for running.Load() < n {
 		if time.Since(start) > inFlightLimit {
@@ -422,6 +403,23 @@ func plainThousand(t *testing.T) inFlightTimes {
 		_ = s.tc.TerminateWorkflow(context.Background(), fmt.Sprintf("%s%d", s.prefix, i), "", "bench over")
 	}
 	return m
+}
+
+// eachAtOnce runs do(i) for each i in [0, n), atOnce at a time, and
+// returns when all did; each error fails the test.
+func eachAtOnce(t *testing.T, n, atOnce int, do func(i int) error) {
+	sem := make(chan struct{}, atOnce)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := do(i); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // runningRuns counts this stack's open runs.
