@@ -43,14 +43,15 @@ func create(t *testing.T, api *taskmanager.Client, kind string, p params) string
 }
 
 // cancelOne cancels the open workflow of one task (chosen by pick) and
-// returns its task id, or "" when none is open.
-func (w *world) cancelOne(pick uint64) string {
+// returns its task id, or "" when none is open, and when the cancel was
+// asked for.
+func (w *world) cancelOne(pick uint64) (string, time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := w.tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: "ExecutionStatus = 'Running'"})
 	if err != nil || len(resp.Executions) == 0 {
 		w.note("  (no running workflow to cancel: %v)", err)
-		return ""
+		return "", time.Time{}
 	}
 	ids := make([]string, 0, len(resp.Executions))
 	for _, ex := range resp.Executions {
@@ -59,16 +60,17 @@ func (w *world) cancelOne(pick uint64) string {
 		}
 	}
 	if len(ids) == 0 {
-		return ""
+		return "", time.Time{}
 	}
 	sort.Strings(ids)
 	id := ids[pick%uint64(len(ids))]
+	asked := time.Now()
 	if err := w.tc.CancelWorkflow(ctx, id, ""); err != nil {
 		w.note("  (cancel %s: %v)", id, err)
-		return ""
+		return "", time.Time{}
 	}
 	w.note("  cancelled workflow %s", id)
-	return strings.TrimPrefix(id, workflowPrefix)
+	return strings.TrimPrefix(id, workflowPrefix), asked
 }
 
 // waitFinal waits until every task is completed or failed, or the deadline
@@ -186,10 +188,10 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 // noHandlerFailure reports whether a failure message is one a run posts
 // without running the handler for its claim: a cancel, a start that
 // failed, a task it cannot read. cancelled: a cancel of the task's run was
-// asked for while this claim held it. Its "was cancelled" may then reach
-// TaskManager in the short form a "Data too long" answer leaves ("<type>
-// failed; TaskManager refused its error message as too large"): seed 1 met
-// that, a run cancelled before its handler started.
+// asked for since the task's previous failure landed. Its "was cancelled"
+// may then reach TaskManager in the short form a "Data too long" answer
+// leaves ("<type> failed; TaskManager refused its error message as too
+// large"): seed 1 met that, a run cancelled before its handler started.
 func noHandlerFailure(msg string, cancelled bool) bool {
 	switch {
 	case strings.Contains(msg, "was cancelled"), strings.Contains(msg, "could not start"), strings.Contains(msg, "cannot read this task"):

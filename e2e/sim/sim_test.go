@@ -242,8 +242,7 @@ func drawEvent(rng *rand.Rand, at time.Duration) event {
 	default:
 		pick := rng.Uint64()
 		return event{at, "cancel a running task workflow", func(w *world, s *state) {
-			asked := time.Now()
-			if id := w.cancelOne(pick); id != "" {
+			if id, asked := w.cancelOne(pick); id != "" {
 				s.cancelled[id] = true
 				s.cancelledAt[id] = append(s.cancelledAt[id], asked)
 			}
