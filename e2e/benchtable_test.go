@@ -34,9 +34,10 @@ import (
 
 // TestBenchTable is `make bench`: on one dev server, side by side, plain
 // Temporal running workflows of the bridge's shape (a handler activity,
-// then a report activity) and tmbridge running example.echo tasks; then
-// 200 one-second tasks and 1,000 tasks in flight, each on a dev server of
-// its own; in TMBRIDGE_BENCH_ROUNDS rounds (3), then an idle bridge. It
+// then a report activity) and tmbridge running example.echo tasks; short
+// handlers again in a namespace without the bridge's search attributes;
+// then 200 one-second tasks and 1,000 tasks in flight, each on a dev
+// server of its own; in TMBRIDGE_BENCH_ROUNDS rounds (3), then an idle bridge. It
 // prints one markdown table of medians (also to bench.md with
 // TMBRIDGE_BENCH_OUT). The figures are measurements, not assertions: it
 // only runs with TMBRIDGE_BENCH=1 (or local, default, inflight,
@@ -114,6 +115,7 @@ func TestBenchTable(t *testing.T) {
 	plain, bridged := make([]series, len(plainModes)), make([]series, len(bridgeModes))
 	plainEvents, bridgeEvents := make([]int, len(plainModes)), make([]int, len(bridgeModes))
 	var sleepy, open, running, launch, plainOpen, plainRunning, rssMB series
+	var plainLocalNoSA, bridgedLocalNoSA series // on a dev server without the search attributes
 	runPlain := func(i int) {
 		rate, events := plainTemporal(t, n, inFlight, plainModes[i].local, plainModes[i].eager)
 		plain[i], plainEvents[i] = append(plain[i], rate), events
@@ -136,6 +138,22 @@ func TestBenchTable(t *testing.T) {
 			pair[r%2]()
 			pair[1-r%2]()
 		}
+		// Short handlers again, in a namespace without the TaskType and
+		// TaskID search attributes: the bridge then writes none.
+		freshTemporalWith(t, devtemporal.Options{NoSearchAttributes: true})
+		noSA := [2]func(){
+			func() {
+				rate, _ := plainTemporal(t, n, inFlight, true, true)
+				plainLocalNoSA = append(plainLocalNoSA, rate)
+			},
+			func() {
+				rate, _ := bridgeThroughput(t, n, inFlight, bridgeModes[1].config)
+				bridgedLocalNoSA = append(bridgedLocalNoSA, rate)
+				t.Logf("%s, no search attributes: %.0f tasks/s", bridgeModes[1].name, rate)
+			},
+		}
+		noSA[r%2]()
+		noSA[1-r%2]()
 		freshTemporal(t)
 		sleepy = append(sleepy, sleepyTasks(t, 200).Seconds())
 		// The thousand in flight, next to plain Temporal's, each on a dev
@@ -162,6 +180,8 @@ func TestBenchTable(t *testing.T) {
 	}
 	row("tmbridge default ÷ plain regular activities, eager start", ratios(bridged[0], plain[1]).String("%.2f ×"))
 	row("tmbridge `local: true` ÷ plain local activities, eager start", ratios(bridged[1], plain[3]).String("%.2f ×"))
+	row("the same, in a namespace without the `TaskType`/`TaskID` search attributes",
+		fmt.Sprintf("%s (tmbridge %s tasks/s, plain %s workflows/s)", ratios(bridgedLocalNoSA, plainLocalNoSA).String("%.2f ×"), bridgedLocalNoSA.String("%.0f"), plainLocalNoSA.String("%.0f")))
 	row("200 one-second tasks, default options", fmt.Sprintf("%s s (%.0f × a one-at-a-time worker)", sleepy.String("%.1f"), 200/sleepy.median()))
 	row(fmt.Sprintf("plain Temporal, 1,000 twenty-second workflows (eager start, %d starts at once)", bridge.MaxPendingStarts),
 		fmt.Sprintf("all started in %s s, every activity running in %s s", plainOpen.String("%.1f"), plainRunning.String("%.1f")))
@@ -521,7 +541,11 @@ func ratios(a, b series) series {
 // freshTemporal points the rest of the test at a new dev server (stopped
 // at the test's end or at the next call), unless the suite runs against an
 // external Temporal.
-func freshTemporal(t *testing.T) {
+func freshTemporal(t *testing.T) { freshTemporalWith(t, devtemporal.Options{}) }
+
+// freshTemporalWith is freshTemporal with these options (the log and
+// TMBRIDGE_BENCH_SERVER are set here).
+func freshTemporalWith(t *testing.T, opts devtemporal.Options) {
 	if external {
 		return
 	}
@@ -530,7 +554,8 @@ func freshTemporal(t *testing.T) {
 	}
 	log, err := os.CreateTemp("", "temporal-bench-*.log")
 	require.NoError(t, err)
-	srv, err := devtemporal.Start(context.Background(), devtemporal.Options{Log: log, ServerDefaults: benchServerDefaults()})
+	opts.Log, opts.ServerDefaults = log, benchServerDefaults()
+	srv, err := devtemporal.Start(context.Background(), opts)
 	require.NoError(t, err)
 	prevAddr, prevOpts, prevPID := temporalAddr, temporalOpts, temporalPID
 	temporalAddr, temporalPID = srv.Address, srv.PID()

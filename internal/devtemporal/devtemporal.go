@@ -61,6 +61,9 @@ type Options struct {
 	// ServerDefaults runs the server with Temporal's own dynamic config,
 	// without RecommendedConfig.
 	ServerDefaults bool
+	// NoSearchAttributes leaves out the TaskType and TaskID search
+	// attributes (the bridge then sets none).
+	NoSearchAttributes bool
 }
 
 // RecommendedConfig is the dynamic config the dev stack and the tests run
@@ -72,7 +75,8 @@ type Options struct {
 var RecommendedConfig = []string{"system.enableActivityEagerExecution=true"}
 
 // Start starts a dev server with the search attributes TaskType and TaskID
-// and RecommendedConfig, and waits until it answers.
+// and RecommendedConfig (unless opts say otherwise), and waits until it
+// answers.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	cli, err := CLIPath()
 	if err != nil {
@@ -87,8 +91,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	httpPort, _ := freePort()
 	metricsPort, _ := freePort()
 	args := []string{"server", "start-dev", "--ip", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--http-port", strconv.Itoa(httpPort), "--metrics-port", strconv.Itoa(metricsPort), "--log-level", "error",
-		"--search-attribute", "TaskType=Keyword", "--search-attribute", "TaskID=Keyword"}
+		"--http-port", strconv.Itoa(httpPort), "--metrics-port", strconv.Itoa(metricsPort), "--log-level", "error"}
+	if !opts.NoSearchAttributes {
+		args = append(args, "--search-attribute", "TaskType=Keyword", "--search-attribute", "TaskID=Keyword")
+	}
 	if !opts.ServerDefaults {
 		for _, kv := range RecommendedConfig {
 			args = append(args, "--dynamic-config-value", kv)
