@@ -176,7 +176,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 	b.types = types
-	b.searchAttrs = b.hasSearchAttributes(ctx)
+	b.searchAttrs = b.cfg.Temporal.SearchAttributes && b.hasSearchAttributes(ctx)
 	if err := b.worker.Start(); err != nil {
 		return fmt.Errorf("start Temporal worker: %w", err)
 	}
@@ -355,7 +355,8 @@ func (b *Bridge) healthCheck(ctx context.Context) error {
 	return nil
 }
 
-// Search attribute names set on each run, where the namespace has them.
+// Search attribute names set on each run, where the namespace has them
+// (unless temporal.search_attributes is false).
 const (
 	SearchAttrTaskType = "TaskType"
 	SearchAttrTaskID   = "TaskID"

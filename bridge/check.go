@@ -445,6 +445,10 @@ func (c *checker) checkTemporal(ctx context.Context) {
 		c.table.add("namespace "+ns, checkPass, "exists, "+state.String())
 	}
 
+	if !c.cfg.Temporal.SearchAttributes {
+		c.table.add("search attributes", checkSkip, "off (temporal.search_attributes: false): runs are found by workflow id")
+		return
+	}
 	cctx, cancel = context.WithTimeout(ctx, temporalCallTimeout)
 	attrs, err := admin.SearchAttributes(cctx, ns)
 	cancel()

@@ -467,3 +467,16 @@ func TestRun_check_and_setup_commands(t *testing.T) {
 		require.Empty(t, out.String())
 	}
 }
+
+// With temporal.search_attributes off, the bridge sets none: check does not
+// ask for them, and their row is SKIP, not FAIL.
+func TestCheck_search_attributes_off_skips_their_row(t *testing.T) {
+	t.Parallel()
+	b := setupCheck(t, devserver.StyleDocumented)
+	b.admin.namespaces["default"] = map[string]enums.IndexedValueType{} // none in the namespace
+	c, out := b.check(t, nil, "--search-attributes=false")
+	require.Zero(t, c.exitCode(), out)
+	r := row(t, c, "search attributes")
+	require.Equal(t, checkSkip, r.Result, out)
+	require.Contains(t, r.Detail, "temporal.search_attributes: false")
+}

@@ -34,6 +34,21 @@ func TestLoad_defaults(t *testing.T) {
 	require.Equal(t, "tmbridge", cfg.Temporal.TaskQueue)
 	require.Equal(t, "taskmanager-task-", cfg.Temporal.WorkflowIDPrefix)
 	require.Contains(t, cfg.WorkerID, "tmbridge-")
+	require.True(t, cfg.Temporal.SearchAttributes, "set where the namespace has them")
+}
+
+func TestLoad_search_attributes_can_be_turned_off(t *testing.T) {
+	t.Parallel()
+	for name, load := range map[string]func() (Config, error){
+		"flag": func() (Config, error) { return Load([]string{"--search-attributes=false"}, nil, &bytes.Buffer{}) },
+		"env": func() (Config, error) {
+			return Load(nil, []string{"TEMPORAL_SEARCH_ATTRIBUTES=false"}, &bytes.Buffer{})
+		},
+	} {
+		cfg, err := load()
+		require.NoError(t, err, name)
+		require.False(t, cfg.Temporal.SearchAttributes, name)
+	}
 }
 
 func TestLoad_precedence_defaults_file_env_flags(t *testing.T) {

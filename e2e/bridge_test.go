@@ -228,3 +228,28 @@ func TestE2E_logs_hold_no_secret(t *testing.T) {
 	}
 	require.Positive(t, lines)
 }
+
+// By default each run carries the TaskType and TaskID search attributes
+// (where the namespace has them); temporal.search_attributes: false starts
+// runs without any.
+func TestE2E_search_attributes_can_be_turned_off(t *testing.T) {
+	for name, off := range map[string]bool{"default": false, "off": true} {
+		t.Run(name, func(t *testing.T) {
+			s := newStack(t, devserver.StyleDocumented)
+			if why := missingSearchAttributes(t, s.tc); why != "" && !off {
+				t.Skip(why)
+			}
+			s.register("example.echo")
+			id := s.create("example.echo", map[string]any{"message": name})
+			s.runBridge(nil, "sa-"+name, fmt.Sprintf("--search-attributes=%v", !off))
+			require.Equal(t, "completed", s.waitFinal([]string{id})[id].Status)
+			fields := s.history(s.prefix + id).GetEvents()[0].GetWorkflowExecutionStartedEventAttributes().GetSearchAttributes().GetIndexedFields()
+			if off {
+				require.Empty(t, fields)
+				return
+			}
+			require.Contains(t, fields, "TaskType")
+			require.Contains(t, fields, "TaskID")
+		})
+	}
+}
