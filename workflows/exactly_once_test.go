@@ -192,13 +192,19 @@ func TestExactlyOnce_cancelled_before_handler_then_data_too_long(t *testing.T) {
 	st := b.task(t, in.Task.ID)
 	require.Equal(t, "pending", st.Status, "the failure landed: TaskManager re-queues the task")
 	require.Equal(t, "test.counted failed; TaskManager refused its error message as too large", st.Error)
-	accepted := 0
-	for _, c := range b.tm.Completions(in.Task.ID) {
+	require.Equal(t, 1, acceptedCompletions(b, in.Task.ID))
+}
+
+// acceptedCompletions counts the complete calls TaskManager recorded for a
+// task.
+func acceptedCompletions(b *testBundle, taskID string) int {
+	n := 0
+	for _, c := range b.tm.Completions(taskID) {
 		if c.Accepted {
-			accepted++
+			n++
 		}
 	}
-	require.Equal(t, 1, accepted)
+	return n
 }
 
 // 4. The PHP deployment stores {} as null: after a lost answer, the
@@ -233,13 +239,7 @@ func TestExactlyOnce_cancel_during_report_keeps_the_outcome(t *testing.T) {
 	require.True(t, errors.As(err, &canceled), "the run ends cancelled: %v", err)
 	st := b.task(t, in.Task.ID)
 	require.Equal(t, "completed", st.Status, "the outcome was reported all the same")
-	accepted := 0
-	for _, c := range b.tm.Completions(in.Task.ID) {
-		if c.Accepted {
-			accepted++
-		}
-	}
-	require.Equal(t, 1, accepted)
+	require.Equal(t, 1, acceptedCompletions(b, in.Task.ID))
 }
 
 // 11. A proxy's HTML 400 page in front of TaskManager is not TaskManager
