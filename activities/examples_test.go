@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"golang.org/x/time/rate"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
@@ -200,4 +204,55 @@ func TestProgress_next_step_elsewhere_posts_after(t *testing.T) {
 		seen = append(seen, c.Progress)
 	}
 	require.Equal(t, []int{50, 100}, seen)
+}
+
+// The progress budget bounds the calls of all handlers together: updates
+// over it are not posted (they still heartbeat), and a budget of zero
+// posts none.
+func TestProgress_budget_bounds_all_handlers_together(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		budget *rate.Limiter
+		want   int
+	}{
+		{"three for all", rate.NewLimiter(0, 3), 3}, // a burst of 3, never refilled
+		{"none", rate.NewLimiter(0, 0), 0},
+		{"unbounded", nil, 2 * 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.acts.ProgressBudget = c.budget
+			reg := activities.NewRegistry()
+			require.NoError(t, reg.Add("test.chatty", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+				for i := 1; i <= 10; i++ {
+					activities.ReportProgress(ctx, i*10, "step")
+				}
+				return json.RawMessage(`{}`), nil
+			})))
+			var suite testsuite.WorkflowTestSuite
+			env := suite.NewTestActivityEnvironment()
+			acts := &activities.Activities{Registry: reg, TaskManager: b.api, ProgressInterval: time.Nanosecond, ProgressBudget: c.budget}
+			acts.RegisterOn(env)
+			var beats atomic.Int64
+			env.SetOnActivityHeartbeatListener(func(*activity.Info, converter.EncodedValues) { beats.Add(1) })
+
+			ctx := context.Background()
+			_, err := b.api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: "test.chatty", Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+			require.NoError(t, err)
+			var posted int
+			for n := range 2 {
+				_, err = b.api.CreateTask(ctx, "test.chatty", map[string]any{"n": n})
+				require.NoError(t, err)
+				task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: "1"})
+				require.NoError(t, err)
+				_, err = env.ExecuteActivity("test.chatty", activities.HandlerInput{TaskID: string(task.ID), WorkerID: "w1", Params: task.Params.Raw()})
+				require.NoError(t, err)
+				posted += len(b.tm.ProgressCalls(string(task.ID)))
+			}
+			require.Equal(t, c.want, posted, "progress calls of both handlers")
+			require.GreaterOrEqual(t, beats.Load(), int64(2), "each handler heartbeats, posted or not (the SDK sends the first at once and batches the rest)")
+		})
+	}
 }

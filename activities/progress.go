@@ -38,11 +38,11 @@ type progress struct {
 
 // ReportProgress reports a handler's progress (0–100, clamped) and a short
 // message: as a Temporal heartbeat detail, and to TaskManager with the
-// task's current claimer, at most once per ProgressInterval (100 always
-// goes through). A step's handler reports to Temporal only: the task's
-// progress in TaskManager is its steps done. Outside a handler activity it
-// does nothing. Progress is best effort: a failed call is logged, never
-// returned.
+// task's current claimer, at most once per ProgressInterval (100 at once)
+// and within the ProgressBudget of all handlers. A step's handler reports
+// to Temporal only: the task's progress in TaskManager is its steps done.
+// Outside a handler activity it does nothing. Progress is best effort: a
+// failed call is logged, never returned.
 func ReportProgress(ctx context.Context, percent int, message string) {
 	p, ok := ctx.Value(progressKey{}).(*progress)
 	if !ok {
@@ -55,7 +55,8 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
-	due := percent == 100 || time.Since(p.sentAt) >= interval
+	due := (percent == 100 || time.Since(p.sentAt) >= interval) && p.a.TaskManager != nil && !p.step &&
+		(p.a.ProgressBudget == nil || p.a.ProgressBudget.Allow())
 	if due {
 		p.sentAt = time.Now()
 	}
@@ -65,10 +66,9 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	if !p.local {
 		activity.RecordHeartbeat(ctx, Progress{Percent: percent, Message: message})
 	}
-	if !due || p.a.TaskManager == nil || p.step {
-		return
+	if due {
+		p.postAs(ctx, workerID, percent, message, true)
 	}
-	p.postAs(ctx, workerID, percent, message, true)
 }
 
 // postAs posts progress to TaskManager with the claim workerID; when the

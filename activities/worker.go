@@ -12,6 +12,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
+	"golang.org/x/time/rate"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
@@ -41,6 +42,13 @@ type Activities struct {
 	// ProgressInterval is the least time between two progress calls for one
 	// task; more frequent updates only heartbeat. Default 2s.
 	ProgressInterval time.Duration
+	// ProgressBudget, when set, bounds the progress calls of all handlers
+	// together (a thousand handlers at ProgressInterval would flood
+	// TaskManager): an update due when the budget is spent is not posted,
+	// and the handler's next update goes when there is budget again. Nil:
+	// no bound. It does not count the steps-done posts of multi-step tasks
+	// (one per step).
+	ProgressBudget *rate.Limiter
 	// Logger logs what the activities cannot return. Default slog.Default().
 	Logger *slog.Logger
 

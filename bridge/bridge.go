@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
+	"golang.org/x/time/rate"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
@@ -155,7 +156,8 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	b.closerOn.Store(true)
-	b.acts = &activities.Activities{Registry: b.reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim, Reported: b.reported}
+	b.acts = &activities.Activities{Registry: b.reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim, Reported: b.reported,
+		ProgressBudget: rate.NewLimiter(rate.Limit(cfg.ProgressRate), cfg.ProgressRate)}
 	b.acts.RegisterOn(b.worker)
 	return b, nil
 }

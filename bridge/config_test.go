@@ -51,6 +51,49 @@ func TestLoad_search_attributes_can_be_turned_off(t *testing.T) {
 	}
 }
 
+func TestLoad_progress_rate(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(nil, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 10, cfg.ProgressRate, "default")
+	for name, c := range map[string]struct {
+		args, env []string
+		want      int
+	}{
+		"flag":    {args: []string{"--progress-rate=0"}, want: 0},
+		"env":     {env: []string{"PROGRESS_RATE=50"}, want: 50},
+		"in file": {env: []string{"TMBRIDGE_CONFIG=" + writeFile(t, "progress_rate: 3\n")}, want: 3},
+	} {
+		cfg, err := Load(c.args, c.env, &bytes.Buffer{})
+		require.NoError(t, err, name)
+		require.Equal(t, c.want, cfg.ProgressRate, name)
+	}
+	_, err = Load([]string{"--progress-rate=-1"}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "progress_rate")
+}
+
+func TestTemporalOptions_grpc_compression(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		env  []string
+		want client.GrpcCompression
+	}{
+		{want: nil}, // the SDK's default: gzip
+		{args: []string{"--grpc-compression=none"}, want: &client.GrpcCompressionNone{}},
+		{env: []string{"TEMPORAL_GRPC_COMPRESSION=none"}, want: &client.GrpcCompressionNone{}},
+		{args: []string{"--grpc-compression=gzip"}, env: []string{"TEMPORAL_GRPC_COMPRESSION=none"}, want: nil},
+	} {
+		cfg, err := Load(c.args, c.env, &bytes.Buffer{})
+		require.NoError(t, err)
+		opts, err := temporalOptions(cfg, c.env, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		require.Equal(t, c.want, opts.ConnectionOptions.GrpcCompression, "%v %v", c.args, c.env)
+	}
+	_, err := Load([]string{"--grpc-compression=zstd"}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, `temporal.grpc_compression: want gzip or none, got "zstd"`)
+}
+
 func TestLoad_precedence_defaults_file_env_flags(t *testing.T) {
 	t.Parallel()
 	file := writeFile(t, "api_url: http://file/api\nworker_id: from-file\npoll_interval: 3\nmax_runs: 7\ntemporal:\n  task_queue: file-q\n")

@@ -188,7 +188,8 @@ const cancelledReportGrace = 15 * time.Second
 
 // temporalOptions reads Temporal's own settings (TEMPORAL_ADDRESS,
 // TEMPORAL_NAMESPACE, TLS, API key, config profile) with the SDK's
-// envconfig, then applies the bridge's temporal.address/namespace.
+// envconfig, then applies the bridge's temporal.address, namespace and
+// grpc_compression.
 func temporalOptions(cfg Config, environ []string, log *slog.Logger) (client.Options, error) {
 	opts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{EnvLookup: envList(environ)})
 	if err != nil {
@@ -207,6 +208,9 @@ func temporalOptions(cfg Config, environ []string, log *slog.Logger) (client.Opt
 		opts.Namespace = client.DefaultNamespace
 	}
 	opts.Identity = cfg.WorkerID
+	if cfg.Temporal.GRPCCompression == "none" {
+		opts.ConnectionOptions.GrpcCompression = &client.GrpcCompressionNone{}
+	}
 	level := slog.LevelWarn
 	if cfg.Debug {
 		level = slog.LevelDebug

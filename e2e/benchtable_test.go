@@ -59,7 +59,8 @@ func TestBenchTable(t *testing.T) {
 	}
 	// To profile: the thousand in flight alone, or after other runs on its
 	// dev server (inflight-after), round after round, each next to plain
-	// Temporal's thousand on a dev server of its own.
+	// Temporal's thousand on a dev server of its own; then again with
+	// fastThousand's options.
 	if mode := os.Getenv("TMBRIDGE_BENCH"); mode == "inflight" || mode == "inflight-after" {
 		for range rounds {
 			freshTemporal(t)
@@ -70,8 +71,13 @@ func TestBenchTable(t *testing.T) {
 				bridgeThroughput(t, 600, 50, "types: {}\n")
 				sleepyTasks(t, 200)
 			}
-			m := thousandInFlight(t)
-			t.Logf("tmbridge: all started in %.1f s, every handler's activity task received in %.1f s; peak RSS %.0f MiB", m.open.Seconds(), m.running.Seconds(), math.Round(float64(m.rss)/(1<<20)))
+			for i, extra := range [][]string{nil, fastThousand} {
+				if i > 0 {
+					freshTemporal(t)
+				}
+				m := thousandInFlight(t, extra...)
+				t.Logf("tmbridge %v: all started in %.1f s, every handler's activity task received in %.1f s; peak RSS %.0f MiB", extra, m.open.Seconds(), m.running.Seconds(), math.Round(float64(m.rss)/(1<<20)))
+			}
 		}
 		return
 	}
@@ -114,7 +120,7 @@ func TestBenchTable(t *testing.T) {
 	// on all of them alike; each figure is the median of the rounds.
 	plain, bridged := make([]series, len(plainModes)), make([]series, len(bridgeModes))
 	plainEvents, bridgeEvents := make([]int, len(plainModes)), make([]int, len(bridgeModes))
-	var sleepy, open, running, launch, plainOpen, plainRunning, rssMB series
+	var sleepy, open, running, launch, fastOpen, fastRunning, plainOpen, plainRunning, rssMB series
 	var plainLocalNoSA, bridgedLocalNoSA series // on a dev server without the search attributes
 	runPlain := func(i int) {
 		rate, events := plainTemporal(t, n, inFlight, plainModes[i].local, plainModes[i].eager)
@@ -158,19 +164,22 @@ func TestBenchTable(t *testing.T) {
 		sleepy = append(sleepy, sleepyTasks(t, 200).Seconds())
 		// The thousand in flight, next to plain Temporal's, each on a dev
 		// server of its own, first in one round and second in the next.
-		var m, p inFlightTimes
-		thousands := [2]func(){
+		var m, f, p inFlightTimes
+		thousands := [3]func(){
 			func() { freshTemporal(t); m = thousandInFlight(t) },
+			func() { freshTemporal(t); f = thousandInFlight(t, fastThousand...) },
 			func() { freshTemporal(t); p = plainThousand(t) },
 		}
-		thousands[r%2]()
-		thousands[1-r%2]()
+		for k := range thousands {
+			thousands[(r+k)%len(thousands)]()
+		}
 		mib := math.Round(float64(m.rss) / (1 << 20))
 		open, running, rssMB = append(open, m.open.Seconds()), append(running, m.running.Seconds()), append(rssMB, mib)
 		launch = append(launch, m.launch.Seconds())
+		fastOpen, fastRunning = append(fastOpen, f.open.Seconds()), append(fastRunning, f.running.Seconds())
 		plainOpen, plainRunning = append(plainOpen, p.open.Seconds()), append(plainRunning, p.running.Seconds())
-		t.Logf("round %d: 200 one-second tasks in %.1f s; 1,000 in flight: started in %.1f s, handler tasks received in %.1f s (plain Temporal %.1f s, %.1f s), peak RSS %.0f MiB",
-			r+1, sleepy[r], m.open.Seconds(), m.running.Seconds(), p.open.Seconds(), p.running.Seconds(), mib)
+		t.Logf("round %d: 200 one-second tasks in %.1f s; 1,000 in flight: started in %.1f s, handler tasks received in %.1f s (with %v: %.1f s, %.1f s; plain Temporal %.1f s, %.1f s), peak RSS %.0f MiB",
+			r+1, sleepy[r], m.open.Seconds(), m.running.Seconds(), fastThousand, f.open.Seconds(), f.running.Seconds(), p.open.Seconds(), p.running.Seconds(), mib)
 	}
 	for i, mode := range plainModes {
 		row("plain Temporal, "+mode.name, fmt.Sprintf("%s workflows/s, %d events each", plain[i].String("%.0f"), plainEvents[i]))
@@ -188,6 +197,8 @@ func TestBenchTable(t *testing.T) {
 	row("1,000 twenty-second tasks in flight, from the first claim",
 		fmt.Sprintf("all started in %s s, every handler's activity task received in %s s (the first claim %s s after launch); bridge peak RSS %s MiB",
 			open.String("%.1f"), running.String("%.1f"), launch.String("%.1f"), rssMB.String("%.0f")))
+	row("the same, with `temporal.search_attributes: false` and `temporal.grpc_compression: none`",
+		fmt.Sprintf("all started in %s s, every handler's activity task received in %s s", fastOpen.String("%.1f"), fastRunning.String("%.1f")))
 	perInterval, cpu := idleBridge(t)
 	row("idle, two types, poll interval 1 s", fmt.Sprintf("%.2f TaskManager requests per interval (0 claims), %.2f %% CPU", perInterval, cpu))
 
@@ -298,14 +309,20 @@ type inFlightTimes struct {
 	rss     int64         // the bridge's peak RSS, bytes
 }
 
+// fastThousand are the options for many tasks at once that the bench
+// measures beside the defaults: no search attributes (their visibility
+// work per start) and uncompressed requests to Temporal.
+var fastThousand = []string{"--search-attributes=false", "--grpc-compression=none"}
+
 // inFlightLimit bounds the wait for a thousand in flight: past it the
 // bench fails, saying how far it got, rather than wait for go test's
 // timeout.
 const inFlightLimit = 2 * time.Minute
 
-// thousandInFlight starts the tmbridge binary on 1,000 twenty-second tasks
-// and measures how long until all run, and its peak RSS.
-func thousandInFlight(t *testing.T) inFlightTimes {
+// thousandInFlight starts the tmbridge binary (with extra flags) on 1,000
+// twenty-second tasks and measures how long until all run, and its peak
+// RSS.
+func thousandInFlight(t *testing.T, extra ...string) inFlightTimes {
 	const n = 1000
 	s := newStack(t, devserver.StylePHP)
 	s.register("example.sleep")
@@ -313,8 +330,8 @@ func thousandInFlight(t *testing.T) inFlightTimes {
 		s.create("example.sleep", map[string]any{"duration": 20, "n": i})
 	}
 	metrics := freeAddr(t)
-	launched, srvCPU := time.Now(), cpuTime(temporalPID)
-	cmd := runBinary(t, s, "--max-in-flight=1000", "--max-concurrent-activities=1000", "--log-format=json", "--metrics-addr="+metrics)
+	launched, srvCPU, testCPU := time.Now(), cpuTime(temporalPID), cpuTime(os.Getpid())
+	cmd := runBinary(t, s, append([]string{"--max-in-flight=1000", "--max-concurrent-activities=1000", "--log-format=json", "--metrics-addr=" + metrics}, extra...)...)
 	var m inFlightTimes
 	var claimed, open, running time.Time
 	var started, received int
@@ -343,9 +360,9 @@ func thousandInFlight(t *testing.T) inFlightTimes {
 	}
 	first := s.tm.Claims()[0].At
 	m.launch, m.open, m.running = first.Sub(launched), open.Sub(first), running.Sub(first)
-	t.Logf("1,000 in flight: first claim %.1f s after launch; then claimed in %.1f s, all started in %.1f s, all handler activity tasks received in %.1f s; bridge CPU %s, dev server CPU %s",
-		m.launch.Seconds(), claimed.Sub(first).Seconds(), m.open.Seconds(), m.running.Seconds(),
-		cpuTime(cmd.Process.Pid).Round(time.Millisecond), (cpuTime(temporalPID) - srvCPU).Round(time.Millisecond))
+	t.Logf("1,000 in flight %v: first claim %.1f s after launch; then claimed in %.1f s, all started in %.1f s, all handler activity tasks received in %.1f s; CPU: bridge %s, dev server %s, test process (TaskManager) %s",
+		extra, m.launch.Seconds(), claimed.Sub(first).Seconds(), m.open.Seconds(), m.running.Seconds(),
+		cpuTime(cmd.Process.Pid).Round(time.Millisecond), (cpuTime(temporalPID) - srvCPU).Round(time.Millisecond), (cpuTime(os.Getpid()) - testCPU).Round(time.Millisecond))
 	time.Sleep(5 * time.Second) // the peak of a steady state
 	t.Logf("bridge CPU time until now: %s", cpuTime(cmd.Process.Pid))
 	var err error
@@ -419,7 +436,7 @@ func plainThousand(t *testing.T) inFlightTimes {
 	}, workflow.RegisterOptions{Name: "sleep"})
 	require.NoError(t, w.Start())
 	defer w.Stop()
-	start := time.Now()
+	start, srvCPU := time.Now(), cpuTime(temporalPID)
 	eachAtOnce(t, n, bridge.MaxPendingStarts, func(i int) error {
 		opts := client.StartWorkflowOptions{ID: fmt.Sprintf("%s%d", s.prefix, i), TaskQueue: s.queue, EnableEagerStart: true}
 		_, err := s.tc.ExecuteWorkflow(context.Background(), opts, "sleep")
@@ -436,6 +453,7 @@ func plainThousand(t *testing.T) inFlightTimes {
 		time.Sleep(10 * time.Millisecond)
 	}
 	m.running = time.Since(start)
+	t.Logf("plain Temporal's thousand: dev server CPU %s", (cpuTime(temporalPID) - srvCPU).Round(time.Millisecond))
 	for i := range n {
 		_ = s.tc.TerminateWorkflow(context.Background(), fmt.Sprintf("%s%d", s.prefix, i), "", "bench over")
 	}

@@ -160,6 +160,39 @@ func TestE2E_max_runs_exits_zero(t *testing.T) {
 	}
 }
 
+// Handler progress to TaskManager keeps within progress_rate for all tasks
+// together: a token bucket, so at most the rate's burst plus the rate per
+// second of the bridge's life; progress_rate 0 posts none. The tasks
+// complete either way, with requests to Temporal uncompressed.
+func TestE2E_progress_rate_bounds_progress_calls(t *testing.T) {
+	for _, rate := range []int{1, 0} {
+		t.Run(fmt.Sprint("rate ", rate), func(t *testing.T) {
+			s := newStack(t, devserver.StylePHP)
+			s.register("example.sleep")
+			var ids []string
+			for i := range 12 {
+				// Steps at 1, 2 and 3 s: unbounded, two calls each (the
+				// first, and 100).
+				ids = append(ids, s.create("example.sleep", map[string]any{"duration": 3, "n": i}))
+			}
+			launched := time.Now()
+			cmd := runBinary(t, s, "--max-runs=12", "--max-in-flight=12", fmt.Sprint("--progress-rate=", rate), "--grpc-compression=none")
+			require.NoError(t, cmd.Wait(), "exit code 0")
+			life := time.Since(launched)
+			calls := 0
+			for id, st := range s.waitFinal(ids) {
+				require.Equal(t, "completed", st.Status, "task %s", id)
+				calls += len(s.tm.ProgressCalls(id))
+			}
+			bound := float64(rate) * (1 + life.Seconds())
+			require.LessOrEqual(t, float64(calls), bound, "%d progress calls in %s at %d/s", calls, life, rate)
+			if rate > 0 {
+				require.Positive(t, calls, "progress still goes out")
+			}
+		})
+	}
+}
+
 // SIGTERM mid-run loses nothing: a restarted bridge finishes the work.
 func TestE2E_sigterm_loses_nothing(t *testing.T) {
 	for _, style := range styles {

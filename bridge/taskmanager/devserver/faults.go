@@ -177,6 +177,7 @@ type ProgressCall struct {
 	Progress int
 	Message  string
 	Accepted bool
+	At       time.Time // the server's time (Options.Now)
 }
 
 type record struct {
