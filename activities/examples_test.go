@@ -1,6 +1,7 @@
 package activities_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -207,33 +208,62 @@ func TestProgress_next_step_elsewhere_posts_after(t *testing.T) {
 }
 
 // The progress budget bounds the calls of all handlers together: updates
-// over it are not posted (they still heartbeat), and a budget of zero
-// posts none.
+// over it are not posted (they still heartbeat), updates held back by the
+// interval take none of it, a handler's 100 goes outside it, and a budget
+// of burst 0 posts nothing. Each case runs two handlers of the same type.
 func TestProgress_budget_bounds_all_handlers_together(t *testing.T) {
 	t.Parallel()
+	tenSteps := func(ctx context.Context, budget *rate.Limiter) {
+		for i := 1; i <= 10; i++ {
+			activities.ReportProgress(ctx, i*10, "step")
+		}
+	}
+	spent := func() *rate.Limiter { // a budget of one call, spent
+		l := rate.NewLimiter(0, 1)
+		l.Allow()
+		return l
+	}
 	for _, c := range []struct {
-		name   string
-		budget *rate.Limiter
-		want   int
+		name     string
+		budget   *rate.Limiter
+		interval time.Duration
+		step     string
+		handler  func(ctx context.Context, budget *rate.Limiter)
+		want     [2][]int // each handler's posted values
 	}{
-		{"three for all", rate.NewLimiter(0, 3), 3}, // a burst of 3, never refilled
-		{"none", rate.NewLimiter(0, 0), 0},
-		{"unbounded", nil, 2 * 10},
+		{name: "three for all, 100 aside", budget: rate.NewLimiter(0, 3), // a burst of 3, never refilled
+			handler: tenSteps, want: [2][]int{{10, 20, 30, 100}, {100}}},
+		{name: "none", budget: rate.NewLimiter(0, 0), handler: tenSteps},
+		{name: "unbounded", handler: tenSteps,
+			want: [2][]int{{10, 20, 30, 40, 50, 60, 70, 80, 90, 100}, {10, 20, 30, 40, 50, 60, 70, 80, 90, 100}}},
+		{name: "held back by the interval, no budget taken", budget: rate.NewLimiter(0, 2), interval: time.Hour,
+			handler: tenSteps, want: [2][]int{{10, 100}, {10, 100}}},
+		{name: "a skipped update does not restart the interval", budget: spent(), interval: time.Hour,
+			handler: func(ctx context.Context, budget *rate.Limiter) {
+				activities.ReportProgress(ctx, 10, "skipped the first time: no budget")
+				budget.SetLimit(rate.Inf)
+				activities.ReportProgress(ctx, 20, "posted the first time: budget, and nothing posted yet")
+			},
+			want: [2][]int{{20}, {10}}},
+		{name: "a step's handler takes none", budget: rate.NewLimiter(0, 1), step: "a",
+			handler: func(ctx context.Context, budget *rate.Limiter) {
+				tenSteps(ctx, budget)
+				if budget.Tokens() < 1 {
+					panic("a step's progress took the budget")
+				}
+			}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			b.acts.ProgressBudget = c.budget
 			reg := activities.NewRegistry()
 			require.NoError(t, reg.Add("test.chatty", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
-				for i := 1; i <= 10; i++ {
-					activities.ReportProgress(ctx, i*10, "step")
-				}
+				c.handler(ctx, c.budget)
 				return json.RawMessage(`{}`), nil
 			})))
 			var suite testsuite.WorkflowTestSuite
 			env := suite.NewTestActivityEnvironment()
-			acts := &activities.Activities{Registry: reg, TaskManager: b.api, ProgressInterval: time.Nanosecond, ProgressBudget: c.budget}
+			acts := &activities.Activities{Registry: reg, TaskManager: b.api, ProgressInterval: cmp.Or(c.interval, time.Nanosecond), ProgressBudget: c.budget}
 			acts.RegisterOn(env)
 			var beats atomic.Int64
 			env.SetOnActivityHeartbeatListener(func(*activity.Info, converter.EncodedValues) { beats.Add(1) })
@@ -241,17 +271,19 @@ func TestProgress_budget_bounds_all_handlers_together(t *testing.T) {
 			ctx := context.Background()
 			_, err := b.api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: "test.chatty", Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
 			require.NoError(t, err)
-			var posted int
 			for n := range 2 {
 				_, err = b.api.CreateTask(ctx, "test.chatty", map[string]any{"n": n})
 				require.NoError(t, err)
 				task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: "1"})
 				require.NoError(t, err)
-				_, err = env.ExecuteActivity("test.chatty", activities.HandlerInput{TaskID: string(task.ID), WorkerID: "w1", Params: task.Params.Raw()})
+				_, err = env.ExecuteActivity("test.chatty", activities.HandlerInput{TaskID: string(task.ID), WorkerID: "w1", Step: c.step, Params: task.Params.Raw()})
 				require.NoError(t, err)
-				posted += len(b.tm.ProgressCalls(string(task.ID)))
+				var posted []int
+				for _, p := range b.tm.ProgressCalls(string(task.ID)) {
+					posted = append(posted, p.Progress)
+				}
+				require.Equal(t, c.want[n], posted, "handler %d", n+1)
 			}
-			require.Equal(t, c.want, posted, "progress calls of both handlers")
 			require.GreaterOrEqual(t, beats.Load(), int64(2), "each handler heartbeats, posted or not (the SDK sends the first at once and batches the rest)")
 		})
 	}

@@ -38,11 +38,12 @@ type progress struct {
 
 // ReportProgress reports a handler's progress (0–100, clamped) and a short
 // message: as a Temporal heartbeat detail, and to TaskManager with the
-// task's current claimer, at most once per ProgressInterval (100 at once)
-// and within the ProgressBudget of all handlers. A step's handler reports
-// to Temporal only: the task's progress in TaskManager is its steps done.
-// Outside a handler activity it does nothing. Progress is best effort: a
-// failed call is logged, never returned.
+// task's current claimer, at most once per ProgressInterval and within the
+// ProgressBudget of all handlers (100 goes at once, outside both). A
+// step's handler reports to Temporal only: the task's progress in
+// TaskManager is its steps done. Outside a handler activity it does
+// nothing. Progress is best effort: a failed call is logged, never
+// returned.
 func ReportProgress(ctx context.Context, percent int, message string) {
 	p, ok := ctx.Value(progressKey{}).(*progress)
 	if !ok {
@@ -55,8 +56,7 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
-	due := (percent == 100 || time.Since(p.sentAt) >= interval) && p.a.TaskManager != nil && !p.step &&
-		(p.a.ProgressBudget == nil || p.a.ProgressBudget.Allow())
+	due := p.a.TaskManager != nil && !p.step && p.a.budgetAllows(percent == 100, time.Since(p.sentAt) >= interval)
 	if due {
 		p.sentAt = time.Now()
 	}
@@ -68,6 +68,23 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	}
 	if due {
 		p.postAs(ctx, workerID, percent, message, true)
+	}
+}
+
+// budgetAllows reports whether an update is posted: 100 (final) always,
+// unless the budget allows no call at all; another when its interval is
+// up (intervalUp) and the budget has room, which it then takes.
+func (a *Activities) budgetAllows(final, intervalUp bool) bool {
+	b := a.ProgressBudget
+	switch {
+	case b == nil:
+		return final || intervalUp
+	case b.Burst() == 0:
+		return false // no progress calls
+	case final:
+		return true
+	default:
+		return intervalUp && b.Allow()
 	}
 }
 

@@ -70,7 +70,8 @@ type Config struct {
 	ShutdownGrace time.Duration `koanf:"shutdown_grace"`
 	MetricsAddr   string        `koanf:"metrics_addr"` // Prometheus metrics address; empty: off
 	// ProgressRate bounds the progress calls to TaskManager of all the
-	// bridge's handlers together, per second; 0: none.
+	// bridge's handlers together, per second (each task's 100 aside); 0:
+	// handlers make no progress calls.
 	ProgressRate int `koanf:"progress_rate"`
 	// Temporal is the Temporal side. Connection settings (TLS, API key,
 	// profiles) come from Temporal's own env vars and config file.
@@ -246,7 +247,7 @@ func options() []option {
 		{key: "metrics_addr", flag: "metrics-addr", env: []string{"METRICS_ADDR"}, def: "", doc: "off",
 			help: "serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. `127.0.0.1:9464`"},
 		{key: "progress_rate", flag: "progress-rate", env: []string{"PROGRESS_RATE"}, def: 10,
-			help: "most handler progress calls to TaskManager per second, for all tasks together (each task posts at most every 2 s; an update over the budget is skipped, and the task's next one goes when there is budget); `0`: progress goes to Temporal only (heartbeat details)"},
+			help: "most handler progress calls to TaskManager per second, for all tasks together (each task posts at most every 2 s; an update over the budget is skipped, and the task's next one goes when there is budget; a handler's 100 always goes); `0`: handlers' progress goes to Temporal only, as heartbeat details (a multi-step task's steps done are still posted, one per step)"},
 		{key: "temporal::address", flag: "temporal-address", env: []string{"TEMPORAL_ADDRESS"}, def: "", doc: "Temporal's env or config file, else `localhost:7233`",
 			help: "Temporal frontend host:port"},
 		{key: "temporal::namespace", flag: "temporal-namespace", env: []string{"TEMPORAL_NAMESPACE"}, def: "", doc: "Temporal's env or config file, else `default`",
@@ -262,7 +263,7 @@ func options() []option {
 		{key: "temporal::search_attributes", flag: "search-attributes", env: []string{"TEMPORAL_SEARCH_ATTRIBUTES"}, def: true,
 			help: "set the `TaskType` and `TaskID` search attributes on each run where the namespace has them (`tmbridge setup`); `false` sets none: runs are then found by workflow id, and each start costs Temporal's visibility less (short tasks ran 0.94 × plain Temporal's speed without them, 0.77 × with them, on the dev server)"},
 		{key: "temporal::grpc_compression", flag: "grpc-compression", env: []string{"TEMPORAL_GRPC_COMPRESSION"}, def: "gzip",
-			help: "compression of requests to Temporal: `gzip` (the SDK's default) or `none`; with Temporal on the same host or network, `none` spares both sides the work (about an eighth of the bridge's CPU with 1,000 tasks starting)"},
+			help: "compression of requests to Temporal: `gzip` (the SDK's default) or `none`; with Temporal on the same host or network, `none` spares both sides compressing small messages (set by Main, check and setup; a program calling New dials its own client)"},
 		{key: "type_defaults",
 			help: "options every type starts from (per-type options, below)"},
 		{key: "types", docKey: "types.<name>",

@@ -76,7 +76,7 @@ func TestBenchTable(t *testing.T) {
 					freshTemporal(t)
 				}
 				m := thousandInFlight(t, extra...)
-				t.Logf("tmbridge %v: all started in %.1f s, every handler's activity task received in %.1f s; peak RSS %.0f MiB", extra, m.open.Seconds(), m.running.Seconds(), math.Round(float64(m.rss)/(1<<20)))
+				t.Logf("tmbridge (%s): all started in %.1f s, every handler's activity task received in %.1f s; peak RSS %.0f MiB", flagsOrDefaults(extra), m.open.Seconds(), m.running.Seconds(), math.Round(float64(m.rss)/(1<<20)))
 			}
 		}
 		return
@@ -162,8 +162,9 @@ func TestBenchTable(t *testing.T) {
 		noSA[1-r%2]()
 		freshTemporal(t)
 		sleepy = append(sleepy, sleepyTasks(t, 200).Seconds())
-		// The thousand in flight, next to plain Temporal's, each on a dev
-		// server of its own, first in one round and second in the next.
+		// The thousand in flight with default options and with
+		// fastThousand's, next to plain Temporal's, each on a dev server of
+		// its own, in an order that rotates from round to round.
 		var m, f, p inFlightTimes
 		thousands := [3]func(){
 			func() { freshTemporal(t); m = thousandInFlight(t) },
@@ -178,8 +179,8 @@ func TestBenchTable(t *testing.T) {
 		launch = append(launch, m.launch.Seconds())
 		fastOpen, fastRunning = append(fastOpen, f.open.Seconds()), append(fastRunning, f.running.Seconds())
 		plainOpen, plainRunning = append(plainOpen, p.open.Seconds()), append(plainRunning, p.running.Seconds())
-		t.Logf("round %d: 200 one-second tasks in %.1f s; 1,000 in flight: started in %.1f s, handler tasks received in %.1f s (with %v: %.1f s, %.1f s; plain Temporal %.1f s, %.1f s), peak RSS %.0f MiB",
-			r+1, sleepy[r], m.open.Seconds(), m.running.Seconds(), fastThousand, f.open.Seconds(), f.running.Seconds(), p.open.Seconds(), p.running.Seconds(), mib)
+		t.Logf("round %d: 200 one-second tasks in %.1f s; 1,000 in flight: started in %.1f s, handler tasks received in %.1f s (with %s: %.1f s, %.1f s; plain Temporal %.1f s, %.1f s), peak RSS %.0f MiB",
+			r+1, sleepy[r], m.open.Seconds(), m.running.Seconds(), flagsOrDefaults(fastThousand), f.open.Seconds(), f.running.Seconds(), p.open.Seconds(), p.running.Seconds(), mib)
 	}
 	for i, mode := range plainModes {
 		row("plain Temporal, "+mode.name, fmt.Sprintf("%s workflows/s, %d events each", plain[i].String("%.0f"), plainEvents[i]))
@@ -314,6 +315,14 @@ type inFlightTimes struct {
 // work per start) and uncompressed requests to Temporal.
 var fastThousand = []string{"--search-attributes=false", "--grpc-compression=none"}
 
+// flagsOrDefaults names a run's extra flags for a log line.
+func flagsOrDefaults(flags []string) string {
+	if len(flags) == 0 {
+		return "default options"
+	}
+	return strings.Join(flags, " ")
+}
+
 // inFlightLimit bounds the wait for a thousand in flight: past it the
 // bench fails, saying how far it got, rather than wait for go test's
 // timeout.
@@ -360,8 +369,8 @@ func thousandInFlight(t *testing.T, extra ...string) inFlightTimes {
 	}
 	first := s.tm.Claims()[0].At
 	m.launch, m.open, m.running = first.Sub(launched), open.Sub(first), running.Sub(first)
-	t.Logf("1,000 in flight %v: first claim %.1f s after launch; then claimed in %.1f s, all started in %.1f s, all handler activity tasks received in %.1f s; CPU: bridge %s, dev server %s, test process (TaskManager) %s",
-		extra, m.launch.Seconds(), claimed.Sub(first).Seconds(), m.open.Seconds(), m.running.Seconds(),
+	t.Logf("1,000 in flight (%s): first claim %.1f s after launch; then claimed in %.1f s, all started in %.1f s, all handler activity tasks received in %.1f s; CPU: bridge %s, dev server %s, test process (TaskManager) %s",
+		flagsOrDefaults(extra), m.launch.Seconds(), claimed.Sub(first).Seconds(), m.open.Seconds(), m.running.Seconds(),
 		cpuTime(cmd.Process.Pid).Round(time.Millisecond), (cpuTime(temporalPID) - srvCPU).Round(time.Millisecond), (cpuTime(os.Getpid()) - testCPU).Round(time.Millisecond))
 	time.Sleep(5 * time.Second) // the peak of a steady state
 	t.Logf("bridge CPU time until now: %s", cpuTime(cmd.Process.Pid))

@@ -162,8 +162,9 @@ func TestE2E_max_runs_exits_zero(t *testing.T) {
 
 // Handler progress to TaskManager keeps within progress_rate for all tasks
 // together: a token bucket, so at most the rate's burst plus the rate per
-// second of the bridge's life; progress_rate 0 posts none. The tasks
-// complete either way, with requests to Temporal uncompressed.
+// second of the bridge's life, each task's 100 aside (every task ends
+// posted at 100); progress_rate 0 posts none. The tasks complete either
+// way, with requests to Temporal uncompressed.
 func TestE2E_progress_rate_bounds_progress_calls(t *testing.T) {
 	for _, rate := range []int{1, 0} {
 		t.Run(fmt.Sprint("rate ", rate), func(t *testing.T) {
@@ -179,16 +180,20 @@ func TestE2E_progress_rate_bounds_progress_calls(t *testing.T) {
 			cmd := runBinary(t, s, "--max-runs=12", "--max-in-flight=12", fmt.Sprint("--progress-rate=", rate), "--grpc-compression=none")
 			require.NoError(t, cmd.Wait(), "exit code 0")
 			life := time.Since(launched)
-			calls := 0
+			budgeted := 0
 			for id, st := range s.waitFinal(ids) {
 				require.Equal(t, "completed", st.Status, "task %s", id)
-				calls += len(s.tm.ProgressCalls(id))
+				calls := s.tm.ProgressCalls(id)
+				if rate == 0 {
+					require.Empty(t, calls, "task %s", id)
+					continue
+				}
+				require.NotEmpty(t, calls, "task %s", id)
+				require.Equal(t, 100, calls[len(calls)-1].Progress, "task %s ends posted at 100", id)
+				budgeted += len(calls) - 1
 			}
 			bound := float64(rate) * (1 + life.Seconds())
-			require.LessOrEqual(t, float64(calls), bound, "%d progress calls in %s at %d/s", calls, life, rate)
-			if rate > 0 {
-				require.Positive(t, calls, "progress still goes out")
-			}
+			require.LessOrEqual(t, float64(budgeted), bound, "%d progress calls below 100 in %s at %d/s", budgeted, life, rate)
 		})
 	}
 }

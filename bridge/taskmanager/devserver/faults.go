@@ -177,7 +177,6 @@ type ProgressCall struct {
 	Progress int
 	Message  string
 	Accepted bool
-	At       time.Time // the server's time (Options.Now)
 }
 
 type record struct {

@@ -846,7 +846,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := s.taskFor(w, r)
-	rec := ProgressCall{TaskID: r.PathValue("id"), WorkerID: worker, Progress: int(pct), Message: message, At: s.opts.Now()}
+	rec := ProgressCall{TaskID: r.PathValue("id"), WorkerID: worker, Progress: int(pct), Message: message}
 	if t == nil || !s.checkClaim(w, t, worker) {
 		s.record.progress = append(s.record.progress, rec)
 		return
