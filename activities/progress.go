@@ -29,6 +29,7 @@ type progress struct {
 	workflowID string
 	local      bool
 	step       bool // a step's handler: its progress is not the task's
+	beating    bool // the heartbeater sends its progress
 
 	mu       sync.Mutex
 	workerID string
@@ -39,11 +40,14 @@ type progress struct {
 // ReportProgress reports a handler's progress (0–100, clamped) and a short
 // message: as a Temporal heartbeat detail, and to TaskManager with the
 // task's current claimer, at most once per ProgressInterval and within the
-// ProgressBudget of all handlers (100 goes at once, outside both). A
-// step's handler reports to Temporal only: the task's progress in
-// TaskManager is its steps done. Outside a handler activity it does
-// nothing. Progress is best effort: a failed call is logged, never
-// returned.
+// ProgressBudget of all handlers (100 goes at once, outside both). The
+// detail goes with the handler's next automatic heartbeat (a third of its
+// heartbeat timeout at most), sent from another goroutine: a call to
+// Temporal would grow the handler goroutine's stack, and a thousand
+// handlers would keep that memory while they run. A step's handler
+// reports to Temporal only: the task's progress in TaskManager is its
+// steps done. Outside a handler activity it does nothing. Progress is best
+// effort: a failed call is logged, never returned.
 func ReportProgress(ctx context.Context, percent int, message string) {
 	p, ok := ctx.Value(progressKey{}).(*progress)
 	if !ok {
@@ -63,7 +67,7 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	workerID := p.workerID
 	p.mu.Unlock()
 
-	if !p.local {
+	if !p.local && !p.beating {
 		activity.RecordHeartbeat(ctx, Progress{Percent: percent, Message: message})
 	}
 	if due {

@@ -112,6 +112,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		ctx = context.WithValue(ctx, progressKey{}, p)
 		ctx = context.WithValue(ctx, inputKey{}, in)
 		if !info.IsLocalActivity && info.HeartbeatTimeout > 0 {
+			p.beating = true
 			stop := p.heartbeatEvery(ctx, info.HeartbeatTimeout/3)
 			defer stop()
 		}

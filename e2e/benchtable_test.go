@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -393,7 +394,17 @@ func thousandInFlight(t *testing.T, extra ...string) inFlightTimes {
 // temporal_activity_schedule_to_start_latency_seconds, eager ones
 // included). Both only grow; 0 when unknown.
 func bridgeCounts(addr, taskType string) (started, received int) {
-	_, body := httpGet("http://" + addr + "/metrics")
+	// Uncompressed: a gzip writer per read, five reads a second, would
+	// weigh on the bridge's memory as Prometheus' scrapes (every 15 s or
+	// so) do not.
+	var body string
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "identity")
+	if resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+	}
 	value := func(line string) int {
 		f := strings.Fields(line)
 		v, _ := strconv.ParseFloat(f[len(f)-1], 64)

@@ -271,3 +271,35 @@ func resultEntry(t *testing.T, result json.RawMessage, name string) json.RawMess
 	require.NoError(t, json.Unmarshal(result, &m))
 	return m[name]
 }
+
+// A running handler's progress shows in Temporal Web as its activity's
+// heartbeat details (sent by the bridge's heartbeater, not from the
+// handler's goroutine), and a cancel of the run reaches the handler with a
+// heartbeat's answer.
+func TestE2E_progress_shows_as_heartbeat_details(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.sleep")
+	id := s.create("example.sleep", map[string]any{"duration": 30})
+	stop := s.runBridge(nil, "bridge-beats")
+	defer stop()
+	wfID := s.prefix + id
+	var seen activities.Progress
+	require.Eventually(t, func() bool {
+		d, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, "")
+		if err != nil || len(d.GetPendingActivities()) != 1 {
+			return false
+		}
+		details := d.GetPendingActivities()[0].GetHeartbeatDetails()
+		if len(details.GetPayloads()) == 0 {
+			return false
+		}
+		require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(details, &seen))
+		return seen.Percent > 0
+	}, 2*time.Minute, 100*time.Millisecond)
+	require.Regexp(t, `^step \d+/10$`, seen.Message)
+	require.NoError(t, s.tc.CancelWorkflow(context.Background(), wfID, ""))
+	require.Eventually(t, func() bool { return len(s.tm.Completions(id)) > 0 }, 2*time.Minute, 50*time.Millisecond)
+	c := s.tm.Completions(id)[0]
+	require.True(t, c.Accepted)
+	require.Equal(t, "example.sleep was cancelled", c.Error, "the handler stopped: a heartbeat brought the cancel")
+}
