@@ -47,3 +47,19 @@ func TestHeartbeater_one_heartbeat_in_flight_per_handler(t *testing.T) {
 	require.Eventually(t, func() bool { return sent.Load() >= 3 }, time.Minute, beatTick)
 	require.EqualValues(t, 1, most.Load())
 }
+
+// With the heartbeater running, ReportProgress leaves the heartbeat to it:
+// it makes no call to Temporal on the handler's goroutine (whose stack a
+// call would grow for the rest of the handler's run); the heartbeater's
+// next beat carries the value. Without one, it heartbeats at once. (A
+// context that is no activity's makes the SDK's RecordHeartbeat panic.)
+func TestReportProgress_leaves_the_heartbeat_to_the_heartbeater(t *testing.T) {
+	t.Parallel()
+	p := &progress{a: &Activities{}, beating: true}
+	ctx := context.WithValue(context.Background(), progressKey{}, p)
+	require.NotPanics(t, func() { ReportProgress(ctx, 42, "x") }, "no heartbeat from the handler's goroutine")
+	require.Equal(t, Progress{Percent: 42, Message: "x"}, p.last, "the heartbeater's next beat sends it")
+
+	p.beating = false
+	require.Panics(t, func() { ReportProgress(ctx, 43, "y") }, "without a heartbeater, it heartbeats at once")
+}

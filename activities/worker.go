@@ -40,7 +40,8 @@ type Activities struct {
 	// over and the run about to close), else the attempt is retried.
 	Reported func(workflowID string, attempts int, err error)
 	// ProgressInterval is the least time between two progress calls for one
-	// task; more frequent updates only heartbeat. Default 2s.
+	// task; more frequent updates only change the heartbeat detail.
+	// Default 2s.
 	ProgressInterval time.Duration
 	// ProgressBudget, when set, bounds the progress calls of all handlers
 	// together (a thousand handlers at ProgressInterval would flood
@@ -108,13 +109,21 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		a.running.Add(1)
 		defer a.running.Add(-1)
 		info := activity.GetInfo(ctx)
-		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity, step: in.Step != ""}
+		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity, step: in.Step != "",
+			beating: !info.IsLocalActivity && info.HeartbeatTimeout > 0}
 		ctx = context.WithValue(ctx, progressKey{}, p)
 		ctx = context.WithValue(ctx, inputKey{}, in)
-		if !info.IsLocalActivity && info.HeartbeatTimeout > 0 {
-			p.beating = true
+		if p.beating {
 			stop := p.heartbeatEvery(ctx, info.HeartbeatTimeout/3)
 			defer stop()
+			defer func() {
+				if err != nil && ctx.Err() == nil { // the next attempt, and Temporal Web, see the last progress
+					p.mu.Lock()
+					last := p.last
+					p.mu.Unlock()
+					activity.RecordHeartbeat(ctx, last)
+				}
+			}()
 		}
 		defer func() {
 			if r := recover(); r != nil {

@@ -424,10 +424,10 @@ func bridgeCounts(addr, taskType string) (started, received int) {
 // plainThousand is thousandInFlight's baseline: plain Temporal, in this
 // process, starts 1,000 workflows (eager start, bridge.MaxPendingStarts
 // starts at once, the bridge's pollers) whose activity runs 20 s and
-// heartbeats as example.sleep's progress does (every 2 s; the SDK sends
-// the first at once, then one every 0.8 × the heartbeat timeout). It
-// measures how long until all were started and until all their
-// activities ran.
+// heartbeats as the bridge's heartbeater does for example.sleep (every
+// third of the heartbeat timeout, the first one third in; the SDK sends
+// them on at most every 0.8 × the timeout). It measures how long until all
+// were started and until all their activities ran.
 func plainThousand(t *testing.T) inFlightTimes {
 	const n = 1000
 	s := newStack(t, devserver.StylePHP)
@@ -437,7 +437,7 @@ func plainThousand(t *testing.T) inFlightTimes {
 		if activity.GetInfo(ctx).Attempt == 1 {
 			running.Add(1)
 		}
-		tick := time.NewTicker(2 * time.Second) // example.sleep's progress
+		tick := time.NewTicker(workflows.DefaultHeartbeatTimeout / 3) // the bridge's heartbeater
 		defer tick.Stop()
 		for end := time.After(20 * time.Second); ; {
 			select {
