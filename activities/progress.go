@@ -40,13 +40,15 @@ type progress struct {
 // ReportProgress reports a handler's progress (0–100, clamped) and a short
 // message: as a Temporal heartbeat detail, and to TaskManager with the
 // task's current claimer, at most once per ProgressInterval and within the
-// ProgressBudget of all handlers (100 goes at once, outside both). The
-// detail goes with the bridge's automatic heartbeats (every third of the
-// heartbeat timeout, 30 s at most; the SDK sends them on at most every
-// 0.8 × the timeout, 60 s at most), sent from another goroutine: a call to
-// Temporal would grow the handler goroutine's stack, and a thousand
-// handlers would keep that memory while they run. An activity without a
-// heartbeat timeout heartbeats the detail at once. A step's handler
+// ProgressBudget of all handlers (100 goes at once, outside both, unless
+// the budget's burst is 0: then nothing is posted). The detail goes with
+// the bridge's automatic heartbeats (every third of the heartbeat
+// timeout, 1–30 s; the SDK sends at most one per 0.8 × the timeout or
+// 60 s, whichever is shorter, with the latest detail), sent from another
+// goroutine: a call to Temporal would grow the handler goroutine's stack,
+// and a thousand handlers would keep that memory while they run. A
+// regular activity without a heartbeat timeout heartbeats the detail at
+// once; a local activity's handler heartbeats nothing. A step's handler
 // reports to Temporal only: the task's progress in TaskManager is its
 // steps done. Outside a handler activity it does nothing. Progress is best
 // effort: a failed call is logged, never returned.
@@ -285,15 +287,17 @@ func (p *progress) send(ctx context.Context, workerID string, percent int, messa
 // handler that never reports progress is still seen alive, and a dead
 // worker's task is retried after the heartbeat timeout. One goroutine
 // beats for every running handler (a thousand in flight hold no
-// goroutine and ticker each). Beats come every 1 s to maxBeatEvery: a
-// cancel of the run reaches the handler with a heartbeat's answer.
+// goroutine and ticker each). A handler beats every third of its
+// heartbeat timeout, kept between 1 s and maxBeatEvery: a cancel of the
+// run reaches the handler with a heartbeat's answer.
 func (p *progress) heartbeatEvery(ctx context.Context, every time.Duration) (stop func()) {
 	return beats.add(ctx, p, min(max(every, time.Second), maxBeatEvery))
 }
 
 // maxBeatEvery bounds the time between two beats of a handler whatever its
 // heartbeat timeout. (The SDK sends at most one heartbeat per 0.8 × the
-// timeout, and per 60 s, with the last detail recorded.)
+// timeout or per 60 s, whichever is shorter, with the last detail
+// recorded.)
 const maxBeatEvery = 30 * time.Second
 
 // beats is the process's heartbeater.

@@ -76,6 +76,11 @@
 //	err = b.Run(ctx)           // until ctx ends or --max-runs tasks are done
 //	err = b.Stop(shutdownCtx)  // stop claiming, let handlers finish within the grace
 //
+// Such a program dials Temporal itself: temporal.grpc_compression and
+// temporal.workflow_cache_size are applied by Main (set
+// ConnectionOptions.GrpcCompression and worker.SetStickyWorkflowCacheSize
+// yourself).
+//
 // Main also serves the Temporal SDK's metrics on /metrics, named as
 // Temporal's Go SDK dashboard expects, and exports traces over OTLP when
 // the OTEL_* variables ask for them (telemetry.go). A program that dials
