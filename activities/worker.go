@@ -48,8 +48,9 @@ type Activities struct {
 	// TaskManager): an update due when the budget is spent is not posted,
 	// and the handler's next update goes when there is budget again. A
 	// handler's 100 is posted outside it (once per task), unless the
-	// budget's burst is 0: then handlers post no progress at all. Nil: no bound. It does
-	// not count the steps-done posts of multi-step tasks (one per step).
+	// budget's burst is 0: then handlers post no progress at all. Nil: no
+	// bound. It does not count the steps-done posts of multi-step tasks
+	// (one per step).
 	ProgressBudget *rate.Limiter
 	// Logger logs what the activities cannot return. Default slog.Default().
 	Logger *slog.Logger
