@@ -256,7 +256,9 @@ func TestClaims_claims_left_by_a_crash_are_started(t *testing.T) {
 // claimed the task but the bridge never saw it. A sweep finds it at once.
 func TestClaims_claim_with_a_garbled_answer_is_found(t *testing.T) {
 	t.Parallel()
-	bb := setupBridge(t, devserver.StylePHP, nil)
+	// One in flight: one claim call at a time, so the garbled answer is
+	// the one that claimed the task.
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxInFlight = 1 })
 	bb.only("example.echo") // the garbled answer is this type's claim
 	id := bb.create(t, "example.echo", map[string]any{"message": "garbled"})
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `{"success":true,"data":{"id":`})
@@ -271,8 +273,11 @@ func TestClaims_claim_with_a_garbled_answer_is_found(t *testing.T) {
 func TestClaims_unreadable_claimed_task_is_failed(t *testing.T) {
 	t.Parallel()
 	// One attempt: the failure is final, so no later claim of the task
-	// (the scout would see it pending again) races the assertions.
-	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, MaxAttempts: 1}, nil)
+	// (the scout would see it pending again) races the assertions. One in
+	// flight: one claim call at a time, so the garbled answer is the one
+	// that claimed the task (with two under way, the other could claim it
+	// first and the garbled one come back empty).
+	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, MaxAttempts: 1}, func(c *Config) { c.MaxInFlight = 1 })
 	bb.only("example.echo") // the garbled answer is this type's claim
 	id := bb.create(t, "example.echo", map[string]any{"message": "unreadable"})
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
