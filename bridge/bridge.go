@@ -57,7 +57,7 @@ type Bridge struct {
 	types          []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
-	searchAttrs bool
+	searchAttrs atomic.Bool
 	polling     atomic.Bool // the worker runs (for /readyz)
 	ready       readiness
 	metricsURL  string // http://host:port of /metrics, once served
@@ -178,7 +178,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 	b.types = types
-	b.searchAttrs = b.cfg.Temporal.SearchAttributes && b.hasSearchAttributes(ctx)
+	b.searchAttrs.Store(b.cfg.Temporal.SearchAttributes && b.hasSearchAttributes(ctx))
 	if err := b.worker.Start(); err != nil {
 		return fmt.Errorf("start Temporal worker: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,28 +127,25 @@ func (bb *bridgeBundle) status(t *testing.T, id string) devserver.TaskState {
 
 const eventually = 30 * time.Second
 
-// 5. A start Temporal will never accept (InvalidArgument, PermissionDenied,
-// an input over its payload limit) fails the task in TaskManager with a
-// clear message and frees its pending-start place: before, four such tasks
-// held all four places and the bridge stopped claiming anything.
+// 5. A start Temporal will never accept (InvalidArgument, an input over its
+// payload limit) fails the task in TaskManager with a clear message and
+// frees its pending-start place: before, four such tasks held all four
+// places and the bridge stopped claiming anything.
 func TestClaims_permanent_start_errors_fail_the_task_and_free_the_place(t *testing.T) {
 	t.Parallel()
 	bb := setupBridge(t, devserver.StylePHP, nil)
 	bb.temporal.refuse = func(in workflows.TaskInput) error {
 		var p map[string]any
 		_ = json.Unmarshal(in.Task.Params, &p)
-		switch p["bad"] {
-		case "invalid":
+		if p["bad"] == "invalid" {
 			return serviceerror.NewInvalidArgument("some field is invalid")
-		case "denied":
-			return serviceerror.NewPermissionDenied("not allowed", "")
 		}
 		return nil
 	}
 	var bad []string
 	for i := range 3 {
 		bad = append(bad, bb.create(t, "example.echo", map[string]any{"message": fmt.Sprint(i), "bad": "invalid"}))
-		bad = append(bad, bb.create(t, "example.uppercase", map[string]any{"text": fmt.Sprint(i), "bad": "denied"}))
+		bad = append(bad, bb.create(t, "example.uppercase", map[string]any{"text": fmt.Sprint(i), "bad": "invalid"}))
 	}
 	huge := bb.create(t, "example.echo", map[string]any{"message": strings.Repeat("7", MaxStartBytes)})
 	bad = append(bad, huge)
@@ -170,6 +168,61 @@ func TestClaims_permanent_start_errors_fail_the_task_and_free_the_place(t *testi
 	}
 	require.Contains(t, bb.status(t, huge).Error, "over the 2000000 bytes Temporal accepts")
 	require.Contains(t, bb.status(t, deep).Error, "its params nest 101 levels deep, over the 100 accepted")
+}
+
+// A start refused for want of permission is the fault of the bridge's
+// Temporal credentials, the same for every task: the task keeps its claim
+// and its start is retried until the credentials are fixed. Before, each
+// such task was failed in TaskManager, re-queued, claimed and failed
+// again: wrong credentials failed the whole queue.
+func TestClaims_permission_denied_keeps_the_claim_and_retries(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	var denied atomic.Bool
+	var refused atomic.Int64
+	denied.Store(true)
+	bb.temporal.refuse = func(workflows.TaskInput) error {
+		if denied.Load() {
+			refused.Add(1)
+			return serviceerror.NewPermissionDenied("Request unauthorized.", "")
+		}
+		return nil
+	}
+	ids := []string{
+		bb.create(t, "example.echo", map[string]any{"message": "a"}),
+		bb.create(t, "example.uppercase", map[string]any{"text": "b"}),
+	}
+	bb.serve(t)
+	require.Eventually(t, func() bool { return refused.Load() >= 2*int64(len(ids)) }, eventually, 5*time.Millisecond, "each start refused, then retried")
+	for _, id := range ids {
+		st := bb.status(t, id)
+		require.Equal(t, "claimed", st.Status, "the task keeps its claim")
+		require.EqualValues(t, 1, st.Attempts)
+	}
+	denied.Store(false) // the credentials are fixed
+	for _, id := range ids {
+		require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond, "the start goes through")
+		st := bb.status(t, id)
+		require.Equal(t, "claimed", st.Status)
+		require.EqualValues(t, 1, st.Attempts, "on its first claim")
+	}
+}
+
+// A namespace that lost the TaskType and TaskID search attributes after
+// the bridge started refuses every start that sets them: the bridge starts
+// its runs without them, and no task is failed for it.
+func TestClaims_search_attributes_gone_starts_without_them(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.b.searchAttrs.Store(true)
+	bb.temporal.noSearchAttributes = true
+	id := bb.create(t, "example.echo", map[string]any{"message": "a"})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond, "the run starts without them")
+	require.False(t, bb.b.searchAttrs.Load())
+	st := bb.status(t, id)
+	require.Equal(t, "claimed", st.Status)
+	require.EqualValues(t, 1, st.Attempts)
 }
 
 func TestJSONDepth(t *testing.T) {

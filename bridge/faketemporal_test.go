@@ -32,6 +32,9 @@ type fakeTemporal struct {
 	loseStartAnswers int
 	// refuse, when it returns an error for a start's input, refuses it.
 	refuse func(in workflows.TaskInput) error
+	// noSearchAttributes: the namespace lacks TaskType and TaskID; a start
+	// that sets them is refused, as Temporal refuses it.
+	noSearchAttributes bool
 	// closeOnStart closes each run as soon as it starts (a fast handler).
 	closeOnStart bool
 	// down: every call fails as if Temporal were unreachable.
@@ -89,6 +92,9 @@ func (f *fakeTemporal) ExecuteWorkflow(ctx context.Context, opts client.StartWor
 		return nil, errDown
 	}
 	in := args[0].(workflows.TaskInput)
+	if f.noSearchAttributes && opts.TypedSearchAttributes.Size() > 0 {
+		return nil, serviceerror.NewInvalidArgument("Namespace default has no mapping defined for search attribute TaskType")
+	}
 	if f.refuse != nil {
 		if err := f.refuse(in); err != nil {
 			return nil, err

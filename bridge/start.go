@@ -150,9 +150,6 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		// activities the whole run in one workflow task.
 		EnableEagerStart: true,
 	}
-	if b.searchAttrs {
-		opts.TypedSearchAttributes = temporal.NewSearchAttributes(taskTypeKey.ValueSet(task.Type), taskIDKey.ValueSet(string(task.ID)))
-	}
 	for failures := 0; ; failures++ {
 		if failures > 0 {
 			wait := backoff(failures)
@@ -173,6 +170,10 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 			}
 		}
 		if err == nil && state == runNone {
+			opts.TypedSearchAttributes = temporal.SearchAttributes{}
+			if b.searchAttrs.Load() {
+				opts.TypedSearchAttributes = temporal.NewSearchAttributes(taskTypeKey.ValueSet(task.Type), taskIDKey.ValueSet(string(task.ID)))
+			}
 			err = b.startOrSignal(ctx, id, claim, opts, in)
 			state = runOpen
 		}
@@ -190,6 +191,14 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		}
 		if b.bg.Err() != nil {
 			return runNone, err
+		}
+		if missingSearchAttributes(err) && b.searchAttrs.CompareAndSwap(true, false) {
+			b.log.Warn("the namespace no longer has the search attributes TaskType and TaskID: runs start without them until the next start of this bridge (tmbridge setup adds them)", "err", err)
+			continue
+		}
+		if refusedBridge(err) {
+			b.log.Error("Temporal refuses this bridge's starts (permission denied): check the role of its Temporal credentials; the task stays claimed and its start is retried", "workflow_id", id, "err", err)
+			continue
 		}
 		if unreachable(err) && b.gate.shut() {
 			b.log.Warn("Temporal is unreachable: claiming paused until it answers", "err", err)
@@ -274,6 +283,9 @@ func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.C
 		return err
 	}
 	_, err := b.runs.ExecuteWorkflow(ctx, opts, workflows.TaskWorkflowName, in)
+	if missingSearchAttributes(err) || refusedBridge(err) {
+		return err // the bridge's fault, not the task's: retried
+	}
 	if permanentStartError(err) {
 		return &startError{err.Error()} // the start itself is refused: the task's fault
 	}
@@ -295,15 +307,24 @@ func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.C
 // permanentStartError reports whether Temporal will never accept this
 // start, whatever the retries: the request itself is refused.
 func permanentStartError(err error) bool {
-	var (
-		invalid *serviceerror.InvalidArgument
-		denied  *serviceerror.PermissionDenied
-	)
-	if errors.As(err, &invalid) || errors.As(err, &denied) {
-		return true
-	}
-	c := status.Code(err)
-	return c == codes.InvalidArgument || c == codes.PermissionDenied
+	var invalid *serviceerror.InvalidArgument
+	return errors.As(err, &invalid) || status.Code(err) == codes.InvalidArgument
+}
+
+// refusedBridge reports a start refused for want of permission: the fault
+// of the bridge's Temporal credentials, the same for every task, so the
+// task keeps its claim and the start is retried (failing it would fail
+// the whole queue while the credentials are wrong).
+func refusedBridge(err error) bool {
+	var denied *serviceerror.PermissionDenied
+	return errors.As(err, &denied) || status.Code(err) == codes.PermissionDenied
+}
+
+// missingSearchAttributes reports a start refused because the namespace
+// does not know the search attributes it sets (they were removed after
+// the bridge started): the namespace's fault, not the task's.
+func missingSearchAttributes(err error) bool {
+	return permanentStartError(err) && strings.Contains(strings.ToLower(err.Error()), "search attribute")
 }
 
 func unreachable(err error) bool {
