@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/agnivade/levenshtein"
 	"github.com/go-viper/mapstructure/v2"
@@ -936,6 +937,9 @@ func (c Config) Validate() error {
 	check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "api_url", "want an http(s) URL, got %q", taskmanager.RedactURL(c.APIURL))
 	add(valid.Range("api_timeout", c.APITimeout, 100*time.Millisecond, 10*time.Minute))
 	check(strings.TrimSpace(c.WorkerID) != "", "worker_id", "must not be empty")
+	// TaskManager trims the worker id it stores: one with spaces around it
+	// (an env file with CRLF line ends) would never match its own claims.
+	check(c.WorkerID == strings.TrimSpace(c.WorkerID) && !hasControl(c.WorkerID), "worker_id", "must not begin or end with spaces or hold control characters, got %q", c.WorkerID)
 	add(valid.Range("poll_interval", c.PollInterval, 10*time.Millisecond, time.Hour))
 	add(valid.Range("max_runs", c.MaxRuns, 0, math.MaxInt32))
 	add(valid.Range("max_in_flight", c.MaxInFlight, 1, 100_000))
@@ -946,13 +950,16 @@ func (c Config) Validate() error {
 	add(valid.Range("shutdown_grace", c.ShutdownGrace, 0, time.Hour))
 	add(valid.Range("progress_rate", c.ProgressRate, 0, 10_000))
 	check(c.Temporal.TaskQueue != "", "temporal.task_queue", "must not be empty")
+	// It is quoted in visibility queries (recovery, the closer).
+	check(!strings.ContainsAny(c.Temporal.TaskQueue, `'"\`) && !hasControl(c.Temporal.TaskQueue), "temporal.task_queue", "must not hold quotes, backslashes or control characters, got %q", c.Temporal.TaskQueue)
 	add(valid.Range("temporal.max_concurrent_activities", c.Temporal.MaxConcurrentActivities, 1, 10_000))
 	add(valid.Range("temporal.workflow_cache_size", c.Temporal.WorkflowCacheSize, 1, 100_000))
 	check(c.Temporal.GRPCCompression == "gzip" || c.Temporal.GRPCCompression == "none", "temporal.grpc_compression", "want gzip or none, got %q", c.Temporal.GRPCCompression)
 	for _, id := range c.TaskTypeIDs {
 		n, err := strconv.Atoi(id)
-		check(err == nil && n > 0, "task_type_ids", "%q is not a positive integer", id)
+		check(err == nil && n > 0 && strconv.Itoa(n) == id, "task_type_ids", "%q is not a positive integer as TaskManager writes it (1, 2, 3 …)", id)
 	}
+	check(len(c.TaskTypes) == 0 || len(c.TaskTypeIDs) == 0, "task_type_ids", "set task_types or task_type_ids, not both")
 	// Each type holds type_defaults merged in: what is wrong there is
 	// reported once, as type_defaults', not again for every type.
 	inherited := map[string]bool{}
@@ -1021,4 +1028,9 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// hasControl reports whether s holds a control character.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, unicode.IsControl)
 }
