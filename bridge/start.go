@@ -259,6 +259,10 @@ func (b *Bridge) claimRun(ctx context.Context, id string, claim workflows.Claim)
 // run must be started), runDone when it no longer does (nothing to start).
 func (b *Bridge) claimHolds(ctx context.Context, task taskmanager.Task) (runState, error) {
 	t, err := b.api.GetTask(ctx, task.ID)
+	if errors.Is(err, taskmanager.ErrNotFound) {
+		b.log.Warn("the claimed task is gone from TaskManager (deleted): no run started for it", "task_id", string(task.ID))
+		return runDone, nil
+	}
 	if err != nil {
 		return runNone, err
 	}
