@@ -105,6 +105,9 @@ func MathAdd(_ context.Context, p AddParams) (AddResult, error) {
 	if err != nil {
 		return AddResult{}, err
 	}
+	if math.IsInf(a+b, 0) {
+		return AddResult{}, InvalidParams(fmt.Errorf("a + b overflows a float64 (%g + %g)", a, b))
+	}
 	return AddResult{A: a, B: b, Result: a + b}, nil
 }
 

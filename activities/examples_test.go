@@ -83,6 +83,7 @@ func TestExamples_failures_are_permanent(t *testing.T) {
 		{"example.error", `{}`, "Simulated error"},
 		{"example.math.add", `{"a":"x","b":1}`, `could not convert string to float: "x"`},
 		{"example.math.add", `{"a":[1],"b":1}`, `field "a"`},
+		{"example.math.add", `{"a":1e308,"b":1e308}`, `invalid params: a + b overflows a float64`},
 		{"example.echo", `{"message":5}`, `field "message"`},
 	} {
 		_, err := b.run(t, c.typ, c.params)

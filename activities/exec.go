@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"slices"
@@ -68,7 +69,10 @@ const (
 // stdout over 4 MiB (the process group is killed at once). Only the last
 // 64 KiB of stderr are kept. Once the command has exited, stdout is read
 // for at most 3 s more: a background process that keeps it open is cut
-// off, and what was read is the result.
+// off, and what was read is the result. Whatever the command left running
+// in its process group is killed when it exits. A start that fails for
+// want of processes, memory or files is retried; one whose program cannot
+// run (missing, not allowed, not executable) fails the task for good.
 func Exec(c ExecConfig) Handler {
 	return HandlerFunc(func(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
 		cmd := exec.Command(c.Command[0], c.Command[1:]...)
@@ -83,13 +87,18 @@ func Exec(c ExecConfig) Handler {
 		stderr := &tailBuffer{keep: stderrKept}
 		cmd.Stdout, cmd.Stderr = stdout, stderr
 		if err := cmd.Start(); err != nil {
-			return nil, Permanent(fmt.Errorf("start %s: %w", c.Command[0], err))
+			err = fmt.Errorf("start %s: %w", c.Command[0], err)
+			if cannotRun(err) {
+				return nil, Permanent(err)
+			}
+			return nil, err // out of processes, memory or files for now: retried
 		}
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		var err error
 		select {
 		case err = <-done:
+			killGroup() // what it left running in its group dies with it
 		case <-ctx.Done():
 			killGroup()
 			<-done
@@ -121,8 +130,17 @@ func Exec(c ExecConfig) Handler {
 	})
 }
 
+// cannotRun reports a start error no retry mends: no such program or
+// directory, not allowed, not an executable.
+func cannotRun(err error) bool {
+	return errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) ||
+		errors.Is(err, syscall.ENOEXEC) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EISDIR)
+}
+
+// execEnv is a command's whole environment: never nil, for a nil Env
+// would hand the command the bridge's own (its secrets included).
 func execEnv(ctx context.Context, allow []string) []string {
-	var env []string
+	env := []string{}
 	for _, e := range allow {
 		if strings.Contains(e, "=") {
 			env = append(env, e)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,6 +54,55 @@ func TestExec_failures(t *testing.T) {
 	missing := activities.Exec(activities.ExecConfig{Command: []string{"/no/such/program"}})
 	_, err = missing.Handle(context.Background(), nil)
 	require.True(t, activities.IsPermanent(err))
+}
+
+// A command that exits leaving a process behind in its group: the
+// process is killed, not leaked one per task.
+func TestExec_exit_kills_what_the_command_left_running(t *testing.T) {
+	t.Parallel()
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	h := activities.Exec(activities.ExecConfig{Command: []string{script(t, `sleep 123 >/dev/null 2>&1 & echo $! > `+pidFile+`; echo '{}'`)}})
+	out, err := h.Handle(context.Background(), nil)
+	require.NoError(t, err)
+	require.JSONEq(t, `{}`, string(out))
+	pid, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+		return os.IsNotExist(err) || strings.Contains(string(stat), ") Z ") // gone, or a zombie not yet reaped
+	}, 10*time.Second, 10*time.Millisecond, "the background process is killed")
+}
+
+// The command gets the environment its config gives and the TASK_
+// variables, never the bridge's own, even with nothing configured.
+func TestExec_command_never_inherits_the_bridge_environment(t *testing.T) {
+	t.Setenv("TMBRIDGE_TEST_SECRET", "s3cret")
+	t.Setenv("HOME", "/home/bridge")
+	h := activities.Exec(activities.ExecConfig{Command: []string{"/bin/sh", "-c", `printf '{"secret":"%s","home":"%s"}' "$TMBRIDGE_TEST_SECRET" "${HOME-}"`}})
+	out, err := h.Handle(context.Background(), nil)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"secret":"","home":""}`, string(out))
+}
+
+// A start that fails for want of resources is retried; one whose program
+// cannot run fails the task for good.
+func TestExec_start_errors_say_whether_to_retry(t *testing.T) {
+	t.Parallel()
+	notExec := filepath.Join(t.TempDir(), "data.txt")
+	require.NoError(t, os.WriteFile(notExec, []byte("x"), 0o644))
+	for name, cmd := range map[string]activities.ExecConfig{
+		"missing":        {Command: []string{"/no/such/program"}},
+		"not on PATH":    {Command: []string{"no-such-program-tmbridge"}},
+		"not executable": {Command: []string{notExec}},
+		"no such dir":    {Command: []string{"/bin/true"}, Dir: "/no/such/dir"},
+	} {
+		_, err := activities.Exec(cmd).Handle(context.Background(), nil)
+		require.Error(t, err, name)
+		require.True(t, activities.IsPermanent(err), "%s: %v", name, err)
+	}
+	for _, errno := range []syscall.Errno{syscall.EAGAIN, syscall.ENOMEM, syscall.EMFILE, syscall.ETXTBSY} {
+		require.False(t, activities.CannotRunForTest(&os.PathError{Op: "fork/exec", Path: "/bin/x", Err: errno}), errno.Error())
+	}
 }
 
 func TestExec_cancel_kills_the_process_group(t *testing.T) {

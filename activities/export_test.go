@@ -1,0 +1,4 @@
+package activities
+
+// CannotRunForTest exposes cannotRun to the tests.
+var CannotRunForTest = cannotRun
