@@ -3,6 +3,7 @@ package bridge
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -59,6 +60,7 @@ type Bridge struct {
 	// search attributes TaskType and TaskID, when the namespace has them
 	searchAttrs atomic.Bool
 	polling     atomic.Bool // the worker runs (for /readyz)
+	fatal       chan error  // the worker stopped for good (workerFailed)
 	ready       readiness
 	metricsURL  string // http://host:port of /metrics, once served
 
@@ -137,7 +139,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		cfg: cfg, log: o.log, api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, client.DefaultNamespace),
 		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		undecodableFor: defaultUndecodableFor,
-		bg:             bg, bgCancel: cancel, metrics: m,
+		bg:             bg, bgCancel: cancel, metrics: m, fatal: make(chan error, 1),
 	}
 	b.adm.finished = m.runFinished
 	if b.reg, err = cfg.Registry(reg); err != nil {
@@ -150,6 +152,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		MaxConcurrentActivityTaskPollers:        4,
 		WorkerStopTimeout:                       cfg.ShutdownGrace,
 		Identity:                                cfg.WorkerID + "@" + cfg.Temporal.TaskQueue,
+		OnFatalError:                            b.workerFailed,
 	})
 	for name, fn := range o.workflows {
 		b.worker.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
@@ -186,11 +189,50 @@ func (b *Bridge) Run(ctx context.Context) error {
 	return b.serve(ctx)
 }
 
-// serve claims and starts tasks until ctx ends or max_runs claims are made,
-// their outcomes landed and their runs closed: first it counts this
-// worker's open runs and recovers its claims left without a run, then it
-// runs one claim loop per type and the sweeper.
-func (b *Bridge) serve(ctx context.Context) error {
+// workerFailed is told by the SDK that the worker stopped for good (its
+// namespace gone, polling refused): the bridge is no longer ready, claiming
+// stops and Run returns the error, so that the process exits and its
+// supervisor restarts it. Before, it went on claiming tasks no worker
+// would run, and /readyz still said ok.
+func (b *Bridge) workerFailed(err error) {
+	b.polling.Store(false)
+	b.log.Error("the Temporal worker stopped for good: claiming stops and the bridge exits", "err", err)
+	select {
+	case b.fatal <- err:
+	default:
+	}
+}
+
+// workerError is the error Run returns when the worker stopped for good.
+type workerError struct{ err error }
+
+func (e *workerError) Error() string { return "Temporal worker stopped: " + e.err.Error() }
+func (e *workerError) Unwrap() error { return e.err }
+
+// serve claims and starts tasks until ctx ends, the worker stops for good
+// (its error is returned), or max_runs claims are made, their outcomes
+// landed and their runs closed: first it counts this worker's open runs and
+// recovers its claims left without a run, then it runs one claim loop per
+// type and the sweeper.
+func (b *Bridge) serve(parent context.Context) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	go func() {
+		select {
+		case err := <-b.fatal:
+			cancel(&workerError{err})
+		case <-ctx.Done():
+		}
+	}()
+	err := b.claimUntil(ctx)
+	if we := (*workerError)(nil); errors.As(context.Cause(ctx), &we) {
+		return we
+	}
+	return err
+}
+
+// claimUntil is serve's body.
+func (b *Bridge) claimUntil(ctx context.Context) error {
 	b.recoverRuns(ctx)
 	claimCtx, stop := context.WithCancel(ctx)
 	b.mu.Lock()

@@ -66,7 +66,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	b := &Bridge{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name()),
 		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
-		bg: bg, bgCancel: cancel, metrics: m, undecodableFor: 100 * time.Millisecond,
+		bg: bg, bgCancel: cancel, metrics: m, undecodableFor: 100 * time.Millisecond, fatal: make(chan error, 1),
 	}
 	b.adm.finished = m.runFinished
 	b.closerOn.Store(true)
@@ -241,6 +241,35 @@ func TestClaims_task_deleted_before_its_start_frees_the_place(t *testing.T) {
 	bb.temporal.setDown(false)
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 0 }, eventually, 5*time.Millisecond, "the place is freed")
 	require.Empty(t, bb.temporal.snapshot("task-"+id), "no run for a task that is gone")
+}
+
+// The SDK stops the worker for good (its namespace gone): the bridge is no
+// longer ready, stops claiming and serve returns the error, so that the
+// process exits and is restarted. Before, it claimed on while no worker
+// ran the tasks, and /readyz said ok.
+func TestServe_worker_stopped_for_good_ends_claiming(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.b.polling.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- bb.b.serve(context.Background()) }()
+	id := bb.create(t, "example.echo", map[string]any{"message": "before"})
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+	bb.b.workerFailed(serviceerror.NewNamespaceNotFound("default"))
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "Temporal worker stopped")
+		var nf *serviceerror.NamespaceNotFound
+		require.ErrorAs(t, err, &nf)
+	case <-time.After(eventually):
+		t.Fatal("serve goes on claiming after the worker stopped")
+	}
+	require.False(t, bb.b.polling.Load(), "not ready")
+	after := bb.create(t, "example.echo", map[string]any{"message": "after"})
+	time.Sleep(100 * time.Millisecond) // five poll intervals
+	require.Equal(t, "pending", bb.status(t, after).Status, "nothing claimed once it stopped")
+	bb.b.bgCancel()
+	bb.b.starts.Wait()
 }
 
 func TestJSONDepth(t *testing.T) {
