@@ -272,6 +272,23 @@ func TestServe_worker_stopped_for_good_ends_claiming(t *testing.T) {
 	bb.b.starts.Wait()
 }
 
+// A slow TaskManager read while a start is retried times out: that is no
+// sign that Temporal is unreachable, and claiming is not paused for it.
+func TestClaimHolds_TaskManager_timeout_is_not_Temporal_unreachable(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	id := bb.create(t, "example.echo", map[string]any{"message": "slow"})
+	task, err := bb.api.GetTask(context.Background(), taskmanager.ID(id))
+	require.NoError(t, err)
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: http.MethodGet, Latency: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = bb.b.claimHolds(ctx, task)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.False(t, temporalUnreachable(err), "a TaskManager timeout")
+	require.True(t, temporalUnreachable(serviceerror.NewUnavailable("down")))
+}
+
 func TestJSONDepth(t *testing.T) {
 	t.Parallel()
 	for raw, want := range map[string]int{

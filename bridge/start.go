@@ -200,7 +200,7 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 			b.log.Error("Temporal refuses this bridge's starts (permission denied): check the role of its Temporal credentials; the task stays claimed and its start is retried", "workflow_id", id, "err", err)
 			continue
 		}
-		if unreachable(err) && b.gate.shut() {
+		if temporalUnreachable(err) && b.gate.shut() {
 			b.log.Warn("Temporal is unreachable: claiming paused until it answers", "err", err)
 			go b.probeTemporal()
 		}
@@ -264,7 +264,7 @@ func (b *Bridge) claimHolds(ctx context.Context, task taskmanager.Task) (runStat
 		return runDone, nil
 	}
 	if err != nil {
-		return runNone, err
+		return runNone, &apiError{err}
 	}
 	if t.Status == taskmanager.StatusClaimed && t.ClaimedBy == b.cfg.WorkerID && t.Attempts == task.Attempts {
 		return runNone, nil
@@ -329,6 +329,20 @@ func refusedBridge(err error) bool {
 // the bridge started): the namespace's fault, not the task's.
 func missingSearchAttributes(err error) bool {
 	return permanentStartError(err) && strings.Contains(strings.ToLower(err.Error()), "search attribute")
+}
+
+// apiError is the error of a TaskManager call made while starting a run:
+// it says nothing of whether Temporal answers.
+type apiError struct{ err error }
+
+func (e *apiError) Error() string { return "TaskManager: " + e.err.Error() }
+func (e *apiError) Unwrap() error { return e.err }
+
+// temporalUnreachable reports an error of a Temporal call that says
+// Temporal does not answer (not a slow TaskManager's timeout).
+func temporalUnreachable(err error) bool {
+	var api *apiError
+	return !errors.As(err, &api) && unreachable(err)
 }
 
 func unreachable(err error) bool {
