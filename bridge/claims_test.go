@@ -446,6 +446,28 @@ func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
 	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+other)) == 1 }, eventually, 5*time.Millisecond, "the second slot is free")
 }
 
+// A task running longer than TaskManager's claim timeout is claimed again
+// by this bridge, on its own (renewAt), against PHP that stores claimed_at
+// in whole seconds: the new claim reaches the open run. Before, the one
+// wake came 100 ms after the timeout, most often before PHP hands the task
+// out again, and there was no second: another worker could take it.
+func TestClaims_long_task_is_renewed_against_whole_second_claims(t *testing.T) {
+	t.Parallel()
+	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, ClaimTimeout: time.Second}, func(c *Config) { c.ClaimTimeout = time.Second })
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	bb.serve(t)
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 1 && len(rs[0].signals) >= 2
+	}, eventually, 5*time.Millisecond, "the claim is renewed, and the renewal renewed")
+	require.Len(t, bb.temporal.snapshot("task-"+id), 1, "one run")
+	st := bb.status(t, id)
+	require.Equal(t, "w1", st.ClaimedBy)
+	for _, c := range bb.tm.Claims() {
+		require.Equal(t, "w1", c.WorkerID)
+	}
+}
+
 // A task whose params are over a bound (added after its run started, or
 // the run of an earlier claim) is not failed while its run is open: the
 // claim is signalled to that run.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -98,17 +99,38 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 // times out while its run is still open: TaskManager hands the task out
 // again, and this bridge claims it first (the new claim goes to the open
 // run, as any claim of a running task does), rather than another worker.
+// It wakes the loop renewMargin after the timeout, then again every
+// renewEvery, renewTries times, until a newer claim of this worker reached
+// the run (that claim arms its own timer) or the run closed.
 func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time) {
 	if claimedAt.IsZero() {
 		return
 	}
-	timer := time.AfterFunc(time.Until(claimedAt.Add(b.cfg.ClaimTimeout))+100*time.Millisecond, func() {
-		if b.bg.Err() == nil && b.adm.isOpen(workflowID) {
-			b.scout.wake(typ, 1)
+	attempts := b.adm.attempts(workflowID)
+	var tries atomic.Int32
+	var timer *time.Timer
+	timer = time.AfterFunc(time.Until(claimedAt.Add(b.cfg.ClaimTimeout))+renewMargin, func() {
+		if b.bg.Err() != nil || !b.adm.isOpen(workflowID) || b.adm.attempts(workflowID) > attempts {
+			return
+		}
+		b.scout.wake(typ, 1)
+		if tries.Add(1) <= renewTries {
+			timer.Reset(renewEvery)
 		}
 	})
 	b.adm.onClose(workflowID, func() { timer.Stop() }) // no timer outlives its run
 }
+
+// Renewal timing. PHP stores claimed_at in whole seconds and hands a task
+// out again once its claim is strictly older than the timeout in whole
+// seconds: up to a second after the timeout. The margin covers that and a
+// little clock skew between the hosts; the tries cover more skew, and a
+// wake lost while every loop of the type was busy.
+const (
+	renewMargin = 1500 * time.Millisecond
+	renewEvery  = 2 * time.Second
+	renewTries  = 5
+)
 
 // startError is a start Temporal will never accept: the task is failed.
 type startError struct{ reason string }

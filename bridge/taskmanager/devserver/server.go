@@ -290,6 +290,17 @@ func (s *Server) fail(w http.ResponseWriter, status int, msg string, details ...
 
 func (s *Server) php() bool { return s.opts.Style == StylePHP }
 
+// claimExpired reports whether t's claim is older than the claim timeout.
+// PHP stores claimed_at in whole seconds and hands a claim out again once
+// it is strictly older than now minus the timeout, in whole seconds: up
+// to a second later than the timeout says.
+func (s *Server) claimExpired(t *task, now time.Time) bool {
+	if s.php() {
+		return now.Unix()-t.claimedAt.Unix() > int64(s.opts.ClaimTimeout/time.Second)
+	}
+	return now.Sub(t.claimedAt) > s.opts.ClaimTimeout
+}
+
 // idOut writes an id as the PHP deployment does in answers that send it
 // as a string (create, complete, progress, register).
 func (s *Server) idOut(id int64) any {
@@ -759,7 +770,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 		if t.typ.id != typeID || (pattern != "" && !like(t.typ.name, pattern)) {
 			continue
 		}
-		if !(t.status == "pending" || (t.status == "claimed" && now.Sub(t.claimedAt) > s.opts.ClaimTimeout)) {
+		if !(t.status == "pending" || (t.status == "claimed" && s.claimExpired(t, now))) {
 			continue
 		}
 		if best == nil || before(t, best, sortBy, order == "DESC") {
