@@ -57,6 +57,10 @@ type ReportInput struct {
 	// (TaskManager would take a post with the same worker id for the new
 	// claim).
 	ReadFirst bool `json:"read_first,omitempty"`
+	// ReadFirstFrom: the report reads first when it runs at or after this
+	// time (half the claim timeout after the claim was made), for the claim
+	// may have timed out while the report waited to run.
+	ReadFirstFrom time.Time `json:"read_first_from,omitzero"`
 }
 
 // ReportOutput says what TaskManager recorded.
@@ -77,7 +81,8 @@ type ReportOutput struct {
 // above; a retried attempt and a local activity always read first.
 func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportOutput, error) {
 	info := activity.GetInfo(ctx)
-	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || info.IsLocalActivity
+	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || info.IsLocalActivity ||
+		(!in.ReadFirstFrom.IsZero() && !time.Now().Before(in.ReadFirstFrom))
 	key := markKey(in.TaskID, in.Attempt)
 	// The claim's progress post being sent goes first, so that none lands
 	// after the outcome (one still waiting is dropped: the outcome

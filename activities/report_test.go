@@ -86,3 +86,33 @@ func TestReport_reads_first_and_posts_only_for_the_claim_that_holds_the_task(t *
 	require.Contains(t, err.Error(), "no longer by this claim")
 	require.Empty(t, tm.Completions(string(other.ID)), "nothing is posted for another claim")
 }
+
+// A report scheduled while its claim was young runs only after the claim
+// timed out and this worker claimed the task again (the report waited in
+// the queue): it reads first, and posts nothing for the newer claim. Before,
+// "read first" was decided when the report was scheduled: it posted blind,
+// and TaskManager took the old claim's outcome for the new one.
+func TestReportOutcome_decides_read_first_when_it_runs(t *testing.T) {
+	t.Parallel()
+	clock := devserver.NewClock(time.Now())
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k", Now: clock.Now})
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "k"})
+	require.NoError(t, err)
+	task := claimed(t, api, "test.a", map[string]any{"x": 1})
+	clock.Add(301 * time.Second) // the claim times out; w1 claims the task again
+	typ, err := api.GetTaskType(context.Background(), "test.a")
+	require.NoError(t, err)
+	again, err := api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: typ.ID})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, again.Attempts)
+
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	(&activities.Activities{Registry: activities.NewRegistry(), TaskManager: api}).RegisterOn(env)
+	in := activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Error: "attempt 1 failed",
+		ReadFirstFrom: time.Now().Add(-time.Minute)} // scheduled young, run late
+	_, err = env.ExecuteActivity(activities.ReportActivityName, in)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "no longer by this claim")
+	require.Empty(t, tm.Completions(string(task.ID)), "nothing posted for the newer claim")
+}

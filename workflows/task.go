@@ -71,11 +71,18 @@ const DefaultClaimTimeout = 300 * time.Second
 // and been handed out again, possibly to the same worker id: TaskManager
 // would then take an outcome posted with that worker id for the new claim.
 func (in TaskInput) mayHaveExpired(ctx workflow.Context, c Claim) bool {
+	return c.ClaimedAt.IsZero() || !workflow.Now(ctx).Before(in.readFirstFrom(c))
+}
+
+// readFirstFrom is when claim c is old enough (half the claim timeout) to
+// have timed out and been handed out again: a report posting from then on
+// reads the task first, wherever it waited meanwhile.
+func (in TaskInput) readFirstFrom(c Claim) time.Time {
 	timeout := in.ClaimTimeout
 	if timeout <= 0 {
 		timeout = DefaultClaimTimeout
 	}
-	return c.ClaimedAt.IsZero() || workflow.Now(ctx).Sub(c.ClaimedAt) >= timeout/2
+	return c.ClaimedAt.Add(timeout / 2)
 }
 
 // TaskResult is what TaskWorkflow reported to TaskManager.
@@ -458,6 +465,11 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 			TaskID: in.Task.ID, WorkerID: claim.WorkerID, Attempt: claim.Attempts,
 			Success: out.Success, Result: out.Result, Error: out.Error, Progress: out.Progress,
 			ReadFirst: readFirst || in.mayHaveExpired(ctx, claim),
+		}
+		if !claim.ClaimedAt.IsZero() {
+			// Decided again when the report runs: it may wait in the queue
+			// past that time (activity slots full, workers down).
+			ri.ReadFirstFrom = in.readFirstFrom(claim)
 		}
 		f := runReport(rctx, opts, ri)
 		for !f.IsReady() {
