@@ -53,7 +53,7 @@ const (
 	// maxExecStdout is the most stdout a command may write. A result is
 	// stored in at most 65,535 bytes (taskmanager.MaxStoredBytes); a command
 	// writing more is killed and the task fails for good.
-	maxExecStdout = 4 << 20
+	maxExecStdout = MaxResultBytes
 	// execWaitDelay is how long stdout and stderr are still read once the
 	// command has exited or was killed. A process that outlives it (one
 	// started with setsid, out of reach of the group kill) and keeps them
@@ -66,7 +66,7 @@ const (
 // env hidden (for good if the code is in
 // PermanentExitCodes); cancellation or a timeout kills the whole process
 // group; stdout that is not JSON fails the task for good, and so does
-// stdout over 4 MiB (the process group is killed at once). Only the last
+// stdout over MaxResultBytes (the process group is killed at once). Only the last
 // 64 KiB of stderr are kept. Once the command has exited, stdout is read
 // for at most 3 s more: a background process that keeps it open is cut
 // off, and what was read is the result. Whatever the command left running

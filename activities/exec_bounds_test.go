@@ -39,7 +39,7 @@ func TestExec_stdout_flood_is_killed_with_bounded_memory(t *testing.T) {
 	var err error
 	start := time.Now()
 	alloc := allocated(func() { _, err = h.Handle(ctx, nil) })
-	require.ErrorContains(t, err, "stdout passed 4194304 bytes")
+	require.ErrorContains(t, err, "stdout passed 1048576 bytes")
 	require.True(t, activities.IsPermanent(err), "a command that floods stdout will again")
 	require.Less(t, time.Since(start), 10*time.Second, "killed at once, not after its sleep")
 	require.Less(t, alloc, uint64(24<<20), "allocation stays far below the %d bytes written", flood)

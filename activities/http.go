@@ -49,7 +49,7 @@ const (
 	// maxHTTPAnswer is the most of an answer the handler reads. A result is
 	// stored in at most 65,535 bytes (taskmanager.MaxStoredBytes), so a 2xx
 	// answer longer than this fails the task for good.
-	maxHTTPAnswer = 4 << 20
+	maxHTTPAnswer = MaxResultBytes
 	// maxHTTPRedirects is how many redirects, all to the configured URL's
 	// scheme, host and port, one call follows.
 	maxHTTPRedirects = 3
@@ -63,7 +63,7 @@ const (
 // Redirects are followed only to the configured URL's scheme, host and
 // port, at most 3 of them: a redirect elsewhere would take the headers
 // (tokens from headers_from_env) and the params there, so it fails the
-// task for good, naming both hosts. A 2xx answer over 4 MiB fails the task
+// task for good, naming both hosts. A 2xx answer over MaxResultBytes fails the task
 // for good. Errors show the URL without query, fragment and userinfo, and
 // quote the answer with the header values and URL tokens hidden (an
 // endpoint may echo them).

@@ -168,13 +168,13 @@ func TestHTTP_follows_at_most_3_redirects_on_the_same_host(t *testing.T) {
 	require.Zero(t, h.otherHits.Load())
 }
 
-func TestHTTP_answer_over_4MiB_fails(t *testing.T) {
+func TestHTTP_answer_over_1MiB_fails(t *testing.T) {
 	t.Parallel()
 	big := `{"x":"` + strings.Repeat("a", 5<<20) + `"}`
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(big)) }))
 	t.Cleanup(srv.Close)
 	_, err := activities.HTTP(activities.HTTPConfig{URL: srv.URL}, nil).Handle(context.Background(), nil)
-	require.ErrorContains(t, err, "answer passed 4194304 bytes")
+	require.ErrorContains(t, err, "answer passed 1048576 bytes")
 	require.True(t, activities.IsPermanent(err))
 }
 

@@ -3,6 +3,7 @@ package activities_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,4 +116,26 @@ func TestReportOutcome_decides_read_first_when_it_runs(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "no longer by this claim")
 	require.Empty(t, tm.Completions(string(task.ID)), "nothing posted for the newer claim")
+}
+
+// A handler whose result is over MaxResultBytes fails the task for good,
+// saying so: Temporal would refuse a payload over 2 MiB, and the handler
+// would run again and again.
+func TestHandler_result_over_the_bound_fails_for_good(t *testing.T) {
+	t.Parallel()
+	reg := activities.NewRegistry()
+	activities.Register(reg, "test.big", func(ctx context.Context, p struct{ N int }) (map[string]string, error) {
+		return map[string]string{"s": strings.Repeat("x", p.N)}, nil
+	})
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	(&activities.Activities{Registry: reg}).RegisterOn(env)
+	in := activities.HandlerInput{TaskID: "1", TaskType: "test.big", WorkerID: "w1", Attempt: 1, Params: json.RawMessage(`{"N":1048576}`)}
+	_, err := env.ExecuteActivity("test.big", in)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "handler test.big returned a result of 1048584 bytes, over the 1048576 a result may have")
+	require.True(t, activities.IsPermanent(err))
+	in.Params = json.RawMessage(`{"N":1000}`)
+	_, err = env.ExecuteActivity("test.big", in)
+	require.NoError(t, err)
 }

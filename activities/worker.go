@@ -146,6 +146,9 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		if err != nil {
 			return nil, err
 		}
+		if len(out) > MaxResultBytes {
+			return nil, Permanent(fmt.Errorf("handler %s returned a result of %d bytes, over the %d a result may have (TaskManager stores at most %d)", name, len(out), MaxResultBytes, taskmanager.MaxStoredBytes))
+		}
 		result, err = normalizeResult(out)
 		if err == nil && in.ProgressDone != nil {
 			waitPosted(ctx, p.postTaskProgress(in.Attempt, *in.ProgressDone))
@@ -153,6 +156,14 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		return result, err
 	}
 }
+
+// MaxResultBytes bounds a handler's result: a larger one fails the task
+// for good, saying so. TaskManager stores at most 65,535 bytes of it (as
+// PHP re-encodes it, which may shrink escapes), and Temporal refuses a
+// payload over 2 MiB: past that a regular activity's completion is
+// refused and its handler run again until its attempts are spent, and a
+// local activity's workflow task fails over and over.
+const MaxResultBytes = 1 << 20
 
 // recordedOutcome reads the task and, when it is no longer claimed (this
 // run's earlier execution reported its outcome), returns that outcome so
