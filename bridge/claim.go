@@ -57,7 +57,9 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		// A sweep lists claims only while no claim call is under way.
 		b.claiming.RLock()
 		claimedAt := time.Now()
-		task, err := b.api.Claim(context.WithoutCancel(ctx), req)
+		cctx, cancelClaim := claimContext(ctx)
+		task, err := b.api.Claim(cctx, req)
+		cancelClaim()
 		b.metrics.claimDuration.WithLabelValues(t.Name).Observe(time.Since(claimedAt).Seconds())
 		if err == nil {
 			if task.Type == "" {
@@ -95,6 +97,24 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		sleep(ctx, wait)
 	}
 }
+
+// claimContext is the context of one claim call: not cancelled when
+// claiming stops (a claim the server made must reach us), but
+// claimStopGrace later, so that a slow TaskManager cannot hold the stop
+// past StopTimeout (api_timeout may be minutes). A claim cut off then is
+// found by the next start of this worker (its sweep) and started.
+func claimContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(claimStopGrace, cancel)
+		context.AfterFunc(cctx, func() { t.Stop() })
+	})
+	return cctx, func() { stop(); cancel() }
+}
+
+// claimStopGrace is how long a claim under way may go on once claiming
+// stops (part of StopTimeout).
+var claimStopGrace = 5 * time.Second
 
 // firstSweepWait bounds how long claim loops wait for the first sweep.
 const firstSweepWait = time.Minute

@@ -289,6 +289,40 @@ func TestClaimHolds_TaskManager_timeout_is_not_Temporal_unreachable(t *testing.T
 	require.True(t, temporalUnreachable(serviceerror.NewUnavailable("down")))
 }
 
+// A claim under way when claiming stops may go on for claimStopGrace, no
+// longer: a TaskManager that answers in minutes (api_timeout allows ten)
+// cannot hold the stop past StopTimeout. Not parallel: it sets the grace.
+func TestServe_stop_cuts_a_slow_claim_off(t *testing.T) {
+	defer func(g time.Duration) { claimStopGrace = g }(claimStopGrace)
+	claimStopGrace = 100 * time.Millisecond
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: bb.b.cfg.APIURL, APIKey: "k", Timeout: 10 * time.Minute})
+	require.NoError(t, err)
+	bb.b.api = api
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Latency: time.Minute})
+	bb.create(t, "example.echo", map[string]any{"message": "slow"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bb.b.serve(ctx) }()
+	claiming := func() bool { // a claim call holds claiming's read lock
+		if bb.b.claiming.TryLock() {
+			bb.b.claiming.Unlock()
+			return false
+		}
+		return true
+	}
+	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 && claiming() }, eventually, 5*time.Millisecond, "the claim is under way")
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(eventually):
+		t.Fatal("a claim under way held the stop")
+	}
+	bb.b.bgCancel()
+	bb.b.starts.Wait()
+}
+
 func TestJSONDepth(t *testing.T) {
 	t.Parallel()
 	for raw, want := range map[string]int{

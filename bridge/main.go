@@ -173,13 +173,13 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 }
 
 // StopTimeout is the longest tmbridge takes to exit after SIGTERM with
-// this shutdown grace: pending workflow starts get 5 s, running handlers
-// the grace, cancelled handlers 15 s to report, and the last spans 3 s to
-// be exported. A supervisor's kill timeout (Kubernetes'
+// this shutdown grace: a claim under way gets 5 s, pending workflow starts
+// 5 s, running handlers the grace, cancelled handlers 15 s to report, and
+// the last spans 3 s to be exported. A supervisor's kill timeout (Kubernetes'
 // terminationGracePeriodSeconds, systemd's TimeoutStopSec, compose's
 // stop_grace_period) must exceed it.
 func StopTimeout(shutdownGrace time.Duration) time.Duration {
-	return startsGrace + shutdownGrace + cancelledReportGrace + tracingFlushTimeout
+	return claimStopGrace + startsGrace + shutdownGrace + cancelledReportGrace + tracingFlushTimeout
 }
 
 // cancelledReportGrace is how long Main lets handlers cancelled at the
