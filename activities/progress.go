@@ -28,6 +28,7 @@ type progress struct {
 	taskID     string
 	workflowID string
 	local      bool
+	attempt    int  // the claim's attempt count (its posts' queue)
 	step       bool // a step's handler: its progress is not the task's
 	beating    bool // the heartbeater sends its progress
 
@@ -50,8 +51,11 @@ type progress struct {
 // regular activity without a heartbeat timeout heartbeats the detail at
 // once; a local activity's handler heartbeats nothing. A step's handler
 // reports to Temporal only: the task's progress in TaskManager is its
-// steps done. Outside a handler activity it does nothing. Progress is best
-// effort: a failed call is logged, never returned.
+// steps done. Posts to TaskManager are sent in the background, each
+// claim's in order, so that a slow TaskManager does not hold the handler;
+// past 32 claims being posted at once, a post is dropped. Outside a
+// handler activity it does nothing. Progress is best effort: a failed
+// call is logged, never returned.
 func ReportProgress(ctx context.Context, percent int, message string) {
 	p, ok := ctx.Value(progressKey{}).(*progress)
 	if !ok {
@@ -75,7 +79,13 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 		activity.RecordHeartbeat(ctx, Progress{Percent: percent, Message: message})
 	}
 	if due {
-		p.postAs(ctx, workerID, percent, message, true)
+		// In the background, each claim's posts in order: a slow
+		// TaskManager must not hold the handler (a post may take 15 s: a
+		// call, a claim query, a call) past its timeout, and the report
+		// waits for the one being sent.
+		p.a.posts.send(markKey(p.taskID, p.attempt), func() {
+			p.postAs(context.Background(), workerID, percent, message, true)
+		})
 	}
 }
 
@@ -201,13 +211,13 @@ func (q *postQueue) send(key string, post func()) <-chan struct{} {
 	return done
 }
 
-// flush drops key's post still waiting and waits until the one being sent
-// is done (a post takes 15 s at most: a call, a claim query, a call), or
-// ctx ends: the claim's outcome is about to be reported, with its own
-// final progress, and no earlier value must land after it.
+// flush waits until key's posts are sent, the one being sent and the one
+// waiting (a post takes 15 s at most: a call, a claim query, a call), or
+// ctx ends: the claim's outcome is about to be reported, and no earlier
+// value must land after it. The waiting one is sent, not dropped: it may
+// be a handler's 100.
 func (q *postQueue) flush(ctx context.Context, key string) {
 	q.mu.Lock()
-	delete(q.waiting, key)
 	done, ok := q.busy[key]
 	q.mu.Unlock()
 	if !ok {

@@ -110,7 +110,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		a.running.Add(1)
 		defer a.running.Add(-1)
 		info := activity.GetInfo(ctx)
-		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity, step: in.Step != "",
+		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, attempt: in.Attempt, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity, step: in.Step != "",
 			beating: !info.IsLocalActivity && info.HeartbeatTimeout > 0}
 		ctx = context.WithValue(ctx, progressKey{}, p)
 		ctx = context.WithValue(ctx, inputKey{}, in)
