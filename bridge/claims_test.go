@@ -323,6 +323,25 @@ func TestServe_stop_cuts_a_slow_claim_off(t *testing.T) {
 	bb.b.starts.Wait()
 }
 
+// A TaskManager that ignores offset answers every page of the sweep's
+// listing alike: the sweep says so and ends, instead of listing forever
+// while claiming waits for it.
+func TestSweep_listing_that_ignores_offset_ends(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	var items []string
+	for i := range sweepPage {
+		items = append(items, fmt.Sprintf(`{"id":%d,"type":"example.echo","status":"claimed","attempts":1,"claimed_by":"other","claimed_at":"2026-11-29 07:10:23"}`, i+1))
+	}
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks", Method: http.MethodGet, Status: http.StatusOK,
+		Body: `{"success":true,"message":"Success","data":{"items":[` + strings.Join(items, ",") + `],"count":100}}`})
+	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	defer cancel()
+	err := bb.b.sweep(ctx, map[taskmanager.ID]*strikes{})
+	require.ErrorContains(t, err, "answered offset 100 with the page of offset 0 (is offset ignored?)")
+	require.NoError(t, ctx.Err(), "it ended on its own")
+}
+
 func TestJSONDepth(t *testing.T) {
 	t.Parallel()
 	for raw, want := range map[string]int{

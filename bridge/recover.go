@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -138,6 +139,14 @@ const sweepEvery = time.Minute
 // sweepPage is how many claimed tasks one list call asks for.
 const sweepPage = 100
 
+// maxSweepPages bounds a sweep's listing: 100,000 claimed tasks.
+const maxSweepPages = 1000
+
+// samePage reports whether two pages of a listing hold the same tasks.
+func samePage(a, b []taskmanager.Task) bool {
+	return len(a) > 0 && slices.EqualFunc(a, b, func(x, y taskmanager.Task) bool { return x.ID == y.ID })
+}
+
 // requestSweep asks the sweeper to look for claims of this worker that
 // have no run (coalesced: one sweep at a time, one waiting at most).
 func (b *Bridge) requestSweep() {
@@ -255,12 +264,24 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 	b.claiming.Lock()
 	var mine, all []taskmanager.Task
 	var err error
+	var prev []taskmanager.Task
 	for offset := 0; ; offset += sweepPage {
 		var page []taskmanager.Task
 		page, err = b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusClaimed, Limit: sweepPage, Offset: offset})
 		if err != nil {
 			break
 		}
+		// A server that ignores offset answers every page alike: the
+		// listing would never end (and claiming waits while it runs).
+		if offset > 0 && samePage(page, prev) {
+			err = fmt.Errorf("list claimed tasks: TaskManager answered offset %d with the page of offset %d (is offset ignored?)", offset, offset-sweepPage)
+			break
+		}
+		if offset >= maxSweepPages*sweepPage {
+			err = fmt.Errorf("list claimed tasks: more than %d pages of %d", maxSweepPages, sweepPage)
+			break
+		}
+		prev = page
 		all = append(all, page...)
 		for _, t := range page {
 			if t.ClaimedBy == b.cfg.WorkerID {
