@@ -85,7 +85,7 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 		// waits for the one being sent.
 		p.a.posts.send(markKey(p.taskID, p.attempt), func() {
 			p.postAs(context.Background(), workerID, percent, message, true)
-		})
+		}, percent == 100)
 	}
 }
 
@@ -160,7 +160,7 @@ func (p *progress) postTaskProgress(attempt int, pr Progress) <-chan struct{} {
 	}
 	// A background post does not follow a moved claim (that would post
 	// out of the new claim's order): the new claim's handlers post.
-	return p.a.posts.send(key, func() { p.postAs(context.Background(), workerID, percent, pr.Message, false) })
+	return p.a.posts.send(key, func() { p.postAs(context.Background(), workerID, percent, pr.Message, false) }, false)
 }
 
 // maxPosting bounds the claims whose progress is being posted at once: past
@@ -169,25 +169,33 @@ func (p *progress) postTaskProgress(attempt int, pr Progress) <-chan struct{} {
 const maxPosting = 32
 
 // postQueue sends each claim's progress posts one at a time, in order: a
-// post queued while one is being sent replaces any still waiting (marks
-// let only higher values through, so the newest is the highest).
+// post queued while one is being sent replaces any still waiting (the
+// newest value is the one to show).
 type postQueue struct {
 	mu      sync.Mutex
-	waiting map[string]func()        // claim → the newest post not yet sent
+	waiting map[string]queuedPost    // claim → the newest post not yet sent
 	busy    map[string]chan struct{} // claims with a post being sent → closed once all are
 	sending sync.WaitGroup
 }
 
+// queuedPost is a post waiting; keep: flush sends it rather than drop it
+// (a handler's 100).
+type queuedPost struct {
+	post func()
+	keep bool
+}
+
 // send queues post for key and returns a channel closed once key's posts
-// are sent (nil: dropped, maxPosting claims are being posted).
-func (q *postQueue) send(key string, post func()) <-chan struct{} {
+// are sent (nil: dropped, maxPosting claims are being posted). keep: a
+// flush sends it, not drops it.
+func (q *postQueue) send(key string, post func(), keep bool) <-chan struct{} {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.busy == nil {
-		q.busy, q.waiting = map[string]chan struct{}{}, map[string]func(){}
+		q.busy, q.waiting = map[string]chan struct{}{}, map[string]queuedPost{}
 	}
 	if done, ok := q.busy[key]; ok {
-		q.waiting[key] = post
+		q.waiting[key] = queuedPost{post: post, keep: keep}
 		return done
 	}
 	if len(q.busy) >= maxPosting {
@@ -199,7 +207,7 @@ func (q *postQueue) send(key string, post func()) <-chan struct{} {
 		for post != nil {
 			post()
 			q.mu.Lock()
-			post = q.waiting[key]
+			post = q.waiting[key].post
 			delete(q.waiting, key)
 			if post == nil {
 				delete(q.busy, key)
@@ -211,13 +219,16 @@ func (q *postQueue) send(key string, post func()) <-chan struct{} {
 	return done
 }
 
-// flush waits until key's posts are sent, the one being sent and the one
-// waiting (a post takes 15 s at most: a call, a claim query, a call), or
-// ctx ends: the claim's outcome is about to be reported, and no earlier
-// value must land after it. The waiting one is sent, not dropped: it may
-// be a handler's 100.
+// flush drops key's post still waiting, unless it is to be kept (a
+// handler's 100: then it is sent), and waits until the one being sent is
+// done (a post takes 15 s at most: a call, a claim query, a call), or ctx
+// ends: the claim's outcome is about to be reported, and no earlier value
+// must land after it.
 func (q *postQueue) flush(ctx context.Context, key string) {
 	q.mu.Lock()
+	if !q.waiting[key].keep {
+		delete(q.waiting, key)
+	}
 	done, ok := q.busy[key]
 	q.mu.Unlock()
 	if !ok {

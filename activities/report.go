@@ -84,8 +84,9 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || info.IsLocalActivity ||
 		(!in.ReadFirstFrom.IsZero() && !time.Now().Before(in.ReadFirstFrom))
 	key := markKey(in.TaskID, in.Attempt)
-	// The claim's progress posts go first (the one being sent and the one
-	// waiting), so that none lands after the outcome.
+	// The claim's progress post being sent goes first, and a handler's 100
+	// still waiting, so that none lands after the outcome (another one
+	// still waiting is dropped: the outcome supersedes it).
 	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	a.posts.flush(fctx, key)
 	cancel()
