@@ -120,8 +120,24 @@ func errText(err error) string {
 
 // skip counts a step whose when was false as done.
 func (p *pipeline) skip(ctx workflow.Context, s Step) {
-	p.done += countedSteps([]Step{s})
+	p.count(s)
 	p.showProgress(ctx)
+}
+
+// count counts as done the steps of s (s, or the members of its parallel
+// group) not counted yet: a group that fails after some of its members
+// succeeded adds only the others.
+func (p *pipeline) count(s Step) {
+	if len(s.Parallel) > 0 {
+		for _, m := range s.Parallel {
+			p.count(m)
+		}
+		return
+	}
+	if !p.counted[s.Name] {
+		p.counted[s.Name] = true
+		p.done++
+	}
 }
 
 // withFallbacks runs s's on_failure steps, in order, when f fails for
@@ -140,7 +156,7 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 			msg = failureMessage(s.kind(), err)
 		}
 		p.results[s.Name], _ = json.Marshal(map[string]string{"error": msg})
-		p.done += countedSteps([]Step{s}) // handled: its fallbacks do not count
+		p.count(s) // handled: its fallbacks do not count
 		p.showProgress(c)
 		for _, fb := range s.OnFailure {
 			if err := p.step(c, fb, map[string]any{"error": msg}).Get(c, nil); err != nil {
@@ -394,7 +410,7 @@ func (p *pipeline) record(ctx workflow.Context, s Step, out json.RawMessage) {
 	if p.fallbacks[s.Name] {
 		return // a fallback's step counted when it failed
 	}
-	p.done++
+	p.count(s)
 	if p.inHandlers && p.alone[s.Name] && p.postsHere(s) {
 		p.shown = max(p.shown, p.percent()) // its handler posted it (doneProgress)
 	}

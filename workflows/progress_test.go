@@ -73,6 +73,36 @@ func TestProgress_posted_by_handlers_without_progress_activities(t *testing.T) {
 		activities.ReportActivityName}, names())
 }
 
+// A parallel group that fails after some of its members were counted
+// done, and whose failure a fallback handles, adds only its other members
+// to the steps done, and its fallback is not counted. Before, it added all
+// of them again and counted the fallback: 100 % was posted while steps
+// were still to run.
+func TestProgress_failed_group_counts_each_member_once(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	steps := []workflows.Step{
+		{Name: "g", Parallel: []workflows.Step{
+			{Name: "skipped", Handler: "example.echo", When: "false"},
+			{Name: "bad", Handler: "example.error", Params: map[string]any{"message": "no"}},
+		}, OnFailure: []workflows.Step{{Name: "fb", Handler: "example.echo", Params: map[string]any{"message": "fallback"}}}},
+		{Name: "d", Handler: "example.echo", Params: map[string]any{"message": "d"}},
+		{Name: "e", Handler: "example.echo", Params: map[string]any{"message": "e"}},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"x": 5}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	var seen []int
+	var messages []string
+	for _, p := range b.tm.ProgressCalls(in.Task.ID) {
+		seen = append(seen, p.Progress)
+		messages = append(messages, p.Message)
+	}
+	// skipped, then bad (handled by fb, which does not count), then d, e.
+	require.Equal(t, []string{"step bad started (1/4 steps done)", "step fb started (2/4 steps done)", "step d done (3/4)", "step e done (4/4)"}, messages)
+	require.Equal(t, []int{25, 50, 75, 100}, seen)
+}
+
 // While a step runs and another waits, the run's current details (what
 // Temporal Web shows) and the progress query say so.
 func TestProgress_current_details_and_query_while_steps_run(t *testing.T) {

@@ -211,6 +211,20 @@ func (s Step) validate(sc scope) []error {
 
 // leaves returns the steps that run something (all but parallel groups) in
 // order, parallel groups flattened and fallbacks after their step.
+// markGroupFallbacks marks the on_failure steps of parallel groups, at any
+// depth, in fallbacks.
+func markGroupFallbacks(steps []Step, fallbacks map[string]bool) {
+	for _, s := range steps {
+		if len(s.Parallel) > 0 {
+			for _, f := range leaves(s.OnFailure) {
+				fallbacks[f.Name] = true
+			}
+			markGroupFallbacks(s.Parallel, fallbacks)
+		}
+		markGroupFallbacks(s.OnFailure, fallbacks)
+	}
+}
+
 func leaves(steps []Step) []Step {
 	var out []Step
 	for _, s := range steps {
@@ -274,6 +288,7 @@ type pipeline struct {
 	poster     workflow.Channel
 	posted     workflow.Future
 	done       int
+	counted    map[string]bool // the steps done counts, by name
 	total      int
 }
 
@@ -282,7 +297,7 @@ type pipeline struct {
 // step posted it, or the run is older than changeProgressInHandlers).
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, *activities.Progress, error) {
 	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, failures: map[string]string{},
-		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, alone: map[string]bool{},
+		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, alone: map[string]bool{}, counted: map[string]bool{},
 		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
 	p.inHandlers = p.exact && workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, 1) == 1
@@ -290,6 +305,12 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 		for _, f := range leaves(s.OnFailure) {
 			p.fallbacks[f.Name] = true
 		}
+	}
+	if p.inHandlers {
+		// A parallel group's on_failure steps are fallbacks too (leaves
+		// leaves the group out). Only where handlers post progress: an
+		// older run posts one progress activity per step counted.
+		markGroupFallbacks(opts.Steps, p.fallbacks)
 	}
 	for _, s := range opts.Steps {
 		if s.Handler != "" && s.ForEach == "" {
