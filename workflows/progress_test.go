@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -99,8 +100,10 @@ func TestProgress_failed_group_counts_each_member_once(t *testing.T) {
 		messages = append(messages, p.Message)
 	}
 	// skipped, then bad (handled by fb, which does not count), then d, e.
-	require.Equal(t, []string{"step bad started (1/4 steps done)", "step fb started (2/4 steps done)", "step d done (3/4)", "step e done (4/4)"}, messages)
-	require.Equal(t, []int{25, 50, 75, 100}, seen)
+	// Posts go in the background: one may replace another still waiting.
+	require.Contains(t, messages, "step d done (3/4)")
+	require.Equal(t, "step e done (4/4)", messages[len(messages)-1])
+	require.True(t, slices.IsSorted(seen) && slices.Index(seen, 100) == len(seen)-1, "progress rises, to 100 only at the end: %v", messages)
 }
 
 // While a step runs and another waits, the run's current details (what
