@@ -66,6 +66,7 @@ type Bridge struct {
 
 	mu         sync.Mutex
 	stopClaims context.CancelFunc
+	stopped    bool           // Stop was called: claiming never starts
 	loops      sync.WaitGroup // claim loops and the sweeper
 	claimLoops sync.WaitGroup
 	starts     sync.WaitGroup  // starts and failures being reported
@@ -237,7 +238,12 @@ func (b *Bridge) claimUntil(ctx context.Context) error {
 	claimCtx, stop := context.WithCancel(ctx)
 	b.mu.Lock()
 	b.stopClaims = stop
+	stopped := b.stopped
 	b.mu.Unlock()
+	if stopped {
+		stop()
+		return nil // Stop came first (an embedder's): claim nothing
+	}
 	// Claims of this worker whose run never started (a crash between claim
 	// and start, an answer lost) are found before new claims are made: the
 	// claim loops wait for the first sweep that succeeds.
@@ -348,6 +354,7 @@ const closeWaiters = 16
 // ends first.
 func (b *Bridge) Stop(ctx context.Context) error {
 	b.mu.Lock()
+	b.stopped = true
 	if b.stopClaims != nil {
 		b.stopClaims()
 	}

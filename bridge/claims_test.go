@@ -342,6 +342,24 @@ func TestSweep_listing_that_ignores_offset_ends(t *testing.T) {
 	require.NoError(t, ctx.Err(), "it ended on its own")
 }
 
+// Stop called before Run reached its claim loops (an embedder stopping at
+// once): nothing is claimed. Before, Run went on and claimed tasks it
+// could no longer start.
+func TestServe_stop_before_serve_claims_nothing(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	id := bb.create(t, "example.echo", map[string]any{"message": "never"})
+	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	defer cancel()
+	bb.b.mu.Lock()
+	bb.b.stopped = true // what Stop does first (the bundle has no worker to stop)
+	bb.b.mu.Unlock()
+	require.NoError(t, bb.b.serve(ctx))
+	require.NoError(t, ctx.Err(), "serve returned at once")
+	require.Equal(t, "pending", bb.status(t, id).Status, "nothing claimed")
+	require.Zero(t, bb.tm.Stats().ClaimCalls)
+}
+
 func TestJSONDepth(t *testing.T) {
 	t.Parallel()
 	for raw, want := range map[string]int{
