@@ -126,8 +126,14 @@ func (p *pipeline) skip(ctx workflow.Context, s Step) {
 
 // count counts as done the steps of s (s, or the members of its parallel
 // group) not counted yet: a group that fails after some of its members
-// succeeded adds only the others.
+// succeeded adds only the others. A run older than changeProgressInHandlers
+// counts as it did (a group's members again): its progress activities
+// follow the count, and its history holds them.
 func (p *pipeline) count(s Step) {
+	if !p.inHandlers {
+		p.done += countedSteps([]Step{s})
+		return
+	}
 	if len(s.Parallel) > 0 {
 		for _, m := range s.Parallel {
 			p.count(m)
