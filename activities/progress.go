@@ -52,8 +52,9 @@ type progress struct {
 // once; a local activity's handler heartbeats nothing. A step's handler
 // reports to Temporal only: the task's progress in TaskManager is its
 // steps done. Posts to TaskManager are sent in the background, each
-// claim's in order, so that a slow TaskManager does not hold the handler;
-// past 32 claims being posted at once, a post is dropped. Outside a
+// claim's in order, so that a slow TaskManager does not hold the handler
+// (its activity waits for them when it returns, 5 s at most); past 32
+// claims being posted at once, a post other than a 100 is dropped. Outside a
 // handler activity it does nothing. Progress is best effort: a failed
 // call is logged, never returned.
 func ReportProgress(ctx context.Context, percent int, message string) {
@@ -198,8 +199,8 @@ func (q *postQueue) send(key string, post func(), keep bool) <-chan struct{} {
 		q.waiting[key] = queuedPost{post: post, keep: keep}
 		return done
 	}
-	if len(q.busy) >= maxPosting {
-		return nil
+	if len(q.busy) >= maxPosting && !keep {
+		return nil // a handler's 100 goes all the same
 	}
 	done := make(chan struct{})
 	q.busy[key] = done
@@ -217,6 +218,13 @@ func (q *postQueue) send(key string, post func(), keep bool) <-chan struct{} {
 		}
 	})
 	return done
+}
+
+// pending returns a channel closed once key's posts are sent (nil: none).
+func (q *postQueue) pending(key string) <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.busy[key]
 }
 
 // flush drops key's post still waiting, unless it is to be kept (a

@@ -143,6 +143,11 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 			p.postTaskProgress(in.Attempt, *in.Progress) // in the background: the handler starts at once
 		}
 		out, err := h.Handle(ctx, in.Params)
+		if !p.step {
+			// Its progress posts land before its outcome, which may be
+			// reported by another bridge (whose flush sees no queue here).
+			waitPosted(ctx, a.posts.pending(markKey(in.TaskID, in.Attempt)))
+		}
 		if err != nil {
 			return nil, err
 		}
