@@ -109,7 +109,9 @@ func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time) {
 	attempts := b.adm.attempts(workflowID)
 	var tries atomic.Int32
 	var timer *time.Timer
-	timer = time.AfterFunc(time.Until(claimedAt.Add(b.cfg.ClaimTimeout))+renewMargin, func() {
+	// Armed once timer is set: the callback may run at once (a start that
+	// took longer than the claim timeout).
+	timer = time.AfterFunc(time.Hour, func() {
 		if b.bg.Err() != nil || !b.adm.isOpen(workflowID) || b.adm.attempts(workflowID) > attempts {
 			return
 		}
@@ -118,6 +120,7 @@ func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time) {
 			timer.Reset(renewEvery)
 		}
 	})
+	timer.Reset(time.Until(claimedAt.Add(b.cfg.ClaimTimeout)) + renewMargin)
 	b.adm.onClose(workflowID, func() { timer.Stop() }) // no timer outlives its run
 }
 

@@ -279,13 +279,15 @@ func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) b
 		stop := false
 		sel := workflow.NewSelector(ctx)
 		sel.AddFuture(f, func(workflow.Future) {})
-		sel.AddReceive(st.ch, st.receive(ctx))
+		// The cancel before a claim signal: an older run took the handler's
+		// future (ready at the cancel) before any signal received with it.
 		if watch {
 			sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
 				watch = false
 				stop = workflow.GetVersion(ctx, changeWaitHandlerCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion
 			})
 		}
+		sel.AddReceive(st.ch, st.receive(ctx))
 		sel.Select(ctx)
 		if stop {
 			return true
