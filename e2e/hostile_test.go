@@ -241,7 +241,7 @@ func TestE2E_Hostile_handlers_leak_nothing(t *testing.T) {
 		for _, id := range floodIDs {
 			st := states[id]
 			require.Equal(t, "failed", st.Status)
-			require.Contains(t, st.Error, "/bin/sh killed: stdout passed 4194304 bytes")
+			require.Contains(t, st.Error, "/bin/sh killed: stdout passed 1048576 bytes")
 		}
 		attempts := 0
 		for _, id := range floodIDs {
@@ -296,7 +296,7 @@ func TestE2E_Hostile_handlers_leak_nothing(t *testing.T) {
 		channels["Temporal histories, list, describe"] = temporal
 		// The grep sees payloads decoded: the params and the failure texts.
 		require.Contains(t, temporal, paramsMarker)
-		require.Contains(t, temporal, "stdout passed 4194304 bytes")
+		require.Contains(t, temporal, "stdout passed 1048576 bytes")
 		require.Contains(t, temporal, "POST http://"+downAddr+"/hook")
 
 		require.Empty(t, leaks(channels, secrets), "secrets leaked")
