@@ -360,6 +360,30 @@ func TestServe_stop_before_serve_claims_nothing(t *testing.T) {
 	require.Zero(t, bb.tm.Stats().ClaimCalls)
 }
 
+// PHP filters a listing's type with LIKE: the scout's listing of a served
+// "test_x" also lists "test-x" tasks. They are not counted as test_x's, so
+// no claim is made that comes back empty (a 500 and an error line in PHP's
+// log each time).
+func TestScout_type_listing_counts_the_type_alone(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	ctx := context.Background()
+	for _, name := range []string{"test_x", "test-x", "test.other"} {
+		r, err := bb.api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+		require.NoError(t, err)
+		if name == "test_x" {
+			bb.b.types = []servedType{{Name: name, ID: r.ID, Options: workflows.DefaultTypeOptions()}}
+		}
+	}
+	for i := range scoutPage { // a full first page of another type
+		bb.create(t, "test.other", map[string]any{"n": i})
+	}
+	bb.create(t, "test-x", map[string]any{"n": 1})
+	bb.serve(t)
+	time.Sleep(20 * bb.b.cfg.PollInterval) // twenty looks of the scout
+	require.Zero(t, bb.tm.Stats().ClaimCalls, "no claim for test_x, which has no task")
+}
+
 func TestJSONDepth(t *testing.T) {
 	t.Parallel()
 	for raw, want := range map[string]int{

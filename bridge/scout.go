@@ -173,7 +173,13 @@ func (b *Bridge) runScout(ctx context.Context) {
 					if err != nil {
 						more = make([]taskmanager.Task, 1) // unsure: claim and see
 					}
-					pending[typ] = len(more)
+					// PHP filters with LIKE: "send_email" lists "send-email"
+					// too. Only the type's own tasks count.
+					for _, t := range more {
+						if t.Type == typ || t.Type == "" {
+							pending[typ]++
+						}
+					}
 				}
 			}
 			for typ, n := range pending {
