@@ -117,7 +117,8 @@ func WithLogger(l *slog.Logger) Option {
 // WithWorkflow registers a Go workflow under name, for types configured
 // with `workflow: name`. It receives an activities.HandlerInput and returns
 // the task's result; the bridge still claims the task and reports its
-// outcome. A second workflow under the same name replaces the first.
+// outcome. A second workflow under the same name replaces the first. A
+// panic in it fails the task's attempt (workflows.FailOnPanic).
 func WithWorkflow(name string, fn any) Option {
 	return func(o *bridgeOptions) { o.workflows[name] = fn }
 }
@@ -156,7 +157,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		OnFatalError:                            b.workerFailed,
 	})
 	for name, fn := range o.workflows {
-		b.worker.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
+		b.worker.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	b.closerOn.Store(true)

@@ -99,3 +99,24 @@ func TestE2E_go_workflow_and_routed_queue(t *testing.T) {
 	require.Equal(t, "completed", states[routed].Status, states[routed].Error)
 	require.JSONEq(t, fmt.Sprintf(`{"reversed":"cba","task_id":%q}`, routed), string(states[routed].Result))
 }
+
+// A Go workflow handler that panics fails its task with the panic's
+// message, on the real dev server: before, the SDK's default panic policy
+// retried its workflow task forever, and the task stayed claimed.
+func TestE2E_go_workflow_panic_fails_the_task(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.boom")
+	id := s.create("demo.boom", map[string]any{"n": 1})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte("types:\n  demo.boom: { workflow: demo.boom }\n"), 0o600))
+	boom := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		var m map[string]any
+		m["x"] = in.Attempt // assignment to a nil map
+		return m, nil
+	}
+	s.runBridgeWith(nil, "bridge-boom", nil, []bridge.Option{bridge.WithWorkflow("demo.boom", boom)}, "--config="+cfgFile)
+	require.Eventually(t, func() bool {
+		st, ok := s.tm.Task(id)
+		return ok && strings.Contains(st.Error, "workflow demo.boom panicked: assignment to entry in nil map")
+	}, 2*time.Minute, 100*time.Millisecond, "the first attempt is reported failed")
+}

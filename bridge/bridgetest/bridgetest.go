@@ -100,7 +100,7 @@ func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType str
 	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
 	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	for name, fn := range s.workflows {
-		env.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
+		env.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
 	}
 	(&activities.Activities{Registry: handlers, TaskManager: api, ProgressInterval: time.Nanosecond}).RegisterOn(env)
 

@@ -160,3 +160,19 @@ func TestRun_go_workflow_results_are_objects(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"value":"done"}`, string(out))
 }
+
+// A Go workflow that panics fails its task, with the panic's message, as a
+// handler activity's panic does: the task is reported, not left claimed
+// while the run retries its workflow task forever.
+func TestRun_go_workflow_panic_fails_the_task(t *testing.T) {
+	t.Parallel()
+	boom := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		var m map[string]any
+		m["x"] = 1 // assignment to a nil map
+		return m, nil
+	}
+	_, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  w.boom: { workflow: w.boom }\n", "w.boom", map[string]any{"n": 1},
+		bridgetest.WithWorkflow("w.boom", boom))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "workflow w.boom panicked: assignment to entry in nil map")
+}
