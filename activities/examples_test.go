@@ -135,12 +135,7 @@ func TestProgress_slow_TaskManager_does_not_hold_the_handler(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	_, err := b.api.RegisterTaskType(ctx, taskmanager.TaskTypeSpec{Name: "test.slowprogress", Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
-	require.NoError(t, err)
-	_, err = b.api.CreateTask(ctx, "test.slowprogress", map[string]any{"n": 1})
-	require.NoError(t, err)
-	task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: "1"})
-	require.NoError(t, err)
+	task := claimed(t, b.api, "test.slowprogress", map[string]any{"n": 1})
 	b.tm.InjectFault(devserver.Fault{Path: "/progress", Latency: time.Minute})
 	reg := activities.NewRegistry()
 	var held time.Duration
@@ -154,7 +149,7 @@ func TestProgress_slow_TaskManager_does_not_hold_the_handler(t *testing.T) {
 	env := suite.NewTestActivityEnvironment()
 	acts := &activities.Activities{Registry: reg, TaskManager: b.api}
 	acts.RegisterOn(env)
-	_, err = env.ExecuteActivity("test.slowprogress", activities.HandlerInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Params: task.Params.Raw()})
+	_, err := env.ExecuteActivity("test.slowprogress", activities.HandlerInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Params: task.Params.Raw()})
 	require.NoError(t, err)
 	require.Less(t, held, 4*time.Second, "ReportProgress returned before its post's 5 s timeout")
 	require.NoError(t, acts.Idle(ctx), "the post ends (timed out) in the background")

@@ -36,6 +36,18 @@ func activityNames(b *testBundle) func() []string {
 	}
 }
 
+// progressPosts returns the progress values and messages TaskManager took
+// for a task, in order; every post was accepted.
+func progressPosts(t *testing.T, b *testBundle, taskID string) (seen []int, messages []string) {
+	t.Helper()
+	for _, p := range b.tm.ProgressCalls(taskID) {
+		require.True(t, p.Accepted)
+		seen = append(seen, p.Progress)
+		messages = append(messages, p.Message)
+	}
+	return seen, messages
+}
+
 // A multi-step task's progress reaches TaskManager from the activities the
 // run has anyway (the steps' handlers, the report), in order, up to 100,
 // and the run starts no progress activity.
@@ -59,13 +71,7 @@ func TestProgress_posted_by_handlers_without_progress_activities(t *testing.T) {
 	_, err := b.run(in)
 	require.NoError(t, err)
 
-	var seen []int
-	var messages []string
-	for _, p := range b.tm.ProgressCalls(in.Task.ID) {
-		require.True(t, p.Accepted)
-		seen = append(seen, p.Progress)
-		messages = append(messages, p.Message)
-	}
+	seen, messages := progressPosts(t, b, in.Task.ID)
 	// a ends: 1/6; d starts: 3/6 done, ends: 4/6; the report: 6/6.
 	require.Equal(t, []int{16, 50, 66, 100}, seen)
 	require.Equal(t, []string{"step a done (1/6)", "step d started (3/6 steps done)", "step d done (4/6)", "6/6 steps done"}, messages)
@@ -93,12 +99,7 @@ func TestProgress_failed_group_counts_each_member_once(t *testing.T) {
 	in := b.claim(t, "demo.pipeline", map[string]any{"x": 5}, workflows.TypeOptions{Steps: steps})
 	_, err := b.run(in)
 	require.NoError(t, err)
-	var seen []int
-	var messages []string
-	for _, p := range b.tm.ProgressCalls(in.Task.ID) {
-		seen = append(seen, p.Progress)
-		messages = append(messages, p.Message)
-	}
+	seen, messages := progressPosts(t, b, in.Task.ID)
 	// skipped, then bad (handled by fb, which does not count), then d, e.
 	// Posts go in the background: one may replace another still waiting.
 	require.Contains(t, messages, "step d done (3/4)")
