@@ -175,10 +175,6 @@ const (
 	// TaskManager by its steps' handler activities and the report, not by
 	// one progress local activity per update (progress.go).
 	changeProgressInHandlers = "progress-in-handlers"
-	// changeWaitHandlerCancel: a cancelled run waits until its (regular)
-	// handler activity stopped before it reports; the version is taken
-	// only when the run is cancelled.
-	changeWaitHandlerCancel = "wait-handler-cancel"
 )
 
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
@@ -268,34 +264,6 @@ func (st *claimState) wait(ctx workflow.Context, f workflow.Future) {
 	}
 }
 
-// waitCancellable is wait for a regular handler activity scheduled with
-// WaitForCancellation. When the run is cancelled, a run started before
-// changeWaitHandlerCancel stops waiting at once, as it did then (its
-// handler's future was ready at once), and it returns true; a newer run
-// waits until the handler stopped.
-func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) bool {
-	watch := true
-	for !f.IsReady() {
-		stop := false
-		sel := workflow.NewSelector(ctx)
-		sel.AddFuture(f, func(workflow.Future) {})
-		// The cancel before a claim signal: an older run took the handler's
-		// future (ready at the cancel) before any signal received with it.
-		if watch {
-			sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
-				watch = false
-				stop = workflow.GetVersion(ctx, changeWaitHandlerCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion
-			})
-		}
-		sel.AddReceive(st.ch, st.receive(ctx))
-		sel.Select(ctx)
-		if stop {
-			return true
-		}
-	}
-	return false
-}
-
 // waitChange waits up to timeout for a claim newer than version seen.
 func (st *claimState) waitChange(ctx workflow.Context, seen int, timeout time.Duration) bool {
 	tctx, cancel := workflow.WithCancel(ctx)
@@ -353,10 +321,7 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > 3
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)
-		f = opts.executeHandler(ctx, taskSummary(in.Task, handler), handler, input)
-		if !opts.IsLocal() && claims.waitCancellable(ctx, f) {
-			return nil, nil, temporal.NewCanceledError() // as runs before changeWaitHandlerCancel saw it
-		}
+		f = opts.execute(ctx, taskSummary(in.Task, handler), handler, input)
 	}
 	claims.wait(ctx, f)
 	var out json.RawMessage
