@@ -67,10 +67,7 @@ func TestExec_exit_kills_what_the_command_left_running(t *testing.T) {
 	require.JSONEq(t, `{}`, string(out))
 	pid, err := os.ReadFile(pidFile)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
-		return os.IsNotExist(err) || strings.Contains(string(stat), ") Z ") // gone, or a zombie not yet reaped
-	}, 10*time.Second, 10*time.Millisecond, "the background process is killed")
+	require.Eventually(t, func() bool { return gone(strings.TrimSpace(string(pid))) }, 10*time.Second, 10*time.Millisecond, "the background process is killed")
 }
 
 // The command gets the environment its config gives and the TASK_
@@ -113,14 +110,23 @@ func TestExec_cancel_kills_the_process_group(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := h.Handle(ctx, nil); done <- err }()
-	require.Eventually(t, func() bool { _, err := os.Stat(pidFile); return err == nil }, 10*time.Second, 10*time.Millisecond)
+	// The file exists before the pid is written to it: wait for the pid.
+	var pid string
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(pidFile)
+		pid = strings.TrimSpace(string(b))
+		return err == nil && strings.HasSuffix(string(b), "\n") && pid != ""
+	}, 10*time.Second, 10*time.Millisecond)
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
-	pid, _ := os.ReadFile(pidFile)
-	require.Eventually(t, func() bool {
-		_, err := os.Stat("/proc/" + strings.TrimSpace(string(pid)))
-		return os.IsNotExist(err)
-	}, 10*time.Second, 10*time.Millisecond, "the grandchild is killed too")
+	require.Eventually(t, func() bool { return gone(pid) }, 10*time.Second, 10*time.Millisecond, "the grandchild is killed too")
+}
+
+// gone reports whether process pid has ended: no longer listed, or a
+// zombie its new parent has not reaped yet.
+func gone(pid string) bool {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	return os.IsNotExist(err) || strings.Contains(string(stat), ") Z ")
 }
 
 func TestHTTP_handler(t *testing.T) {
