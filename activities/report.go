@@ -61,6 +61,11 @@ type ReportInput struct {
 	// time (half the claim timeout after the claim was made), for the claim
 	// may have timed out while the report waited to run.
 	ReadFirstFrom time.Time `json:"read_first_from,omitzero"`
+	// Short: Error is the bridge's own short message, sent once TaskManager
+	// refused the handler's. TaskManager refusing this one too (too large,
+	// invalid) says nothing of it (a fault, not its size): that is retried,
+	// so that the outcome lands and the claim does not stay held.
+	Short bool `json:"short,omitempty"`
 }
 
 // ReportOutput says what TaskManager recorded.
@@ -92,6 +97,9 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 	cancel()
 	a.marks.forget(key)
 	out, err := Report(ctx, a.TaskManager, in)
+	if in.Short && (HasErrorType(err, ErrTypePayloadTooLarge) || HasErrorType(err, ErrTypeRejected)) {
+		err = Transient(fmt.Errorf("TaskManager refused even the short error message, retrying: %w", err), 0)
+	}
 	if errors.Is(err, taskmanager.ErrUnauthorized) {
 		a.logger().Error("TaskManager refuses the API key; outcome kept and retried until it is fixed", "task_id", in.TaskID)
 	}

@@ -195,6 +195,25 @@ func TestExactlyOnce_cancelled_before_handler_then_data_too_long(t *testing.T) {
 	require.Equal(t, 1, acceptedCompletions(b, in.Task.ID))
 }
 
+// TaskManager refuses the error message as too large, then the bridge's
+// short one too (a fault: it cannot be its size): the short one is retried
+// until it lands. Before, the run gave up and ended with the task still
+// claimed, its place freed in the bridge while TaskManager held the claim
+// (the simulation's seed 41: claims past max_in_flight).
+func TestExactlyOnce_short_message_refused_too_is_retried(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.error", map[string]any{"message": "boom"}, workflows.TypeOptions{})
+	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 500, Count: 2,
+		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'error_message' at row 1","timestamp":1795936223}`})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status, "the failure landed: TaskManager re-queues the task")
+	require.Equal(t, "example.error failed; TaskManager refused its error message as too large", st.Error)
+	require.Equal(t, 1, acceptedCompletions(b, in.Task.ID))
+}
+
 // acceptedCompletions counts the complete calls TaskManager recorded for a
 // task.
 func acceptedCompletions(b *testBundle, taskID string) int {

@@ -465,6 +465,7 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 			TaskID: in.Task.ID, WorkerID: claim.WorkerID, Attempt: claim.Attempts,
 			Success: out.Success, Result: out.Result, Error: out.Error, Progress: out.Progress,
 			ReadFirst: readFirst || in.mayHaveExpired(ctx, claim),
+			Short:     shrunk && !out.Success,
 		}
 		if !claim.ClaimedAt.IsZero() {
 			// Decided again when the report runs: it may wait in the queue

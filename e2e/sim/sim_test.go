@@ -44,7 +44,8 @@ var regressionSeeds = []uint64{
 	2,  // a recovered claim whose outcome its run had reported (after the claim moved to it by signal) was started again
 	3,  // same, with a cancel during the report
 	9,  // an old claim's failure landed on this same worker's newer claim (TaskManager checks only the worker id); its handler then ran for a claim that was over
-	37, // same, the re-claim coming between the report's read and its post
+	37, // same, the re-claim coming between the report's read and its post; and a cancelled run kept open for its crashed handler, which reported a stale failure with the next claim
+	41, // two "Data too long" answers in a row: the run gave up on its short error message and ended with the claim held (claimed past max_in_flight)
 }
 
 // seeds returns the seeds to run: SIM_SEED alone, or the regression seeds
