@@ -939,7 +939,7 @@ func (c Config) Validate() error {
 	check(strings.TrimSpace(c.WorkerID) != "", "worker_id", "must not be empty")
 	// TaskManager trims the worker id it stores: one with spaces around it
 	// (an env file with CRLF line ends) would never match its own claims.
-	check(c.WorkerID == strings.TrimSpace(c.WorkerID) && !hasControl(c.WorkerID), "worker_id", "must not begin or end with spaces or hold control characters, got %q", c.WorkerID)
+	check(c.WorkerID == strings.TrimSpace(c.WorkerID) && !strings.ContainsFunc(c.WorkerID, unicode.IsControl), "worker_id", "must not begin or end with spaces or hold control characters, got %q", c.WorkerID)
 	add(valid.Range("poll_interval", c.PollInterval, 10*time.Millisecond, time.Hour))
 	add(valid.Range("max_runs", c.MaxRuns, 0, math.MaxInt32))
 	add(valid.Range("max_in_flight", c.MaxInFlight, 1, 100_000))
@@ -951,7 +951,7 @@ func (c Config) Validate() error {
 	add(valid.Range("progress_rate", c.ProgressRate, 0, 10_000))
 	check(c.Temporal.TaskQueue != "", "temporal.task_queue", "must not be empty")
 	// It is quoted in visibility queries (recovery, the closer).
-	check(!strings.ContainsAny(c.Temporal.TaskQueue, `'"\`) && !hasControl(c.Temporal.TaskQueue), "temporal.task_queue", "must not hold quotes, backslashes or control characters, got %q", c.Temporal.TaskQueue)
+	check(quotable(c.Temporal.TaskQueue), "temporal.task_queue", "must not hold quotes, backslashes or control characters, got %q", c.Temporal.TaskQueue)
 	add(valid.Range("temporal.max_concurrent_activities", c.Temporal.MaxConcurrentActivities, 1, 10_000))
 	add(valid.Range("temporal.workflow_cache_size", c.Temporal.WorkflowCacheSize, 1, 100_000))
 	check(c.Temporal.GRPCCompression == "gzip" || c.Temporal.GRPCCompression == "none", "temporal.grpc_compression", "want gzip or none, got %q", c.Temporal.GRPCCompression)
@@ -1028,9 +1028,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// hasControl reports whether s holds a control character.
-func hasControl(s string) bool {
-	return strings.ContainsFunc(s, unicode.IsControl)
 }
