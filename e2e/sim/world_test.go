@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -89,12 +90,29 @@ func (w *world) note(format string, args ...any) {
 	w.log = append(w.log, fmt.Sprintf("%6.2fs  ", time.Since(w.start).Seconds())+fmt.Sprintf(format, args...))
 }
 
+// startTemporal starts the dev server, on the world's port and database
+// once it has them. A start that does not answer is tried again (three
+// attempts in all): the harness's restart, not the bridge, is at fault then,
+// and the note says so.
 func (w *world) startTemporal() {
 	w.t.Helper()
 	logf, _ := os.OpenFile(filepath.Join(w.dir, "temporal.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	srv, err := devtemporal.Start(context.Background(), devtemporal.Options{Port: w.port, DBFile: w.dbFile, Log: logf})
+	var srv *devtemporal.Server
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		srv, err = devtemporal.Start(ctx, devtemporal.Options{Port: w.port, DBFile: w.dbFile, Log: logf})
+		cancel()
+		if err == nil {
+			break
+		}
+		w.note("harness: Temporal start attempt %d failed: %v", attempt, err)
+	}
 	if err != nil {
-		w.t.Fatalf("start Temporal: %v", err)
+		w.mu.Lock()
+		log := strings.Join(w.log, "\n  ")
+		w.mu.Unlock()
+		w.t.Fatalf("start Temporal: %v\nwhat happened:\n  %s", err, log)
 	}
 	w.temporal = srv
 	if w.port == 0 {

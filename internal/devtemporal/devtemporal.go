@@ -43,7 +43,8 @@ type Server struct {
 	Address string // host:port of the frontend
 	UIURL   string // Temporal Web, when not headless
 	cmd     *exec.Cmd
-	done    chan error
+	done    chan struct{} // closed when the process has exited
+	exitErr error         // its exit status, once done is closed
 }
 
 // Options configure Start.
@@ -103,7 +104,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.DBFile != "" {
 		args = append(args, "--db-filename", opts.DBFile)
 	}
-	s := &Server{Address: "127.0.0.1:" + strconv.Itoa(port), done: make(chan error, 1)}
+	s := &Server{Address: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
 	if opts.UI {
 		uiPort, _ := freePort()
 		args = append(args, "--ui-port", strconv.Itoa(uiPort))
@@ -119,7 +120,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cli, err)
 	}
-	go func() { s.done <- s.cmd.Wait() }()
+	go func() { s.exitErr = s.cmd.Wait(); close(s.done) }()
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
 		return nil, err
@@ -132,8 +133,8 @@ func (s *Server) waitReady(ctx context.Context) error {
 	defer cancel()
 	for {
 		select {
-		case err := <-s.done:
-			return fmt.Errorf("temporal dev server exited: %v", err)
+		case <-s.done:
+			return fmt.Errorf("temporal dev server exited: %v", s.exitErr)
 		default:
 		}
 		c, err := client.Dial(client.Options{HostPort: s.Address, Logger: quiet{}})
@@ -155,7 +156,9 @@ func (s *Server) waitReady(ctx context.Context) error {
 // PID is the server process's id (for measurements of its CPU time).
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
-// Stop stops the server and waits for it to exit.
+// Stop stops the server and waits for it to exit: SIGTERM, SIGKILL after
+// 10 s, and after 30 s more it returns anyway (a process stuck in the
+// kernel must not hang the test that stops it).
 func (s *Server) Stop() {
 	if s.cmd.Process == nil {
 		return
@@ -163,9 +166,14 @@ func (s *Server) Stop() {
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-s.done:
+		return
 	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	_ = s.cmd.Process.Kill()
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
 	}
 }
 
