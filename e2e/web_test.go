@@ -3,11 +3,13 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -281,9 +283,12 @@ func TestE2E_progress_shows_as_heartbeat_details(t *testing.T) {
 	s.register("example.sleep")
 	id := s.create("example.sleep", map[string]any{"duration": 30})
 	handlerEnd := make(chan error, 4)
+	var stoppedAt atomic.Int64
 	reg := activities.NewRegistry()
 	activities.Register(reg, "example.sleep", func(ctx context.Context, p activities.SleepParams) (activities.SleepResult, error) {
 		r, err := activities.Sleep(ctx, p)
+		time.Sleep(500 * time.Millisecond) // cleaning up after the cancel
+		stoppedAt.Store(time.Now().UnixNano())
 		handlerEnd <- err
 		return r, err
 	})
@@ -304,6 +309,37 @@ func TestE2E_progress_shows_as_heartbeat_details(t *testing.T) {
 	require.NoError(t, s.tc.CancelWorkflow(context.Background(), wfID, ""))
 	require.ErrorIs(t, <-handlerEnd, context.Canceled, "the handler was cancelled, not run to its end")
 	require.Error(t, s.tc.GetWorkflow(context.Background(), wfID, "").Get(context.Background(), nil), "the run ends cancelled")
-	require.Len(t, s.tm.Completions(id), 1, "the cancelled attempt is reported once")
-	s.replay(map[string]string{"cancel-during-handler": id}, "history-v4-")
+	// The cancelled attempt is reported only once the handler stopped:
+	// TaskManager re-queues the task on that report, and the next claim's
+	// run must not start while this handler still works.
+	completions := s.tm.Completions(id)
+	require.Len(t, completions, 1)
+	require.True(t, completions[0].At.UnixNano() > stoppedAt.Load(), "the outcome was posted after the handler stopped")
+	s.replay(map[string]string{"cancel-during-handler": id}, "history-v5-")
+}
+
+// A cancelled run reports the cancel as its attempt's outcome, whatever
+// its handler's attempt ends with while it stops: here a failure of its
+// own (a handler on a dead worker would time out instead). That attempt
+// failed because of the cancel, and the message says so.
+func TestE2E_cancelled_run_reports_the_cancel_whatever_the_handler_ends_with(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.sleep")
+	id := s.create("example.sleep", map[string]any{"duration": 30})
+	started := make(chan struct{}, 4)
+	reg := activities.NewRegistry()
+	activities.Register(reg, "example.sleep", func(ctx context.Context, p activities.SleepParams) (activities.SleepResult, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return activities.SleepResult{}, activities.Permanent(errors.New("cleanup after the cancel failed"))
+	})
+	stop := s.runBridge(reg, "bridge-cancel", "--max-runs=1")
+	defer stop()
+	<-started
+	wfID := s.prefix + id
+	require.NoError(t, s.tc.CancelWorkflow(context.Background(), wfID, ""))
+	require.Error(t, s.tc.GetWorkflow(context.Background(), wfID, "").Get(context.Background(), nil), "the run ends cancelled")
+	completions := s.tm.Completions(id)
+	require.Len(t, completions, 1)
+	require.Equal(t, "example.sleep was cancelled (its handler then ended: cleanup after the cancel failed)", completions[0].Error)
 }

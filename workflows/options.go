@@ -325,6 +325,17 @@ func (o ActivityOptions) localScheduleToClose() time.Duration {
 	return n*o.StartToCloseTimeout + n*o.Retry.MaximumInterval
 }
 
+// executeHandler is execute for a task's own handler: when the run is
+// cancelled, a regular activity's future is ready only once the handler
+// stopped (WaitForCancellation), so that the run reports after it, and a
+// new claim's run cannot start while it still runs.
+func (o ActivityOptions) executeHandler(ctx workflow.Context, summary, name string, args ...any) workflow.Future {
+	if o.IsLocal() {
+		return o.execute(ctx, summary, name, args...)
+	}
+	return workflow.ExecuteActivity(workflow.WithWaitForCancellation(o.activityContext(ctx, summary), true), name, args...)
+}
+
 // execute runs the named activity with o's options, locally or not, under
 // summary (see activityContext).
 func (o ActivityOptions) execute(ctx workflow.Context, summary, name string, args ...any) workflow.Future {

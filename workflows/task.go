@@ -115,6 +115,9 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	result, last, herr := runTask(ctx, in, opts, claims)
 
 	out := buildOutcome(in.Task, result, herr)
+	if herr != nil && ctx.Err() != nil {
+		out = cancelledOutcome(in.Task.Type, herr)
+	}
 	if out.Success {
 		out.Progress = last
 	}
@@ -175,6 +178,10 @@ const (
 	// TaskManager by its steps' handler activities and the report, not by
 	// one progress local activity per update (progress.go).
 	changeProgressInHandlers = "progress-in-handlers"
+	// changeWaitHandlerCancel: a cancelled run waits until its (regular)
+	// handler activity stopped before it reports; the version is taken
+	// only when the run is cancelled.
+	changeWaitHandlerCancel = "wait-handler-cancel"
 )
 
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
@@ -264,6 +271,34 @@ func (st *claimState) wait(ctx workflow.Context, f workflow.Future) {
 	}
 }
 
+// waitCancellable is wait for a regular handler activity scheduled with
+// WaitForCancellation. When the run is cancelled, a run started before
+// changeWaitHandlerCancel stops waiting at once, as it did then (its
+// handler's future was ready at once), and it returns true; a newer run
+// waits until the handler stopped.
+func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) bool {
+	watch := true
+	for !f.IsReady() {
+		stop := false
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(f, func(workflow.Future) {})
+		// The cancel before a claim signal: an older run took the handler's
+		// future (ready at the cancel) before any signal received with it.
+		if watch {
+			sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
+				watch = false
+				stop = workflow.GetVersion(ctx, changeWaitHandlerCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion
+			})
+		}
+		sel.AddReceive(st.ch, st.receive(ctx))
+		sel.Select(ctx)
+		if stop {
+			return true
+		}
+	}
+	return false
+}
+
 // waitChange waits up to timeout for a claim newer than version seen.
 func (st *claimState) waitChange(ctx workflow.Context, seen int, timeout time.Duration) bool {
 	tctx, cancel := workflow.WithCancel(ctx)
@@ -321,7 +356,10 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > 3
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)
-		f = opts.execute(ctx, taskSummary(in.Task, handler), handler, input)
+		f = opts.executeHandler(ctx, taskSummary(in.Task, handler), handler, input)
+		if !opts.IsLocal() && claims.waitCancellable(ctx, f) {
+			return nil, nil, temporal.NewCanceledError() // as runs before changeWaitHandlerCancel saw it
+		}
 	}
 	claims.wait(ctx, f)
 	var out json.RawMessage
@@ -354,6 +392,19 @@ func buildOutcome(task Task, result json.RawMessage, err error) outcome {
 		return failure(fmt.Sprintf("result of %s is %d bytes as TaskManager stores it, more than the %d it can store", task.Type, n, taskmanager.MaxStoredBytes))
 	}
 	return outcome{Success: true, Result: result}
+}
+
+// cancelledOutcome is the outcome of a cancelled run whose handler failed:
+// the cancel, whatever the handler's attempt ended with while it stopped. A
+// handler on a worker that died cannot hear the cancel: its activity times
+// out, and a newer claim may have reached the run meanwhile. That attempt
+// is the cancel's, not a failure of the handler's to count against it.
+func cancelledOutcome(taskType string, err error) outcome {
+	var cancelErr *temporal.CanceledError
+	if errors.As(err, &cancelErr) {
+		return failure(failureMessage(taskType, err))
+	}
+	return failure(fmt.Sprintf("%s was cancelled (its handler then ended: %s)", taskType, failureMessage(taskType, err)))
 }
 
 // failure is a failed outcome whose message TaskManager can store.
