@@ -107,6 +107,7 @@ func lookupTypes(ctx context.Context, cfg Config, runnable []string, api *taskma
 		}
 	case len(cfg.TaskTypeIDs) > 0:
 		byID := map[taskmanager.ID]taskmanager.TaskType{}
+		mismatched := map[taskmanager.ID]error{}
 		var known []string
 		var lookupErr error
 		for _, name := range runnable {
@@ -120,12 +121,18 @@ func lookupTypes(ctx context.Context, cfg Config, runnable []string, api *taskma
 				lookupErr = cmp.Or(lookupErr, err)
 				continue
 			}
+			if err := nameMismatch(name, t); err != nil {
+				mismatched[t.ID] = err
+				continue
+			}
 			byID[t.ID] = t
 			known = append(known, fmt.Sprintf("%s=%s", t.Name, t.ID))
 		}
 		for _, id := range cfg.TaskTypeIDs {
 			t, ok := byID[taskmanager.ID(id)]
 			switch {
+			case mismatched[taskmanager.ID(id)] != nil:
+				out = append(out, typeLookup{ID: taskmanager.ID(id), Err: fmt.Errorf("task_type_ids: %s: %w", id, mismatched[taskmanager.ID(id)])})
 			case ok:
 				out = append(out, typeLookup{Name: t.Name, ID: t.ID})
 			case lookupErr != nil:
@@ -155,5 +162,20 @@ func lookupName(ctx context.Context, api *taskmanager.Client, name string) typeL
 	case err != nil:
 		return typeLookup{Name: name, Err: err}
 	}
+	if err := nameMismatch(name, t); err != nil {
+		return typeLookup{Name: name, Err: err}
+	}
 	return typeLookup{Name: t.Name, ID: t.ID}
+}
+
+// nameMismatch is the error of a lookup of name that TaskManager answered
+// with another type's name: one that differs in case (a database that
+// compares names case-insensitively finds it), or garbage. Its tasks carry
+// TaskManager's name, and no handler or type options of this bridge have
+// it: serving it would fail every task, so the bridge does not start.
+func nameMismatch(name string, t taskmanager.TaskType) error {
+	if t.Name == name {
+		return nil
+	}
+	return fmt.Errorf("type %q: TaskManager answers its lookup with type %q (id %s), and its tasks carry that name: name the handler and the config's type exactly as TaskManager does", name, t.Name, t.ID)
 }
