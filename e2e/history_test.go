@@ -61,20 +61,35 @@ func (s *stack) replay(tasks map[string]string, prefix string) {
 	replayer := worker.NewWorkflowReplayer()
 	replayer.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	for name, id := range tasks {
-		h := s.history(s.prefix + id)
-		require.NoError(s.t, replayer.ReplayWorkflowHistory(nil, h), name)
-		if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
-			b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
-			require.NoError(s.t, err)
-			require.NoError(s.t, os.WriteFile(filepath.Join("..", "workflows", "testdata", prefix+name+".json"), b, 0o644))
-		}
+		s.replayRun(replayer, name, s.prefix+id, "", prefix)
+	}
+}
+
+// replayRun replays one run (runID "": the latest) of a workflow and, with
+// TMBRIDGE_UPDATE_HISTORY=1, saves its history as
+// workflows/testdata/<prefix><name>.json.
+func (s *stack) replayRun(replayer worker.WorkflowReplayer, name, workflowID, runID, prefix string) {
+	s.t.Helper()
+	if replayer == nil {
+		replayer = worker.NewWorkflowReplayer()
+		replayer.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+	}
+	h := s.runHistory(workflowID, runID)
+	require.NoError(s.t, replayer.ReplayWorkflowHistory(nil, h), name)
+	if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
+		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
+		require.NoError(s.t, err)
+		require.NoError(s.t, os.WriteFile(filepath.Join("..", "workflows", "testdata", prefix+name+".json"), b, 0o644))
 	}
 }
 
 // history returns the latest run's history of a workflow.
-func (s *stack) history(workflowID string) *historypb.History {
+func (s *stack) history(workflowID string) *historypb.History { return s.runHistory(workflowID, "") }
+
+// runHistory returns one run's history of a workflow ("": the latest).
+func (s *stack) runHistory(workflowID, runID string) *historypb.History {
 	s.t.Helper()
-	it := s.tc.GetWorkflowHistory(context.Background(), workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	it := s.tc.GetWorkflowHistory(context.Background(), workflowID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	h := &historypb.History{}
 	for it.HasNext() {
 		ev, err := it.Next()

@@ -343,3 +343,51 @@ func TestE2E_cancelled_run_reports_the_cancel_whatever_the_handler_ends_with(t *
 	require.Len(t, completions, 1)
 	require.Equal(t, "example.sleep was cancelled (its handler then ended: cleanup after the cancel failed)", completions[0].Error)
 }
+
+// A cancelled run waits for its handler to stop. When the task's claim
+// moves meanwhile (here it times out and the bridge claims it again), the
+// cancel is not posted with the newer claim, whose attempt never ran: the
+// run continues as new for that claim, whose handler runs and is reported,
+// as if the cancel had been reported at once. Saved as history-v6-*.json.
+func TestE2E_cancel_while_the_claim_moves_runs_the_newer_claim(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.sleep")
+	s.tm.SetClaimTimeout(time.Second)
+	id := s.create("example.sleep", map[string]any{"duration": 0.1})
+	started, release := make(chan struct{}, 4), make(chan struct{})
+	var calls atomic.Int32
+	reg := activities.NewRegistry()
+	activities.Register(reg, "example.sleep", func(ctx context.Context, p activities.SleepParams) (activities.SleepResult, error) {
+		if calls.Add(1) > 1 {
+			return activities.SleepResult{Duration: *p.Duration}, nil
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		<-release // stops late: its claim times out meanwhile
+		return activities.SleepResult{}, ctx.Err()
+	})
+	stop := s.runBridge(reg, "bridge-moves", "--claim-timeout=1s") // TaskManager's, so the bridge renews its claim
+	defer stop()
+	<-started
+	ctx, wfID := context.Background(), s.prefix+id
+	d, err := s.tc.DescribeWorkflowExecution(ctx, wfID, "")
+	require.NoError(t, err)
+	firstRun := d.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+	require.NoError(t, s.tc.CancelWorkflow(ctx, wfID, firstRun))
+	require.Eventually(t, func() bool {
+		v, err := s.tc.QueryWorkflow(ctx, wfID, firstRun, workflows.ClaimQueryName)
+		var c workflows.Claim
+		return err == nil && v.Get(&c) == nil && c.Attempts > 1
+	}, time.Minute, 50*time.Millisecond, "a newer claim reached the cancelled run")
+	close(release)
+
+	require.Equal(t, "completed", s.waitFinal([]string{id})[id].Status)
+	completions := s.tm.Completions(id)
+	require.Len(t, completions, 1, "the cancel was not posted with the newer claim")
+	require.True(t, completions[0].Success)
+	require.EqualValues(t, 2, calls.Load(), "the newer claim's handler ran")
+	d, err = s.tc.DescribeWorkflowExecution(ctx, wfID, firstRun)
+	require.NoError(t, err)
+	require.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW, d.GetWorkflowExecutionInfo().GetStatus())
+	s.replayRun(nil, "cancel-claim-moved", wfID, firstRun, "history-v6-")
+}

@@ -114,8 +114,21 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 
 	result, last, herr := runTask(ctx, in, opts, claims)
 
+	if herr != nil && claims.waitedForCancel() {
+		if claims.movedSinceCancel() && workflow.GetVersion(ctx, changeCancelClaimMoved, workflow.DefaultVersion, 1) == 1 {
+			// The cancelled attempt's claim ended while its handler stopped
+			// (it expired: a bridge claimed the task again). TaskManager
+			// can no longer take that attempt's outcome, and the newer
+			// claim's attempt has not run: it gets a run of its own, as it
+			// would have had the cancel been reported at once.
+			log.Info("run cancelled, and the task claimed again while its handler stopped: continuing as new for the newer claim", "task_id", in.Task.ID, "claim", claims.current)
+			next := in
+			next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
+			return TaskResult{}, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
+		}
+	}
 	out := buildOutcome(in.Task, result, herr)
-	if herr != nil && ctx.Err() != nil {
+	if herr != nil && claims.waitedForCancel() {
 		out = cancelledOutcome(in.Task.Type, herr)
 	}
 	if out.Success {
@@ -182,6 +195,10 @@ const (
 	// handler activity stopped before it reports; the version is taken
 	// only when the run is cancelled.
 	changeWaitHandlerCancel = "wait-handler-cancel"
+	// changeCancelClaimMoved: a cancelled run whose claim moved while it
+	// waited for its handler to stop continues as new for the newer claim,
+	// instead of reporting the cancel with it; taken only then.
+	changeCancelClaimMoved = "cancel-claim-moved"
 )
 
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
@@ -232,11 +249,14 @@ const (
 type claimState struct {
 	current Claim
 	version int // bumped on every change
-	ch      workflow.ReceiveChannel
+	// cancelSeen is version when the run, cancelled, began to wait for its
+	// handler to stop (changeWaitHandlerCancel); -1 when it did not.
+	cancelSeen int
+	ch         workflow.ReceiveChannel
 }
 
 func followClaims(ctx workflow.Context, initial Claim) *claimState {
-	st := &claimState{current: initial, ch: workflow.GetSignalChannel(ctx, ClaimSignalName)}
+	st := &claimState{current: initial, ch: workflow.GetSignalChannel(ctx, ClaimSignalName), cancelSeen: -1}
 	_ = workflow.SetQueryHandler(ctx, ClaimQueryName, func() (Claim, error) { return st.current, nil })
 	return st
 }
@@ -272,10 +292,10 @@ func (st *claimState) wait(ctx workflow.Context, f workflow.Future) {
 }
 
 // waitCancellable is wait for a regular handler activity scheduled with
-// WaitForCancellation. When the run is cancelled, a run started before
-// changeWaitHandlerCancel stops waiting at once, as it did then (its
-// handler's future was ready at once), and it returns true; a newer run
-// waits until the handler stopped.
+// WaitForCancellation. When the run is cancelled, a run that did not wait
+// then (cancelled before changeWaitHandlerCancel) stops waiting at once, as
+// it did (its handler's future was ready at once), and it returns true; a
+// newer run waits until the handler stopped, noting the claim it had then.
 func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) bool {
 	watch := true
 	for !f.IsReady() {
@@ -288,6 +308,9 @@ func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) b
 			sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
 				watch = false
 				stop = workflow.GetVersion(ctx, changeWaitHandlerCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion
+				if !stop {
+					st.cancelSeen = st.version
+				}
 			})
 		}
 		sel.AddReceive(st.ch, st.receive(ctx))
@@ -297,6 +320,16 @@ func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) b
 		}
 	}
 	return false
+}
+
+// waitedForCancel reports whether the run, cancelled, waited for its
+// handler to stop.
+func (st *claimState) waitedForCancel() bool { return st.cancelSeen >= 0 }
+
+// movedSinceCancel reports whether a newer claim reached the run while it
+// waited for its cancelled handler to stop.
+func (st *claimState) movedSinceCancel() bool {
+	return st.waitedForCancel() && st.version != st.cancelSeen
 }
 
 // waitChange waits up to timeout for a claim newer than version seen.
