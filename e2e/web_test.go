@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -390,4 +391,86 @@ func TestE2E_cancel_while_the_claim_moves_runs_the_newer_claim(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW, d.GetWorkflowExecutionInfo().GetStatus())
 	s.replayRun(nil, "cancel-claim-moved", wfID, firstRun, "history-v6-")
+}
+
+// A parallel group whose step fails cancels its other steps, and waits
+// until they stopped before the task's failure is reported: TaskManager
+// re-queues the task on that report, and the next claim's run must not
+// start while a step of this one still works. Saved as history-v7-*.json.
+func TestE2E_failed_group_reports_once_its_cancelled_steps_stopped(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.group")
+	id := s.create("demo.group", map[string]any{"text": "group"})
+	slowStarted := make(chan struct{})
+	var stoppedAt atomic.Int64
+	reg := activities.NewRegistry()
+	var once sync.Once
+	activities.Register(reg, "test.slow", func(ctx context.Context, _ struct{}) (struct{}, error) {
+		once.Do(func() { close(slowStarted) })
+		<-ctx.Done()
+		time.Sleep(500 * time.Millisecond) // cleaning up after the cancel
+		stoppedAt.Store(time.Now().UnixNano())
+		return struct{}{}, ctx.Err()
+	})
+	activities.Register(reg, "test.fail", func(ctx context.Context, _ struct{}) (struct{}, error) {
+		<-slowStarted
+		return struct{}{}, activities.Permanent(errors.New("the group fails here"))
+	})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.group:
+    steps:
+      - parallel:
+          - { name: slow, handler: test.slow }
+          - { name: fail, handler: test.fail }
+`), 0o600))
+	stop := s.runBridge(reg, "bridge-group", "--config="+cfgFile, "--max-runs=1")
+	defer stop()
+	require.Eventually(t, func() bool { return len(s.tm.Completions(id)) > 0 }, 2*time.Minute, 50*time.Millisecond, "the failure is reported")
+	require.Error(t, s.tc.GetWorkflow(context.Background(), s.prefix+id, "").Get(context.Background(), nil), "the run fails")
+	completions := s.tm.Completions(id)
+	require.Len(t, completions, 1)
+	require.Contains(t, completions[0].Error, "the group fails here")
+	require.NotZero(t, stoppedAt.Load(), "the cancelled step stopped")
+	require.Greater(t, completions[0].At.UnixNano(), stoppedAt.Load(), "the failure was posted after the cancelled step stopped")
+	s.replay(map[string]string{"failed-group": id}, "history-v7-")
+}
+
+// A cancelled multi-step run waits, as a one-handler run does, until the
+// step that was running stopped, then reports the cancel once.
+func TestE2E_cancelled_pipeline_reports_once_its_step_stopped(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.steps")
+	id := s.create("demo.steps", map[string]any{"text": "steps"})
+	started := make(chan struct{})
+	var stoppedAt atomic.Int64
+	var once sync.Once
+	reg := activities.NewRegistry()
+	activities.Register(reg, "test.slow", func(ctx context.Context, _ struct{}) (struct{}, error) {
+		once.Do(func() { close(started) })
+		<-ctx.Done()
+		time.Sleep(500 * time.Millisecond) // cleaning up after the cancel
+		stoppedAt.Store(time.Now().UnixNano())
+		return struct{}{}, ctx.Err()
+	})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.steps:
+    steps:
+      - { name: first, handler: test.slow }
+      - { name: second, handler: test.slow }
+`), 0o600))
+	stop := s.runBridge(reg, "bridge-steps", "--config="+cfgFile, "--max-runs=1")
+	defer stop()
+	<-started
+	wfID := s.prefix + id
+	require.NoError(t, s.tc.CancelWorkflow(context.Background(), wfID, ""))
+	require.Error(t, s.tc.GetWorkflow(context.Background(), wfID, "").Get(context.Background(), nil), "the run ends cancelled")
+	completions := s.tm.Completions(id)
+	require.Len(t, completions, 1)
+	require.Equal(t, "step first (test.slow): test.slow was cancelled", completions[0].Error)
+	require.NotZero(t, stoppedAt.Load(), "the step stopped before the cancel was posted")
+	require.Greater(t, completions[0].At.UnixNano(), stoppedAt.Load(), "the cancel was posted after the step stopped")
 }

@@ -227,7 +227,7 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 				in.Progress = p.startProgress(item)
 			}
 			summary := stepSummary(item, s.Handler)
-			f = s.options(p.opts, !p.exact).execute(ictx, summary, s.Handler, in)
+			f = p.execute(ictx, s, summary, in)
 			p.started(ctx, item, summary)
 		}
 		running++

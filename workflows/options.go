@@ -325,10 +325,11 @@ func (o ActivityOptions) localScheduleToClose() time.Duration {
 	return n*o.StartToCloseTimeout + n*o.Retry.MaximumInterval
 }
 
-// executeHandler is execute for a task's own handler: when the run is
-// cancelled, a regular activity's future is ready only once the handler
-// stopped (WaitForCancellation), so that the run reports after it, and a
-// new claim's run cannot start while it still runs.
+// executeHandler is execute for a task's handler or a step's: when its
+// activity is cancelled (the run is, or the step's group), a regular
+// activity's future is ready only once the handler stopped
+// (WaitForCancellation), so that the run goes on after it, and a new
+// claim's run cannot start while it still runs.
 func (o ActivityOptions) executeHandler(ctx workflow.Context, summary, name string, args ...any) workflow.Future {
 	if o.IsLocal() {
 		return o.execute(ctx, summary, name, args...)

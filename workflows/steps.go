@@ -284,6 +284,10 @@ type pipeline struct {
 	// carries it to one poster, in order (runs with exact templates;
 	// older ones post inline).
 	inHandlers bool
+	// waitCancel: a step's handler activity that a cancel stops (the run's
+	// or its group's) is waited for before the run goes on
+	// (changeWaitStepCancel).
+	waitCancel bool
 	shown      int
 	poster     workflow.Channel
 	posted     workflow.Future
@@ -301,6 +305,10 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
 	p.inHandlers = p.exact && workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, 1) == 1
+	p.waitCancel = p.inHandlers && workflow.GetVersion(ctx, changeWaitStepCancel, workflow.DefaultVersion, 1) == 1
+	if p.waitCancel {
+		claims.noteCancelOf(ctx)
+	}
 	for _, s := range leaves(opts.Steps) {
 		for _, f := range leaves(s.OnFailure) {
 			p.fallbacks[f.Name] = true
@@ -368,7 +376,7 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		in.Progress, in.ProgressDone = p.startProgress(s.Name), p.doneProgress(s)
 	}
 	summary := stepSummary(s.Name, s.Handler)
-	f := s.options(p.opts, !p.exact).execute(ctx, summary, s.Handler, in)
+	f := p.execute(ctx, s, summary, in)
 	p.started(ctx, s.Name, summary)
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		var out json.RawMessage
@@ -382,6 +390,16 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		settle.Set(nil, nil)
 	})
 	return future
+}
+
+// execute schedules step s's handler activity; with waitCancel, a cancel
+// of it is waited for (ActivityOptions.executeHandler).
+func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in activities.HandlerInput) workflow.Future {
+	o := s.options(p.opts, !p.exact)
+	if p.waitCancel {
+		return o.executeHandler(ctx, summary, s.Handler, in)
+	}
+	return o.execute(ctx, summary, s.Handler, in)
 }
 
 // handlerInput is what a step's handler gets. Its own progress reaches
@@ -416,6 +434,9 @@ func (p *pipeline) runParallel(ctx workflow.Context, group []Step, extra map[str
 	}
 	for pending > 0 && firstErr == nil {
 		sel.Select(ctx)
+	}
+	for p.waitCancel && pending > 0 {
+		sel.Select(ctx) // the cancelled steps stop first
 	}
 	return firstErr
 }

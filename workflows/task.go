@@ -199,6 +199,11 @@ const (
 	// waited for its handler to stop continues as new for the newer claim,
 	// instead of reporting the cancel with it; taken only then.
 	changeCancelClaimMoved = "cancel-claim-moved"
+	// changeWaitStepCancel: a multi-step run schedules its steps' regular
+	// handler activities with WaitForCancellation, and a parallel group
+	// that fails waits for the steps it cancelled to stop. Taken when the
+	// steps start (steps.go).
+	changeWaitStepCancel = "wait-step-cancel"
 )
 
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
@@ -320,6 +325,15 @@ func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) b
 		}
 	}
 	return false
+}
+
+// noteCancelOf records, when ctx is cancelled, the claim the run had
+// then: the run's handlers are waited for (a multi-step run's steps).
+func (st *claimState) noteCancelOf(ctx workflow.Context) {
+	workflow.Go(ctx, func(gctx workflow.Context) {
+		gctx.Done().Receive(gctx, nil)
+		st.cancelSeen = st.version
+	})
 }
 
 // waitedForCancel reports whether the run, cancelled, waited for its
