@@ -286,7 +286,7 @@ type pipeline struct {
 	inHandlers bool
 	// waitCancel: a step's handler activity that a cancel stops (the run's
 	// or its group's) is waited for before the run goes on
-	// (changeWaitStepCancel).
+	// (version stepsWaitCancel of changeProgressInHandlers).
 	waitCancel bool
 	shown      int
 	poster     workflow.Channel
@@ -304,8 +304,10 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, alone: map[string]bool{}, counted: map[string]bool{},
 		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
-	p.inHandlers = p.exact && workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, 1) == 1
-	p.waitCancel = p.inHandlers && workflow.GetVersion(ctx, changeWaitStepCancel, workflow.DefaultVersion, 1) == 1
+	if p.exact {
+		v := workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, stepsWaitCancel)
+		p.inHandlers, p.waitCancel = v >= 1, v >= stepsWaitCancel
+	}
 	if p.waitCancel {
 		claims.noteCancelOf(ctx)
 	}

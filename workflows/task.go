@@ -189,7 +189,11 @@ const (
 	changeExactTemplates = "exact-templates"
 	// changeProgressInHandlers: a multi-step task's progress is posted to
 	// TaskManager by its steps' handler activities and the report, not by
-	// one progress local activity per update (progress.go).
+	// one progress local activity per update (progress.go). Its version
+	// stepsWaitCancel (2) adds: the steps' regular handler activities are
+	// scheduled with WaitForCancellation, and a parallel group that fails
+	// waits for the steps it cancelled to stop (steps.go). One change id
+	// with a higher version, not a new one: no more history events.
 	changeProgressInHandlers = "progress-in-handlers"
 	// changeWaitHandlerCancel: a cancelled run waits until its (regular)
 	// handler activity stopped before it reports; the version is taken
@@ -199,12 +203,11 @@ const (
 	// waited for its handler to stop continues as new for the newer claim,
 	// instead of reporting the cancel with it; taken only then.
 	changeCancelClaimMoved = "cancel-claim-moved"
-	// changeWaitStepCancel: a multi-step run schedules its steps' regular
-	// handler activities with WaitForCancellation, and a parallel group
-	// that fails waits for the steps it cancelled to stop. Taken when the
-	// steps start (steps.go).
-	changeWaitStepCancel = "wait-step-cancel"
 )
+
+// stepsWaitCancel is the version of changeProgressInHandlers whose runs
+// wait for their cancelled steps to stop.
+const stepsWaitCancel workflow.Version = 2
 
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
 // claim this run serves. The bridge reads them to tell whether a run exists
