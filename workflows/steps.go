@@ -308,9 +308,7 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 		v := workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, stepsWaitCancel)
 		p.inHandlers, p.waitCancel = v >= 1, v >= stepsWaitCancel
 	}
-	if p.waitCancel {
-		claims.noteCancelOf(ctx)
-	}
+	claims.noteCancel = p.waitCancel
 	for _, s := range leaves(opts.Steps) {
 		for _, f := range leaves(s.OnFailure) {
 			p.fallbacks[f.Name] = true

@@ -115,6 +115,9 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	result, last, herr := runTask(ctx, in, opts, claims)
 
 	if herr != nil && claims.waitedForCancel() {
+		// A claim signal may have come in the same workflow task as the
+		// handler's end, unread: read it first.
+		claims.drain(ctx)
 		if claims.movedSinceCancel() && workflow.GetVersion(ctx, changeCancelClaimMoved, workflow.DefaultVersion, 1) == 1 {
 			// The cancelled attempt's claim ended while its handler stopped
 			// (it expired: a bridge claimed the task again). TaskManager
@@ -258,8 +261,10 @@ type claimState struct {
 	current Claim
 	version int // bumped on every change
 	// cancelSeen is version when the run, cancelled, began to wait for its
-	// handler to stop (changeWaitHandlerCancel); -1 when it did not.
+	// handler to stop (changeWaitHandlerCancel, or a multi-step run's steps
+	// with noteCancel); -1 when it did not.
 	cancelSeen int
+	noteCancel bool // the run's steps are waited for when cancelled
 	ch         workflow.ReceiveChannel
 }
 
@@ -330,13 +335,27 @@ func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) b
 	return false
 }
 
-// noteCancelOf records, when ctx is cancelled, the claim the run had
-// then: the run's handlers are waited for (a multi-step run's steps).
-func (st *claimState) noteCancelOf(ctx workflow.Context) {
-	workflow.Go(ctx, func(gctx workflow.Context) {
-		gctx.Done().Receive(gctx, nil)
-		st.cancelSeen = st.version
-	})
+// waitSteps is wait for a multi-step run's steps. When the run is
+// cancelled and its steps are waited for (noteCancel, set by runSteps at
+// version stepsWaitCancel), it records the claim the run had then, taking
+// the cancel before a claim signal received with it, as waitCancellable
+// does. The cancel issues no command: runs of any version replay.
+func (st *claimState) waitSteps(ctx workflow.Context, f workflow.Future) {
+	watch := true
+	for !f.IsReady() {
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(f, func(workflow.Future) {})
+		if watch {
+			sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
+				watch = false
+				if st.noteCancel {
+					st.cancelSeen = st.version
+				}
+			})
+		}
+		sel.AddReceive(st.ch, st.receive(ctx))
+		sel.Select(ctx)
+	}
 }
 
 // waitedForCancel reports whether the run, cancelled, waited for its
@@ -393,6 +412,7 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 			settle.Set(out, err)
 		})
 		f = fut
+		claims.waitSteps(ctx, f)
 	case opts.Workflow != "":
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 			WorkflowID:    workflow.GetInfo(ctx).WorkflowExecution.ID + "/" + opts.Workflow,
