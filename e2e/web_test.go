@@ -337,12 +337,20 @@ func TestE2E_cancelled_run_reports_the_cancel_whatever_the_handler_ends_with(t *
 	stop := s.runBridge(reg, "bridge-cancel", "--max-runs=1")
 	defer stop()
 	<-started
-	wfID := s.prefix + id
-	require.NoError(t, s.tc.CancelWorkflow(context.Background(), wfID, ""))
-	require.Error(t, s.tc.GetWorkflow(context.Background(), wfID, "").Get(context.Background(), nil), "the run ends cancelled")
+	c := s.cancelRun(id)
+	require.Equal(t, "example.sleep was cancelled (its handler then ended: cleanup after the cancel failed)", c.Error)
+}
+
+// cancelRun cancels the run of task id, waits until it closed, and returns
+// the one outcome posted for the task.
+func (s *stack) cancelRun(id string) devserver.CompletionCall {
+	s.t.Helper()
+	ctx, wfID := context.Background(), s.prefix+id
+	require.NoError(s.t, s.tc.CancelWorkflow(ctx, wfID, ""))
+	require.Error(s.t, s.tc.GetWorkflow(ctx, wfID, "").Get(ctx, nil), "the run ends cancelled")
 	completions := s.tm.Completions(id)
-	require.Len(t, completions, 1)
-	require.Equal(t, "example.sleep was cancelled (its handler then ended: cleanup after the cancel failed)", completions[0].Error)
+	require.Len(s.t, completions, 1, "one outcome")
+	return completions[0]
 }
 
 // A cancelled run waits for its handler to stop. When the task's claim
@@ -401,17 +409,7 @@ func TestE2E_failed_group_reports_once_its_cancelled_steps_stopped(t *testing.T)
 	s := newStack(t, devserver.StylePHP)
 	s.register("demo.group")
 	id := s.create("demo.group", map[string]any{"text": "group"})
-	slowStarted := make(chan struct{})
-	var stoppedAt atomic.Int64
-	reg := activities.NewRegistry()
-	var once sync.Once
-	activities.Register(reg, "test.slow", func(ctx context.Context, _ struct{}) (struct{}, error) {
-		once.Do(func() { close(slowStarted) })
-		<-ctx.Done()
-		time.Sleep(500 * time.Millisecond) // cleaning up after the cancel
-		stoppedAt.Store(time.Now().UnixNano())
-		return struct{}{}, ctx.Err()
-	})
+	reg, slowStarted, stoppedAt := slowToStop()
 	activities.Register(reg, "test.fail", func(ctx context.Context, _ struct{}) (struct{}, error) {
 		<-slowStarted
 		return struct{}{}, activities.Permanent(errors.New("the group fails here"))
@@ -437,23 +435,29 @@ types:
 	s.replay(map[string]string{"failed-group": id}, "history-v7-")
 }
 
+// slowToStop returns a registry with handler test.slow, which runs until
+// cancelled and then takes half a second to stop: started is closed when
+// it first runs, and stoppedAt is when it stopped (UnixNano; 0 before).
+func slowToStop() (reg *activities.Registry, started <-chan struct{}, stoppedAt *atomic.Int64) {
+	reg, ch, stopped := activities.NewRegistry(), make(chan struct{}), new(atomic.Int64)
+	var once sync.Once
+	activities.Register(reg, "test.slow", func(ctx context.Context, _ struct{}) (struct{}, error) {
+		once.Do(func() { close(ch) })
+		<-ctx.Done()
+		time.Sleep(500 * time.Millisecond) // cleaning up after the cancel
+		stopped.Store(time.Now().UnixNano())
+		return struct{}{}, ctx.Err()
+	})
+	return reg, ch, stopped
+}
+
 // A cancelled multi-step run waits, as a one-handler run does, until the
 // step that was running stopped, then reports the cancel once.
 func TestE2E_cancelled_pipeline_reports_once_its_step_stopped(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
 	s.register("demo.steps")
 	id := s.create("demo.steps", map[string]any{"text": "steps"})
-	started := make(chan struct{})
-	var stoppedAt atomic.Int64
-	var once sync.Once
-	reg := activities.NewRegistry()
-	activities.Register(reg, "test.slow", func(ctx context.Context, _ struct{}) (struct{}, error) {
-		once.Do(func() { close(started) })
-		<-ctx.Done()
-		time.Sleep(500 * time.Millisecond) // cleaning up after the cancel
-		stoppedAt.Store(time.Now().UnixNano())
-		return struct{}{}, ctx.Err()
-	})
+	reg, started, stoppedAt := slowToStop()
 	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte(`
 types:
@@ -465,12 +469,8 @@ types:
 	stop := s.runBridge(reg, "bridge-steps", "--config="+cfgFile, "--max-runs=1")
 	defer stop()
 	<-started
-	wfID := s.prefix + id
-	require.NoError(t, s.tc.CancelWorkflow(context.Background(), wfID, ""))
-	require.Error(t, s.tc.GetWorkflow(context.Background(), wfID, "").Get(context.Background(), nil), "the run ends cancelled")
-	completions := s.tm.Completions(id)
-	require.Len(t, completions, 1)
-	require.Equal(t, "step first (test.slow): test.slow was cancelled", completions[0].Error)
+	c := s.cancelRun(id)
+	require.Equal(t, "step first (test.slow): test.slow was cancelled", c.Error)
 	require.NotZero(t, stoppedAt.Load(), "the step stopped before the cancel was posted")
-	require.Greater(t, completions[0].At.UnixNano(), stoppedAt.Load(), "the cancel was posted after the step stopped")
+	require.Greater(t, c.At.UnixNano(), stoppedAt.Load(), "the cancel was posted after the step stopped")
 }
