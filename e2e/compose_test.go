@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
@@ -119,4 +120,29 @@ func TestE2E_go_workflow_panic_fails_the_task(t *testing.T) {
 		st, ok := s.tm.Task(id)
 		return ok && strings.Contains(st.Error, "workflow demo.boom panicked: assignment to entry in nil map")
 	}, 2*time.Minute, 100*time.Millisecond, "the first attempt is reported failed")
+}
+
+// A cancelled run waits for its Go workflow handler to close (the SDK
+// settles a child's future only then), and reports the cancel as the
+// attempt's outcome whatever the handler ended with while it stopped.
+func TestE2E_cancelled_go_workflow_handler_reports_the_cancel(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.cleanup")
+	id := s.create("demo.cleanup", map[string]any{"n": 1})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte("types:\n  demo.cleanup: { workflow: demo.cleanup }\n"), 0o600))
+	started := make(chan struct{}, 8)
+	cleanup := func(ctx workflow.Context, _ activities.HandlerInput) (map[string]any, error) {
+		if !workflow.IsReplaying(ctx) {
+			started <- struct{}{}
+		}
+		_ = workflow.Sleep(ctx, time.Hour) // until cancelled
+		dctx, _ := workflow.NewDisconnectedContext(ctx)
+		_ = workflow.Sleep(dctx, 500*time.Millisecond) // cleaning up after the cancel
+		return nil, temporal.NewNonRetryableApplicationError("cleanup after the cancel failed", "Cleanup", nil)
+	}
+	s.runBridgeWith(nil, "bridge-cleanup", nil, []bridge.Option{bridge.WithWorkflow("demo.cleanup", cleanup)}, "--config="+cfgFile, "--max-runs=1")
+	<-started
+	c := s.cancelRun(id)
+	require.Equal(t, "demo.cleanup was cancelled (its handler then ended: cleanup after the cancel failed)", c.Error)
 }

@@ -304,12 +304,15 @@ func (st *claimState) wait(ctx workflow.Context, f workflow.Future) {
 	}
 }
 
-// waitCancellable is wait for a regular handler activity scheduled with
-// WaitForCancellation. When the run is cancelled, a run that did not wait
-// then (cancelled before changeWaitHandlerCancel) stops waiting at once, as
-// it did (its handler's future was ready at once), and it returns true; a
-// newer run waits until the handler stopped, noting the claim it had then.
-func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) bool {
+// waitCancellable is wait for a handler that is waited for when cancelled:
+// a regular activity scheduled with WaitForCancellation, or a Go workflow
+// handler (the SDK settles a child's future only once the child closed).
+// When the run is cancelled, a newer run (changeWaitHandlerCancel) waits
+// until the handler stopped, noting the claim it had then. A run cancelled
+// before that change stops waiting for an activity at once, as it did (its
+// future was ready at once), and returns true (with stopOld); it waits for
+// a child, as it did, without noting.
+func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future, stopOld bool) bool {
 	watch := true
 	for !f.IsReady() {
 		stop := false
@@ -320,8 +323,9 @@ func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future) b
 		if watch {
 			sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
 				watch = false
-				stop = workflow.GetVersion(ctx, changeWaitHandlerCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion
-				if !stop {
+				if workflow.GetVersion(ctx, changeWaitHandlerCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+					stop = stopOld
+				} else {
 					st.cancelSeen = st.version
 				}
 			})
@@ -420,6 +424,7 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 			StaticSummary: taskSummary(in.Task, opts.Workflow),
 		})
 		f = workflow.ExecuteChildWorkflow(cctx, opts.Workflow, input)
+		claims.waitCancellable(ctx, f, false)
 	default:
 		// A local handler past the run's first workflow task may be a rerun
 		// of one whose outcome a dead bridge already reported.
@@ -427,7 +432,7 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)
 		f = opts.executeHandler(ctx, taskSummary(in.Task, handler), handler, input)
-		if !opts.IsLocal() && claims.waitCancellable(ctx, f) {
+		if !opts.IsLocal() && claims.waitCancellable(ctx, f, true) {
 			return nil, nil, temporal.NewCanceledError() // as runs before changeWaitHandlerCancel saw it
 		}
 	}

@@ -249,18 +249,26 @@ func expectState(tk simTask, ts devserver.TaskState, st *state, tooLarge *int, a
 		if ts.Status != "failed" || (ts.Error != failMessage(tk.params.N) && !allowedFailure(ts.Error)) {
 			add("task %s (%s): want failed with %q, got %s %q", tk.id, tk.kind, failMessage(tk.params.N), ts.Status, short(ts.Error))
 		}
+	case tk.kind == kindStepsFail:
+		if ts.Status != "failed" || (ts.Error != "step bad (sim.fail): "+failMessage(tk.params.N) && !allowedFailure(ts.Error)) {
+			add("task %s (%s): want failed with step bad's %q, got %s %q", tk.id, tk.kind, failMessage(tk.params.N), ts.Status, short(ts.Error))
+		}
 	case tk.kind == kindBig:
 		if ts.Status != "failed" || (!strings.Contains(ts.Error, "more than the 65535 it can store") && !allowedFailure(ts.Error)) {
 			add("task %s (%s): want failed as too large to store, got %s %q", tk.id, tk.kind, ts.Status, short(ts.Error))
 		}
-	default: // ok, fast, flaky, slow
+	default: // ok, fast, flaky, slow, steps
 		switch {
 		case ts.Status == "completed":
+			expected := expectedResult(tk.params.N)
+			if tk.kind == kindSteps {
+				expected = stepsResult(tk.params.N)
+			}
 			var got, want any
 			_ = json.Unmarshal(ts.Result, &got)
-			_ = json.Unmarshal([]byte(expectedResult(tk.params.N)), &want)
+			_ = json.Unmarshal([]byte(expected), &want)
 			if fmt.Sprint(got) != fmt.Sprint(want) {
-				add("task %s (%s): completed with result %s, want %s", tk.id, tk.kind, short(string(ts.Result)), expectedResult(tk.params.N))
+				add("task %s (%s): completed with result %s, want %s", tk.id, tk.kind, short(string(ts.Result)), expected)
 			}
 		case !allowedFailure(ts.Error):
 			add("task %s (%s): want completed, got failed %q", tk.id, tk.kind, short(ts.Error))

@@ -38,6 +38,21 @@ const (
 
 var kinds = []string{kindOK, kindFast, kindFlaky, kindFail, kindSlow, kindBig}
 
+// Multi-step kinds (simConfig): their steps run the handlers above.
+const (
+	kindSteps     = "sim.steps"      // one step, then two at once (one flaky): succeeds
+	kindStepsFail = "sim.steps.fail" // two steps at once, one failing for good: fails
+)
+
+var stepKinds = []string{kindSteps, kindStepsFail}
+
+// stepsResult is what a succeeding sim.steps task returns: its steps'
+// results by name.
+func stepsResult(n int) string {
+	r := expectedResult(n)
+	return fmt.Sprintf(`{"first":%s,"left":%s,"right":%s}`, r, r, r)
+}
+
 // params of every simulated task.
 type params struct {
 	N      int     `json:"n"`
@@ -119,4 +134,15 @@ type_defaults:
 types:
   sim.fast:
     local: true
+  sim.steps:
+    steps:
+      - { name: first, handler: sim.ok }
+      - parallel:
+          - { name: left, handler: sim.flaky }
+          - { name: right, handler: sim.ok }
+  sim.steps.fail:
+    steps:
+      - parallel:
+          - { name: slow, handler: sim.ok }
+          - { name: bad, handler: sim.fail }
 `

@@ -1,5 +1,5 @@
 // Package sim is tmbridge's fault simulation: many tasks of several kinds
-// run through real bridge processes, a real Temporal dev server (on a
+// (multi-step ones among them) run through real bridge processes, a real Temporal dev server (on a
 // persisted database) and the dev TaskManager, while faults drawn from a
 // seed hit them: answers lost before and after TaskManager wrote them,
 // 5xx, 429, garbage and proxy pages, claims timing out, bridges killed and
@@ -160,6 +160,14 @@ func plan(seed uint64) scenario {
 		}
 	}
 
+	// Multi-step tasks, drawn from an rng of their own: the seeds drawn
+	// before they existed keep their tasks and faults.
+	srng := rand.New(rand.NewPCG(seed, 0x57e95))
+	for i := range 3 + srng.IntN(4) {
+		k := stepKinds[srng.IntN(len(stepKinds))]
+		sc.tasks = append(sc.tasks, simTask{kind: k, params: params{N: 1000 + i, Sleep: float64(200+srng.IntN(1300)) / 1000}})
+	}
+
 	at := time.Duration(0)
 	for {
 		at += time.Duration(300+rng.IntN(1700)) * time.Millisecond
@@ -258,7 +266,7 @@ func runSeed(t *testing.T, seed uint64) {
 	w.note("seed %d: %d tasks, %d events, TaskManager style %s", seed, len(sc.tasks), len(sc.events), sc.style)
 	ctx := context.Background()
 	api := newAPI(t, w.tmURL)
-	for _, k := range kinds {
+	for _, k := range append(kinds, stepKinds...) {
 		register(t, api, k)
 	}
 	for i := range sc.tasks {
