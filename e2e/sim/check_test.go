@@ -176,12 +176,12 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 	}
 	w.obs.mu.Lock()
 	v = append(v, w.obs.violations...)
-	starts, overlaps := w.obs.starts, w.obs.overlaps
+	starts, overlaps, otherRun := w.obs.starts, w.obs.overlaps, w.obs.otherRun
 	w.obs.mu.Unlock()
 
 	stats := w.tm.Stats()
-	summary := fmt.Sprintf("%d tasks (%s), %d handler starts (%d while another ran), %d claims, %d complete calls (%d accepted), %d cancels, %d violations",
-		len(sc.tasks), fmtCounts(counts), starts, overlaps, stats.Claimed, stats.CompleteCalls, stats.AcceptedCompletions, len(st.cancelled), len(v))
+	summary := fmt.Sprintf("%d tasks (%s), %d handler starts (%d while another ran, %d of those another run's), %d claims, %d complete calls (%d accepted), %d cancels, %d violations",
+		len(sc.tasks), fmtCounts(counts), starts, overlaps, otherRun, stats.Claimed, stats.CompleteCalls, stats.AcceptedCompletions, len(st.cancelled), len(v))
 	return report{violations: v, summary: summary}
 }
 

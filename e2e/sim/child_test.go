@@ -73,8 +73,9 @@ func runChild() int {
 	handler := func(kind string) func(ctx context.Context, p params) (json.RawMessage, error) {
 		return func(ctx context.Context, p params) (json.RawMessage, error) {
 			in, _ := activities.TaskInfo(ctx)
-			tell(obs, "start", in)
-			defer tell(obs, "end", in)
+			run := activity.GetInfo(ctx).WorkflowExecution.RunID
+			tell(obs, "start", in, run)
+			defer tell(obs, "end", in, run)
 			if p.Sleep > 0 {
 				select {
 				case <-time.After(time.Duration(p.Sleep * float64(time.Second))):
@@ -101,10 +102,10 @@ func runChild() int {
 	return bridge.Main(reg)
 }
 
-// tell tells the observer a handler started or ended (best effort: the
+// tell tells the observer a handler of run runID started or ended (best effort: the
 // observer is in the test process, reached over loopback).
-func tell(url, what string, in activities.HandlerInput) {
-	body, _ := json.Marshal(handlerEvent{What: what, TaskID: in.TaskID, WorkerID: in.WorkerID, Attempt: in.Attempt, PID: os.Getpid()})
+func tell(url, what string, in activities.HandlerInput, runID string) {
+	body, _ := json.Marshal(handlerEvent{What: what, TaskID: in.TaskID, WorkerID: in.WorkerID, Attempt: in.Attempt, PID: os.Getpid(), RunID: runID})
 	resp, err := http.Post(url+"/"+what, "application/json", bytes.NewReader(body))
 	if err == nil {
 		resp.Body.Close()
@@ -118,6 +119,7 @@ type handlerEvent struct {
 	WorkerID string `json:"worker_id"`
 	Attempt  int    `json:"attempt"`
 	PID      int    `json:"pid"`
+	RunID    string `json:"run_id"` // the task run's (the workflow's)
 }
 
 // simConfig is the bridges' YAML config: handlers retried without limit

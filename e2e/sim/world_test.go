@@ -306,15 +306,26 @@ type observer struct {
 	tm *devserver.Server
 
 	mu         sync.Mutex
-	running    map[string]map[int]int // task id → pid → handlers running
-	startedAt  map[string][]time.Time // task id → when its handlers started
+	running    map[string]map[runningKey]int // task id → handlers running, by process and run
+	startedAt  map[string][]time.Time        // task id → when its handlers started
 	violations []string
 	starts     int
 	overlaps   int // a handler started while another ran for the task
+	// otherRun counts the overlaps with a handler of another run of the
+	// task: a run that reported while its handler still worked. Counted,
+	// not checked: a local handler, and one on a bridge cut off from
+	// Temporal (restarted), do not hear the cancel.
+	otherRun int
+}
+
+// runningKey is a live process and the task run its handler serves.
+type runningKey struct {
+	pid int
+	run string
 }
 
 func newObserver(tm *devserver.Server) *observer {
-	return &observer{tm: tm, running: map[string]map[int]int{}, startedAt: map[string][]time.Time{}}
+	return &observer{tm: tm, running: map[string]map[runningKey]int{}, startedAt: map[string][]time.Time{}}
 }
 
 func (o *observer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -336,15 +347,22 @@ func (o *observer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if len(o.running[ev.TaskID]) > 0 {
 			o.overlaps++
+			for k := range o.running[ev.TaskID] {
+				if k.run != ev.RunID {
+					o.otherRun++
+					break
+				}
+			}
 		}
 		if o.running[ev.TaskID] == nil {
-			o.running[ev.TaskID] = map[int]int{}
+			o.running[ev.TaskID] = map[runningKey]int{}
 		}
-		o.running[ev.TaskID][ev.PID]++
+		o.running[ev.TaskID][runningKey{ev.PID, ev.RunID}]++
 	case "end":
 		if m := o.running[ev.TaskID]; m != nil {
-			if m[ev.PID]--; m[ev.PID] <= 0 {
-				delete(m, ev.PID)
+			k := runningKey{ev.PID, ev.RunID}
+			if m[k]--; m[k] <= 0 {
+				delete(m, k)
 			}
 		}
 	}
@@ -355,7 +373,11 @@ func (o *observer) processDied(pid int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, m := range o.running {
-		delete(m, pid)
+		for k := range m {
+			if k.pid == pid {
+				delete(m, k)
+			}
+		}
 	}
 }
 
