@@ -199,8 +199,10 @@ const (
 	// with a higher version, not a new one: no more history events.
 	changeProgressInHandlers = "progress-in-handlers"
 	// changeWaitHandlerCancel: a cancelled run waits until its (regular)
-	// handler activity stopped before it reports; the version is taken
-	// only when the run is cancelled.
+	// handler activity stopped before it reports, and notes the claim it
+	// had at the cancel (as it does for a Go workflow handler, which was
+	// waited for already); the version is taken only when the run is
+	// cancelled while its handler runs.
 	changeWaitHandlerCancel = "wait-handler-cancel"
 	// changeCancelClaimMoved: a cancelled run whose claim moved while it
 	// waited for its handler to stop continues as new for the newer claim,
