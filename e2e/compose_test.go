@@ -145,4 +145,5 @@ func TestE2E_cancelled_go_workflow_handler_reports_the_cancel(t *testing.T) {
 	<-started
 	c := s.cancelRun(id)
 	require.Equal(t, "demo.cleanup was cancelled (its handler then ended: cleanup after the cancel failed)", c.Error)
+	s.replay(map[string]string{"cancel-go-handler": id}, "history-v8-")
 }

@@ -75,7 +75,7 @@ func (s *stack) replayRun(replayer worker.WorkflowReplayer, name, workflowID, ru
 		replayer.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	}
 	h := s.runHistory(workflowID, runID)
-	require.NoError(s.t, replayer.ReplayWorkflowHistory(nil, h), name)
+	require.NoError(s.t, replayer.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)), name)
 	if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
 		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
 		require.NoError(s.t, err)

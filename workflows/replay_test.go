@@ -1,10 +1,12 @@
 package workflows_test
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
@@ -12,17 +14,23 @@ import (
 )
 
 // Histories recorded from a real Temporal server (see e2e's
-// TestE2E_histories_replay) must replay: a change to TaskWorkflow that
+// TestE2E_histories_replay) must replay, each under its own workflow id
+// (ReplayOptions): a change to TaskWorkflow that
 // would break running workflows fails here. Re-record them with
 // TMBRIDGE_UPDATE_HISTORY=1 only for a deliberate, versioned change.
 func TestTaskWorkflow_replays_saved_histories(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob("testdata/history-*.json")
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(files), 16, "saved histories: echo, local, failure, pipeline; v2: claim moved, cancel during report; v3: exact templates, composition; v4 (durations as strings, summaries, progress in handlers): web, local steps, echo, cancel during handler; v5: cancel during handler, waited; v6: claim moved while waiting, and the same with the signal in the handler end's task; v7: failed group waits for its cancelled step")
+	require.GreaterOrEqual(t, len(files), 18, "saved histories: echo, local, failure, pipeline; v2: claim moved, cancel during report; v3: exact templates, composition; v4 (durations as strings, summaries, progress in handlers): web, local steps, echo, cancel during handler, cancelled Go workflow handler; v5: cancel during handler, waited; v6: claim moved while waiting, and the same with the signal in the handler end's task; v7: failed group waits for its cancelled step; v8: cancelled Go workflow handler, noted")
 	for _, f := range files {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
-		require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f), f)
+		raw, err := os.Open(f)
+		require.NoError(t, err)
+		h, err := client.HistoryFromJSON(raw, client.HistoryJSONOptions{})
+		raw.Close()
+		require.NoError(t, err, f)
+		require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)), f)
 	}
 }
