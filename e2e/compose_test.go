@@ -106,16 +106,12 @@ func TestE2E_go_workflow_and_routed_queue(t *testing.T) {
 // retried its workflow task forever, and the task stayed claimed.
 func TestE2E_go_workflow_panic_fails_the_task(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
-	s.register("demo.boom")
-	id := s.create("demo.boom", map[string]any{"n": 1})
-	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte("types:\n  demo.boom: { workflow: demo.boom }\n"), 0o600))
 	boom := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
 		var m map[string]any
 		m["x"] = in.Attempt // assignment to a nil map
 		return m, nil
 	}
-	s.runBridgeWith(nil, "bridge-boom", nil, []bridge.Option{bridge.WithWorkflow("demo.boom", boom)}, "--config="+cfgFile)
+	id := s.goHandlerTask("demo.boom", boom)
 	require.Eventually(t, func() bool {
 		st, ok := s.tm.Task(id)
 		return ok && strings.Contains(st.Error, "workflow demo.boom panicked: assignment to entry in nil map")
@@ -127,10 +123,6 @@ func TestE2E_go_workflow_panic_fails_the_task(t *testing.T) {
 // attempt's outcome whatever the handler ended with while it stopped.
 func TestE2E_cancelled_go_workflow_handler_reports_the_cancel(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
-	s.register("demo.cleanup")
-	id := s.create("demo.cleanup", map[string]any{"n": 1})
-	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte("types:\n  demo.cleanup: { workflow: demo.cleanup }\n"), 0o600))
 	started := make(chan struct{}, 8)
 	cleanup := func(ctx workflow.Context, _ activities.HandlerInput) (map[string]any, error) {
 		if !workflow.IsReplaying(ctx) {
@@ -141,9 +133,22 @@ func TestE2E_cancelled_go_workflow_handler_reports_the_cancel(t *testing.T) {
 		_ = workflow.Sleep(dctx, 500*time.Millisecond) // cleaning up after the cancel
 		return nil, temporal.NewNonRetryableApplicationError("cleanup after the cancel failed", "Cleanup", nil)
 	}
-	s.runBridgeWith(nil, "bridge-cleanup", nil, []bridge.Option{bridge.WithWorkflow("demo.cleanup", cleanup)}, "--config="+cfgFile, "--max-runs=1")
+	id := s.goHandlerTask("demo.cleanup", cleanup, "--max-runs=1")
 	<-started
 	c := s.cancelRun(id)
 	require.Equal(t, "demo.cleanup was cancelled (its handler then ended: cleanup after the cancel failed)", c.Error)
 	s.replay(map[string]string{"cancel-go-handler": id}, "history-v8-")
+}
+
+// goHandlerTask registers task type name, served by Go workflow handler
+// fn (bridge.WithWorkflow, under the same name), creates one task of it
+// and runs a bridge with extra flags; it returns the task's id.
+func (s *stack) goHandlerTask(name string, fn any, extra ...string) string {
+	s.t.Helper()
+	s.register(name)
+	id := s.create(name, map[string]any{"n": 1})
+	cfgFile := filepath.Join(s.t.TempDir(), "tmbridge.yaml")
+	require.NoError(s.t, os.WriteFile(cfgFile, []byte("types:\n  "+name+": { workflow: "+name+" }\n"), 0o600))
+	s.runBridgeWith(nil, "bridge-"+name, nil, []bridge.Option{bridge.WithWorkflow(name, fn)}, append([]string{"--config=" + cfgFile}, extra...)...)
+	return id
 }
