@@ -315,21 +315,42 @@ func (st *claimState) wait(ctx workflow.Context, f workflow.Future) {
 // future was ready at once), and returns true (with stopOld); it waits for
 // a child, as it did, without noting.
 func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future, stopOld bool) bool {
+	return st.waitNotingCancel(ctx, f, func() bool {
+		if workflow.GetVersion(ctx, changeWaitHandlerCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+			return stopOld
+		}
+		st.cancelSeen = st.version
+		return false
+	})
+}
+
+// waitSteps is wait for a multi-step run's steps. When the run is
+// cancelled and its steps are waited for (noteCancel, set by runSteps at
+// version stepsWaitCancel), it notes the claim the run had then. The
+// cancel issues no command: runs of any version replay.
+func (st *claimState) waitSteps(ctx workflow.Context, f workflow.Future) {
+	st.waitNotingCancel(ctx, f, func() bool {
+		if st.noteCancel {
+			st.cancelSeen = st.version
+		}
+		return false
+	})
+}
+
+// waitNotingCancel is wait that calls onCancel once, when the run is
+// cancelled, taking the cancel before a claim signal received with it (an
+// older run took the handler's future, ready at the cancel, before any
+// such signal). It stops waiting, and returns true, when onCancel says so.
+func (st *claimState) waitNotingCancel(ctx workflow.Context, f workflow.Future, onCancel func() (stop bool)) bool {
 	watch := true
 	for !f.IsReady() {
 		stop := false
 		sel := workflow.NewSelector(ctx)
 		sel.AddFuture(f, func(workflow.Future) {})
-		// The cancel before a claim signal: an older run took the handler's
-		// future (ready at the cancel) before any signal received with it.
 		if watch {
 			sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
 				watch = false
-				if workflow.GetVersion(ctx, changeWaitHandlerCancel, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-					stop = stopOld
-				} else {
-					st.cancelSeen = st.version
-				}
+				stop = onCancel()
 			})
 		}
 		sel.AddReceive(st.ch, st.receive(ctx))
@@ -339,29 +360,6 @@ func (st *claimState) waitCancellable(ctx workflow.Context, f workflow.Future, s
 		}
 	}
 	return false
-}
-
-// waitSteps is wait for a multi-step run's steps. When the run is
-// cancelled and its steps are waited for (noteCancel, set by runSteps at
-// version stepsWaitCancel), it records the claim the run had then, taking
-// the cancel before a claim signal received with it, as waitCancellable
-// does. The cancel issues no command: runs of any version replay.
-func (st *claimState) waitSteps(ctx workflow.Context, f workflow.Future) {
-	watch := true
-	for !f.IsReady() {
-		sel := workflow.NewSelector(ctx)
-		sel.AddFuture(f, func(workflow.Future) {})
-		if watch {
-			sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {
-				watch = false
-				if st.noteCancel {
-					st.cancelSeen = st.version
-				}
-			})
-		}
-		sel.AddReceive(st.ch, st.receive(ctx))
-		sel.Select(ctx)
-	}
 }
 
 // waitedForCancel reports whether the run, cancelled, waited for its
