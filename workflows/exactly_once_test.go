@@ -158,8 +158,7 @@ func TestExactlyOnce_data_too_long_500_fails_the_task(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	in := b.claim(t, "example.echo", map[string]any{"message": "big"}, workflows.TypeOptions{})
-	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 500, Count: 1,
-		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'result_json' at row 1","timestamp":1795936223}`})
+	b.tm.InjectFault(dataTooLong("result_json", 1))
 	_, err := b.run(in)
 	requireErrorType(t, err, workflows.TaskFailedErrorType)
 	st := b.task(t, in.Task.ID)
@@ -182,8 +181,7 @@ func TestExactlyOnce_cancelled_before_handler_then_data_too_long(t *testing.T) {
 		})
 	})
 	in := b.claim(t, "test.counted", map[string]any{"x": 1}, workflows.TypeOptions{})
-	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 500, Count: 1,
-		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'error_message' at row 1","timestamp":1795936223}`})
+	b.tm.InjectFault(dataTooLong("error_message", 1))
 	b.env.RegisterDelayedCallback(b.env.CancelWorkflow, 0)
 	_, err := b.run(in)
 	var canceled *temporal.CanceledError
@@ -204,8 +202,7 @@ func TestExactlyOnce_short_message_refused_too_is_retried(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	in := b.claim(t, "example.error", map[string]any{"message": "boom"}, workflows.TypeOptions{})
-	b.tm.InjectFault(devserver.Fault{Path: "/complete", Status: 500, Count: 2,
-		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column 'error_message' at row 1","timestamp":1795936223}`})
+	b.tm.InjectFault(dataTooLong("error_message", 2))
 	_, err := b.run(in)
 	requireErrorType(t, err, workflows.TaskFailedErrorType)
 	st := b.task(t, in.Task.ID)
@@ -436,4 +433,11 @@ func TestExactlyOnce_post_of_an_old_claim_that_landed_on_a_newer_one(t *testing.
 	st := b.task(t, in.Task.ID)
 	require.Equal(t, "pending", st.Status)
 	require.Equal(t, 2, st.Attempts, "the post ended claim 2; no handler ran for it")
+}
+
+// dataTooLong is the PHP deployment's 500 for a complete call whose column
+// is over MariaDB's limit, answered count times.
+func dataTooLong(column string, count int) devserver.Fault {
+	return devserver.Fault{Path: "/complete", Status: 500, Count: count,
+		Body: `{"success":false,"error":"SQLSTATE[22001]: String data, right truncated: 1406 Data too long for column '` + column + `' at row 1","timestamp":1795936223}`}
 }
