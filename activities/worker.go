@@ -55,9 +55,10 @@ type Activities struct {
 	// Logger logs what the activities cannot return. Default slog.Default().
 	Logger *slog.Logger
 
-	running atomic.Int64 // handler attempts under way
-	marks   progressMarks
-	posts   postQueue // task progress being posted (postTaskProgress)
+	running  atomic.Int64 // handler attempts under way
+	handlers runningHandlers
+	marks    progressMarks
+	posts    postQueue // task progress being posted (postTaskProgress)
 }
 
 // Idle waits until no handler runs on this worker and the progress they
@@ -139,6 +140,11 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 				return out, err
 			}
 		}
+		leave, err := a.handlers.enter(ctx, in, a.logger())
+		if err != nil {
+			return nil, err
+		}
+		defer leave()
 		if in.Progress != nil && info.Attempt == 1 {
 			p.postTaskProgress(in.Attempt, *in.Progress) // in the background: the handler starts at once
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge"
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
@@ -343,6 +345,75 @@ func TestE2E_cancelled_run_reports_the_cancel_whatever_the_handler_ends_with(t *
 	<-started
 	c := s.cancelRun(id)
 	require.Equal(t, "example.sleep was cancelled (its handler then ended: cleanup after the cancel failed)", c.Error)
+}
+
+// A cancelled `local: true` run reports at once: the SDK settles a
+// local activity's cancel without waiting for its handler. TaskManager
+// re-queues the task and the bridge claims it again, but the next claim's
+// handler does not start in this bridge until the first one, slow to stop,
+// returned.
+func TestE2E_local_handler_does_not_start_beside_its_cancelled_one(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.sleep")
+	id := s.create("example.sleep", map[string]any{"duration": 30})
+	started, release := make(chan struct{}, 4), make(chan struct{})
+	var calls atomic.Int32
+	var firstStopped, secondStarted atomic.Int64
+	reg := activities.NewRegistry()
+	activities.Register(reg, "example.sleep", func(ctx context.Context, p activities.SleepParams) (activities.SleepResult, error) {
+		if calls.Add(1) > 1 {
+			secondStarted.Store(time.Now().UnixNano())
+			started <- struct{}{}
+			return activities.SleepResult{Duration: 1}, nil
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		<-release // stops late
+		firstStopped.Store(time.Now().UnixNano())
+		return activities.SleepResult{}, ctx.Err()
+	})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte("types:\n  example.sleep: { local: true }\n"), 0o600))
+	waiting := make(chan struct{})
+	var once sync.Once
+	log := slog.New(&hookHandler{Handler: bridge.NewLogger(os.Stderr, "text", false).Handler(), hook: func(r slog.Record) {
+		if strings.Contains(r.Message, "told to stop still runs") {
+			once.Do(func() { close(waiting) })
+		}
+	}})
+	stop := s.runBridgeWith(reg, "bridge-local-cancel", nil, []bridge.Option{bridge.WithLogger(log)}, "--config="+cfgFile, "--max-runs=2")
+	defer stop()
+	<-started
+	c := s.cancelRun(id) // reported at once, while the handler still runs
+	require.Equal(t, "example.sleep was cancelled", c.Error)
+	select {
+	case <-waiting: // the next claim's handler waits for the first
+	case <-started:
+		t.Fatal("the next claim's handler started beside the cancelled one")
+	}
+	close(release)
+	require.Equal(t, "completed", s.waitFinal([]string{id})[id].Status)
+	require.Greater(t, secondStarted.Load(), firstStopped.Load(), "the next handler started once the cancelled one returned")
+	require.Len(t, s.tm.Completions(id), 2)
+}
+
+// hookHandler is a slog handler that also shows each record to hook.
+type hookHandler struct {
+	slog.Handler
+	hook func(slog.Record)
+}
+
+func (h *hookHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.hook(r)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *hookHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &hookHandler{Handler: h.Handler.WithAttrs(as), hook: h.hook}
+}
+
+func (h *hookHandler) WithGroup(name string) slog.Handler {
+	return &hookHandler{Handler: h.Handler.WithGroup(name), hook: h.hook}
 }
 
 // cancelRun cancels the run of task id, waits until it closed, and returns

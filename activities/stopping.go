@@ -1,0 +1,103 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+)
+
+// runningHandlers lists the handlers running in this process, so that a
+// handler does not start beside one of the same work that was told to
+// stop and still runs.
+//
+// Temporal does not always wait for a handler it stopped: a local
+// activity's cancel or timeout settles at once, whatever its handler
+// does, and a regular activity's attempt that timed out is retried while
+// its handler may still run. A cancelled `local: true` run then reports
+// at once, TaskManager re-queues the task, and its next claim's handler
+// would start here, in the same bridge, while the first one (slow to
+// stop, or ignoring its context) still runs. So a handler first waits for
+// every handler of the same task, step and params whose context ended
+// and that has not returned yet. Handlers whose context is live are
+// siblings (the items of a for_each step) and are not waited for.
+type runningHandlers struct {
+	mu sync.Mutex
+	m  map[handlerKey][]*runningHandler
+	// waiting, when set (tests), is called when a handler starts to wait
+	// for n earlier ones.
+	waiting func(n int)
+}
+
+// handlerKey is the work a handler does: the task, its step ("" for a
+// task of one handler) and its params (a for_each item's).
+type handlerKey struct {
+	taskID, step string
+	params       uint64
+}
+
+type runningHandler struct {
+	ctx  context.Context
+	done chan struct{}
+}
+
+var paramsSeed = maphash.MakeSeed()
+
+func keyOf(in HandlerInput) handlerKey {
+	return handlerKey{taskID: in.TaskID, step: in.Step, params: maphash.Bytes(paramsSeed, in.Params)}
+}
+
+// enter records a handler of in about to run and waits until no handler
+// of the same work that was told to stop still runs in this process.
+// It returns the function to call when the handler returned, or, when
+// ctx ends first, an error saying what it waited for (the attempt is then
+// retried as Temporal's retry policy says).
+func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, log *slog.Logger) (leave func(), err error) {
+	key, self := keyOf(in), &runningHandler{ctx: ctx, done: make(chan struct{})}
+	r.mu.Lock()
+	if r.m == nil {
+		r.m = map[handlerKey][]*runningHandler{}
+	}
+	var stopping []*runningHandler
+	for _, h := range r.m[key] {
+		if h.ctx.Err() != nil {
+			stopping = append(stopping, h)
+		}
+	}
+	r.m[key] = append(r.m[key], self)
+	waiting := r.waiting
+	r.mu.Unlock()
+	leave = func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		hs := r.m[key]
+		for i, h := range hs {
+			if h == self {
+				hs = append(hs[:i:i], hs[i+1:]...)
+				break
+			}
+		}
+		if len(hs) == 0 {
+			delete(r.m, key)
+		} else {
+			r.m[key] = hs
+		}
+		close(self.done)
+	}
+	if len(stopping) > 0 {
+		log.Warn("a handler of this task that was told to stop still runs in this process: waiting for it to return before this one starts", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt)
+		if waiting != nil {
+			waiting(len(stopping))
+		}
+	}
+	for _, h := range stopping {
+		select {
+		case <-h.done:
+		case <-ctx.Done():
+			leave()
+			return nil, fmt.Errorf("a handler of task %s that was told to stop (a cancelled or timed-out run) still runs in this process: this attempt did not start beside it: %w", in.TaskID, ctx.Err())
+		}
+	}
+	return leave, nil
+}
