@@ -347,12 +347,16 @@ func (b *Bridge) waitClosed(ctx context.Context, ids []string) int {
 // closeWaiters is how many runs waitClosed asks about at once.
 const closeWaiters = 16
 
+// cancelledReportGrace is how long Stop lets handlers cancelled at the end
+// of the shutdown grace return, so that their attempts are reported.
+const cancelledReportGrace = 15 * time.Second
+
 // Stop stops claiming, lets pending workflow starts finish (for a few
 // seconds at most: a claim not started by then is recovered by the next
 // start of this worker), then stops the worker: running handlers get the
-// shutdown grace to finish, after which they are cancelled and Temporal
-// retries them elsewhere or after a restart. It returns ctx's error if ctx
-// ends first.
+// shutdown grace to finish, after which they are cancelled, get 15 s to
+// return so that their attempts are reported, and Temporal retries them
+// elsewhere or after a restart. It returns ctx's error if ctx ends first.
 func (b *Bridge) Stop(ctx context.Context) error {
 	b.mu.Lock()
 	b.stopped = true
@@ -377,7 +381,7 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		b.worker.Stop()
 		// Handlers still running were cancelled: let them return so that
 		// their attempts are reported and retried at once.
-		idle, cancel := context.WithTimeout(ctx, 5*time.Second)
+		idle, cancel := context.WithTimeout(ctx, cancelledReportGrace)
 		defer cancel()
 		if b.acts.Idle(idle) == nil {
 			time.Sleep(100 * time.Millisecond) // the SDK's failure report

@@ -182,10 +182,6 @@ func StopTimeout(shutdownGrace time.Duration) time.Duration {
 	return claimStopGrace + startsGrace + shutdownGrace + cancelledReportGrace + tracingFlushTimeout
 }
 
-// cancelledReportGrace is how long Main lets handlers cancelled at the
-// end of the shutdown grace report their attempts.
-const cancelledReportGrace = 15 * time.Second
-
 // temporalOptions reads Temporal's own settings (TEMPORAL_ADDRESS,
 // TEMPORAL_NAMESPACE, TLS, API key, config profile) with the SDK's
 // envconfig, then applies the bridge's temporal.address, namespace and

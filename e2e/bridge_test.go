@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
 
+	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
 
@@ -234,6 +236,30 @@ func TestE2E_sigterm_loses_nothing(t *testing.T) {
 			s.requireOneOutcomeEach(ids)
 		})
 	}
+}
+
+// A stop cancels the handlers still running at the end of the shutdown
+// grace and waits for them to return (15 s at most, as StopTimeout
+// counts), so that their attempts are reported and retried at once rather
+// than after their heartbeat timeout: here one takes 6 s to clean up.
+func TestE2E_stop_waits_for_cancelled_handlers_to_return(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.sleep")
+	s.create("example.sleep", map[string]any{"duration": 60})
+	started := make(chan struct{}, 1)
+	var returned atomic.Bool
+	reg := activities.NewRegistry()
+	activities.Register(reg, "example.sleep", func(ctx context.Context, p activities.SleepParams) (activities.SleepResult, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		time.Sleep(6 * time.Second) // cleaning up after the cancel
+		returned.Store(true)
+		return activities.SleepResult{}, ctx.Err()
+	})
+	stop := s.runBridge(reg, "bridge-stop", "--shutdown-grace=0s", "--max-runs=1")
+	<-started
+	stop()
+	require.True(t, returned.Load(), "Stop returned before the cancelled handler did")
 }
 
 // A config error names the key and exits 2 before anything starts.
