@@ -304,6 +304,11 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 		return answerError(cl, resp, raw, c.apiKey)
 	}
 	env, err := decodeEnvelope(raw)
+	if errors.Is(err, errNotObject) {
+		// Not TaskManager's (a proxy's page, a captive portal): say what
+		// it is, never what it says.
+		err = errors.New(describeForeign(resp.Header.Get("Content-Type"), raw, c.apiKey))
+	}
 	if err != nil {
 		return fail(resp.StatusCode, ErrTransient, err)
 	}
@@ -433,6 +438,9 @@ func describeForeign(contentType string, raw []byte, apiKey string) string {
 			}
 		}
 		return desc
+	}
+	if json.Valid(trimmed) {
+		return fmt.Sprintf("answer is JSON but not an object (%s, %d bytes)", contentType, len(raw))
 	}
 	return fmt.Sprintf("answer is not JSON (%s, %d bytes)", contentType, len(raw))
 }

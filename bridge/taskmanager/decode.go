@@ -26,6 +26,10 @@ func (e envelope) details() []string {
 	return nil
 }
 
+// errNotObject: an answer that is not a JSON object, described by the
+// caller (describeForeign), which copies none of it.
+var errNotObject = errors.New("answer is not a JSON object")
+
 // decodeEnvelope parses an answer body; anything but a JSON object is an error.
 func decodeEnvelope(raw []byte) (envelope, error) {
 	var env envelope
@@ -34,7 +38,7 @@ func decodeEnvelope(raw []byte) (envelope, error) {
 		return env, errors.New("empty answer")
 	}
 	if trimmed[0] != '{' {
-		return env, fmt.Errorf("answer is not a JSON object (%d bytes starting %q)", len(raw), snippet(trimmed))
+		return env, errNotObject
 	}
 	if err := json.Unmarshal(trimmed, &env); err != nil {
 		return env, fmt.Errorf("answer is not valid JSON: %w", err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -206,6 +207,21 @@ func TestErrorAnswers_only_TaskManager_ends_a_call(t *testing.T) {
 		require.Contains(t, err.Error(), "text/html")
 		require.Contains(t, err.Error(), fmt.Sprintf("%d bytes", len(nginx400)))
 		require.NotContains(t, e.Message, "nginx", "the page itself is not copied")
+	})
+	t.Run("html_200_is_transient_and_not_copied", func(t *testing.T) {
+		// A captive portal's page that echoes the request's headers.
+		page := "X-API-Key: " + foreignKey + "\n<html><body>Sign in to the Wi-Fi</body></html>"
+		c := foreign(t, 200, "text/html", page)
+		_, err := c.Complete(ctx, "2", done)
+		requireErr(t, err, ErrTransient, 200)
+		require.Contains(t, err.Error(), "answer is not JSON (text/html, "+strconv.Itoa(len(page))+" bytes)")
+		require.NotContains(t, err.Error(), foreignKey)
+		require.NotContains(t, err.Error(), "X-API-Key", "the page itself is not copied")
+		c = foreign(t, 200, "application/json", `["`+foreignKey+`"]`)
+		_, err = c.GetTask(ctx, "2")
+		requireErr(t, err, ErrTransient, 200)
+		require.Contains(t, err.Error(), "answer is JSON but not an object (application/json")
+		require.NotContains(t, err.Error(), foreignKey)
 	})
 	t.Run("empty_403_is_transient", func(t *testing.T) {
 		c := foreign(t, 403, "", "")
