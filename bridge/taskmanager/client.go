@@ -250,6 +250,11 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	fail := func(status int, kind, err error) error {
+		if err != nil && c.apiKey != "" && strings.Contains(err.Error(), c.apiKey) {
+			// An answer that echoes the key (decode errors quote a few
+			// bytes of data): the key never goes into an error.
+			err = errors.New(strings.ReplaceAll(err.Error(), c.apiKey, "[redacted]"))
+		}
 		return &Error{Op: cl.op, Status: status, Kind: kind, Err: err}
 	}
 

@@ -222,6 +222,13 @@ func TestErrorAnswers_only_TaskManager_ends_a_call(t *testing.T) {
 		requireErr(t, err, ErrTransient, 200)
 		require.Contains(t, err.Error(), "answer is JSON but not an object (application/json")
 		require.NotContains(t, err.Error(), foreignKey)
+		// TaskManager's envelope whose data echoes the key: the decode
+		// error quotes the data's start, but never the key.
+		c = foreign(t, 200, "application/json", `{"success":true,"data":"`+foreignKey+`"}`)
+		_, err = c.GetTask(ctx, "2")
+		requireErr(t, err, ErrTransient, 200)
+		require.Contains(t, err.Error(), "[redacted]")
+		require.NotContains(t, err.Error(), foreignKey)
 	})
 	t.Run("empty_403_is_transient", func(t *testing.T) {
 		c := foreign(t, 403, "", "")
