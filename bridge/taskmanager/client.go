@@ -250,10 +250,12 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	fail := func(status int, kind, err error) error {
-		if err != nil && c.apiKey != "" && strings.Contains(err.Error(), c.apiKey) {
+		if err != nil {
 			// An answer that echoes the key (decode errors quote a few
 			// bytes of data): the key never goes into an error.
-			err = errors.New(strings.ReplaceAll(err.Error(), c.apiKey, "[redacted]"))
+			if msg := err.Error(); redactKey(msg, c.apiKey) != msg {
+				err = errors.New(redactKey(msg, c.apiKey))
+			}
 		}
 		return &Error{Op: cl.op, Status: status, Kind: kind, Err: err}
 	}
@@ -306,7 +308,7 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 		return &Error{Op: cl.op, Status: resp.StatusCode, Kind: ErrTransient, Message: redirected(resp)}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return answerError(cl, resp, raw, c.apiKey)
+		return answerError(cl, resp, resp.StatusCode, raw, c.apiKey)
 	}
 	env, err := decodeEnvelope(raw)
 	if errors.Is(err, errNotObject) {
@@ -319,15 +321,7 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	}
 	if env.Success != nil && !*env.Success {
 		// an error answer with a 2xx status: read as a 400
-		e := &Error{Op: cl.op, Status: resp.StatusCode}
-		own, ok := ownError(resp.StatusCode, raw)
-		if ok {
-			e.Message, e.Details = own.message, own.details
-		} else {
-			e.Message = describeForeign(resp.Header.Get("Content-Type"), raw, c.apiKey)
-		}
-		e.Kind = classify(cl.claim, 400, e.Message, ok)
-		return e
+		return answerError(cl, resp, 400, raw, c.apiKey)
 	}
 	if out == nil {
 		return nil
@@ -341,7 +335,9 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	return nil
 }
 
-// answerError builds the *Error for a non-2xx answer, JSON or not.
+// answerError builds the *Error for an error answer, JSON or not: a non-2xx
+// one, or a 2xx one that says "success": false (read as a 400: readAs is
+// the status it is classified by).
 //
 // Only TaskManager's own answers may end a call for good: an answer that is
 // not TaskManager's error JSON (a proxy's HTML page, an empty body, JSON of
@@ -350,8 +346,9 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 // 429 keep their meaning whatever the body.
 //
 // A foreign answer's message says what came back (content type, size, and
-// a JSON message unless it holds apiKey), never the body itself.
-func answerError(cl call, resp *http.Response, raw []byte, apiKey string) *Error {
+// a JSON message unless it holds apiKey), never the body itself; no
+// message or detail carries apiKey.
+func answerError(cl call, resp *http.Response, readAs int, raw []byte, apiKey string) *Error {
 	e := &Error{Op: cl.op, Status: resp.StatusCode}
 	own, ok := ownError(resp.StatusCode, raw)
 	if ok {
@@ -360,7 +357,12 @@ func answerError(cl call, resp *http.Response, raw []byte, apiKey string) *Error
 	} else {
 		e.Message = describeForeign(resp.Header.Get("Content-Type"), raw, apiKey)
 	}
-	e.Kind = classify(cl.claim, resp.StatusCode, e.Message, ok)
+	e.Kind = classify(cl.claim, readAs, e.Message, ok)
+	// An answer that echoes the key does not put it in the error.
+	e.Message = redactKey(e.Message, apiKey)
+	for i, d := range e.Details {
+		e.Details[i] = redactKey(d, apiKey)
+	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}

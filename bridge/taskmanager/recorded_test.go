@@ -256,6 +256,17 @@ func TestErrorAnswers_only_TaskManager_ends_a_call(t *testing.T) {
 		c := foreign(t, 400, "application/json", `{"error":"bad header X-API-Key: `+foreignKey+`"}`)
 		_, err := c.Complete(ctx, "2", done)
 		requireErr(t, err, ErrTransient, 400)
+		require.NotContains(t, err.Error(), foreignKey)
+		// In TaskManager's own shape, with any status.
+		for _, status := range []int{200, 400, 500} {
+			c = foreign(t, status, "application/json", `{"success":false,"error":"bad key `+foreignKey+`","details":["key `+foreignKey+`"]}`)
+			_, err = c.Complete(ctx, "2", done)
+			var e *Error
+			require.ErrorAs(t, err, &e)
+			require.NotContains(t, err.Error(), foreignKey, "status %d", status)
+			require.NotContains(t, strings.Join(e.Details, " "), foreignKey, "status %d", status)
+			require.Contains(t, err.Error(), "bad key [redacted]")
+		}
 	})
 	t.Run("own_400_not_claimed_is_not_claimed", func(t *testing.T) {
 		c := foreign(t, 400, "application/json", `{"success":false,"error":"Task is not in claimed state","timestamp":1795936223}`)
@@ -343,8 +354,8 @@ func FuzzDecode(f *testing.F) {
 		var h Health
 		_ = decodeData(env.Data, call{}, &h)
 		for _, status := range []int{400, 401, 403, 404, 413, 500} {
-			e := answerError(call{claim: true}, &http.Response{StatusCode: status, Header: http.Header{}}, body, "fuzz-key")
-			if _, own := ownError(status, body); e.Kind == nil || (!own && strings.Contains(e.Message, "fuzz-key")) {
+			e := answerError(call{claim: true}, &http.Response{StatusCode: status, Header: http.Header{}}, status, body, "fuzz-key")
+			if e.Kind == nil || strings.Contains(e.Message, "fuzz-key") || strings.Contains(strings.Join(e.Details, " "), "fuzz-key") {
 				t.Fatalf("status %d: kind %v, message %q", status, e.Kind, e.Message)
 			}
 		}

@@ -99,3 +99,16 @@ func cutURL(s string) string {
 	}
 	return s
 }
+
+// redactKey returns s with every occurrence of the API key replaced by
+// [redacted], for messages built from an answer that may echo it. A key
+// shorter than minRedactedKey is not looked for: it would match ordinary
+// words ("k" in "key"), and is no secret worth the name.
+func redactKey(s, apiKey string) string {
+	if len(apiKey) < minRedactedKey {
+		return s
+	}
+	return strings.ReplaceAll(s, apiKey, "[redacted]")
+}
+
+const minRedactedKey = 8
