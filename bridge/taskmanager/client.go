@@ -250,13 +250,8 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	fail := func(status int, kind, err error) error {
-		if err != nil {
-			// An answer that echoes the key (decode errors quote a few
-			// bytes of data): the key never goes into an error.
-			if msg := err.Error(); redactKey(msg, c.apiKey) != msg {
-				err = errors.New(redactKey(msg, c.apiKey))
-			}
-		}
+		// The key never goes into an error, whatever an answer echoes.
+		err = ScrubError(err, func(s string) string { return redactKey(s, c.apiKey) })
 		return &Error{Op: cl.op, Status: status, Kind: kind, Err: err}
 	}
 

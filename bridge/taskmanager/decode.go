@@ -69,7 +69,7 @@ func decodeData(data json.RawMessage, cl call, out any) error {
 		return unmarshalData(row, out)
 	default:
 		if data[0] != '{' {
-			return fmt.Errorf("data is not an object: %q", snippet(data))
+			return fmt.Errorf("data is not an object: %s", jsonKind(data))
 		}
 		return unmarshalData(data, out)
 	}
@@ -79,7 +79,7 @@ func decodeData(data json.RawMessage, cl call, out any) error {
 // object itself (the documented style). An empty items list is ErrNotFound.
 func oneOf(data json.RawMessage) (json.RawMessage, error) {
 	if data[0] != '{' {
-		return nil, fmt.Errorf("data is not an object: %q", snippet(data))
+		return nil, fmt.Errorf("data is not an object: %s", jsonKind(data))
 	}
 	var wrapped struct {
 		Items *[]json.RawMessage `json:"items"`
@@ -90,7 +90,7 @@ func oneOf(data json.RawMessage) (json.RawMessage, error) {
 		}
 		row := bytes.TrimSpace((*wrapped.Items)[0])
 		if len(row) == 0 || row[0] != '{' {
-			return nil, fmt.Errorf("data.items[0] is not an object: %q", snippet(row))
+			return nil, fmt.Errorf("data.items[0] is not an object: %s", jsonKind(row))
 		}
 		return row, nil
 	}
@@ -103,7 +103,7 @@ func listOf(data json.RawMessage, keys []string) (json.RawMessage, error) {
 		return data, nil
 	}
 	if data[0] != '{' {
-		return nil, fmt.Errorf("data is neither a list nor an object: %q", snippet(data))
+		return nil, fmt.Errorf("data is neither a list nor an object: %s", jsonKind(data))
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
@@ -113,7 +113,7 @@ func listOf(data json.RawMessage, keys []string) (json.RawMessage, error) {
 		if v, ok := m[k]; ok {
 			v = bytes.TrimSpace(v)
 			if len(v) == 0 || v[0] != '[' {
-				return nil, fmt.Errorf("data.%s is not a list: %q", k, snippet(v))
+				return nil, fmt.Errorf("data.%s is not a list: %s", k, jsonKind(v))
 			}
 			return v, nil
 		}
@@ -128,9 +128,26 @@ func unmarshalData(raw json.RawMessage, out any) error {
 	return nil
 }
 
-func snippet(b []byte) string {
-	if len(b) > 40 {
-		return string(b[:40]) + "…"
+// jsonKind describes a JSON value found where another was expected: its kind
+// and size, never its text (an answer may echo a secret, escaped or cut
+// where a quote of it would end).
+func jsonKind(b []byte) string {
+	b = bytes.TrimSpace(b)
+	if !json.Valid(b) {
+		return fmt.Sprintf("not JSON (%d bytes)", len(b))
 	}
-	return string(b)
+	switch b[0] {
+	case '"':
+		return fmt.Sprintf("a string (%d bytes)", len(b))
+	case '[':
+		return fmt.Sprintf("a list (%d bytes)", len(b))
+	case '{':
+		return fmt.Sprintf("an object (%d bytes)", len(b))
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	default:
+		return "a number"
+	}
 }

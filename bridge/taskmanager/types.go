@@ -33,7 +33,7 @@ func (id *ID) UnmarshalJSON(b []byte) error {
 		}
 		*id = ID(n.String())
 	default:
-		return fmt.Errorf("id: want a string or a number, got %.20s", b)
+		return fmt.Errorf("id: want a string or a number, got %s", jsonKind(b))
 	}
 	return nil
 }
@@ -67,6 +67,7 @@ func (n *Int) UnmarshalJSON(b []byte) error {
 		*n = 0
 		return nil
 	}
+	raw := b
 	if b[0] == '"' {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -80,7 +81,7 @@ func (n *Int) UnmarshalJSON(b []byte) error {
 	}
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil || f != float64(int64(f)) {
-		return fmt.Errorf("want an integer, got %.20s", b)
+		return fmt.Errorf("want an integer, got %s", jsonKind(raw))
 	}
 	*n = Int(f)
 	return nil
@@ -97,7 +98,7 @@ func (f *Flag) UnmarshalJSON(b []byte) error {
 	case "false", "0", "", "null":
 		*f = false
 	default:
-		return fmt.Errorf("want a boolean, got %.20s", b)
+		return fmt.Errorf("want a boolean, got %s", jsonKind(b))
 	}
 	return nil
 }
