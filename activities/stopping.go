@@ -15,7 +15,9 @@ import (
 // Temporal does not always wait for a handler it stopped: a local
 // activity's cancel or timeout settles at once, whatever its handler
 // does, and a regular activity's attempt that timed out is retried while
-// its handler may still run. A cancelled `local: true` run then reports
+// its handler may still run. Only a handler whose context ended is known
+// here to be told to stop: one whose worker has not heard of it yet (a
+// heartbeat timeout it learns of at its next heartbeat) is not waited for. A cancelled `local: true` run then reports
 // at once, TaskManager re-queues the task, and its next claim's handler
 // would start here, in the same bridge, while the first one (slow to
 // stop, or ignoring its context) still runs. So a handler first waits for
@@ -51,8 +53,10 @@ func keyOf(in HandlerInput) handlerKey {
 // enter records a handler of in about to run and waits until no handler
 // of the same work that was told to stop still runs in this process.
 // It returns the function to call when the handler returned, or, when
-// ctx ends first, an error saying what it waited for (the attempt is then
-// retried as Temporal's retry policy says).
+// ctx ends first (the attempt's start-to-close timeout, at the latest),
+// an error saying what it waited for; the attempt is then retried as
+// Temporal's retry policy says. A regular activity heartbeats while it
+// waits, so that a cancel of its own run still reaches it.
 func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, log *slog.Logger) (leave func(), err error) {
 	key, self := keyOf(in), &runningHandler{ctx: ctx, done: make(chan struct{})}
 	r.mu.Lock()
@@ -96,6 +100,7 @@ func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, log *slog.
 		case <-h.done:
 		case <-ctx.Done():
 			leave()
+			log.Warn("gave up waiting for a handler of this task that was told to stop: this attempt ends without running", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt, "err", ctx.Err())
 			return nil, fmt.Errorf("a handler of task %s that was told to stop (a cancelled or timed-out run) still runs in this process: this attempt did not start beside it: %w", in.TaskID, ctx.Err())
 		}
 	}

@@ -390,6 +390,8 @@ func TestE2E_local_handler_does_not_start_beside_its_cancelled_one(t *testing.T)
 	case <-waiting: // the next claim's handler waits for the first
 	case <-started:
 		t.Fatal("the next claim's handler started beside the cancelled one")
+	case <-time.After(5 * time.Minute): // only guards against a hang
+		t.Fatal("the task was not claimed again")
 	}
 	close(release)
 	require.Equal(t, "completed", s.waitFinal([]string{id})[id].Status)
