@@ -15,10 +15,13 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/internal/gohandlers"
+	"github.com/prismq/tmbridge/workflows"
 )
 
 // The dev stack's config, as shipped: demo.pipeline's steps, with a Python
@@ -116,6 +119,27 @@ func TestE2E_go_workflow_panic_fails_the_task(t *testing.T) {
 		st, ok := s.tm.Task(id)
 		return ok && strings.Contains(st.Error, "workflow demo.boom panicked: assignment to entry in nil map")
 	}, 2*time.Minute, 100*time.Millisecond, "the first attempt is reported failed")
+}
+
+// A Go workflow handler that works in coroutines of its own completes its
+// task, and its run's history (recorded as child-goroutines.json, from
+// the code before FailOnPanic ran handlers in a coroutine) replays.
+func TestE2E_go_workflow_handler_with_goroutines(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register(activities.TypeUppercase)
+	id := s.goHandlerTask(gohandlers.GoroutinesName, gohandlers.Goroutines)
+	st := s.waitFinal([]string{id})[id]
+	require.Equal(t, "completed", st.Status, st.Error)
+	require.JSONEq(t, `{"results":["LEFT","RIGHT"]}`, string(st.Result))
+	replayer := worker.NewWorkflowReplayer()
+	replayer.RegisterWorkflowWithOptions(workflows.FailOnPanic(gohandlers.GoroutinesName, gohandlers.Goroutines), workflow.RegisterOptions{Name: gohandlers.GoroutinesName})
+	h := s.runHistory(s.prefix+id+"/"+gohandlers.GoroutinesName, "")
+	require.NoError(t, replayer.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)))
+	if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
+		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "child-goroutines.json"), b, 0o644))
+	}
 }
 
 // A cancelled run waits for its Go workflow handler to close (the SDK
