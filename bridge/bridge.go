@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 	"golang.org/x/time/rate"
@@ -118,7 +119,8 @@ func WithLogger(l *slog.Logger) Option {
 // with `workflow: name`. It receives an activities.HandlerInput and returns
 // the task's result; the bridge still claims the task and reports its
 // outcome. A second workflow under the same name replaces the first. A
-// panic in it fails the task's attempt (workflows.FailOnPanic).
+// panic in it, or in a coroutine it started, fails the task's attempt
+// (workflows.FailOnPanic, workflows.GoroutinePanics).
 func WithWorkflow(name string, fn any) Option {
 	return func(o *bridgeOptions) { o.workflows[name] = fn }
 }
@@ -147,7 +149,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	if b.reg, err = cfg.Registry(reg); err != nil {
 		return nil, err
 	}
-	b.worker = worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{
+	wopts := worker.Options{
 		MaxConcurrentActivityExecutionSize:      cfg.Temporal.MaxConcurrentActivities,
 		MaxConcurrentLocalActivityExecutionSize: cfg.Temporal.MaxConcurrentActivities,
 		MaxConcurrentWorkflowTaskPollers:        4,
@@ -155,7 +157,12 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		WorkerStopTimeout:                       cfg.ShutdownGrace,
 		Identity:                                cfg.WorkerID + "@" + cfg.Temporal.TaskQueue,
 		OnFatalError:                            b.workerFailed,
-	})
+	}
+	if len(o.workflows) > 0 {
+		// A panic in a coroutine of a Go workflow handler fails its run.
+		wopts.Interceptors = []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}
+	}
+	b.worker = worker.New(tc, cfg.Temporal.TaskQueue, wopts)
 	for name, fn := range o.workflows {
 		b.worker.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
 	}

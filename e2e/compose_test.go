@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -121,9 +122,29 @@ func TestE2E_go_workflow_panic_fails_the_task(t *testing.T) {
 	}, 2*time.Minute, 100*time.Millisecond, "the first attempt is reported failed")
 }
 
+// A panic in a coroutine that a Go workflow handler started fails its
+// task alike (workflows.GoroutinePanics): before, it retried its workflow
+// task forever and the task stayed claimed.
+func TestE2E_go_workflow_panic_in_its_goroutine_fails_the_task(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	boom := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		workflow.Go(ctx, func(workflow.Context) {
+			var m map[string]any
+			m["x"] = in.Attempt // assignment to a nil map
+		})
+		return nil, workflow.Sleep(ctx, time.Hour)
+	}
+	id := s.goHandlerTask("demo.goboom", boom)
+	require.Eventually(t, func() bool {
+		st, ok := s.tm.Task(id)
+		return ok && strings.Contains(st.Error, "workflow demo.goboom panicked: assignment to entry in nil map")
+	}, 2*time.Minute, 100*time.Millisecond, "the first attempt is reported failed")
+}
+
 // A Go workflow handler that works in coroutines of its own completes its
-// task, and its run's history (recorded as child-goroutines.json, from
-// the code before FailOnPanic ran handlers in a coroutine) replays.
+// task, and its run's history replays, as does the one recorded before
+// FailOnPanic ran handlers in a coroutine of its own (child-goroutines.json,
+// replayed by the workflows tests).
 func TestE2E_go_workflow_handler_with_goroutines(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
 	s.register(activities.TypeUppercase)
@@ -131,14 +152,15 @@ func TestE2E_go_workflow_handler_with_goroutines(t *testing.T) {
 	st := s.waitFinal([]string{id})[id]
 	require.Equal(t, "completed", st.Status, st.Error)
 	require.JSONEq(t, `{"results":["LEFT","RIGHT"]}`, string(st.Result))
-	replayer := worker.NewWorkflowReplayer()
+	replayer, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
+	require.NoError(t, err)
 	replayer.RegisterWorkflowWithOptions(workflows.FailOnPanic(gohandlers.GoroutinesName, gohandlers.Goroutines), workflow.RegisterOptions{Name: gohandlers.GoroutinesName})
 	h := s.runHistory(s.prefix+id+"/"+gohandlers.GoroutinesName, "")
 	require.NoError(t, replayer.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)))
 	if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
 		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
 		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "child-goroutines.json"), b, 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join("..", "workflows", "testdata", "child-goroutines-new.json"), b, 0o644))
 	}
 }
 

@@ -7,9 +7,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/prismq/tmbridge/internal/gohandlers"
 	"github.com/prismq/tmbridge/workflows"
 )
 
@@ -26,6 +28,28 @@ func TestTaskWorkflow_replays_saved_histories(t *testing.T) {
 	for _, f := range files {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+		raw, err := os.Open(f)
+		require.NoError(t, err)
+		h, err := client.HistoryFromJSON(raw, client.HistoryJSONOptions{})
+		raw.Close()
+		require.NoError(t, err, f)
+		require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)), f)
+	}
+}
+
+// Histories of Go workflow handlers (child runs, testdata/child-*.json)
+// replay with FailOnPanic and GoroutinePanics as the bridge registers
+// them: child-goroutines.json was recorded before FailOnPanic ran the
+// handler in a coroutine of its own.
+func TestGoHandler_replays_saved_histories(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("testdata/child-*.json")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		r, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
+		require.NoError(t, err)
+		r.RegisterWorkflowWithOptions(workflows.FailOnPanic(gohandlers.GoroutinesName, gohandlers.Goroutines), workflow.RegisterOptions{Name: gohandlers.GoroutinesName})
 		raw, err := os.Open(f)
 		require.NoError(t, err)
 		h, err := client.HistoryFromJSON(raw, client.HistoryJSONOptions{})

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -97,7 +98,7 @@ func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType str
 	// Handlers take real time; the test's own deadline bounds them. A slow
 	// or loaded machine must not trip the deadlock detector.
 	env.SetTestTimeout(testTimeout(t))
-	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
+	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute, Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
 	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	for name, fn := range s.workflows {
 		env.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})

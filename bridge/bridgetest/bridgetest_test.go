@@ -176,3 +176,50 @@ func TestRun_go_workflow_panic_fails_the_task(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "workflow w.boom panicked: assignment to entry in nil map")
 }
+
+// A panic in a coroutine that a Go workflow started (workflow.Go) fails
+// its task alike, while the workflow's own coroutine waits for it: before,
+// the run retried its workflow task forever.
+func TestRun_go_workflow_panic_in_its_goroutine_fails_the_task(t *testing.T) {
+	t.Parallel()
+	boom := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		done := false
+		workflow.GoNamed(ctx, "worker", func(gctx workflow.Context) {
+			var m map[string]any
+			m["x"] = 1 // assignment to a nil map
+			done = true
+		})
+		_ = workflow.Await(ctx, func() bool { return done })
+		return map[string]any{"done": done}, nil
+	}
+	_, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  w.goboom: { workflow: w.goboom }\n", "w.goboom", map[string]any{"n": 1},
+		bridgetest.WithWorkflow("w.goboom", boom))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "workflow w.goboom panicked: assignment to entry in nil map")
+}
+
+// A Go workflow's coroutines work as they do unwrapped: results on
+// channels, a cancel-free run completing with its value.
+func TestRun_go_workflow_with_goroutines_completes(t *testing.T) {
+	t.Parallel()
+	work := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		ch := workflow.NewChannel(ctx)
+		for i := range 3 {
+			workflow.Go(ctx, func(gctx workflow.Context) {
+				_ = workflow.Sleep(gctx, time.Duration(3-i)*time.Second)
+				ch.Send(gctx, i)
+			})
+		}
+		var order []int
+		for range 3 {
+			var i int
+			ch.Receive(ctx, &i)
+			order = append(order, i)
+		}
+		return map[string]any{"order": order}, nil
+	}
+	out, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  w.work: { workflow: w.work }\n", "w.work", map[string]any{"n": 1},
+		bridgetest.WithWorkflow("w.work", work))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"order":[2,1,0]}`, string(out))
+}
