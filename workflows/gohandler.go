@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime/debug"
+	"strings"
 
 	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
@@ -21,10 +22,13 @@ import (
 //
 // The workflow runs in a coroutine of the wrapper, which waits for it to
 // return or for a panic in any coroutine it started (workflow.Go,
-// workflow.GoNamed): those are seen with GoroutinePanics among the
-// worker's interceptors (the bridge's worker has it); without it, only
-// a panic of the workflow's own coroutine is. The wrapper adds no command:
-// runs started by an older bridge replay.
+// workflow.GoNamed; not those of an update handler, which the SDK starts):
+// those are seen with GoroutinePanics among the worker's interceptors (the
+// bridge's worker has it); without it, only a panic of the workflow's own
+// coroutine is. The SDK's own panics (a nondeterminism error) and a panic
+// after the workflow's result was decided are left to the SDK, which
+// retries the workflow task. The wrapper adds no command: runs started by
+// an older bridge replay.
 //
 // fn must be a workflow function whose last result is an error; anything
 // else is returned as it is, for the worker's registration to refuse.
@@ -53,13 +57,14 @@ func FailOnPanic(name string, fn any) any {
 		ctx = workflow.WithValue(ctx, panicSinkKey{}, sink)
 		var out []reflect.Value
 		workflow.Go(ctx, func(gctx workflow.Context) {
-			defer sink.catch()
+			defer sink.catch(gctx)
 			in := append([]reflect.Value{reflect.ValueOf(gctx)}, args[1:]...)
 			out = v.Call(in)
 		})
 		// Disconnected: a cancel of the run is the workflow's to handle.
 		dctx, _ := workflow.NewDisconnectedContext(ctx)
 		_ = workflow.Await(dctx, func() bool { return out != nil || sink.err != nil })
+		sink.closed = true
 		if sink.err != nil {
 			return failed(sink.err)
 		}
@@ -71,18 +76,41 @@ func FailOnPanic(name string, fn any) any {
 type panicSink struct {
 	workflow string
 	err      error
+	closed   bool // the run's result is decided: a later panic is the SDK's
 }
 
 type panicSinkKey struct{}
 
 // catch, deferred in a coroutine, turns its panic into the run's error.
-func (s *panicSink) catch() {
+// The SDK's own panics (a nondeterminism error is one) and a panic after
+// the run's result was decided go on to the SDK, which fails the
+// workflow task and retries it, as without the wrapper: a run whose code
+// does not fit its history must wait for code that does, not fail.
+func (s *panicSink) catch(ctx workflow.Context) {
 	r := recover() // nil for the SDK's runtime.Goexit of a coroutine
-	if r == nil || s.err != nil {
+	if r == nil {
 		return
 	}
+	if s.closed || sdkPanic(r) {
+		panic(r)
+	}
+	if s.err != nil {
+		return // the first panic fails the run
+	}
+	stack := string(debug.Stack())
+	workflow.GetLogger(ctx).Error("Go workflow handler panicked", "workflow", s.workflow, "panic", fmt.Sprint(r), "stack", stack)
 	s.err = temporal.NewApplicationErrorWithOptions(fmt.Sprintf("workflow %s panicked: %v", s.workflow, r), activities.ErrTypePanic,
-		temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{string(debug.Stack())}})
+		temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{stack}})
+}
+
+// sdkPanic reports whether a panic value is one of the Temporal SDK's own
+// (its nondeterminism panic, stateMachineIllegalStatePanic, among them).
+func sdkPanic(r any) bool {
+	t := reflect.TypeOf(r)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t != nil && strings.HasPrefix(t.PkgPath(), "go.temporal.io/sdk/")
 }
 
 // GoroutinePanics returns the worker interceptor that lets FailOnPanic
@@ -119,7 +147,7 @@ func (o *panicsOutbound) Go(ctx workflow.Context, name string, f func(ctx workfl
 		return o.Next.Go(ctx, name, f)
 	}
 	return o.Next.Go(ctx, name, func(gctx workflow.Context) {
-		defer sink.catch()
+		defer sink.catch(gctx)
 		f(gctx)
 	})
 }

@@ -223,3 +223,23 @@ func TestRun_go_workflow_with_goroutines_completes(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"order":[2,1,0]}`, string(out))
 }
+
+// A panic in a Go workflow's coroutine after the workflow returned is not
+// dropped: the run's result is decided, and the panic goes on to the SDK
+// (which fails the workflow task), as without FailOnPanic.
+func TestRun_go_workflow_panic_after_it_returned_is_not_dropped(t *testing.T) {
+	t.Parallel()
+	late := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		ready := false
+		workflow.Go(ctx, func(gctx workflow.Context) {
+			_ = workflow.Await(gctx, func() bool { return ready })
+			panic("late")
+		})
+		workflow.Go(ctx, func(workflow.Context) { ready = true })
+		return map[string]any{"ok": true}, nil
+	}
+	_, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  w.late: { workflow: w.late }\n", "w.late", map[string]any{"n": 1},
+		bridgetest.WithWorkflow("w.late", late))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "late")
+}
