@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/gohandlers"
 	"github.com/prismq/tmbridge/workflows"
@@ -103,6 +105,57 @@ func TestE2E_go_workflow_and_routed_queue(t *testing.T) {
 	require.JSONEq(t, `{"custom":"ABC","attempt":1}`, string(states[custom].Result))
 	require.Equal(t, "completed", states[routed].Status, states[routed].Error)
 	require.JSONEq(t, fmt.Sprintf(`{"reversed":"cba","task_id":%q}`, routed), string(states[routed].Result))
+}
+
+// An enqueue step waits for the task it created, through reads that find
+// it not done yet, until another worker (here the test) completes it; the
+// step's result is that task's. Saved as history-v8-enqueue.json.
+func TestE2E_enqueue_step_waits_for_the_other_worker(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.remote")
+	remote, err := s.api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: "remote.job", Version: "1.0.0", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+	require.NoError(t, err)
+	id := s.create("demo.remote", map[string]any{"n": 7})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.remote:
+    steps:
+      - name: remote
+        enqueue: { type: remote.job, params: { n: "{{ .params.n }}" }, poll_interval: 100ms, max_poll_interval: 200ms }
+`), 0o600))
+	s.runBridge(nil, "bridge-enqueue", "--config="+cfgFile, "--max-runs=1")
+	s.waitPolled(s.prefix+id, 2)
+	child, err := s.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "remote", TaskTypeID: remote.ID})
+	require.NoError(t, err)
+	require.JSONEq(t, fmt.Sprintf(`{"n":7,"_parent":"%s/remote@1"}`, s.prefix+id), string(child.Params))
+	_, err = s.api.Complete(context.Background(), child.ID, taskmanager.Completion{WorkerID: "remote", Success: true, Result: json.RawMessage(`{"answer":42}`)})
+	require.NoError(t, err)
+	st := s.waitFinal([]string{id})[id]
+	require.Equal(t, "completed", st.Status, st.Error)
+	require.JSONEq(t, `{"remote":{"answer":42}}`, string(st.Result))
+	require.NoError(t, s.tc.GetWorkflow(context.Background(), s.prefix+id, "").Get(context.Background(), nil), "the run closed")
+	s.replay(map[string]string{"enqueue": id}, "history-v8-")
+}
+
+// waitPolled waits until the run of workflow id read its enqueued task n
+// times and found it not done: n timers fired between reads.
+func (s *stack) waitPolled(id string, n int) {
+	s.t.Helper()
+	require.Eventually(s.t, func() bool {
+		fired := 0
+		it := s.tc.GetWorkflowHistory(context.Background(), id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		for it.HasNext() {
+			ev, err := it.Next()
+			if err != nil {
+				return false // not started yet
+			}
+			if ev.GetEventType() == enumspb.EVENT_TYPE_TIMER_FIRED {
+				fired++
+			}
+		}
+		return fired >= n
+	}, 2*time.Minute, 50*time.Millisecond, "the enqueued task was read %d times", n)
 }
 
 // A Go workflow handler that panics fails its task with the panic's
