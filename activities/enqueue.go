@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 
+	"go.temporal.io/sdk/temporal"
+
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 // Registered names of the activities of an `enqueue` step. History
 // depends on them: never rename them.
 const (
-	EnqueueActivityName  = "tmbridge.EnqueueTask"
-	ReadTaskActivityName = "tmbridge.ReadTask"
+	EnqueueActivityName   = "tmbridge.EnqueueTask"
+	ReadTaskActivityName  = "tmbridge.ReadTask"
+	AwaitTaskActivityName = "tmbridge.AwaitTask"
 )
 
 // EnqueueInput is a task to create in TaskManager.
@@ -63,4 +66,22 @@ func (a *Activities) ReadTask(ctx context.Context, taskID string) (TaskState, er
 		return TaskState{}, Transient(fmt.Errorf("read task %s: %w", taskID, err), taskmanager.RetryAfter(err))
 	}
 	return TaskState{Status: t.Status, Result: t.Result.Raw(), Error: t.Error, Attempts: int(t.Attempts)}, nil
+}
+
+// AwaitTask is the activity that waits for an enqueued task to end. It
+// reads the task once: ended (completed or failed), it returns its state;
+// not yet, it fails with ErrTypeNotDone (a benign failure), and the step's
+// retry policy reads it again later (its poll interval, doubling up to
+// its max). Temporal records an activity's retries in no history event,
+// so a wait of days costs the run a handful of events.
+func (a *Activities) AwaitTask(ctx context.Context, taskID string) (TaskState, error) {
+	st, err := a.ReadTask(ctx, taskID)
+	if err != nil {
+		return TaskState{}, err // gone (for good), or TaskManager unreachable (read again)
+	}
+	if st.Status == taskmanager.StatusCompleted || st.Status == taskmanager.StatusFailed {
+		return st, nil
+	}
+	return TaskState{}, temporal.NewApplicationErrorWithOptions(fmt.Sprintf("task %s is %s", taskID, st.Status), ErrTypeNotDone,
+		temporal.ApplicationErrorOptions{Category: temporal.ApplicationErrorCategoryBenign})
 }

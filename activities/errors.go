@@ -20,6 +20,7 @@ const (
 	ErrTypePayloadTooLarge = "PayloadTooLarge" // TaskManager refused the body (413)
 	ErrTypeRejected        = "Rejected"        // TaskManager refused the request (400)
 	ErrTypeTransient       = "Transient"       // worth another try
+	ErrTypeNotDone         = "NotDone"         // an enqueued task has not ended yet: read it again later
 )
 
 // Permanent marks err as one no retry can fix: the task fails at once.

@@ -95,6 +95,7 @@ func (a *Activities) RegisterOn(w ActivityRegistrar) {
 	w.RegisterActivityWithOptions(a.PostProgress, activity.RegisterOptions{Name: ProgressActivityName})
 	w.RegisterActivityWithOptions(a.EnqueueTask, activity.RegisterOptions{Name: EnqueueActivityName})
 	w.RegisterActivityWithOptions(a.ReadTask, activity.RegisterOptions{Name: ReadTaskActivityName})
+	w.RegisterActivityWithOptions(a.AwaitTask, activity.RegisterOptions{Name: AwaitTaskActivityName})
 }
 
 func (a *Activities) logger() *slog.Logger {

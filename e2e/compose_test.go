@@ -109,7 +109,10 @@ func TestE2E_go_workflow_and_routed_queue(t *testing.T) {
 
 // An enqueue step waits for the task it created, through reads that find
 // it not done yet, until another worker (here the test) completes it; the
-// step's result is that task's. Saved as history-v8-enqueue.json.
+// step's result is that task's. Its reads are the retries of one activity:
+// the run's history does not grow with them. Saved as
+// history-v9-enqueue.json (history-v8-enqueue.json: a timer and a marker
+// per read, before await-by-retries).
 func TestE2E_enqueue_step_waits_for_the_other_worker(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
 	s.register("demo.remote")
@@ -135,14 +138,37 @@ types:
 	require.Equal(t, "completed", st.Status, st.Error)
 	require.JSONEq(t, `{"remote":{"answer":42}}`, string(st.Result))
 	require.NoError(t, s.tc.GetWorkflow(context.Background(), s.prefix+id, "").Get(context.Background(), nil), "the run closed")
-	s.replay(map[string]string{"enqueue": id}, "history-v8-")
+	h := s.history(s.prefix + id)
+	var awaits, timers int
+	for _, ev := range h.GetEvents() {
+		switch ev.GetEventType() {
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			if ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == activities.AwaitTaskActivityName {
+				awaits++
+			}
+		case enumspb.EVENT_TYPE_TIMER_STARTED:
+			timers++
+		}
+	}
+	require.Equal(t, 1, awaits, "one activity for the whole wait")
+	require.Zero(t, timers, "no timer per read")
+	s.replay(map[string]string{"enqueue": id}, "history-v9-")
 }
 
 // waitPolled waits until the run of workflow id read its enqueued task n
-// times and found it not done: n timers fired between reads.
+// times and found it not done: n retries of its tmbridge.AwaitTask
+// activity (or, in a run from before await-by-retries, n timers fired
+// between reads).
 func (s *stack) waitPolled(id string, n int) {
 	s.t.Helper()
 	require.Eventually(s.t, func() bool {
+		if d, err := s.tc.DescribeWorkflowExecution(context.Background(), id, ""); err == nil {
+			for _, a := range d.GetPendingActivities() {
+				if a.GetActivityType().GetName() == activities.AwaitTaskActivityName && int(a.GetAttempt()) > n {
+					return true
+				}
+			}
+		}
 		fired := 0
 		it := s.tc.GetWorkflowHistory(context.Background(), id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 		for it.HasNext() {

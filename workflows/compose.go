@@ -306,6 +306,9 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
 		Summary:     stepSummary(s.Name, "read task "+created.TaskID),
 	})
+	if workflow.GetVersion(ctx, changeAwaitByRetries, workflow.DefaultVersion, 1) == 1 {
+		return awaitByRetries(ctx, s, created.TaskID, deadline, lctx)
+	}
 	wait := cmp.Or(e.PollInterval, DefaultPollInterval)
 	for {
 		var st activities.TaskState
@@ -334,6 +337,64 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 			return nil, err
 		}
 		wait = min(2*wait, cmp.Or(e.MaxPollInterval, DefaultMaxPollInterval))
+	}
+}
+
+// awaitByRetries waits for enqueued task id to end through one
+// tmbridge.AwaitTask activity whose retries read the task, between
+// backoffs from the step's poll_interval doubling to max_poll_interval:
+// retries add no history event, so however long the wait, the run does
+// not grow toward Temporal's history limit (changeAwaitByRetries; before,
+// each read added a timer and a marker). With a timeout, a timer stops
+// the reads at the deadline, and one last read decides.
+func awaitByRetries(ctx workflow.Context, s Step, id string, deadline time.Time, lctx workflow.Context) (json.RawMessage, error) {
+	e := s.Enqueue
+	wait := cmp.Or(e.PollInterval, DefaultPollInterval)
+	actx, stop := workflow.WithCancel(ctx)
+	defer stop()
+	actx = workflow.WithActivityOptions(actx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: wait, BackoffCoefficient: 2,
+			MaximumInterval: max(wait, cmp.Or(e.MaxPollInterval, DefaultMaxPollInterval)),
+		},
+		Summary: stepSummary(s.Name, "wait for task "+id),
+	})
+	f := workflow.ExecuteActivity(actx, activities.AwaitTaskActivityName, id)
+	var st activities.TaskState
+	var err error
+	if deadline.IsZero() {
+		err = f.Get(ctx, &st)
+	} else {
+		tctx, cancelTimer := workflow.WithCancel(ctx)
+		defer cancelTimer()
+		timer := workflow.NewTimerWithOptions(tctx, deadline.Sub(workflow.Now(ctx)), workflow.TimerOptions{Summary: stepSummary(s.Name, "timeout")})
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(f, func(workflow.Future) {})
+		sel.AddFuture(timer, func(workflow.Future) {})
+		sel.Select(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case f.IsReady():
+			err = f.Get(ctx, &st)
+		default: // the deadline: stop the reads, and read once more
+			stop()
+			err = workflow.ExecuteLocalActivity(lctx, activities.ReadTaskActivityName, id).Get(ctx, &st)
+			if ctx.Err() == nil && !activities.IsPermanent(err) && (err != nil || (st.Status != taskmanager.StatusCompleted && st.Status != taskmanager.StatusFailed)) {
+				return nil, fmt.Errorf("task %s (%s) did not end within %s", id, e.Type, e.Timeout)
+			}
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case err != nil:
+		return nil, err // gone from TaskManager
+	case st.Status == taskmanager.StatusCompleted:
+		return taskmanager.OrEmptyObject(st.Result), nil
+	default:
+		return nil, fmt.Errorf("task %s (%s) failed: %s", id, e.Type, cmp.Or(st.Error, "no message"))
 	}
 }
 

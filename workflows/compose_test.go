@@ -186,6 +186,19 @@ func TestCompose_enqueue_waits_for_the_other_worker(t *testing.T) {
 	require.JSONEq(t, `{"n":7,"_parent":"default-test-workflow-id/remote@1"}`, string(children[0].Params), "params name the parent and step")
 }
 
+// Reads of the child that fail (TaskManager unreachable) are read again,
+// as reads that find it not done are: the step waits on.
+func TestCompose_enqueue_reads_through_an_outage(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	remote := registerType(t, b, "remote.job")
+	b.tm.InjectFault(devserver.Fault{Path: "/tasks/2", Method: "GET", Status: 503, Count: 5})
+	completeChild(t, b, remote, true, map[string]any{"answer": 5})
+	st, err := runFlow(t, b, map[string]any{"n": 5}, remoteSteps())
+	require.NoError(t, err)
+	require.JSONEq(t, `{"answer":5}`, string(resultOf(t, st)["remote"]))
+}
+
 func TestCompose_enqueue_child_failure_fails_the_step(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)

@@ -208,6 +208,11 @@ const (
 	// waited for its handler to stop continues as new for the newer claim,
 	// instead of reporting the cancel with it; taken only then.
 	changeCancelClaimMoved = "cancel-claim-moved"
+	// changeAwaitByRetries: an enqueue step waits for its task through the
+	// retries of one tmbridge.AwaitTask activity, which add no history
+	// event, instead of a timer and a tmbridge.ReadTask marker per read
+	// (compose.go); taken by each enqueue step as its wait begins.
+	changeAwaitByRetries = "await-by-retries"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs
