@@ -256,8 +256,8 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 
 // runEnqueue creates s's TaskManager task (once, however often the step is
 // retried: the task's params name this run and step, and TaskManager
-// deduplicates) and waits for it to end, reading it between durable
-// timers that back off to max_poll_interval.
+// deduplicates) and waits for it to end, reading it again and again with
+// a backoff to max_poll_interval (awaitByRetries).
 func (p *pipeline) runEnqueue(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
 	e := s.Enqueue
 	params, err := p.renderParams(e.Params, extra)
@@ -306,7 +306,9 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
 		Summary:     stepSummary(s.Name, "read task "+created.TaskID),
 	})
-	if workflow.GetVersion(ctx, changeAwaitByRetries, workflow.DefaultVersion, 1) == 1 {
+	// One change id per step: a run whose first wait began before the
+	// upgrade still takes the new wait for its later enqueue steps.
+	if workflow.GetVersion(ctx, changeAwaitByRetries+"/"+s.Name, workflow.DefaultVersion, 1) == 1 {
 		return awaitByRetries(ctx, s, created.TaskID, deadline, lctx)
 	}
 	wait := cmp.Or(e.PollInterval, DefaultPollInterval)
@@ -346,17 +348,20 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 // retries add no history event, so however long the wait, the run does
 // not grow toward Temporal's history limit (changeAwaitByRetries; before,
 // each read added a timer and a marker). With a timeout, a timer stops
-// the reads at the deadline, and one last read decides.
+// the reads at the deadline, and one last read decides. The reads take
+// the worker's regular activity slots (max_concurrent_activities), as
+// handlers do.
 func awaitByRetries(ctx workflow.Context, s Step, id string, deadline time.Time, lctx workflow.Context) (json.RawMessage, error) {
 	e := s.Enqueue
-	wait := cmp.Or(e.PollInterval, DefaultPollInterval)
+	longest := cmp.Or(e.MaxPollInterval, DefaultMaxPollInterval)
 	actx, stop := workflow.WithCancel(ctx)
 	defer stop()
 	actx = workflow.WithActivityOptions(actx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval: wait, BackoffCoefficient: 2,
-			MaximumInterval: max(wait, cmp.Or(e.MaxPollInterval, DefaultMaxPollInterval)),
+			// max_poll_interval bounds every wait, the first one too.
+			InitialInterval: min(cmp.Or(e.PollInterval, DefaultPollInterval), longest), BackoffCoefficient: 2,
+			MaximumInterval: longest,
 		},
 		Summary: stepSummary(s.Name, "wait for task "+id),
 	})

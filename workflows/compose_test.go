@@ -199,6 +199,66 @@ func TestCompose_enqueue_reads_through_an_outage(t *testing.T) {
 	require.JSONEq(t, `{"answer":5}`, string(resultOf(t, st)["remote"]))
 }
 
+// A timeout shorter than poll_interval ends the wait at the deadline with
+// one last read, which finds the child done: the step succeeds.
+func TestCompose_enqueue_last_read_at_the_deadline(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	remote := registerType(t, b, "remote.job")
+	b.env.RegisterDelayedCallback(func() {
+		ctx := context.Background()
+		task, err := b.api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "remote", TaskTypeID: remote})
+		if err == nil {
+			_, err = b.api.Complete(ctx, task.ID, taskmanager.Completion{WorkerID: "remote", Success: true, Result: json.RawMessage(`{"answer":9}`)})
+		}
+		if err != nil {
+			t.Errorf("complete the child: %v", err)
+		}
+	}, 30*time.Second) // after the first read, before the deadline
+	steps := []workflows.Step{{Name: "remote", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": 9},
+		Timeout: time.Minute, PollInterval: 10 * time.Minute, MaxPollInterval: 10 * time.Minute}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 9}, workflows.TypeOptions{Steps: steps})
+	start := b.env.Now()
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"answer":9}`, string(resultOf(t, b.task(t, in.Task.ID))["remote"]))
+	require.GreaterOrEqual(t, b.env.Now().Sub(start), time.Minute, "read at the deadline, not before")
+	require.Less(t, b.env.Now().Sub(start), 10*time.Minute, "not at the next poll")
+}
+
+// Two enqueue steps of one parallel group each wait for their own task.
+func TestCompose_enqueue_steps_in_a_parallel_group(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	remote := registerType(t, b, "remote.job")
+	completeChild(t, b, remote, true, map[string]any{"answer": 1})
+	completeChild(t, b, remote, true, map[string]any{"answer": 1})
+	steps := []workflows.Step{{Name: "both", Parallel: []workflows.Step{
+		{Name: "a", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": "a"}}},
+		{Name: "b", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": "b"}}},
+	}}}
+	st, err := runFlow(t, b, map[string]any{"n": 1}, steps)
+	require.NoError(t, err)
+	out := resultOf(t, st)
+	require.JSONEq(t, `{"answer":1}`, string(out["a"]))
+	require.JSONEq(t, `{"answer":1}`, string(out["b"]))
+}
+
+// A run cancelled while an enqueue step waits reports the cancel.
+func TestCompose_enqueue_wait_cancelled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	registerType(t, b, "remote.job")
+	b.env.RegisterDelayedCallback(b.env.CancelWorkflow, 45*time.Second)
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 4}, workflows.TypeOptions{Steps: remoteSteps()})
+	_, err := b.run(in)
+	require.Error(t, err)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status, "the cancel is reported, so TaskManager re-queues the task")
+	require.Contains(t, st.Error, "step remote (enqueue remote.job)")
+	require.Contains(t, st.Error, "cancel")
+}
+
 func TestCompose_enqueue_child_failure_fails_the_step(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)

@@ -211,7 +211,8 @@ const (
 	// changeAwaitByRetries: an enqueue step waits for its task through the
 	// retries of one tmbridge.AwaitTask activity, which add no history
 	// event, instead of a timer and a tmbridge.ReadTask marker per read
-	// (compose.go); taken by each enqueue step as its wait begins.
+	// (compose.go); taken by each enqueue step as its wait begins, under
+	// its own id (this one + "/" + the step's name).
 	changeAwaitByRetries = "await-by-retries"
 )
 
