@@ -22,8 +22,12 @@ import (
 // would start here, in the same bridge, while the first one (slow to
 // stop, or ignoring its context) still runs. So a handler first waits for
 // every handler of the same task, step and params whose context ended
-// and that has not returned yet. Handlers whose context is live are
-// siblings (the items of a for_each step) and are not waited for.
+// and that has not returned yet, and for an execution of the same
+// activity of the same run (a local activity run again after its
+// workflow task failed or its run was evicted from the cache, which the
+// SDK does not stop; an attempt the server retried). Other handlers
+// whose context is live are siblings (the items of a for_each step) and
+// are not waited for.
 type runningHandlers struct {
 	mu sync.Mutex
 	m  map[handlerKey][]*runningHandler
@@ -40,8 +44,9 @@ type handlerKey struct {
 }
 
 type runningHandler struct {
-	ctx  context.Context
-	done chan struct{}
+	ctx      context.Context
+	activity string // run id and activity id of the execution
+	done     chan struct{}
 }
 
 var paramsSeed = maphash.MakeSeed()
@@ -50,22 +55,24 @@ func keyOf(in HandlerInput) handlerKey {
 	return handlerKey{taskID: in.TaskID, step: in.Step, params: maphash.Bytes(paramsSeed, in.Params)}
 }
 
-// enter records a handler of in about to run and waits until no handler
-// of the same work that was told to stop still runs in this process.
+// enter records a handler of in, run by activity (its run's id and its
+// activity id), about to run and waits until no handler of the same work
+// that was told to stop, or of the same activity, still runs in this
+// process.
 // It returns the function to call when the handler returned, or, when
 // ctx ends first (the attempt's start-to-close timeout, at the latest),
 // an error saying what it waited for; the attempt is then retried as
 // Temporal's retry policy says. A regular activity heartbeats while it
 // waits, so that a cancel of its own run still reaches it.
-func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, log *slog.Logger) (leave func(), err error) {
-	key, self := keyOf(in), &runningHandler{ctx: ctx, done: make(chan struct{})}
+func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, activity string, log *slog.Logger) (leave func(), err error) {
+	key, self := keyOf(in), &runningHandler{ctx: ctx, activity: activity, done: make(chan struct{})}
 	r.mu.Lock()
 	if r.m == nil {
 		r.m = map[handlerKey][]*runningHandler{}
 	}
 	var stopping []*runningHandler
 	for _, h := range r.m[key] {
-		if h.ctx.Err() != nil {
+		if h.ctx.Err() != nil || h.activity == activity {
 			stopping = append(stopping, h)
 		}
 	}
@@ -90,7 +97,7 @@ func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, log *slog.
 		close(self.done)
 	}
 	if len(stopping) > 0 {
-		log.Warn("a handler of this task that was told to stop still runs in this process: waiting for it to return before this one starts", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt)
+		log.Warn("a handler of this task that was told to stop, or an earlier execution of this activity, still runs in this process: waiting for it to return before this one starts", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt)
 		if waiting != nil {
 			waiting(len(stopping))
 		}
@@ -101,7 +108,7 @@ func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, log *slog.
 		case <-ctx.Done():
 			leave()
 			log.Warn("gave up waiting for a handler of this task that was told to stop: this attempt ends without running", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt, "err", ctx.Err())
-			return nil, fmt.Errorf("a handler of task %s that was told to stop (a cancelled or timed-out run) still runs in this process: this attempt did not start beside it: %w", in.TaskID, ctx.Err())
+			return nil, fmt.Errorf("a handler of task %s that was told to stop (a cancelled or timed-out run), or an earlier execution of this activity, still runs in this process: this attempt did not start beside it: %w", in.TaskID, ctx.Err())
 		}
 	}
 	return leave, nil

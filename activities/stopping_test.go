@@ -3,9 +3,12 @@ package activities
 import (
 	"context"
 	"encoding/json"
-	"sync"
+	"log/slog"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -80,42 +83,55 @@ func TestHandler_does_not_start_beside_a_stopped_one_of_the_same_task(t *testing
 }
 
 // Handlers of one task whose contexts are live are siblings (a for_each
-// step's items, two steps of a parallel group): they run at once, as do
-// those of other tasks beside a stopped one.
-func TestHandler_siblings_and_other_tasks_do_not_wait(t *testing.T) {
+// step's items, even two with the same params; two steps of a parallel
+// group): they run at once, as do those of other work beside a stopped
+// one. An execution of the same activity of the same run (a local
+// activity run again after its workflow task failed: the SDK does not
+// stop the first) waits, though the first one's context is live.
+func TestHandler_siblings_do_not_wait_reruns_do(t *testing.T) {
 	t.Parallel()
-	h := newStubborn()
-	a := &Activities{}
-	var once sync.Once
-	release := func() { once.Do(func() { close(h.release) }) }
-	a.handlers.waiting = func(int) { t.Error("a handler waited"); release() }
-	root, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() {
-		_, err := stoppingEnv(root).ExecuteLocalActivity(a.handlerActivity("t.stubborn", h), HandlerInput{TaskID: "8", TaskType: "t.stubborn", Params: json.RawMessage(`{}`)})
-		stopped <- err
-	}()
-	<-h.started
-	cancel()
-	<-stopped // task 8's handler was told to stop and still runs
-	done := make(chan error, 3)
-	for _, in := range []HandlerInput{
-		{TaskID: "9", TaskType: "t.stubborn", Step: "each", Params: json.RawMessage(`{"item":1}`)},
-		{TaskID: "9", TaskType: "t.stubborn", Step: "each", Params: json.RawMessage(`{"item":1}`)},
-		{TaskID: "8", TaskType: "t.stubborn", Step: "other", Params: json.RawMessage(`{}`)},
+	var h runningHandlers
+	var waited atomic.Int32
+	h.waiting = func(int) { waited.Add(1) }
+	log := slog.New(slog.DiscardHandler)
+	in := func(task, step, params string) HandlerInput {
+		return HandlerInput{TaskID: task, TaskType: "t", Step: step, Params: json.RawMessage(params)}
+	}
+	stoppedCtx, stop := context.WithCancel(context.Background())
+	leaveStopped, err := h.enter(stoppedCtx, in("8", "", `{}`), "run/1", log)
+	require.NoError(t, err)
+	stop() // told to stop, still running
+	for i, c := range []struct {
+		in       HandlerInput
+		activity string
+	}{
+		{in("9", "each", `{"item":1}`), "run/2"},
+		{in("9", "each", `{"item":1}`), "run/3"},
+		{in("8", "other", `{}`), "run/4"},
 	} {
-		go func() {
-			_, err := stoppingEnv(context.Background()).ExecuteLocalActivity(a.handlerActivity("t.stubborn", h), in)
-			done <- err
-		}()
+		leave, err := h.enter(context.Background(), c.in, c.activity, log)
+		require.NoError(t, err, "handler %d", i)
+		defer leave()
 	}
-	for range 3 {
-		<-h.started // all three run at once, none waits for another
+	require.Zero(t, waited.Load(), "no handler waited")
+
+	first, err := h.enter(context.Background(), in("11", "", `{}`), "run/5", log)
+	require.NoError(t, err)
+	entered := make(chan func())
+	go func() {
+		again, err := h.enter(context.Background(), in("11", "", `{}`), "run/5", log)
+		assert.NoError(t, err)
+		entered <- again
+	}()
+	require.Eventually(t, func() bool { return waited.Load() == 1 }, time.Minute, time.Millisecond, "the rerun waits")
+	select {
+	case <-entered:
+		t.Fatal("the rerun started beside the first execution")
+	default:
 	}
-	release()
-	for range 3 {
-		require.NoError(t, <-done)
-	}
+	first()
+	(<-entered)()
+	leaveStopped()
 }
 
 // A handler that waits for a stopped one and is itself stopped first
@@ -140,9 +156,9 @@ func TestHandler_waiting_for_a_stopped_one_ends_with_its_context(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	leave, err := func() (func(), error) {
 		go func() { <-waiting; cancel() }()
-		return a.handlers.enter(ctx, in, a.logger())
+		return a.handlers.enter(ctx, in, "run/2", a.logger())
 	}()
 	require.Nil(t, leave)
-	require.ErrorContains(t, err, "a handler of task 10 that was told to stop (a cancelled or timed-out run) still runs in this process")
+	require.ErrorContains(t, err, "a handler of task 10 that was told to stop (a cancelled or timed-out run), or an earlier execution of this activity, still runs in this process")
 	require.ErrorIs(t, err, context.Canceled)
 }
