@@ -42,6 +42,22 @@ func stoppingEnv(root context.Context) *testsuite.TestActivityEnvironment {
 	return env
 }
 
+// stopStubborn runs h for in as a local activity, then cancels it as a
+// cancel of its run does: the activity ends at once (the SDK does not wait
+// for the handler), and h goes on until its release.
+func stopStubborn(t *testing.T, a *Activities, h *stubborn, in HandlerInput) {
+	t.Helper()
+	root, cancel := context.WithCancel(context.Background())
+	ended := make(chan error, 1)
+	go func() {
+		_, err := stoppingEnv(root).ExecuteLocalActivity(a.handlerActivity("t.stubborn", h), in)
+		ended <- err
+	}()
+	<-h.started
+	cancel()
+	require.True(t, temporal.IsCanceledError(<-ended), "the SDK settles a cancelled local activity at once")
+}
+
 // A cancelled local handler's activity ends at once (the SDK does not
 // wait for the handler), so its run reports the cancel and the task's
 // next claim may start its handler in the same bridge while the first
@@ -54,15 +70,7 @@ func TestHandler_does_not_start_beside_a_stopped_one_of_the_same_task(t *testing
 	a.handlers.waiting = func(n int) { waiting <- n }
 	in := HandlerInput{TaskID: "7", TaskType: "t.stubborn", WorkerID: "w", Attempt: 1, Params: json.RawMessage(`{"n":1}`)}
 
-	root1, cancel1 := context.WithCancel(context.Background())
-	first := make(chan error, 1)
-	go func() {
-		_, err := stoppingEnv(root1).ExecuteLocalActivity(a.handlerActivity("t.stubborn", h), in)
-		first <- err
-	}()
-	<-h.started
-	cancel1() // the run is cancelled: the local activity ends, its handler does not
-	require.True(t, temporal.IsCanceledError(<-first), "the SDK settles a cancelled local activity at once")
+	stopStubborn(t, a, h, in)
 
 	in.Attempt = 2 // the next claim's run
 	second := make(chan error, 1)
@@ -144,15 +152,7 @@ func TestHandler_waiting_for_a_stopped_one_ends_with_its_context(t *testing.T) {
 	waiting := make(chan int, 1)
 	a.handlers.waiting = func(n int) { waiting <- n }
 	in := HandlerInput{TaskID: "10", TaskType: "t.stubborn", Params: json.RawMessage(`{}`)}
-	root1, cancel1 := context.WithCancel(context.Background())
-	first := make(chan error, 1)
-	go func() {
-		_, err := stoppingEnv(root1).ExecuteLocalActivity(a.handlerActivity("t.stubborn", h), in)
-		first <- err
-	}()
-	<-h.started
-	cancel1()
-	<-first
+	stopStubborn(t, a, h, in)
 	ctx, cancel := context.WithCancel(context.Background())
 	leave, err := func() (func(), error) {
 		go func() { <-waiting; cancel() }()

@@ -195,10 +195,17 @@ func TestE2E_go_workflow_panic_fails_the_task(t *testing.T) {
 		return m, nil
 	}
 	id := s.goHandlerTask("demo.boom", boom)
-	require.Eventually(t, func() bool {
+	s.waitError(id, "workflow demo.boom panicked: assignment to entry in nil map")
+}
+
+// waitError waits until task id's error (its first attempt's, reported
+// failed) holds msg.
+func (s *stack) waitError(id, msg string) {
+	s.t.Helper()
+	require.Eventually(s.t, func() bool {
 		st, ok := s.tm.Task(id)
-		return ok && strings.Contains(st.Error, "workflow demo.boom panicked: assignment to entry in nil map")
-	}, 2*time.Minute, 100*time.Millisecond, "the first attempt is reported failed")
+		return ok && strings.Contains(st.Error, msg)
+	}, 2*time.Minute, 100*time.Millisecond, "the first attempt is reported failed with %q", msg)
 }
 
 // A panic in a coroutine that a Go workflow handler started fails its
@@ -214,10 +221,7 @@ func TestE2E_go_workflow_panic_in_its_goroutine_fails_the_task(t *testing.T) {
 		return nil, workflow.Sleep(ctx, time.Hour)
 	}
 	id := s.goHandlerTask("demo.goboom", boom)
-	require.Eventually(t, func() bool {
-		st, ok := s.tm.Task(id)
-		return ok && strings.Contains(st.Error, "workflow demo.goboom panicked: assignment to entry in nil map")
-	}, 2*time.Minute, 100*time.Millisecond, "the first attempt is reported failed")
+	s.waitError(id, "workflow demo.goboom panicked: assignment to entry in nil map")
 }
 
 // A Go workflow handler that works in coroutines of its own completes its

@@ -1,13 +1,9 @@
 package workflows_test
 
 import (
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/interceptor"
-	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
@@ -28,15 +24,8 @@ func TestFailOnPanic_leaves_nondeterminism_to_the_SDK(t *testing.T) {
 		})
 		return gohandlers.Goroutines(ctx, in)
 	}
-	r, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
-	require.NoError(t, err)
-	r.RegisterWorkflowWithOptions(workflows.FailOnPanic(gohandlers.GoroutinesName, changed), workflow.RegisterOptions{Name: gohandlers.GoroutinesName})
-	raw, err := os.Open("testdata/child-goroutines.json")
-	require.NoError(t, err)
-	defer raw.Close()
-	h, err := client.HistoryFromJSON(raw, client.HistoryJSONOptions{})
-	require.NoError(t, err)
-	err = r.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h))
+	h := loadHistory(t, "testdata/child-goroutines.json")
+	err := goHandlerReplayer(t, changed).ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h))
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "panicked")
 }

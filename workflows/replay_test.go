@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
@@ -28,13 +29,30 @@ func TestTaskWorkflow_replays_saved_histories(t *testing.T) {
 	for _, f := range files {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
-		raw, err := os.Open(f)
-		require.NoError(t, err)
-		h, err := client.HistoryFromJSON(raw, client.HistoryJSONOptions{})
-		raw.Close()
-		require.NoError(t, err, f)
+		h := loadHistory(t, f)
 		require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)), f)
 	}
+}
+
+// loadHistory reads a history saved as JSON.
+func loadHistory(t *testing.T, file string) *historypb.History {
+	t.Helper()
+	raw, err := os.Open(file)
+	require.NoError(t, err)
+	defer raw.Close()
+	h, err := client.HistoryFromJSON(raw, client.HistoryJSONOptions{})
+	require.NoError(t, err, file)
+	return h
+}
+
+// goHandlerReplayer replays runs of Go workflow handler fn (as
+// gohandlers.GoroutinesName) as the bridge's worker runs them.
+func goHandlerReplayer(t *testing.T, fn any) worker.WorkflowReplayer {
+	t.Helper()
+	r, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
+	require.NoError(t, err)
+	r.RegisterWorkflowWithOptions(workflows.FailOnPanic(gohandlers.GoroutinesName, fn), workflow.RegisterOptions{Name: gohandlers.GoroutinesName})
+	return r
 }
 
 // Histories of Go workflow handlers (child runs, testdata/child-*.json)
@@ -47,14 +65,7 @@ func TestGoHandler_replays_saved_histories(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
 	for _, f := range files {
-		r, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
-		require.NoError(t, err)
-		r.RegisterWorkflowWithOptions(workflows.FailOnPanic(gohandlers.GoroutinesName, gohandlers.Goroutines), workflow.RegisterOptions{Name: gohandlers.GoroutinesName})
-		raw, err := os.Open(f)
-		require.NoError(t, err)
-		h, err := client.HistoryFromJSON(raw, client.HistoryJSONOptions{})
-		raw.Close()
-		require.NoError(t, err, f)
-		require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)), f)
+		h := loadHistory(t, f)
+		require.NoError(t, goHandlerReplayer(t, gohandlers.Goroutines).ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)), f)
 	}
 }
