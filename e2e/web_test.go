@@ -377,7 +377,7 @@ func TestE2E_local_handler_does_not_start_beside_its_cancelled_one(t *testing.T)
 	waiting := make(chan struct{})
 	var once sync.Once
 	log := slog.New(&hookHandler{Handler: bridge.NewLogger(os.Stderr, "text", false).Handler(), hook: func(r slog.Record) {
-		if strings.Contains(r.Message, "told to stop still runs") {
+		if strings.Contains(r.Message, "still runs in this process") {
 			once.Do(func() { close(waiting) })
 		}
 	}})
