@@ -156,31 +156,21 @@ types:
 }
 
 // waitPolled waits until the run of workflow id read its enqueued task n
-// times and found it not done: n retries of its tmbridge.AwaitTask
-// activity (or, in a run from before await-by-retries, n timers fired
-// between reads).
+// times and found it not done: its tmbridge.AwaitTask activity is at
+// attempt n+1.
 func (s *stack) waitPolled(id string, n int) {
 	s.t.Helper()
 	require.Eventually(s.t, func() bool {
-		if d, err := s.tc.DescribeWorkflowExecution(context.Background(), id, ""); err == nil {
-			for _, a := range d.GetPendingActivities() {
-				if a.GetActivityType().GetName() == activities.AwaitTaskActivityName && int(a.GetAttempt()) > n {
-					return true
-				}
+		d, err := s.tc.DescribeWorkflowExecution(context.Background(), id, "")
+		if err != nil {
+			return false // not started yet
+		}
+		for _, a := range d.GetPendingActivities() {
+			if a.GetActivityType().GetName() == activities.AwaitTaskActivityName && int(a.GetAttempt()) > n {
+				return true
 			}
 		}
-		fired := 0
-		it := s.tc.GetWorkflowHistory(context.Background(), id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-		for it.HasNext() {
-			ev, err := it.Next()
-			if err != nil {
-				return false // not started yet
-			}
-			if ev.GetEventType() == enumspb.EVENT_TYPE_TIMER_FIRED {
-				fired++
-			}
-		}
-		return fired >= n
+		return false
 	}, 2*time.Minute, 50*time.Millisecond, "the enqueued task was read %d times", n)
 }
 

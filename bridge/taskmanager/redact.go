@@ -59,7 +59,8 @@ func ScrubError(err error, scrub func(string) string) error {
 	return err
 }
 
-// scrubbedError stands for an error whose text held a URL. It matches
+// scrubbedError stands for an error whose text held a secret (a URL's
+// query or userinfo, the API key). It matches
 // what its cause matches, but does not unwrap to it: the cause's text
 // would reach logs and history.
 type scrubbedError struct {
