@@ -10,24 +10,26 @@ import (
 
 // runningHandlers lists the handlers running in this process, so that a
 // handler does not start beside one of the same work that was told to
-// stop and still runs.
+// stop and still runs, or beside an earlier execution of its own activity.
 //
-// Temporal does not always wait for a handler it stopped: a local
+// Temporal does not always wait for a handler it stopped. A local
 // activity's cancel or timeout settles at once, whatever its handler
-// does, and a regular activity's attempt that timed out is retried while
-// its handler may still run. Only a handler whose context ended is known
-// here to be told to stop: one whose worker has not heard of it yet (a
-// heartbeat timeout it learns of at its next heartbeat) is not waited for. A cancelled `local: true` run then reports
-// at once, TaskManager re-queues the task, and its next claim's handler
-// would start here, in the same bridge, while the first one (slow to
-// stop, or ignoring its context) still runs. So a handler first waits for
-// every handler of the same task, step and params whose context ended
-// and that has not returned yet, and for an execution of the same
-// activity of the same run (a local activity run again after its
-// workflow task failed or its run was evicted from the cache, which the
-// SDK does not stop; an attempt the server retried). Other handlers
-// whose context is live are siblings (the items of a for_each step) and
-// are not waited for.
+// does: a cancelled `local: true` run reports at once, TaskManager
+// re-queues the task, and its next claim's handler would start here, in
+// the same bridge, while the first one (slow to stop, or ignoring its
+// context) still runs. A local activity that its run starts again after
+// a failed workflow task or a cache eviction runs beside the first
+// execution, which the SDK does not stop. And a regular activity's
+// attempt that timed out is retried while its handler may still run.
+//
+// So a handler first waits for every handler of the same task, step and
+// params that has not returned yet and whose context ended, or that is
+// an execution of the same activity of the same run. Other handlers whose
+// context is live are siblings (the items of a for_each step) and are not
+// waited for. Only a handler whose context ended is known here to be told
+// to stop: one whose worker has not heard of it yet (a heartbeat timeout
+// it learns of at its next heartbeat), or one in another process, is not
+// waited for.
 type runningHandlers struct {
 	mu sync.Mutex
 	m  map[handlerKey][]*runningHandler
@@ -56,13 +58,12 @@ func keyOf(in HandlerInput) handlerKey {
 }
 
 // enter records a handler of in, run by activity (its run's id and its
-// activity id), about to run and waits until no handler of the same work
+// activity id), about to run, and waits until no handler of the same work
 // that was told to stop, or of the same activity, still runs in this
-// process.
-// It returns the function to call when the handler returned, or, when
-// ctx ends first (the attempt's start-to-close timeout, at the latest),
-// an error saying what it waited for; the attempt is then retried as
-// Temporal's retry policy says. A regular activity heartbeats while it
+// process. It returns the function to call when the handler returned, or,
+// when ctx ends first (the attempt's start-to-close timeout, at the
+// latest), an error saying what it waited for; the attempt is then retried
+// as Temporal's retry policy says. A regular activity heartbeats while it
 // waits, so that a cancel of its own run still reaches it.
 func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, activity string, log *slog.Logger) (leave func(), err error) {
 	key, self := keyOf(in), &runningHandler{ctx: ctx, activity: activity, done: make(chan struct{})}
@@ -107,7 +108,7 @@ func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, activity s
 		case <-h.done:
 		case <-ctx.Done():
 			leave()
-			log.Warn("gave up waiting for a handler of this task that was told to stop: this attempt ends without running", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt, "err", ctx.Err())
+			log.Warn("gave up waiting for a handler of this task that was told to stop, or an earlier execution of this activity: this attempt ends without running", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt, "err", ctx.Err())
 			return nil, fmt.Errorf("a handler of task %s that was told to stop (a cancelled or timed-out run), or an earlier execution of this activity, still runs in this process: this attempt did not start beside it: %w", in.TaskID, ctx.Err())
 		}
 	}
