@@ -253,10 +253,7 @@ func TestCompose_enqueue_wait_cancelled(t *testing.T) {
 	in := b.claim(t, "demo.pipeline", map[string]any{"n": 4}, workflows.TypeOptions{Steps: remoteSteps()})
 	_, err := b.run(in)
 	require.Error(t, err)
-	st := b.task(t, in.Task.ID)
-	require.Equal(t, "pending", st.Status, "the cancel is reported, so TaskManager re-queues the task")
-	require.Contains(t, st.Error, "step remote (enqueue remote.job)")
-	require.Contains(t, st.Error, "cancel")
+	requireCancelReported(t, b, in.Task.ID, "step remote (enqueue remote.job)")
 }
 
 func TestCompose_enqueue_child_failure_fails_the_step(t *testing.T) {

@@ -159,9 +159,16 @@ func TestSteps_cancelled_task_reports_failure(t *testing.T) {
 	in := b.claim(t, "demo.pipeline", map[string]any{"message": "m"}, workflows.TypeOptions{Steps: steps})
 	_, err := b.run(in)
 	require.Error(t, err)
-	st := b.task(t, in.Task.ID)
-	require.Equal(t, "pending", st.Status, "the failure is reported, so TaskManager re-queues the task")
-	require.Contains(t, st.Error, "step wait (test.cancelme)")
+	requireCancelReported(t, b, in.Task.ID, "step wait (test.cancelme)")
+}
+
+// requireCancelReported checks that task id's cancelled attempt was
+// reported as a failure of step (so TaskManager re-queued the task).
+func requireCancelReported(t *testing.T, b *testBundle, id, step string) {
+	t.Helper()
+	st := b.task(t, id)
+	require.Equal(t, "pending", st.Status, "the cancel is reported, so TaskManager re-queues the task")
+	require.Contains(t, st.Error, step)
 	require.Contains(t, st.Error, "cancel")
 }
 

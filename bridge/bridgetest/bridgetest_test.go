@@ -171,8 +171,7 @@ func TestRun_go_workflow_panic_fails_the_task(t *testing.T) {
 		m["x"] = 1 // assignment to a nil map
 		return m, nil
 	}
-	_, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  w.boom: { workflow: w.boom }\n", "w.boom", map[string]any{"n": 1},
-		bridgetest.WithWorkflow("w.boom", boom))
+	_, err := runGoWorkflow(t, "w.boom", boom)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "workflow w.boom panicked: assignment to entry in nil map")
 }
@@ -192,8 +191,7 @@ func TestRun_go_workflow_panic_in_its_goroutine_fails_the_task(t *testing.T) {
 		_ = workflow.Await(ctx, func() bool { return done })
 		return map[string]any{"done": done}, nil
 	}
-	_, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  w.goboom: { workflow: w.goboom }\n", "w.goboom", map[string]any{"n": 1},
-		bridgetest.WithWorkflow("w.goboom", boom))
+	_, err := runGoWorkflow(t, "w.goboom", boom)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "workflow w.goboom panicked: assignment to entry in nil map")
 }
@@ -218,8 +216,7 @@ func TestRun_go_workflow_with_goroutines_completes(t *testing.T) {
 		}
 		return map[string]any{"order": order}, nil
 	}
-	out, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  w.work: { workflow: w.work }\n", "w.work", map[string]any{"n": 1},
-		bridgetest.WithWorkflow("w.work", work))
+	out, err := runGoWorkflow(t, "w.work", work)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"order":[2,1,0]}`, string(out))
 }
@@ -238,8 +235,15 @@ func TestRun_go_workflow_panic_after_it_returned_is_not_dropped(t *testing.T) {
 		workflow.Go(ctx, func(workflow.Context) { ready = true })
 		return map[string]any{"ok": true}, nil
 	}
-	_, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  w.late: { workflow: w.late }\n", "w.late", map[string]any{"n": 1},
-		bridgetest.WithWorkflow("w.late", late))
+	_, err := runGoWorkflow(t, "w.late", late)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "late")
+}
+
+// runGoWorkflow runs one task of type name, served by Go workflow fn under
+// the same name.
+func runGoWorkflow(t *testing.T, name string, fn any) (json.RawMessage, error) {
+	t.Helper()
+	return bridgetest.Run(t, activities.NewRegistry(), "types:\n  "+name+": { workflow: "+name+" }\n", name, map[string]any{"n": 1},
+		bridgetest.WithWorkflow(name, fn))
 }
