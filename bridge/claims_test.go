@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/serviceerror"
 
@@ -338,8 +342,99 @@ func TestSweep_listing_that_ignores_offset_ends(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), eventually)
 	defer cancel()
 	err := bb.b.sweep(ctx, map[taskmanager.ID]*strikes{})
-	require.ErrorContains(t, err, "answered offset 100 with the page of offset 0 (is offset ignored?)")
+	require.ErrorContains(t, err, "answered offset 80 with the page of offset 0 (is offset ignored?)")
 	require.NoError(t, ctx.Err(), "it ended on its own")
+}
+
+// Tasks that leave the claimed state while the sweep lists move later ones
+// to lower offsets. Before, the sweep paged by whole pages, and a claim of
+// this worker that slid from the second page to the first one's end went
+// unseen until the next sweep (its slot and task held meanwhile). Now
+// pages overlap: a few moved tasks are seen on the next page, many make
+// the sweep list again.
+func TestSweep_finds_claims_that_moved_while_it_listed(t *testing.T) {
+	t.Parallel()
+	for _, ended := range []int{10, 30} { // within the overlap; beyond it
+		t.Run(fmt.Sprintf("%d ended", ended), func(t *testing.T) {
+			t.Parallel()
+			bb := setupBridge(t, devserver.StylePHP, nil)
+			bb.only("example.echo")
+			typeID := bb.b.types[0].ID
+			claim := func(worker string, n int) []string {
+				var ids []string
+				for range n {
+					task, err := bb.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: worker, TaskTypeID: typeID})
+					require.NoError(t, err)
+					ids = append(ids, string(task.ID))
+				}
+				return ids
+			}
+			// The listing is newest first: this worker's claims, whose
+			// answers were lost, come after a full page of another's.
+			for i := range 10 {
+				bb.create(t, "example.echo", map[string]any{"mine": i})
+			}
+			mine := claim("w1", 10)
+			for i := range sweepPage {
+				bb.create(t, "example.echo", map[string]any{"other": i})
+			}
+			others := claim("other", sweepPage)
+			// Before the listing's second page, the newest of the other
+			// worker's tasks end.
+			var once sync.Once
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet && r.URL.Query().Get("status") == "claimed" && r.URL.Query().Get("offset") != "" {
+					once.Do(func() {
+						for _, id := range others[len(others)-ended:] {
+							_, err := bb.api.Complete(context.Background(), taskmanager.ID(id), taskmanager.Completion{WorkerID: "other", Success: true, Result: json.RawMessage(`{}`)})
+							assert.NoError(t, err)
+						}
+					})
+				}
+				bb.tm.Handler().ServeHTTP(w, r)
+			}))
+			t.Cleanup(srv.Close)
+			base, err := url.Parse(bb.b.cfg.APIURL)
+			require.NoError(t, err)
+			api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL + base.Path, APIKey: "k"})
+			require.NoError(t, err)
+			bb.b.api = api
+			require.NoError(t, bb.b.sweep(context.Background(), map[taskmanager.ID]*strikes{}))
+			for _, id := range mine {
+				require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond, "task %s, claimed by this worker, got its run", id)
+			}
+			bb.b.bgCancel()
+			bb.b.starts.Wait()
+		})
+	}
+}
+
+// A listing whose next page never overlaps the one before (a full first
+// page, then nothing) ends with an error after sweepRelists listings.
+func TestSweep_listing_that_keeps_moving_ends(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	var items []string
+	for i := range sweepPage {
+		items = append(items, fmt.Sprintf(`{"id":%d,"type":"example.echo","status":"claimed","attempts":1,"claimed_by":"other","claimed_at":"2026-11-29 07:10:23"}`, i+1))
+	}
+	var lists atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		page := strings.Join(items, ",")
+		if r.URL.Query().Get("offset") != "" {
+			page = ""
+		} else {
+			lists.Add(1)
+		}
+		fmt.Fprintf(w, `{"success":true,"message":"Success","data":{"items":[%s],"count":%d}}`, page, len(items))
+	}))
+	t.Cleanup(srv.Close)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k"})
+	require.NoError(t, err)
+	bb.b.api = api
+	_, err = bb.b.listClaimed(context.Background())
+	require.ErrorContains(t, err, "more than 20 of them left the claimed state between two pages, 3 listings in a row")
+	require.EqualValues(t, sweepRelists, lists.Load())
 }
 
 // Stop called before Run reached its claim loops (an embedder stopping at

@@ -139,8 +139,68 @@ const sweepEvery = time.Minute
 // sweepPage is how many claimed tasks one list call asks for.
 const sweepPage = 100
 
-// maxSweepPages bounds a sweep's listing: 100,000 claimed tasks.
+// maxSweepPages bounds a sweep's listing: some 80,000 claimed tasks.
 const maxSweepPages = 1000
+
+// sweepOverlap is how many tasks each page of the sweep's listing shares
+// with the page before it. Tasks that leave the claimed state while the
+// sweep lists move later ones to lower offsets; the overlap shows whether
+// one may have slid past a page's start unseen.
+const sweepOverlap = 20
+
+// sweepRelists bounds how often one sweep lists again from the start
+// because the claimed tasks moved too much under it.
+const sweepRelists = 3
+
+// listClaimed lists every task TaskManager shows claimed, page by page of
+// sweepPage, each page sweepOverlap tasks back from the end of the one
+// before. A page that holds none of the previous page's last sweepOverlap
+// tasks means that more than that many tasks before it left the claimed
+// state meanwhile: a task may have slid past the page's start unseen, so
+// the listing starts again. Each task is listed once.
+func (b *Bridge) listClaimed(ctx context.Context) ([]taskmanager.Task, error) {
+	const step = sweepPage - sweepOverlap
+	for range sweepRelists {
+		var all, prev []taskmanager.Task
+		seen := map[taskmanager.ID]bool{}
+		for offset := 0; ; offset += step {
+			if offset >= maxSweepPages*step {
+				return nil, fmt.Errorf("list claimed tasks: more than %d pages of %d", maxSweepPages, sweepPage)
+			}
+			page, err := b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusClaimed, Limit: sweepPage, Offset: offset})
+			if err != nil {
+				return nil, err
+			}
+			// A server that ignores offset answers every page alike: the
+			// listing would never end (and claiming waits while it runs).
+			if offset > 0 && samePage(page, prev) {
+				return nil, fmt.Errorf("list claimed tasks: TaskManager answered offset %d with the page of offset %d (is offset ignored?)", offset, offset-step)
+			}
+			if offset > 0 && !sharesAny(page, prev[len(prev)-sweepOverlap:]) {
+				b.log.Debug("sweep: claimed tasks moved while listed; listing again", "offset", offset)
+				break
+			}
+			for _, t := range page {
+				if !seen[t.ID] {
+					seen[t.ID] = true
+					all = append(all, t)
+				}
+			}
+			if len(page) < sweepPage {
+				return all, nil
+			}
+			prev = page
+		}
+	}
+	return nil, fmt.Errorf("list claimed tasks: more than %d of them left the claimed state between two pages, %d listings in a row", sweepOverlap, sweepRelists)
+}
+
+// sharesAny reports whether page holds a task of tail.
+func sharesAny(page, tail []taskmanager.Task) bool {
+	return slices.ContainsFunc(page, func(t taskmanager.Task) bool {
+		return slices.ContainsFunc(tail, func(u taskmanager.Task) bool { return u.ID == t.ID })
+	})
+}
 
 // samePage reports whether two pages of a listing hold the same tasks.
 func samePage(a, b []taskmanager.Task) bool {
@@ -262,34 +322,11 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 	// List while no claim call is under way: a task listed as ours is then
 	// either tracked already or its claim's answer is gone.
 	b.claiming.Lock()
-	var mine, all []taskmanager.Task
-	var err error
-	var prev []taskmanager.Task
-	for offset := 0; ; offset += sweepPage {
-		var page []taskmanager.Task
-		page, err = b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusClaimed, Limit: sweepPage, Offset: offset})
-		if err != nil {
-			break
-		}
-		// A server that ignores offset answers every page alike: the
-		// listing would never end (and claiming waits while it runs).
-		if offset > 0 && samePage(page, prev) {
-			err = fmt.Errorf("list claimed tasks: TaskManager answered offset %d with the page of offset %d (is offset ignored?)", offset, offset-sweepPage)
-			break
-		}
-		if offset >= maxSweepPages*sweepPage {
-			err = fmt.Errorf("list claimed tasks: more than %d pages of %d", maxSweepPages, sweepPage)
-			break
-		}
-		prev = page
-		all = append(all, page...)
-		for _, t := range page {
-			if t.ClaimedBy == b.cfg.WorkerID {
-				mine = append(mine, t)
-			}
-		}
-		if len(page) < sweepPage {
-			break
+	all, err := b.listClaimed(ctx)
+	var mine []taskmanager.Task
+	for _, t := range all {
+		if t.ClaimedBy == b.cfg.WorkerID {
+			mine = append(mine, t)
 		}
 	}
 	b.claiming.Unlock()
