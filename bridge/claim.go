@@ -80,7 +80,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		if errors.Is(err, taskmanager.ErrTransient) {
 			// The server may have claimed a task whose answer we lost: the
 			// ticket keeps its slot until a sweep has looked.
-			b.holdUntilSweep(tk)
+			b.holdUntilSweep(tk, t.Name)
 		} else {
 			tk.empty()
 		}

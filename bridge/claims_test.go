@@ -616,6 +616,25 @@ func TestClaims_max_runs_claims_every_type_and_ends(t *testing.T) {
 	require.Len(t, bb.temporal.snapshot("task-"+b), 1)
 }
 
+// A claim whose answer was lost counts against --max-runs when the sweep
+// finds that it landed: its run is one of max_runs, not one more.
+func TestClaims_max_runs_counts_a_claim_found_by_the_sweep(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxRuns = 1; c.APITimeout = 100 * time.Millisecond })
+	bb.only("example.echo")
+	bb.temporal.closeOnStart = true
+	first := bb.create(t, "example.echo", map[string]any{"message": "claimed, answer lost"})
+	second := bb.create(t, "example.echo", map[string]any{"message": "not this one"})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: http.StatusBadGateway, After: true, Count: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	defer cancel()
+	require.NoError(t, bb.b.serve(ctx))
+	require.NoError(t, ctx.Err(), "serve returned because max_runs were done, not because the test gave up")
+	require.Len(t, bb.temporal.snapshot("task-"+first), 1, "the claim found by the sweep ran")
+	require.Empty(t, bb.temporal.snapshot("task-"+second), "max_runs is 1")
+	require.Equal(t, "pending", bb.status(t, second).Status)
+}
+
 // 12. A task running longer than the claim timeout is claimed again; that
 // claim only signals the open run and takes no second slot.
 func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {

@@ -220,9 +220,9 @@ func (b *Bridge) requestSweep() {
 // that may hide a claim the server made (an answer lost or not decodable),
 // and asks for a sweep: the slot is given back once a sweep has looked, so
 // such a claim never takes this worker past max_in_flight.
-func (b *Bridge) holdUntilSweep(tk *ticket) {
+func (b *Bridge) holdUntilSweep(tk *ticket, taskType string) {
 	b.suspectMu.Lock()
-	b.suspects = append(b.suspects, suspect{tk, time.Now()})
+	b.suspects = append(b.suspects, suspect{tk, taskType, time.Now()})
 	b.suspectMu.Unlock()
 	b.requestSweep()
 }
@@ -232,8 +232,30 @@ func (b *Bridge) holdUntilSweep(tk *ticket) {
 // database): only a sweep that starts api_timeout after the failure
 // releases it.
 type suspect struct {
-	tk     *ticket
-	failed time.Time
+	tk       *ticket
+	taskType string // the claim's
+	failed   time.Time
+}
+
+// ticketFor returns the ticket for a claim of this worker with no run that
+// a sweep found. While a claim of its type whose answer was lost is held,
+// it takes that claim's ticket: the claim is most likely this process's,
+// and it counts against max_runs as a claim that answered does. Else the
+// claim is adopted (a predecessor's): counted in flight, not against
+// max_runs.
+func (b *Bridge) ticketFor(taskType, workflowID string) *ticket {
+	b.suspectMu.Lock()
+	var tk *ticket
+	if i := slices.IndexFunc(b.suspects, func(s suspect) bool { return s.taskType == taskType }); i >= 0 {
+		tk = b.suspects[i].tk
+		b.suspects = slices.Delete(b.suspects, i, i+1)
+	}
+	b.suspectMu.Unlock()
+	if tk == nil {
+		return b.adm.adopt(workflowID)
+	}
+	tk.claim(workflowID)
+	return tk
 }
 
 // sweeper runs the sweeps asked for, at most one per poll interval. A
@@ -371,7 +393,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 				continue
 			}
 			delete(undecodable, row.ID)
-			tk := b.adm.adopt(id)
+			tk := b.ticketFor(row.Type, id)
 			switch state {
 			case runOpen:
 				if tk.opened(id, int(row.Attempts), time.Now()) { // found now: claimed before
@@ -396,7 +418,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 			task.Type = row.Type
 		}
 		b.log.Info("found a claim of this worker with no run: starting it", "task_id", string(task.ID), "attempts", int(task.Attempts))
-		b.startTask(b.adm.adopt(id), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
+		b.startTask(b.ticketFor(t.Name, id), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
 	}
 	if len(unread) > 0 {
 		return fmt.Errorf("claimed tasks not read yet: %s", strings.Join(unread, ", "))
