@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -350,11 +349,11 @@ func TestSweep_listing_that_ignores_offset_ends(t *testing.T) {
 // to lower offsets. Before, the sweep paged by whole pages, and a claim of
 // this worker that slid from the second page to the first one's end went
 // unseen until the next sweep (its slot and task held meanwhile). Now
-// pages overlap: a few moved tasks are seen on the next page, many make
-// the sweep list again.
+// pages overlap: a few moved tasks are seen on the next page; when many
+// moved, the listing steps back a page.
 func TestSweep_finds_claims_that_moved_while_it_listed(t *testing.T) {
 	t.Parallel()
-	for _, ended := range []int{10, 30} { // within the overlap; beyond it
+	for _, ended := range []int{10, 30} { // fewer than the overlap; more
 		t.Run(fmt.Sprintf("%d ended", ended), func(t *testing.T) {
 			t.Parallel()
 			bb := setupBridge(t, devserver.StylePHP, nil)
@@ -381,15 +380,15 @@ func TestSweep_finds_claims_that_moved_while_it_listed(t *testing.T) {
 			others := claim("other", sweepPage)
 			// Before the listing's second page, the newest of the other
 			// worker's tasks end.
-			var once sync.Once
+			var lists atomic.Int64
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.Method == http.MethodGet && r.URL.Query().Get("status") == "claimed" && r.URL.Query().Get("offset") != "" {
-					once.Do(func() {
+				if r.Method == http.MethodGet && r.URL.Query().Get("status") == "claimed" {
+					if lists.Add(1) == 2 {
 						for _, id := range others[len(others)-ended:] {
 							_, err := bb.api.Complete(context.Background(), taskmanager.ID(id), taskmanager.Completion{WorkerID: "other", Success: true, Result: json.RawMessage(`{}`)})
 							assert.NoError(t, err)
 						}
-					})
+					}
 				}
 				bb.tm.Handler().ServeHTTP(w, r)
 			}))
@@ -403,14 +402,17 @@ func TestSweep_finds_claims_that_moved_while_it_listed(t *testing.T) {
 			for _, id := range mine {
 				require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond, "task %s, claimed by this worker, got its run", id)
 			}
+			// Offsets 0 and 80; then, when the page at 80 was empty, 0 again.
+			require.EqualValues(t, map[int]int{10: 2, 30: 3}[ended], lists.Load(), "list requests")
 			bb.b.bgCancel()
 			bb.b.starts.Wait()
 		})
 	}
 }
 
-// A listing whose next page never overlaps the one before (a full first
-// page, then nothing) ends with an error after sweepRelists listings.
+// A listing whose next page never holds a task it saw (a full first page,
+// then nothing) steps back and forth sweepStuck times, no more, and ends
+// with an error.
 func TestSweep_listing_that_keeps_moving_ends(t *testing.T) {
 	t.Parallel()
 	bb := setupBridge(t, devserver.StylePHP, nil)
@@ -418,13 +420,12 @@ func TestSweep_listing_that_keeps_moving_ends(t *testing.T) {
 	for i := range sweepPage {
 		items = append(items, fmt.Sprintf(`{"id":%d,"type":"example.echo","status":"claimed","attempts":1,"claimed_by":"other","claimed_at":"2026-11-29 07:10:23"}`, i+1))
 	}
-	var lists atomic.Int64
+	var requests atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
 		page := strings.Join(items, ",")
-		if r.URL.Query().Get("offset") != "" {
+		if off := r.URL.Query().Get("offset"); off != "" && off != "0" {
 			page = ""
-		} else {
-			lists.Add(1)
 		}
 		fmt.Fprintf(w, `{"success":true,"message":"Success","data":{"items":[%s],"count":%d}}`, page, len(items))
 	}))
@@ -433,8 +434,8 @@ func TestSweep_listing_that_keeps_moving_ends(t *testing.T) {
 	require.NoError(t, err)
 	bb.b.api = api
 	_, err = bb.b.listClaimed(context.Background())
-	require.ErrorContains(t, err, "more than 20 of them left the claimed state between two pages, 3 listings in a row")
-	require.EqualValues(t, sweepRelists, lists.Load())
+	require.ErrorContains(t, err, "10 requests in a row found no task not listed before")
+	require.EqualValues(t, 1+sweepStuck, requests.Load(), "the first page, then ten that found nothing new")
 }
 
 // Stop called before Run reached its claim loops (an embedder stopping at

@@ -139,72 +139,72 @@ const sweepEvery = time.Minute
 // sweepPage is how many claimed tasks one list call asks for.
 const sweepPage = 100
 
-// maxSweepPages bounds a sweep's listing: some 80,000 claimed tasks.
-const maxSweepPages = 1000
-
 // sweepOverlap is how many tasks each page of the sweep's listing shares
-// with the page before it. Tasks that leave the claimed state while the
-// sweep lists move later ones to lower offsets; the overlap shows whether
-// one may have slid past a page's start unseen.
+// with the page before it while no task ends. Tasks that leave the
+// claimed state while the sweep lists move later ones to lower offsets;
+// the overlap shows whether one may have slid past a page's start unseen.
 const sweepOverlap = 20
 
-// sweepRelists bounds how often one sweep lists again from the start
-// because the claimed tasks moved too much under it.
-const sweepRelists = 3
+// maxSweepRequests bounds a sweep's listing: some 80,000 claimed tasks,
+// or fewer when many of them end while it lists.
+const maxSweepRequests = 1000
 
-// listClaimed lists every task TaskManager shows claimed, page by page of
-// sweepPage, each page sweepOverlap tasks back from the end of the one
-// before. A page that holds none of the previous page's last sweepOverlap
-// tasks means that more than that many tasks before it left the claimed
-// state meanwhile: a task may have slid past the page's start unseen, so
-// the listing starts again. Each task is listed once.
+// sweepStuck is how many list requests in a row may find no task the
+// listing had not seen before it gives up.
+const sweepStuck = 10
+
+// listClaimed lists every task TaskManager shows claimed, each once, page
+// by page of sweepPage, each page sweepOverlap tasks back from the end of
+// the one before. It relies on TaskManager listing in an order that does
+// not change while it lists (see docs/taskmanager-contract.md).
+//
+// A page that holds no task of the page before means that 20 or more
+// tasks before it left the claimed state meanwhile: a task may have slid
+// past the page's start unseen. The listing then steps back a page at a
+// time until a page holds a task it saw (or it is back at the start):
+// every task after that one is on that page or on a later one. It gives
+// up after sweepStuck requests in a row that found no new task.
 func (b *Bridge) listClaimed(ctx context.Context) ([]taskmanager.Task, error) {
 	const step = sweepPage - sweepOverlap
-	for range sweepRelists {
-		var all, prev []taskmanager.Task
-		seen := map[taskmanager.ID]bool{}
-		for offset := 0; ; offset += step {
-			if offset >= maxSweepPages*step {
-				return nil, fmt.Errorf("list claimed tasks: more than %d pages of %d", maxSweepPages, sweepPage)
-			}
-			page, err := b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusClaimed, Limit: sweepPage, Offset: offset})
-			if err != nil {
-				return nil, err
-			}
-			// A server that ignores offset answers every page alike: the
-			// listing would never end (and claiming waits while it runs).
-			if offset > 0 && samePage(page, prev) {
-				return nil, fmt.Errorf("list claimed tasks: TaskManager answered offset %d with the page of offset %d (is offset ignored?)", offset, offset-step)
-			}
-			if offset > 0 && !sharesAny(page, prev[len(prev)-sweepOverlap:]) {
-				b.log.Debug("sweep: claimed tasks moved while listed; listing again", "offset", offset)
-				break
-			}
-			for _, t := range page {
-				if !seen[t.ID] {
-					seen[t.ID] = true
-					all = append(all, t)
-				}
-			}
-			if len(page) < sweepPage {
-				return all, nil
-			}
-			prev = page
+	var all, prev []taskmanager.Task
+	seen := map[taskmanager.ID]bool{}
+	prevOffset, stuck := 0, 0
+	for offset, requests := 0, 0; ; requests++ {
+		if stuck == sweepStuck {
+			return nil, fmt.Errorf("list claimed tasks: %d requests in a row found no task not listed before (do 20 or more claimed tasks end between two requests, or is TaskManager's order unstable?)", sweepStuck)
 		}
+		if requests == maxSweepRequests {
+			return nil, fmt.Errorf("list claimed tasks: more than %d requests for %d claimed tasks (do many end while they are listed, or is TaskManager's order unstable?)", maxSweepRequests, len(all))
+		}
+		page, err := b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusClaimed, Limit: sweepPage, Offset: offset})
+		if err != nil {
+			return nil, err
+		}
+		// A server that ignores offset answers every page alike: the
+		// listing would never end (and claiming waits while it runs).
+		if offset > prevOffset && len(prev) > 0 && len(page) > 0 && page[0].ID == prev[0].ID {
+			return nil, fmt.Errorf("list claimed tasks: TaskManager answered offset %d with the page of offset %d (is offset ignored?)", offset, prevOffset)
+		}
+		if offset > 0 && !slices.ContainsFunc(page, func(t taskmanager.Task) bool { return seen[t.ID] }) {
+			b.log.Debug("sweep: claimed tasks moved while listed; stepping back", "offset", offset)
+			offset = max(0, offset-step)
+			stuck++
+			continue
+		}
+		stuck++
+		for _, t := range page {
+			if !seen[t.ID] {
+				seen[t.ID] = true
+				all = append(all, t)
+				stuck = 0
+			}
+		}
+		if len(page) < sweepPage {
+			return all, nil
+		}
+		prev, prevOffset = page, offset
+		offset += step
 	}
-	return nil, fmt.Errorf("list claimed tasks: more than %d of them left the claimed state between two pages, %d listings in a row", sweepOverlap, sweepRelists)
-}
-
-// sharesAny reports whether page holds a task of tail.
-func sharesAny(page, tail []taskmanager.Task) bool {
-	return slices.ContainsFunc(page, func(t taskmanager.Task) bool {
-		return slices.ContainsFunc(tail, func(u taskmanager.Task) bool { return u.ID == t.ID })
-	})
-}
-
-// samePage reports whether two pages of a listing hold the same tasks.
-func samePage(a, b []taskmanager.Task) bool {
-	return len(a) > 0 && slices.EqualFunc(a, b, func(x, y taskmanager.Task) bool { return x.ID == y.ID })
 }
 
 // requestSweep asks the sweeper to look for claims of this worker that
