@@ -176,3 +176,21 @@ func TestHandler_waiting_for_a_stopped_one_ends_with_its_context(t *testing.T) {
 	require.ErrorContains(t, err, "a handler of task 10 that was told to stop (a cancelled or timed-out run), or an earlier execution of this activity, still runs in this process")
 	require.ErrorIs(t, err, context.Canceled)
 }
+
+// CancelHandlers cancels a handler that starts after it too: a stop whose
+// grace ended leaves no handler with a live context.
+func TestCancelHandlers_cancels_later_handlers_too(t *testing.T) {
+	t.Parallel()
+	reg := NewRegistry()
+	reg.MustAdd("test.wait", HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	a := &Activities{Registry: reg}
+	a.CancelHandlers()
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	a.RegisterOn(env)
+	_, err := env.ExecuteActivity("test.wait", HandlerInput{TaskID: "1", TaskType: "test.wait", Attempt: 1, WorkerID: "w1", Params: json.RawMessage(`{}`)})
+	require.ErrorContains(t, err, context.Canceled.Error())
+}

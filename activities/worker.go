@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,24 @@ type Activities struct {
 	handlers runningHandlers
 	marks    progressMarks
 	posts    postQueue // task progress being posted (postTaskProgress)
+
+	stopOnce sync.Once
+	stopCtx  context.Context // done once CancelHandlers was called
+	stopNow  context.CancelFunc
+}
+
+// CancelHandlers cancels the context of every handler attempt running on
+// this worker, and of every one that starts later. The bridge calls it
+// when a stop's shutdown grace ends: the SDK stops local and regular
+// activities one kind after the other, each given the worker's stop
+// timeout, so that without it handlers of both kinds could run for twice
+// the grace.
+func (a *Activities) CancelHandlers() { a.stopping(); a.stopNow() }
+
+// stopping returns a context that ends when CancelHandlers is called.
+func (a *Activities) stopping() context.Context {
+	a.stopOnce.Do(func() { a.stopCtx, a.stopNow = context.WithCancel(context.Background()) })
+	return a.stopCtx
 }
 
 // Idle waits until no handler runs on this worker and the progress they
@@ -111,6 +130,9 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 	return func(ctx context.Context, in HandlerInput) (result json.RawMessage, err error) {
 		a.running.Add(1)
 		defer a.running.Add(-1)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(a.stopping(), cancel)()
 		info := activity.GetInfo(ctx)
 		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, attempt: in.Attempt, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity, step: in.Step != "",
 			beating: !info.IsLocalActivity && info.HeartbeatTimeout > 0}

@@ -385,7 +385,11 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		}
 		b.bgCancel() // watches end; starts still retrying give up
 		<-started
+		// The SDK gives local and then regular activities the shutdown
+		// grace each: handlers of both kinds are cancelled when it ends.
+		graceOver := time.AfterFunc(b.cfg.ShutdownGrace, b.acts.CancelHandlers)
 		b.worker.Stop()
+		graceOver.Stop()
 		// Handlers still running were cancelled: let them return so that
 		// their attempts are reported and retried at once.
 		idle, cancel := context.WithTimeout(ctx, cancelledReportGrace)

@@ -1,0 +1,65 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+)
+
+// stoppingWorker is a Temporal worker whose Stop runs stop: the SDK's
+// stops local and then regular activities, each given WorkerStopTimeout.
+type stoppingWorker struct {
+	worker.Worker
+	stop func()
+}
+
+func (w stoppingWorker) Stop() { w.stop() }
+
+// When the shutdown grace ends, Stop cancels every handler still running,
+// while the SDK's stop may still wait (for local activities, before it even
+// tells regular ones to stop). Before, a regular handler ran on until the
+// SDK's second wait ended: twice the grace, past StopTimeout.
+func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.ShutdownGrace = 50 * time.Millisecond })
+	reg := activities.NewRegistry()
+	started := make(chan struct{})
+	reg.MustAdd("test.block", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	bb.b.acts = &activities.Activities{Registry: reg, TaskManager: bb.api}
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	bb.b.acts.RegisterOn(env)
+	returned := make(chan error, 1)
+	go func() {
+		_, err := env.ExecuteActivity("test.block", activities.HandlerInput{TaskID: "1", TaskType: "test.block", Attempt: 1, WorkerID: "w1", Params: json.RawMessage(`{}`)})
+		returned <- err
+	}()
+	<-started
+	handlerErr := make(chan error, 1)
+	bb.b.worker = stoppingWorker{stop: func() { // the SDK still waits
+		select {
+		case err := <-returned:
+			handlerErr <- err
+		case <-time.After(eventually):
+			handlerErr <- nil
+		}
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*eventually)
+	defer cancel()
+	require.NoError(t, bb.b.Stop(ctx))
+	err := <-handlerErr
+	require.Error(t, err, "the handler was cancelled while the worker's stop waited")
+	require.ErrorContains(t, err, context.Canceled.Error())
+}
