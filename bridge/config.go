@@ -216,7 +216,7 @@ func options() []option {
 		{key: "api_url", flag: "api-url", env: []string{"TASKMANAGER_API_URL"}, def: "http://localhost:8000/api",
 			help: "TaskManager API base URL (its `/api` is kept)"},
 		{key: "api_key", env: []string{"TASKMANAGER_API_KEY"}, def: "",
-			help: "TaskManager API key, sent as `X-API-Key`; env or `api_key_file` only (never a flag), never logged"},
+			help: "TaskManager API key, sent as `X-API-Key`; from the env, the config file or `api_key_file`, never a flag; never logged"},
 		{key: "api_key_file", flag: "api-key-file", env: []string{"TASKMANAGER_API_KEY_FILE"}, def: "",
 			help: "file holding the TaskManager API key"},
 		{key: "api_timeout", flag: "api-timeout", env: []string{"TASKMANAGER_API_TIMEOUT"}, def: 30 * time.Second,
@@ -323,7 +323,7 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 			fmt.Fprintf(out, "%s\n\nUsage:\n  %s [flags]\n", cmd.about, cmd.name)
 		}
 		fmt.Fprintf(out, "\nFlags:\n%s\n", fs.FlagUsages())
-		fmt.Fprint(out, "Environment only: TASKMANAGER_API_KEY; Temporal's TEMPORAL_* variables (TLS, API key, profile).\n"+
+		fmt.Fprint(out, "No flag (env or config file): TASKMANAGER_API_KEY (api_key); Temporal's TEMPORAL_* variables (TLS, API key, profile) are env only.\n"+
 			"Every setting is also TMBRIDGE_<KEY> (nested with __, e.g. TMBRIDGE_TEMPORAL__TASK_QUEUE).\n"+
 			"Durations: Go syntax (90s, 2m) or plain seconds (10).\n\n")
 		if cmd == bridgeCommand {

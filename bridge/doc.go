@@ -6,11 +6,13 @@
 //
 // The path of one task, by file:
 //
-//	bridge/claim.go            claimLoop: POST /tasks/claim, one loop per task type
+//	bridge/scout.go            which types have pending tasks (GET /tasks?status=pending), so no claim comes back empty
+//	bridge/claim.go            claimLoop: POST /tasks/claim, ClaimsPerType loops per task type
 //	bridge/admission.go        admission: the one owner of each claimed task (max_in_flight, max_runs)
 //	bridge/resolve.go          the config made runnable: handlers, each type's options, the workflow input
 //	bridge/start.go            startWorkflow: start workflow "<prefix><task id>", or signal the new claim to its open run
-//	bridge/recover.go          watch runs until they close; sweep this worker's claims left without a run
+//	bridge/closer.go           learn when open runs close, for all at once (their max_in_flight slots come back)
+//	bridge/recover.go          open runs found at start, watch without visibility; sweep this worker's claims left without a run
 //	workflows/task.go          TaskWorkflow: runs the handler, then reports, following claim moves
 //	workflows/steps.go         multi-step types (compose.go: when, for_each, on_failure, enqueue, wait_for)
 //	activities/worker.go       the handler activity (one per task type, named after it)
