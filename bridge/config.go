@@ -355,8 +355,19 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 			flagKeys[o.flag] = o.key
 		}
 	}
+	// A setting given both ways (TEMPORAL_TASK_QUEUE and
+	// TMBRIDGE_TEMPORAL__TASK_QUEUE) takes the TMBRIDGE_ one, whatever
+	// their order in the environment: those load last.
+	ordered := slices.Clone(environ)
+	tmbridgeLast := func(v string) int {
+		if strings.HasPrefix(v, "TMBRIDGE_") {
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(ordered, func(a, b string) int { return cmp.Compare(tmbridgeLast(a), tmbridgeLast(b)) })
 	envProvider := env.Provider(delim, env.Opt{
-		EnvironFunc: func() []string { return environ },
+		EnvironFunc: func() []string { return ordered },
 		TransformFunc: func(name, value string) (string, any) {
 			return envKeys[name], value // "" (ignored) for any other variable
 		},

@@ -110,6 +110,21 @@ func TestLoad_precedence_defaults_file_env_flags(t *testing.T) {
 	require.Equal(t, "k1", cfg.APIKey.Reveal())
 }
 
+// A setting given by its worker name and its TMBRIDGE_ name takes the
+// TMBRIDGE_ one, whichever comes first in the environment. Before, the
+// later one won.
+func TestLoad_tmbridge_name_wins_whatever_the_order(t *testing.T) {
+	t.Parallel()
+	for _, env := range [][]string{
+		{"WORKER_ID=worker-name", "TMBRIDGE_WORKER_ID=tmbridge-name"},
+		{"TMBRIDGE_WORKER_ID=tmbridge-name", "WORKER_ID=worker-name"},
+	} {
+		cfg, err := Load(nil, env, &bytes.Buffer{})
+		require.NoError(t, err)
+		require.Equal(t, "tmbridge-name", cfg.WorkerID, env)
+	}
+}
+
 func TestLoad_reference_worker_env(t *testing.T) {
 	t.Parallel()
 	env := []string{"TASKMANAGER_API_URL=http://tm:8000/api", "WORKER_ID=w", "TASK_TYPE_IDS=1,2,3", "POLL_INTERVAL=10", "MAX_RUNS=0", "DEBUG=true"}
