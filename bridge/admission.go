@@ -67,7 +67,7 @@ type admission struct {
 	// exits (bounded by max_runs).
 	closing  []string
 	lastGen  int    // generations only grow: a watch never mistakes a new entry for the one it read
-	finished func() // called under mu whenever an open run stops being counted (metrics)
+	finished func(landed bool) // called under mu whenever an open run stops being counted (metrics)
 }
 
 // open is a workflow id with a run open for this worker. gen changes
@@ -301,7 +301,7 @@ func (a *admission) remove(workflowID string, o *open, landed bool) {
 		a.closing = append(a.closing, workflowID)
 	}
 	if a.finished != nil {
-		a.finished()
+		a.finished(landed)
 	}
 	a.broadcast()
 }

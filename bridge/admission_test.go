@@ -131,8 +131,13 @@ func TestAdmission_newer_claim_landed_before_its_signal_answered(t *testing.T) {
 func TestAdmission_generations_are_never_reused(t *testing.T) {
 	t.Parallel()
 	a := newAdmission(2, 0)
-	finished := 0
-	a.finished = func() { finished++ }
+	finished, landed := 0, 0
+	a.finished = func(l bool) {
+		finished++
+		if l {
+			landed++
+		}
+	}
 	tk := claimed(t, a, "wf-1")
 	require.True(t, tk.opened("wf-1", 1, time.Now()))
 	stale := a.generation("wf-1") // a watch reads it, then waits
@@ -146,6 +151,7 @@ func TestAdmission_generations_are_never_reused(t *testing.T) {
 	require.True(t, a.closed("wf-1", a.generation("wf-1")), "gone: nothing to free")
 	require.False(t, a.reportLanded("wf-1", 2), "counted once")
 	require.Equal(t, 2, finished)
+	require.Equal(t, 1, landed, "the first run's outcome landed; the second one closed")
 	require.Empty(t, a.closingIDs(), "without max_runs nothing waits for the runs to close")
 }
 

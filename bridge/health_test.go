@@ -169,7 +169,7 @@ func TestMetrics_say_what_happened(t *testing.T) {
 	require.Equal(t, 3.0, value("tmbridge_workflows_started_total", map[string]string{"task_type": "example.echo"}))
 	require.GreaterOrEqual(t, value("tmbridge_taskmanager_request_duration_seconds", map[string]string{"endpoint": "claim", "status": "200"}), 3.0)
 	require.Equal(t, 1.0, value("tmbridge_tasks_in_flight", nil), "two outcomes landed")
-	require.Equal(t, 2.0, value("tmbridge_workflows_finished_total", map[string]string{"result": "closed"}))
+	require.Equal(t, 2.0, value("tmbridge_workflows_finished_total", map[string]string{"result": "reported"}))
 	require.Greater(t, value("tmbridge_oldest_claim_age_seconds", nil), 0.0)
 	require.Equal(t, 300.0, value("tmbridge_claim_timeout_seconds", nil))
 	require.Equal(t, 2.0, value("tmbridge_report_attempts_total", map[string]string{"result": "ok"}))

@@ -47,7 +47,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "tmbridge_workflows_started_total", Help: "Task workflows started or signalled with a new claim.",
 		}, []string{"task_type"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tmbridge_workflows_finished_total", Help: "Task workflows of this worker no longer counted in flight: their outcome landed in TaskManager, or Temporal says they closed (once per claim that opened one).",
+			Name: "tmbridge_workflows_finished_total", Help: "Task workflows of this worker no longer counted in flight (once per claim that opened one): result reported (its outcome landed in TaskManager) or closed (Temporal says it closed).",
 		}, []string{"result"}),
 		reportAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tmbridge_report_attempts_total", Help: "Attempts to report a task's outcome to TaskManager (POST /tasks/{id}/complete) by result: ok, or error (retried by Temporal until TaskManager has it).",
@@ -139,4 +139,13 @@ func (m *metrics) registerState(adm *admission, claimTimeout time.Duration) {
 
 // runFinished counts a run of this worker that stopped being counted in
 // flight: its outcome landed, or Temporal says it closed.
-func (m *metrics) runFinished() { m.finished.WithLabelValues("closed").Inc() }
+// runFinished counts a run no longer counted in flight: result "reported"
+// when this worker's report landed its outcome, "closed" when Temporal
+// said it closed (or is gone, or serves another worker's claim now).
+func (m *metrics) runFinished(landed bool) {
+	result := "closed"
+	if landed {
+		result = "reported"
+	}
+	m.finished.WithLabelValues(result).Inc()
+}
