@@ -194,3 +194,26 @@ func TestCancelHandlers_cancels_later_handlers_too(t *testing.T) {
 	_, err := env.ExecuteActivity("test.wait", HandlerInput{TaskID: "1", TaskType: "test.wait", Attempt: 1, WorkerID: "w1", Params: json.RawMessage(`{}`)})
 	require.ErrorContains(t, err, context.Canceled.Error())
 }
+
+// CancelHandlers leaves local handlers to the SDK: cancelled by it, a
+// local handler's retries would fail at once and spend its attempts.
+func TestCancelHandlers_leaves_local_handlers_alone(t *testing.T) {
+	t.Parallel()
+	h := HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+		select {
+		case <-ctx.Done(): // a cancel comes at once: CancelHandlers was called before
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+			return json.RawMessage(`{"live":true}`), nil
+		}
+	})
+	a := &Activities{Registry: NewRegistry()}
+	a.CancelHandlers()
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	v, err := env.ExecuteLocalActivity(a.handlerActivity("test.live", h), HandlerInput{TaskID: "1", TaskType: "test.live", Attempt: 1, WorkerID: "w1", Params: json.RawMessage(`{}`)})
+	require.NoError(t, err)
+	var out map[string]bool
+	require.NoError(t, v.Get(&out))
+	require.True(t, out["live"])
+}

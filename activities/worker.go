@@ -66,12 +66,16 @@ type Activities struct {
 	stopNow  context.CancelFunc
 }
 
-// CancelHandlers cancels the context of every handler attempt running on
-// this worker, and of every one that starts later. The bridge calls it
-// when a stop's shutdown grace ends: the SDK stops local and regular
-// activities one kind after the other, each given the worker's stop
-// timeout, so that without it handlers of both kinds could run for twice
-// the grace.
+// CancelHandlers cancels the context of every regular (not local) handler
+// attempt running on this worker, and of every one that starts later. The
+// bridge calls it when a stop's shutdown grace ends: the SDK gives local
+// activities (and a workflow task waiting on one) the worker's stop
+// timeout first, and only then regular activities the timeout again, so
+// that without it a regular handler could run for two or three times the
+// grace. Local handlers are left to the SDK, which drops their results
+// once it stops them (their workflow task runs again elsewhere); cancelled
+// here, a local handler's retries would fail at once and spend its
+// attempts.
 func (a *Activities) CancelHandlers() { a.stopping(); a.stopNow() }
 
 // stopping returns a context that ends when CancelHandlers is called.
@@ -130,10 +134,13 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 	return func(ctx context.Context, in HandlerInput) (result json.RawMessage, err error) {
 		a.running.Add(1)
 		defer a.running.Add(-1)
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		defer context.AfterFunc(a.stopping(), cancel)()
 		info := activity.GetInfo(ctx)
+		if !info.IsLocalActivity { // see CancelHandlers
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			defer context.AfterFunc(a.stopping(), cancel)()
+		}
 		p := &progress{a: a, taskID: in.TaskID, workerID: in.WorkerID, attempt: in.Attempt, workflowID: info.WorkflowExecution.ID, local: info.IsLocalActivity, step: in.Step != "",
 			beating: !info.IsLocalActivity && info.HeartbeatTimeout > 0}
 		ctx = context.WithValue(ctx, progressKey{}, p)

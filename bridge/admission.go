@@ -66,7 +66,7 @@ type admission struct {
 	// their outcome landed: the bridge waits for them to close before it
 	// exits (bounded by max_runs).
 	closing  []string
-	lastGen  int    // generations only grow: a watch never mistakes a new entry for the one it read
+	lastGen  int               // generations only grow: a watch never mistakes a new entry for the one it read
 	finished func(landed bool) // called under mu whenever an open run stops being counted (metrics)
 }
 

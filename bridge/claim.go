@@ -66,6 +66,12 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 				task.Type = t.Name // the answer left it out; we claimed for this type
 			}
 			tk.claim(b.WorkflowID(task.ID))
+		} else if errors.Is(err, taskmanager.ErrTransient) {
+			// The server may have claimed a task whose answer we lost: the
+			// ticket keeps its slot until a sweep has looked. Held before
+			// claiming unlocks, so that a sweep that finds the claim finds
+			// its ticket too (and counts it against max_runs).
+			b.holdUntilSweep(tk, t.Name)
 		}
 		b.claiming.RUnlock()
 		if err == nil {
@@ -77,11 +83,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			b.startTask(tk, task, t, claimedAt, traceClaim(t, task, claimedAt))
 			continue
 		}
-		if errors.Is(err, taskmanager.ErrTransient) {
-			// The server may have claimed a task whose answer we lost: the
-			// ticket keeps its slot until a sweep has looked.
-			b.holdUntilSweep(tk, t.Name)
-		} else {
+		if !errors.Is(err, taskmanager.ErrTransient) {
 			tk.empty()
 		}
 		if errors.Is(err, taskmanager.ErrNoTask) {

@@ -137,8 +137,6 @@ func (m *metrics) registerState(adm *admission, claimTimeout time.Duration) {
 	}
 }
 
-// runFinished counts a run of this worker that stopped being counted in
-// flight: its outcome landed, or Temporal says it closed.
 // runFinished counts a run no longer counted in flight: result "reported"
 // when this worker's report landed its outcome, "closed" when Temporal
 // said it closed (or is gone, or serves another worker's claim now).

@@ -23,13 +23,15 @@ type stoppingWorker struct {
 
 func (w stoppingWorker) Stop() { w.stop() }
 
-// When the shutdown grace ends, Stop cancels every handler still running,
-// while the SDK's stop may still wait (for local activities, before it even
-// tells regular ones to stop). Before, a regular handler ran on until the
-// SDK's second wait ended: twice the grace, past StopTimeout.
+// When the shutdown grace ends, Stop cancels every regular handler still
+// running, while the SDK's stop may still wait (for local activities,
+// before it even tells regular ones to stop). Before, a regular handler ran
+// on until the SDK's last wait ended: two or three times the grace, past
+// StopTimeout.
 func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
 	t.Parallel()
-	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.ShutdownGrace = 50 * time.Millisecond })
+	const grace = 200 * time.Millisecond
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.ShutdownGrace = grace })
 	reg := activities.NewRegistry()
 	started := make(chan struct{})
 	reg.MustAdd("test.block", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
@@ -48,9 +50,11 @@ func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
 	}()
 	<-started
 	handlerErr := make(chan error, 1)
+	var cancelled time.Time
 	bb.b.worker = stoppingWorker{stop: func() { // the SDK still waits
 		select {
 		case err := <-returned:
+			cancelled = time.Now()
 			handlerErr <- err
 		case <-time.After(eventually):
 			handlerErr <- nil
@@ -58,8 +62,10 @@ func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*eventually)
 	defer cancel()
+	stopped := time.Now()
 	require.NoError(t, bb.b.Stop(ctx))
 	err := <-handlerErr
 	require.Error(t, err, "the handler was cancelled while the worker's stop waited")
 	require.ErrorContains(t, err, context.Canceled.Error())
+	require.GreaterOrEqual(t, cancelled.Sub(stopped), grace, "not before the grace ended")
 }
