@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -739,4 +741,66 @@ func TestScout_full_page_does_not_hide_a_type(t *testing.T) {
 	}
 	bb.serve(t)
 	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+}
+
+// listClaimed against a listing that changes between every two requests
+// (seeded: tasks end anywhere, most near the front, and new claims come
+// in at the front, as the dev server lists newest first): every task
+// claimed for the whole listing is listed, and each task once.
+func TestSweep_listing_finds_every_task_that_stayed_claimed(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 0))
+		var rows []int // the listing, newest first
+		next := 0
+		for range rng.IntN(600) {
+			rows = append(rows, next)
+			next++
+		}
+		ended := map[int]bool{}
+		churn := rng.IntN(60) // tasks that end between two requests, at most
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			for range rng.IntN(churn + 1) {
+				if len(rows) == 0 {
+					break
+				}
+				i := rng.IntN(len(rows))
+				if rng.IntN(2) == 0 {
+					i = rng.IntN(min(len(rows), 100)) // near the front
+				}
+				ended[rows[i]] = true
+				rows = slices.Delete(rows, i, i+1)
+			}
+			for range rng.IntN(5) {
+				rows = slices.Insert(rows, 0, next)
+				next++
+			}
+			offset, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+			limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+			var items []string
+			for _, id := range rows[min(offset, len(rows)):min(offset+limit, len(rows))] {
+				items = append(items, fmt.Sprintf(`{"id":%d,"type":"example.echo","status":"claimed","attempts":1,"claimed_by":"other"}`, id+1))
+			}
+			fmt.Fprintf(w, `{"success":true,"message":"Success","data":{"items":[%s],"count":%d}}`, strings.Join(items, ","), len(items))
+		}))
+		api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k"})
+		require.NoError(t, err)
+		b := &Bridge{api: api, log: slog.New(slog.DiscardHandler)}
+		first := slices.Clone(rows)
+		got, err := b.listClaimed(context.Background())
+		srv.Close()
+		require.NoError(t, err, "seed %d", seed)
+		listed := map[taskmanager.ID]int{}
+		for _, task := range got {
+			listed[task.ID]++
+		}
+		for id, n := range listed {
+			require.Equal(t, 1, n, "seed %d: task %s listed %d times", seed, id, n)
+		}
+		for _, id := range first {
+			if !ended[id] {
+				require.Contains(t, listed, taskmanager.ID(strconv.Itoa(id+1)), "seed %d: task %d stayed claimed and was not listed", seed, id+1)
+			}
+		}
+	}
 }
