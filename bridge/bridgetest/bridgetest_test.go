@@ -104,7 +104,7 @@ func TestRun_multi_step_type_from_the_README(t *testing.T) {
 	activities.RegisterExamples(reg)
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
-	block := regexp.MustCompile("(?s)A config file, as the dev stack's.*?```yaml\n(.*?)```").FindSubmatch(readme)
+	block := regexp.MustCompile("(?s)A config file, a shorter form of the dev stack's.*?```yaml\n(.*?)```").FindSubmatch(readme)
 	require.NotNil(t, block, "README: the config example")
 	config := string(block[1])
 	out, err := bridgetest.Run(t, reg, config, "demo.pipeline", map[string]any{"text": "hi there"})
