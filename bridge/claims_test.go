@@ -328,16 +328,23 @@ func TestServe_stop_cuts_a_slow_claim_off(t *testing.T) {
 	bb.b.starts.Wait()
 }
 
+// otherWorkersRows returns n rows of a claimed-task listing (ids 1 to n),
+// each claimed by another worker, as PHP writes them.
+func otherWorkersRows(n int) []string {
+	var items []string
+	for i := range n {
+		items = append(items, fmt.Sprintf(`{"id":%d,"type":"example.echo","status":"claimed","attempts":1,"claimed_by":"other","claimed_at":"2026-11-29 07:10:23"}`, i+1))
+	}
+	return items
+}
+
 // A TaskManager that ignores offset answers every page of the sweep's
 // listing alike: the sweep says so and ends, instead of listing forever
 // while claiming waits for it.
 func TestSweep_listing_that_ignores_offset_ends(t *testing.T) {
 	t.Parallel()
 	bb := setupBridge(t, devserver.StylePHP, nil)
-	var items []string
-	for i := range sweepPage {
-		items = append(items, fmt.Sprintf(`{"id":%d,"type":"example.echo","status":"claimed","attempts":1,"claimed_by":"other","claimed_at":"2026-11-29 07:10:23"}`, i+1))
-	}
+	items := otherWorkersRows(sweepPage)
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks", Method: http.MethodGet, Status: http.StatusOK,
 		Body: `{"success":true,"message":"Success","data":{"items":[` + strings.Join(items, ",") + `],"count":100}}`})
 	ctx, cancel := context.WithTimeout(context.Background(), eventually)
@@ -418,10 +425,7 @@ func TestSweep_finds_claims_that_moved_while_it_listed(t *testing.T) {
 func TestSweep_listing_that_keeps_moving_ends(t *testing.T) {
 	t.Parallel()
 	bb := setupBridge(t, devserver.StylePHP, nil)
-	var items []string
-	for i := range sweepPage {
-		items = append(items, fmt.Sprintf(`{"id":%d,"type":"example.echo","status":"claimed","attempts":1,"claimed_by":"other","claimed_at":"2026-11-29 07:10:23"}`, i+1))
-	}
+	items := otherWorkersRows(sweepPage)
 	var requests atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
