@@ -46,9 +46,10 @@ type Bridge struct {
 	sweeps   chan struct{}
 	// suspects are tickets of claims that failed in a way that may hide a
 	// claim; the sweeper ends them once it has looked.
-	suspectMu sync.Mutex
-	suspects  []suspect
-	swept     chan struct{} // closed after the first sweep that succeeded
+	suspectMu    sync.Mutex
+	suspects     []suspect
+	sweeperEnded bool          // under suspectMu: a ticket held now would never end
+	swept        chan struct{} // closed after the first sweep that succeeded
 	// undecodableFor: see strikes (tests shorten it).
 	undecodableFor time.Duration
 	gate           *gate

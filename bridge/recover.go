@@ -222,6 +222,11 @@ func (b *Bridge) requestSweep() {
 // such a claim never takes this worker past max_in_flight.
 func (b *Bridge) holdUntilSweep(tk *ticket, taskType string) {
 	b.suspectMu.Lock()
+	if b.sweeperEnded { // claiming stopped: no sweep will end it
+		b.suspectMu.Unlock()
+		tk.empty()
+		return
+	}
 	b.suspects = append(b.suspects, suspect{tk, taskType, time.Now()})
 	b.suspectMu.Unlock()
 	b.requestSweep()
@@ -286,7 +291,12 @@ func (b *Bridge) sweeper(ctx context.Context) {
 			b.requestSweep()
 		}
 	}
-	defer release(func(suspect) bool { return false })
+	defer func() {
+		b.suspectMu.Lock()
+		b.sweeperEnded = true
+		b.suspectMu.Unlock()
+		release(func(suspect) bool { return false })
+	}()
 	// A slow sweep now and then also finds what no error announced: a
 	// claim of a predecessor of this worker id that landed after it died.
 	// It also finds other workers' claims that timed out (scout.noteClaims),

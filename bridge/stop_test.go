@@ -69,3 +69,19 @@ func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
 	require.ErrorContains(t, err, context.Canceled.Error())
 	require.GreaterOrEqual(t, cancelled.Sub(stopped), grace, "not before the grace ended")
 }
+
+// A claim that fails in a way that may hide a claim after the sweeper
+// ended (a claim call let run on while claiming stops) is not held for a
+// sweep that will never come: its place is given back. Before, it stayed
+// counted in flight.
+func TestHoldUntilSweep_after_the_sweeper_ended_gives_the_place_back(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	bb.b.sweeper(ctx) // ends at once
+	tk, err := bb.b.adm.reserve(context.Background())
+	require.NoError(t, err)
+	bb.b.holdUntilSweep(tk, "example.echo")
+	require.Zero(t, bb.b.adm.inFlight())
+}
