@@ -387,7 +387,8 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		b.bgCancel() // watches end; starts still retrying give up
 		<-started
 		// The SDK gives local and then regular activities the shutdown
-		// grace each: handlers of both kinds are cancelled when it ends.
+		// grace each: regular handlers are cancelled when the first one
+		// ends (see activities.Activities.CancelHandlers).
 		graceOver := time.AfterFunc(b.cfg.ShutdownGrace, b.acts.CancelHandlers)
 		b.worker.Stop()
 		graceOver.Stop()

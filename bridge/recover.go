@@ -158,8 +158,8 @@ const sweepStuck = 10
 // the one before. It relies on TaskManager listing in an order that does
 // not change while it lists (see docs/taskmanager-contract.md).
 //
-// A page that holds no task of the page before means that 20 or more
-// tasks before it left the claimed state meanwhile: a task may have slid
+// A page that holds no task already listed means that 20 or more tasks
+// before it left the claimed state meanwhile: a task may have slid
 // past the page's start unseen. The listing then steps back a page at a
 // time until a page holds a task it saw (or it is back at the start):
 // every task after that one is on that page or on a later one. It gives
@@ -185,13 +185,12 @@ func (b *Bridge) listClaimed(ctx context.Context) ([]taskmanager.Task, error) {
 		if offset > prevOffset && len(prev) > 0 && len(page) > 0 && page[0].ID == prev[0].ID {
 			return nil, fmt.Errorf("list claimed tasks: TaskManager answered offset %d with the page of offset %d (is offset ignored?)", offset, prevOffset)
 		}
+		stuck++ // until the page lists a task not seen before
 		if offset > 0 && !slices.ContainsFunc(page, func(t taskmanager.Task) bool { return seen[t.ID] }) {
 			b.log.Debug("sweep: claimed tasks moved while listed; stepping back", "offset", offset)
 			offset = max(0, offset-step)
-			stuck++
 			continue
 		}
-		stuck++
 		for _, t := range page {
 			if !seen[t.ID] {
 				seen[t.ID] = true
