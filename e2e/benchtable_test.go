@@ -456,7 +456,7 @@ func plainThousand(t *testing.T) inFlightTimes {
 	}, workflow.RegisterOptions{Name: "sleep"})
 	require.NoError(t, w.Start())
 	defer w.Stop()
-	start, srvCPU := time.Now(), cpuTime(temporalPID)
+	start, srvCPU, testCPU := time.Now(), cpuTime(temporalPID), cpuTime(os.Getpid())
 	eachAtOnce(t, n, bridge.MaxPendingStarts, func(i int) error {
 		opts := client.StartWorkflowOptions{ID: fmt.Sprintf("%s%d", s.prefix, i), TaskQueue: s.queue, EnableEagerStart: true}
 		_, err := s.tc.ExecuteWorkflow(context.Background(), opts, "sleep")
@@ -473,7 +473,8 @@ func plainThousand(t *testing.T) inFlightTimes {
 		time.Sleep(10 * time.Millisecond)
 	}
 	m.running = time.Since(start)
-	t.Logf("plain Temporal's thousand: dev server CPU %s", (cpuTime(temporalPID) - srvCPU).Round(time.Millisecond))
+	t.Logf("plain Temporal's thousand: dev server CPU %s, test process (client and worker) %s",
+		(cpuTime(temporalPID) - srvCPU).Round(time.Millisecond), (cpuTime(os.Getpid()) - testCPU).Round(time.Millisecond))
 	for i := range n {
 		_ = s.tc.TerminateWorkflow(context.Background(), fmt.Sprintf("%s%d", s.prefix, i), "", "bench over")
 	}
