@@ -2,6 +2,7 @@
 # the first time); `make dev` runs the whole stack on this machine.
 
 TEMPORAL_CLI_VERSION := v1.5.1
+STATICCHECK_VERSION := v0.8.2
 TEMPORAL_CLI ?= $(HOME)/.cache/tmbridge/temporal-$(TEMPORAL_CLI_VERSION)/temporal
 export TMBRIDGE_TEMPORAL_CLI := $(TEMPORAL_CLI)
 
@@ -19,7 +20,7 @@ $(TEMPORAL_CLI):
 	@echo ">> building the Temporal CLI $(TEMPORAL_CLI_VERSION) into $(dir $@) (first time only)"
 	GOBIN=$(dir $@) go install github.com/temporalio/cli/cmd/temporal@$(TEMPORAL_CLI_VERSION)
 
-# Every test: vet, unit and workflow tests with the race detector, each
+# Every test: vet and staticcheck, unit and workflow tests with the race detector, each
 # fuzz target for 3000 inputs, then the end-to-end suite against a real
 # Temporal dev server, then the fault simulation on its regression seeds
 # and seeds 1-5.
@@ -27,6 +28,7 @@ test: test-unit test-fuzz test-e2e
 
 test-unit:
 	go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	go test -race -short -count=1 ./...
 
 test-e2e: $(TEMPORAL_CLI)

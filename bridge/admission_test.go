@@ -99,7 +99,7 @@ func TestAdmission_outcome_landed_before_the_start_answered(t *testing.T) {
 	require.Equal(t, 1, a.inFlight())
 	require.Empty(t, a.landed)
 
-	tk, err := a.reserve(cancelled())
+	_, err := a.reserve(cancelled())
 	require.ErrorIs(t, err, context.Canceled)
 	require.True(t, a.reportLanded("wf-2", 2))
 	tk, err = a.reserve(ctx)

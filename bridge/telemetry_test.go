@@ -171,7 +171,7 @@ func TestTelemetry_claim_and_start_spans_make_one_trace(t *testing.T) {
 	require.Equal(t, start.SpanContext(), bb.temporal.snapshot("task-" + id)[0].span, "the start is made under the start span")
 	attrs := map[string]string{}
 	for _, kv := range start.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	require.Equal(t, map[string]string{"task_type": "example.echo", "task_id": id, "workflow_id": "task-" + id, "run": "open"}, attrs, "ids and names only")
 }

@@ -154,7 +154,7 @@ func TestE2E_max_runs_exits_zero(t *testing.T) {
 				if st.Status != "completed" {
 					continue
 				}
-				d, err := s.tc.DescribeWorkflowExecution(context.Background(), s.prefix+st.ID, "")
+				d, err := s.describe(context.Background(), s.prefix+st.ID, "")
 				require.NoError(t, err)
 				require.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED, d.GetWorkflowExecutionInfo().GetStatus(), "run of task %s", st.ID)
 			}

@@ -161,7 +161,7 @@ types:
 func (s *stack) waitPolled(id string, n int) {
 	s.t.Helper()
 	require.Eventually(s.t, func() bool {
-		d, err := s.tc.DescribeWorkflowExecution(context.Background(), id, "")
+		d, err := s.describe(context.Background(), id, "")
 		if err != nil {
 			return false // not started yet
 		}
@@ -181,6 +181,7 @@ func TestE2E_go_workflow_panic_fails_the_task(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
 	boom := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
 		var m map[string]any
+		//lint:ignore SA5000 the handler panics on purpose
 		m["x"] = in.Attempt // assignment to a nil map
 		return m, nil
 	}
@@ -206,6 +207,7 @@ func TestE2E_go_workflow_panic_in_its_goroutine_fails_the_task(t *testing.T) {
 	boom := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
 		workflow.Go(ctx, func(workflow.Context) {
 			var m map[string]any
+			//lint:ignore SA5000 the handler panics on purpose
 			m["x"] = in.Attempt // assignment to a nil map
 		})
 		return nil, workflow.Sleep(ctx, time.Hour)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -84,6 +85,16 @@ func (s *stack) replayRun(replayer worker.WorkflowReplayer, name, workflowID, ru
 }
 
 // history returns the latest run's history of a workflow.
+// describe returns the server's description of a run ("" runID: the
+// latest), as DescribeWorkflowExecution, deprecated in the SDK, did.
+func (s *stack) describe(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	d, err := s.tc.DescribeWorkflow(ctx, workflowID, runID)
+	if err != nil {
+		return nil, err
+	}
+	return d.RawResponse, nil
+}
+
 func (s *stack) history(workflowID string) *historypb.History { return s.runHistory(workflowID, "") }
 
 // runHistory returns one run's history of a workflow ("": the latest).
@@ -114,7 +125,7 @@ func TestE2E_histories_replay_v2(t *testing.T) {
 	// Cancel the echo task's run once its report is retrying.
 	wfID := s.prefix + cancelled
 	require.Eventually(t, func() bool {
-		d, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, "")
+		d, err := s.describe(context.Background(), wfID, "")
 		if err != nil {
 			return false
 		}

@@ -632,7 +632,7 @@ func temporalText(t *testing.T, s *stack) string {
 				out.WriteString(protoText(ev))
 				events++
 			}
-			d, err := s.tc.DescribeWorkflowExecution(ctx, wfID, runID)
+			d, err := s.describe(ctx, wfID, runID)
 			require.NoError(t, err)
 			out.WriteString(protoText(d))
 		}

@@ -78,7 +78,7 @@ types:
 	st, _ := s.tm.Task(web)
 	require.Equal(t, 33, st.Progress, "step a's handler posted the task's progress")
 
-	desc, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, "")
+	desc, err := s.describe(context.Background(), wfID, "")
 	require.NoError(t, err)
 	md := desc.GetExecutionConfig().GetUserMetadata()
 	require.Equal(t, "demo.web · task "+web+" · attempt 1", decodeString(t, md.GetSummary()))
@@ -169,7 +169,7 @@ func TestE2E_web_cancel_and_reset(t *testing.T) {
 		t.Helper()
 		var runID string
 		require.Eventually(t, func() bool { // the run of this attempt has its handler running
-			d, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, "")
+			d, err := s.describe(context.Background(), wfID, "")
 			if err != nil || d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 				return false
 			}
@@ -184,10 +184,10 @@ func TestE2E_web_cancel_and_reset(t *testing.T) {
 
 	first := cancelRun(1)
 	require.Eventually(t, func() bool { return len(s.tm.Completions(long)) >= 1 }, 2*time.Minute, 50*time.Millisecond)
-	d, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, first)
+	d, err := s.describe(context.Background(), wfID, first)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		d, err = s.tc.DescribeWorkflowExecution(context.Background(), wfID, first)
+		d, err = s.describe(context.Background(), wfID, first)
 		return err == nil && d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
 	}, 2*time.Minute, 50*time.Millisecond)
 	// Canceled; or ContinuedAsNew when the bridge claimed the re-queued
@@ -216,12 +216,12 @@ func TestE2E_web_cancel_and_reset(t *testing.T) {
 	before := s.waitFinal([]string{done})[done]
 	require.Equal(t, "completed", before.Status)
 	echoID := s.prefix + done
-	d, err = s.tc.DescribeWorkflowExecution(context.Background(), echoID, "")
+	d, err = s.describe(context.Background(), echoID, "")
 	require.NoError(t, err)
 	original := d.GetWorkflowExecutionInfo().GetExecution().GetRunId()
 	temporal("workflow", "reset", "--workflow-id", echoID, "--type", "FirstWorkflowTask", "--reason", "e2e reset")
 	require.Eventually(t, func() bool {
-		d, err = s.tc.DescribeWorkflowExecution(context.Background(), echoID, "")
+		d, err = s.describe(context.Background(), echoID, "")
 		return err == nil && d.GetWorkflowExecutionInfo().GetExecution().GetRunId() != original &&
 			d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
 	}, 2*time.Minute, 50*time.Millisecond)
@@ -304,7 +304,7 @@ func TestE2E_progress_shows_as_heartbeat_details(t *testing.T) {
 	wfID := s.prefix + id
 	var seen activities.Progress
 	require.Eventually(t, func() bool {
-		d, err := s.tc.DescribeWorkflowExecution(context.Background(), wfID, "")
+		d, err := s.describe(context.Background(), wfID, "")
 		if err != nil || len(d.GetPendingActivities()) != 1 {
 			return false
 		}
@@ -456,7 +456,7 @@ func TestE2E_cancel_while_the_claim_moves_runs_the_newer_claim(t *testing.T) {
 	defer stop()
 	<-started
 	ctx, wfID := context.Background(), s.prefix+id
-	d, err := s.tc.DescribeWorkflowExecution(ctx, wfID, "")
+	d, err := s.describe(ctx, wfID, "")
 	require.NoError(t, err)
 	firstRun := d.GetWorkflowExecutionInfo().GetExecution().GetRunId()
 	require.NoError(t, s.tc.CancelWorkflow(ctx, wfID, firstRun))
@@ -472,7 +472,7 @@ func TestE2E_cancel_while_the_claim_moves_runs_the_newer_claim(t *testing.T) {
 	require.Len(t, completions, 1, "the cancel was not posted with the newer claim")
 	require.True(t, completions[0].Success)
 	require.EqualValues(t, 2, calls.Load(), "the newer claim's handler ran")
-	d, err = s.tc.DescribeWorkflowExecution(ctx, wfID, firstRun)
+	d, err = s.describe(ctx, wfID, firstRun)
 	require.NoError(t, err)
 	require.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW, d.GetWorkflowExecutionInfo().GetStatus())
 	s.replayRun(nil, "cancel-claim-moved", wfID, firstRun, "history-v6-")

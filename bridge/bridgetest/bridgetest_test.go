@@ -168,6 +168,7 @@ func TestRun_go_workflow_panic_fails_the_task(t *testing.T) {
 	t.Parallel()
 	boom := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
 		var m map[string]any
+		//lint:ignore SA5000 the handler panics on purpose
 		m["x"] = 1 // assignment to a nil map
 		return m, nil
 	}
@@ -185,6 +186,7 @@ func TestRun_go_workflow_panic_in_its_goroutine_fails_the_task(t *testing.T) {
 		done := false
 		workflow.GoNamed(ctx, "worker", func(gctx workflow.Context) {
 			var m map[string]any
+			//lint:ignore SA5000 the handler panics on purpose
 			m["x"] = 1 // assignment to a nil map
 			done = true
 		})

@@ -127,10 +127,9 @@ type event struct {
 
 // state is what the run learns while it goes, for the checker.
 type state struct {
-	cancelled      map[string]bool        // task ids whose workflow was cancelled
-	cancelledAt    map[string][]time.Time // when each cancel was asked for, by task id
-	tooLongFaults  int                    // "Data too long" 500s injected
-	secondBridgeOn bool
+	cancelled     map[string]bool        // task ids whose workflow was cancelled
+	cancelledAt   map[string][]time.Time // when each cancel was asked for, by task id
+	tooLongFaults int                    // "Data too long" 500s injected
 }
 
 // chaos is how long faults are drawn for.
