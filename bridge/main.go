@@ -50,9 +50,9 @@ func Main(reg *activities.Registry, opts ...Option) int {
 // not: the heap may grow half its live size between collections, not all
 // of it (Go's 100). With 1,000 tasks in flight, live memory is mostly the
 // goroutines and state the Temporal SDK keeps per running activity; at 50
-// the bridge's peak RSS is 93–101 MB instead of 105–120 MB, for 10–20 %
-// more of its own CPU time (measured with make bench's thousand in
-// flight, TMBRIDGE_BENCH=inflight).
+// the bridge's peak RSS is 91–93 MiB instead of 100–108 MiB at 100, for
+// 10–20 % more of its own CPU time (make bench's thousand in flight,
+// TMBRIDGE_BENCH=inflight, 2026-11-30).
 const DefaultGOGC = 50
 
 // command is tmbridge or one of its subcommands, as --help shows it.
