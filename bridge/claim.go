@@ -33,8 +33,10 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		return
 	}
 	// Claims come from the scout (scout.go): it gives this loop as many
-	// as it saw pending, so that no claim comes back empty.
+	// as it saw pending and no loop was promised, so that no claim comes
+	// back empty. The loop tells it each one it makes or gives up.
 	budget, hurry := 0, false
+	defer func() { b.scout.used(t.Name, budget) }()
 	for ctx.Err() == nil {
 		if budget == 0 {
 			select {
@@ -77,6 +79,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		if err == nil {
 			failures = 0
 			budget--
+			b.scout.used(t.Name, 1)
 			hurry = budget == 0 // more may be pending: the scout looks at once
 			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
 			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
@@ -89,6 +92,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		if errors.Is(err, taskmanager.ErrNoTask) {
 			failures = 0
 			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc()
+			b.scout.used(t.Name, budget)
 			budget = 0 // another worker was first
 			continue
 		}

@@ -808,3 +808,27 @@ func TestSweep_listing_finds_every_task_that_stayed_claimed(t *testing.T) {
 		}
 	}
 }
+
+// A burst of tasks is claimed without an empty claim (a 500 and an error
+// line in PHP's log): a loop that used its budget up asks for a look at
+// once, while other loops still claim theirs, and the look lists the
+// tasks they are about to claim as pending. Those are promised already:
+// before, the look woke loops for them too (23 empty claims of 64 in a
+// burst of 30 tasks on the dev stack).
+func TestScout_burst_makes_no_empty_claim(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxInFlight = 1000 })
+	bb.only("example.echo")
+	bb.serve(t)
+	created := 0
+	for burst := range 5 {
+		for i := range 40 {
+			bb.create(t, "example.echo", map[string]any{"message": fmt.Sprint(burst, i)})
+			created++
+		}
+		require.Eventually(t, func() bool { return bb.tm.Stats().Claimed == created }, eventually, 5*time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the loops wait again; the scout looks
+	st := bb.tm.Stats()
+	require.Equal(t, st.Claimed, st.ClaimCalls, "claims that came back empty: %d of %d", st.ClaimCalls-st.Claimed, st.ClaimCalls)
+}

@@ -29,6 +29,10 @@ type scout struct {
 	waiting map[string][]chan int   // by type name, one per waiting loop; receives its budget
 	seen    map[claimSeen]time.Time // other workers' claims, when first listed
 	kick    chan struct{}           // a loop waits: look now
+	// By type, the claims given to loops and those they made or gave up
+	// (both only grow): the difference is claims promised, of tasks that
+	// a look may still list as pending.
+	given, spent map[string]int
 }
 
 // claimSeen is one claim of a task: a new claim raises attempts.
@@ -38,7 +42,8 @@ type claimSeen struct {
 }
 
 func newScout() *scout {
-	return &scout{waiting: map[string][]chan int{}, seen: map[claimSeen]time.Time{}, kick: make(chan struct{}, 1)}
+	return &scout{waiting: map[string][]chan int{}, seen: map[claimSeen]time.Time{}, kick: make(chan struct{}, 1),
+		given: map[string]int{}, spent: map[string]int{}}
 }
 
 // wait returns a channel that receives how many tasks of typ this loop
@@ -63,13 +68,54 @@ func (s *scout) wait(typ string, hurry bool) <-chan int {
 func (s *scout) wake(typ string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.wakeLocked(typ, n)
+}
+
+func (s *scout) wakeLocked(typ string, n int) {
 	chs := s.waiting[typ]
 	loops := min(n, len(chs))
 	for i, ch := range chs[:loops] {
 		ch <- n/loops + btoi(i < n%loops)
 	}
+	if loops > 0 {
+		s.given[typ] += n
+	}
 	if s.waiting[typ] = chs[loops:]; len(s.waiting[typ]) == 0 {
 		delete(s.waiting, typ)
+	}
+}
+
+// used tells the scout that a loop of typ made n of the claims it was
+// given, or gave them up.
+func (s *scout) used(typ string, n int) {
+	if n <= 0 {
+		return
+	}
+	s.mu.Lock()
+	s.spent[typ] += n
+	s.mu.Unlock()
+}
+
+// spentSoFar returns, by type, the claims made or given up until now.
+func (s *scout) spentSoFar() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.spent)
+}
+
+// wakeListed wakes each type for the tasks a look listed pending that no
+// loop has been promised: claims given and not made when the look began
+// (spentBefore, from spentSoFar) may be of tasks it listed, so they count
+// as promised until it ended. Without this, a loop that used its budget
+// up asked for a look while the others claimed theirs, and was woken
+// for their tasks too: claims that came back empty.
+func (s *scout) wakeListed(pending, spentBefore map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for typ, n := range pending {
+		if free := n - (s.given[typ] - spentBefore[typ]); free > 0 {
+			s.wakeLocked(typ, free)
+		}
 	}
 }
 
@@ -88,6 +134,7 @@ func (s *scout) wakeAll() {
 		for _, ch := range chs {
 			ch <- 1
 		}
+		s.given[typ] += len(chs)
 		delete(s.waiting, typ)
 	}
 }
@@ -150,6 +197,7 @@ func (b *Bridge) runScout(ctx context.Context) {
 			case <-b.scout.kick:
 			}
 		}
+		spentBefore := b.scout.spentSoFar()
 		rows, err := b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusPending, Limit: scoutPage})
 		switch {
 		case ctx.Err() != nil:
@@ -182,9 +230,7 @@ func (b *Bridge) runScout(ctx context.Context) {
 					}
 				}
 			}
-			for typ, n := range pending {
-				b.scout.wake(typ, n)
-			}
+			b.scout.wakeListed(pending, spentBefore)
 		}
 		// The next look: after the poll interval, or at once when a loop
 		// used up its budget (more may be pending).
