@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,16 @@ func (c *ExecConfig) Validate() error {
 		return errors.New("exec.command: needs at least the program")
 	}
 	return nil
+}
+
+// Program returns the program the command starts, as it would be found
+// when a task runs (in PATH, or relative to Dir), or why it cannot be.
+func (c *ExecConfig) Program() (string, error) {
+	prog := c.Command[0]
+	if strings.ContainsRune(prog, filepath.Separator) && !filepath.IsAbs(prog) && c.Dir != "" {
+		prog = filepath.Join(c.Dir, prog)
+	}
+	return exec.LookPath(prog)
 }
 
 // Bounds of an exec handler's command.

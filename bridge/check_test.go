@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -348,6 +350,41 @@ types:
 	c, out = b.check(t, nil, "--config="+file)
 	require.Equal(t, 2, c.exitCode(), out)
 	require.Contains(t, row(t, c, "handlers").Detail, `config: types.other.type: no handler "missing.handler" is registered`)
+
+	// An exec handler's program that is not there would fail every task
+	// of its type (python3 missing, say): the bridge does not start.
+	file = writeFile(t, "types:\n  other.exec: { exec: { command: [tmbridge-no-such-program, x.py] } }\n")
+	c, out = b.check(t, nil, "--config="+file)
+	require.Equal(t, 2, c.exitCode(), out)
+	require.Contains(t, row(t, c, "handlers").Detail, `config: types.other.exec.exec.command: exec: "tmbridge-no-such-program": executable file not found in $PATH`)
+}
+
+// An exec handler's program is looked for as a task would start it: in
+// PATH, or, with a path, relative to its dir.
+func TestRegistry_exec_program_must_be_there(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "run.sh"), []byte("#!/bin/sh\necho '{}'\n"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "data.txt"), nil, 0o644))
+	for _, tc := range []struct {
+		exec activities.ExecConfig
+		err  string
+	}{
+		{activities.ExecConfig{Command: []string{"sh", "-c", "echo {}"}}, ""},
+		{activities.ExecConfig{Command: []string{"./run.sh"}, Dir: dir}, ""},
+		{activities.ExecConfig{Command: []string{filepath.Join(dir, "run.sh")}}, ""},
+		{activities.ExecConfig{Command: []string{"./run.sh"}}, `types.t.exec.command: exec: "./run.sh": stat ./run.sh: no such file or directory`},
+		{activities.ExecConfig{Command: []string{"./data.txt"}, Dir: dir}, "permission denied"},
+		{activities.ExecConfig{Command: []string{"tmbridge-no-such-program"}}, "executable file not found in $PATH"},
+	} {
+		cfg := Config{Types: map[string]TypeConfig{"t": {Exec: &tc.exec}}}
+		_, err := cfg.Registry(activities.NewRegistry())
+		if tc.err == "" {
+			require.NoError(t, err, tc.exec)
+		} else {
+			require.ErrorContains(t, err, tc.err, tc.exec)
+		}
+	}
 }
 
 // The table has aligned columns, a header, one line per row (a detail's

@@ -33,7 +33,8 @@ func (c Config) TypeOptions(taskType string) workflows.TypeOptions {
 
 // Registry returns the handlers a bridge with this config runs: reg's plus
 // the config's exec and http handlers (reg itself is not changed). It fails
-// when a configured type or step has no handler and no route.
+// when a configured type or step has no handler and no route, or when an
+// exec handler's program is not found.
 func (c Config) Registry(reg *activities.Registry) (*activities.Registry, error) {
 	out := activities.NewRegistry()
 	for _, name := range reg.Names() {
@@ -45,6 +46,10 @@ func (c Config) Registry(reg *activities.Registry) (*activities.Registry, error)
 		var h activities.Handler
 		switch {
 		case tc.Exec != nil:
+			// A program missing here would fail every task of the type.
+			if _, err := tc.Exec.Program(); err != nil {
+				return nil, fmt.Errorf("config: types.%s.exec.command: %w", name, err)
+			}
 			h = activities.Exec(*tc.Exec)
 		case tc.HTTP != nil:
 			h = activities.HTTP(*tc.HTTP, nil)
