@@ -280,7 +280,8 @@ func bridgeThroughput(t *testing.T, n, inFlight int, config string) (float64, in
 		}
 	}
 	rate := float64(n) / end.Sub(claims[0].At).Seconds()
-	t.Logf("from bridge start to first claim: %s", claims[0].At.Sub(start))
+	st := s.tm.Stats()
+	t.Logf("from bridge start to first claim: %s; %d claim calls, %d empty", claims[0].At.Sub(start), st.ClaimCalls, st.ClaimCalls-st.Claimed)
 	s.requireOneOutcomeEach(ids)
 	return rate, len(s.history(s.prefix + ids[0]).Events)
 }
@@ -370,8 +371,9 @@ func thousandInFlight(t *testing.T, extra ...string) inFlightTimes {
 	}
 	first := s.tm.Claims()[0].At
 	m.launch, m.open, m.running = first.Sub(launched), open.Sub(first), running.Sub(first)
-	t.Logf("1,000 in flight (%s): first claim %.1f s after launch; then claimed in %.1f s, all started in %.1f s, all handler activity tasks received in %.1f s; CPU: bridge %s, dev server %s, test process (TaskManager) %s",
-		flagsOrDefaults(extra), m.launch.Seconds(), claimed.Sub(first).Seconds(), m.open.Seconds(), m.running.Seconds(),
+	st := s.tm.Stats()
+	t.Logf("1,000 in flight (%s): first claim %.1f s after launch; then claimed in %.1f s (%d claim calls, %d empty), all started in %.1f s, all handler activity tasks received in %.1f s; CPU: bridge %s, dev server %s, test process (TaskManager) %s",
+		flagsOrDefaults(extra), m.launch.Seconds(), claimed.Sub(first).Seconds(), st.ClaimCalls, st.ClaimCalls-st.Claimed, m.open.Seconds(), m.running.Seconds(),
 		cpuTime(cmd.Process.Pid).Round(time.Millisecond), (cpuTime(temporalPID) - srvCPU).Round(time.Millisecond), (cpuTime(os.Getpid()) - testCPU).Round(time.Millisecond))
 	time.Sleep(5 * time.Second) // the peak of a steady state
 	t.Logf("bridge CPU time until now: %s", cpuTime(cmd.Process.Pid))
