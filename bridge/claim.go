@@ -32,27 +32,26 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 	case <-ctx.Done():
 		return
 	}
-	// Claims come from the scout (scout.go): it gives this loop as many
-	// as it saw pending and no loop was promised, so that no claim comes
-	// back empty. The loop tells it each one it makes or gives up.
-	budget, hurry := 0, false
-	defer func() { b.scout.used(t.Name, budget) }()
+	// Claims come from the scout (scout.go): it allows as many as it saw
+	// tasks pending that no claim is promised to, so that no claim comes
+	// back empty; this loop takes them one at a time.
+	hurry := false
 	for ctx.Err() == nil {
-		if budget == 0 {
-			select {
-			case budget = <-b.scout.wait(t.Name, hurry):
-			case <-b.adm.budgetSpent():
-				return
-			case <-ctx.Done():
-				return
-			}
-			hurry = false
+		select {
+		case <-b.scout.next(t.Name, hurry):
+		case <-b.adm.budgetSpent():
+			return
+		case <-ctx.Done():
+			return
 		}
+		hurry = false
 		if b.gate.wait(ctx) != nil {
+			b.scout.unused(t.Name)
 			return
 		}
 		tk, err := b.adm.reserve(ctx)
 		if err != nil {
+			b.scout.unused(t.Name)
 			return // stopping, or max_runs claims made
 		}
 		// Not cancelled with ctx: a claim the server made must reach us.
@@ -76,11 +75,14 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			b.holdUntilSweep(tk, t.Name)
 		}
 		b.claiming.RUnlock()
+		if errors.Is(err, taskmanager.ErrNoTask) {
+			b.scout.empty(t.Name)
+		} else {
+			b.scout.made(t.Name)
+		}
 		if err == nil {
 			failures = 0
-			budget--
-			b.scout.used(t.Name, 1)
-			hurry = budget == 0 // more may be pending: the scout looks at once
+			hurry = true // more may be pending: the scout looks at once if none is left
 			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
 			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
 			b.startTask(tk, task, t, claimedAt, traceClaim(t, task, claimedAt))
@@ -91,9 +93,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		}
 		if errors.Is(err, taskmanager.ErrNoTask) {
 			failures = 0
-			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc()
-			b.scout.used(t.Name, budget)
-			budget = 0 // another worker was first
+			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc() // another worker was first
 			continue
 		}
 		failures++
@@ -101,6 +101,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		wait := max(backoff(failures), taskmanager.RetryAfter(err))
 		log.Warn("claim failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 		sleep(ctx, wait)
+		hurry = true // the task may still be pending: try again, not at the next poll
 	}
 }
 

@@ -832,3 +832,83 @@ func TestScout_burst_makes_no_empty_claim(t *testing.T) {
 	st := bb.tm.Stats()
 	require.Equal(t, st.Claimed, st.ClaimCalls, "claims that came back empty: %d of %d", st.ClaimCalls-st.Claimed, st.ClaimCalls)
 }
+
+// A loop whose claim failed does not keep the claims the scout allowed
+// while it backs off: the type's other loops make them. Before, each
+// loop had a budget of its own, and the tasks of a loop told to wait
+// (429, Retry-After: 10 minutes) were promised to it until it woke: no
+// look allowed them again.
+func TestScout_loop_that_backs_off_leaves_its_claims_to_the_others(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxInFlight = 1000 })
+	bb.only("example.echo")
+	for i := range 40 {
+		bb.create(t, "example.echo", map[string]any{"message": fmt.Sprint(i)})
+	}
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: http.StatusTooManyRequests, RetryAfter: 10 * time.Minute, Count: 1})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return bb.tm.Stats().Claimed == 40 }, eventually, 5*time.Millisecond,
+		"all 40 claimed while one loop waits out its Retry-After")
+}
+
+// The claims a look allows go to whichever loop of the type comes next:
+// a loop woken with some cannot keep the others idle. Waiting loops take
+// one each; the rest wait in the type's pool, and a loop takes from it
+// without waiting for a look.
+func TestScout_allowed_claims_are_the_type_loops_pool(t *testing.T) {
+	t.Parallel()
+	s := newScout()
+	ready := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	var waiting []<-chan struct{}
+	for range 4 {
+		waiting = append(waiting, s.next("t", false))
+	}
+	for _, ch := range waiting {
+		require.False(t, ready(ch), "nothing allowed yet")
+	}
+	s.wakeListed(map[string]int{"t": 10}, s.madeSoFar())
+	for _, ch := range waiting {
+		require.True(t, ready(ch), "each waiting loop takes one")
+	}
+	for i := range 6 {
+		require.True(t, ready(s.next("t", true)), "claim %d of the 6 left, taken at once", i+1)
+	}
+	<-s.kick // the first loop's wait asked for a look
+	last := s.next("t", true)
+	require.False(t, ready(last), "none left")
+	require.True(t, ready(s.kick), "a loop that took the last asks for a look at once")
+
+	// 8 of the 10 made when a look begins, 2 while it lists: those 2 may
+	// be for tasks it lists pending, so of 3 listed it allows 1.
+	for range 8 {
+		s.made("t")
+	}
+	before := s.madeSoFar()
+	s.made("t")
+	s.made("t")
+	s.wakeListed(map[string]int{"t": 3}, before)
+	require.True(t, ready(last))
+	require.False(t, ready(s.next("t", false)), "3 listed, 2 of them promised: 1 allowed")
+	// The next look, once all were made, allows all it lists (the loop
+	// above waits for one of them).
+	s.made("t")
+	s.wakeListed(map[string]int{"t": 2}, s.madeSoFar())
+	require.True(t, ready(s.next("t", false)), "2 allowed: 1 to the waiting loop, 1 taken now")
+	require.False(t, ready(s.next("t", false)))
+
+	// An empty claim drops what is left: the look saw tasks that are gone.
+	s2 := newScout()
+	s2.wake("t", 5)
+	require.True(t, ready(s2.next("t", false)))
+	s2.empty("t")
+	require.False(t, ready(s2.next("t", false)), "the 4 left were dropped")
+	s2.wakeListed(map[string]int{"t": 2}, s2.madeSoFar())
+	require.Equal(t, 2, s2.types["t"].given-s2.types["t"].made-s2.types["t"].dropped, "2 allowed again; the dropped ones count as none")
+}

@@ -2,8 +2,6 @@ package bridge
 
 import (
 	"context"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -13,11 +11,14 @@ import (
 // The scout finds work for claim loops. A loop claims only what the scout
 // saw pending: once per poll interval while any loop waits, the scout
 // lists pending tasks (one GET /tasks?status=pending for every type) and
-// gives each type's waiting loops as many claims as it saw tasks of the
-// type; a loop that used its budget up asks for a look at once (more may
-// be pending), one that finds none waits for the next look. An idle bridge thus makes one TaskManager request per
-// poll interval whatever the number of types, and no empty claim (which
-// the PHP deployment answers with a 500 and a line in its error log).
+// allows each type as many claims as it saw tasks of the type that no
+// claim allowed before is for. The type's loops take those claims one at
+// a time, so that all of them claim while any are left; a loop that took
+// the last one asks for a look at once (more may be pending), one whose
+// claim came back empty waits for the next look. An idle bridge thus
+// makes one TaskManager request per poll interval whatever the number of
+// types, and no empty claim (which the PHP deployment answers with a 500
+// and a line in its error log).
 //
 // A claim that timed out on another worker is claimable too, but a
 // listing does not say when a task was claimed: the sweeper's listing of
@@ -25,14 +26,21 @@ import (
 // claim seen for claim_timeout wakes its type. If listing fails, every
 // waiting loop is woken: the bridge claims as it would without a scout.
 type scout struct {
-	mu      sync.Mutex
-	waiting map[string][]chan int   // by type name, one per waiting loop; receives its budget
-	seen    map[claimSeen]time.Time // other workers' claims, when first listed
-	kick    chan struct{}           // a loop waits: look now
-	// By type, the claims given to loops and those they made or gave up
-	// (both only grow): the difference is claims promised, of tasks that
-	// a look may still list as pending.
-	given, spent map[string]int
+	mu    sync.Mutex
+	types map[string]*typeClaims  // by type name
+	seen  map[claimSeen]time.Time // other workers' claims, when first listed
+	kick  chan struct{}           // a loop waits: look now
+}
+
+// typeClaims is the scout's account of the claims of one type. given −
+// made − dropped are the claims promised: allowed, and not yet made, so
+// that a look does not allow them again for the tasks they are for.
+type typeClaims struct {
+	waiting []chan struct{} // loops waiting to claim, one claim each
+	free    int             // claims allowed that no loop took yet
+	given   int             // claims allowed, in all
+	made    int             // claim calls made, in all
+	dropped int             // claims allowed and given up unmade, in all
 }
 
 // claimSeen is one claim of a task: a new claim raises attempts.
@@ -42,20 +50,34 @@ type claimSeen struct {
 }
 
 func newScout() *scout {
-	return &scout{waiting: map[string][]chan int{}, seen: map[claimSeen]time.Time{}, kick: make(chan struct{}, 1),
-		given: map[string]int{}, spent: map[string]int{}}
+	return &scout{types: map[string]*typeClaims{}, seen: map[claimSeen]time.Time{}, kick: make(chan struct{}, 1)}
 }
 
-// wait returns a channel that receives how many tasks of typ this loop
-// may claim: as many as the scout saw pending (shared among the loops
-// woken), so that no loop makes an empty claim. hurry asks the scout to
-// look at once (the loop used up its budget: more may be pending).
-func (s *scout) wait(typ string, hurry bool) <-chan int {
+func (s *scout) typ(name string) *typeClaims {
+	tc := s.types[name]
+	if tc == nil {
+		tc = &typeClaims{}
+		s.types[name] = tc
+	}
+	return tc
+}
+
+// next returns a channel that is ready when this loop may make one claim
+// of typ. hurry asks the scout to look at once when no claim is left (the
+// loop's last claim took a task: more may be pending).
+func (s *scout) next(typ string, hurry bool) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ch := make(chan int, 1)
-	s.waiting[typ] = append(s.waiting[typ], ch)
-	if hurry || len(s.waiting) == 1 {
+	ch := make(chan struct{}, 1)
+	tc := s.typ(typ)
+	if tc.free > 0 {
+		tc.free--
+		ch <- struct{}{}
+		return ch
+	}
+	first := !s.waitingLocked()
+	tc.waiting = append(tc.waiting, ch)
+	if hurry || first {
 		select {
 		case s.kick <- struct{}{}:
 		default:
@@ -64,78 +86,86 @@ func (s *scout) wait(typ string, hurry bool) <-chan int {
 	return ch
 }
 
-// wake gives n tasks of typ to the loops that wait, as evenly as may be.
-func (s *scout) wake(typ string, n int) {
+// made tells the scout that a loop made the claim it took (whatever the
+// answer: a claim whose answer was lost may have taken a task).
+func (s *scout) made(typ string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.wakeLocked(typ, n)
-}
-
-func (s *scout) wakeLocked(typ string, n int) {
-	chs := s.waiting[typ]
-	loops := min(n, len(chs))
-	for i, ch := range chs[:loops] {
-		ch <- n/loops + btoi(i < n%loops)
-	}
-	if loops > 0 {
-		s.given[typ] += n
-	}
-	if s.waiting[typ] = chs[loops:]; len(s.waiting[typ]) == 0 {
-		delete(s.waiting, typ)
-	}
-}
-
-// used tells the scout that a loop of typ made n of the claims it was
-// given, or gave them up.
-func (s *scout) used(typ string, n int) {
-	if n <= 0 {
-		return
-	}
-	s.mu.Lock()
-	s.spent[typ] += n
+	s.typ(typ).made++
 	s.mu.Unlock()
 }
 
-// spentSoFar returns, by type, the claims made or given up until now.
-func (s *scout) spentSoFar() map[string]int {
+// empty tells the scout that a loop's claim came back empty: what the
+// scout saw is gone (another worker was first), and the claims left
+// for the type are dropped.
+func (s *scout) empty(typ string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return maps.Clone(s.spent)
+	tc := s.typ(typ)
+	tc.made++
+	tc.dropped += tc.free
+	tc.free = 0
+	s.mu.Unlock()
 }
 
-// wakeListed wakes each type for the tasks a look listed pending that no
-// loop has been promised: claims given and not made when the look began
-// (spentBefore, from spentSoFar) may be of tasks it listed, so they count
-// as promised until it ended. Without this, a loop that used its budget
-// up asked for a look while the others claimed theirs, and was woken
-// for their tasks too: claims that came back empty.
-func (s *scout) wakeListed(pending, spentBefore map[string]int) {
+// unused gives back a claim a loop took and does not make (it stops).
+func (s *scout) unused(typ string) {
+	s.mu.Lock()
+	s.typ(typ).dropped++
+	s.mu.Unlock()
+}
+
+// wake allows n claims of typ: to the loops that wait, one each, and the
+// rest to the loops that come for them.
+func (s *scout) wake(typ string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.allowLocked(typ, n)
+}
+
+func (s *scout) allowLocked(typ string, n int) {
+	tc := s.typ(typ)
+	tc.given += n
+	for n > 0 && len(tc.waiting) > 0 {
+		tc.waiting[0] <- struct{}{}
+		tc.waiting = tc.waiting[1:]
+		n--
+	}
+	tc.free += n
+}
+
+// madeSoFar returns, by type, the claims made until now.
+func (s *scout) madeSoFar() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.types))
+	for name, tc := range s.types {
+		out[name] = tc.made
+	}
+	return out
+}
+
+// wakeListed allows each type claims for the tasks a look listed pending
+// that no claim is promised to: claims allowed and not made when the look
+// began (madeBefore, from madeSoFar) may be for tasks it listed, so they
+// count as promised until it ended. Without this, a loop that had taken
+// the last claim asked for a look while the others made theirs, and was
+// allowed their tasks too: claims that came back empty.
+func (s *scout) wakeListed(pending, madeBefore map[string]int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for typ, n := range pending {
-		if free := n - (s.given[typ] - spentBefore[typ]); free > 0 {
-			s.wakeLocked(typ, free)
+		tc := s.typ(typ)
+		if free := n - (tc.given - madeBefore[typ] - tc.dropped); free > 0 {
+			s.allowLocked(typ, free)
 		}
 	}
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // wakeAll wakes every waiting loop, each for one claim.
 func (s *scout) wakeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for typ, chs := range s.waiting {
-		for _, ch := range chs {
-			ch <- 1
-		}
-		s.given[typ] += len(chs)
-		delete(s.waiting, typ)
+	for name, tc := range s.types {
+		s.allowLocked(name, len(tc.waiting))
 	}
 }
 
@@ -143,13 +173,29 @@ func (s *scout) wakeAll() {
 func (s *scout) waitingTypes() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Collect(maps.Keys(s.waiting))
+	var names []string
+	for name, tc := range s.types {
+		if len(tc.waiting) > 0 {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
+// idle reports whether a loop waits for claims.
 func (s *scout) idle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.waiting) > 0
+	return s.waitingLocked()
+}
+
+func (s *scout) waitingLocked() bool {
+	for _, tc := range s.types {
+		if len(tc.waiting) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // noteClaims takes the claimed tasks listed by a sweep: a claim of
@@ -197,7 +243,7 @@ func (b *Bridge) runScout(ctx context.Context) {
 			case <-b.scout.kick:
 			}
 		}
-		spentBefore := b.scout.spentSoFar()
+		madeBefore := b.scout.madeSoFar()
 		rows, err := b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusPending, Limit: scoutPage})
 		switch {
 		case ctx.Err() != nil:
@@ -230,10 +276,10 @@ func (b *Bridge) runScout(ctx context.Context) {
 					}
 				}
 			}
-			b.scout.wakeListed(pending, spentBefore)
+			b.scout.wakeListed(pending, madeBefore)
 		}
 		// The next look: after the poll interval, or at once when a loop
-		// used up its budget (more may be pending).
+		// took the last claim allowed (more may be pending).
 		t := time.NewTimer(jitter(b.cfg.PollInterval))
 		select {
 		case <-ctx.Done():
