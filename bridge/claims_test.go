@@ -880,10 +880,10 @@ func TestScout_allowed_claims_are_the_type_loops_pool(t *testing.T) {
 	for i := range 6 {
 		require.True(t, ready(s.next("t", true)), "claim %d of the 6 left, taken at once", i+1)
 	}
-	<-s.kick // the first loop's wait asked for a look
+	require.True(t, ready(s.kick), "the first loop to wait asked for a look")
 	last := s.next("t", true)
 	require.False(t, ready(last), "none left")
-	require.True(t, ready(s.kick), "a loop that took the last asks for a look at once")
+	require.True(t, ready(s.hurry), "a loop that took the last asks for a look at once")
 
 	// 8 of the 10 made when a look begins, 2 while it lists: those 2 may
 	// be for tasks it lists pending, so of 3 listed it allows 1.
@@ -905,10 +905,59 @@ func TestScout_allowed_claims_are_the_type_loops_pool(t *testing.T) {
 
 	// An empty claim drops what is left: the look saw tasks that are gone.
 	s2 := newScout()
-	s2.wake("t", 5)
+	s2.wakeListed(map[string]int{"t": 5}, s2.madeSoFar())
 	require.True(t, ready(s2.next("t", false)))
 	s2.empty("t")
 	require.False(t, ready(s2.next("t", false)), "the 4 left were dropped")
 	s2.wakeListed(map[string]int{"t": 2}, s2.madeSoFar())
 	require.Equal(t, 2, s2.types["t"].given-s2.types["t"].made-s2.types["t"].dropped, "2 allowed again; the dropped ones count as none")
+}
+
+// A wake for a claim that timed out (renewAt, the sweeper's noteClaims)
+// goes to a loop that waits, or nowhere: what woke for one task may wake
+// for it again, and wakes kept for later loops would claim it as many
+// times (claims that come back empty).
+func TestScout_wake_for_a_timed_out_claim_is_not_kept(t *testing.T) {
+	t.Parallel()
+	s := newScout()
+	for range 3 {
+		s.wake("t", 1) // no loop waits
+	}
+	ch := s.next("t", false)
+	select {
+	case <-ch:
+		t.Fatal("a wake that found no loop waiting was kept")
+	default:
+	}
+	s.wake("t", 1)
+	select {
+	case <-ch:
+	default:
+		t.Fatal("a waiting loop was not woken")
+	}
+}
+
+// A listing that fails wakes every waiting loop for one claim, as if there
+// were no scout; their empty claims do not ask for the next look at once
+// (before, each empty claim brought a look, which failed and woke the
+// loops again: thousands of empty claims a second, each a 500 and an
+// error-log line on the PHP deployment). Until the next poll, the loops
+// make one claim each.
+func TestScout_failing_listing_does_not_claim_in_a_tight_loop(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.PollInterval = time.Hour })
+	bb.only("example.echo")
+	bb.serve(t)
+	waiting := func() int {
+		s := bb.b.scout
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.typ("example.echo").waiting)
+	}
+	require.Eventually(t, func() bool { return waiting() == ClaimsPerType }, eventually, 5*time.Millisecond)
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks", Method: http.MethodGet, Status: http.StatusInternalServerError})
+	bb.b.scout.kick <- struct{}{} // stands for the poll interval's look
+	require.Eventually(t, func() bool { return bb.tm.Stats().ClaimCalls == ClaimsPerType && waiting() == ClaimsPerType }, eventually, 5*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // what a tight loop would claim meanwhile
+	require.Equal(t, ClaimsPerType, bb.tm.Stats().ClaimCalls, "claims before the next poll")
 }

@@ -29,7 +29,8 @@ type scout struct {
 	mu    sync.Mutex
 	types map[string]*typeClaims  // by type name
 	seen  map[claimSeen]time.Time // other workers' claims, when first listed
-	kick  chan struct{}           // a loop waits: look now
+	kick  chan struct{}           // a loop began to wait: the scout looks, then every poll interval
+	hurry chan struct{}           // a loop took the last claim allowed after one that took a task: look now
 }
 
 // typeClaims is the scout's account of the claims of one type. given −
@@ -50,7 +51,7 @@ type claimSeen struct {
 }
 
 func newScout() *scout {
-	return &scout{types: map[string]*typeClaims{}, seen: map[claimSeen]time.Time{}, kick: make(chan struct{}, 1)}
+	return &scout{types: map[string]*typeClaims{}, seen: map[claimSeen]time.Time{}, kick: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
 }
 
 func (s *scout) typ(name string) *typeClaims {
@@ -77,13 +78,29 @@ func (s *scout) next(typ string, hurry bool) <-chan struct{} {
 	}
 	first := !s.waitingLocked()
 	tc.waiting = append(tc.waiting, ch)
-	if hurry || first {
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+	switch {
+	case hurry:
+		notify(s.hurry)
+	case first:
+		notify(s.kick)
 	}
 	return ch
+}
+
+// drain takes the signal waiting on ch, if any.
+func drain(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
+}
+
+// notify sends on ch unless a signal waits there already.
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
 // made tells the scout that a loop made the claim it took (whatever the
@@ -113,12 +130,14 @@ func (s *scout) unused(typ string) {
 	s.mu.Unlock()
 }
 
-// wake allows n claims of typ: to the loops that wait, one each, and the
-// rest to the loops that come for them.
+// wake allows up to n claims of typ to the loops that wait, one each.
+// Unlike a look's, these are not kept for loops that come later: they are
+// for a task the scout cannot see pending (a claim that timed out), and
+// what wakes for one may wake for it again.
 func (s *scout) wake(typ string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.allowLocked(typ, n)
+	s.allowLocked(typ, min(n, len(s.typ(typ).waiting)))
 }
 
 func (s *scout) allowLocked(typ string, n int) {
@@ -241,8 +260,12 @@ func (b *Bridge) runScout(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-b.scout.kick:
+			case <-b.scout.hurry:
 			}
 		}
+		// This look answers what asked for one so far.
+		drain(b.scout.kick)
+		drain(b.scout.hurry)
 		madeBefore := b.scout.madeSoFar()
 		rows, err := b.api.ListTasks(ctx, taskmanager.TaskFilter{Status: taskmanager.StatusPending, Limit: scoutPage})
 		switch {
@@ -251,6 +274,19 @@ func (b *Bridge) runScout(ctx context.Context) {
 		case err != nil:
 			b.log.Debug("cannot list pending tasks: claiming every type", "err", err)
 			b.scout.wakeAll()
+			// As without a scout: each loop claims once per poll interval,
+			// at once again only after a claim that took a task. (Its
+			// loops' empty claims must not ask for the next look at once:
+			// a failing listing would make them claim in a tight loop.)
+			sleep(ctx, taskmanager.RetryAfter(err))
+			t := time.NewTimer(jitter(b.cfg.PollInterval))
+			select {
+			case <-ctx.Done():
+			case <-b.scout.hurry:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
 		default:
 			pending := map[string]int{}
 			for _, t := range rows {
@@ -279,11 +315,13 @@ func (b *Bridge) runScout(ctx context.Context) {
 			b.scout.wakeListed(pending, madeBefore)
 		}
 		// The next look: after the poll interval, or at once when a loop
-		// took the last claim allowed (more may be pending).
+		// begins to wait, or took the last claim allowed after a claim
+		// that took a task (more may be pending).
 		t := time.NewTimer(jitter(b.cfg.PollInterval))
 		select {
 		case <-ctx.Done():
 		case <-b.scout.kick:
+		case <-b.scout.hurry:
 		case <-t.C:
 		}
 		t.Stop()
