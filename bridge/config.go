@@ -262,7 +262,7 @@ func options() []option {
 		{key: "temporal::workflow_cache_size", flag: "workflow-cache-size", env: []string{"TEMPORAL_WORKFLOW_CACHE_SIZE"}, def: 200,
 			help: "runs the worker keeps in memory between their workflow tasks (the SDK's sticky cache, for the whole process); a run not kept is replayed from its history when it goes on: a few events for a task, so memory stays bounded with thousands in flight (set by Main; a program calling New sets it with worker.SetStickyWorkflowCacheSize)"},
 		{key: "temporal::search_attributes", flag: "search-attributes", env: []string{"TEMPORAL_SEARCH_ATTRIBUTES"}, def: true,
-			help: "set the `TaskType` and `TaskID` search attributes on each run where the namespace has them (`tmbridge setup`); `false` sets none: runs are then found by workflow id, and each start costs Temporal's visibility less (on the dev server, short tasks ran at 0.92–1.02 × plain Temporal's speed without them, 0.86–1.00 × with them: medians of three runs)"},
+			help: "set the `TaskType` and `TaskID` search attributes on each run where the namespace has them (`tmbridge setup`); `false` sets none: runs are then found by workflow id, and each start costs Temporal's visibility less (on the dev server, short tasks ran at 0.85–1.02 × plain Temporal's speed without them, 0.86–1.04 × with them: medians of four runs)"},
 		{key: "temporal::grpc_compression", flag: "grpc-compression", env: []string{"TEMPORAL_GRPC_COMPRESSION"}, def: "gzip",
 			help: "compression of requests to Temporal: `gzip` (the SDK's default) or `none`; with Temporal on the same host or network, `none` spares both sides compressing small messages (set by Main, check and setup; a program calling New dials its own client)"},
 		{key: "type_defaults",
