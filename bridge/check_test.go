@@ -359,6 +359,18 @@ types:
 	require.Contains(t, row(t, c, "handlers").Detail, `config: types.other.exec.exec.command: exec: "tmbridge-no-such-program": executable file not found in $PATH`)
 }
 
+// The bridge refuses such a config before it connects to anything: exit
+// 2, the type and the program named, whether Temporal answers or not.
+func TestRun_missing_exec_program_is_a_config_error(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "types:\n  py.wordcount: { exec: { command: [tmbridge-no-such-program, wc.py] } }\n")
+	var out, errOut bytes.Buffer
+	code := run([]string{"--config=" + file, "--log-format=json", "--api-url=http://127.0.0.1:1/api"}, []string{"TEMPORAL_ADDRESS=127.0.0.1:1"}, &out, &errOut, activities.NewRegistry())
+	require.Equal(t, 2, code, out.String()+errOut.String())
+	require.Contains(t, out.String()+errOut.String(), `config: types.py.wordcount.exec.command: exec: \"tmbridge-no-such-program\": executable file not found in $PATH`)
+	require.NotContains(t, out.String()+errOut.String(), "cannot connect to Temporal")
+}
+
 // An exec handler's program is looked for as a task would start it: in
 // PATH, or, with a path, relative to its dir.
 func TestRegistry_exec_program_must_be_there(t *testing.T) {

@@ -113,6 +113,12 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 		log.Warn(w)
 	}
 
+	// Handlers before any connection: a missing one (or an exec handler's
+	// program) is a config error whatever Temporal says. New checks again.
+	if _, err := cfg.Registry(reg); err != nil {
+		log.Error("cannot start", "err", err)
+		return 2
+	}
 	worker.SetStickyWorkflowCacheSize(cfg.Temporal.WorkflowCacheSize) // process-wide: before any worker
 	copts, err := temporalOptions(cfg, environ, log)
 	if err != nil {

@@ -37,6 +37,9 @@ func (c Config) TypeOptions(taskType string) workflows.TypeOptions {
 // exec handler's program is not found.
 func (c Config) Registry(reg *activities.Registry) (*activities.Registry, error) {
 	out := activities.NewRegistry()
+	if reg == nil {
+		reg = activities.NewRegistry() // the config's handlers only
+	}
 	for _, name := range reg.Names() {
 		h, _ := reg.Lookup(name)
 		out.MustAdd(name, h)
