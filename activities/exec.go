@@ -47,6 +47,9 @@ func (c *ExecConfig) Validate() error {
 // Program returns the program the command starts, as it would be found
 // when a task runs (in PATH, or relative to Dir), or why it cannot be.
 func (c *ExecConfig) Program() (string, error) {
+	if err := c.Validate(); err != nil {
+		return "", err
+	}
 	prog := c.Command[0]
 	if strings.ContainsRune(prog, filepath.Separator) && !filepath.IsAbs(prog) && c.Dir != "" {
 		prog = filepath.Join(c.Dir, prog)

@@ -388,6 +388,7 @@ func TestRegistry_exec_program_must_be_there(t *testing.T) {
 		{activities.ExecConfig{Command: []string{"./run.sh"}}, `types.t.exec.command: exec: "./run.sh": stat ./run.sh: no such file or directory`},
 		{activities.ExecConfig{Command: []string{"./data.txt"}, Dir: dir}, "permission denied"},
 		{activities.ExecConfig{Command: []string{"tmbridge-no-such-program"}}, "executable file not found in $PATH"},
+		{activities.ExecConfig{}, "exec.command: needs at least the program"}, // a Config built in code, not loaded
 	} {
 		cfg := Config{Types: map[string]TypeConfig{"t": {Exec: &tc.exec}}}
 		_, err := cfg.Registry(activities.NewRegistry())
