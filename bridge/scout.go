@@ -201,8 +201,8 @@ func (s *scout) waitingTypes() []string {
 	return names
 }
 
-// idle reports whether a loop waits for claims.
-func (s *scout) idle() bool {
+// anyWaiting reports whether a loop waits for claims.
+func (s *scout) anyWaiting() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.waitingLocked()
@@ -255,7 +255,7 @@ const scoutPage = 100
 // loop waits; its first look is at once.
 func (b *Bridge) runScout(ctx context.Context) {
 	for ctx.Err() == nil {
-		if !b.scout.idle() {
+		if !b.scout.anyWaiting() { // every loop is claiming: nothing to look for yet
 			select {
 			case <-ctx.Done():
 				return
