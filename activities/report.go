@@ -115,8 +115,24 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 // (ErrTypeClaimLost, ErrTypeNotClaimed, ErrTypeTaskNotFound,
 // ErrTypePayloadTooLarge, ErrTypeRejected) or retryable ones.
 func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (ReportOutput, error) {
+	return report(ctx, tm, in, true)
+}
+
+// ReportUnread posts in's outcome without ever reading the task: the
+// bridge uses it to fail a task whose answers it cannot decode. A post
+// TaskManager refuses as not claimed (or claimed by another) is final,
+// ErrTypeNotClaimed: the claim is over, or an earlier post of this
+// outcome landed, and the task cannot be read to tell which. in.ReadFirst
+// is ignored.
+func ReportUnread(ctx context.Context, tm *taskmanager.Client, in ReportInput) (ReportOutput, error) {
+	return report(ctx, tm, in, false)
+}
+
+// report applies the report rule; canRead false: no read, before the
+// post or after it.
+func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead bool) (ReportOutput, error) {
 	id := taskmanager.ID(in.TaskID)
-	if in.ReadFirst {
+	if canRead && in.ReadFirst {
 		task, err := tm.GetTask(ctx, id)
 		if err != nil {
 			return ReportOutput{}, readError(err, "read task before posting its outcome")
@@ -139,7 +155,7 @@ func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (Report
 	}
 	status, err := tm.Complete(ctx, id, comp)
 	switch {
-	case err == nil && in.ReadFirst:
+	case err == nil && canRead && in.ReadFirst:
 		// The claim was old or its post uncertain: TaskManager may have
 		// handed the task out again to this same worker id just before the
 		// post, which then ended that newer claim. Say which attempt the
@@ -152,6 +168,9 @@ func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (Report
 		return out, nil
 	case err == nil:
 		return ReportOutput{Status: status}, nil
+	case !canRead && (errors.Is(err, taskmanager.ErrNotClaimed) || errors.Is(err, taskmanager.ErrClaimedByOther)):
+		msg := fmt.Sprintf("task %s refused the outcome: its claim is over, or an earlier post of it landed (the task cannot be read to tell which)", in.TaskID)
+		return ReportOutput{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeNotClaimed, err)
 	case errors.Is(err, taskmanager.ErrNotClaimed), errors.Is(err, taskmanager.ErrClaimedByOther):
 		// Read back: an earlier post may have landed, or the claim moved.
 		task, rerr := tm.GetTask(ctx, id)

@@ -88,6 +88,26 @@ func TestReport_reads_first_and_posts_only_for_the_claim_that_holds_the_task(t *
 	require.Empty(t, tm.Completions(string(other.ID)), "nothing is posted for another claim")
 }
 
+// ReportUnread never reads the task (the bridge cannot decode it): a post
+// refused as not claimed, after an earlier one landed, is final, not a read
+// retried forever.
+func TestReportUnread_takes_not_claimed_as_final(t *testing.T) {
+	t.Parallel()
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k"})
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "k"})
+	require.NoError(t, err)
+	task := claimed(t, api, "test.a", map[string]any{"x": 1})
+	tm.InjectFault(devserver.Fault{Path: "/tasks/" + string(task.ID), Method: "GET", Status: 200, Body: `garbage`})
+	in := activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Error: "unreadable", ReadFirst: true}
+	_, err = activities.ReportUnread(context.Background(), api, in)
+	require.NoError(t, err, "posted without a read")
+	_, err = activities.ReportUnread(context.Background(), api, in)
+	require.True(t, activities.HasErrorType(err, activities.ErrTypeNotClaimed), "final: %v", err)
+	require.True(t, activities.IsPermanent(err))
+	require.Len(t, tm.Completions(string(task.ID)), 2)
+	require.True(t, tm.Completions(string(task.ID))[0].Accepted)
+}
+
 // A report scheduled while its claim was young runs only after the claim
 // timed out and this worker claimed the task again (the report waited in
 // the queue): it reads first, and posts nothing for the newer claim. Before,

@@ -604,6 +604,28 @@ func TestClaims_unreadable_claimed_task_is_failed(t *testing.T) {
 	require.Zero(t, bb.temporal.runCount(), "no run for a task the bridge cannot read")
 }
 
+// A task the bridge cannot read whose failure's answer is lost (a 502
+// after the write): the retry cannot read the task first, so it posts
+// again, and TaskManager's "not claimed" ends it. Before, every retry
+// read first, could not, and retried until the bridge stopped, holding
+// the task's max_in_flight slot.
+func TestClaims_unreadable_task_whose_failure_answer_is_lost_frees_its_place(t *testing.T) {
+	t.Parallel()
+	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, MaxAttempts: 1}, func(c *Config) { c.MaxInFlight = 1 })
+	bb.only("example.echo")
+	id := bb.create(t, "example.echo", map[string]any{"message": "unreadable"})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":` + id + `,"attempts":"many"}]}}`})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Status: http.StatusBadGateway, After: true, Count: 1})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return len(bb.tm.Completions(id)) > 0 }, eventually, 5*time.Millisecond)
+	require.True(t, bb.tm.Completions(id)[0].Accepted, "the failure landed")
+	other := bb.create(t, "example.echo", map[string]any{"message": "next"})
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+other)) == 1 }, eventually, 5*time.Millisecond,
+		"the unreadable task's place comes back: the next task is claimed and started")
+	require.Equal(t, "failed", bb.status(t, id).Status)
+}
+
 // 10. --max-runs counts claims: a loop whose type is empty while others
 // hold reservations waits instead of ending, and the bridge ends once
 // max_runs tasks were claimed and their runs closed.

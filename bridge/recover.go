@@ -412,7 +412,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 				tk.dropped()
 			default:
 				tk.fail()
-				b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error())
+				b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error(), false)
 			}
 			continue
 		case err != nil:

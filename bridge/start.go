@@ -77,7 +77,7 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 		case errors.As(err, &permanent):
 			tk.fail()
 			b.log.Warn("task cannot be started in Temporal: failing it in TaskManager", "task_id", string(task.ID), "task_type", t.Name, "err", err)
-			b.failTask(tk, task, permanent.Error())
+			b.failTask(tk, task, permanent.Error(), true)
 		case err != nil:
 			tk.dropped()
 			b.log.Warn("task claimed but its workflow could not be started before shutdown; the next start of this worker recovers it",
@@ -401,15 +401,21 @@ func (b *Bridge) probeTemporal() {
 // the report rule (read, then post only for this claim), retrying until
 // TaskManager has it or the bridge stops; then it drops the ticket. A
 // message TaskManager refuses (too large, invalid) is cut, then replaced
-// by a short one: the task must not stay claimed.
-func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string) {
+// by a short one: the task must not stay claimed. A task the bridge
+// cannot read (readable false) is never read: its post is retried until
+// it lands or TaskManager refuses it as no longer claimed.
+func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string, readable bool) {
+	report := activities.Report
+	if !readable {
+		report = activities.ReportUnread
+	}
 	b.starts.Add(1)
 	go func() {
 		defer b.starts.Done()
 		defer tk.dropped()
 		in := activities.ReportInput{TaskID: string(task.ID), WorkerID: b.cfg.WorkerID, Attempt: int(task.Attempts), Error: reason}
 		for failures := 1; b.bg.Err() == nil; failures++ {
-			out, err := activities.Report(b.bg, b.api, in)
+			out, err := report(b.bg, b.api, in)
 			in.ReadFirst = true // that post may have landed: read first from now on
 			switch {
 			case err == nil:
