@@ -231,15 +231,16 @@ func (t *ticket) dropped() {
 	t.end()
 }
 
-// adoptRun counts a run of this worker found open at start; it reports
-// whether the caller must watch it.
-func (a *admission) adoptRun(workflowID string) bool {
+// adoptRun counts a run of this worker found open at start, serving the
+// claim with attempts as its memo says (0: unknown); it reports whether
+// the caller must watch it.
+func (a *admission) adoptRun(workflowID string, attempts int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.open[workflowID]; ok {
 		return false
 	}
-	a.open[workflowID] = &open{gen: a.nextGen()}
+	a.open[workflowID] = &open{gen: a.nextGen(), attempts: attempts}
 	a.broadcast()
 	return true
 }
@@ -353,7 +354,7 @@ func (a *admission) onClose(workflowID string, fn func()) {
 }
 
 // attempts returns the newest claim of this worker noted for workflowID
-// (0: none noted, a run found at start).
+// (0: none noted, as for a run found at start whose memo said none).
 func (a *admission) attempts(workflowID string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -385,6 +386,21 @@ func (a *admission) tracked(workflowID string) bool {
 	defer a.mu.Unlock()
 	_, ok := a.open[workflowID]
 	return ok || a.starting[workflowID]
+}
+
+// covers reports whether the claim with attempts of workflowID has reached
+// this bridge: a claim of it is being started, or its open run has this
+// claim or a newer one. A newer claim of an open run (its answer lost, or
+// made by a process that died before signalling it) is not covered: the
+// sweep must signal it to the run.
+func (a *admission) covers(workflowID string, attempts int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.starting[workflowID] {
+		return true
+	}
+	o, ok := a.open[workflowID]
+	return ok && o.attempts >= attempts
 }
 
 // inFlight returns the tasks counted now: open runs and tickets.

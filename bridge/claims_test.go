@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
@@ -682,6 +683,64 @@ func TestClaims_reclaim_of_a_long_task_takes_no_second_slot(t *testing.T) {
 	require.Equal(t, 1, bb.b.adm.openRuns(), "one task, one run counted")
 	other := bb.create(t, "example.echo", map[string]any{"message": "fits"})
 	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+other)) == 1 }, eventually, 5*time.Millisecond, "the second slot is free")
+}
+
+// A long task's renewal claim lands but its answer is lost (a 502 after
+// the write): the sweep finds the newer claim of the open run and
+// signals it. Before, it skipped any claim of a workflow id with an open
+// run: the run never had the claim, its report met "claim lost", its
+// result was thrown away, and a later sweep ran the handler again.
+func TestSweep_signals_a_newer_claim_of_an_open_run(t *testing.T) {
+	t.Parallel()
+	clock := devserver.NewClock(time.Now())
+	bb := setupBridgeClock(t, clock, func(c *Config) { c.MaxInFlight = 2 })
+	bb.only("example.sleep")
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 && len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: http.StatusBadGateway, After: true, Count: 1})
+	clock.Add(301 * time.Second)        // the claim times out
+	bb.b.scout.wake("example.sleep", 1) // as renewAt does
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 1 && len(rs[0].signals) == 1
+	}, eventually, 5*time.Millisecond, "the claim whose answer was lost reaches the open run")
+	require.Equal(t, workflows.Claim{WorkerID: "w1", Attempts: 2}, bb.temporal.snapshot("task-" + id)[0].signals[0])
+	st := bb.status(t, id)
+	require.Equal(t, 2, int(st.Attempts))
+	require.Len(t, bb.temporal.snapshot("task-"+id), 1, "one run")
+	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 }, eventually, 5*time.Millisecond, "one task, one slot")
+}
+
+// A process of this worker claimed a long task again when its claim timed
+// out, then died before signalling the new claim to the open run: the
+// next process adopts the run (its memo names the first claim) and its
+// sweep signals the newer claim. Before, the sweep skipped any claim of a
+// run it counted.
+func TestSweep_signals_a_renewal_claim_left_by_a_crash(t *testing.T) {
+	t.Parallel()
+	clock := devserver.NewClock(time.Now())
+	bb := setupBridgeClock(t, clock, nil)
+	bb.only("example.sleep")
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	ctx := context.Background()
+	claim := taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID}
+	_, err := bb.api.Claim(ctx, claim)
+	require.NoError(t, err)
+	opts := client.StartWorkflowOptions{ID: "task-" + id, Memo: map[string]any{workflows.MemoWorkerID: "w1", workflows.MemoAttempt: 1}}
+	_, err = bb.temporal.ExecuteWorkflow(ctx, opts, workflows.TaskWorkflowName, workflows.TaskInput{Claim: workflows.Claim{WorkerID: "w1", Attempts: 1}})
+	require.NoError(t, err)
+	clock.Add(301 * time.Second) // the claim timed out: claimed again, then the process died
+	_, err = bb.api.Claim(ctx, claim)
+	require.NoError(t, err)
+	bb.serve(t)
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 1 && len(rs[0].signals) == 1
+	}, eventually, 5*time.Millisecond, "the newer claim reaches the adopted run")
+	require.Equal(t, workflows.Claim{WorkerID: "w1", Attempts: 2}, bb.temporal.snapshot("task-" + id)[0].signals[0])
+	require.Equal(t, 2, bb.b.adm.attempts("task-"+id))
+	require.Equal(t, 1, bb.b.adm.inFlight())
 }
 
 // A task running longer than TaskManager's claim timeout is claimed again

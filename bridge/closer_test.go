@@ -25,7 +25,7 @@ func TestCloser_lists_only_its_open_runs(t *testing.T) {
 		ft.openRun(id)
 	}
 	for _, id := range []string{"task-1", "task-2", "task-'3"} {
-		require.True(t, b.adm.adoptRun(id))
+		require.True(t, b.adm.adoptRun(id, 0))
 	}
 	for _, id := range []string{"task-2", "task-'3", "other-1"} {
 		ft.close(id)
@@ -58,7 +58,7 @@ func TestCloser_lists_many_open_runs_in_one_call(t *testing.T) {
 	for i := range n {
 		id := "task-" + strconv.Itoa(i)
 		ft.openRun(id)
-		b.adm.adoptRun(id)
+		b.adm.adoptRun(id, 0)
 		if i%2 == 0 {
 			ft.close(id)
 		}
@@ -80,7 +80,7 @@ func TestCloser_names_no_more_than_a_bounded_query(t *testing.T) {
 	for i := range closerListBytes / 200 {
 		id := "task-" + long + strconv.Itoa(i)
 		ft.openRun(id)
-		b.adm.adoptRun(id)
+		b.adm.adoptRun(id, 0)
 	}
 	named, err := b.closedSince(context.Background(), time.Now().Add(-time.Minute))
 	require.NoError(t, err)
@@ -97,7 +97,7 @@ func TestCloser_visibility_refusing_named_lists(t *testing.T) {
 	b, ft := bb.b, bb.temporal
 	ft.refuseNamedLists = true
 	ft.openRun("task-1")
-	b.adm.adoptRun("task-1")
+	b.adm.adoptRun("task-1", 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go b.closer(ctx)

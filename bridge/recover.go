@@ -113,14 +113,21 @@ func (b *Bridge) recoverRuns(ctx context.Context) {
 		}
 		for _, ex := range resp.Executions {
 			var worker string
+			var attempt int
+			dc := converter.GetDefaultDataConverter()
 			if p := ex.GetMemo().GetFields()[workflows.MemoWorkerID]; p != nil {
-				_ = converter.GetDefaultDataConverter().FromPayload(p, &worker)
+				_ = dc.FromPayload(p, &worker)
+			}
+			if p := ex.GetMemo().GetFields()[workflows.MemoAttempt]; p != nil {
+				_ = dc.FromPayload(p, &attempt)
 			}
 			if worker != b.cfg.WorkerID {
 				continue
 			}
 			found++
-			if id := ex.GetExecution().GetWorkflowId(); b.adm.adoptRun(id) {
+			// The memo's claim is the newest that reached the run, as far as
+			// visibility knows: a newer one the sweep finds is signalled.
+			if id := ex.GetExecution().GetWorkflowId(); b.adm.adoptRun(id, attempt) {
 				b.watchRun(id)
 			}
 		}
@@ -371,8 +378,8 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 	var unread []string
 	for _, row := range mine {
 		id := b.WorkflowID(row.ID)
-		if b.adm.tracked(id) {
-			continue
+		if b.adm.covers(id, int(row.Attempts)) {
+			continue // started, or its run has it
 		}
 		t, ok := served[row.Type]
 		if !ok {
@@ -384,6 +391,9 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 		var e *taskmanager.Error
 		switch {
 		case err != nil && errors.As(err, &e) && e.Status >= 200 && e.Status < 300:
+			if b.adm.tracked(id) {
+				continue // a newer claim of an open run: its run reads the task, and answers for it
+			}
 			st := undecodable[row.ID]
 			if st == nil {
 				st = &strikes{first: time.Now()}
@@ -420,13 +430,13 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 			continue
 		}
 		delete(undecodable, row.ID)
-		if task.Status != taskmanager.StatusClaimed || task.ClaimedBy != b.cfg.WorkerID || b.adm.tracked(id) {
+		if task.Status != taskmanager.StatusClaimed || task.ClaimedBy != b.cfg.WorkerID || b.adm.covers(id, int(task.Attempts)) {
 			continue // it moved on since the list
 		}
 		if task.Type == "" {
 			task.Type = row.Type
 		}
-		b.log.Info("found a claim of this worker with no run: starting it", "task_id", string(task.ID), "attempts", int(task.Attempts))
+		b.log.Info("found a claim of this worker that no run has: starting it (or signalling it to the task's open run)", "task_id", string(task.ID), "attempts", int(task.Attempts))
 		b.startTask(b.ticketFor(t.Name, id), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
 	}
 	if len(unread) > 0 {
