@@ -743,6 +743,28 @@ func TestSweep_signals_a_renewal_claim_left_by_a_crash(t *testing.T) {
 	require.Equal(t, 1, bb.b.adm.inFlight())
 }
 
+// A run that closed without reporting (terminated in Temporal Web) leaves
+// its task claimed by this worker: once the claim timed out, this bridge
+// claims the task again and a new run serves it, as another worker
+// would. Before, the sweep dropped it and the scout woke only for other
+// workers' claims: with one bridge the task stayed claimed for good.
+func TestSweep_task_of_a_terminated_run_is_claimed_again(t *testing.T) {
+	t.Parallel()
+	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, ClaimTimeout: time.Second}, func(c *Config) { c.ClaimTimeout = time.Second })
+	bb.only("example.sleep")
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+	bb.temporal.close("task-" + id) // terminated
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 2
+	}, eventually, 5*time.Millisecond, "a new run for a new claim")
+	st := bb.status(t, id)
+	require.Equal(t, "w1", st.ClaimedBy)
+	require.Equal(t, st.Attempts, bb.temporal.snapshot("task-" + id)[1].input.Claim.Attempts)
+}
+
 // A task running longer than TaskManager's claim timeout is claimed again
 // by this bridge, on its own (renewAt), against PHP that stores claimed_at
 // in whole seconds: the new claim reaches the open run. Before, the one

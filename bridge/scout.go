@@ -23,12 +23,15 @@ import (
 // A claim that timed out on another worker is claimable too, but a
 // listing does not say when a task was claimed: the sweeper's listing of
 // claimed tasks (once a minute) notes when it first saw each claim, and a
-// claim seen for claim_timeout wakes its type. If listing fails, every
+// claim seen for claim_timeout wakes its type. So does a claim of this
+// worker that no run of this bridge holds (its run closed without
+// reporting: terminated in Temporal Web); the claims of its open runs it
+// renews itself (renewAt). If listing fails, every
 // waiting loop is woken: the bridge claims as it would without a scout.
 type scout struct {
 	mu    sync.Mutex
 	types map[string]*typeClaims  // by type name
-	seen  map[claimSeen]time.Time // other workers' claims, when first listed
+	seen  map[claimSeen]time.Time // claims no run of this bridge holds, when first listed
 	kick  chan struct{}           // a loop began to wait: the scout looks, then every poll interval
 	hurry chan struct{}           // a loop took the last claim allowed after one that took a task: look now
 }
@@ -217,15 +220,16 @@ func (s *scout) waitingLocked() bool {
 	return false
 }
 
-// noteClaims takes the claimed tasks listed by a sweep: a claim of
-// another worker listed for longer than timeout has expired, and its type
-// is woken to claim it.
-func (s *scout) noteClaims(rows []taskmanager.Task, self string, timeout time.Duration, now time.Time) {
+// noteClaims takes the claimed tasks listed by a sweep: a claim listed
+// for longer than timeout has expired, and its type is woken to claim it.
+// Claims that held reports are left out: this bridge's own claims that
+// a run of it holds (renewAt renews those).
+func (s *scout) noteClaims(rows []taskmanager.Task, held func(taskmanager.Task) bool, timeout time.Duration, now time.Time) {
 	s.mu.Lock()
 	listed := map[claimSeen]bool{}
 	var expired []string
 	for _, t := range rows {
-		if t.ClaimedBy == self {
+		if held(t) {
 			continue
 		}
 		k := claimSeen{t.ID, int64(t.Attempts)}
