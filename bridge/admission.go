@@ -337,13 +337,15 @@ func (a *admission) oldestClaim() time.Time {
 	return oldest
 }
 
-// onClose sets what to do once workflowID's run is no longer counted (it
-// replaces what was set before, which is done at once).
-func (a *admission) onClose(workflowID string, fn func()) {
+// onClose sets what the claim with attempts does once workflowID's run is
+// no longer counted (it replaces what was set before, which is done at
+// once). It is done at once instead when the run is not counted, or a
+// newer claim reached it (whose own onClose counts).
+func (a *admission) onClose(workflowID string, attempts int, fn func()) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o, ok := a.open[workflowID]
-	if !ok {
+	if !ok || o.attempts > attempts {
 		fn()
 		return
 	}

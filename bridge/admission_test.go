@@ -128,6 +128,31 @@ func TestAdmission_newer_claim_landed_before_its_signal_answered(t *testing.T) {
 // A watch that read the generation of a run whose slot came back (its
 // outcome landed) never frees the entry of the task's next run: generations
 // are never handed out twice. Each run stops being counted once.
+// Two starts of one task under way at once (the first one slow past the
+// claim timeout, the task claimed again): when the older claim's start
+// ends last, its renewal must not replace the newer claim's. Before, it
+// did: the older claim's timer fired at once, spent its tries, and the
+// newer claim was never renewed.
+func TestAdmission_older_claim_does_not_replace_the_newer_ones_renewal(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(2, 0)
+	ctx := context.Background()
+	older, err := a.reserve(ctx)
+	require.NoError(t, err)
+	older.claim("wf-1")
+	newer, err := a.reserve(ctx)
+	require.NoError(t, err)
+	newer.claim("wf-1")
+	var stopped []string
+	require.True(t, newer.opened("wf-1", 2, time.Now()))
+	a.onClose("wf-1", 2, func() { stopped = append(stopped, "newer") })
+	require.False(t, older.opened("wf-1", 1, time.Now().Add(-time.Hour)))
+	a.onClose("wf-1", 1, func() { stopped = append(stopped, "older") })
+	require.Equal(t, []string{"older"}, stopped, "the older claim's timer is stopped at once; the newer one's runs on")
+	require.True(t, a.reportLanded("wf-1", 2))
+	require.Equal(t, []string{"older", "newer"}, stopped)
+}
+
 func TestAdmission_generations_are_never_reused(t *testing.T) {
 	t.Parallel()
 	a := newAdmission(2, 0)

@@ -90,23 +90,23 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 			if tk.opened(id, int(task.Attempts), cmp.Or(claimedAt, time.Now())) {
 				b.watchRun(id)
 			}
-			b.renewAt(id, t.Name, claimedAt)
+			b.renewAt(id, t.Name, claimedAt, int(task.Attempts))
 		}
 	}()
 }
 
-// renewAt wakes the claim loop of typ when the claim made at claimedAt
-// times out while its run is still open: TaskManager hands the task out
-// again, and this bridge claims it first (the new claim goes to the open
-// run, as any claim of a running task does), rather than another worker.
-// It wakes the loop renewMargin after the timeout, then again every
-// renewEvery, renewTries times, until a newer claim of this worker reached
-// the run (that claim arms its own timer) or the run closed.
-func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time) {
+// renewAt wakes the claim loop of typ when the claim with attempts made at
+// claimedAt times out while its run is still open: TaskManager hands the
+// task out again, and this bridge claims it first (the new claim goes to
+// the open run, as any claim of a running task does), rather than another
+// worker. It wakes the loop renewMargin after the timeout, then again
+// every renewEvery, renewTries times, until a newer claim of this worker
+// reached the run (that claim arms its own timer) or the run closed. An
+// older claim whose start ended after a newer one's arms nothing.
+func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time, attempts int) {
 	if claimedAt.IsZero() {
 		return
 	}
-	attempts := b.adm.attempts(workflowID)
 	var tries atomic.Int32
 	var timer *time.Timer
 	// Armed once timer is set: the callback may run at once (a start that
@@ -121,7 +121,7 @@ func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time) {
 		}
 	})
 	timer.Reset(time.Until(claimedAt.Add(b.cfg.ClaimTimeout)) + renewMargin)
-	b.adm.onClose(workflowID, func() { timer.Stop() }) // no timer outlives its run
+	b.adm.onClose(workflowID, attempts, func() { timer.Stop() }) // no timer outlives its run or its claim
 }
 
 // Renewal timing. PHP stores claimed_at in whole seconds and hands a task
