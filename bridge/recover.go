@@ -370,7 +370,9 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 	b.claiming.Unlock()
 	if err == nil {
 		// Claims that timed out elsewhere, or here with no run to renew them.
-		held := func(t taskmanager.Task) bool { return t.ClaimedBy == b.cfg.WorkerID && b.adm.tracked(b.WorkflowID(t.ID)) }
+		held := func(t taskmanager.Task) bool {
+			return t.ClaimedBy == b.cfg.WorkerID && b.adm.tracked(b.WorkflowID(t.ID))
+		}
 		b.scout.noteClaims(all, held, b.cfg.ClaimTimeout, time.Now())
 	}
 	b.log.Debug("sweep: listed this worker's claims", "claims", len(mine), "err", err)
