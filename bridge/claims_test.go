@@ -627,6 +627,53 @@ func TestClaims_unreadable_task_whose_failure_answer_is_lost_frees_its_place(t *
 	require.Equal(t, "failed", bb.status(t, id).Status)
 }
 
+// A claim of this worker (its answer lost, or a process that died) whose
+// task row has a field of an odd kind, in every listing and in its read:
+// the listings still list it (by its id, type and claim), the sweep finds
+// the claim and fails the task, and the next task is claimed. Before,
+// every listing that held the row failed: the sweep never found the
+// claim, and the task stayed claimed.
+func TestClaims_task_row_with_an_odd_field_is_failed_not_left_claimed(t *testing.T) {
+	t.Parallel()
+	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, MaxAttempts: 1}, func(c *Config) { c.MaxInFlight = 1 })
+	bb.only("example.echo")
+	id := bb.create(t, "example.echo", map[string]any{"message": "odd"})
+	_, err := bb.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID})
+	require.NoError(t, err)
+	row := `{"id":` + id + `,"type":"example.echo","status":"claimed","claimed_by":"w1","attempts":1,"params":{"message":"odd"},"priority":"high"}`
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks", Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[` + row + `]}}`})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[` + row + `]}}`})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return len(bb.tm.Completions(id)) > 0 }, eventually, 5*time.Millisecond)
+	first := bb.tm.Completions(id)[0]
+	require.True(t, first.Accepted && !first.Success, "failed in TaskManager")
+	require.Contains(t, first.Error, "cannot read this task from TaskManager")
+	other := bb.create(t, "example.echo", map[string]any{"message": "next"})
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+other)) == 1 }, eventually, 5*time.Millisecond, "its place came back")
+}
+
+// A timestamp TaskManager sends as a Unix number does not make a task
+// unreadable (the bridge only shows it): a claim of this worker with such
+// rows is found by the sweep and run. Before, no listing or read of it
+// could be decoded, and the task stayed claimed.
+func TestClaims_unix_timestamps_are_read(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	id := bb.create(t, "example.echo", map[string]any{"message": "unix"})
+	_, err := bb.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID})
+	require.NoError(t, err)
+	row := `{"id":` + id + `,"type":"example.echo","status":"claimed","claimed_by":"w1","attempts":1,"params":{"message":"unix"},"created_at":1700000000,"claimed_at":1700000001}`
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks", Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[` + row + `]}}`})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[` + row + `]}}`})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+	run := bb.temporal.snapshot("task-" + id)[0]
+	require.Equal(t, "w1", run.input.Claim.WorkerID)
+	require.Equal(t, 1, run.input.Claim.Attempts)
+	require.Empty(t, bb.tm.Completions(id))
+}
+
 // 10. --max-runs counts claims: a loop whose type is empty while others
 // hold reservations waits instead of ending, and the bridge ends once
 // max_runs tasks were claimed and their runs closed.

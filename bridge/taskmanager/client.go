@@ -191,7 +191,7 @@ func (c *Client) ListTasks(ctx context.Context, f TaskFilter) ([]Task, error) {
 	if f.Offset > 0 {
 		q.Set("offset", strconv.Itoa(f.Offset))
 	}
-	var ts []Task
+	var ts taskRows
 	err := c.call(ctx, call{op: "list tasks", endpoint: "list_tasks", method: http.MethodGet, path: "/tasks", query: q, listKeys: []string{"tasks", "items"}}, &ts)
 	return ts, err
 }

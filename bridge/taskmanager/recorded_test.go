@@ -335,6 +335,35 @@ func TestID_marshals_integers_as_numbers(t *testing.T) {
 	require.Error(t, json.Unmarshal([]byte(`{"x":1}`), &id))
 }
 
+// A timestamp sent as a Unix number is read (the bridge only shows it);
+// a row that cannot be read in full is listed by what identifies it, so
+// that it hides no other row; a row without even an id fails the listing.
+// Before, one such row failed every listing that held it: the sweep
+// never found this worker's lost claims, and the task was never failed.
+func TestListTasks_odd_row_hides_no_other(t *testing.T) {
+	t.Parallel()
+	c, _ := recorded(t, 200, `{"success":true,"data":{"items":[
+		{"id":1,"type":"a","status":"claimed","claimed_by":"w1","attempts":1,"created_at":1700000000,"claimed_at":null,"dedupe_key":7},
+		{"id":2,"type":"a","status":"claimed","claimed_by":"w1","attempts":"2","priority":"high"},
+		{"id":3,"type":"b","status":"pending","attempts":0}]}}`)
+	ts, err := c.ListTasks(context.Background(), TaskFilter{Status: StatusClaimed})
+	require.NoError(t, err)
+	require.Len(t, ts, 3)
+	require.Equal(t, Text("1700000000"), ts[0].CreatedAt)
+	require.Equal(t, Text("7"), ts[0].DedupeKey)
+	require.Equal(t, Task{ID: "2", Type: "a", Status: StatusClaimed, ClaimedBy: "w1", Attempts: 2}, ts[1], "kept by what identifies it")
+	require.Equal(t, ID("3"), ts[2].ID)
+
+	c, _ = recorded(t, 200, `{"success":true,"data":{"items":[{"id":1,"type":"a"},{"id":[2],"priority":"high"}]}}`)
+	_, err = c.ListTasks(context.Background(), TaskFilter{})
+	require.ErrorIs(t, err, ErrTransient)
+	require.Contains(t, err.Error(), "row 1")
+
+	c, _ = recorded(t, 200, `{"success":true,"data":{"id":1,"type":"a","params":{},"created_at":{"date":"x"}}}`)
+	_, err = c.GetTask(context.Background(), "1")
+	require.Error(t, err, "a timestamp that is an object is not read")
+}
+
 // FuzzDecode feeds arbitrary answers to every decoding path: none may panic,
 // and a decoded task must have an id.
 func FuzzDecode(f *testing.F) {
@@ -360,6 +389,10 @@ func FuzzDecode(f *testing.F) {
 		}
 		var types []TaskType
 		_ = decodeData(env.Data, call{listKeys: []string{"task_types", "items"}}, &types)
+		var rows taskRows
+		if decodeData(env.Data, call{listKeys: []string{"tasks", "items"}}, &rows) == nil {
+			_, _ = json.Marshal(rows)
+		}
 		var h Health
 		_ = decodeData(env.Data, call{}, &h)
 		for _, status := range []int{400, 401, 403, 404, 413, 500} {

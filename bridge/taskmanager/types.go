@@ -87,6 +87,36 @@ func (n *Int) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Text is a string the bridge only shows, never acts on (a timestamp, a
+// dedupe key): a deployment may send it as a string, a number (a Unix
+// time) or a boolean, which are kept as their JSON text; null is empty.
+// One such field of an unexpected kind must not make a whole task row
+// unreadable.
+type Text string
+
+// UnmarshalJSON accepts a JSON string, number, boolean or null.
+func (t *Text) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0 || string(b) == "null":
+		*t = ""
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*t = Text(s)
+	case b[0] == '{' || b[0] == '[':
+		return fmt.Errorf("want a string, got %s", jsonKind(b))
+	default:
+		if !json.Valid(b) {
+			return fmt.Errorf("want a string, got %s", jsonKind(b))
+		}
+		*t = Text(b)
+	}
+	return nil
+}
+
 // Flag is a boolean that may arrive as true/false, 1/0 or "1"/"0".
 type Flag bool
 
@@ -165,10 +195,45 @@ type Task struct {
 	Priority    Int    `json:"priority"`
 	ClaimedBy   string `json:"claimed_by,omitempty"`
 	Progress    Int    `json:"progress,omitempty"`
-	DedupeKey   string `json:"dedupe_key,omitempty"`
-	CreatedAt   string `json:"created_at,omitempty"`
-	ClaimedAt   string `json:"claimed_at,omitempty"`
-	CompletedAt string `json:"completed_at,omitempty"`
+	DedupeKey   Text   `json:"dedupe_key,omitempty"`
+	CreatedAt   Text   `json:"created_at,omitempty"`
+	ClaimedAt   Text   `json:"claimed_at,omitempty"`
+	CompletedAt Text   `json:"completed_at,omitempty"`
+}
+
+// taskRows is a listing's rows. A row that cannot be read in full is kept
+// by what identifies it (id, type, status, claimed_by, attempts): one odd
+// row must not hide the others from the scout and the sweep, and reading
+// that task alone (GetTask) fails the same way, which the sweep handles (it
+// fails such a task of its worker in TaskManager).
+type taskRows []Task
+
+// UnmarshalJSON decodes a list of rows, each on its own.
+func (rs *taskRows) UnmarshalJSON(b []byte) error {
+	var raws []json.RawMessage
+	if err := json.Unmarshal(b, &raws); err != nil {
+		return err
+	}
+	out := make(taskRows, 0, len(raws))
+	for i, raw := range raws {
+		var t Task
+		if err := json.Unmarshal(raw, &t); err != nil {
+			var key struct {
+				ID        ID     `json:"id"`
+				Type      string `json:"type"`
+				Status    string `json:"status"`
+				ClaimedBy string `json:"claimed_by"`
+				Attempts  Int    `json:"attempts"`
+			}
+			if json.Unmarshal(raw, &key) != nil || key.ID == "" {
+				return fmt.Errorf("row %d: %w", i, err)
+			}
+			t = Task{ID: key.ID, Type: key.Type, Status: key.Status, ClaimedBy: key.ClaimedBy, Attempts: key.Attempts}
+		}
+		out = append(out, t)
+	}
+	*rs = out
+	return nil
 }
 
 // TaskType is a registered task type.
