@@ -518,8 +518,8 @@ func decode(k *koanf.Koanf) (Config, error) {
 	var cfg Config
 	raw := k.Raw()
 	var typesRaw, defsRaw any
-	for key, v := range raw { // keys match ignoring case, as mapstructure's do
-		switch strings.ToLower(key) {
+	for key, v := range raw { // keys are lower case (unknownKeys refuses others)
+		switch key {
 		case "types":
 			typesRaw = v
 			delete(raw, key)
@@ -539,7 +539,7 @@ func decode(k *koanf.Koanf) (Config, error) {
 	defs, _ := asMap(defsRaw)
 	defs = maps.Clone(defs)
 	for key := range defs { // exec and http are a type's own (an error in type_defaults)
-		if k := strings.ToLower(key); k == "exec" || k == "http" {
+		if key == "exec" || key == "http" {
 			delete(defs, key)
 		}
 	}
@@ -583,8 +583,10 @@ func decodeAt(path string, data, out any) []error {
 }
 
 // unknownKeys reports each key of data that names no field of t (by its
-// koanf tag, as mapstructure matches it: ignoring case), with the nearest
-// valid key at that path.
+// koanf tag), with the nearest valid key at that path. A key in another
+// case (API_URL) is refused too: mapstructure would match it, but beside
+// the default of the lower-case key, which koanf keeps apart, the default
+// would win, and the key be ignored without a word.
 func unknownKeys(path string, data any, t reflect.Type, errs *[]keyError) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -597,9 +599,13 @@ func unknownKeys(path string, data any, t reflect.Type, errs *[]keyError) {
 		}
 		fields := koanfFields(t)
 		for _, key := range sortedKeys(m) {
-			i := slices.IndexFunc(fields, func(f koanfField) bool { return strings.EqualFold(f.key, key) })
+			i := slices.IndexFunc(fields, func(f koanfField) bool { return f.key == key })
 			if i < 0 {
-				*errs = append(*errs, keyError{joinPath(path, key), unknownKeyMessage(key, t, fields)})
+				msg := unknownKeyMessage(key, t, fields)
+				if j := slices.IndexFunc(fields, func(f koanfField) bool { return strings.EqualFold(f.key, key) }); j >= 0 {
+					msg = fmt.Sprintf("unknown key: keys are written in lower case (%s)", fields[j].key)
+				}
+				*errs = append(*errs, keyError{joinPath(path, key), msg})
 				continue
 			}
 			unknownKeys(joinPath(path, key), m[key], fields[i].typ, errs)
@@ -686,7 +692,8 @@ func decodeErrors(path string, err error, errs *[]keyError) {
 			decodeErrors(path, inner, errs) // nested names are full paths already
 			return
 		}
-		*errs = append(*errs, keyError{joinPath(path, e.Name()), decodeMessage(inner)})
+		at := joinPath(path, e.Name())
+		*errs = append(*errs, keyError{at, decodeMessage(inner, secretPath(at))})
 	case interface{ Unwrap() []error }:
 		for _, sub := range e.Unwrap() {
 			decodeErrors(path, sub, errs)
@@ -703,15 +710,20 @@ func decodeErrors(path string, err error, errs *[]keyError) {
 	}
 }
 
-// decodeMessage says what is wrong with a value in the config's words.
-func decodeMessage(err error) string {
+// decodeMessage says what is wrong with a value in the config's words;
+// the value of a secret key is described, never shown.
+func decodeMessage(err error, secret bool) string {
+	describe := describeValue
+	if secret {
+		describe = describeSecret
+	}
 	var pe *mapstructure.ParseError
 	var ue *mapstructure.UnconvertibleTypeError
 	switch {
 	case errors.As(err, &pe):
-		return fmt.Sprintf("want %s, got %s", describeType(pe.Expected.Type()), describeValue(pe.Value))
+		return fmt.Sprintf("want %s, got %s", describeType(pe.Expected.Type()), describe(pe.Value))
 	case errors.As(err, &ue):
-		return fmt.Sprintf("want %s, got %s", describeType(ue.Expected.Type()), describeValue(ue.Value))
+		return fmt.Sprintf("want %s, got %s", describeType(ue.Expected.Type()), describe(ue.Value))
 	}
 	msg := err.Error()
 	for prefix, want := range map[string]string{
@@ -766,6 +778,30 @@ func describeType(t reflect.Type) string {
 		return "a map of keys to values"
 	}
 	return t.String()
+}
+
+// secretPath reports whether the config key at path may hold a secret
+// (an API key, a header's value, a program's environment): its value is
+// never shown in an error, which goes to the logs.
+func secretPath(path string) bool {
+	for _, seg := range strings.FieldsFunc(strings.ToLower(path), func(r rune) bool { return r == '.' || r == '[' }) {
+		if seg == "headers" || seg == "env" || strings.Contains(seg, "key") ||
+			strings.Contains(seg, "secret") || strings.Contains(seg, "token") || strings.Contains(seg, "password") {
+			return true
+		}
+	}
+	return false
+}
+
+// describeSecret is describeValue for a secret key's value: its kind only.
+func describeSecret(v any) string {
+	if s, ok := v.(string); ok {
+		return fmt.Sprintf("a string (%d characters)", len([]rune(s)))
+	}
+	if v == nil {
+		return "nothing"
+	}
+	return describeKind(reflect.ValueOf(v).Kind().String())
 }
 
 // describeValue shows a scalar (shortened) and only the kind of a map or

@@ -136,6 +136,49 @@ func TestLoad_reference_worker_env(t *testing.T) {
 	require.True(t, cfg.Debug)
 }
 
+// A key in another case than the documented one is an error. Before, it
+// was ignored without a word: koanf kept it beside the lower-case key's
+// default, which mapstructure took.
+func TestLoad_keys_in_another_case_are_refused(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "API_URL: https://tm.example/api\nPoll_Interval: 7s\nTemporal: { Task_Queue: custom }\n"+
+		"type_defaults: { start_to_close_timeout: 2m }\ntypes:\n  example.echo:\n    Start_To_Close_Timeout: 7s\n")
+	_, err := Load([]string{"--config=" + file}, nil, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{
+		"API_URL: unknown key: keys are written in lower case (api_url)",
+		"Poll_Interval: unknown key: keys are written in lower case (poll_interval)",
+		"Temporal: unknown key: keys are written in lower case (temporal)",
+		"types.example.echo.Start_To_Close_Timeout: unknown key: keys are written in lower case (start_to_close_timeout)",
+	} {
+		require.Contains(t, err.Error(), want)
+	}
+	file = writeFile(t, "Types:\n  example.echo: { local: true }\n")
+	_, err = Load([]string{"--config=" + file}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "Types: unknown key: keys are written in lower case (types)")
+}
+
+// A secret key's value of the wrong kind is described in the error (which
+// goes to the logs), never shown. Before, a header written as one string
+// was quoted: want a map of keys to values, got "Authorization: Bearer …".
+func TestLoad_errors_do_not_show_secret_values(t *testing.T) {
+	t.Parallel()
+	for _, file := range []string{
+		"types:\n  a.b:\n    http:\n      url: https://x.example/h\n      headers: \"Authorization: Bearer s3cr3tT0ken\"\n",
+		"types:\n  a.b:\n    http:\n      url: https://x.example/h\n      headers: { Authorization: [s3cr3tT0ken] }\n",
+		"types:\n  a.b:\n    exec:\n      command: [echo]\n      env: [[TOKEN=s3cr3tT0ken]]\n",
+		"types:\n  a.b:\n    exec:\n      command: [echo]\n      env: [{ TOKEN: s3cr3tT0ken }]\n",
+		"api_key: [s3cr3tT0ken]\n",
+		"api_key: { k: s3cr3tT0ken }\n",
+	} {
+		_, err := Load([]string{"--config=" + writeFile(t, file)}, nil, &bytes.Buffer{})
+		require.Error(t, err, file)
+		require.NotContains(t, err.Error(), "s3cr3t", file)
+	}
+	_, err := Load([]string{"--config=" + writeFile(t, "poll_interval: ten seconds\n")}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, `"ten seconds"`, "other values are still shown")
+}
+
 func TestLoad_api_key_file(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "key")
