@@ -218,7 +218,7 @@ func options() []option {
 		{key: "api_key", env: []string{"TASKMANAGER_API_KEY"}, def: "",
 			help: "TaskManager API key, sent as `X-API-Key`; from the env, the config file or `api_key_file`, never a flag; never logged"},
 		{key: "api_key_file", flag: "api-key-file", env: []string{"TASKMANAGER_API_KEY_FILE"}, def: "",
-			help: "file holding the TaskManager API key"},
+			help: "file holding the TaskManager API key (not with `api_key`)"},
 		{key: "api_timeout", flag: "api-timeout", env: []string{"TASKMANAGER_API_TIMEOUT"}, def: 30 * time.Second,
 			help: "bound on each TaskManager call"},
 		{key: "worker_id", flag: "worker-id", env: []string{"WORKER_ID"}, def: "tmbridge-" + host, doc: "`tmbridge-<hostname>`",
@@ -919,6 +919,12 @@ func (c *Config) finish() error {
 	c.TaskTypeIDs = compact(c.TaskTypeIDs)
 	c.TaskTypes = compact(c.TaskTypes)
 	if c.APIKeyFile != "" {
+		if c.APIKey.Reveal() != "" {
+			// Each may come from another layer (the file, the env): which
+			// one wins would be a guess, and a key rotated through one of
+			// them would be ignored without a word.
+			return errors.New("config: api_key and api_key_file are both set (TASKMANAGER_API_KEY and TASKMANAGER_API_KEY_FILE, or the config file): set one")
+		}
 		key, err := readKeyFile(c.APIKeyFile)
 		if err != nil {
 			return fmt.Errorf("config: api_key_file: %w", err)

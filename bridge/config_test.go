@@ -187,6 +187,21 @@ func TestLoad_api_key_file(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "from-file-key", cfg.APIKey.Reveal())
 	require.Equal(t, "[redacted]", cfg.APIKey.String())
+
+	// Both set, in whatever layers: an error, not a silent pick. Before,
+	// the file's key won over TASKMANAGER_API_KEY, against the documented
+	// order (file < env < flags).
+	for _, c := range []struct {
+		args, env []string
+	}{
+		{args: []string{"--api-key-file=" + path}, env: []string{"TASKMANAGER_API_KEY=from-env-key"}},
+		{args: []string{"--config=" + writeFile(t, "api_key_file: "+path+"\n")}, env: []string{"TASKMANAGER_API_KEY=from-env-key"}},
+		{args: []string{"--config=" + writeFile(t, "api_key: from-file\n")}, env: []string{"TASKMANAGER_API_KEY_FILE=" + path}},
+	} {
+		_, err := Load(c.args, c.env, &bytes.Buffer{})
+		require.ErrorContains(t, err, "api_key and api_key_file are both set")
+		require.NotContains(t, err.Error(), "from-")
+	}
 }
 
 func TestLoad_types_merge_over_defaults(t *testing.T) {
