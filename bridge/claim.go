@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -63,8 +64,14 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		cancelClaim()
 		b.metrics.claimDuration.WithLabelValues(t.Name).Observe(time.Since(claimedAt).Seconds())
 		if err == nil {
-			if task.Type == "" {
-				task.Type = t.Name // the answer left it out; we claimed for this type
+			if task.Type != t.Name {
+				// The answer left it out, or names another type (a broken
+				// server): the task was claimed by t's id and runs t's
+				// handler, so it is t's in history, memo and metrics.
+				if task.Type != "" {
+					log.Warn("the claim's answer names another task type: the task runs as the type claimed", "task_id", string(task.ID), "answer_type", fmt.Sprintf("%.64q", task.Type))
+				}
+				task.Type = t.Name
 			}
 			tk.claim(b.WorkflowID(task.ID))
 		} else if errors.Is(err, taskmanager.ErrTransient) {

@@ -674,6 +674,26 @@ func TestClaims_unix_timestamps_are_read(t *testing.T) {
 	require.Empty(t, bb.tm.Completions(id))
 }
 
+// A claim's answer that names another task type than the one claimed (a
+// broken server): the task runs as the type claimed, whose handler runs,
+// and is that type's in the memo and the metrics. Before, the answer's
+// type went to the memo, the search attribute, the summary and the
+// metric labels (any string a server sent), beside the claimed type's
+// handler.
+func TestClaims_answer_naming_another_type_runs_as_the_type_claimed(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	id := bb.create(t, "example.echo", map[string]any{"message": "m"})
+	row := `{"id":` + id + `,"type":"not.this.type","status":"claimed","claimed_by":"w1","attempts":1,"params":{"message":"m"}}`
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `{"success":true,"data":` + row + `}`})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+id)) == 1 }, eventually, 5*time.Millisecond)
+	run := bb.temporal.snapshot("task-" + id)[0]
+	require.Equal(t, "example.echo", run.input.Task.Type)
+	require.Equal(t, "example.echo", run.memo[workflows.MemoTaskType])
+}
+
 // 10. --max-runs counts claims: a loop whose type is empty while others
 // hold reservations waits instead of ending, and the bridge ends once
 // max_runs tasks were claimed and their runs closed.

@@ -437,9 +437,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 		if task.Status != taskmanager.StatusClaimed || task.ClaimedBy != b.cfg.WorkerID || b.adm.covers(id, int(task.Attempts)) {
 			continue // it moved on since the list
 		}
-		if task.Type == "" {
-			task.Type = row.Type
-		}
+		task.Type = t.Name // as listed, and served: the read may leave it out
 		b.log.Info("found a claim of this worker that no run has: starting it (or signalling it to the task's open run)", "task_id", string(task.ID), "attempts", int(task.Attempts))
 		b.startTask(b.ticketFor(t.Name, id), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
 	}
