@@ -21,6 +21,7 @@ const (
 	ErrTypeRejected        = "Rejected"        // TaskManager refused the request (400)
 	ErrTypeTransient       = "Transient"       // worth another try
 	ErrTypeNotDone         = "NotDone"         // an enqueued task has not ended yet: read it again later
+	ErrTypeUncertain       = "Uncertain"       // a post whose answer was lost, on a task that cannot be read (ReportUnread)
 )
 
 // Permanent marks err as one no retry can fix: the task fails at once.

@@ -122,8 +122,10 @@ func Report(ctx context.Context, tm *taskmanager.Client, in ReportInput) (Report
 // bridge uses it to fail a task whose answers it cannot decode. A post
 // TaskManager refuses as not claimed (or claimed by another) is final,
 // ErrTypeNotClaimed: the claim is over, or an earlier post of this
-// outcome landed, and the task cannot be read to tell which. in.ReadFirst
-// is ignored.
+// outcome landed, and the task cannot be read to tell which. A post whose
+// answer was lost is ErrTypeUncertain, not to be posted again: it may
+// have landed, and the task been claimed again by the same worker id,
+// whose newer claim a second post would end. in.ReadFirst is ignored.
 func ReportUnread(ctx context.Context, tm *taskmanager.Client, in ReportInput) (ReportOutput, error) {
 	return report(ctx, tm, in, false)
 }
@@ -188,6 +190,9 @@ func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePayloadTooLarge, err)
 	case errors.Is(err, taskmanager.ErrValidation):
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeRejected, err)
+	case !canRead && ambiguous(err):
+		msg := fmt.Sprintf("task %s: the answer to the outcome's post was lost, and the task cannot be read to tell whether it landed", in.TaskID)
+		return ReportOutput{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeUncertain, err)
 	case ambiguous(err):
 		// The post may still be under way on the server (a slow database
 		// behind a proxy that gave up): the next attempt reads the task,

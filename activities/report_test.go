@@ -106,6 +106,14 @@ func TestReportUnread_takes_not_claimed_as_final(t *testing.T) {
 	require.True(t, activities.IsPermanent(err))
 	require.Len(t, tm.Completions(string(task.ID)), 2)
 	require.True(t, tm.Completions(string(task.ID))[0].Accepted)
+
+	// An answer lost: whether it landed is unknown, and the task cannot be
+	// read to tell; it is not for posting again.
+	other := claimed(t, api, "test.b", map[string]any{"x": 2})
+	tm.InjectFault(devserver.Fault{Path: "/tasks/" + string(other.ID) + "/complete", Method: "POST", Status: 502, After: true, Count: 1})
+	_, err = activities.ReportUnread(context.Background(), api, activities.ReportInput{TaskID: string(other.ID), WorkerID: "w1", Attempt: 1, Error: "unreadable"})
+	require.True(t, activities.HasErrorType(err, activities.ErrTypeUncertain), "%v", err)
+	require.True(t, activities.IsPermanent(err))
 }
 
 // A report scheduled while its claim was young runs only after the claim

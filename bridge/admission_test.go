@@ -125,9 +125,6 @@ func TestAdmission_newer_claim_landed_before_its_signal_answered(t *testing.T) {
 	require.Empty(t, a.landed)
 }
 
-// A watch that read the generation of a run whose slot came back (its
-// outcome landed) never frees the entry of the task's next run: generations
-// are never handed out twice. Each run stops being counted once.
 // Two starts of one task under way at once (the first one slow past the
 // claim timeout, the task claimed again): when the older claim's start
 // ends last, its renewal must not replace the newer claim's. Before, it
@@ -153,6 +150,9 @@ func TestAdmission_older_claim_does_not_replace_the_newer_ones_renewal(t *testin
 	require.Equal(t, []string{"older", "newer"}, stopped)
 }
 
+// A watch that read the generation of a run whose slot came back (its
+// outcome landed) never frees the entry of the task's next run: generations
+// are never handed out twice. Each run stops being counted once.
 func TestAdmission_generations_are_never_reused(t *testing.T) {
 	t.Parallel()
 	a := newAdmission(2, 0)

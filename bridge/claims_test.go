@@ -627,6 +627,34 @@ func TestClaims_unreadable_task_whose_failure_answer_is_lost_frees_its_place(t *
 	require.Equal(t, "failed", bb.status(t, id).Status)
 }
 
+// The failure of a task the bridge cannot read lands, but its answer is
+// lost; TaskManager re-queues the task (attempts left) and this bridge
+// claims it again and runs it. The failure is not posted again: that post,
+// blind, would end the newer claim whose run is open (TaskManager checks
+// the worker id, not the attempt). Found by a review of the first fix,
+// which retried the post.
+func TestClaims_unreadable_task_failure_is_not_posted_again_onto_a_newer_claim(t *testing.T) {
+	t.Parallel()
+	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, MaxAttempts: 3}, nil)
+	bb.only("example.echo")
+	id := bb.create(t, "example.echo", map[string]any{"message": "unreadable"})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":` + id + `,"attempts":"many"}]}}`})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Status: http.StatusBadGateway, After: true, Count: 1})
+	bb.serve(t)
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 1 && bb.b.adm.inFlight() == 1
+	}, eventually, 5*time.Millisecond, "attempt 2 runs, and the failing of attempt 1 ended")
+	require.Equal(t, 2, bb.temporal.snapshot("task-" + id)[0].input.Claim.Attempts)
+	cs := bb.tm.Completions(id)
+	require.Len(t, cs, 1, "posted once")
+	require.Equal(t, 1, cs[0].AttemptsBefore)
+	st := bb.status(t, id)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, 2, int(st.Attempts))
+}
+
 // A claim of this worker (its answer lost, or a process that died) whose
 // task row has a field of an odd kind, in every listing and in its read:
 // the listings still list it (by its id, type and claim), the sweep finds
@@ -777,6 +805,27 @@ func TestSweep_signals_a_newer_claim_of_an_open_run(t *testing.T) {
 	require.Equal(t, 2, int(st.Attempts))
 	require.Len(t, bb.temporal.snapshot("task-"+id), 1, "one run")
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 }, eventually, 5*time.Millisecond, "one task, one slot")
+}
+
+// A newer claim of an open run that cannot be read now (a 500) is left for
+// the next sweep; this sweep does not fail for it. A failed sweep holds
+// the places of lost claims, which only a sweep that ends well gives back.
+func TestSweep_newer_claim_of_an_open_run_not_read_does_not_fail_it(t *testing.T) {
+	t.Parallel()
+	clock := devserver.NewClock(time.Now())
+	bb := setupBridgeClock(t, clock, nil)
+	bb.only("example.sleep")
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	ctx := context.Background()
+	claim := taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID}
+	_, err := bb.api.Claim(ctx, claim)
+	require.NoError(t, err)
+	bb.b.adm.adoptRun("task-"+id, 1)
+	clock.Add(301 * time.Second)
+	_, err = bb.api.Claim(ctx, claim)
+	require.NoError(t, err)
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: http.StatusInternalServerError})
+	require.NoError(t, bb.b.sweep(ctx, map[taskmanager.ID]*strikes{}))
 }
 
 // A process of this worker claimed a long task again when its claim timed

@@ -394,10 +394,12 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 		b.log.Debug("sweep: read task", "task_id", string(row.ID), "err", err)
 		var e *taskmanager.Error
 		switch {
+		case err != nil && b.adm.tracked(id):
+			// A newer claim of an open run, not read now: the next sweep
+			// tries again, and this one does not fail for it (its run
+			// reads the task, and answers for it).
+			continue
 		case err != nil && errors.As(err, &e) && e.Status >= 200 && e.Status < 300:
-			if b.adm.tracked(id) {
-				continue // a newer claim of an open run: its run reads the task, and answers for it
-			}
 			st := undecodable[row.ID]
 			if st == nil {
 				st = &strikes{first: time.Now()}

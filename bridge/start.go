@@ -402,8 +402,9 @@ func (b *Bridge) probeTemporal() {
 // TaskManager has it or the bridge stops; then it drops the ticket. A
 // message TaskManager refuses (too large, invalid) is cut, then replaced
 // by a short one: the task must not stay claimed. A task the bridge
-// cannot read (readable false) is never read: its post is retried until
-// it lands or TaskManager refuses it as no longer claimed.
+// cannot read (readable false) is never read: its post is retried while it
+// surely did not land; once an answer is lost, the sweep looks at the task
+// again (a second blind post could end a newer claim of this worker).
 func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string, readable bool) {
 	report := activities.Report
 	if !readable {
@@ -427,6 +428,10 @@ func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string, read
 				} else {
 					in.Error = "tmbridge could not start a Temporal workflow for this task"
 				}
+			case activities.HasErrorType(err, activities.ErrTypeUncertain):
+				b.log.Warn("the failure's answer was lost: the sweep looks at the task again", "task_id", string(task.ID), "err", err)
+				b.requestSweep()
+				return
 			case activities.IsPermanent(err):
 				b.log.Warn("cannot fail the task in TaskManager: its claim is gone", "task_id", string(task.ID), "err", err)
 				return
