@@ -431,8 +431,7 @@ func (p *pipeline) runWaitFor(ctx workflow.Context, s Step) workflow.Future {
 		got, timedOut := false, false
 		sel := workflow.NewSelector(c)
 		sel.AddReceive(workflow.GetSignalChannel(c, w.Signal), func(ch workflow.ReceiveChannel, _ bool) {
-			ch.Receive(c, &payload)
-			got = true
+			got = receiveSignal(c, ch, &payload)
 		})
 		sel.AddReceive(c.Done(), func(workflow.ReceiveChannel, bool) {})
 		if w.Timeout > 0 {
@@ -441,7 +440,9 @@ func (p *pipeline) runWaitFor(ctx workflow.Context, s Step) workflow.Future {
 			timer := workflow.NewTimerWithOptions(tctx, w.Timeout, workflow.TimerOptions{Summary: stepSummary(s.Name, "timeout")})
 			sel.AddFuture(timer, func(workflow.Future) { timedOut = true })
 		}
-		sel.Select(c)
+		for !got && !timedOut && c.Err() == nil { // a signal that did not decode was dropped
+			sel.Select(c)
+		}
 		switch {
 		case got:
 			p.record(c, s, asObject(payload))

@@ -214,6 +214,12 @@ const (
 	// (compose.go); taken by each enqueue step as its wait begins, under
 	// its own id (this one + "/" + the step's name).
 	changeAwaitByRetries = "await-by-retries"
+	// changeDropBadSignal: a signal whose payload does not decode (another
+	// codec, the wrong shape) is dropped, and the run goes on waiting for
+	// its other cases (a timeout, a cancel, its handler); taken only when
+	// such a signal comes. Before, the run waited for the channel's next
+	// signal, deaf to the rest (receiveSignal).
+	changeDropBadSignal = "drop-bad-signal"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs
@@ -297,9 +303,28 @@ func (st *claimState) apply(ctx workflow.Context, c Claim) {
 func (st *claimState) receive(ctx workflow.Context) func(workflow.ReceiveChannel, bool) {
 	return func(ch workflow.ReceiveChannel, _ bool) {
 		var c Claim
-		ch.Receive(ctx, &c)
-		st.apply(ctx, c)
+		if receiveSignal(ctx, ch, &c) {
+			st.apply(ctx, c)
+		}
 	}
+}
+
+// receiveSignal takes the signal that made a selector fire into valuePtr.
+// One whose payload does not decode is dropped, with a warning, and ok is
+// false: the caller's loop goes on waiting for its other cases. (The SDK's
+// Receive drops it too, but then blocks until the channel's next signal,
+// inside the selector's callback: a timeout, a cancel or a handler that
+// finished went unseen; runs before changeDropBadSignal did so.)
+func receiveSignal(ctx workflow.Context, ch workflow.ReceiveChannel, valuePtr any) (ok bool) {
+	if ch.ReceiveAsync(valuePtr) {
+		return true
+	}
+	if workflow.GetVersion(ctx, changeDropBadSignal, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		ch.Receive(ctx, valuePtr)
+		return true
+	}
+	workflow.GetLogger(ctx).Warn("signal dropped: its payload does not decode", "signal", ch.Name())
+	return false
 }
 
 // wait blocks until f is ready, following claim signals meanwhile.
