@@ -91,9 +91,11 @@ func (p *pipeline) when(ctx workflow.Context, src string) (bool, error) {
 
 // items evaluates a for_each list, recorded in history as when is.
 func (p *pipeline) items(ctx workflow.Context, src string) ([]any, error) {
+	// Items are read back as their JSON text, not as []any: a number
+	// decoded into any is a float64, which would round a large integer.
 	var out struct {
-		Value []any  `json:"value"`
-		Err   string `json:"err,omitempty"`
+		Value []json.RawMessage `json:"value"`
+		Err   string            `json:"err,omitempty"`
 	}
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		v, err := evalList(src, p.exprVars())
@@ -102,7 +104,11 @@ func (p *pipeline) items(ctx workflow.Context, src string) ([]any, error) {
 	if err == nil && out.Err != "" {
 		err = errors.New(out.Err)
 	}
-	return out.Value, err
+	items := make([]any, len(out.Value))
+	for i, raw := range out.Value {
+		items[i] = raw
+	}
+	return items, err
 }
 
 // exprResult is an expression's value, or why it has none.
@@ -533,8 +539,7 @@ func (s Step) kind() string {
 // exprVars are the variables of when and for_each: the task's params and
 // the results so far, as plain JSON.
 func (p *pipeline) exprVars() map[string]any {
-	var params any
-	_ = json.Unmarshal(taskmanager.OrEmptyObject(p.in.Task.Params), &params) // checked by runSteps
+	params := exprJSON(taskmanager.OrEmptyObject(p.in.Task.Params)) // checked by runSteps
 	return exprVars(params, p.results)
 }
 

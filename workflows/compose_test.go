@@ -353,6 +353,30 @@ func TestCompose_for_each_over_literal_and_computed_lists(t *testing.T) {
 	}
 }
 
+// for_each items keep every digit of an integer a double would round (an
+// id beyond 2^53), as templates of .params do; and `when` compares such
+// integers exactly. Before, the items went through float64 twice (CEL's
+// variables and the side effect's value): 9007199254740993 reached the
+// handler as 9007199254740992. (Found by a review.)
+func TestCompose_for_each_keeps_large_integers_exact(t *testing.T) {
+	t.Parallel()
+	var seen []string
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.raw", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
+			seen = append(seen, string(p))
+			return map[string]any{"ok": true}, nil
+		})
+	})
+	steps := []workflows.Step{
+		{Name: "each", ForEach: "params.ids", Handler: "test.raw", Params: map[string]any{"id": "{{ .item }}"}},
+		{Name: "exact", When: "params.ids[0] == 9007199254740993 && params.ids[0] != 9007199254740992", Handler: "test.raw", Params: map[string]any{"ok": 1}},
+		{Name: "doubles", ForEach: "params.small.map(x, x * 2.0)", Handler: "test.raw", Params: map[string]any{"v": "{{ .item }}"}},
+	}
+	_, err := runFlow(t, b, json.RawMessage(`{"ids":[9007199254740993,-9007199254740995,12],"small":[1.5]}`), steps)
+	require.NoError(t, err)
+	require.Equal(t, []string{`{"id":9007199254740993}`, `{"id":-9007199254740995}`, `{"id":12}`, `{"ok":1}`, `{"v":3}`}, seen)
+}
+
 // An item that fails cancels the items still running.
 func TestCompose_for_each_failure_cancels_running_items(t *testing.T) {
 	t.Parallel()

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,11 +78,42 @@ func program(src string, want *cel.Type) (cel.Program, error) {
 func exprVars(params any, results map[string]json.RawMessage) map[string]any {
 	steps := make(map[string]any, len(results))
 	for name, raw := range results {
-		var v any
-		_ = json.Unmarshal(raw, &v) // a result is JSON
-		steps[name] = v
+		steps[name] = exprJSON(raw) // a result is JSON
 	}
 	return map[string]any{"params": params, "steps": steps}
+}
+
+// exprJSON decodes raw for CEL: numbers are doubles, as JSON's are,
+// except integers a double would round (beyond ±2^53: ids), which are
+// CEL ints, so that a for_each over them keeps every digit.
+func exprJSON(raw []byte) any {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if d.Decode(&v) != nil {
+		return nil
+	}
+	return exprNumbers(v)
+}
+
+func exprNumbers(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = exprNumbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = exprNumbers(e)
+		}
+	case json.Number:
+		if i, err := x.Int64(); err == nil && (i > 1<<53 || i < -(1<<53)) {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	}
+	return v
 }
 
 // evalBool evaluates a `when`.
@@ -123,13 +155,16 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", src, err)
 	}
-	// Through JSON: CEL's maps and lists become plain JSON values.
+	// Through JSON: CEL's maps and lists become plain JSON values, their
+	// numbers json.Numbers (an int beyond 2^53 keeps every digit).
 	b, err := json.Marshal(native)
 	if err != nil {
 		return nil, fmt.Errorf("%q: the value is not JSON: %w", src, err)
 	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
 	var v any
-	err = json.Unmarshal(b, &v)
+	err = d.Decode(&v)
 	return v, err
 }
 
