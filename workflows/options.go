@@ -322,8 +322,17 @@ func (o ActivityOptions) localScheduleToClose() time.Duration {
 		return 24 * time.Hour
 	}
 	n := time.Duration(o.Retry.MaximumAttempts)
-	return n*o.StartToCloseTimeout + n*o.Retry.MaximumInterval
+	per := o.StartToCloseTimeout + o.Retry.MaximumInterval
+	if per > 0 && n > maxLocalScheduleToClose/per {
+		return maxLocalScheduleToClose // n × per would overflow, or near it
+	}
+	return n * per
 }
+
+// maxLocalScheduleToClose caps localScheduleToClose: valid options (720h
+// start-to-close, 10,000 attempts) would overflow a time.Duration, which
+// the SDK then refuses as negative.
+const maxLocalScheduleToClose = 10 * 365 * 24 * time.Hour
 
 // executeHandler is execute for a task's handler or a step's: when its
 // activity is cancelled (the run is, or the step's group), a regular
