@@ -167,7 +167,8 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 		if !ok {
 			msg = failureMessage(s.kind(), err)
 		}
-		p.results[s.Name], _ = json.Marshal(map[string]string{"error": msg})
+		entry, _ := json.Marshal(map[string]string{"error": msg})
+		p.setResult(s.Name, entry)
 		p.count(s) // handled: its fallbacks do not count
 		p.showProgress(c)
 		for _, fb := range s.OnFailure {
@@ -485,7 +486,7 @@ func (p *pipeline) waiting(ctx workflow.Context, name, what string) {
 
 // record keeps a step's result and reports the progress made.
 func (p *pipeline) record(ctx workflow.Context, s Step, out json.RawMessage) {
-	p.results[s.Name] = out
+	p.setResult(s.Name, out)
 	if p.fallbacks[s.Name] {
 		return // a fallback's step counted when it failed
 	}

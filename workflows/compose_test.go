@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -360,9 +361,12 @@ func TestCompose_for_each_over_literal_and_computed_lists(t *testing.T) {
 // handler as 9007199254740992. (Found by a review.)
 func TestCompose_for_each_keeps_large_integers_exact(t *testing.T) {
 	t.Parallel()
-	var seen []string
+	var mu sync.Mutex
+	var seen []string // items run at once: in any order
 	b := setup(t, func(reg *activities.Registry) {
 		activities.Register(reg, "test.raw", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
+			mu.Lock()
+			defer mu.Unlock()
 			seen = append(seen, string(p))
 			return map[string]any{"ok": true}, nil
 		})
@@ -374,7 +378,7 @@ func TestCompose_for_each_keeps_large_integers_exact(t *testing.T) {
 	}
 	_, err := runFlow(t, b, json.RawMessage(`{"ids":[9007199254740993,-9007199254740995,12],"small":[1.5]}`), steps)
 	require.NoError(t, err)
-	require.Equal(t, []string{`{"id":9007199254740993}`, `{"id":-9007199254740995}`, `{"id":12}`, `{"ok":1}`, `{"v":3}`}, seen)
+	require.ElementsMatch(t, []string{`{"id":9007199254740993}`, `{"id":-9007199254740995}`, `{"id":12}`, `{"ok":1}`, `{"v":3}`}, seen)
 }
 
 // An item that fails cancels the items still running.

@@ -267,7 +267,13 @@ type pipeline struct {
 	claims  *claimState
 	params  any
 	exact   bool // templates render as template.go says (else as template_legacy.go)
-	results map[string]json.RawMessage
+	// absentNil: a step that has no entry (skipped by its when, a parallel
+	// group that did not fail) reads as nil in templates, not as a missing
+	// key (version 2 of changeExactTemplates).
+	absentNil bool
+	names     []string // every step's name that may have an entry
+	results   map[string]json.RawMessage
+	decoded   map[string]any // results as templates see them, decoded once
 	// failures are the messages of the steps that failed for good, by
 	// name: their fallbacks' .error.
 	failures  map[string]string
@@ -303,7 +309,11 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, failures: map[string]string{},
 		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, alone: map[string]bool{}, counted: map[string]bool{},
 		total: countedSteps(opts.Steps)}
-	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
+	tv := workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, absentStepsNil)
+	p.exact, p.absentNil = tv >= 1, tv >= absentStepsNil
+	for _, s := range named(opts.Steps) {
+		p.names = append(p.names, s.name())
+	}
 	if p.exact {
 		v := workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, stepsWaitCancel)
 		p.inHandlers, p.waitCancel = v >= 1, v >= stepsWaitCancel
@@ -449,11 +459,34 @@ func (p *pipeline) stepParams(s Step, extra map[string]any) (json.RawMessage, er
 	return p.renderParams(s.Params, extra)
 }
 
+// setResult sets the entry of a step in .steps.
+func (p *pipeline) setResult(name string, raw json.RawMessage) {
+	p.results[name] = raw
+	delete(p.decoded, name)
+}
+
 // renderParams renders params' templates over .params, .steps and extra.
+// Each result is decoded once, not once per render: a for_each renders
+// once per item, in one workflow task.
 func (p *pipeline) renderParams(params map[string]any, extra map[string]any) (json.RawMessage, error) {
-	steps := make(map[string]any, len(p.results))
+	if p.decoded == nil {
+		p.decoded = map[string]any{}
+	}
+	steps := make(map[string]any, len(p.names))
 	for name, raw := range p.results {
-		steps[name], _ = p.decode(taskmanager.OrEmptyObject(raw)) // a handler's result is JSON
+		v, ok := p.decoded[name]
+		if !ok {
+			v, _ = p.decode(taskmanager.OrEmptyObject(raw)) // a handler's result is JSON
+			p.decoded[name] = v
+		}
+		steps[name] = v
+	}
+	if p.absentNil {
+		for _, name := range p.names {
+			if _, ok := steps[name]; !ok {
+				steps[name] = nil // skipped, or a group that did not fail: {{ with .steps.x }} tells
+			}
+		}
 	}
 	data := map[string]any{"params": p.params, "steps": steps}
 	maps.Copy(data, extra)
