@@ -24,7 +24,12 @@ import (
 const (
 	// MaxForEachItems bounds a for_each list: each item is an activity in
 	// the run's history, which Temporal caps at 51,200 events.
-	MaxForEachItems        = 1000
+	MaxForEachItems = 1000
+	// MaxForEachParamsBytes bounds the params a for_each step's items hand
+	// their handlers, all together: each is written in the run's history,
+	// which Temporal ends at 50 MiB (a step without params hands every
+	// item the task's whole params).
+	MaxForEachParamsBytes  = 20 << 20
 	DefaultMaxParallel     = 10
 	DefaultPollInterval    = time.Second
 	DefaultMaxPollInterval = time.Minute
@@ -213,7 +218,7 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 	results := make([]json.RawMessage, len(items))
 	sel := workflow.NewSelector(ctx)
 	var firstErr error
-	next, running := 0, 0
+	next, running, paramsBytes := 0, 0, 0
 	launch := func(i int) {
 		data := maps.Clone(extra)
 		if data == nil {
@@ -223,6 +228,11 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		data["item"], _ = decodeJSON(raw)
 		data["index"] = number(i)
 		params, err := p.stepParams(s, data)
+		if paramsBytes += len(params); err == nil && paramsBytes > MaxForEachParamsBytes &&
+			workflow.GetVersion(ctx, changeForEachParamsBound, workflow.DefaultVersion, 1) == 1 {
+			err = fmt.Errorf("items 0 to %d hand their handlers %d bytes of params, over the %d a run's history holds for a for_each step (give the step params that take only what an item needs)",
+				i, paramsBytes, MaxForEachParamsBytes)
+		}
 		item := fmt.Sprintf("%s[%d]", s.Name, i)
 		var f workflow.Future
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -379,6 +380,31 @@ func TestCompose_for_each_keeps_large_integers_exact(t *testing.T) {
 	_, err := runFlow(t, b, json.RawMessage(`{"ids":[9007199254740993,-9007199254740995,12],"small":[1.5]}`), steps)
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{`{"id":9007199254740993}`, `{"id":-9007199254740995}`, `{"id":12}`, `{"ok":1}`, `{"v":3}`}, seen)
+}
+
+// A for_each step without params hands every item the task's whole
+// params, each written in the run's history: 1,000 items of 63 KB of
+// params would pass Temporal's 50 MiB limit, which ends the run unreported.
+// The step fails instead once its items' params pass
+// MaxForEachParamsBytes, saying why. (Found by a review.)
+func TestCompose_for_each_params_are_bounded_together(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.url", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
+			calls.Add(1)
+			return map[string]any{}, nil
+		})
+	})
+	urls := make([]string, 1000)
+	for i := range urls {
+		urls[i] = "https://example.com/" + strings.Repeat("x", 40)
+	}
+	steps := []workflows.Step{{Name: "get", ForEach: "params.urls", MaxParallel: 50, Handler: "test.url"}}
+	st, err := runFlow(t, b, map[string]any{"urls": urls}, steps)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Contains(t, st.Error, fmt.Sprintf("over the %d a run's history holds for a for_each step", workflows.MaxForEachParamsBytes))
+	require.Less(t, calls.Load(), int64(400))
 }
 
 // An item that fails cancels the items still running.

@@ -223,6 +223,11 @@ const (
 	// such a signal comes. Before, the run waited for the channel's next
 	// signal, deaf to the rest (receiveSignal).
 	changeDropBadSignal = "drop-bad-signal"
+	// changeForEachParamsBound: a for_each step whose items' params add
+	// up past MaxForEachParamsBytes fails, with a message saying so,
+	// instead of scheduling on until Temporal ends the run at its history
+	// size limit; taken only when the bound is passed.
+	changeForEachParamsBound = "for-each-params-bound"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs
