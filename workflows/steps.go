@@ -262,11 +262,11 @@ func (s Step) options(parent TypeOptions, legacy bool) ActivityOptions {
 
 // pipeline runs a task's steps, collecting their results by name.
 type pipeline struct {
-	in      TaskInput
-	opts    TypeOptions
-	claims  *claimState
-	params  any
-	exact   bool // templates render as template.go says (else as template_legacy.go)
+	in     TaskInput
+	opts   TypeOptions
+	claims *claimState
+	params any
+	exact  bool // templates render as template.go says (else as template_legacy.go)
 	// absentNil: a step that has no entry (skipped by its when, a parallel
 	// group that did not fail) reads as nil in templates, not as a missing
 	// key (version 2 of changeExactTemplates).
