@@ -262,18 +262,13 @@ func (s Step) options(parent TypeOptions, legacy bool) ActivityOptions {
 
 // pipeline runs a task's steps, collecting their results by name.
 type pipeline struct {
-	in     TaskInput
-	opts   TypeOptions
-	claims *claimState
-	params any
-	exact  bool // templates render as template.go says (else as template_legacy.go)
-	// absentNil: a step that has no entry (skipped by its when, a parallel
-	// group that did not fail) reads as nil in templates, not as a missing
-	// key (version 2 of changeExactTemplates).
-	absentNil bool
-	names     []string // every step's name that may have an entry
-	results   map[string]json.RawMessage
-	decoded   map[string]any // results as templates see them, decoded once
+	in      TaskInput
+	opts    TypeOptions
+	claims  *claimState
+	params  any
+	exact   bool // templates render as template.go says (else as template_legacy.go)
+	results map[string]json.RawMessage
+	decoded map[string]any // results as templates see them, decoded once
 	// failures are the messages of the steps that failed for good, by
 	// name: their fallbacks' .error.
 	failures  map[string]string
@@ -309,11 +304,7 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, failures: map[string]string{},
 		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, alone: map[string]bool{}, counted: map[string]bool{},
 		total: countedSteps(opts.Steps)}
-	tv := workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, absentStepsNil)
-	p.exact, p.absentNil = tv >= 1, tv >= absentStepsNil
-	for _, s := range named(opts.Steps) {
-		p.names = append(p.names, s.name())
-	}
+	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
 	if p.exact {
 		v := workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, stepsWaitCancel)
 		p.inHandlers, p.waitCancel = v >= 1, v >= stepsWaitCancel
@@ -472,7 +463,7 @@ func (p *pipeline) renderParams(params map[string]any, extra map[string]any) (js
 	if p.decoded == nil {
 		p.decoded = map[string]any{}
 	}
-	steps := make(map[string]any, len(p.names))
+	steps := make(map[string]any, len(p.results))
 	for name, raw := range p.results {
 		v, ok := p.decoded[name]
 		if !ok {
@@ -480,13 +471,6 @@ func (p *pipeline) renderParams(params map[string]any, extra map[string]any) (js
 			p.decoded[name] = v
 		}
 		steps[name] = v
-	}
-	if p.absentNil {
-		for _, name := range p.names {
-			if _, ok := steps[name]; !ok {
-				steps[name] = nil // skipped, or a group that did not fail: {{ with .steps.x }} tells
-			}
-		}
 	}
 	data := map[string]any{"params": p.params, "steps": steps}
 	maps.Copy(data, extra)

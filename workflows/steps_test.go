@@ -251,7 +251,7 @@ func TestSteps_runs_from_before_exact_templates_render_as_they_began(t *testing.
 			return map[string]any{"ok": true}, nil
 		})
 	})
-	b.env.OnGetVersion("exact-templates", workflow.DefaultVersion, 2).Return(workflow.DefaultVersion)
+	b.env.OnGetVersion("exact-templates", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 	steps := []workflows.Step{{Name: "cap", Handler: "test.capture", Params: map[string]any{"id": "user {{ .params.user_id }}", "n": "{{ .params.user_id }}"}}}
 	in := b.claim(t, "demo.pipeline", map[string]any{"user_id": 1234567}, workflows.TypeOptions{Steps: steps})
 	_, err := b.run(in)
@@ -273,40 +273,29 @@ func TestSteps_rendered_params_are_bounded(t *testing.T) {
 }
 
 // A step with no entry (skipped by its when, a named parallel group that
-// did not fail) reads as nothing in a template: the README's guard
-// {{ with .steps.x }} works. Before, any read of it was a missing key,
-// which failed the step reading it, the guard included; and config
-// validation let a later step read a named group. Runs that began with
-// version 1 of exact-templates keep the missing key. (Found by a review.)
-func TestSteps_step_without_an_entry_reads_as_nothing(t *testing.T) {
+// did not fail) is tested in a template with index, which reads a missing
+// key as nothing: the README's guard. (.steps.loud fails the step reading
+// it: a template's missing key is an error.) The README showed
+// {{ with .steps.loud }}, which failed the step. (Found by a review.)
+func TestSteps_guard_for_a_step_without_an_entry(t *testing.T) {
 	t.Parallel()
+	var got atomic.Value
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.capture", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
+			got.Store(string(p))
+			return map[string]any{"ok": true}, nil
+		})
+	})
 	steps := []workflows.Step{
 		{Name: "loud", When: "false", Handler: "test.capture"},
 		{Name: "g", Parallel: []workflows.Step{{Name: "a", Handler: "example.echo", Params: map[string]any{"message": "a"}}}},
 		{Name: "cap", Handler: "test.capture", Params: map[string]any{
-			"loud": "{{ with .steps.loud }}ran{{ else }}skipped{{ end }}",
-			"g":    "{{ with .steps.g }}failed{{ else }}ok{{ end }}",
-			"raw":  "{{ .steps.loud }}",
+			"loud": `{{ with index .steps "loud" }}ran{{ else }}skipped{{ end }}`,
+			"g":    `{{ with index .steps "g" }}failed{{ else }}ok{{ end }}`,
 		}},
 	}
-	require.NoError(t, workflows.TypeOptions{Steps: steps}.Validate())
-	for _, v := range []workflow.Version{2, 1} {
-		var got atomic.Value
-		b := setup(t, func(reg *activities.Registry) {
-			activities.Register(reg, "test.capture", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
-				got.Store(string(p))
-				return map[string]any{"ok": true}, nil
-			})
-		})
-		b.env.OnGetVersion("exact-templates", workflow.DefaultVersion, 2).Return(v)
-		in := b.claim(t, "demo.pipeline", map[string]any{"x": 1}, workflows.TypeOptions{Steps: steps})
-		_, err := b.run(in)
-		if v == 1 {
-			requireErrorType(t, err, workflows.TaskFailedErrorType)
-			require.Contains(t, b.task(t, in.Task.ID).Error, "map has no entry for key", "as runs of version 1 did")
-			continue
-		}
-		require.NoError(t, err)
-		require.JSONEq(t, `{"loud":"skipped","g":"ok","raw":null}`, got.Load().(string))
-	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"x": 1}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"loud":"skipped","g":"ok"}`, got.Load().(string))
 }

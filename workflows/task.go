@@ -188,10 +188,7 @@ const (
 	// changeExactTemplates: step templates see exact numbers, any single
 	// action keeps its JSON type, and rendered params over
 	// MaxStepParamsBytes fail the step (template.go; before:
-	// template_legacy.go). Its version absentStepsNil adds: a step with
-	// no entry (skipped, a named parallel group that did not fail) reads
-	// as nil, not as a missing key that failed the step reading it. One
-	// change id with a higher version: no more history events.
+	// template_legacy.go).
 	changeExactTemplates = "exact-templates"
 	// changeProgressInHandlers: a multi-step task's progress is posted to
 	// TaskManager by its steps' handler activities and the report, not by
@@ -233,10 +230,6 @@ const (
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs
 // wait for their cancelled steps to stop.
 const stepsWaitCancel workflow.Version = 2
-
-// absentStepsNil is the version of changeExactTemplates whose templates
-// read a step with no entry as nil.
-const absentStepsNil workflow.Version = 2
 
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
 // claim this run serves. The bridge reads them to tell whether a run exists
