@@ -103,6 +103,9 @@ func (p *pipeline) items(ctx workflow.Context, src string) ([]any, error) {
 		Err   string            `json:"err,omitempty"`
 	}
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
+		if v, ok := listAt(src, taskmanager.OrEmptyObject(p.in.Task.Params), p.results); ok {
+			return exprResult{Value: v}
+		}
 		v, err := evalList(src, p.exprVars())
 		return exprResult{Value: v, Err: errText(err)}
 	}).Get(&out)

@@ -355,11 +355,13 @@ func TestCompose_for_each_over_literal_and_computed_lists(t *testing.T) {
 	}
 }
 
-// for_each items keep every digit of an integer a double would round (an
-// id beyond 2^53), as templates of .params do; and `when` compares such
-// integers exactly. Before, the items went through float64 twice (CEL's
-// variables and the side effect's value): 9007199254740993 reached the
-// handler as 9007199254740992. (Found by a review.)
+// A for_each that names a list (params.ids, steps.x.ids) keeps every digit
+// of an integer a double would round (an id beyond 2^53), as templates of
+// .params do: the list is read from the JSON, not through CEL. Before, the
+// items went through float64 twice (CEL's variables and the side effect's
+// value): 9007199254740993 reached the handler as 9007199254740992. Other
+// expressions are CEL's, which sees numbers as doubles. (Found by a
+// review.)
 func TestCompose_for_each_keeps_large_integers_exact(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
@@ -371,15 +373,20 @@ func TestCompose_for_each_keeps_large_integers_exact(t *testing.T) {
 			seen = append(seen, string(p))
 			return map[string]any{"ok": true}, nil
 		})
+		activities.Register(reg, "test.ids", func(ctx context.Context, p struct{}) (json.RawMessage, error) {
+			return json.RawMessage(`{"ids":[9007199254740995]}`), nil
+		})
 	})
 	steps := []workflows.Step{
 		{Name: "each", ForEach: "params.ids", Handler: "test.raw", Params: map[string]any{"id": "{{ .item }}"}},
-		{Name: "exact", When: "params.ids[0] == 9007199254740993 && params.ids[0] != 9007199254740992", Handler: "test.raw", Params: map[string]any{"ok": 1}},
+		{Name: "fetch", Handler: "test.ids"},
+		{Name: "again", ForEach: "steps.fetch.ids", Handler: "test.raw", Params: map[string]any{"again": "{{ .item }}"}},
 		{Name: "doubles", ForEach: "params.small.map(x, x * 2.0)", Handler: "test.raw", Params: map[string]any{"v": "{{ .item }}"}},
 	}
 	_, err := runFlow(t, b, json.RawMessage(`{"ids":[9007199254740993,-9007199254740995,12],"small":[1.5]}`), steps)
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{`{"id":9007199254740993}`, `{"id":-9007199254740995}`, `{"id":12}`, `{"ok":1}`, `{"v":3}`}, seen)
+	require.ElementsMatch(t, []string{`{"id":9007199254740993}`, `{"id":-9007199254740995}`, `{"id":12}`,
+		`{"again":9007199254740995}`, `{"v":3}`}, seen)
 }
 
 // A for_each step without params hands every item the task's whole

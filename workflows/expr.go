@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -83,37 +84,46 @@ func exprVars(params any, results map[string]json.RawMessage) map[string]any {
 	return map[string]any{"params": params, "steps": steps}
 }
 
-// exprJSON decodes raw for CEL: numbers are doubles, as JSON's are,
-// except integers a double would round (beyond ±2^53: ids), which are
-// CEL ints, so that a for_each over them keeps every digit.
+// exprJSON decodes raw for CEL: JSON values, numbers as doubles.
 func exprJSON(raw []byte) any {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
 	var v any
-	if d.Decode(&v) != nil {
-		return nil
-	}
-	return exprNumbers(v)
+	_ = json.Unmarshal(raw, &v)
+	return v
 }
 
-func exprNumbers(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = exprNumbers(e)
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = exprNumbers(e)
-		}
-	case json.Number:
-		if i, err := x.Int64(); err == nil && (i > 1<<53 || i < -(1<<53)) {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
+// listPath matches a for_each that only names a list: params.ids,
+// steps.fetch.items.
+var listPath = regexp.MustCompile(`^\s*(params|steps)((\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$`)
+
+// listAt returns the list a for_each of the form listPath names, read from
+// the JSON itself, not through CEL (which sees numbers as doubles and
+// would round an id beyond 2^53); ok is false for any other expression or
+// value (CEL then evaluates it, and says what is wrong).
+func listAt(src string, params json.RawMessage, results map[string]json.RawMessage) (list []any, ok bool) {
+	m := listPath.FindStringSubmatch(src)
+	if m == nil {
+		return nil, false
 	}
-	return v
+	keys := strings.Split(m[2][1:], ".")
+	raw := params
+	if m[1] == "steps" {
+		raw, keys = results[keys[0]], keys[1:]
+	}
+	for _, k := range keys {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return nil, false
+		}
+		if raw, ok = obj[k]; !ok {
+			return nil, false
+		}
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber() // every digit
+	if d.Decode(&list) != nil || list == nil {
+		return nil, false
+	}
+	return list, true
 }
 
 // evalBool evaluates a `when`.
