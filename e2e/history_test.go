@@ -2,15 +2,20 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -168,4 +173,44 @@ types:
 		"echo":{"echo":"user 9007199254740993: EXACT","length":28}}`, string(states[id].Result))
 
 	s.replay(map[string]string{"exact-templates": id}, "history-v3-")
+}
+
+// The shapes of 2026-11-30: a wait_for step that drops a signal whose
+// payload does not decode (the drop-bad-signal marker), then takes a good
+// one; and a for_each over a named list, whose ids beyond 2^53 keep every
+// digit. Saved as history-v10-*.json.
+func TestE2E_histories_replay_v10(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.approve", "demo.ids")
+	approve := s.create("demo.approve", map[string]any{"x": 1})
+	ids := s.create("demo.ids", map[string]any{"ids": []any{json.Number("9007199254740993"), 2}})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.approve:
+    steps:
+      - { name: approve, wait_for: { signal: approve, timeout: 5m } }
+  demo.ids:
+    steps:
+      - { name: each, for_each: params.ids, handler: example.echo, params: { message: "id {{ .item }}" } }
+`), 0o600))
+	stop := s.runBridge(nil, "bridge-h10", "--config="+cfgFile)
+	ctx := context.Background()
+	wf := s.prefix + approve
+	bad := converter.NewRawValue(&commonpb.Payload{Metadata: map[string][]byte{"encoding": []byte("binary/tmbridge-test")}, Data: []byte("x")})
+	require.Eventually(t, func() bool { return s.tc.SignalWorkflow(ctx, wf, "", "approve", bad) == nil }, time.Minute, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(s.history(wf).GetEvents(), func(ev *historypb.HistoryEvent) bool {
+			return ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && strings.Contains(ev.String(), "drop-bad-signal")
+		})
+	}, time.Minute, 20*time.Millisecond, "the run dropped the signal that does not decode")
+	require.NoError(t, s.tc.SignalWorkflow(ctx, wf, "", "approve", map[string]any{"by": "ada"}))
+	states := s.waitFinal([]string{approve, ids})
+	stop()
+	require.Equal(t, "completed", states[approve].Status, states[approve].Error)
+	require.JSONEq(t, `{"approve":{"by":"ada"}}`, string(states[approve].Result))
+	require.Equal(t, "completed", states[ids].Status, states[ids].Error)
+	require.JSONEq(t, `{"each":[{"echo":"id 9007199254740993","length":19},{"echo":"id 2","length":4}]}`, string(states[ids].Result))
+
+	s.replay(map[string]string{"bad-signal": approve, "exact-ids": ids}, "history-v10-")
 }

@@ -25,7 +25,7 @@ func TestTaskWorkflow_replays_saved_histories(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob("testdata/history-*.json")
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(files), 20, "saved histories: echo, local, failure, pipeline; v2: claim moved, cancel during report; v3: exact templates, composition; v4 (durations as strings, summaries, progress in handlers): web, local steps, echo, cancel during handler, cancelled Go workflow handler; v5: cancel during handler, waited; v6: claim moved while waiting, and the same with the signal in the handler end's task; v7: failed group waits for its cancelled step; v8: cancelled Go workflow handler, noted; enqueue by timers (v8) and by retries (v9)")
+	require.GreaterOrEqual(t, len(files), 22, "saved histories: echo, local, failure, pipeline; v2: claim moved, cancel during report; v3: exact templates, composition; v4 (durations as strings, summaries, progress in handlers): web, local steps, echo, cancel during handler, cancelled Go workflow handler; v5: cancel during handler, waited; v6: claim moved while waiting, and the same with the signal in the handler end's task; v7: failed group waits for its cancelled step; v8: cancelled Go workflow handler, noted; enqueue by timers (v8) and by retries (v9); v10: a signal that does not decode dropped, a for_each over a named list of large ids")
 	for _, f := range files {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
