@@ -1,10 +1,13 @@
 package activities
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
@@ -61,7 +64,27 @@ func Typed[P, R any](fn func(ctx context.Context, params P) (R, error)) Handler 
 }
 
 func decodeParams(raw json.RawMessage, p any) error {
-	if err := json.Unmarshal(taskmanager.OrEmptyObject(raw), p); err != nil {
+	raw = taskmanager.OrEmptyObject(raw)
+	err := json.Unmarshal(raw, p)
+	// PHP decodes a JSON object into an array and writes an empty one
+	// back as []: where the handler wants an object (a map, a struct), an
+	// empty list reads as {}. Each retry fixes one such field.
+	for tries := 0; err != nil && tries < maxEmptyObjects; tries++ {
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) || te.Value != "array" || !objectKind(te.Type) {
+			break
+		}
+		fixed, ok := emptyListAsObject(raw, te.Field)
+		if !ok {
+			break
+		}
+		raw = fixed
+		if v := reflect.ValueOf(p); v.Kind() == reflect.Pointer && !v.IsNil() {
+			v.Elem().SetZero() // decode afresh, not over the first try
+		}
+		err = json.Unmarshal(raw, p)
+	}
+	if err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
 			return InvalidParams(fmt.Errorf("field %q: cannot use JSON %s as %s", te.Field, te.Value, te.Type))
@@ -112,4 +135,43 @@ type inputKey struct{}
 func TaskInfo(ctx context.Context) (HandlerInput, bool) {
 	in, ok := ctx.Value(inputKey{}).(HandlerInput)
 	return in, ok
+}
+
+// maxEmptyObjects bounds the fields of PHP's [] for {} that decodeParams
+// reads as objects in one task's params.
+const maxEmptyObjects = 100
+
+// objectKind reports whether t (or what it points to) decodes from a JSON
+// object.
+func objectKind(t reflect.Type) bool {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t != nil && (t.Kind() == reflect.Map || t.Kind() == reflect.Struct)
+}
+
+// emptyListAsObject returns raw with the value at path (JSON keys joined by
+// dots, as json.UnmarshalTypeError.Field names them; "" the whole value)
+// replaced by {} when it is an empty list; ok is false otherwise.
+func emptyListAsObject(raw json.RawMessage, path string) (json.RawMessage, bool) {
+	if path == "" {
+		if string(bytes.TrimSpace(raw)) != "[]" {
+			return nil, false
+		}
+		return json.RawMessage(`{}`), true
+	}
+	key, rest, _ := strings.Cut(path, ".")
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return nil, false
+	}
+	v, ok := obj[key]
+	if !ok {
+		return nil, false
+	}
+	if obj[key], ok = emptyListAsObject(v, rest); !ok {
+		return nil, false
+	}
+	out, err := json.Marshal(obj)
+	return out, err == nil
 }

@@ -215,3 +215,27 @@ func TestEmptyResult(t *testing.T) {
 		})
 	}
 }
+
+// PHP decodes params into arrays: a nested {} comes back as [] in the
+// claim's answer and the read. The documented style keeps {}.
+// (Found by a review: a handler that wants an object there ran on the dev
+// server and failed on PHP.)
+func TestParams_as_PHP_stores_them(t *testing.T) {
+	ctx := context.Background()
+	for _, style := range styles {
+		t.Run(string(style), func(t *testing.T) {
+			f := newFixture(t, style)
+			cr, err := f.c.CreateTask(ctx, "example.echo", json.RawMessage(`{"opts":{},"n":1}`))
+			require.NoError(t, err)
+			claimed := f.claim(t, "w1")
+			got, err := f.c.GetTask(ctx, cr.ID)
+			require.NoError(t, err)
+			want := `{"opts":{},"n":1}`
+			if style == devserver.StylePHP {
+				want = `{"opts":[],"n":1}`
+			}
+			require.JSONEq(t, want, string(claimed.Params))
+			require.JSONEq(t, want, string(got.Params))
+		})
+	}
+}

@@ -541,7 +541,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, "Missing required field: params")
 		return
 	}
-	if !isObject(params) || (s.php() && strings.TrimSpace(string(params)) == "{}") {
+	if !isObject(params) || (s.php() && string(canonical(params)) == "{}") {
 		// PHP decodes {} to an empty array, which is not an object.
 		s.invalid(w, "Field 'params' must be of type object")
 		return
@@ -576,8 +576,16 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		s.ok(w, http.StatusOK, "Task already exists", map[string]any{"id": id, "type": name, "status": existing.status, "dedupe_key": key, "deduplicated": true, "duplicate": true})
 		return
 	}
+	stored := canon
+	if s.php() {
+		// Stored as json_encode(json_decode($params, true)): a nested {}
+		// comes back as [] (taskmanager.PHPResult's rules).
+		if p, err := taskmanager.PHPResult(canon); err == nil && p != nil {
+			stored = p
+		}
+	}
 	s.nextTask++
-	tk := &task{id: s.nextTask, typ: t, status: "pending", params: canon, priority: priority, dedupeKey: key, createdAt: s.opts.Now()}
+	tk := &task{id: s.nextTask, typ: t, status: "pending", params: stored, priority: priority, dedupeKey: key, createdAt: s.opts.Now()}
 	s.tasks[tk.id] = tk
 	s.order = append(s.order, tk.id)
 	s.dedupe[key] = tk.id

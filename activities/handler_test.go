@@ -1,0 +1,52 @@
+package activities_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/activities"
+)
+
+// PHP decodes a task's params into arrays and writes an empty object back
+// as []: a handler whose params want an object there (a map, a struct,
+// nested or behind a pointer) reads it as an empty one. An empty list
+// stays a list where the handler wants one. Before, such a task failed
+// for good on the PHP deployment ("cannot use JSON array as map") while
+// it ran on the dev server. (Found by a review.)
+func TestTyped_reads_PHPs_empty_list_as_an_empty_object(t *testing.T) {
+	t.Parallel()
+	type inner struct {
+		X int `json:"x"`
+	}
+	type params struct {
+		Opts map[string]any `json:"opts"`
+		In   inner          `json:"in"`
+		PIn  *inner         `json:"pin"`
+		Deep struct {
+			M map[string]int `json:"m"`
+		} `json:"deep"`
+		Tags []string `json:"tags"`
+		Any  any      `json:"any"`
+		N    int      `json:"n"`
+	}
+	var got params
+	h := activities.Typed(func(ctx context.Context, p params) (map[string]any, error) {
+		got = p
+		return map[string]any{}, nil
+	})
+	_, err := h.Handle(context.Background(), json.RawMessage(`{"opts":[],"in":[],"pin":[],"deep":{"m":[]},"tags":[],"any":[],"n":3}`))
+	require.NoError(t, err)
+	require.NotNil(t, got.Opts)
+	require.Empty(t, got.Opts)
+	require.NotNil(t, got.PIn)
+	require.Equal(t, []string{}, got.Tags)
+	require.Equal(t, []any{}, got.Any)
+	require.Equal(t, 3, got.N)
+
+	_, err = h.Handle(context.Background(), json.RawMessage(`{"opts":[1]}`))
+	require.True(t, activities.HasErrorType(err, activities.ErrTypeInvalidParams), "a list that is not empty is not an object: %v", err)
+	require.ErrorContains(t, err, `field "opts"`)
+}
