@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/language"
 )
 
 // Task types of the built-in example handlers. They behave like the
@@ -90,9 +93,10 @@ func Echo(_ context.Context, p EchoParams) (EchoResult, error) {
 	return EchoResult{Echo: p.Message, Length: utf8.RuneCountInString(p.Message)}, nil
 }
 
-// Uppercase returns the text and its upper-case form.
+// Uppercase returns the text and its upper-case form, with Unicode's full
+// case mapping as Python's str.upper() (straße → STRASSE).
 func Uppercase(_ context.Context, p UppercaseParams) (UppercaseResult, error) {
-	return UppercaseResult{Original: p.Text, Uppercase: strings.ToUpper(p.Text)}, nil
+	return UppercaseResult{Original: p.Text, Uppercase: cases.Upper(language.Und).String(p.Text)}, nil
 }
 
 // MathAdd adds a and b; a value that is not a number fails the task for good.
@@ -111,8 +115,11 @@ func MathAdd(_ context.Context, p AddParams) (AddResult, error) {
 	return AddResult{A: a, B: b, Result: a + b}, nil
 }
 
+// toFloat reads a number as the reference worker's float(params.get(field,
+// 0)) does: absent is 0, a boolean 1 or 0, a numeric string its number;
+// null, and anything else, fails.
 func toFloat(field string, raw json.RawMessage) (float64, error) {
-	if len(raw) == 0 || string(raw) == "null" {
+	if len(raw) == 0 {
 		return 0, nil
 	}
 	var v any
@@ -122,6 +129,13 @@ func toFloat(field string, raw json.RawMessage) (float64, error) {
 	switch x := v.(type) {
 	case float64:
 		return x, nil
+	case bool:
+		if x {
+			return 1, nil
+		}
+		return 0, nil
+	case nil:
+		return 0, InvalidParams(fmt.Errorf("field %q: want a number, got null", field))
 	case string:
 		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {

@@ -62,6 +62,10 @@ func TestExamples_match_reference_worker(t *testing.T) {
 		{"example.echo", `{}`, `{"echo":"","length":0}`},
 		{"example.echo", `{"message":"žluťoučký"}`, `{"echo":"žluťoučký","length":9}`},
 		{"example.uppercase", `{"text":"hello world"}`, `{"original":"hello world","uppercase":"HELLO WORLD"}`},
+		// Python's str.upper() maps case in full: ß is SS, ﬁ is FI.
+		{"example.uppercase", `{"text":"straße ﬁne"}`, `{"original":"straße ﬁne","uppercase":"STRASSE FINE"}`},
+		// float(True) is 1.0 in Python.
+		{"example.math.add", `{"a":true,"b":2}`, `{"a":1,"b":2,"result":3}`},
 		{"example.math.add", `{"a":5,"b":3}`, `{"a":5,"b":3,"result":8}`},
 		{"example.math.add", `{"a":"1.5","b":2}`, `{"a":1.5,"b":2,"result":3.5}`},
 		{"example.math.add", `{}`, `{"a":0,"b":0,"result":0}`},
@@ -83,6 +87,7 @@ func TestExamples_failures_are_permanent(t *testing.T) {
 		{"example.error", `{}`, "Simulated error"},
 		{"example.math.add", `{"a":"x","b":1}`, `could not convert string to float: "x"`},
 		{"example.math.add", `{"a":[1],"b":1}`, `field "a"`},
+		{"example.math.add", `{"a":null,"b":2}`, `field "a": want a number, got null`}, // float(None) fails in Python
 		{"example.math.add", `{"a":1e308,"b":1e308}`, `invalid params: a + b overflows a float64`},
 		{"example.echo", `{"message":5}`, `field "message"`},
 	} {
