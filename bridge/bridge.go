@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -74,6 +75,10 @@ type Bridge struct {
 	starts     sync.WaitGroup  // starts and failures being reported
 	bg         context.Context // watchers, starts and the health prober
 	bgCancel   context.CancelFunc
+	// stopDone is closed once Stop stopped the worker and its handlers had
+	// their time: the health and metrics server answers until then.
+	stopDone     chan struct{}
+	stopDoneOnce sync.Once
 }
 
 // startsGrace is how long Stop lets claimed tasks' workflow starts finish.
@@ -144,7 +149,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		cfg: cfg, log: o.log, api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, client.DefaultNamespace),
 		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		undecodableFor: defaultUndecodableFor,
-		bg:             bg, bgCancel: cancel, metrics: m, fatal: make(chan error, 1),
+		bg:             bg, bgCancel: cancel, metrics: m, fatal: make(chan error, 1), stopDone: make(chan struct{}),
 	}
 	b.adm.finished = m.runFinished
 	if b.reg, err = cfg.Registry(reg); err != nil {
@@ -163,9 +168,16 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		// A panic in a coroutine of a Go workflow handler fails its run.
 		wopts.Interceptors = []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}
 	}
+	if err := checkWorkflowRoutes(cfg, o.workflows); err != nil {
+		cancel()
+		return nil, err
+	}
 	b.worker = worker.New(tc, cfg.Temporal.TaskQueue, wopts)
-	for name, fn := range o.workflows {
-		b.worker.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
+	for _, name := range slices.Sorted(maps.Keys(o.workflows)) {
+		if err := registerWorkflow(b.worker, name, o.workflows[name]); err != nil {
+			cancel()
+			return nil, err
+		}
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	b.closerOn.Store(true)
@@ -173,6 +185,36 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		ProgressBudget: rate.NewLimiter(rate.Limit(cfg.ProgressRate), cfg.ProgressRate)}
 	b.acts.RegisterOn(b.worker)
 	return b, nil
+}
+
+// checkWorkflowRoutes makes sure every type routed to a Go workflow on
+// this bridge's task queue has it registered (WithWorkflow): else its
+// tasks would be claimed and their runs stuck ("unable to find workflow
+// type"), their claims held.
+func checkWorkflowRoutes(cfg Config, registered map[string]any) error {
+	var errs []error
+	for _, name := range sortedKeys(cfg.Types) {
+		o := cfg.TypeOptions(name)
+		if _, ok := registered[o.Workflow]; o.Workflow != "" && o.TaskQueue == "" && !ok {
+			errs = append(errs, fmt.Errorf("config: types.%s.workflow: no Go workflow %q is registered in this bridge (bridge.WithWorkflow), and no task_queue routes it to another worker", name, o.Workflow))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// registerWorkflow registers a Go workflow handler, turning the SDK's panic
+// on a function it cannot take (or a name taken) into an error.
+func registerWorkflow(w worker.Worker, name string, fn any) (err error) {
+	if name == workflows.TaskWorkflowName {
+		return fmt.Errorf("bridge.WithWorkflow(%q): the name is the bridge's own task workflow", name)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("bridge.WithWorkflow(%q): %v", name, r)
+		}
+	}()
+	w.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
+	return nil
 }
 
 // Run checks TaskManager and Temporal, resolves the types to serve, starts
@@ -192,7 +234,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	b.types = types
 	b.searchAttrs.Store(b.cfg.Temporal.SearchAttributes && b.hasSearchAttributes(ctx))
-	if err := b.worker.Start(); err != nil {
+	// Not after Stop: the SDK panics when a stopped worker is started.
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return nil // Stop came first (an embedder's): nothing to run
+	}
+	err = b.worker.Start()
+	b.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("start Temporal worker: %w", err)
 	}
 	b.polling.Store(true)
@@ -399,6 +449,7 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		if b.acts.Idle(idle) == nil {
 			time.Sleep(100 * time.Millisecond) // the SDK's failure report
 		}
+		b.stopDoneOnce.Do(func() { close(b.stopDone) })
 		close(done)
 	}()
 	select {

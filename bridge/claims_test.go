@@ -72,7 +72,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	b := &Bridge{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name()),
 		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
-		bg: bg, bgCancel: cancel, metrics: m, undecodableFor: 100 * time.Millisecond, fatal: make(chan error, 1),
+		bg: bg, bgCancel: cancel, metrics: m, undecodableFor: 100 * time.Millisecond, fatal: make(chan error, 1), stopDone: make(chan struct{}),
 	}
 	b.adm.finished = m.runFinished
 	b.closerOn.Store(true)

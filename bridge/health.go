@@ -40,7 +40,9 @@ func (b *Bridge) serveMetrics() error {
 			b.log.Error("metrics server stopped", "addr", b.cfg.MetricsAddr, "err", err)
 		}
 	}()
-	go func() { <-b.bg.Done(); _ = srv.Close() }()
+	// Up until Stop is done, not only until claiming ends: /healthz says
+	// alive, /readyz "stopping", and the last metrics can be scraped.
+	go func() { <-b.stopDone; _ = srv.Close() }()
 	b.log.Info("serving metrics and health", "metrics", b.metricsURL+"/metrics", "ready", b.metricsURL+"/readyz")
 	return nil
 }

@@ -88,14 +88,25 @@ func TestHealth_endpoints(t *testing.T) {
 	require.Equal(t, "ok", h.Checks["temporal"])
 	bb.tm.ClearFaults()
 
-	b.bgCancel() // what Stop ends with
-	require.Eventually(t, func() bool {
+	// Stop first ends claiming and starts (bg), then waits for the worker
+	// and its handlers, up to the shutdown grace and more: the server
+	// answers all that time (/readyz: stopping). Before, it closed with bg,
+	// and probes and scrapes met a refused connection for up to a minute.
+	down := func() bool {
 		resp, err := http.Get(b.metricsURL + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err != nil
-	}, eventually, 10*time.Millisecond, "the server stops with the bridge")
+	}
+	b.polling.Store(false)
+	b.bgCancel()
+	require.Never(t, down, 300*time.Millisecond, 10*time.Millisecond, "the server answers while Stop waits for the worker")
+	code, h = readyz(t, b)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, h.Checks["worker"], "not polling")
+	b.stopDoneOnce.Do(func() { close(b.stopDone) }) // what Stop ends with
+	require.Eventually(t, down, eventually, 10*time.Millisecond, "the server stops with the bridge")
 }
 
 // A metrics address that cannot be listened on fails the start.

@@ -17,6 +17,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
 
@@ -316,4 +317,28 @@ func TestE2E_search_attributes_can_be_turned_off(t *testing.T) {
 			require.Contains(t, fields, "TaskID")
 		})
 	}
+}
+
+// An embedder's Stop before Run (or while Run checks TaskManager and
+// Temporal): Run returns without starting the worker or claiming. Before,
+// Run started the worker that Stop had stopped, and the SDK panicked
+// ("attempted to start a worker that has been stopped before"). Found by
+// a review.
+func TestE2E_stop_before_run_claims_nothing(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("example.echo")
+	id := s.create("example.echo", map[string]any{"message": "not claimed"})
+	cfg, err := bridge.Load(s.args("bridge-stop-first"), s.environ(), os.Stdout)
+	require.NoError(t, err)
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	b, err := bridge.New(cfg, reg, s.tc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, b.Stop(ctx))
+	require.NoError(t, b.Run(ctx))
+	st, ok := s.tm.Task(id)
+	require.True(t, ok)
+	require.Equal(t, "pending", st.Status)
 }

@@ -1,0 +1,58 @@
+package bridge
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// lazyClient is a Temporal client that dials nothing until used: New
+// builds its worker without a call.
+func lazyClient(t *testing.T) client.Client {
+	t.Helper()
+	tc, err := client.NewLazyClient(client.Options{HostPort: "127.0.0.1:1"})
+	require.NoError(t, err)
+	t.Cleanup(tc.Close)
+	return tc
+}
+
+func newTestConfig(types map[string]TypeConfig) Config {
+	return Config{
+		APIURL: "http://127.0.0.1:1/api", WorkerID: "w1", PollInterval: time.Second, MaxInFlight: 10,
+		APITimeout: 5 * time.Second, ClaimTimeout: workflows.DefaultClaimTimeout, ShutdownGrace: 10 * time.Second, ProgressRate: 10,
+		Temporal: TemporalConfig{TaskQueue: "q", WorkflowIDPrefix: "task-", MaxConcurrentActivities: 10},
+		Types:    types,
+	}
+}
+
+// A type routed to a Go workflow that this bridge does not register (and
+// no task_queue sends elsewhere) is a config error. Before, New accepted
+// it: the bridge claimed its tasks and their runs failed every workflow
+// task ("unable to find workflow type"), the tasks held claimed. And a Go
+// workflow the SDK cannot register is an error, not a panic. (Found by a
+// review.)
+func TestNew_checks_Go_workflow_routes_and_registrations(t *testing.T) {
+	t.Parallel()
+	flow := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) { return nil, nil }
+	routed := map[string]TypeConfig{"demo.flow": {TypeOptions: workflows.TypeOptions{Workflow: "demo.missing"}}}
+	_, err := New(newTestConfig(routed), nil, lazyClient(t))
+	require.ErrorContains(t, err, `config: types.demo.flow.workflow: no Go workflow "demo.missing" is registered in this bridge`)
+
+	_, err = New(newTestConfig(routed), nil, lazyClient(t), WithWorkflow("demo.missing", flow))
+	require.NoError(t, err)
+
+	elsewhere := map[string]TypeConfig{"demo.flow": {TypeOptions: workflows.TypeOptions{Workflow: "demo.missing", ActivityOptions: workflows.ActivityOptions{TaskQueue: "other"}}}}
+	_, err = New(newTestConfig(elsewhere), nil, lazyClient(t))
+	require.NoError(t, err, "another worker's queue registers it")
+
+	_, err = New(newTestConfig(nil), nil, lazyClient(t), WithWorkflow("demo.bad", func(int) {}))
+	require.ErrorContains(t, err, `bridge.WithWorkflow("demo.bad")`)
+	_, err = New(newTestConfig(nil), nil, lazyClient(t), WithWorkflow(workflows.TaskWorkflowName, flow))
+	require.ErrorContains(t, err, "the bridge's own task workflow")
+}
