@@ -223,3 +223,14 @@ func TestMetrics_on_a_registry_in_use(t *testing.T) {
 	require.Equal(t, 2.0, got["tmbridge_claims_total"], "one counter, shared")
 	require.Equal(t, 120.0, got["tmbridge_claim_timeout_seconds"], "the newest bridge's state")
 }
+
+// A registry whose own Go collector is configured otherwise (its runtime
+// metrics collide with some of the default one's) is taken as it is.
+// Before, New panicked: "descriptor … already exists". Found by a review.
+func TestMetrics_on_a_registry_with_its_own_Go_collector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsGC)))
+	require.NotPanics(t, func() { newMetrics(reg) })
+	_, err := reg.Gather()
+	require.NoError(t, err)
+}

@@ -70,8 +70,8 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.reportAttempts = register(reg, m.reportAttempts)
 	m.apiDuration = register(reg, m.apiDuration)
 	register(reg, prometheus.Collector(info))
-	register(reg, collectors.NewGoCollector())
-	register(reg, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerShared(reg, collectors.NewGoCollector())
+	registerShared(reg, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Results seen from the start, so that rate() and alerts work from
 	// the first scrape.
 	m.reportAttempts.WithLabelValues("ok")
@@ -109,6 +109,14 @@ func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
 		}
 	}
 	panic(fmt.Sprintf("tmbridge metrics: %v", err))
+}
+
+// registerShared registers a collector of the process (Go runtime,
+// process) unless reg has one already, whatever its options: a registry
+// given with WithMetricsRegistry may hold its own, configured otherwise,
+// whose metrics then collide with some of this one's.
+func registerShared(reg *prometheus.Registry, c prometheus.Collector) {
+	_ = reg.Register(c)
 }
 
 // registerState adds the gauges read from the bridge's state at scrape
