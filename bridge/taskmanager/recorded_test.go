@@ -403,3 +403,17 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// The OpenAPI file's completeTask answer has no data: it is a success, the
+// status unknown. Before, it was read as a transient error, and the post
+// was retried for a task already completed. Found by a review.
+func TestComplete_success_without_data(t *testing.T) {
+	t.Parallel()
+	c, _ := recorded(t, 200, `{"success":true,"message":"Task completed successfully"}`)
+	status, err := c.Complete(context.Background(), "7", Completion{WorkerID: "w1", Success: true, Result: json.RawMessage(`{}`)})
+	require.NoError(t, err)
+	require.Empty(t, status)
+	c, _ = recorded(t, 200, `{"success":true}`)
+	_, err = c.GetTask(context.Background(), "7")
+	require.ErrorIs(t, err, ErrTransient, "other calls still need their data")
+}
