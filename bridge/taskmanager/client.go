@@ -319,7 +319,10 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 		// an error answer with a 2xx status: read as a 400
 		return answerError(cl, resp, 400, raw, c.apiKey)
 	}
-	if data := bytes.TrimSpace(env.Data); out == nil || (cl.noData && (len(data) == 0 || string(data) == "null")) {
+	// A success without data only when the answer says success: a proxy's
+	// {} or {"error": …} is not TaskManager's.
+	saysSuccess := env.Success != nil && *env.Success
+	if data := bytes.TrimSpace(env.Data); out == nil || (cl.noData && saysSuccess && (len(data) == 0 || string(data) == "null")) {
 		return nil
 	}
 	if err := decodeData(env.Data, cl, out); err != nil {

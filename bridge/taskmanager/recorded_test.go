@@ -416,4 +416,9 @@ func TestComplete_success_without_data(t *testing.T) {
 	c, _ = recorded(t, 200, `{"success":true}`)
 	_, err = c.GetTask(context.Background(), "7")
 	require.ErrorIs(t, err, ErrTransient, "other calls still need their data")
+	for _, body := range []string{`{}`, `{"status":"ok"}`, `{"error":"upstream timed out"}`} {
+		c, _ = recorded(t, 200, body)
+		_, err = c.Complete(context.Background(), "7", Completion{WorkerID: "w1", Success: true, Result: json.RawMessage(`{}`)})
+		require.ErrorIs(t, err, ErrTransient, "not TaskManager's success: %s", body)
+	}
 }
