@@ -65,25 +65,15 @@ func Typed[P, R any](fn func(ctx context.Context, params P) (R, error)) Handler 
 
 func decodeParams(raw json.RawMessage, p any) error {
 	raw = taskmanager.OrEmptyObject(raw)
-	err := json.Unmarshal(raw, p)
 	// PHP decodes a JSON object into an array and writes an empty one
 	// back as []: where the handler wants an object (a map, a struct), an
-	// empty list reads as {}. Each retry fixes one such field.
-	for tries := 0; err != nil && tries < maxEmptyObjects; tries++ {
-		var te *json.UnmarshalTypeError
-		if !errors.As(err, &te) || te.Value != "array" || !objectKind(te.Type) {
-			break
+	// empty list reads as {}.
+	if t := reflect.TypeOf(p); t != nil && t.Kind() == reflect.Pointer {
+		if fixed, changed := emptyListsAsObjects(raw, t.Elem(), 0); changed {
+			raw = fixed
 		}
-		fixed, ok := emptyListAsObject(raw, te.Field)
-		if !ok {
-			break
-		}
-		raw = fixed
-		if v := reflect.ValueOf(p); v.Kind() == reflect.Pointer && !v.IsNil() {
-			v.Elem().SetZero() // decode afresh, not over the first try
-		}
-		err = json.Unmarshal(raw, p)
 	}
+	err := json.Unmarshal(raw, p)
 	if err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
@@ -137,41 +127,135 @@ func TaskInfo(ctx context.Context) (HandlerInput, bool) {
 	return in, ok
 }
 
-// maxEmptyObjects bounds the fields of PHP's [] for {} that decodeParams
-// reads as objects in one task's params.
-const maxEmptyObjects = 100
-
-// objectKind reports whether t (or what it points to) decodes from a JSON
-// object.
-func objectKind(t reflect.Type) bool {
-	for t != nil && t.Kind() == reflect.Pointer {
+// emptyListsAsObjects returns raw with each empty list that t (the Go
+// type raw decodes into) wants as an object (a map, a struct) written {},
+// and whether it changed anything. It follows t as encoding/json does:
+// struct fields by their json name (or, failing that, ignoring case),
+// embedded structs' fields in line, map values, list items. Objects keep
+// their keys in order. Past maxParamsDepth it leaves raw as it is.
+func emptyListsAsObjects(raw json.RawMessage, t reflect.Type, depth int) (json.RawMessage, bool) {
+	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	return t != nil && (t.Kind() == reflect.Map || t.Kind() == reflect.Struct)
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || depth > maxParamsDepth {
+		return raw, false
+	}
+	switch t.Kind() {
+	case reflect.Map, reflect.Struct:
+		if string(raw) == "[]" {
+			return json.RawMessage(`{}`), true
+		}
+		if raw[0] != '{' {
+			return raw, false
+		}
+		keys, vals, ok := objectPairs(raw)
+		if !ok {
+			return raw, false
+		}
+		changed := false
+		for i, k := range keys {
+			var vt reflect.Type
+			if t.Kind() == reflect.Map {
+				vt = t.Elem()
+			} else if f, ok := jsonField(t, k); ok {
+				vt = f
+			}
+			if vt == nil {
+				continue
+			}
+			if v, c := emptyListsAsObjects(vals[i], vt, depth+1); c {
+				vals[i], changed = v, true
+			}
+		}
+		if !changed {
+			return raw, false
+		}
+		var b bytes.Buffer
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			kb, _ := json.Marshal(k)
+			b.Write(kb)
+			b.WriteByte(':')
+			b.Write(vals[i])
+		}
+		b.WriteByte('}')
+		return b.Bytes(), true
+	case reflect.Slice, reflect.Array:
+		if raw[0] != '[' {
+			return raw, false
+		}
+		var items []json.RawMessage
+		if json.Unmarshal(raw, &items) != nil {
+			return raw, false
+		}
+		changed := false
+		for i := range items {
+			if v, c := emptyListsAsObjects(items[i], t.Elem(), depth+1); c {
+				items[i], changed = v, true
+			}
+		}
+		if !changed {
+			return raw, false
+		}
+		out, err := json.Marshal(items)
+		return out, err == nil
+	}
+	return raw, false
 }
 
-// emptyListAsObject returns raw with the value at path (JSON keys joined by
-// dots, as json.UnmarshalTypeError.Field names them; "" the whole value)
-// replaced by {} when it is an empty list; ok is false otherwise.
-func emptyListAsObject(raw json.RawMessage, path string) (json.RawMessage, bool) {
-	if path == "" {
-		if string(bytes.TrimSpace(raw)) != "[]" {
-			return nil, false
+// maxParamsDepth bounds how deep emptyListsAsObjects follows params.
+const maxParamsDepth = 100
+
+// objectPairs returns a JSON object's keys and values, in order.
+func objectPairs(raw json.RawMessage) (keys []string, vals []json.RawMessage, ok bool) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
+		return nil, nil, false
+	}
+	for d.More() {
+		tok, err := d.Token()
+		k, isKey := tok.(string)
+		if err != nil || !isKey {
+			return nil, nil, false
 		}
-		return json.RawMessage(`{}`), true
+		var v json.RawMessage
+		if d.Decode(&v) != nil {
+			return nil, nil, false
+		}
+		keys, vals = append(keys, k), append(vals, v)
 	}
-	key, rest, _ := strings.Cut(path, ".")
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(raw, &obj) != nil {
-		return nil, false
+	return keys, vals, true
+}
+
+// jsonField returns the type of struct t's field that JSON key k decodes
+// into, as encoding/json picks it: by exact json name, else ignoring case;
+// an embedded struct's fields count as t's own.
+func jsonField(t reflect.Type, k string) (reflect.Type, bool) {
+	var folded reflect.Type
+	for _, f := range reflect.VisibleFields(t) {
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			if f.Anonymous && f.Type.Kind() == reflect.Struct {
+				continue // its fields are t's, in line
+			}
+			name = f.Name
+		}
+		if name == k {
+			return f.Type, true
+		}
+		if folded == nil && strings.EqualFold(name, k) {
+			folded = f.Type
+		}
 	}
-	v, ok := obj[key]
-	if !ok {
-		return nil, false
-	}
-	if obj[key], ok = emptyListAsObject(v, rest); !ok {
-		return nil, false
-	}
-	out, err := json.Marshal(obj)
-	return out, err == nil
+	return folded, folded != nil
 }

@@ -50,3 +50,39 @@ func TestTyped_reads_PHPs_empty_list_as_an_empty_object(t *testing.T) {
 	require.True(t, activities.HasErrorType(err, activities.ErrTypeInvalidParams), "a list that is not empty is not an object: %v", err)
 	require.ErrorContains(t, err, `field "opts"`)
 }
+
+// The shapes PHP gives most: objects in a list, in a map, an embedded
+// struct's field, a key in another case. Keys keep their order (a
+// case-insensitive match takes the last one). Found by a review of the
+// first fix, which patched by the error's field path and missed these.
+func TestTyped_reads_PHPs_empty_list_as_an_empty_object_in_every_shape(t *testing.T) {
+	t.Parallel()
+	type item struct {
+		M map[string]int `json:"m"`
+	}
+	type Base struct {
+		Opts map[string]any `json:"opts"`
+	}
+	type params struct {
+		Base
+		Items []item          `json:"items"`
+		ByKey map[string]item `json:"by_key"`
+		Named struct {
+			X int `json:"x"`
+		} `json:"named"`
+		N int `json:"n"`
+	}
+	var got params
+	h := activities.Typed(func(ctx context.Context, p params) (map[string]any, error) {
+		got = p
+		return map[string]any{}, nil
+	})
+	_, err := h.Handle(context.Background(), json.RawMessage(`{"opts":[],"items":[{"m":[]},{"m":{"a":1}}],"by_key":{"k":{"m":[]}},"NAMED":[],"n":1,"N":2}`))
+	require.NoError(t, err)
+	require.NotNil(t, got.Opts)
+	require.Len(t, got.Items, 2)
+	require.NotNil(t, got.Items[0].M)
+	require.Equal(t, 1, got.Items[1].M["a"])
+	require.NotNil(t, got.ByKey["k"].M)
+	require.Equal(t, 2, got.N, "the last of the keys that match, as without a fix")
+}
