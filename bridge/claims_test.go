@@ -807,23 +807,32 @@ func TestSweep_signals_a_newer_claim_of_an_open_run(t *testing.T) {
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 1 }, eventually, 5*time.Millisecond, "one task, one slot")
 }
 
+// claimedTwice creates a long example.sleep task and claims it as w1 (the
+// bridge not serving), calls between, lets the claim time out and claims
+// the task again: it is claimed by w1 at attempt 2.
+func claimedTwice(t *testing.T, between func(bb *bridgeBundle, id string)) (*bridgeBundle, string) {
+	t.Helper()
+	clock := devserver.NewClock(time.Now())
+	bb := setupBridgeClock(t, clock, nil)
+	bb.only("example.sleep")
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	claim := taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID}
+	_, err := bb.api.Claim(context.Background(), claim)
+	require.NoError(t, err)
+	between(bb, id)
+	clock.Add(301 * time.Second)
+	_, err = bb.api.Claim(context.Background(), claim)
+	require.NoError(t, err)
+	return bb, id
+}
+
 // A newer claim of an open run that cannot be read now (a 500) is left for
 // the next sweep; this sweep does not fail for it. A failed sweep holds
 // the places of lost claims, which only a sweep that ends well gives back.
 func TestSweep_newer_claim_of_an_open_run_not_read_does_not_fail_it(t *testing.T) {
 	t.Parallel()
-	clock := devserver.NewClock(time.Now())
-	bb := setupBridgeClock(t, clock, nil)
-	bb.only("example.sleep")
-	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	bb, id := claimedTwice(t, func(bb *bridgeBundle, id string) { bb.b.adm.adoptRun("task-"+id, 1) })
 	ctx := context.Background()
-	claim := taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID}
-	_, err := bb.api.Claim(ctx, claim)
-	require.NoError(t, err)
-	bb.b.adm.adoptRun("task-"+id, 1)
-	clock.Add(301 * time.Second)
-	_, err = bb.api.Claim(ctx, claim)
-	require.NoError(t, err)
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: http.StatusInternalServerError})
 	require.NoError(t, bb.b.sweep(ctx, map[taskmanager.ID]*strikes{}))
 }
@@ -835,20 +844,11 @@ func TestSweep_newer_claim_of_an_open_run_not_read_does_not_fail_it(t *testing.T
 // run it counted.
 func TestSweep_signals_a_renewal_claim_left_by_a_crash(t *testing.T) {
 	t.Parallel()
-	clock := devserver.NewClock(time.Now())
-	bb := setupBridgeClock(t, clock, nil)
-	bb.only("example.sleep")
-	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
-	ctx := context.Background()
-	claim := taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID}
-	_, err := bb.api.Claim(ctx, claim)
-	require.NoError(t, err)
-	opts := client.StartWorkflowOptions{ID: "task-" + id, Memo: map[string]any{workflows.MemoWorkerID: "w1", workflows.MemoAttempt: 1}}
-	_, err = bb.temporal.ExecuteWorkflow(ctx, opts, workflows.TaskWorkflowName, workflows.TaskInput{Claim: workflows.Claim{WorkerID: "w1", Attempts: 1}})
-	require.NoError(t, err)
-	clock.Add(301 * time.Second) // the claim timed out: claimed again, then the process died
-	_, err = bb.api.Claim(ctx, claim)
-	require.NoError(t, err)
+	bb, id := claimedTwice(t, func(bb *bridgeBundle, id string) { // the first claim's run, then the process died
+		opts := client.StartWorkflowOptions{ID: "task-" + id, Memo: map[string]any{workflows.MemoWorkerID: "w1", workflows.MemoAttempt: 1}}
+		_, err := bb.temporal.ExecuteWorkflow(context.Background(), opts, workflows.TaskWorkflowName, workflows.TaskInput{Claim: workflows.Claim{WorkerID: "w1", Attempts: 1}})
+		require.NoError(t, err)
+	})
 	bb.serve(t)
 	require.Eventually(t, func() bool {
 		rs := bb.temporal.snapshot("task-" + id)

@@ -205,13 +205,7 @@ func TestTypeOptions_validate_names_the_problem(t *testing.T) {
 // handler (example.uppercase) is read with index.
 func TestSteps_templates_exact_numbers_and_dotted_names(t *testing.T) {
 	t.Parallel()
-	var got atomic.Value
-	b := setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.capture", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
-			got.Store(string(p))
-			return map[string]any{"ok": true}, nil
-		})
-	})
+	b, got := setupCapture(t)
 	steps := []workflows.Step{
 		{Handler: "example.uppercase", Params: map[string]any{"text": "{{ .params.name }}"}},
 		{Name: "cap", Handler: "test.capture", Params: map[string]any{
@@ -244,13 +238,7 @@ func TestSteps_templates_exact_numbers_and_dotted_names(t *testing.T) {
 // exact-templates marker) goes on rendering as it began.
 func TestSteps_runs_from_before_exact_templates_render_as_they_began(t *testing.T) {
 	t.Parallel()
-	var got atomic.Value
-	b := setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.capture", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
-			got.Store(string(p))
-			return map[string]any{"ok": true}, nil
-		})
-	})
+	b, got := setupCapture(t)
 	b.env.OnGetVersion("exact-templates", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 	steps := []workflows.Step{{Name: "cap", Handler: "test.capture", Params: map[string]any{"id": "user {{ .params.user_id }}", "n": "{{ .params.user_id }}"}}}
 	in := b.claim(t, "demo.pipeline", map[string]any{"user_id": 1234567}, workflows.TypeOptions{Steps: steps})
@@ -279,13 +267,7 @@ func TestSteps_rendered_params_are_bounded(t *testing.T) {
 // {{ with .steps.loud }}, which failed the step. (Found by a review.)
 func TestSteps_guard_for_a_step_without_an_entry(t *testing.T) {
 	t.Parallel()
-	var got atomic.Value
-	b := setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.capture", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
-			got.Store(string(p))
-			return map[string]any{"ok": true}, nil
-		})
-	})
+	b, got := setupCapture(t)
 	steps := []workflows.Step{
 		{Name: "loud", When: "false", Handler: "test.capture"},
 		{Name: "g", Parallel: []workflows.Step{{Name: "a", Handler: "example.echo", Params: map[string]any{"message": "a"}}}},
@@ -298,4 +280,18 @@ func TestSteps_guard_for_a_step_without_an_entry(t *testing.T) {
 	_, err := b.run(in)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"loud":"skipped","g":"ok"}`, got.Load().(string))
+}
+
+// setupCapture is setup with a test.capture handler that keeps the params
+// it was last given, as text, in got.
+func setupCapture(t *testing.T) (*testBundle, *atomic.Value) {
+	t.Helper()
+	got := new(atomic.Value)
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.capture", func(ctx context.Context, p json.RawMessage) (map[string]any, error) {
+			got.Store(string(p))
+			return map[string]any{"ok": true}, nil
+		})
+	})
+	return b, got
 }
