@@ -3,6 +3,7 @@ package activities
 import (
 	"bytes"
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -138,7 +139,7 @@ func emptyListsAsObjects(raw json.RawMessage, t reflect.Type, depth int) (json.R
 		t = t.Elem()
 	}
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || depth > maxParamsDepth {
+	if len(raw) == 0 || depth > maxParamsDepth || decodesItself(t) {
 		return raw, false
 	}
 	switch t.Kind() {
@@ -206,6 +207,18 @@ func emptyListsAsObjects(raw json.RawMessage, t reflect.Type, depth int) (json.R
 	}
 	return raw, false
 }
+
+// decodesItself reports whether t reads its own JSON (json.Unmarshaler,
+// encoding.TextUnmarshaler): what [] means to it is its own affair.
+func decodesItself(t reflect.Type) bool {
+	p := reflect.PointerTo(t)
+	return t.Implements(jsonUnmarshaler) || p.Implements(jsonUnmarshaler) || t.Implements(textUnmarshaler) || p.Implements(textUnmarshaler)
+}
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
 
 // maxParamsDepth bounds how deep emptyListsAsObjects follows params.
 const maxParamsDepth = 100

@@ -86,3 +86,29 @@ func TestTyped_reads_PHPs_empty_list_as_an_empty_object_in_every_shape(t *testin
 	require.NotNil(t, got.ByKey["k"].M)
 	require.Equal(t, 2, got.N, "the last of the keys that match, as without a fix")
 }
+
+// point reads itself from a list: [] is its own affair, not an empty object.
+type point struct{ n int }
+
+func (p *point) UnmarshalJSON(b []byte) error {
+	var xs []int
+	if err := json.Unmarshal(b, &xs); err != nil {
+		return err
+	}
+	p.n = len(xs)
+	return nil
+}
+
+// A type that decodes itself gets its [] as it is.
+func TestTyped_leaves_the_lists_of_types_that_decode_themselves(t *testing.T) {
+	t.Parallel()
+	type params struct {
+		P point `json:"p"`
+	}
+	h := activities.Typed(func(ctx context.Context, p params) (map[string]int, error) {
+		return map[string]int{"n": p.P.n}, nil
+	})
+	out, err := h.Handle(context.Background(), json.RawMessage(`{"p":[]}`))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"n":0}`, string(out))
+}
