@@ -132,6 +132,13 @@ func (bb *bridgeBundle) status(t *testing.T, id string) devserver.TaskState {
 	return st
 }
 
+// unreadable garbles the answer of the next claim (with task id the only
+// one pending, the claim that takes it) and of every read of task id.
+func (bb *bridgeBundle) unreadable(id string) {
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":` + id + `,"attempts":"many"}]}}`})
+}
+
 const eventually = 30 * time.Second
 
 // 5. A start Temporal will never accept (InvalidArgument, an input over its
@@ -595,8 +602,7 @@ func TestClaims_unreadable_claimed_task_is_failed(t *testing.T) {
 	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, MaxAttempts: 1}, func(c *Config) { c.MaxInFlight = 1 })
 	bb.only("example.echo") // the garbled answer is this type's claim
 	id := bb.create(t, "example.echo", map[string]any{"message": "unreadable"})
-	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
-	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":` + id + `,"attempts":"many"}]}}`})
+	bb.unreadable(id)
 	bb.serve(t)
 	require.Eventually(t, func() bool { return len(bb.tm.Completions(id)) > 0 }, eventually, 5*time.Millisecond)
 	first := bb.tm.Completions(id)[0]
@@ -606,17 +612,16 @@ func TestClaims_unreadable_claimed_task_is_failed(t *testing.T) {
 }
 
 // A task the bridge cannot read whose failure's answer is lost (a 502
-// after the write): the retry cannot read the task first, so it posts
-// again, and TaskManager's "not claimed" ends it. Before, every retry
-// read first, could not, and retried until the bridge stopped, holding
-// the task's max_in_flight slot.
+// after the write): the failing ends (the sweep looks at the task again),
+// and its place comes back. Before, every retry read first, could not,
+// and retried until the bridge stopped, holding the task's max_in_flight
+// slot.
 func TestClaims_unreadable_task_whose_failure_answer_is_lost_frees_its_place(t *testing.T) {
 	t.Parallel()
 	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, MaxAttempts: 1}, func(c *Config) { c.MaxInFlight = 1 })
 	bb.only("example.echo")
 	id := bb.create(t, "example.echo", map[string]any{"message": "unreadable"})
-	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
-	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":` + id + `,"attempts":"many"}]}}`})
+	bb.unreadable(id)
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Status: http.StatusBadGateway, After: true, Count: 1})
 	bb.serve(t)
 	require.Eventually(t, func() bool { return len(bb.tm.Completions(id)) > 0 }, eventually, 5*time.Millisecond)
@@ -638,8 +643,7 @@ func TestClaims_unreadable_task_failure_is_not_posted_again_onto_a_newer_claim(t
 	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, MaxAttempts: 3}, nil)
 	bb.only("example.echo")
 	id := bb.create(t, "example.echo", map[string]any{"message": "unreadable"})
-	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `garbage`})
-	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: "GET", Status: 200, Body: `{"success":true,"data":{"items":[{"id":` + id + `,"attempts":"many"}]}}`})
+	bb.unreadable(id)
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Status: http.StatusBadGateway, After: true, Count: 1})
 	bb.serve(t)
 	require.Eventually(t, func() bool {
