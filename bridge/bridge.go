@@ -194,12 +194,18 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 func checkWorkflowRoutes(cfg Config, registered map[string]any) error {
 	var errs []error
 	for _, name := range sortedKeys(cfg.Types) {
-		o := cfg.TypeOptions(name)
-		if _, ok := registered[o.Workflow]; o.Workflow != "" && o.TaskQueue == "" && !ok {
+		if o := cfg.TypeOptions(name); workflowMissing(o, registered) {
 			errs = append(errs, fmt.Errorf("config: types.%s.workflow: no Go workflow %q is registered in this bridge (bridge.WithWorkflow), and no task_queue routes it to another worker", name, o.Workflow))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// workflowMissing reports whether o routes to a Go workflow that must run
+// on this bridge's task queue and is not among registered.
+func workflowMissing(o workflows.TypeOptions, registered map[string]any) bool {
+	_, ok := registered[o.Workflow]
+	return o.Workflow != "" && o.TaskQueue == "" && !ok
 }
 
 // registerWorkflow registers a Go workflow handler, turning the SDK's panic

@@ -371,10 +371,9 @@ func (c *checker) route(name string) (result, detail string) {
 		return checkPass, fmt.Sprintf("%d steps", len(o.Steps))
 	case o.Workflow != "" && o.TaskQueue != "":
 		return checkPass, fmt.Sprintf("workflow %s on task queue %s (another worker: not checked)", o.Workflow, o.TaskQueue)
+	case workflowMissing(o, c.workflows):
+		return checkFail, fmt.Sprintf("workflow %q is not registered in this program (bridge.WithWorkflow)", o.Workflow)
 	case o.Workflow != "":
-		if _, ok := c.workflows[o.Workflow]; !ok {
-			return checkFail, fmt.Sprintf("workflow %q is not registered in this program (bridge.WithWorkflow)", o.Workflow)
-		}
 		return checkPass, "Go workflow " + o.Workflow
 	case o.TaskQueue != "":
 		return checkPass, fmt.Sprintf("handler %s on task queue %s (another worker: not checked)", o.HandlerFor(name), o.TaskQueue)

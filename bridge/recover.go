@@ -112,22 +112,14 @@ func (b *Bridge) recoverRuns(ctx context.Context) {
 			return
 		}
 		for _, ex := range resp.Executions {
-			var worker string
-			var attempt int
-			dc := converter.GetDefaultDataConverter()
-			if p := ex.GetMemo().GetFields()[workflows.MemoWorkerID]; p != nil {
-				_ = dc.FromPayload(p, &worker)
-			}
-			if p := ex.GetMemo().GetFields()[workflows.MemoAttempt]; p != nil {
-				_ = dc.FromPayload(p, &attempt)
-			}
-			if worker != b.cfg.WorkerID {
+			claim := workflows.ClaimInMemo(ex.GetMemo())
+			if claim.WorkerID != b.cfg.WorkerID {
 				continue
 			}
 			found++
 			// The memo's claim is the newest that reached the run, as far as
 			// visibility knows: a newer one the sweep finds is signalled.
-			if id := ex.GetExecution().GetWorkflowId(); b.adm.adoptRun(id, attempt) {
+			if id := ex.GetExecution().GetWorkflowId(); b.adm.adoptRun(id, claim.Attempts) {
 				b.watchRun(id)
 			}
 		}

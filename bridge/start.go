@@ -262,16 +262,7 @@ func (b *Bridge) claimRun(ctx context.Context, id string, claim workflows.Claim)
 		return runNone, err
 	}
 	info := desc.GetWorkflowExecutionInfo()
-	var attempt int
-	var worker string
-	dc := converter.GetDefaultDataConverter()
-	if p := info.GetMemo().GetFields()[workflows.MemoAttempt]; p != nil {
-		_ = dc.FromPayload(p, &attempt)
-	}
-	if p := info.GetMemo().GetFields()[workflows.MemoWorkerID]; p != nil {
-		_ = dc.FromPayload(p, &worker)
-	}
-	if attempt != claim.Attempts || worker != claim.WorkerID {
+	if m := workflows.ClaimInMemo(info.GetMemo()); m.Attempts != claim.Attempts || m.WorkerID != claim.WorkerID {
 		return runNone, nil
 	}
 	if info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {

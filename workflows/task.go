@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -235,21 +236,24 @@ const stepsWaitCancel workflow.Version = 2
 // claim this run serves. The bridge reads them to tell whether a run exists
 // for a claim; a run continued as new inherits its predecessor's memo.
 func recordClaimInMemo(ctx workflow.Context, c Claim) {
-	var attempt int
-	var worker string
-	if m := workflow.GetInfo(ctx).Memo; m != nil {
-		dc := converter.GetDefaultDataConverter()
-		if p := m.GetFields()[MemoAttempt]; p != nil {
-			_ = dc.FromPayload(p, &attempt)
-		}
-		if p := m.GetFields()[MemoWorkerID]; p != nil {
-			_ = dc.FromPayload(p, &worker)
-		}
-	}
-	if (attempt == c.Attempts && worker == c.WorkerID) || (attempt == 0 && worker == "") {
+	if m := ClaimInMemo(workflow.GetInfo(ctx).Memo); m.same(c) || m == (Claim{}) {
 		return // started for this claim, or started without a memo (tests)
 	}
 	upsertClaimMemo(ctx, c)
+}
+
+// ClaimInMemo returns the claim a run's memo names (MemoWorkerID,
+// MemoAttempt; zero when it names none): the claim the run serves.
+func ClaimInMemo(m *commonpb.Memo) Claim {
+	var c Claim
+	dc := converter.GetDefaultDataConverter()
+	if p := m.GetFields()[MemoAttempt]; p != nil {
+		_ = dc.FromPayload(p, &c.Attempts)
+	}
+	if p := m.GetFields()[MemoWorkerID]; p != nil {
+		_ = dc.FromPayload(p, &c.WorkerID)
+	}
+	return c
 }
 
 // upsertClaimMemo records in the memo the claim the run serves from now on.
