@@ -301,7 +301,7 @@ type pipeline struct {
 // success, the task's last progress for the report to post (nil when a
 // step posted it, or the run is older than changeProgressInHandlers).
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, *activities.Progress, error) {
-	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, failures: map[string]string{},
+	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, decoded: map[string]any{}, failures: map[string]string{},
 		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, alone: map[string]bool{}, counted: map[string]bool{},
 		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
@@ -460,9 +460,6 @@ func (p *pipeline) setResult(name string, raw json.RawMessage) {
 // Each result is decoded once, not once per render: a for_each renders
 // once per item, in one workflow task.
 func (p *pipeline) renderParams(params map[string]any, extra map[string]any) (json.RawMessage, error) {
-	if p.decoded == nil {
-		p.decoded = map[string]any{}
-	}
 	steps := make(map[string]any, len(p.results))
 	for name, raw := range p.results {
 		v, ok := p.decoded[name]
