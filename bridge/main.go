@@ -101,14 +101,13 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	slog.SetDefault(log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		sig := <-sigs
+	go watchSignals(sigs, time.Now, func(sig os.Signal) {
 		log.Info("stopping: no more claims; running handlers get the shutdown grace (signal again to exit at once)", "signal", sig.String(), "grace", cfg.ShutdownGrace)
 		cancel()
-		<-sigs
+	}, func() {
 		log.Warn("second signal: exiting now; Temporal retries what was running")
 		os.Exit(1)
-	}()
+	})
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
@@ -176,6 +175,34 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	}
 	log.Info("tmbridge stopped", "tasks_claimed", b.adm.claimed())
 	return 0
+}
+
+// sameStop is how soon after the first signal another is the same stop:
+// `timeout`, or a kill of the process group, sends SIGTERM to the bridge
+// twice at once, and the second must not cut its handlers' grace short.
+const sameStop = 250 * time.Millisecond
+
+// watchSignals calls stop at the first signal and exitNow at the next one
+// that came sameStop or more after it (by now); those already waiting when
+// the first was read, and those within sameStop of it, are the same stop.
+func watchSignals(sigs <-chan os.Signal, now func() time.Time, stop func(os.Signal), exitNow func()) {
+	sig := <-sigs
+	first := now()
+drain: // those already waiting with the first
+	for {
+		select {
+		case <-sigs:
+		default:
+			break drain
+		}
+	}
+	stop(sig)
+	for range sigs {
+		if now().Sub(first) >= sameStop {
+			exitNow()
+			return
+		}
+	}
 }
 
 // StopTimeout is the longest tmbridge takes to exit after SIGTERM with

@@ -3,6 +3,8 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,4 +86,35 @@ func TestHoldUntilSweep_after_the_sweeper_ended_gives_the_place_back(t *testing.
 	require.NoError(t, err)
 	bb.b.holdUntilSweep(tk, "example.echo")
 	require.Zero(t, bb.b.adm.inFlight())
+}
+
+// A signal sent twice at once (timeout(1), a kill of the process group) is
+// one stop: its handlers keep their grace. A signal sameStop or more after
+// the first exits at once. The clock is the test's: each signal read after
+// the first asks it for the time.
+func TestWatchSignals_signal_sent_twice_at_once_is_one_stop(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	times := make(chan time.Time)
+	sigs := make(chan os.Signal, 3)
+	sigs <- syscall.SIGTERM
+	sigs <- syscall.SIGTERM // the same stop, already waiting
+	stopped, exited := make(chan os.Signal, 1), make(chan struct{})
+	go watchSignals(sigs, func() time.Time { return <-times }, func(s os.Signal) { stopped <- s }, func() { close(exited) })
+	// tell answers the clock, false if watchSignals exited instead.
+	tell := func(at time.Time) bool {
+		select {
+		case times <- at:
+			return true
+		case <-exited:
+			return false
+		}
+	}
+	require.True(t, tell(t0))
+	require.Equal(t, syscall.SIGTERM, <-stopped)
+
+	sigs <- syscall.SIGINT // a moment later: the same stop
+	require.True(t, tell(t0.Add(sameStop-time.Millisecond)), "a signal sent twice at once exited")
+	sigs <- syscall.SIGINT // a second signal
+	require.True(t, tell(t0.Add(sameStop)), "a signal within sameStop of the first exited")
+	<-exited
 }
