@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
@@ -272,4 +275,40 @@ func (s *stack) goHandlerTask(name string, fn any, extra ...string) string {
 	require.NoError(s.t, os.WriteFile(cfgFile, []byte("types:\n  "+name+": { workflow: "+name+" }\n"), 0o600))
 	s.runBridgeWith(nil, "bridge-"+name, nil, []bridge.Option{bridge.WithWorkflow(name, fn)}, append([]string{"--config=" + cfgFile}, extra...)...)
 	return id
+}
+
+// A real server's history size stops a for_each before Temporal's limit:
+// items of 900 KB results each, the task is reported failed (not left
+// claimed by a run Temporal ended), and its history replays.
+func TestE2E_history_guard_fails_the_task_before_temporal_ends_the_run(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.big")
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	big := strings.Repeat("x", 900<<10)
+	var calls atomic.Int64
+	activities.Register(reg, "test.big", func(ctx context.Context, p json.RawMessage) (string, error) {
+		calls.Add(1)
+		return big, nil
+	})
+	list := make([]int, 80) // 72 MB of results, were they all run
+	id := s.create("demo.big", map[string]any{"list": list})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.big:
+    steps:
+      - { name: each, for_each: params.list, max_parallel: 2, handler: test.big, params: {} }
+`), 0o600))
+	stop := s.runBridge(reg, "bridge-guard", "--config="+cfgFile)
+	st := s.waitFinal([]string{id})[id]
+	stop()
+	require.Equal(t, "failed", st.Status)
+	require.Contains(t, st.Error, "not started: the run's history holds")
+	// Each attempt's run stops at about 45 items (40 MiB of results) of 80.
+	require.LessOrEqual(t, calls.Load(), int64(st.Attempts*50), "%d attempts", st.Attempts)
+	require.True(t, slices.ContainsFunc(s.history(s.prefix+id).GetEvents(), func(ev *historypb.HistoryEvent) bool {
+		return ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && strings.Contains(ev.String(), "history-guard")
+	}), "the guard's version marker is in the history")
+	s.replay(map[string]string{"guard": id}, "") // not saved: 40 MB
 }

@@ -60,8 +60,8 @@ types:
 }
 
 // replay replays the latest run of each task (by name) against the current
-// workflow code and, with TMBRIDGE_UPDATE_HISTORY=1, saves its history as
-// workflows/testdata/<prefix><name>.json.
+// workflow code and, with TMBRIDGE_UPDATE_HISTORY=1 and a prefix, saves
+// its history as workflows/testdata/<prefix><name>.json.
 func (s *stack) replay(tasks map[string]string, prefix string) {
 	s.t.Helper()
 	replayer := worker.NewWorkflowReplayer()
@@ -72,7 +72,7 @@ func (s *stack) replay(tasks map[string]string, prefix string) {
 }
 
 // replayRun replays one run (runID "": the latest) of a workflow and, with
-// TMBRIDGE_UPDATE_HISTORY=1, saves its history as
+// TMBRIDGE_UPDATE_HISTORY=1 and a prefix, saves its history as
 // workflows/testdata/<prefix><name>.json.
 func (s *stack) replayRun(replayer worker.WorkflowReplayer, name, workflowID, runID, prefix string) {
 	s.t.Helper()
@@ -82,7 +82,7 @@ func (s *stack) replayRun(replayer worker.WorkflowReplayer, name, workflowID, ru
 	}
 	h := s.runHistory(workflowID, runID)
 	require.NoError(s.t, replayer.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)), name)
-	if os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
+	if prefix != "" && os.Getenv("TMBRIDGE_UPDATE_HISTORY") != "" {
 		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
 		require.NoError(s.t, err)
 		require.NoError(s.t, os.WriteFile(filepath.Join("..", "workflows", "testdata", prefix+name+".json"), b, 0o644))

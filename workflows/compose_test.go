@@ -485,3 +485,38 @@ func TestCompose_groups_take_when_and_on_failure(t *testing.T) {
 	require.JSONEq(t, `{"error":"step boom (example.error): no"}`, string(out["grp"]))
 	require.JSONEq(t, `{"echo":"err=step boom (example.error): no","length":33}`, string(out["fb"]))
 }
+
+// No step or for_each item starts once the run's history is near
+// Temporal's limits: the task fails, saying why, rather than run on until
+// Temporal ends the run unreported and the task stays claimed.
+func TestCompose_no_step_starts_once_the_history_is_near_its_limit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		steps []workflows.Step
+		want  string
+	}{
+		{"for_each", []workflows.Step{{Name: "each", ForEach: "params.list", MaxParallel: 1, Handler: "test.item", Params: map[string]any{"n": "{{ .item }}"}}},
+			"step each (test.item): item 3: not started: the run's history holds 40960 events"},
+		{"steps", []workflows.Step{{Name: "a", Handler: "test.item"}, {Name: "b", Handler: "test.item"}, {Name: "c", Handler: "test.item"}, {Name: "d", Handler: "test.item"}},
+			"step d (test.item): not started: the run's history holds 40960 events"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int64
+			var b *testBundle
+			b = setup(t, func(reg *activities.Registry) {
+				activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+					if calls.Add(1) == 3 {
+						b.env.SetCurrentHistoryLength(workflows.HistoryGuardEvents)
+					}
+					return struct{}{}, nil
+				})
+			})
+			st, err := runFlow(t, b, map[string]any{"list": []int{1, 2, 3, 4, 5}}, tc.steps)
+			requireErrorType(t, err, workflows.TaskFailedErrorType)
+			require.Contains(t, st.Error, tc.want)
+			require.Equal(t, int64(3), calls.Load(), "no handler started past the guard")
+		})
+	}
+}

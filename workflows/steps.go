@@ -396,11 +396,40 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 // execute schedules step s's handler activity; with waitCancel, a cancel
 // of it is waited for (ActivityOptions.executeHandler).
 func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in activities.HandlerInput) workflow.Future {
+	if err := historyFull(ctx); err != nil {
+		return failedFuture(ctx, err)
+	}
 	o := s.options(p.opts, !p.exact)
 	if p.waitCancel {
 		return o.executeHandler(ctx, summary, s.Handler, in)
 	}
 	return o.execute(ctx, summary, s.Handler, in)
+}
+
+// Temporal ends a run, unreported, whose history passes 51,200 events or
+// 50 MiB (its default limits). A step or for_each item is not started
+// once the history holds HistoryGuardEvents or HistoryGuardBytes: it
+// fails for good, and the task is reported failed while its history has
+// room for the handlers still running (at most max_parallel results of up
+// to 1 MiB) and the report.
+const (
+	HistoryGuardEvents = 40_960
+	HistoryGuardBytes  = 40 << 20
+)
+
+// historyFull is a step's (or item's) failure to start when the run's
+// history is past a guard (versioned: changeHistoryGuard, taken only
+// then); nil otherwise.
+func historyFull(ctx workflow.Context) error {
+	info := workflow.GetInfo(ctx)
+	events, size := info.GetCurrentHistoryLength(), info.GetCurrentHistorySize()
+	if events < HistoryGuardEvents && size < HistoryGuardBytes ||
+		workflow.GetVersion(ctx, changeHistoryGuard, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return nil
+	}
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+		"not started: the run's history holds %d events and %d bytes, near the limits past which Temporal ends a run (51,200 events, 50 MiB by default); give the task fewer steps or items, or smaller params and results",
+		events, size), "HistoryFull", nil)
 }
 
 // handlerInput is what a step's handler gets. Its own progress reaches

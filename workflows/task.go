@@ -226,6 +226,10 @@ const (
 	// instead of scheduling on until Temporal ends the run at its history
 	// size limit; taken only when the bound is passed.
 	changeForEachParamsBound = "for-each-params-bound"
+	// changeHistoryGuard: a step or for_each item is not started once the
+	// run's history is near Temporal's limits (historyFull); taken only
+	// then. Before, steps were scheduled on until Temporal ended the run.
+	changeHistoryGuard = "history-guard"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs
