@@ -348,6 +348,12 @@ func (b *Bridge) claimUntil(ctx context.Context) error {
 	}
 	stop() // the sweeper too
 	b.loops.Wait()
+	b.mu.Lock()
+	stopped = b.stopped
+	b.mu.Unlock()
+	if stopped {
+		return nil // Stop ended the claim loops (an embedder's): it hands over
+	}
 	b.log.Info("max runs reached: claiming stopped, waiting for the claimed tasks", "max_runs", b.cfg.MaxRuns)
 	if err := b.adm.idle(ctx); err != nil {
 		return nil // stopped by a signal while waiting; Stop hands over

@@ -118,3 +118,28 @@ func TestWatchSignals_signal_sent_twice_at_once_is_one_stop(t *testing.T) {
 	require.True(t, tell(t0.Add(sameStop)), "a signal within sameStop of the first exited")
 	<-exited
 }
+
+// An embedder's Stop while Run runs, Run's context still live, makes Run
+// return: the claim loops it ended are not taken for --max-runs' end, whose
+// wait for the open runs would never end (Stop stopped their worker).
+func TestStop_while_Run_runs_makes_it_return(t *testing.T) {
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	bb.b.worker = stoppingWorker{stop: func() {}}
+	bb.b.acts = &activities.Activities{Registry: activities.NewRegistry(), TaskManager: bb.api}
+	bb.create(t, "example.echo", map[string]any{"message": "runs long"})
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	done := make(chan error, 1)
+	go func() { done <- bb.b.serve(runCtx) }()
+	require.Eventually(t, func() bool { return bb.b.adm.openRuns() == 1 }, eventually, 10*time.Millisecond)
+	sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, bb.b.Stop(sctx))
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Minute): // a guard against the hang, not a timing assertion
+		t.Fatalf("Run has not returned a minute after Stop (in flight: %d)", bb.b.adm.inFlight())
+	}
+}
