@@ -60,8 +60,12 @@ type Client struct {
 	observe func(endpoint string, status int, took time.Duration)
 }
 
-// maxAnswer bounds how much of an answer is read.
-const maxAnswer = 16 << 20
+// maxAnswer bounds how much of an answer is read; maxDrain, how much more
+// is read past its JSON so that its connection is reused.
+const (
+	maxAnswer = 16 << 20
+	maxDrain  = 64 << 10
+)
 
 // New returns a Client, or an error when BaseURL is not an http(s) URL.
 func New(opts Options) (*Client, error) {
@@ -293,11 +297,18 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	if err != nil {
 		return fail(0, ErrTransient, netError(RedactURLError(err)))
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	_, _ = io.Copy(io.Discard, resp.Body) // let the connection be reused
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err == nil && len(raw) <= maxAnswer {
+		// What is left of a short answer: read, so that the connection
+		// is reused; a longer one's is not read (it may never end).
+		_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
+	}
 	resp.Body.Close()
 	if err != nil {
 		return fail(resp.StatusCode, ErrTransient, fmt.Errorf("read answer: %w", netError(err)))
+	}
+	if len(raw) > maxAnswer {
+		return fail(resp.StatusCode, ErrTransient, fmt.Errorf("answer over %d MiB, not read", maxAnswer>>20))
 	}
 
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {

@@ -140,3 +140,29 @@ func TestClient_caps_Retry_After(t *testing.T) {
 	require.LessOrEqual(t, d, 2*time.Minute)
 	require.Zero(t, wait("-5"))
 }
+
+// An answer past the 16 MiB bound (a proxy's endless body) is not read on
+// until the call's timeout: the call ends once the bound is passed, with
+// an error saying so. Before, the rest was drained for the whole timeout
+// (gigabytes), and the error spoke of JSON that ended early.
+func TestClient_answer_past_the_bound_is_not_read_on(t *testing.T) {
+	var sent atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"success":true,"data":{"items":[`))
+		chunk := []byte(strings.Repeat(`{"id":1},`, 1<<13))
+		for r.Context().Err() == nil {
+			n, err := w.Write(chunk)
+			if sent.Add(int64(n)); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	c, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k", Timeout: time.Minute})
+	require.NoError(t, err)
+	_, err = c.ListTasks(context.Background(), taskmanager.TaskFilter{Status: taskmanager.StatusPending})
+	require.ErrorContains(t, err, "answer over 16 MiB")
+	require.ErrorIs(t, err, taskmanager.ErrTransient)
+	require.Less(t, sent.Load(), int64(64<<20), "bytes the server wrote before the bridge hung up")
+}
