@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -1183,4 +1184,25 @@ func TestScout_failing_listing_does_not_claim_in_a_tight_loop(t *testing.T) {
 	require.Eventually(t, func() bool { return bb.tm.Stats().ClaimCalls == ClaimsPerType && waiting() == ClaimsPerType }, eventually, 5*time.Millisecond)
 	time.Sleep(300 * time.Millisecond) // what a tight loop would claim meanwhile
 	require.Equal(t, ClaimsPerType, bb.tm.Stats().ClaimCalls, "claims before the next poll")
+}
+
+// The scout keeps an account only of the types this bridge serves: the
+// pending tasks of others (a TaskManager with a type per tenant, served by
+// other bridges) left an entry each, for ever, walked at every look.
+func TestScout_keeps_no_account_of_types_it_does_not_serve(t *testing.T) {
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	for i := range 50 {
+		name := fmt.Sprintf("tenant-%d.export", i)
+		_, err := bb.api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+		require.NoError(t, err)
+		bb.create(t, name, map[string]any{"n": i})
+	}
+	id := bb.create(t, "example.echo", map[string]any{"message": "mine"})
+	bb.serve(t)
+	// Claimed only once a look listed it, with the others' tasks.
+	require.Eventually(t, func() bool { return bb.status(t, id).Status != "pending" }, eventually, 10*time.Millisecond)
+	bb.b.scout.mu.Lock()
+	defer bb.b.scout.mu.Unlock()
+	require.Equal(t, []string{"example.echo"}, slices.Collect(maps.Keys(bb.b.scout.types)))
 }

@@ -258,6 +258,10 @@ const scoutPage = 100
 // runScout looks for pending work once per poll interval while a claim
 // loop waits; its first look is at once.
 func (b *Bridge) runScout(ctx context.Context) {
+	served := make(map[string]bool, len(b.types)) // others' pending tasks are not counted
+	for _, t := range b.types {
+		served[t.Name] = true
+	}
 	for ctx.Err() == nil {
 		if !b.scout.anyWaiting() { // every loop is claiming: nothing to look for yet
 			select {
@@ -294,7 +298,9 @@ func (b *Bridge) runScout(ctx context.Context) {
 		default:
 			pending := map[string]int{}
 			for _, t := range rows {
-				pending[t.Type]++
+				if served[t.Type] {
+					pending[t.Type]++
+				}
 			}
 			if len(rows) == scoutPage {
 				// A full page may hide older tasks of a waiting type behind
