@@ -1206,3 +1206,14 @@ func TestScout_keeps_no_account_of_types_it_does_not_serve(t *testing.T) {
 	defer bb.b.scout.mu.Unlock()
 	require.Equal(t, []string{"example.echo"}, slices.Collect(maps.Keys(bb.b.scout.types)))
 }
+
+// The strikes of a task the bridge could not read end when the task is no
+// longer claimed here (its claim timed out and another worker took it):
+// they were kept for the life of the process.
+func TestSweep_forgets_strikes_of_tasks_no_longer_claimed_here(t *testing.T) {
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	undecodable := map[taskmanager.ID]*strikes{"999": {n: 1, first: time.Now()}}
+	require.NoError(t, bb.b.sweep(context.Background(), undecodable))
+	require.Empty(t, undecodable)
+}

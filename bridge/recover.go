@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -361,6 +362,10 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 	}
 	b.claiming.Unlock()
 	if err == nil {
+		// Strikes of tasks no longer claimed here end.
+		maps.DeleteFunc(undecodable, func(id taskmanager.ID, _ *strikes) bool {
+			return !slices.ContainsFunc(mine, func(t taskmanager.Task) bool { return t.ID == id })
+		})
 		// Claims that timed out elsewhere, or here with no run to renew them.
 		held := func(t taskmanager.Task) bool {
 			return t.ClaimedBy == b.cfg.WorkerID && b.adm.tracked(b.WorkflowID(t.ID))
