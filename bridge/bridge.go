@@ -131,10 +131,13 @@ func WithWorkflow(name string, fn any) Option {
 	return func(o *bridgeOptions) { o.workflows[name] = fn }
 }
 
-// New checks the handlers and routes against the config and builds the
-// Temporal worker. It runs reg's handlers and the config's exec and http
-// ones (reg is not changed).
+// New checks the config (Config.Validate), and the handlers and routes
+// against it, and builds the Temporal worker. It runs reg's handlers and
+// the config's exec and http ones (reg is not changed).
 func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option) (*Bridge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	o := bridgeOptions{log: slog.Default(), workflows: map[string]any{}}
 	for _, opt := range opts {
 		opt(&o)

@@ -26,7 +26,8 @@ func newTestConfig(types map[string]TypeConfig) Config {
 	return Config{
 		APIURL: "http://127.0.0.1:1/api", WorkerID: "w1", PollInterval: time.Second, MaxInFlight: 10,
 		APITimeout: 5 * time.Second, ClaimTimeout: workflows.DefaultClaimTimeout, ShutdownGrace: 10 * time.Second, ProgressRate: 10,
-		Temporal: TemporalConfig{TaskQueue: "q", WorkflowIDPrefix: "task-", MaxConcurrentActivities: 10},
+		ClaimSortBy: "created_at", ClaimSortOrder: "ASC", LogFormat: "auto",
+		Temporal: TemporalConfig{TaskQueue: "q", WorkflowIDPrefix: "task-", MaxConcurrentActivities: 10, WorkflowCacheSize: 200, GRPCCompression: "gzip"},
 		Types:    types,
 	}
 }
@@ -55,4 +56,17 @@ func TestNew_checks_Go_workflow_routes_and_registrations(t *testing.T) {
 	require.ErrorContains(t, err, `bridge.WithWorkflow("demo.bad")`)
 	_, err = New(newTestConfig(nil), nil, lazyClient(t), WithWorkflow(workflows.TaskWorkflowName, flow))
 	require.ErrorContains(t, err, "the bridge's own task workflow")
+}
+
+// New refuses a config Validate refuses (an embedder's, not from Load):
+// max_in_flight 0 claimed nothing, silently; a zero poll_interval listed
+// in a tight loop, and with a zero claim_timeout made the sweeper panic.
+func TestNew_validates_its_config(t *testing.T) {
+	t.Parallel()
+	cfg := newTestConfig(nil)
+	cfg.MaxInFlight, cfg.PollInterval, cfg.ClaimTimeout = 0, 0, 0
+	_, err := New(cfg, nil, lazyClient(t))
+	require.ErrorContains(t, err, "config: max_in_flight")
+	require.ErrorContains(t, err, "config: poll_interval")
+	require.ErrorContains(t, err, "config: claim_timeout")
 }
