@@ -324,7 +324,7 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 		}
 		fmt.Fprintf(out, "\nFlags:\n%s\n", fs.FlagUsages())
 		fmt.Fprint(out, "No flag (env or config file): TASKMANAGER_API_KEY (api_key); Temporal's TEMPORAL_* variables (TLS, API key, profile) are env only.\n"+
-			"Every setting is also TMBRIDGE_<KEY> (nested with __, e.g. TMBRIDGE_TEMPORAL__TASK_QUEUE).\n"+
+			"Every setting above is also TMBRIDGE_<KEY> (nested with __, e.g. TMBRIDGE_TEMPORAL__TASK_QUEUE); type_defaults and types only in the config file.\n"+
 			"Durations: Go syntax (90s, 2m) or plain seconds (10).\n\n")
 		if cmd == bridgeCommand {
 			writeTypeOptionsHelp(out)

@@ -24,7 +24,7 @@ type ResizeResult struct {
 
 func resize(ctx context.Context, p ResizeParams) (ResizeResult, error) {
 	if p.Width <= 0 {
-		return ResizeResult{}, activities.Permanent(errors.New("width must be positive")) // fails now, no retry
+		return ResizeResult{}, activities.Permanent(errors.New("width must be positive")) // fails now, no Temporal retry
 	}
 	activities.ReportProgress(ctx, 50, "resizing")  // heartbeat detail + TaskManager progress
 	return ResizeResult{URL: p.URL + "?w=100"}, nil // a plain error is retried
