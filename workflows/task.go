@@ -687,7 +687,14 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 			if claims.version != seen {
 				continue // a new claim arrived while we were reporting
 			}
-			if !claims.waitChange(rctx, seen, opts.ClaimWait) {
+			wctx := rctx
+			if in.ClaimTimeout == 0 {
+				// Started by a bridge older than claim_timeout (which
+				// every later one sets): its code ended this wait at the
+				// workflow's cancel, and its runs replay so.
+				wctx = ctx
+			}
+			if !claims.waitChange(wctx, seen, opts.ClaimWait) {
 				return reported{}, temporal.NewNonRetryableApplicationError(
 					fmt.Sprintf("claim lost: task %s is held by another claim than %s (attempt %d), and no newer claim reached this workflow within %s",
 						in.Task.ID, claim.WorkerID, claim.Attempts, opts.ClaimWait), activities.ErrTypeClaimLost, err)

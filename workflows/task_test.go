@@ -87,6 +87,8 @@ func (b *testBundle) claim(t *testing.T, typ string, params any, opts workflows.
 		Task:    workflows.Task{ID: string(task.ID), Type: task.Type, Params: task.Params.Raw(), Attempts: int(task.Attempts)},
 		Claim:   workflows.Claim{WorkerID: "w1", Attempts: int(task.Attempts)},
 		Options: opts.WithDefaults(), // as the bridge resolves them
+		// as every bridge since claim_timeout sets it
+		ClaimTimeout: workflows.DefaultClaimTimeout,
 	}
 }
 
@@ -405,4 +407,37 @@ func TestTaskWorkflow_reclaim_after_requeued_failure_continues_as_new(t *testing
 	st := b.task(t, in.Task.ID)
 	require.Equal(t, "claimed", st.Status)
 	require.Equal(t, 2, st.Attempts)
+}
+
+// A cancel during the claim wait (the report met 403) does not end the
+// wait: the new claim reports the outcome. A run started by a bridge
+// older than claim_timeout (no ClaimTimeout in its input) ends the wait at
+// the cancel, as that bridge's code did, so that its runs replay
+// (testdata/history-rel-4c6eca8-cancel-during-claim-wait.json).
+func TestTaskWorkflow_cancel_during_claim_wait_keeps_waiting(t *testing.T) {
+	t.Parallel()
+	for _, old := range []bool{false, true} {
+		t.Run(map[bool]string{false: "now", true: "started_before_claim_timeout"}[old], func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, nil)
+			in := b.claim(t, "example.echo", map[string]any{"message": "wait"}, workflows.TypeOptions{ClaimWait: 10 * time.Minute})
+			if old {
+				in.ClaimTimeout = 0
+			}
+			newClaim := b.reclaim(t, "example.echo")
+			b.env.RegisterDelayedCallback(b.env.CancelWorkflow, time.Minute)
+			b.env.RegisterDelayedCallback(func() { b.env.SignalWorkflow(workflows.ClaimSignalName, newClaim) }, 2*time.Minute)
+			_, err := b.run(in)
+			st := b.task(t, in.Task.ID)
+			if old {
+				requireErrorType(t, err, activities.ErrTypeClaimLost)
+				require.Equal(t, "claimed", st.Status)
+				return
+			}
+			var canceled *temporal.CanceledError
+			require.True(t, errors.As(err, &canceled), "the run ends cancelled: %v", err)
+			require.Equal(t, "completed", st.Status, "reported with the new claim all the same")
+			require.Equal(t, "w2", b.tm.Completions(in.Task.ID)[0].WorkerID)
+		})
+	}
 }
