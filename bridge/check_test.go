@@ -515,7 +515,15 @@ func TestRun_check_and_setup_commands(t *testing.T) {
 		require.Equal(t, 2, run([]string{cmd, "--api-timeout=1ns"}, nil, &out, &errOut, activities.NewRegistry()), cmd)
 		require.Contains(t, errOut.String(), "tmbridge "+cmd+": config: api_timeout")
 		require.Empty(t, out.String())
+
+		errOut.Reset()
+		require.Equal(t, 2, run([]string{cmd, "now"}, nil, &out, &errOut, activities.NewRegistry()), cmd)
+		require.Contains(t, errOut.String(), `unexpected argument "now": tmbridge `+cmd+" takes flags only")
 	}
+	// A mistyped subcommand does not run the bridge: before, it claimed.
+	errOut.Reset()
+	require.Equal(t, 2, run([]string{"chek", "--max-runs=1"}, nil, &out, &errOut, activities.NewRegistry()))
+	require.Contains(t, errOut.String(), `tmbridge: unexpected argument "chek": tmbridge takes flags only (did you mean tmbridge check?)`)
 }
 
 // With temporal.search_attributes off, the bridge sets none: check does not

@@ -333,6 +333,14 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
+	if fs.NArg() > 0 {
+		// A mistyped subcommand would run the bridge: refused.
+		msg := fmt.Sprintf("unexpected argument %q: %s takes flags only", fs.Arg(0), cmd.name)
+		if near := closest(fs.Arg(0), []string{"check", "setup"}); cmd == bridgeCommand && near != "" {
+			msg += fmt.Sprintf(" (did you mean %s %s?)", cmd.name, near)
+		}
+		return Config{}, errors.New(msg)
+	}
 
 	k := koanf.New(delim)
 	defaults := map[string]any{}
