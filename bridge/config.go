@@ -377,6 +377,9 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 	envProvider := env.Provider(delim, env.Opt{
 		EnvironFunc: func() []string { return ordered },
 		TransformFunc: func(name, value string) (string, any) {
+			if value == "" {
+				return "", nil // an empty variable is as if unset (WORKER_ID= in an env file)
+			}
 			return envKeys[name], value // "" (ignored) for any other variable
 		},
 	})

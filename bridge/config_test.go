@@ -136,6 +136,25 @@ func TestLoad_reference_worker_env(t *testing.T) {
 	require.True(t, cfg.Debug)
 }
 
+// An empty variable (WORKER_ID= in an env file written for the reference
+// worker, `- WORKER_ID=${WORKER_ID}` in a compose file with it unset) is
+// as if unset: the default holds. Before, some were taken as their
+// default (TASK_TYPE_IDS=, DEBUG=) and others stopped tmbridge with exit 2
+// (WORKER_ID=, POLL_INTERVAL=, TASKMANAGER_API_URL=).
+func TestLoad_empty_variables_are_unset(t *testing.T) {
+	t.Parallel()
+	var env []string
+	for _, name := range []string{"TASKMANAGER_API_URL", "WORKER_ID", "TASK_TYPE_IDS", "POLL_INTERVAL", "MAX_RUNS", "DEBUG", "TMBRIDGE_MAX_IN_FLIGHT", "TMBRIDGE_TEMPORAL__TASK_QUEUE"} {
+		env = append(env, name+"=")
+	}
+	cfg, err := Load(nil, env, &bytes.Buffer{})
+	require.NoError(t, err)
+	defaults, err := Load(nil, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	cfg.WorkerID, defaults.WorkerID = "", "" // a fresh default each time
+	require.Equal(t, defaults, cfg)
+}
+
 // A key in another case than the documented one is an error. Before, it
 // was ignored without a word: koanf kept it beside the lower-case key's
 // default, which mapstructure took.
