@@ -42,9 +42,9 @@ type Bridge struct {
 	acts      *activities.Activities
 	metrics   *metrics
 
-	adm      *admission   // the one owner of every claimed task
-	claiming sync.RWMutex // claim calls hold it shared; a sweep's listing, alone
-	sweeps   chan struct{}
+	adm    *admission // the one owner of every claimed task
+	calls  claimCalls // claim calls under way, whose answers a sweep waits for
+	sweeps chan struct{}
 	// suspects are tickets of claims that failed in a way that may hide a
 	// claim; the sweeper ends them once it has looked.
 	suspectMu    sync.Mutex

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -56,8 +58,9 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			return // stopping, or max_runs claims made
 		}
 		// Not cancelled with ctx: a claim the server made must reach us.
-		// A sweep lists claims only while no claim call is under way.
-		b.claiming.RLock()
+		// A sweep waits for the answers of the calls under way when its
+		// listing ended (claimCalls).
+		handled := b.calls.begin()
 		claimedAt := time.Now()
 		cctx, cancelClaim := claimContext(ctx)
 		task, err := b.api.Claim(cctx, req)
@@ -77,11 +80,11 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		} else if errors.Is(err, taskmanager.ErrTransient) {
 			// The server may have claimed a task whose answer we lost: the
 			// ticket keeps its slot until a sweep has looked. Held before
-			// claiming unlocks, so that a sweep that finds the claim finds
-			// its ticket too (and counts it against max_runs).
+			// the answer counts as handled, so that a sweep that finds the
+			// claim finds its ticket too (and counts it against max_runs).
 			b.holdUntilSweep(tk, t.Name)
 		}
-		b.claiming.RUnlock()
+		handled()
 		if errors.Is(err, taskmanager.ErrNoTask) {
 			b.scout.empty(t.Name)
 		} else {
@@ -110,6 +113,50 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		sleep(ctx, wait)
 		hurry = true // the task may still be pending: try again, not at the next poll
 	}
+}
+
+// claimCalls are the claim calls under way. A sweep that listed this
+// worker's claimed tasks waits for the answers of the calls under way when
+// its listing ended (a task it lists may be theirs: tracked once handled,
+// or held for a sweep) and for no later call: claiming goes on while it
+// lists and waits, whatever one hanging call does.
+type claimCalls struct {
+	mu   sync.Mutex
+	next uint64
+	open map[uint64]chan struct{} // closed once the call's answer is handled
+}
+
+// begin notes a claim call; handled ends it once its answer is handled.
+func (c *claimCalls) begin() (handled func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open == nil {
+		c.open = map[uint64]chan struct{}{}
+	}
+	n, done := c.next, make(chan struct{})
+	c.next++
+	c.open[n] = done
+	return func() {
+		c.mu.Lock()
+		delete(c.open, n)
+		c.mu.Unlock()
+		close(done)
+	}
+}
+
+// wait waits until every call under way now is handled, or ctx ends.
+func (c *claimCalls) wait(ctx context.Context) error {
+	c.mu.Lock()
+	open := slices.Collect(maps.Values(c.open))
+	c.mu.Unlock()
+	for _, done := range open {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // claimContext is the context of one claim call: not cancelled when

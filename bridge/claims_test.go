@@ -1,9 +1,11 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -318,12 +320,10 @@ func TestServe_stop_cuts_a_slow_claim_off(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- bb.b.serve(ctx) }()
-	claiming := func() bool { // a claim call holds claiming's read lock
-		if bb.b.claiming.TryLock() {
-			bb.b.claiming.Unlock()
-			return false
-		}
-		return true
+	claiming := func() bool { // a claim call is under way
+		bb.b.calls.mu.Lock()
+		defer bb.b.calls.mu.Unlock()
+		return len(bb.b.calls.open) > 0
 	}
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() >= 1 && claiming() }, eventually, 5*time.Millisecond, "a claim is under way (the scout may start another: the task stays pending until the slow claim is served)")
 	cancel()
@@ -1216,4 +1216,72 @@ func TestSweep_forgets_strikes_of_tasks_no_longer_claimed_here(t *testing.T) {
 	undecodable := map[taskmanager.ID]*strikes{"999": {n: 1, first: time.Now()}}
 	require.NoError(t, bb.b.sweep(context.Background(), undecodable))
 	require.Empty(t, undecodable)
+}
+
+// A claim call that hangs (a slow TaskManager: up to api_timeout) holds up
+// neither the sweep's listing nor the claims of other types. Before, a
+// sweep waited for every claim call under way before it listed, and every
+// new claim waited behind the sweep (a waiting writer of an RWMutex): one
+// type's hanging claim stalled all claiming, again at each sweep. (Found
+// by a review.)
+func TestClaims_hanging_claim_holds_up_neither_the_sweep_nor_other_types(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.APITimeout = time.Minute })
+	bb.temporal.closeOnStart = true
+	bb.only("example.echo", "example.uppercase")
+	slow := bb.b.types[slices.IndexFunc(bb.b.types, func(t servedType) bool { return t.Name == "example.echo" })].ID
+	release, hanging := make(chan struct{}), make(chan struct{}, 1)
+	var listings atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/tasks/claim") {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var req struct {
+				TypeID taskmanager.ID `json:"task_type_id"`
+			}
+			if json.Unmarshal(body, &req) == nil && req.TypeID == slow {
+				select {
+				case hanging <- struct{}{}:
+				default:
+				}
+				<-release
+			}
+		}
+		if r.Method == http.MethodGet && r.URL.Query().Get("status") == "claimed" {
+			listings.Add(1)
+		}
+		bb.tm.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	base, err := url.Parse(bb.b.cfg.APIURL)
+	require.NoError(t, err)
+	bb.b.api, err = taskmanager.New(taskmanager.Options{BaseURL: srv.URL + base.Path, APIKey: "k", Timeout: time.Minute})
+	require.NoError(t, err)
+
+	echo := bb.create(t, "example.echo", map[string]any{"message": "slow"})
+	bb.serve(t)
+	select {
+	case <-hanging:
+	case <-time.After(eventually): // a guard against a hang, not a timing assertion
+		t.Fatal("the claim of example.echo never came")
+	}
+	before := listings.Load()
+	bb.b.requestSweep()
+	require.Eventually(t, func() bool { return listings.Load() > before }, eventually, 5*time.Millisecond, "a sweep lists while a claim hangs")
+	upper := bb.create(t, "example.uppercase", map[string]any{"text": "fast"})
+	require.Eventually(t, func() bool { return bb.status(t, upper).Status != "pending" }, eventually, 5*time.Millisecond, "another type claims while a claim hangs")
+	require.Equal(t, "pending", bb.status(t, echo).Status, "still hanging")
+
+	close(release)
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+echo)) == 1 }, eventually, 5*time.Millisecond, "the hanging claim's task is started")
+	bb.b.requestSweep()
+	require.Eventually(t, func() bool { return listings.Load() > before+1 }, eventually, 5*time.Millisecond)
+	require.Len(t, bb.temporal.snapshot("task-"+echo), 1, "started once")
 }

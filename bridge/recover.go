@@ -143,6 +143,8 @@ const sweepPage = 100
 // with the page before it while no task ends. Tasks that leave the
 // claimed state while the sweep lists move later ones to lower offsets;
 // the overlap shows whether one may have slid past a page's start unseen.
+// Tasks claimed while it lists (claiming goes on) move later ones to
+// higher offsets: listed twice, never missed.
 const sweepOverlap = 20
 
 // maxSweepRequests bounds a sweep's listing: some 80,000 claimed tasks,
@@ -350,17 +352,19 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 	for _, t := range b.types {
 		served[t.Name] = t
 	}
-	// List while no claim call is under way: a task listed as ours is then
-	// either tracked already or its claim's answer is gone.
-	b.claiming.Lock()
 	all, err := b.listClaimed(ctx)
+	if err == nil {
+		// A claim call under way may have claimed a task listed here: once
+		// its answer is handled, a task listed as ours is either tracked
+		// or its claim's answer is gone. Later calls go on meanwhile.
+		err = b.calls.wait(ctx)
+	}
 	var mine []taskmanager.Task
 	for _, t := range all {
 		if t.ClaimedBy == b.cfg.WorkerID {
 			mine = append(mine, t)
 		}
 	}
-	b.claiming.Unlock()
 	if err == nil {
 		// Strikes of tasks no longer claimed here end.
 		maps.DeleteFunc(undecodable, func(id taskmanager.ID, _ *strikes) bool {
