@@ -203,6 +203,21 @@ type option struct {
 	// help says what the setting means; `code` is in backticks, which
 	// --help drops.
 	help string
+	// emptyOK: an empty value is a setting of its own, not the default.
+	emptyOK bool
+}
+
+// keepsEmpty reports whether an empty environment variable sets o: a
+// string that may be empty (by default, or emptyOK), or a list. For any
+// other setting an empty variable is as if unset.
+func (o option) keepsEmpty() bool {
+	switch d := o.def.(type) {
+	case string:
+		return d == "" || o.emptyOK
+	case []string:
+		return true
+	}
+	return false
 }
 
 func options() []option {
@@ -255,7 +270,7 @@ func options() []option {
 			help: "Temporal namespace"},
 		{key: "temporal::task_queue", flag: "task-queue", env: []string{"TEMPORAL_TASK_QUEUE"}, def: "tmbridge",
 			help: "the bridge's Temporal task queue"},
-		{key: "temporal::workflow_id_prefix", flag: "workflow-id-prefix", env: []string{"WORKFLOW_ID_PREFIX"}, def: "taskmanager-task-",
+		{key: "temporal::workflow_id_prefix", flag: "workflow-id-prefix", env: []string{"WORKFLOW_ID_PREFIX"}, def: "taskmanager-task-", emptyOK: true,
 			help: "workflow id = prefix + task id"},
 		{key: "temporal::max_concurrent_activities", flag: "max-concurrent-activities", env: []string{"MAX_CONCURRENT_ACTIVITIES"}, def: 100,
 			help: "handlers this bridge runs at once"},
@@ -346,6 +361,7 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 	defaults := map[string]any{}
 	envKeys := map[string]string{}
 	flagKeys := map[string]string{}
+	keepsEmpty := map[string]bool{}
 	for _, o := range opts {
 		if o.def == nil {
 			continue // a section of the file: type_defaults, types
@@ -358,6 +374,9 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 		// other TMBRIDGE_ variables are not the bridge's config and are ignored.
 		if o.key != "config" {
 			envKeys["TMBRIDGE_"+strings.ToUpper(strings.ReplaceAll(o.key, delim, "__"))] = o.key
+		}
+		if o.keepsEmpty() {
+			keepsEmpty[o.key] = true
 		}
 		if o.flag != "" {
 			flagKeys[o.flag] = o.key
@@ -377,8 +396,8 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 	envProvider := env.Provider(delim, env.Opt{
 		EnvironFunc: func() []string { return ordered },
 		TransformFunc: func(name, value string) (string, any) {
-			if value == "" {
-				return "", nil // an empty variable is as if unset (WORKER_ID= in an env file)
+			if value == "" && !keepsEmpty[envKeys[name]] {
+				return "", nil // as if unset (WORKER_ID= in an env file): the setting cannot be empty
 			}
 			return envKeys[name], value // "" (ignored) for any other variable
 		},

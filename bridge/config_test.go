@@ -136,9 +136,9 @@ func TestLoad_reference_worker_env(t *testing.T) {
 	require.True(t, cfg.Debug)
 }
 
-// An empty variable (WORKER_ID= in an env file written for the reference
-// worker, `- WORKER_ID=${WORKER_ID}` in a compose file with it unset) is
-// as if unset: the default holds. Before, some were taken as their
+// An empty variable of a setting that cannot be empty (WORKER_ID= in an
+// env file written for the reference worker, `- WORKER_ID=${WORKER_ID}` in
+// a compose file with it unset) is as if unset: the default holds. Before, some were taken as their
 // default (TASK_TYPE_IDS=, DEBUG=) and others stopped tmbridge with exit 2
 // (WORKER_ID=, POLL_INTERVAL=, TASKMANAGER_API_URL=).
 func TestLoad_empty_variables_are_unset(t *testing.T) {
@@ -153,6 +153,14 @@ func TestLoad_empty_variables_are_unset(t *testing.T) {
 	require.NoError(t, err)
 	cfg.WorkerID, defaults.WorkerID = "", "" // a fresh default each time
 	require.Equal(t, defaults, cfg)
+
+	// A setting that may be empty is set empty, over the file's: an
+	// empty workflow id prefix (workflow id = task id) stays empty.
+	file := writeFile(t, "metrics_addr: 127.0.0.1:9464\ntemporal: { workflow_id_prefix: wf- }\n")
+	cfg, err = Load([]string{"--config=" + file}, []string{"WORKFLOW_ID_PREFIX=", "METRICS_ADDR="}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Empty(t, cfg.Temporal.WorkflowIDPrefix)
+	require.Empty(t, cfg.MetricsAddr)
 }
 
 // A key in another case than the documented one is an error. Before, it
