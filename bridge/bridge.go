@@ -358,8 +358,13 @@ func (b *Bridge) claimUntil(ctx context.Context) error {
 		return nil // Stop ended the claim loops (an embedder's): it hands over
 	}
 	b.log.Info("max runs reached: claiming stopped, waiting for the claimed tasks", "max_runs", b.cfg.MaxRuns)
+	// A Stop (an embedder's) ends the wait too: it stops the worker the
+	// runs need (b.bg ends with it).
+	ctx, cancelWait := context.WithCancel(ctx)
+	defer cancelWait()
+	defer context.AfterFunc(b.bg, cancelWait)()
 	if err := b.adm.idle(ctx); err != nil {
-		return nil // stopped by a signal while waiting; Stop hands over
+		return nil // stopped while waiting; Stop hands over
 	}
 	// Outcomes landed; their runs close in a moment, once this worker
 	// completes their last workflow task: exit with none of them open, or

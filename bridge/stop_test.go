@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -122,24 +123,37 @@ func TestWatchSignals_signal_sent_twice_at_once_is_one_stop(t *testing.T) {
 // An embedder's Stop while Run runs, Run's context still live, makes Run
 // return: the claim loops it ended are not taken for --max-runs' end, whose
 // wait for the open runs would never end (Stop stopped their worker).
+//
+// So does a Stop while Run, its --max-runs budget spent, waits for the
+// tasks it claimed (found by a review of the first fix).
 func TestStop_while_Run_runs_makes_it_return(t *testing.T) {
-	bb := setupBridge(t, devserver.StylePHP, nil)
-	bb.only("example.echo")
-	bb.b.worker = stoppingWorker{stop: func() {}}
-	bb.b.acts = &activities.Activities{Registry: activities.NewRegistry(), TaskManager: bb.api}
-	bb.create(t, "example.echo", map[string]any{"message": "runs long"})
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	defer cancelRun()
-	done := make(chan error, 1)
-	go func() { done <- bb.b.serve(runCtx) }()
-	require.Eventually(t, func() bool { return bb.b.adm.openRuns() == 1 }, eventually, 10*time.Millisecond)
-	sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	require.NoError(t, bb.b.Stop(sctx))
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(time.Minute): // a guard against the hang, not a timing assertion
-		t.Fatalf("Run has not returned a minute after Stop (in flight: %d)", bb.b.adm.inFlight())
+	for _, maxRuns := range []int{0, 1} {
+		t.Run(fmt.Sprintf("max_runs=%d", maxRuns), func(t *testing.T) {
+			bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxRuns = maxRuns })
+			bb.only("example.echo")
+			bb.b.worker = stoppingWorker{stop: func() {}}
+			bb.b.acts = &activities.Activities{Registry: activities.NewRegistry(), TaskManager: bb.api}
+			bb.create(t, "example.echo", map[string]any{"message": "runs long"})
+			runCtx, cancelRun := context.WithCancel(context.Background())
+			defer cancelRun()
+			done := make(chan error, 1)
+			go func() { done <- bb.b.serve(runCtx) }()
+			require.Eventually(t, func() bool { return bb.b.adm.openRuns() == 1 }, eventually, 10*time.Millisecond)
+			if maxRuns > 0 {
+				bb.b.claimLoops.Wait() // the budget is spent
+				// Most likely in its wait by then; if not, Run sees Stop
+				// before it waits: the test passes either way.
+				time.Sleep(200 * time.Millisecond)
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			require.NoError(t, bb.b.Stop(sctx))
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(time.Minute): // a guard against the hang, not a timing assertion
+				t.Fatalf("Run has not returned a minute after Stop (in flight: %d)", bb.b.adm.inFlight())
+			}
+		})
 	}
 }
