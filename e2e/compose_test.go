@@ -278,37 +278,44 @@ func (s *stack) goHandlerTask(name string, fn any, extra ...string) string {
 }
 
 // A real server's history size stops a for_each before Temporal's limit:
-// items of 900 KB results each, the task is reported failed (not left
-// claimed by a run Temporal ended), and its history replays.
+// 80 items of 1,000 KiB results, 20 at once. The items still running when
+// the history fills must fit too: the run waits for their results before
+// it starts more, and fails the step once none is running and none fits.
+// The task is reported failed (not left claimed by a run Temporal ended
+// at 50 MiB), and its history replays. (A review found 20 at once
+// overshooting the first guard, which left a fixed 10 MiB.)
 func TestE2E_history_guard_fails_the_task_before_temporal_ends_the_run(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
 	s.register("demo.big")
 	reg := activities.NewRegistry()
 	activities.RegisterExamples(reg)
-	big := strings.Repeat("x", 900<<10)
+	big := strings.Repeat("x", 1000<<10)
 	var calls atomic.Int64
 	activities.Register(reg, "test.big", func(ctx context.Context, p json.RawMessage) (string, error) {
 		calls.Add(1)
 		return big, nil
 	})
-	list := make([]int, 80) // 72 MB of results, were they all run
+	list := make([]int, 80) // 80 MB of results, were they all run
 	id := s.create("demo.big", map[string]any{"list": list})
 	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte(`
 types:
   demo.big:
     steps:
-      - { name: each, for_each: params.list, max_parallel: 2, handler: test.big, params: {} }
+      - { name: each, for_each: params.list, max_parallel: 20, handler: test.big, params: {} }
 `), 0o600))
 	stop := s.runBridge(reg, "bridge-guard", "--config="+cfgFile)
 	st := s.waitFinal([]string{id})[id]
 	stop()
 	require.Equal(t, "failed", st.Status)
 	require.Contains(t, st.Error, "not started: the run's history holds")
-	// Each attempt's run stops at about 45 items (40 MiB of results) of 80.
+	// Each attempt's run stops at about 48 items (48 MiB of results) of 80.
 	require.LessOrEqual(t, calls.Load(), int64(st.Attempts*50), "%d attempts", st.Attempts)
-	require.True(t, slices.ContainsFunc(s.history(s.prefix+id).GetEvents(), func(ev *historypb.HistoryEvent) bool {
+	h := s.history(s.prefix + id)
+	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
 		return ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && strings.Contains(ev.String(), "history-guard")
 	}), "the guard's version marker is in the history")
-	s.replay(map[string]string{"guard": id}, "") // not saved: 40 MB
+	last := h.GetEvents()[len(h.GetEvents())-1]
+	require.Equal(t, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, last.GetEventType(), "the run failed (reported), not terminated by Temporal")
+	s.replay(map[string]string{"guard": id}, "") // not saved: 48 MB
 }

@@ -167,8 +167,8 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 	fut, settle := workflow.NewFuture(ctx)
 	workflow.Go(ctx, func(c workflow.Context) {
 		err := f.Get(c, nil)
-		if err == nil || c.Err() != nil {
-			settle.Set(nil, err)
+		if err == nil || c.Err() != nil || isHistoryFull(err) {
+			settle.Set(nil, err) // a full history is not the step's to handle
 			return
 		}
 		msg, ok := p.failures[s.Name]
@@ -256,6 +256,9 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 			p.ended(ctx, item)
 			if err := f.Get(ctx, &results[i]); err != nil && firstErr == nil {
 				firstErr = fmt.Errorf("item %d: %s", i, failureMessage(s.Handler, err))
+				if isHistoryFull(err) {
+					firstErr = temporal.NewNonRetryableApplicationError(firstErr.Error(), HistoryFullErrorType, nil)
+				}
 				cancel()
 			}
 		})
@@ -263,6 +266,9 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 	limit := cmp.Or(s.MaxParallel, DefaultMaxParallel)
 	for {
 		for firstErr == nil && next < len(items) && running < limit {
+			if running > 0 && !p.room(ctx, MaxStepParamsBytes) && p.guarded(ctx) {
+				break // the running items' results first (see HistoryGuardBytes)
+			}
 			launch(next)
 			next++
 		}

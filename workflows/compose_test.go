@@ -520,3 +520,56 @@ func TestCompose_no_step_starts_once_the_history_is_near_its_limit(t *testing.T)
 		})
 	}
 }
+
+// A full history is not a step's failure to handle: on_failure does not
+// catch it, and the task fails. Before, the fallbacks ran (past the guard)
+// and the task was reported completed. (Found by a review.)
+func TestCompose_on_failure_does_not_catch_a_full_history(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	var b *testBundle
+	b = setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+			if calls.Add(1) == 1 {
+				b.env.SetCurrentHistoryLength(workflows.HistoryGuardEvents)
+			}
+			return struct{}{}, nil
+		})
+	})
+	steps := []workflows.Step{
+		{Name: "a", Handler: "test.item"},
+		{Name: "b", Handler: "test.item", OnFailure: []workflows.Step{{Name: "fallback", Handler: "test.item"}}},
+		{Name: "c", Handler: "test.item"},
+	}
+	st, err := runFlow(t, b, map[string]any{"x": 1}, steps)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Equal(t, int64(1), calls.Load(), "neither the fallback nor step c ran")
+	require.Contains(t, st.Error, "step b (test.item): not started: the run's history holds")
+}
+
+// Near the history's size limit a for_each runs fewer items at once: each
+// running item's result may be up to activities.MaxResultBytes, and all of
+// them must fit. It waits for results rather than fail while items run.
+func TestCompose_for_each_near_the_size_limit_runs_fewer_at_once(t *testing.T) {
+	t.Parallel()
+	var running, most, calls atomic.Int64
+	var b *testBundle
+	b = setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			calls.Add(1)
+			time.Sleep(20 * time.Millisecond)
+			return struct{}{}, nil
+		})
+	})
+	b.env.SetCurrentHistorySize(40 << 20) // 8 MiB left: 7 results of 1 MiB, and room
+	steps := []workflows.Step{{Name: "each", ForEach: "params.list", MaxParallel: 20, Handler: "test.item", Params: map[string]any{"n": "{{ .item }}"}}}
+	st, err := runFlow(t, b, map[string]any{"list": make([]int, 30)}, steps)
+	require.NoError(t, err)
+	require.Equal(t, "completed", st.Status)
+	require.Equal(t, int64(30), calls.Load())
+	require.LessOrEqual(t, most.Load(), int64(8))
+}

@@ -295,6 +295,9 @@ type pipeline struct {
 	done       int
 	counted    map[string]bool // the steps done counts, by name
 	total      int
+	// seenAt is the history length of the workflow task the handlers
+	// scheduled in it (unseen bytes of params) are not yet counted in.
+	seenAt, unseen int
 }
 
 // runSteps runs a task's steps. It returns their results by name and, on
@@ -396,9 +399,10 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 // execute schedules step s's handler activity; with waitCancel, a cancel
 // of it is waited for (ActivityOptions.executeHandler).
 func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in activities.HandlerInput) workflow.Future {
-	if err := historyFull(ctx); err != nil {
-		return failedFuture(ctx, err)
+	if !p.room(ctx, len(in.Params)) && p.guarded(ctx) {
+		return failedFuture(ctx, p.historyFull(ctx))
 	}
+	p.unseen += len(in.Params)
 	o := s.options(p.opts, !p.exact)
 	if p.waitCancel {
 		return o.executeHandler(ctx, summary, s.Handler, in)
@@ -407,29 +411,62 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in acti
 }
 
 // Temporal ends a run, unreported, whose history passes 51,200 events or
-// 50 MiB (its default limits). A step or for_each item is not started
-// once the history holds HistoryGuardEvents or HistoryGuardBytes: it
-// fails for good, and the task is reported failed while its history has
-// room for the handlers still running (at most max_parallel results of up
-// to 1 MiB) and the report.
+// 50 MiB (its default limits). A handler step or for_each item starts only
+// while the history, with every running handler's result at its largest
+// (activities.MaxResultBytes) and the params scheduled since, stays under
+// HistoryGuardBytes, and under HistoryGuardEvents: what is left is room
+// for the report. Else a for_each waits for its running items' results;
+// with none running, the step fails for good (HistoryFullErrorType, which
+// on_failure does not catch) and the task is reported failed.
 const (
 	HistoryGuardEvents = 40_960
-	HistoryGuardBytes  = 40 << 20
+	HistoryGuardBytes  = 48 << 20
 )
 
-// historyFull is a step's (or item's) failure to start when the run's
-// history is past a guard (versioned: changeHistoryGuard, taken only
-// then); nil otherwise.
-func historyFull(ctx workflow.Context) error {
+// HistoryFullErrorType is the error type of a step not started for want
+// of room in the run's history.
+const HistoryFullErrorType = "HistoryFull"
+
+// room reports whether a handler with params bytes of params may start
+// (see HistoryGuardBytes).
+func (p *pipeline) room(ctx workflow.Context, params int) bool {
 	info := workflow.GetInfo(ctx)
 	events, size := info.GetCurrentHistoryLength(), info.GetCurrentHistorySize()
-	if events < HistoryGuardEvents && size < HistoryGuardBytes ||
-		workflow.GetVersion(ctx, changeHistoryGuard, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-		return nil
+	if events != p.seenAt { // a new workflow task: its size counts what was scheduled before
+		p.seenAt, p.unseen = events, 0
 	}
+	landing := (len(p.running) + 1) * activities.MaxResultBytes
+	return events < HistoryGuardEvents && size+p.unseen+params+landing < HistoryGuardBytes
+}
+
+// guarded reports whether the run keeps its history under the guard
+// (changeHistoryGuard): asked only when there is no room, so that runs
+// that never lack it record nothing.
+func (p *pipeline) guarded(ctx workflow.Context) bool {
+	return workflow.GetVersion(ctx, changeHistoryGuard, workflow.DefaultVersion, 1) == 1
+}
+
+// historyFull is the failure of a step not started for want of room.
+func (p *pipeline) historyFull(ctx workflow.Context) error {
+	info := workflow.GetInfo(ctx)
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-		"not started: the run's history holds %d events and %d bytes, near the limits past which Temporal ends a run (51,200 events, 50 MiB by default); give the task fewer steps or items, or smaller params and results",
-		events, size), "HistoryFull", nil)
+		"not started: the run's history holds %d events and %d bytes; with the results of the %d handlers running, it could pass the limits past which Temporal ends a run (51,200 events, 50 MiB by default); give the task fewer steps or items, or smaller params and results",
+		info.GetCurrentHistoryLength(), info.GetCurrentHistorySize(), len(p.running)), HistoryFullErrorType, nil)
+}
+
+// isHistoryFull reports whether err, or an error it wraps, is a step not
+// started for want of room in the run's history.
+func isHistoryFull(err error) bool {
+	for {
+		var ae *temporal.ApplicationError
+		if !errors.As(err, &ae) {
+			return false
+		}
+		if ae.Type() == HistoryFullErrorType {
+			return true
+		}
+		err = ae.Unwrap()
+	}
 }
 
 // handlerInput is what a step's handler gets. Its own progress reaches
