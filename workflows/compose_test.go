@@ -553,8 +553,7 @@ func TestCompose_on_failure_does_not_catch_a_full_history(t *testing.T) {
 func TestCompose_for_each_near_the_size_limit_runs_fewer_at_once(t *testing.T) {
 	t.Parallel()
 	var running, most, calls atomic.Int64
-	var b *testBundle
-	b = setup(t, func(reg *activities.Registry) {
+	b := setup(t, func(reg *activities.Registry) {
 		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
 			n := running.Add(1)
 			defer running.Add(-1)
