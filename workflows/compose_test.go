@@ -572,3 +572,31 @@ func TestCompose_for_each_near_the_size_limit_runs_fewer_at_once(t *testing.T) {
 	require.Equal(t, int64(30), calls.Load())
 	require.LessOrEqual(t, most.Load(), int64(8))
 }
+
+// So does a parallel group: its steps wait for room rather than fail
+// while others run.
+func TestCompose_parallel_group_near_the_size_limit_runs_fewer_at_once(t *testing.T) {
+	t.Parallel()
+	var running, most, calls atomic.Int64
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			calls.Add(1)
+			time.Sleep(20 * time.Millisecond)
+			return struct{}{}, nil
+		})
+	})
+	b.env.SetCurrentHistorySize(40 << 20)
+	var group []workflows.Step
+	for i := range 12 {
+		group = append(group, workflows.Step{Name: fmt.Sprintf("s%d", i), Handler: "test.item"})
+	}
+	st, err := runFlow(t, b, map[string]any{"x": 1}, []workflows.Step{{Parallel: group}})
+	require.NoError(t, err)
+	require.Equal(t, "completed", st.Status)
+	require.Equal(t, int64(12), calls.Load())
+	require.LessOrEqual(t, most.Load(), int64(8))
+}

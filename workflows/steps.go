@@ -375,6 +375,14 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		settle.SetError(p.fail(s, err))
 		return future
 	}
+	if len(p.running) > 0 && !p.room(ctx, len(params)) && p.guarded(ctx) {
+		// A parallel group near the history's limit: the running steps'
+		// results first (see HistoryGuardBytes).
+		if err := workflow.Await(ctx, func() bool { return len(p.running) == 0 || p.room(ctx, len(params)) }); err != nil {
+			settle.SetError(p.fail(s, err))
+			return future
+		}
+	}
 	in := p.handlerInput(s, params)
 	if p.postsHere(s) {
 		in.Progress, in.ProgressDone = p.startProgress(s.Name), p.doneProgress(s)
