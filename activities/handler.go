@@ -56,11 +56,14 @@ func Typed[P, R any](fn func(ctx context.Context, params P) (R, error)) Handler 
 		if err != nil {
 			return nil, err
 		}
-		out, err := json.Marshal(r)
-		if err != nil {
+		// Not json.Marshal: it writes < > & as \u003c…, six bytes each.
+		var out bytes.Buffer
+		enc := json.NewEncoder(&out)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(r); err != nil {
 			return nil, Permanent(fmt.Errorf("encode result: %w", err))
 		}
-		return out, nil
+		return bytes.TrimSuffix(out.Bytes(), []byte("\n")), nil
 	})
 }
 

@@ -166,4 +166,21 @@ func TestHandler_result_over_the_bound_fails_for_good(t *testing.T) {
 	in.Params = json.RawMessage(`{"N":1000}`)
 	_, err = env.ExecuteActivity("test.big", in)
 	require.NoError(t, err)
+
+	// The bound is on the result as Temporal writes it in the run's
+	// history, where each < > & takes 6 bytes (\u003c): before, a 300 KB
+	// string of "<" passed it and took 1.8 MB there (found by a review).
+	activities.Register(reg, "test.lt", func(ctx context.Context, p struct{ N int }) (string, error) {
+		return strings.Repeat("<", p.N), nil
+	})
+	(&activities.Activities{Registry: reg}).RegisterOn(env)
+	in.TaskType, in.Params = "test.lt", json.RawMessage(`{"N":300000}`)
+	_, err = env.ExecuteActivity("test.lt", in)
+	require.ErrorContains(t, err, "handler test.lt returned a result of 1800012 bytes, over the 1048576")
+	in.Params = json.RawMessage(`{"N":100000}`)
+	out, err := env.ExecuteActivity("test.lt", in)
+	require.NoError(t, err)
+	var raw json.RawMessage
+	require.NoError(t, out.Get(&raw))
+	require.LessOrEqual(t, len(raw), 600_012, "as written in history")
 }

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -187,10 +188,10 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		if err != nil {
 			return nil, err
 		}
-		if len(out) > MaxResultBytes {
-			return nil, Permanent(fmt.Errorf("handler %s returned a result of %d bytes, over the %d a result may have (TaskManager stores at most %d)", name, len(out), MaxResultBytes, taskmanager.MaxStoredBytes))
-		}
 		result, err = normalizeResult(out)
+		if n := payloadBytes(result); err == nil && n > MaxResultBytes {
+			return nil, Permanent(fmt.Errorf("handler %s returned a result of %d bytes, over the %d a result may have (TaskManager stores at most %d)", name, n, MaxResultBytes, taskmanager.MaxStoredBytes))
+		}
 		if err == nil && in.ProgressDone != nil {
 			waitPosted(ctx, p.postTaskProgress(in.Attempt, *in.ProgressDone))
 		}
@@ -205,6 +206,14 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 // refused and its handler run again until its attempts are spent, and a
 // local activity's workflow task fails over and over.
 const MaxResultBytes = 1 << 20
+
+// payloadBytes is the size of result as Temporal's JSON payload converter
+// writes it in the run's history: encoding/json escapes <, > and & (6 bytes
+// each) and U+2028, U+2029 (6 bytes for 3).
+func payloadBytes(result json.RawMessage) int {
+	return len(result) + 5*bytes.Count(result, []byte("<")) + 5*bytes.Count(result, []byte(">")) + 5*bytes.Count(result, []byte("&")) +
+		3*bytes.Count(result, []byte("\u2028")) + 3*bytes.Count(result, []byte("\u2029"))
+}
 
 // recordedOutcome reads the task and, when it is no longer claimed (this
 // run's earlier execution reported its outcome), returns that outcome so

@@ -203,22 +203,12 @@ type option struct {
 	// help says what the setting means; `code` is in backticks, which
 	// --help drops.
 	help string
-	// emptyOK: an empty value is a setting of its own, not the default.
+	// emptyOK: an empty environment variable sets it empty; for any
+	// other setting it is as if unset (`- TEMPORAL_ADDRESS=${X}` in a
+	// compose file, X unset, keeps the config file's address).
 	emptyOK bool
 }
 
-// keepsEmpty reports whether an empty environment variable sets o: a
-// string that may be empty (by default, or emptyOK), or a list. For any
-// other setting an empty variable is as if unset.
-func (o option) keepsEmpty() bool {
-	switch d := o.def.(type) {
-	case string:
-		return d == "" || o.emptyOK
-	case []string:
-		return true
-	}
-	return false
-}
 
 func options() []option {
 	host, _ := os.Hostname()
@@ -375,7 +365,7 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 		if o.key != "config" {
 			envKeys["TMBRIDGE_"+strings.ToUpper(strings.ReplaceAll(o.key, delim, "__"))] = o.key
 		}
-		if o.keepsEmpty() {
+		if o.emptyOK {
 			keepsEmpty[o.key] = true
 		}
 		if o.flag != "" {
@@ -397,7 +387,7 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 		EnvironFunc: func() []string { return ordered },
 		TransformFunc: func(name, value string) (string, any) {
 			if value == "" && !keepsEmpty[envKeys[name]] {
-				return "", nil // as if unset (WORKER_ID= in an env file): the setting cannot be empty
+				return "", nil // as if unset (WORKER_ID= in an env file)
 			}
 			return envKeys[name], value // "" (ignored) for any other variable
 		},

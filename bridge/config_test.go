@@ -136,9 +136,9 @@ func TestLoad_reference_worker_env(t *testing.T) {
 	require.True(t, cfg.Debug)
 }
 
-// An empty variable of a setting that cannot be empty (WORKER_ID= in an
-// env file written for the reference worker, `- WORKER_ID=${WORKER_ID}` in
-// a compose file with it unset) is as if unset: the default holds. Before, some were taken as their
+// An empty variable (WORKER_ID= in an env file written for the reference
+// worker, `- WORKER_ID=${WORKER_ID}` in a compose file with it unset) is
+// as if unset: the config file's value or the default holds. Before, some were taken as their
 // default (TASK_TYPE_IDS=, DEBUG=) and others stopped tmbridge with exit 2
 // (WORKER_ID=, POLL_INTERVAL=, TASKMANAGER_API_URL=).
 func TestLoad_empty_variables_are_unset(t *testing.T) {
@@ -154,13 +154,18 @@ func TestLoad_empty_variables_are_unset(t *testing.T) {
 	cfg.WorkerID, defaults.WorkerID = "", "" // a fresh default each time
 	require.Equal(t, defaults, cfg)
 
-	// A setting that may be empty is set empty, over the file's: an
-	// empty workflow id prefix (workflow id = task id) stays empty.
-	file := writeFile(t, "metrics_addr: 127.0.0.1:9464\ntemporal: { workflow_id_prefix: wf- }\n")
-	cfg, err = Load([]string{"--config=" + file}, []string{"WORKFLOW_ID_PREFIX=", "METRICS_ADDR="}, &bytes.Buffer{})
+	// Over the file's values too, empty by default or not (a review of
+	// a first version found it wiped them). Only an empty workflow id
+	// prefix (workflow id = task id) is a setting: runs keep their ids.
+	file := writeFile(t, "api_key: secret\ntask_types: [a.b]\nmetrics_addr: 127.0.0.1:9464\ntemporal: { address: temporal.internal:7233, namespace: prod, workflow_id_prefix: wf- }\n")
+	cfg, err = Load([]string{"--config=" + file}, []string{"TASKMANAGER_API_KEY=", "TASK_TYPES=", "METRICS_ADDR=", "TEMPORAL_ADDRESS=", "TEMPORAL_NAMESPACE=", "WORKFLOW_ID_PREFIX="}, &bytes.Buffer{})
 	require.NoError(t, err)
+	require.Equal(t, "secret", cfg.APIKey.Reveal())
+	require.Equal(t, []string{"a.b"}, cfg.TaskTypes)
+	require.Equal(t, "127.0.0.1:9464", cfg.MetricsAddr)
+	require.Equal(t, "temporal.internal:7233", cfg.Temporal.Address)
+	require.Equal(t, "prod", cfg.Temporal.Namespace)
 	require.Empty(t, cfg.Temporal.WorkflowIDPrefix)
-	require.Empty(t, cfg.MetricsAddr)
 }
 
 // A key in another case than the documented one is an error. Before, it

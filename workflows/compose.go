@@ -266,8 +266,17 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 	limit := cmp.Or(s.MaxParallel, DefaultMaxParallel)
 	for {
 		for firstErr == nil && next < len(items) && running < limit {
-			if running > 0 && !p.room(ctx, MaxStepParamsBytes) && p.guarded(ctx) {
-				break // the running items' results first (see HistoryGuardBytes)
+			if len(p.landing) > 0 && !p.room(ctx, MaxStepParamsBytes, p.resultBound(s)) && p.guarded(ctx) {
+				// Near the history's limit: the running handlers'
+				// results first (see HistoryGuardBytes). Its own come
+				// in through sel; others', in their steps' coroutines.
+				if running > 0 {
+					break
+				}
+				if err := p.awaitRoom(ctx, MaxStepParamsBytes, p.resultBound(s)); err != nil {
+					firstErr = err
+					break
+				}
 			}
 			launch(next)
 			next++

@@ -600,3 +600,83 @@ func TestCompose_parallel_group_near_the_size_limit_runs_fewer_at_once(t *testin
 	require.Equal(t, int64(12), calls.Load())
 	require.LessOrEqual(t, most.Load(), int64(8))
 }
+
+// A parallel group of for_each steps, each wanting many items at once,
+// runs: an item waits for room while its siblings' handlers run, rather
+// than fail (found by a review of the first wait, which failed the
+// third step at once on an empty history).
+func TestCompose_group_of_wide_for_each_steps_runs(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+			calls.Add(1)
+			time.Sleep(10 * time.Millisecond)
+			return struct{}{}, nil
+		})
+	})
+	var group []workflows.Step
+	for i := range 4 {
+		group = append(group, workflows.Step{Name: fmt.Sprintf("each%d", i), ForEach: "params.list", MaxParallel: 60, Handler: "test.item", Params: map[string]any{"n": "{{ .item }}"}})
+	}
+	st, err := runFlow(t, b, map[string]any{"list": make([]int, 60)}, []workflows.Step{{Parallel: group}})
+	require.NoError(t, err, st.Error)
+	require.Equal(t, "completed", st.Status, st.Error)
+	require.Equal(t, int64(240), calls.Load())
+}
+
+// A parallel group waiting for room starts no more steps once one failed:
+// the failure cancels the steps still waiting (found by a review: the
+// group went on starting them as room came back).
+func TestCompose_group_waiting_for_room_stops_at_a_failure(t *testing.T) {
+	t.Parallel()
+	var slow atomic.Int64
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.boom", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+			return struct{}{}, activities.Permanent(errors.New("boom"))
+		})
+		activities.Register(reg, "test.slow", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+			slow.Add(1)
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+			return struct{}{}, nil
+		})
+	})
+	b.env.SetCurrentHistorySize(40 << 20) // room for about 7 at once
+	group := []workflows.Step{{Name: "boom", Handler: "test.boom"}}
+	for i := range 20 {
+		group = append(group, workflows.Step{Name: fmt.Sprintf("s%02d", i), Handler: "test.slow"})
+	}
+	st, err := runFlow(t, b, map[string]any{"x": 1}, []workflows.Step{{Parallel: group}})
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Contains(t, st.Error, "boom")
+	require.Less(t, slow.Load(), int64(10), "the steps waiting for room never started")
+}
+
+// A step routed to another task queue may land a result of up to
+// Temporal's 2 MiB payload limit (its worker is not the bridge's): near
+// the history's limit fewer of those run at once than of the bridge's own.
+func TestCompose_routed_steps_near_the_size_limit_count_2_MiB_each(t *testing.T) {
+	t.Parallel()
+	var running, most atomic.Int64
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(20 * time.Millisecond)
+			return struct{}{}, nil
+		})
+	})
+	b.env.SetCurrentHistorySize(40 << 20) // 8 MiB left: 3 results of 2 MiB, and room
+	var group []workflows.Step
+	for i := range 8 {
+		group = append(group, workflows.Step{Name: fmt.Sprintf("s%d", i), Handler: "test.item", ActivityOptions: workflows.ActivityOptions{TaskQueue: "other"}})
+	}
+	st, err := runFlow(t, b, map[string]any{"x": 1}, []workflows.Step{{Parallel: group}})
+	require.NoError(t, err, st.Error)
+	require.LessOrEqual(t, most.Load(), int64(3))
+}

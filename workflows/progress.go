@@ -86,6 +86,7 @@ func (p *pipeline) started(ctx workflow.Context, name, summary string) {
 
 func (p *pipeline) ended(ctx workflow.Context, name string) {
 	delete(p.running, name)
+	delete(p.landing, name)
 	p.showProgress(ctx)
 }
 

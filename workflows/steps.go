@@ -298,6 +298,9 @@ type pipeline struct {
 	// seenAt is the history length of the workflow task the handlers
 	// scheduled in it (unseen bytes of params) are not yet counted in.
 	seenAt, unseen int
+	// landing is the largest result each handler running may land, by
+	// step (or item) name (resultBound).
+	landing map[string]int
 }
 
 // runSteps runs a task's steps. It returns their results by name and, on
@@ -305,7 +308,7 @@ type pipeline struct {
 // step posted it, or the run is older than changeProgressInHandlers).
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, *activities.Progress, error) {
 	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, decoded: map[string]any{}, failures: map[string]string{},
-		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, alone: map[string]bool{}, counted: map[string]bool{},
+		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, landing: map[string]int{}, alone: map[string]bool{}, counted: map[string]bool{},
 		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
 	if p.exact {
@@ -375,14 +378,28 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		settle.SetError(p.fail(s, err))
 		return future
 	}
-	if len(p.running) > 0 && !p.room(ctx, len(params)) && p.guarded(ctx) {
-		// A parallel group near the history's limit: the running steps'
-		// results first (see HistoryGuardBytes).
-		if err := workflow.Await(ctx, func() bool { return len(p.running) == 0 || p.room(ctx, len(params)) }); err != nil {
-			settle.SetError(p.fail(s, err))
-			return future
-		}
+	bound := p.resultBound(s)
+	if len(p.landing) > 0 && !p.room(ctx, len(params), bound) && p.guarded(ctx) {
+		// A parallel group near the history's limit: this step starts
+		// once the running steps' results are in (see HistoryGuardBytes),
+		// and not at all if its group fails meanwhile. Its siblings start
+		// (or wait) meanwhile: the group sees a failure at once.
+		workflow.Go(ctx, func(c workflow.Context) {
+			if err := p.awaitRoom(c, len(params), bound); err != nil {
+				settle.SetError(p.fail(s, err))
+				return
+			}
+			p.startOne(c, s, params, settle)
+		})
+		return future
 	}
+	p.startOne(ctx, s, params, settle)
+	return future
+}
+
+// startOne starts handler step s with params; settle settles runOne's
+// future once its result is recorded (or with the step's failure).
+func (p *pipeline) startOne(ctx workflow.Context, s Step, params json.RawMessage, settle workflow.Settable) {
 	in := p.handlerInput(s, params)
 	if p.postsHere(s) {
 		in.Progress, in.ProgressDone = p.startProgress(s.Name), p.doneProgress(s)
@@ -401,16 +418,17 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		p.record(gctx, s, out)
 		settle.Set(nil, nil)
 	})
-	return future
 }
 
 // execute schedules step s's handler activity; with waitCancel, a cancel
 // of it is waited for (ActivityOptions.executeHandler).
 func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in activities.HandlerInput) workflow.Future {
-	if !p.room(ctx, len(in.Params)) && p.guarded(ctx) {
+	bound := p.resultBound(s)
+	if !p.room(ctx, len(in.Params), bound) && p.guarded(ctx) {
 		return failedFuture(ctx, p.historyFull(ctx))
 	}
 	p.unseen += len(in.Params)
+	p.landing[in.Step] = bound // until ended
 	o := s.options(p.opts, !p.exact)
 	if p.waitCancel {
 		return o.executeHandler(ctx, summary, s.Handler, in)
@@ -421,11 +439,12 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in acti
 // Temporal ends a run, unreported, whose history passes 51,200 events or
 // 50 MiB (its default limits). A handler step or for_each item starts only
 // while the history, with every running handler's result at its largest
-// (activities.MaxResultBytes) and the params scheduled since, stays under
+// (resultBound) and the params scheduled since, stays under
 // HistoryGuardBytes, and under HistoryGuardEvents: what is left is room
-// for the report. Else a for_each waits for its running items' results;
-// with none running, the step fails for good (HistoryFullErrorType, which
-// on_failure does not catch) and the task is reported failed.
+// for the report. Else a for_each or a parallel group waits for running
+// handlers' results; with none running, the step fails for good
+// (HistoryFullErrorType, which on_failure does not catch) and the task is
+// reported failed.
 const (
 	HistoryGuardEvents = 40_960
 	HistoryGuardBytes  = 48 << 20
@@ -433,18 +452,43 @@ const (
 
 // HistoryFullErrorType is the error type of a step not started for want
 // of room in the run's history.
-const HistoryFullErrorType = "HistoryFull"
+const HistoryFullErrorType = "tmbridge.HistoryFull"
 
-// room reports whether a handler with params bytes of params may start
-// (see HistoryGuardBytes).
-func (p *pipeline) room(ctx workflow.Context, params int) bool {
+// maxPayloadBytes is Temporal's default bound on one payload (its blob
+// size limit): a handler on another task queue, whose worker the bridge
+// does not bound, returns at most that.
+const maxPayloadBytes = 2 << 20
+
+// resultBound is the largest result s's handler may land in the history:
+// activities.MaxResultBytes on this bridge's queue, Temporal's payload
+// limit on another.
+func (p *pipeline) resultBound(s Step) int {
+	if p.postsHere(s) {
+		return activities.MaxResultBytes
+	}
+	return maxPayloadBytes
+}
+
+// room reports whether a handler with params bytes of params and results
+// of up to bound bytes may start (see HistoryGuardBytes).
+func (p *pipeline) room(ctx workflow.Context, params, bound int) bool {
 	info := workflow.GetInfo(ctx)
 	events, size := info.GetCurrentHistoryLength(), info.GetCurrentHistorySize()
 	if events != p.seenAt { // a new workflow task: its size counts what was scheduled before
 		p.seenAt, p.unseen = events, 0
 	}
-	landing := (len(p.running) + 1) * activities.MaxResultBytes
+	landing := bound
+	for _, b := range p.landing {
+		landing += b
+	}
 	return events < HistoryGuardEvents && size+p.unseen+params+landing < HistoryGuardBytes
+}
+
+// awaitRoom waits until a handler with params and results of up to bound
+// bytes may start, or no handler runs (then execute fails it), or ctx
+// ends (its error).
+func (p *pipeline) awaitRoom(ctx workflow.Context, params, bound int) error {
+	return workflow.Await(ctx, func() bool { return len(p.landing) == 0 || p.room(ctx, params, bound) })
 }
 
 // guarded reports whether the run keeps its history under the guard
@@ -459,7 +503,7 @@ func (p *pipeline) historyFull(ctx workflow.Context) error {
 	info := workflow.GetInfo(ctx)
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 		"not started: the run's history holds %d events and %d bytes; with the results of the %d handlers running, it could pass the limits past which Temporal ends a run (51,200 events, 50 MiB by default); give the task fewer steps or items, or smaller params and results",
-		info.GetCurrentHistoryLength(), info.GetCurrentHistorySize(), len(p.running)), HistoryFullErrorType, nil)
+		info.GetCurrentHistoryLength(), info.GetCurrentHistorySize(), len(p.landing)), HistoryFullErrorType, nil)
 }
 
 // isHistoryFull reports whether err, or an error it wraps, is a step not
