@@ -209,7 +209,6 @@ type option struct {
 	emptyOK bool
 }
 
-
 func options() []option {
 	host, _ := os.Hostname()
 	if host == "" {
