@@ -56,14 +56,11 @@ func Typed[P, R any](fn func(ctx context.Context, params P) (R, error)) Handler 
 		if err != nil {
 			return nil, err
 		}
-		// Not json.Marshal: it writes < > & as \u003c…, six bytes each.
-		var out bytes.Buffer
-		enc := json.NewEncoder(&out)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(r); err != nil {
+		out, err := json.Marshal(r)
+		if err != nil {
 			return nil, Permanent(fmt.Errorf("encode result: %w", err))
 		}
-		return bytes.TrimSuffix(out.Bytes(), []byte("\n")), nil
+		return out, nil
 	})
 }
 

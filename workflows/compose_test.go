@@ -552,43 +552,23 @@ func TestCompose_on_failure_does_not_catch_a_full_history(t *testing.T) {
 // them must fit. It waits for results rather than fail while items run.
 func TestCompose_for_each_near_the_size_limit_runs_fewer_at_once(t *testing.T) {
 	t.Parallel()
-	var running, most, calls atomic.Int64
-	b := setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
-			n := running.Add(1)
-			defer running.Add(-1)
-			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-			}
-			calls.Add(1)
-			time.Sleep(20 * time.Millisecond)
-			return struct{}{}, nil
-		})
-	})
+	var items atOnce
+	b := setup(t, items.register)
 	b.env.SetCurrentHistorySize(40 << 20) // 8 MiB left: 7 results of 1 MiB, and room
 	steps := []workflows.Step{{Name: "each", ForEach: "params.list", MaxParallel: 20, Handler: "test.item", Params: map[string]any{"n": "{{ .item }}"}}}
 	st, err := runFlow(t, b, map[string]any{"list": make([]int, 30)}, steps)
 	require.NoError(t, err)
 	require.Equal(t, "completed", st.Status)
-	require.Equal(t, int64(30), calls.Load())
-	require.LessOrEqual(t, most.Load(), int64(8))
+	require.Equal(t, int64(30), items.calls.Load())
+	require.LessOrEqual(t, items.most.Load(), int64(8))
 }
 
 // So does a parallel group: its steps wait for room rather than fail
 // while others run.
 func TestCompose_parallel_group_near_the_size_limit_runs_fewer_at_once(t *testing.T) {
 	t.Parallel()
-	var running, most, calls atomic.Int64
-	b := setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
-			n := running.Add(1)
-			defer running.Add(-1)
-			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-			}
-			calls.Add(1)
-			time.Sleep(20 * time.Millisecond)
-			return struct{}{}, nil
-		})
-	})
+	var items atOnce
+	b := setup(t, items.register)
 	b.env.SetCurrentHistorySize(40 << 20)
 	var group []workflows.Step
 	for i := range 12 {
@@ -597,8 +577,8 @@ func TestCompose_parallel_group_near_the_size_limit_runs_fewer_at_once(t *testin
 	st, err := runFlow(t, b, map[string]any{"x": 1}, []workflows.Step{{Parallel: group}})
 	require.NoError(t, err)
 	require.Equal(t, "completed", st.Status)
-	require.Equal(t, int64(12), calls.Load())
-	require.LessOrEqual(t, most.Load(), int64(8))
+	require.Equal(t, int64(12), items.calls.Load())
+	require.LessOrEqual(t, items.most.Load(), int64(8))
 }
 
 // A parallel group of for_each steps, each wanting many items at once,
@@ -660,17 +640,8 @@ func TestCompose_group_waiting_for_room_stops_at_a_failure(t *testing.T) {
 // the history's limit fewer of those run at once than of the bridge's own.
 func TestCompose_routed_steps_near_the_size_limit_count_2_MiB_each(t *testing.T) {
 	t.Parallel()
-	var running, most atomic.Int64
-	b := setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
-			n := running.Add(1)
-			defer running.Add(-1)
-			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-			}
-			time.Sleep(20 * time.Millisecond)
-			return struct{}{}, nil
-		})
-	})
+	var items atOnce
+	b := setup(t, items.register)
 	b.env.SetCurrentHistorySize(40 << 20) // 8 MiB left: 3 results of 2 MiB, and room
 	var group []workflows.Step
 	for i := range 8 {
@@ -678,5 +649,21 @@ func TestCompose_routed_steps_near_the_size_limit_count_2_MiB_each(t *testing.T)
 	}
 	st, err := runFlow(t, b, map[string]any{"x": 1}, []workflows.Step{{Parallel: group}})
 	require.NoError(t, err, st.Error)
-	require.LessOrEqual(t, most.Load(), int64(3))
+	require.LessOrEqual(t, items.most.Load(), int64(3))
+}
+
+// atOnce is a test.item handler that notes the most of its calls running
+// at once, each taking a moment.
+type atOnce struct{ running, most, calls atomic.Int64 }
+
+func (a *atOnce) register(reg *activities.Registry) {
+	activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
+		n := a.running.Add(1)
+		defer a.running.Add(-1)
+		for m := a.most.Load(); n > m && !a.most.CompareAndSwap(m, n); m = a.most.Load() {
+		}
+		a.calls.Add(1)
+		time.Sleep(20 * time.Millisecond)
+		return struct{}{}, nil
+	})
 }

@@ -226,9 +226,11 @@ const (
 	// instead of scheduling on until Temporal ends the run at its history
 	// size limit; taken only when the bound is passed.
 	changeForEachParamsBound = "for-each-params-bound"
-	// changeHistoryGuard: a step or for_each item is not started once the
-	// run's history is near Temporal's limits (historyFull); taken only
-	// then. Before, steps were scheduled on until Temporal ended the run.
+	// changeHistoryGuard: a handler step or for_each item starts only
+	// while the run's history has room for the results of the handlers
+	// running (pipeline.room); a for_each or parallel group waits for
+	// room, a step that cannot start fails the task. Taken only when room
+	// lacks. Before, steps were scheduled on until Temporal ended the run.
 	changeHistoryGuard = "history-guard"
 )
 

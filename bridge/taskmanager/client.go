@@ -60,12 +60,8 @@ type Client struct {
 	observe func(endpoint string, status int, took time.Duration)
 }
 
-// maxAnswer bounds how much of an answer is read; maxDrain, how much more
-// is read past its JSON so that its connection is reused.
-const (
-	maxAnswer = 16 << 20
-	maxDrain  = 64 << 10
-)
+// maxAnswer bounds how much of an answer is read.
+const maxAnswer = 16 << 20
 
 // New returns a Client, or an error when BaseURL is not an http(s) URL.
 func New(opts Options) (*Client, error) {
@@ -297,12 +293,9 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	if err != nil {
 		return fail(0, ErrTransient, netError(RedactURLError(err)))
 	}
+	// Read to its end, the connection is reused; past the bound, the rest
+	// is not read (it may never end).
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
-	if err == nil && len(raw) <= maxAnswer {
-		// What is left of a short answer: read, so that the connection
-		// is reused; a longer one's is not read (it may never end).
-		_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
-	}
 	resp.Body.Close()
 	if err != nil {
 		return fail(resp.StatusCode, ErrTransient, fmt.Errorf("read answer: %w", netError(err)))
