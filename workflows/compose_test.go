@@ -587,14 +587,8 @@ func TestCompose_parallel_group_near_the_size_limit_runs_fewer_at_once(t *testin
 // third step at once on an empty history).
 func TestCompose_group_of_wide_for_each_steps_runs(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int64
-	b := setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.item", func(ctx context.Context, p json.RawMessage) (struct{}, error) {
-			calls.Add(1)
-			time.Sleep(10 * time.Millisecond)
-			return struct{}{}, nil
-		})
-	})
+	var items atOnce
+	b := setup(t, items.register)
 	var group []workflows.Step
 	for i := range 4 {
 		group = append(group, workflows.Step{Name: fmt.Sprintf("each%d", i), ForEach: "params.list", MaxParallel: 60, Handler: "test.item", Params: map[string]any{"n": "{{ .item }}"}})
@@ -602,7 +596,7 @@ func TestCompose_group_of_wide_for_each_steps_runs(t *testing.T) {
 	st, err := runFlow(t, b, map[string]any{"list": make([]int, 60)}, []workflows.Step{{Parallel: group}})
 	require.NoError(t, err, st.Error)
 	require.Equal(t, "completed", st.Status, st.Error)
-	require.Equal(t, int64(240), calls.Load())
+	require.Equal(t, int64(240), items.calls.Load())
 }
 
 // A parallel group waiting for room starts no more steps once one failed:
