@@ -114,7 +114,8 @@ func TestE2E_go_workflow_and_routed_queue(t *testing.T) {
 // it not done yet, until another worker (here the test) completes it; the
 // step's result is that task's. Its reads are the retries of one activity:
 // the run's history does not grow with them. Saved as
-// history-v9-enqueue.json (history-v8-enqueue.json: a timer and a marker
+// history-v11-enqueue.json (history-v9-enqueue.json: before
+// history-guard-enqueue; history-v8-enqueue.json: a timer and a marker
 // per read, before await-by-retries).
 func TestE2E_enqueue_step_waits_for_the_other_worker(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
@@ -155,7 +156,7 @@ types:
 	}
 	require.Equal(t, 1, awaits, "one activity for the whole wait")
 	require.Zero(t, timers, "no timer per read")
-	s.replay(map[string]string{"enqueue": id}, "history-v9-")
+	s.replay(map[string]string{"enqueue": id}, "history-v11-")
 }
 
 // waitPolled waits until the run of workflow id read its enqueued task n

@@ -305,14 +305,28 @@ func (p *pipeline) runEnqueue(ctx workflow.Context, s Step, extra map[string]any
 		return failedFuture(ctx, p.fail(s, err))
 	}
 	fut, settle := workflow.NewFuture(ctx)
-	workflow.Go(ctx, func(c workflow.Context) {
+	wait := func(c workflow.Context) {
 		out, err := p.awaitTask(c, s, activities.EnqueueInput{Type: e.Type, Params: params})
+		delete(p.landing, s.Name)
 		if err != nil {
 			settle.SetError(p.fail(s, err))
 			return
 		}
 		p.record(c, s, out)
 		settle.Set(nil, nil)
+	}
+	if workflow.GetVersion(ctx, changeGuardEnqueue, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		workflow.Go(ctx, wait)
+		return fut
+	}
+	// Under the history guard as a step routed elsewhere: the task's
+	// result, read back, may be as large as Temporal lets a payload be.
+	p.whenRoom(ctx, s, len(params), maxPayloadBytes, settle, func(c workflow.Context) {
+		if err := p.admit(c, s.Name, len(params), maxPayloadBytes); err != nil {
+			settle.SetError(p.fail(s, err))
+			return
+		}
+		workflow.Go(c, wait)
 	})
 	return fut
 }

@@ -646,6 +646,44 @@ func TestCompose_routed_steps_near_the_size_limit_count_2_MiB_each(t *testing.T)
 	require.LessOrEqual(t, items.most.Load(), int64(3))
 }
 
+// An enqueue step counts as a handler routed elsewhere does: the task it
+// waits for may land a result of up to Temporal's 2 MiB payload limit.
+// Near the history's limit it creates no task and fails the step, and
+// beside it fewer handlers run at once. Before, the guard did not count
+// it: a run of many enqueue steps could pass Temporal's limits.
+func TestCompose_enqueue_steps_count_under_the_history_guard(t *testing.T) {
+	t.Parallel()
+	t.Run("no room", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		registerType(t, b, "remote.job")
+		b.env.SetCurrentHistorySize(47 << 20) // room for a result of 1 MiB, not 2
+		st, err := runFlow(t, b, map[string]any{"n": 1}, remoteSteps())
+		requireErrorType(t, err, workflows.TaskFailedErrorType)
+		require.Contains(t, st.Error, "step remote (enqueue remote.job): not started: the run's history holds")
+		for _, task := range b.tm.Tasks() {
+			require.NotEqual(t, "remote.job", task.Type, "no task created")
+		}
+	})
+	t.Run("beside handlers", func(t *testing.T) {
+		t.Parallel()
+		var items atOnce
+		b := setup(t, items.register)
+		remote := registerType(t, b, "remote.job")
+		completeChild(t, b, remote, true, map[string]any{"answer": 1})
+		b.env.SetCurrentHistorySize(44 << 20) // 4 MiB left: the enqueue step's 2 and one handler's 1
+		group := []workflows.Step{{Name: "remote", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": 1}}}}
+		for i := range 4 {
+			group = append(group, workflows.Step{Name: fmt.Sprintf("s%d", i), Handler: "test.item"})
+		}
+		st, err := runFlow(t, b, map[string]any{"x": 1}, []workflows.Step{{Parallel: group}})
+		require.NoError(t, err, st.Error)
+		require.JSONEq(t, `{"answer":1}`, string(resultOf(t, st)["remote"]))
+		require.Equal(t, int64(1), items.most.Load(), "one handler at a time beside the enqueue step")
+		require.Equal(t, int64(4), items.calls.Load())
+	})
+}
+
 // atOnce is a test.item handler that notes the most of its calls running
 // at once, each taking a moment.
 type atOnce struct{ running, most, calls atomic.Int64 }

@@ -378,23 +378,28 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		settle.SetError(p.fail(s, err))
 		return future
 	}
-	bound := p.resultBound(s)
-	if len(p.landing) > 0 && !p.room(ctx, len(params), bound) && p.guarded(ctx) {
-		// A parallel group near the history's limit: this step starts
-		// once the running steps' results are in (see HistoryGuardBytes),
-		// and not at all if its group fails meanwhile. Its siblings start
-		// (or wait) meanwhile: the group sees a failure at once.
-		workflow.Go(ctx, func(c workflow.Context) {
-			if err := p.awaitRoom(c, len(params), bound); err != nil {
-				settle.SetError(p.fail(s, err))
-				return
-			}
-			p.startOne(c, s, params, settle)
-		})
-		return future
-	}
-	p.startOne(ctx, s, params, settle)
+	p.whenRoom(ctx, s, len(params), p.resultBound(s), settle, func(c workflow.Context) { p.startOne(c, s, params, settle) })
 	return future
+}
+
+// whenRoom calls start once a step with params bytes of params and a
+// result of up to bound bytes may start: at once, or, in a parallel group
+// near the history's limit, once the running steps' results are in (see
+// HistoryGuardBytes), and not at all if its group fails meanwhile (settle
+// then has s's failure). Its siblings start (or wait) meanwhile: the
+// group sees a failure at once.
+func (p *pipeline) whenRoom(ctx workflow.Context, s Step, params, bound int, settle workflow.Settable, start func(workflow.Context)) {
+	if len(p.landing) == 0 || p.room(ctx, params, bound) || !p.guarded(ctx) {
+		start(ctx)
+		return
+	}
+	workflow.Go(ctx, func(c workflow.Context) {
+		if err := p.awaitRoom(c, params, bound); err != nil {
+			settle.SetError(p.fail(s, err))
+			return
+		}
+		start(c)
+	})
 }
 
 // startOne starts handler step s with params; settle settles runOne's
@@ -423,12 +428,9 @@ func (p *pipeline) startOne(ctx workflow.Context, s Step, params json.RawMessage
 // execute schedules step s's handler activity; with waitCancel, a cancel
 // of it is waited for (ActivityOptions.executeHandler).
 func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in activities.HandlerInput) workflow.Future {
-	bound := p.resultBound(s)
-	if !p.room(ctx, len(in.Params), bound) && p.guarded(ctx) {
-		return failedFuture(ctx, p.historyFull(ctx))
+	if err := p.admit(ctx, in.Step, len(in.Params), p.resultBound(s)); err != nil {
+		return failedFuture(ctx, err)
 	}
-	p.unseen += len(in.Params)
-	p.landing[in.Step] = bound // until ended
 	o := s.options(p.opts, !p.exact)
 	if p.waitCancel {
 		return o.executeHandler(ctx, summary, s.Handler, in)
@@ -484,6 +486,18 @@ func (p *pipeline) room(ctx workflow.Context, params, bound int) bool {
 	return events < HistoryGuardEvents && size+p.unseen+params+landing < HistoryGuardBytes
 }
 
+// admit counts step (or item) name as running, with params bytes of
+// params and a result of up to bound bytes, until ended; or, without room
+// (in a run under the guard), fails it with historyFull.
+func (p *pipeline) admit(ctx workflow.Context, name string, params, bound int) error {
+	if !p.room(ctx, params, bound) && p.guarded(ctx) {
+		return p.historyFull(ctx)
+	}
+	p.unseen += params
+	p.landing[name] = bound
+	return nil
+}
+
 // awaitRoom waits until a handler with params and results of up to bound
 // bytes may start, or no handler runs (then execute fails it), or ctx
 // ends (its error).
@@ -502,7 +516,7 @@ func (p *pipeline) guarded(ctx workflow.Context) bool {
 func (p *pipeline) historyFull(ctx workflow.Context) error {
 	info := workflow.GetInfo(ctx)
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-		"not started: the run's history holds %d events and %d bytes; with the results of the %d handlers running, it could pass the limits past which Temporal ends a run (51,200 events, 50 MiB by default); give the task fewer steps or items, or smaller params and results",
+		"not started: the run's history holds %d events and %d bytes; with the results of the %d steps running, it could pass the limits past which Temporal ends a run (51,200 events, 50 MiB by default); give the task fewer steps or items, or smaller params and results",
 		info.GetCurrentHistoryLength(), info.GetCurrentHistorySize(), len(p.landing)), HistoryFullErrorType, nil)
 }
 

@@ -232,6 +232,11 @@ const (
 	// room, a step that cannot start fails the task. Taken only when room
 	// lacks. Before, steps were scheduled on until Temporal ended the run.
 	changeHistoryGuard = "history-guard"
+	// changeGuardEnqueue: the history guard counts enqueue steps too, as
+	// handlers routed to another queue (their params, and a result of up
+	// to Temporal's payload limit); taken as a run's first enqueue step
+	// starts. Before, they were not counted.
+	changeGuardEnqueue = "history-guard-enqueue"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs
