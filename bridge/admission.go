@@ -79,6 +79,7 @@ type open struct {
 	attempts int       // the newest claim of this worker that reached the run
 	claimed  time.Time // when that claim was made (or found), for metrics
 	onClose  func()    // called when the run is no longer counted (stops its renewal timer)
+	renewing int       // the claim (attempts) whose renewal timer onClose stops; 0: none
 }
 
 func newAdmission(limit, maxRuns int) *admission {
@@ -352,7 +353,18 @@ func (a *admission) onClose(workflowID string, attempts int, fn func()) {
 	if o.onClose != nil {
 		o.onClose()
 	}
-	o.onClose = fn
+	o.onClose, o.renewing = fn, attempts
+}
+
+// renews reports whether the claim with attempts of workflowID is renewed
+// by this bridge: its start is under way, or its open run holds it and a
+// renewal timer (renewAt) was armed for it. A claim found in a sweep, or
+// by a run found open at start, was made at a time nobody knows: none is.
+func (a *admission) renews(workflowID string, attempts int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o, ok := a.open[workflowID]
+	return a.starting[workflowID] || (ok && o.attempts == attempts && o.renewing == attempts)
 }
 
 // attempts returns the newest claim of this worker noted for workflowID

@@ -864,6 +864,33 @@ func TestSweep_signals_a_renewal_claim_left_by_a_crash(t *testing.T) {
 	require.Equal(t, 1, bb.b.adm.inFlight())
 }
 
+// A run found open at start (a process of this worker started it, then
+// stopped: an upgrade) holds a claim whose time nobody knows: once it
+// timed out, this bridge claims the task again and the new claim reaches
+// the run, as it would for a claim it made itself (renewAt). Before, such
+// a claim was renewed by nothing, and the scout skipped it as one a run
+// renews: another worker could claim the task and run it again.
+func TestSweep_claim_of_a_run_found_at_start_is_renewed(t *testing.T) {
+	t.Parallel()
+	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, ClaimTimeout: time.Second}, func(c *Config) { c.ClaimTimeout = time.Second })
+	bb.only("example.sleep")
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	_, err := bb.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID})
+	require.NoError(t, err)
+	opts := client.StartWorkflowOptions{ID: "task-" + id, Memo: map[string]any{workflows.MemoWorkerID: "w1", workflows.MemoAttempt: 1}}
+	_, err = bb.temporal.ExecuteWorkflow(context.Background(), opts, workflows.TaskWorkflowName, workflows.TaskInput{Claim: workflows.Claim{WorkerID: "w1", Attempts: 1}})
+	require.NoError(t, err)
+	bb.serve(t)
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 1 && len(rs[0].signals) >= 1
+	}, eventually, 5*time.Millisecond, "the claim is renewed")
+	got := bb.temporal.snapshot("task-" + id)[0].signals[0]
+	require.Equal(t, "w1", got.WorkerID)
+	require.Equal(t, 2, got.Attempts)
+	require.Len(t, bb.temporal.snapshot("task-"+id), 1, "one run")
+}
+
 // A run that closed without reporting (terminated in Temporal Web) leaves
 // its task claimed by this worker: once the claim timed out, this bridge
 // claims the task again and a new run serves it, as another worker

@@ -370,9 +370,10 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 		maps.DeleteFunc(undecodable, func(id taskmanager.ID, _ *strikes) bool {
 			return !slices.ContainsFunc(mine, func(t taskmanager.Task) bool { return t.ID == id })
 		})
-		// Claims that timed out elsewhere, or here with no run to renew them.
+		// Claims that timed out elsewhere, or here with nothing to renew
+		// them: no run, or a run whose claim was found, not made here.
 		held := func(t taskmanager.Task) bool {
-			return t.ClaimedBy == b.cfg.WorkerID && b.adm.tracked(b.WorkflowID(t.ID))
+			return t.ClaimedBy == b.cfg.WorkerID && b.adm.renews(b.WorkflowID(t.ID), int(t.Attempts))
 		}
 		b.scout.noteClaims(all, held, b.cfg.ClaimTimeout, time.Now())
 	}

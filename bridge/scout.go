@@ -25,8 +25,10 @@ import (
 // claimed tasks (once a minute) notes when it first saw each claim, and a
 // claim seen for claim_timeout wakes its type. So does a claim of this
 // worker that no run of this bridge holds (its run closed without
-// reporting: terminated in Temporal Web); the claims of its open runs it
-// renews itself (renewAt). If listing fails, every
+// reporting: terminated in Temporal Web), or whose run this bridge found
+// rather than claimed for (open at start, or signalled by a sweep): its
+// time is unknown. The claims it made for its open runs it renews itself
+// (renewAt). If listing fails, every
 // waiting loop is woken: the bridge claims as it would without a scout.
 type scout struct {
 	mu    sync.Mutex
@@ -223,7 +225,7 @@ func (s *scout) waitingLocked() bool {
 // noteClaims takes the claimed tasks listed by a sweep: a claim listed
 // for longer than timeout has expired, and its type is woken to claim it.
 // Claims that held reports are left out: this bridge's own claims that
-// a run of it holds (renewAt renews those).
+// it renews (renewAt).
 func (s *scout) noteClaims(rows []taskmanager.Task, held func(taskmanager.Task) bool, timeout time.Duration, now time.Time) {
 	s.mu.Lock()
 	listed := map[claimSeen]bool{}
