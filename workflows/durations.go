@@ -3,6 +3,7 @@ package workflows
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -101,37 +102,72 @@ func (o *TypeOptions) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// MarshalJSON encodes s with its durations as strings.
+// MarshalJSON encodes s with its durations as strings, and empty params
+// as {} (a step with no params, not one given the task's).
 func (s Step) MarshalJSON() ([]byte, error) {
 	type plain Step
+	var params *map[string]any
+	if s.Params != nil {
+		params = &s.Params
+	}
 	return json.Marshal(struct {
 		plain
 		activityJSON
-	}{plain(s), activityDurations(s.ActivityOptions)})
+		Params *map[string]any `json:"params,omitempty"`
+	}{plain(s), activityDurations(s.ActivityOptions), params})
 }
 
-// UnmarshalJSON decodes s; durations may be strings or nanoseconds.
+// UnmarshalJSON decodes s; durations may be strings or nanoseconds, and
+// numbers in params keep every digit (decodeParams).
 func (s *Step) UnmarshalJSON(b []byte) error {
 	type plain Step
 	aux := struct {
 		*plain
 		activityJSON
-	}{(*plain)(s), activityDurations(s.ActivityOptions)}
+		Params json.RawMessage `json:"params"`
+	}{(*plain)(s), activityDurations(s.ActivityOptions), nil}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
 	}
 	aux.activityJSON.into(&s.ActivityOptions)
-	return nil
+	var err error
+	s.Params, err = decodeParams(aux.Params)
+	return err
 }
 
-// MarshalJSON encodes r with its intervals as strings.
+// decodeParams decodes a step's (or an enqueue step's) params as
+// templates see JSON (decodeJSON): a number a float64 would round keeps
+// its digits. Absent or null params are nil.
+func decodeParams(raw json.RawMessage) (map[string]any, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	v, err := decodeJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("params: want a JSON object")
+	}
+	return m, nil
+}
+
+// MarshalJSON encodes r with its intervals as strings, and an empty
+// non_retryable_error_types as [] (a step that clears its type's list,
+// not one that takes it).
 func (r RetryOptions) MarshalJSON() ([]byte, error) {
 	type plain RetryOptions
+	var nonRetryable *[]string
+	if r.NonRetryableErrorTypes != nil {
+		nonRetryable = &r.NonRetryableErrorTypes
+	}
 	return json.Marshal(struct {
 		plain
-		InitialInterval jsonDuration `json:"initial_interval,omitempty"`
-		MaximumInterval jsonDuration `json:"maximum_interval,omitempty"`
-	}{plain(r), jsonDuration(r.InitialInterval), jsonDuration(r.MaximumInterval)})
+		InitialInterval        jsonDuration `json:"initial_interval,omitempty"`
+		MaximumInterval        jsonDuration `json:"maximum_interval,omitempty"`
+		NonRetryableErrorTypes *[]string    `json:"non_retryable_error_types,omitempty"`
+	}{plain(r), jsonDuration(r.InitialInterval), jsonDuration(r.MaximumInterval), nonRetryable})
 }
 
 // UnmarshalJSON decodes r; intervals may be strings or nanoseconds.
@@ -165,15 +201,18 @@ func (e *Enqueue) UnmarshalJSON(b []byte) error {
 	type plain Enqueue
 	aux := struct {
 		*plain
-		PollInterval    jsonDuration `json:"poll_interval"`
-		MaxPollInterval jsonDuration `json:"max_poll_interval"`
-		Timeout         jsonDuration `json:"timeout"`
-	}{(*plain)(e), jsonDuration(e.PollInterval), jsonDuration(e.MaxPollInterval), jsonDuration(e.Timeout)}
+		PollInterval    jsonDuration    `json:"poll_interval"`
+		MaxPollInterval jsonDuration    `json:"max_poll_interval"`
+		Timeout         jsonDuration    `json:"timeout"`
+		Params          json.RawMessage `json:"params"`
+	}{(*plain)(e), jsonDuration(e.PollInterval), jsonDuration(e.MaxPollInterval), jsonDuration(e.Timeout), nil}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
 	}
 	e.PollInterval, e.MaxPollInterval, e.Timeout = time.Duration(aux.PollInterval), time.Duration(aux.MaxPollInterval), time.Duration(aux.Timeout)
-	return nil
+	var err error
+	e.Params, err = decodeParams(aux.Params)
+	return err
 }
 
 // MarshalJSON encodes w with its timeout as a string.

@@ -155,9 +155,10 @@ func (o ActivityOptions) withHeartbeat() ActivityOptions {
 	return o
 }
 
-// resolveSteps names each step and resolves its options over its type's,
-// so that the workflow takes them as they are. It never writes into the
-// caller's slices.
+// resolveSteps names each step and resolves its options over its type's
+// (a parallel group's steps: over the group's, then the type's), so that
+// the workflow takes them as they are. It never writes into the caller's
+// slices.
 func resolveSteps(steps []Step, parent ActivityOptions) []Step {
 	steps = slices.Clone(steps)
 	for i, s := range steps {
@@ -165,7 +166,7 @@ func resolveSteps(steps []Step, parent ActivityOptions) []Step {
 		if s.Handler != "" {
 			s.ActivityOptions = s.ActivityOptions.over(parent).withHeartbeat()
 		}
-		s.Parallel = resolveSteps(s.Parallel, parent)
+		s.Parallel = resolveSteps(s.Parallel, s.ActivityOptions.over(parent))
 		s.OnFailure = resolveSteps(s.OnFailure, parent)
 		steps[i] = s
 	}

@@ -66,7 +66,8 @@ type Step struct {
 	// WaitFor waits for a Temporal signal; its payload is the step's result.
 	WaitFor *WaitFor `json:"wait_for,omitempty" koanf:"wait_for"`
 	// ActivityOptions override the task type's for this step; unset
-	// fields take the type's.
+	// fields take the type's. On a parallel group they are its steps'
+	// defaults (over the type's); its on_failure steps take the type's.
 	ActivityOptions `koanf:",squash"`
 }
 
@@ -136,6 +137,9 @@ func (s Step) validate(sc scope) []error {
 		return []error{errors.New("name: an enqueue, wait_for or on_failure step needs a name (its result's key)")}
 	}
 	errs := s.ActivityOptions.validate()
+	if len(s.Parallel) > 0 && s.Params != nil {
+		errs = append(errs, errors.New("params: a parallel group has none: set them on its steps"))
+	}
 	if s.Enqueue != nil || s.WaitFor != nil {
 		if s.Params != nil {
 			errs = append(errs, errors.New("params: an enqueue step's params are enqueue.params; a wait_for step has none"))

@@ -122,9 +122,47 @@ func numbers(v any) any {
 		} else if err != nil && !strings.ContainsAny(string(x), ".eE") {
 			return x // an integer beyond int64
 		}
+		if !sameDecimal(string(x), strconv.FormatFloat(f, 'e', -1, 64)) {
+			return x // a decimal a float64 would round (0.1234567890123456789)
+		}
 		return number(f)
 	}
 	return v
+}
+
+// sameDecimal reports whether JSON numbers a and b have the same value,
+// comparing their digits and exponents (a float64's shortest form, b,
+// reads back as itself).
+func sameDecimal(a, b string) bool {
+	da, ea, okA := decimal(a)
+	db, eb, okB := decimal(b)
+	return okA && okB && da == db && (da == "" || ea == eb)
+}
+
+// decimal returns a JSON number's significant digits (no leading or
+// trailing zeros; a leading "-" kept) and the exponent e of its value,
+// 0.digits × 10^e; ok is false for an exponent out of int32's range.
+func decimal(s string) (digits string, exp int, ok bool) {
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	mant, e, hasExp := strings.Cut(strings.ToLower(s), "e")
+	if hasExp {
+		n, err := strconv.ParseInt(e, 10, 32)
+		if err != nil {
+			return "", 0, false
+		}
+		exp = int(n)
+	}
+	whole, frac, _ := strings.Cut(mant, ".")
+	all := whole + frac
+	exp += len(whole)
+	trimmed := strings.TrimLeft(all, "0")
+	exp -= len(all) - len(trimmed)
+	digits = strings.TrimRight(trimmed, "0")
+	if digits != "" && neg {
+		digits = "-" + digits
+	}
+	return digits, exp, true
 }
 
 // number is a JSON number in a template. It compares, tests and formats

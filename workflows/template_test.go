@@ -150,3 +150,18 @@ func loopsOverConstant(tmpl string) bool {
 	walk(t.Root)
 	return found && strings.ContainsAny(tmpl, "0123456789")
 }
+
+// Decimals keep their digits where a float64 would change their value,
+// and only there: a number a float64 holds is a number in templates.
+func TestNumbers_keep_only_decimals_a_float64_would_change(t *testing.T) {
+	for in, kept := range map[string]bool{
+		"0.1": false, "0.10": false, "1.5e3": false, "-0": false, "-0.0": false, "1E2": false, "123456789.12345": false,
+		"0.1234567890123456789": true, "1e-400": true, "4.9e-324": true, "-2.00000000000000000001": true,
+		"12345678901234567890": true, "1e400": true,
+	} {
+		v, err := decodeJSON([]byte(in))
+		require.NoError(t, err, in)
+		_, isNumber := v.(json.Number)
+		require.Equal(t, kept, isNumber, "%s: %T %v", in, v, v)
+	}
+}

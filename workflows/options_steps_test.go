@@ -1,0 +1,117 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// A step's fixed params (no template) reach its handler as written, as
+// the README says ("Numbers are exact"). Before, the workflow input's
+// params were decoded as float64: 9007199254740993 became …992. (Found by
+// a review.)
+func TestSteps_fixed_large_integer_in_params_is_exact(t *testing.T) {
+	t.Parallel()
+	b, got := setupCapture(t)
+	steps := []workflows.Step{{Name: "cap", Handler: "test.capture", Params: map[string]any{
+		"fixed":    int64(9007199254740993),
+		"rendered": "{{ .params.id }}",
+	}}}
+	_, err := runFlow(t, b, map[string]any{"id": int64(9007199254740993)}, steps)
+	require.NoError(t, err)
+	require.Equal(t, `{"fixed":9007199254740993,"rendered":9007199254740993}`, got.Load().(string))
+}
+
+// A decimal with more digits than a float64 holds, rendered by a
+// template, keeps them. Before, it reached the handler rounded. (Found by
+// a review.)
+func TestSteps_decimal_rendered_by_a_template_is_exact(t *testing.T) {
+	t.Parallel()
+	b, got := setupCapture(t)
+	steps := []workflows.Step{{Name: "cap", Handler: "test.capture", Params: map[string]any{
+		"amount": "{{ .params.amount }}",
+	}}}
+	_, err := runFlow(t, b, json.RawMessage(`{"amount": 0.1234567890123456789}`), steps)
+	require.NoError(t, err)
+	require.Equal(t, `{"amount":0.1234567890123456789}`, got.Load().(string))
+}
+
+// Options set on a parallel group (task_queue, timeouts, retry) are its
+// steps' defaults. Before, they were accepted at load and applied to
+// nothing: the steps ran with the type's options. (Found by a review.)
+func TestSteps_options_on_a_parallel_group_are_its_steps_defaults(t *testing.T) {
+	t.Parallel()
+	var attempts atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.flaky", func(ctx context.Context, p struct{}) (struct{}, error) {
+			if attempts.Add(1) == 1 {
+				return struct{}{}, errors.New("first attempt fails")
+			}
+			return struct{}{}, nil
+		})
+	})
+	steps := []workflows.Step{{Name: "grp",
+		ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{MaximumAttempts: 1}},
+		Parallel:        []workflows.Step{{Name: "m", Handler: "test.flaky"}, {Name: "n", Handler: "example.echo"}}}}
+	require.NoError(t, workflows.TypeOptions{Steps: steps}.Validate())
+	in := b.claim(t, "demo.pipeline", map[string]any{"message": "x"}, workflows.TypeOptions{Steps: steps})
+	_, _ = b.run(in)
+	require.Equal(t, int32(1), attempts.Load(), "the group's retry.maximum_attempts: 1 holds for its step")
+}
+
+// `params: {}` is a step with params (none), not a step without params:
+// its handler gets {}, not the task's params. Before, the workflow input
+// dropped the empty map, and the step took the task's. (Found by a
+// review.)
+func TestSteps_empty_params_are_not_the_tasks_params(t *testing.T) {
+	t.Parallel()
+	b, got := setupCapture(t)
+	steps := []workflows.Step{{Name: "cap", Handler: "test.capture", Params: map[string]any{}}}
+	_, err := runFlow(t, b, map[string]any{"secret": "task-only"}, steps)
+	require.NoError(t, err)
+	require.Equal(t, `{}`, got.Load().(string))
+}
+
+// A step that clears its type's non_retryable_error_types (`[]`) retries
+// every error. Before, the workflow input dropped the empty list and the
+// step took the type's again. (Found by a review.)
+func TestSteps_step_clearing_non_retryable_types_retries(t *testing.T) {
+	t.Parallel()
+	var attempts atomic.Int32
+	b := setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.flaky", func(ctx context.Context, p struct{}) (struct{}, error) {
+			if attempts.Add(1) == 1 {
+				return struct{}{}, temporal.NewApplicationError("busy", "Busy")
+			}
+			return struct{}{}, nil
+		})
+	})
+	opts := workflows.TypeOptions{
+		ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{NonRetryableErrorTypes: []string{"Busy"}}},
+		Steps: []workflows.Step{{Name: "s", Handler: "test.flaky",
+			ActivityOptions: workflows.ActivityOptions{Retry: workflows.RetryOptions{NonRetryableErrorTypes: []string{}}}}},
+	}
+	require.NoError(t, opts.Validate())
+	require.Empty(t, opts.WithDefaults().Steps[0].Retry.NonRetryableErrorTypes, "the bridge resolves the step's list as empty")
+	in := b.claim(t, "demo.pipeline", map[string]any{"x": 1}, opts)
+	_, err := b.run(in)
+	require.NoError(t, err, "the step's Busy error is retried")
+	require.Equal(t, int32(2), attempts.Load())
+}
+
+// A parallel group's params would reach none of its steps: refused.
+func TestSteps_params_on_a_parallel_group_are_refused(t *testing.T) {
+	t.Parallel()
+	steps := []workflows.Step{{Name: "grp", Params: map[string]any{"n": 1},
+		Parallel: []workflows.Step{{Name: "a", Handler: "example.echo"}, {Name: "b", Handler: "example.echo"}}}}
+	err := workflows.TypeOptions{Steps: steps}.Validate()
+	require.ErrorContains(t, err, "params: a parallel group has none")
+}
