@@ -41,6 +41,7 @@ type Bridge struct {
 	worker    worker.Worker
 	acts      *activities.Activities
 	metrics   *metrics
+	auth      *keyRefusal // whether TaskManager refuses the API key now (readiness)
 
 	adm    *admission // the one owner of every claimed task
 	calls  claimCalls // claim calls under way, whose answers a sweep waits for
@@ -143,7 +144,8 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		opt(&o)
 	}
 	m := newMetrics(o.metricsReg)
-	api, err := taskmanager.New(taskmanager.Options{BaseURL: cfg.APIURL, APIKey: cfg.APIKey.Reveal(), Timeout: cfg.APITimeout, Observe: m.observeAPI})
+	auth := new(keyRefusal)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: cfg.APIURL, APIKey: cfg.APIKey.Reveal(), Timeout: cfg.APITimeout, Observe: apiObserver(m, auth)})
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +154,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		cfg: cfg, log: o.log, api: api, tc: tc, runs: tc, namespace: cmp.Or(cfg.Temporal.Namespace, client.DefaultNamespace),
 		adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
 		undecodableFor: defaultUndecodableFor,
-		bg:             bg, bgCancel: cancel, metrics: m, fatal: make(chan error, 1), stopDone: make(chan struct{}),
+		bg:             bg, bgCancel: cancel, metrics: m, auth: auth, fatal: make(chan error, 1), stopDone: make(chan struct{}),
 	}
 	b.adm.finished = m.runFinished
 	if b.reg, err = cfg.Registry(reg); err != nil {
@@ -242,6 +244,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 	b.types = types
+	b.metrics.serveTypes(types)
 	b.searchAttrs.Store(b.cfg.Temporal.SearchAttributes && b.hasSearchAttributes(ctx))
 	// Not after Stop: the SDK panics when a stopped worker is started.
 	b.mu.Lock()

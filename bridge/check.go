@@ -183,12 +183,12 @@ func runCheck(args, environ []string, stdout, stderr io.Writer, reg *activities.
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "tmbridge check:", err)
-		return 2
+		return ExitConfig
 	}
 	copts, err := temporalOptions(cfg, environ, subcommandLogger(stderr, cfg))
 	if err != nil {
 		fmt.Fprintln(stderr, "tmbridge check: Temporal client config:", err)
-		return 2
+		return ExitConfig
 	}
 	o := bridgeOptions{workflows: map[string]any{}}
 	for _, opt := range opts {
@@ -205,12 +205,12 @@ func runCheck(args, environ []string, stdout, stderr io.Writer, reg *activities.
 	return c.exitCode()
 }
 
-// exitCode is check's exit status: 2 when the handlers do not load (the
+// exitCode is check's exit status: ExitConfig when the handlers do not load (the
 // bridge would not start: a config error), 1 when a check failed, else 0.
 func (c *checker) exitCode() int {
 	switch {
 	case c.regErr != nil:
-		return 2
+		return ExitConfig
 	case c.table.failures() > 0:
 		return 1
 	}

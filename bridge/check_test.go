@@ -321,7 +321,7 @@ func TestCheck_unregistered_types_warn_unless_none_is_served(t *testing.T) {
 }
 
 // How each type runs is checked as New and the workflow would: a
-// configured type without a handler fails the handlers (exit 2, a config
+// configured type without a handler fails the handlers (exit 78, a config
 // error, as the bridge would not start); a `workflow:` type needs its
 // workflow registered; another task queue is not checked.
 func TestCheck_routes(t *testing.T) {
@@ -348,14 +348,14 @@ types:
 
 	file = writeFile(t, "types:\n  other.type: { handler: missing.handler }\n")
 	c, out = b.check(t, nil, "--config="+file)
-	require.Equal(t, 2, c.exitCode(), out)
+	require.Equal(t, ExitConfig, c.exitCode(), out)
 	require.Contains(t, row(t, c, "handlers").Detail, `config: types.other.type: no handler "missing.handler" is registered`)
 
 	// An exec handler's program that is not there would fail every task
 	// of its type (python3 missing, say): the bridge does not start.
 	file = writeFile(t, "types:\n  other.exec: { exec: { command: [tmbridge-no-such-program, x.py] } }\n")
 	c, out = b.check(t, nil, "--config="+file)
-	require.Equal(t, 2, c.exitCode(), out)
+	require.Equal(t, ExitConfig, c.exitCode(), out)
 	require.Contains(t, row(t, c, "handlers").Detail, `config: types.other.exec.exec.command: exec: "tmbridge-no-such-program": executable file not found in $PATH`)
 }
 
@@ -366,7 +366,7 @@ func TestRun_missing_exec_program_is_a_config_error(t *testing.T) {
 	file := writeFile(t, "types:\n  py.wordcount: { exec: { command: [tmbridge-no-such-program, wc.py] } }\n")
 	var out, errOut bytes.Buffer
 	code := run([]string{"--config=" + file, "--log-format=json", "--api-url=http://127.0.0.1:1/api"}, []string{"TEMPORAL_ADDRESS=127.0.0.1:1"}, &out, &errOut, activities.NewRegistry())
-	require.Equal(t, 2, code, out.String()+errOut.String())
+	require.Equal(t, ExitConfig, code, out.String()+errOut.String())
 	require.Contains(t, out.String()+errOut.String(), `config: types.py.wordcount.exec.command: exec: \"tmbridge-no-such-program\": executable file not found in $PATH`)
 	require.NotContains(t, out.String()+errOut.String(), "cannot connect to Temporal")
 }
@@ -495,7 +495,7 @@ func TestSetup_race_with_another_setup(t *testing.T) {
 }
 
 // tmbridge --help lists check and setup; each has its own --help; a
-// config error is exit status 2 before anything is dialled.
+// config error is exit status 78 before anything is dialled.
 func TestRun_check_and_setup_commands(t *testing.T) {
 	t.Parallel()
 	var out, errOut bytes.Buffer
@@ -512,17 +512,17 @@ func TestRun_check_and_setup_commands(t *testing.T) {
 
 		out.Reset()
 		errOut.Reset()
-		require.Equal(t, 2, run([]string{cmd, "--api-timeout=1ns"}, nil, &out, &errOut, activities.NewRegistry()), cmd)
+		require.Equal(t, ExitConfig, run([]string{cmd, "--api-timeout=1ns"}, nil, &out, &errOut, activities.NewRegistry()), cmd)
 		require.Contains(t, errOut.String(), "tmbridge "+cmd+": config: api_timeout")
 		require.Empty(t, out.String())
 
 		errOut.Reset()
-		require.Equal(t, 2, run([]string{cmd, "now"}, nil, &out, &errOut, activities.NewRegistry()), cmd)
+		require.Equal(t, ExitConfig, run([]string{cmd, "now"}, nil, &out, &errOut, activities.NewRegistry()), cmd)
 		require.Contains(t, errOut.String(), `unexpected argument "now": tmbridge `+cmd+" takes flags only")
 	}
 	// A mistyped subcommand does not run the bridge: before, it claimed.
 	errOut.Reset()
-	require.Equal(t, 2, run([]string{"chek", "--max-runs=1"}, nil, &out, &errOut, activities.NewRegistry()))
+	require.Equal(t, ExitConfig, run([]string{"chek", "--max-runs=1"}, nil, &out, &errOut, activities.NewRegistry()))
 	require.Contains(t, errOut.String(), `tmbridge: unexpected argument "chek": tmbridge takes flags only (did you mean tmbridge check?)`)
 }
 

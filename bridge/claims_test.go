@@ -61,7 +61,8 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	tm := devserver.New(opts)
 	url := tm.Start(t)
 	m := newMetrics(nil)
-	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second, Observe: m.observeAPI})
+	auth := new(keyRefusal)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 5 * time.Second, Observe: apiObserver(m, auth)})
 	require.NoError(t, err)
 	cfg := Config{
 		APIURL: url, WorkerID: "w1", PollInterval: 20 * time.Millisecond, MaxInFlight: 10, APITimeout: 5 * time.Second, ClaimTimeout: 300 * time.Second,
@@ -75,7 +76,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	b := &Bridge{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name()),
 		api: api, runs: ft, adm: newAdmission(cfg.MaxInFlight, cfg.MaxRuns), sweeps: make(chan struct{}, 1), gate: newGate(), scout: newScout(),
-		bg: bg, bgCancel: cancel, metrics: m, undecodableFor: 100 * time.Millisecond, fatal: make(chan error, 1), stopDone: make(chan struct{}),
+		bg: bg, bgCancel: cancel, metrics: m, auth: auth, undecodableFor: 100 * time.Millisecond, fatal: make(chan error, 1), stopDone: make(chan struct{}),
 	}
 	b.adm.finished = m.runFinished
 	b.closerOn.Store(true)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"reflect"
@@ -1012,6 +1013,13 @@ func (c Config) Validate() error {
 	// TaskManager trims the worker id it stores: one with spaces around it
 	// (an env file with CRLF line ends) would never match its own claims.
 	check(c.WorkerID == strings.TrimSpace(c.WorkerID) && !strings.ContainsFunc(c.WorkerID, unicode.IsControl), "worker_id", "must not begin or end with spaces or hold control characters, got %q", c.WorkerID)
+	// Sent as a header: a control character (an env file with CRLF line
+	// ends) would fail every call. The key itself is never shown.
+	check(!strings.ContainsFunc(string(c.APIKey), unicode.IsControl), "api_key", "must not hold control characters (a line end from an env file with CRLF line ends?)")
+	if c.MetricsAddr != "" {
+		_, port, err := net.SplitHostPort(c.MetricsAddr)
+		check(err == nil && port != "", "metrics_addr", "want host:port or :port (\":9464\"), got %q", c.MetricsAddr)
+	}
 	add(valid.Range("poll_interval", c.PollInterval, 10*time.Millisecond, time.Hour))
 	add(valid.Range("max_runs", c.MaxRuns, 0, math.MaxInt32))
 	add(valid.Range("max_in_flight", c.MaxInFlight, 1, 100_000))

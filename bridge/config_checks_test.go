@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -265,4 +266,38 @@ func TestREADME_shows_the_composition_example(t *testing.T) {
 	require.NotNil(t, block)
 	body := string(file)
 	require.Equal(t, body[strings.Index(body, "types:"):], string(block[1]))
+}
+
+// metrics_addr and api_key mistakes are config errors, found by Load (and
+// by `tmbridge check`): before, a bare port (METRICS_ADDR=9464) and a key
+// read from an env file with CRLF line ends loaded, `check` passed, and
+// the bridge exited 1 at start, restarted for ever. The key is not shown.
+// (Found by a review.)
+func TestLoad_metrics_addr_and_api_key_mistakes_are_config_errors(t *testing.T) {
+	_, err := Load([]string{"--metrics-addr=9464"}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, `config: metrics_addr: want host:port or :port (":9464"), got "9464"`)
+	_, err = Load([]string{"--metrics-addr=:9464"}, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	_, err = Load(nil, []string{"TASKMANAGER_API_KEY=sekrit\r"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "config: api_key: must not hold control characters")
+	require.NotContains(t, err.Error(), "sekrit")
+}
+
+// Temporal's own variables set empty are as if unset, as the bridge's are:
+// envconfig took TEMPORAL_NAMESPACE= as the namespace "" (then "default",
+// not the profile's), TEMPORAL_ADDRESS= as no address (then
+// localhost:7233), and an empty TLS path as TLS on. (Found by a review.)
+func TestTemporalOptions_empty_variables_are_as_if_unset(t *testing.T) {
+	toml := filepath.Join(t.TempDir(), "temporal.toml")
+	require.NoError(t, os.WriteFile(toml, []byte("[profile.default]\naddress = \"temporal.internal:7233\"\nnamespace = \"prod\"\n"), 0o600))
+	for _, extra := range [][]string{nil, {"TEMPORAL_ADDRESS=", "TEMPORAL_NAMESPACE=", "TEMPORAL_TLS_SERVER_CA_CERT_PATH=", "TEMPORAL_TLS="}} {
+		env := append([]string{"TEMPORAL_CONFIG_FILE=" + toml}, extra...)
+		cfg, err := Load(nil, env, &bytes.Buffer{})
+		require.NoError(t, err)
+		opts, err := temporalOptions(cfg, env, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		require.Equal(t, "temporal.internal:7233", opts.HostPort, extra)
+		require.Equal(t, "prod", opts.Namespace, extra)
+		require.Nil(t, opts.ConnectionOptions.TLS, extra)
+	}
 }

@@ -139,7 +139,7 @@ func TestLoad_reference_worker_env(t *testing.T) {
 // An empty variable (WORKER_ID= in an env file written for the reference
 // worker, `- WORKER_ID=${WORKER_ID}` in a compose file with it unset) is
 // as if unset: the config file's value or the default holds. Before, some were taken as their
-// default (TASK_TYPE_IDS=, DEBUG=) and others stopped tmbridge with exit 2
+// default (TASK_TYPE_IDS=, DEBUG=) and others stopped tmbridge with a config error
 // (WORKER_ID=, POLL_INTERVAL=, TASKMANAGER_API_URL=).
 func TestLoad_empty_variables_are_unset(t *testing.T) {
 	t.Parallel()

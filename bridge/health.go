@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -112,6 +113,10 @@ func (b *Bridge) readiness(ctx context.Context) health {
 	}
 	wg.Go(func() {
 		_, err := b.api.Health(ctx)
+		if err == nil && b.auth.refused.Load() {
+			// Its health needs no key; claims and reports do.
+			err = errors.New("TaskManager refuses the API key (401) on the bridge's calls: check TASKMANAGER_API_KEY")
+		}
 		set("taskmanager", err)
 	})
 	wg.Go(func() {
@@ -127,4 +132,28 @@ func (b *Bridge) readiness(ctx context.Context) health {
 	}
 	b.ready.at, b.ready.last = time.Now(), h
 	return h
+}
+
+// keyRefusal follows whether TaskManager refuses the API key: its last
+// answer to a call that sends the key (every call but its health) was a
+// 401, until one is answered otherwise. Readiness reports it without a
+// call of its own: an idle bridge still lists pending tasks every poll
+// interval.
+type keyRefusal struct{ refused atomic.Bool }
+
+// apiObserver is the TaskManager client's Observe: each call goes to the
+// metrics and to auth.
+func apiObserver(m *metrics, auth *keyRefusal) func(endpoint string, status int, took time.Duration) {
+	return func(endpoint string, status int, took time.Duration) {
+		m.observeAPI(endpoint, status, took)
+		auth.note(endpoint, status)
+	}
+}
+
+// note takes one answered call.
+func (k *keyRefusal) note(endpoint string, status int) {
+	if endpoint == "health" || status == 0 { // no key sent, or no answer
+		return
+	}
+	k.refused.Store(status == http.StatusUnauthorized)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
 
@@ -233,4 +234,28 @@ func TestMetrics_on_a_registry_with_its_own_Go_collector(t *testing.T) {
 	require.NotPanics(t, func() { newMetrics(reg) })
 	_, err := reg.Gather()
 	require.NoError(t, err)
+}
+
+// /readyz is not ready while TaskManager refuses the API key (rotated,
+// revoked): its health needs no key, but every claim and report fails.
+// It says so from the bridge's own calls, adding none; ready again once a
+// call passes. Before, it answered ready. (Found by a review.)
+func TestHealth_not_ready_while_the_api_key_is_refused(t *testing.T) {
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MetricsAddr = "127.0.0.1:0" })
+	b := bb.b
+	require.NoError(t, b.serveMetrics())
+	b.polling.Store(true)
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks", Status: http.StatusUnauthorized, Body: `{"success":false,"error":"Invalid API key"}`})
+	_, err := b.api.ListTasks(context.Background(), taskmanager.TaskFilter{Status: taskmanager.StatusPending, Limit: 1})
+	require.ErrorIs(t, err, taskmanager.ErrUnauthorized)
+	code, h := readyz(t, b)
+	require.Equal(t, http.StatusServiceUnavailable, code, h)
+	require.Contains(t, h.Checks["taskmanager"], "refuses the API key")
+	require.Equal(t, "ok", h.Checks["temporal"])
+
+	bb.tm.ClearFaults()
+	_, err = b.api.ListTasks(context.Background(), taskmanager.TaskFilter{Status: taskmanager.StatusPending, Limit: 1})
+	require.NoError(t, err)
+	code, h = readyz(t, b)
+	require.Equal(t, http.StatusOK, code, h)
 }

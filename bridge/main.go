@@ -27,7 +27,7 @@ import (
 
 // Main runs the tmbridge command with reg's handlers and returns the exit
 // code: 0 on a clean stop (a signal, or --max-runs reached), 1 on a failure,
-// 2 on a config error. `tmbridge check` and `tmbridge setup` check the
+// ExitConfig (78) on a config error. `tmbridge check` and `tmbridge setup` check the
 // deployment and set up its namespace with the same settings. A program
 // that adds its own handlers is:
 //
@@ -45,6 +45,12 @@ func Main(reg *activities.Registry, opts ...Option) int {
 	}
 	return run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr, reg, opts...)
 }
+
+// ExitConfig is the exit code of a config error (sysexits' EX_CONFIG): a
+// supervisor should not restart the bridge until its config changes. Not
+// 2, which Go's runtime exits with on a panic or a fatal error: a crash
+// must be restarted.
+const ExitConfig = 78
 
 // DefaultGOGC is the garbage collector's target that Main sets when GOGC is
 // not: the heap may grow half its live size between collections, not all
@@ -95,7 +101,7 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "tmbridge:", err)
-		return 2
+		return ExitConfig
 	}
 	log := NewLogger(stderr, cfg.LogFormat, cfg.Debug)
 	slog.SetDefault(log)
@@ -116,18 +122,18 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	// program) is a config error whatever Temporal says. New checks again.
 	if _, err := cfg.Registry(reg); err != nil {
 		log.Error("cannot start", "err", err)
-		return 2
+		return ExitConfig
 	}
 	worker.SetStickyWorkflowCacheSize(cfg.Temporal.WorkflowCacheSize) // process-wide: before any worker
 	copts, err := temporalOptions(cfg, environ, log)
 	if err != nil {
 		log.Error("Temporal client config", "err", err)
-		return 2
+		return ExitConfig
 	}
 	topts, flushSpans, err := telemetry(cfg, environ, &copts, log)
 	if err != nil {
 		log.Error("telemetry config", "err", err)
-		return 2
+		return ExitConfig
 	}
 	defer flushSpans() // after Stop: the last spans are the reports'
 	banner(log, cfg, copts)
@@ -150,7 +156,7 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	b, err := New(cfg, reg, tc, slices.Concat([]Option{WithLogger(log)}, topts, opts)...)
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		return 2
+		return ExitConfig
 	}
 	if ctx.Err() != nil {
 		log.Info("tmbridge stopped before it started claiming")
@@ -274,14 +280,26 @@ func tlsHint(err error, conf *tls.Config) string {
 	return ""
 }
 
-// envList serves envconfig's lookups from an environ slice.
+// envList serves envconfig's lookups from an environ slice. A variable
+// set empty is as if unset, as for the bridge's own settings: envconfig
+// takes TEMPORAL_NAMESPACE= as the namespace "" (then "default", not the
+// profile's), and an empty TEMPORAL_TLS_* path as TLS on.
 type envList []string
 
-func (e envList) Environ() []string { return e }
+func (e envList) Environ() []string {
+	set := make([]string, 0, len(e))
+	for _, kv := range e {
+		if _, v, ok := strings.Cut(kv, "="); ok && v != "" {
+			set = append(set, kv)
+		}
+	}
+	return set
+}
+
 func (e envList) LookupEnv(key string) (string, bool) {
 	for _, kv := range e {
 		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
-			return v, true
+			return v, v != ""
 		}
 	}
 	return "", false

@@ -107,3 +107,34 @@ func TestMetricNames_alert_rules_match_both_sides_of_and(t *testing.T) {
 	}
 	require.Positive(t, ands)
 }
+
+// The series the shipped alerts compare with `== 0` exist from the first
+// scrape: TmbridgeAtCapacity's finished runs, TmbridgeClaimErrors' claims
+// that took a task. In PromQL `rate(x[15m]) == 0` of a metric without
+// series is empty, and `A and <empty>` never fires: a bridge whose
+// handlers hang from the start, or whose claims fail before one took a
+// task, raised no alert. (Found by a review.)
+func TestMetrics_series_alerts_compare_exist_before_their_first_event(t *testing.T) {
+	m := newMetrics(nil)
+	m.serveTypes([]servedType{{Name: "example.sleep"}})
+	m.claims.WithLabelValues("example.sleep", "error").Inc()
+	fams, err := m.reg.Gather()
+	require.NoError(t, err)
+	series := map[string]bool{}
+	for _, f := range fams {
+		for _, s := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range s.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			series[key] = true
+		}
+	}
+	for _, want := range []string{
+		"tmbridge_workflows_finished_total,result=reported", "tmbridge_workflows_finished_total,result=closed",
+		"tmbridge_claims_total,result=claimed,task_type=example.sleep", "tmbridge_claims_total,result=empty,task_type=example.sleep",
+		"tmbridge_report_attempts_total,result=ok",
+	} {
+		require.True(t, series[want], "%s: no series", want)
+	}
+}

@@ -76,7 +76,20 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	// the first scrape.
 	m.reportAttempts.WithLabelValues("ok")
 	m.reportAttempts.WithLabelValues("error")
+	m.finished.WithLabelValues("reported")
+	m.finished.WithLabelValues("closed")
 	return m
+}
+
+// serveTypes sets up the claim results of each type served at 0, so that
+// an alert comparing rates (claims failing while none succeeds) has series
+// from the first scrape.
+func (m *metrics) serveTypes(types []servedType) {
+	for _, t := range types {
+		for _, result := range []string{"claimed", "empty", "error"} {
+			m.claims.WithLabelValues(t.Name, result)
+		}
+	}
 }
 
 // observeAPI records one TaskManager call (taskmanager.Options.Observe).

@@ -34,7 +34,7 @@ func runSetup(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "tmbridge setup:", err)
-		return 2
+		return ExitConfig
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, "tmbridge setup: warning:", w)
@@ -42,7 +42,7 @@ func runSetup(args, environ []string, stdout, stderr io.Writer) int {
 	copts, err := temporalOptions(cfg, environ, subcommandLogger(stderr, cfg))
 	if err != nil {
 		fmt.Fprintln(stderr, "tmbridge setup: Temporal client config:", err)
-		return 2
+		return ExitConfig
 	}
 	ctx := context.Background()
 	admin, err := dialTemporal(ctx, copts)

@@ -69,7 +69,7 @@ func TestSystemd_unit(t *testing.T) {
 	require.True(t, filepath.IsAbs(flagValue(exec, "--config")), "ExecStart runs tmbridge with a config file")
 
 	require.Contains(t, []string{"always", "on-failure"}, u.last(s, "Restart"))
-	require.Contains(t, strings.Fields(u.last(s, "RestartPreventExitStatus")), "2", "a config error (exit 2) is not restarted")
+	require.Contains(t, strings.Fields(u.last(s, "RestartPreventExitStatus")), "78", "a config error (exit 78) is not restarted")
 	require.NotContains(t, []string{"", "root"}, u.last(s, "User"))
 
 	// Stop: SIGTERM to tmbridge alone (its exec handlers get the grace

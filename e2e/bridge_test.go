@@ -263,14 +263,15 @@ func TestE2E_stop_waits_for_cancelled_handlers_to_return(t *testing.T) {
 	require.True(t, returned.Load(), "Stop returned before the cancelled handler did")
 }
 
-// A config error names the key and exits 2 before anything starts.
+// A config error names the key and exits ExitConfig (78) before anything
+// starts.
 func TestE2E_config_error_names_the_key(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
 	cmd := runBinary(t, s, "--claim-sort-by=size")
 	err := cmd.Wait()
 	var exitErr *exec.ExitError
 	require.ErrorAs(t, err, &exitErr)
-	require.Equal(t, 2, exitErr.ExitCode())
+	require.Equal(t, bridge.ExitConfig, exitErr.ExitCode())
 	out := fmt.Sprint(cmd.Stdout)
 	require.Contains(t, out, "claim_sort_by")
 	require.NotContains(t, out, apiKey)

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/prismq/tmbridge/bridge"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
 
@@ -122,7 +123,7 @@ func TestE2E_check_fails_clearly(t *testing.T) {
 	})
 	t.Run("config error", func(t *testing.T) {
 		code, out := s.runCommand("check", s.environ(), "--claim-sort-by=nope")
-		require.Equal(t, 2, code, out)
+		require.Equal(t, bridge.ExitConfig, code, out)
 	})
 }
 

@@ -45,7 +45,9 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	fs.SetOutput(output)
 	fs.StringVar(&c.addr, "addr", defaultAddr, "listen address (another interface than loopback only on purpose, e.g. 0.0.0.0:8000 in a container)")
 	fs.StringVar(&c.style, "style", "php", "how to answer: documented (the API reference) or php (the PHP deployment's quirks)")
-	fs.StringVar(&c.apiKey, "api-key", os.Getenv("TASKMANAGER_API_KEY"), "API key every call but /health must send as X-API-Key (default $TASKMANAGER_API_KEY; empty: none)")
+	// Its default is read after parsing: a flag's default is printed in
+	// the usage text (on --help, and on any flag error, into logs).
+	fs.StringVar(&c.apiKey, "api-key", "", "API key every call but /health must send as X-API-Key (default $TASKMANAGER_API_KEY; empty: none)")
 	fs.DurationVar(&c.claimTimeout, "claim-timeout", 300*time.Second, "age after which a claimed task can be claimed again")
 	fs.IntVar(&c.maxAttempts, "max-attempts", 3, "attempts before a failed task stays failed")
 	fs.Int64Var(&c.maxBody, "max-body-bytes", 0, "answer 413 to larger request bodies (0: 16 MiB; negative: no limit)")
@@ -54,10 +56,20 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if !flagSet(fs, "api-key") {
+		c.apiKey = os.Getenv("TASKMANAGER_API_KEY")
+	}
 	if c.style != string(devserver.StyleDocumented) && c.style != string(devserver.StylePHP) {
 		return c, fmt.Errorf("--style must be documented or php, not %q", c.style)
 	}
 	return c, nil
+}
+
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // loopback reports whether addr (host:port) listens on loopback only.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"flag"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -30,4 +32,25 @@ func TestLoopback(t *testing.T) {
 	} {
 		require.Equal(t, want, loopback(addr), addr)
 	}
+}
+
+// The API key from the environment is the default, and never printed:
+// the usage text (--help, and any flag error, into logs) showed it as the
+// flag's default. (Found by a review.)
+func TestFlags_api_key_from_the_environment_is_not_printed(t *testing.T) {
+	t.Setenv("TASKMANAGER_API_KEY", "sekrit123")
+	var out strings.Builder
+	_, err := parseFlags([]string{"--help"}, &out)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.NotContains(t, out.String(), "sekrit123")
+	_, err = parseFlags([]string{"--no-such-flag"}, &out)
+	require.Error(t, err)
+	require.NotContains(t, out.String(), "sekrit123")
+
+	c, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "sekrit123", c.apiKey)
+	c, err = parseFlags([]string{"--api-key="}, io.Discard)
+	require.NoError(t, err)
+	require.Empty(t, c.apiKey, "an explicit empty --api-key: none")
 }
