@@ -230,7 +230,7 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		raw, _ := json.Marshal(items[i]) // from JSON: encodes
 		data["item"], _ = decodeJSON(raw)
 		data["index"] = number(i)
-		params, err := p.stepParams(s, data)
+		params, err := p.stepParams(ctx, s, data)
 		if paramsBytes += len(params); err == nil && paramsBytes > MaxForEachParamsBytes &&
 			workflow.GetVersion(ctx, changeForEachParamsBound, workflow.DefaultVersion, 1) == 1 {
 			err = fmt.Errorf("items 0 to %d hand their handlers %d bytes of params, over the %d a run's history holds for a for_each step (give the step params that take only what an item needs)",
@@ -295,7 +295,7 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 // a backoff to max_poll_interval (awaitByRetries).
 func (p *pipeline) runEnqueue(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
 	e := s.Enqueue
-	params, err := p.renderParams(e.Params, extra)
+	params, err := p.renderParams(ctx, e.Params, extra)
 	if err == nil {
 		// This run, step and claim: a new attempt of the task (TaskManager
 		// re-queued it) makes its own child, a retried step does not.

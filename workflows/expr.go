@@ -91,6 +91,29 @@ func exprJSON(raw []byte) any {
 	return v
 }
 
+// emptyListsAsMaps returns v with each empty list, at any depth, an empty
+// object (a copy where one changes).
+func emptyListsAsMaps(v any) any {
+	switch x := v.(type) {
+	case []any:
+		if len(x) == 0 {
+			return map[string]any{}
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = emptyListsAsMaps(e)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = emptyListsAsMaps(e)
+		}
+		return out
+	}
+	return v
+}
+
 // listPath matches a for_each that only names a list: params.ids,
 // steps.fetch.items.
 var listPath = regexp.MustCompile(`^\s*(params|steps)((\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$`)
@@ -158,6 +181,17 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 		return nil, err
 	}
 	out, _, err := prg.Eval(vars)
+	if err != nil {
+		// TaskManager's PHP deployment hands an empty object back as []:
+		// `has(params.opts.x)` fails on it. Where an expression fails, it
+		// is evaluated again with empty lists read as empty objects, and
+		// that answer is taken if there is one.
+		if asMaps, ok := emptyListsAsMaps(vars).(map[string]any); ok && !reflect.DeepEqual(asMaps, vars) {
+			if again, _, err2 := prg.Eval(asMaps); err2 == nil {
+				out, err = again, nil
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", src, err)
 	}

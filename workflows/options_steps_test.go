@@ -115,3 +115,24 @@ func TestSteps_params_on_a_parallel_group_are_refused(t *testing.T) {
 	err := workflows.TypeOptions{Steps: steps}.Validate()
 	require.ErrorContains(t, err, "params: a parallel group has none")
 }
+
+// TaskManager's PHP deployment hands an empty object in params back as []
+// (the bridge's handlers read it as {}): the README's guards for a missing
+// key work on it, in CEL and in templates. A template that renders as it
+// is keeps its empty lists. Before, both guards failed the step.
+// (Found by a review.)
+func TestSteps_guards_work_on_an_empty_object_php_hands_back_as_a_list(t *testing.T) {
+	t.Parallel()
+	for _, s := range []workflows.Step{
+		{Name: "cel", When: "!has(params.opts.x)", Handler: "test.capture", Params: map[string]any{"v": "unset", "items": "{{ .params.items }}"}},
+		{Name: "tpl", Handler: "test.capture", Params: map[string]any{"v": `{{ with index .params.opts "x" }}set{{ else }}unset{{ end }}`, "items": "{{ .params.items }}"}},
+	} {
+		t.Run(s.Name, func(t *testing.T) {
+			t.Parallel()
+			b, got := setupCapture(t)
+			st, err := runFlow(t, b, map[string]any{"opts": map[string]any{}, "items": []any{}}, []workflows.Step{s})
+			require.NoError(t, err, st.Error)
+			require.JSONEq(t, `{"v":"unset","items":[]}`, got.Load().(string))
+		})
+	}
+}

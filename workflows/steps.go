@@ -377,7 +377,7 @@ func (p *pipeline) run(ctx workflow.Context) error {
 // recorded (or with the step's failure).
 func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) workflow.Future {
 	future, settle := workflow.NewFuture(ctx)
-	params, err := p.stepParams(s, extra)
+	params, err := p.stepParams(ctx, s, extra)
 	if err != nil {
 		settle.SetError(p.fail(s, err))
 		return future
@@ -579,11 +579,11 @@ func (p *pipeline) runParallel(ctx workflow.Context, group []Step, extra map[str
 }
 
 // stepParams are a step's params: the task's, or its own rendered.
-func (p *pipeline) stepParams(s Step, extra map[string]any) (json.RawMessage, error) {
+func (p *pipeline) stepParams(ctx workflow.Context, s Step, extra map[string]any) (json.RawMessage, error) {
 	if s.Params == nil {
 		return taskmanager.OrEmptyObject(p.in.Task.Params), nil
 	}
-	return p.renderParams(s.Params, extra)
+	return p.renderParams(ctx, s.Params, extra)
 }
 
 // setResult sets the entry of a step in .steps.
@@ -595,7 +595,7 @@ func (p *pipeline) setResult(name string, raw json.RawMessage) {
 // renderParams renders params' templates over .params, .steps and extra.
 // Each result is decoded once, not once per render: a for_each renders
 // once per item, in one workflow task.
-func (p *pipeline) renderParams(params map[string]any, extra map[string]any) (json.RawMessage, error) {
+func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, extra map[string]any) (json.RawMessage, error) {
 	steps := make(map[string]any, len(p.results))
 	for name, raw := range p.results {
 		v, ok := p.decoded[name]
@@ -615,6 +615,16 @@ func (p *pipeline) renderParams(params map[string]any, extra map[string]any) (js
 		return json.Marshal(rendered)
 	}
 	rendered, err := render(params, data)
+	if err != nil {
+		// An empty object PHP handed back as [] fails `index .x "key"`:
+		// where a template fails, it is rendered again with empty lists
+		// read as empty objects (changePHPEmptyObjects, taken only when
+		// that makes it render).
+		if again, err2 := renderTolerant(params, data); err2 == nil &&
+			workflow.GetVersion(ctx, changePHPEmptyObjects, workflow.DefaultVersion, 1) == 1 {
+			rendered, err = again, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

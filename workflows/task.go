@@ -237,6 +237,11 @@ const (
 	// to Temporal's payload limit); taken as a run's first enqueue step
 	// starts. Before, they were not counted.
 	changeGuardEnqueue = "history-guard-enqueue"
+	// changePHPEmptyObjects: a step's params template that fails is
+	// rendered again with empty lists read as empty objects (the PHP
+	// deployment hands {} back as []), and that rendering taken; taken
+	// only when it renders. Before, the step failed.
+	changePHPEmptyObjects = "php-empty-objects"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs

@@ -65,24 +65,46 @@ func parseTemplate(s string, capture func(any) string) (t *template.Template, wh
 
 // render resolves the templates in v's string values against data.
 func render(v any, data map[string]any) (any, error) {
+	return mapStrings(v, func(s string) (any, error) { return renderOne(s, data) })
+}
+
+// renderTolerant is render where a template that fails is rendered again
+// with data's empty lists read as empty objects (emptyListsAsMaps): the
+// PHP deployment hands {} back as [], on which `index .params.opts "x"`
+// fails. Each string is rendered on its own: one that renders as it is
+// keeps its empty lists.
+func renderTolerant(v any, data map[string]any) (any, error) {
+	var asMaps map[string]any
 	return mapStrings(v, func(s string) (any, error) {
-		var value any
-		t, whole, err := parseTemplate(s, func(v any) string { value = v; return "" })
-		if err != nil {
-			return nil, err
+		out, err := renderOne(s, data)
+		if err == nil {
+			return out, nil
 		}
-		var b strings.Builder
-		if err := t.Execute(&b, data); err != nil {
-			return nil, err
+		if asMaps == nil {
+			asMaps, _ = emptyListsAsMaps(data).(map[string]any)
 		}
-		if whole {
-			if _, err := json.Marshal(value); err != nil {
-				return nil, fmt.Errorf("template value is not JSON: %w", err)
-			}
-			return value, nil
-		}
-		return b.String(), nil
+		return renderOne(s, asMaps)
 	})
+}
+
+// renderOne renders one template string against data.
+func renderOne(s string, data map[string]any) (any, error) {
+	var value any
+	t, whole, err := parseTemplate(s, func(v any) string { value = v; return "" })
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, data); err != nil {
+		return nil, err
+	}
+	if whole {
+		if _, err := json.Marshal(value); err != nil {
+			return nil, fmt.Errorf("template value is not JSON: %w", err)
+		}
+		return value, nil
+	}
+	return b.String(), nil
 }
 
 // decodeJSON decodes raw for templates: a number becomes a number (a
