@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -49,7 +50,8 @@ func StoredTextSize(s string) int {
 //     \u00XX) and U+2028/U+2029 (\u2028, \u2029);
 //   - each byte that is not valid UTF-8, and each unpaired UTF-16
 //     surrogate escape, becomes U+FFFD (3 bytes);
-//   - numbers are counted as written;
+//   - numbers are written as PHP writes them (phpNumberSize): integers
+//     within int64 as written, other numbers as doubles (1.0 is 1);
 //   - an empty object is written [] (same size), and an object whose keys
 //     are "0", "1", … in order is written as a list (PHP arrays);
 //   - duplicate keys are counted as written.
@@ -363,7 +365,59 @@ func (p *phpSizer) number() (int, bool) {
 			return 0, false
 		}
 	}
-	return p.i - start, true
+	return phpNumberSize(string(p.b[start:p.i])), true
+}
+
+// phpNumberSize is the length of PHP's json_encode(json_decode(n)) for a
+// valid JSON number n: an integer within int64 as a decimal ("-0" is
+// "0"); any other number a double, written as PHP writes one with its
+// default serialize_precision (-1): the shortest digits that read back
+// as it, in plain notation ("10", "0.0001", "1.5") while its decimal
+// exponent is in -3..17, else as "1.0e+25", "1.5e-7". A double out of
+// range (1e400) is counted as written.
+func phpNumberSize(n string) int {
+	if !strings.ContainsAny(n, ".eE") {
+		if i, err := strconv.ParseInt(n, 10, 64); err == nil {
+			if i < 0 {
+				return 1 + len(strconv.FormatUint(uint64(-(i+1))+1, 10))
+			}
+			return len(strconv.FormatUint(uint64(i), 10))
+		}
+	}
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil {
+		return len(n)
+	}
+	// "-d.ddde±x": the shortest digits, and the decimal point's place.
+	var buf [32]byte
+	e := strconv.AppendFloat(buf[:0], f, 'e', -1, 64)
+	sign := 0
+	if e[0] == '-' {
+		sign, e = 1, e[1:]
+	}
+	at := bytes.IndexByte(e, 'e')
+	digits := at
+	if digits > 1 {
+		digits-- // the point
+	}
+	x := 0
+	for _, c := range e[at+2:] {
+		x = 10*x + int(c-'0')
+	}
+	if e[at+1] == '-' {
+		x = -x
+	}
+	decpt := x + 1 // value = 0.digits × 10^decpt
+	switch {
+	case decpt < -3 || decpt > 17: // d.ddd (d.0 for one digit), e, sign, exponent
+		return sign + 2 + max(digits-1, 1) + 2 + len(strconv.Itoa(max(decpt-1, 1-decpt)))
+	case decpt <= 0: // 0.000ddd
+		return sign + 2 - decpt + digits
+	case digits > decpt: // ddd.ddd
+		return sign + digits + 1
+	default: // ddd000
+		return sign + decpt
+	}
 }
 
 // OrEmptyObject returns raw, or {} when raw is empty or blank: TaskManager

@@ -3,6 +3,9 @@ package taskmanager
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -63,8 +66,8 @@ func TestStoredResultSize(t *testing.T) {
 		{"{\"s\":\"a\xe2\x82\"}", len(`{"s":"a`) + 6 + len(`"}`)},
 		{`{"s":"\ud800x"}`, len(`{"s":"`) + 3 + len(`x"}`)},
 		{`{"s":"\udc00"}`, len(`{"s":"`) + 3 + len(`"}`)},
-		// numbers as written
-		{`{"n":1.50,"m":1E3,"k":-0,"big":123456789012345678901234567890}`, len(`{"n":1.50,"m":1E3,"k":-0,"big":123456789012345678901234567890}`)},
+		// numbers as PHP writes them (TestPHPNumberSize)
+		{`{"n":1.50,"m":1E3,"k":-0,"big":123456789012345678901234567890}`, len(`{"n":1.5,"m":1000,"k":0,"big":1.2345678901234568e+29}`)},
 		// nested, with empty objects written as [] (same size)
 		{`{"a":{"b":{"c":[1,{},[],{"d":null}]}}}`, len(`{"a":{"b":{"c":[1,[],[],{"d":null}]}}}`)},
 		// PHP arrays: keys "0", "1", … in order make a list
@@ -88,6 +91,25 @@ func TestStoredResultSize(t *testing.T) {
 	}
 }
 
+// PHP decodes an integer within int64 as an int, any other number as a
+// double, and writes a double with the shortest digits that read back as
+// it (serialize_precision -1), plain while its decimal exponent is in
+// -3..17 (php_gcvt), else as d.ddde±x with at least one decimal.
+func TestPHPNumberSize(t *testing.T) {
+	for in, php := range map[string]string{
+		"0": "0", "-0": "0", "7": "7", "-12": "-12", "1.0": "1", "-0.0": "-0", "0.0": "0",
+		"1.50": "1.5", "1E3": "1000", "1e+3": "1000", "123.456e-2": "1.23456", "0.1": "0.1",
+		"0.0001": "0.0001", "0.00001": "1.0e-5", "-1.5e-7": "-1.5e-7", "0.05": "0.05",
+		"1e16": "10000000000000000", "1e17": "1.0e+17", "1.5e17": "1.5e+17", "12345678901234567": "12345678901234567",
+		"9223372036854775807": "9223372036854775807", "-9223372036854775808": "-9223372036854775808",
+		"9223372036854775808":            "9.223372036854776e+18",
+		"123456789012345678901234567890": "1.2345678901234568e+29",
+		"0.30000000000000004":            "0.30000000000000004", "1e-300": "1.0e-300", "1e400": "1e400",
+	} {
+		require.Equal(t, len(php), phpNumberSize(in), "%s (PHP: %s)", in, php)
+	}
+}
+
 func TestStoredResultSize_big(t *testing.T) {
 	raw, _ := json.Marshal(map[string]string{"text": strings.Repeat("a", 70_000)})
 	require.Equal(t, 70_000+len(`{"text":""}`), StoredResultSize(raw))
@@ -105,7 +127,7 @@ func TestStored_allocations(t *testing.T) {
 
 // FuzzStoredResultSize checks the size against Go's own compact
 // re-encoding, which matches PHP's in size (unescaped unicode, slashes and
-// HTML, U+FFFD for invalid bytes, numbers kept) except for PHP's lists
+// HTML, U+FFFD for invalid bytes; numbers as phpNumbers writes them) except for PHP's lists
 // ({"0":…}) and duplicate keys, which are skipped.
 func FuzzStoredResultSize(f *testing.F) {
 	for _, s := range []string{`{"a":"b"}`, `{"a":[1,{"b":"\u00e9\/"}]}`, "{\"s\":\"\xff\"}", `{"x":1e5}`, `{}`, `{"0":1}`} {
@@ -140,9 +162,55 @@ func FuzzStoredResultSize(f *testing.F) {
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
-		require.NoError(t, enc.Encode(v))
+		require.NoError(t, enc.Encode(phpNumbers(v)))
 		require.Equal(t, buf.Len()-1, got, "%q re-encoded as %q", raw, buf.Bytes())
 	})
+}
+
+// phpNumbers rewrites the json.Numbers in v as PHP writes them (see
+// TestPHPNumberSize), building the text itself.
+func phpNumbers(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = phpNumbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = phpNumbers(e)
+		}
+	case json.Number:
+		if i, err := x.Int64(); err == nil && !strings.ContainsAny(string(x), ".eE") {
+			return json.Number(strconv.FormatInt(i, 10))
+		}
+		f, err := x.Float64()
+		if err != nil {
+			return x
+		}
+		sign := ""
+		if math.Signbit(f) {
+			sign, f = "-", -f
+		}
+		m, e, _ := strings.Cut(strconv.FormatFloat(f, 'e', -1, 64), "e")
+		digits := strings.Replace(m, ".", "", 1)
+		exp, _ := strconv.Atoi(e)
+		switch {
+		case exp < -4 || exp > 16:
+			frac := digits[1:]
+			if frac == "" {
+				frac = "0"
+			}
+			es := fmt.Sprintf("%+d", exp)
+			return json.Number(sign + digits[:1] + "." + frac + "e" + es)
+		case exp < 0:
+			return json.Number(sign + "0." + strings.Repeat("0", -exp-1) + digits)
+		case len(digits) > exp+1:
+			return json.Number(sign + digits[:exp+1] + "." + digits[exp+1:])
+		default:
+			return json.Number(sign + digits + strings.Repeat("0", exp+1-len(digits)))
+		}
+	}
+	return v
 }
 
 // hasListOrDuplicateKeys reports whether any object in raw has a key "0"
