@@ -2,6 +2,7 @@ package activities
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -48,8 +49,11 @@ func Transient(err error, retryAfter time.Duration) error {
 }
 
 // InvalidParams marks err as a params mismatch: the task fails without
-// retry (a benign failure, like Permanent).
+// retry (a benign failure, like Permanent). InvalidParams(nil) is nil.
 func InvalidParams(err error) error {
+	if err == nil {
+		return nil
+	}
 	return temporal.NewApplicationErrorWithOptions("invalid params: "+err.Error(), ErrTypeInvalidParams, temporal.ApplicationErrorOptions{
 		NonRetryable: true, Cause: err, Category: temporal.ApplicationErrorCategoryBenign,
 	})
@@ -66,4 +70,23 @@ func IsPermanent(err error) bool {
 func HasErrorType(err error, typ string) bool {
 	var ae *temporal.ApplicationError
 	return errors.As(err, &ae) && ae.Type() == typ
+}
+
+// applicationOnTop returns err as Temporal must see it: the SDK reads only
+// the error a handler returns, so an application error wrapped with
+// context (fmt.Errorf("resize: %w", Permanent(e))) would be retried as a
+// plain error and recorded with the SDK's rendering of it inside. The
+// application error found under the wrappers is rebuilt on top, with its
+// type, retry flag, delay and category, and err's message with the
+// wrapped error's own message in its place ("resize: width must be
+// positive").
+func applicationOnTop(err error) error {
+	var ae *temporal.ApplicationError
+	if _, top := err.(*temporal.ApplicationError); top || !errors.As(err, &ae) {
+		return err
+	}
+	msg := strings.Replace(err.Error(), ae.Error(), ae.Message(), 1)
+	return temporal.NewApplicationErrorWithOptions(msg, ae.Type(), temporal.ApplicationErrorOptions{
+		NonRetryable: ae.NonRetryable(), Cause: ae.Unwrap(), NextRetryDelay: ae.NextRetryDelay(), Category: ae.Category(),
+	})
 }

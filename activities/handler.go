@@ -45,8 +45,12 @@ type Validator interface {
 
 // Typed adapts a function over the user's own types to Handler: params are
 // decoded into P (a mismatch fails the task without retry and names the
-// field), the result R is encoded as JSON.
+// field), the result R is encoded as JSON. A nil fn gives a nil Handler,
+// which Registry.Add refuses.
 func Typed[P, R any](fn func(ctx context.Context, params P) (R, error)) Handler {
+	if fn == nil {
+		return nil // Registry.Add refuses it
+	}
 	return HandlerFunc(func(ctx context.Context, raw json.RawMessage) (json.RawMessage, error) {
 		var p P
 		if err := decodeParams(raw, &p); err != nil {
@@ -82,7 +86,15 @@ func decodeParams(raw json.RawMessage, p any) error {
 		}
 		return InvalidParams(err)
 	}
-	if v, ok := p.(Validator); ok {
+	v, ok := p.(Validator)
+	if !ok {
+		// A pointer params type (func(ctx, p *Params)): p holds the
+		// pointer, nil for JSON null.
+		if e := reflect.ValueOf(p); e.Kind() == reflect.Pointer && e.Elem().Kind() == reflect.Pointer && !e.Elem().IsNil() {
+			v, ok = e.Elem().Interface().(Validator)
+		}
+	}
+	if ok {
 		if err := v.Validate(); err != nil {
 			return InvalidParams(err)
 		}

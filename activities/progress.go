@@ -36,13 +36,15 @@ type progress struct {
 	workerID string
 	last     Progress
 	sentAt   time.Time
+	final    bool // a 100 was posted: a later one is an update like any
 }
 
 // ReportProgress reports a handler's progress (0–100, clamped) and a short
 // message: as a Temporal heartbeat detail, and to TaskManager with the
 // task's current claimer, at most once per ProgressInterval and within the
-// ProgressBudget of all handlers (100 goes at once, outside both, unless
-// the budget's burst is 0: then nothing is posted). The detail goes with
+// ProgressBudget of all handlers (the first 100 goes at once, outside
+// both, unless the budget's burst is 0: then nothing is posted; a later
+// 100 is an update like any). The detail goes with
 // the bridge's automatic heartbeats (every third of the heartbeat
 // timeout, 1–30 s; the SDK sends at most one per 0.8 × the timeout or
 // 60 s, whichever is shorter, with the latest detail), sent from another
@@ -69,9 +71,11 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
-	due := p.a.TaskManager != nil && !p.step && p.a.budgetAllows(percent == 100, time.Since(p.sentAt) >= interval)
+	final := percent == 100 && !p.final
+	due := p.a.TaskManager != nil && !p.step && p.a.budgetAllows(final, time.Since(p.sentAt) >= interval)
 	if due {
 		p.sentAt = time.Now()
+		p.final = p.final || final
 	}
 	workerID := p.workerID
 	p.mu.Unlock()
@@ -86,7 +90,7 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 		// waits for the one being sent.
 		p.a.posts.send(markKey(p.taskID, p.attempt), func() {
 			p.postAs(context.Background(), workerID, percent, message, true)
-		}, percent == 100)
+		}, final)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -15,27 +16,63 @@ import (
 type Registry struct {
 	mu       sync.RWMutex
 	handlers map[string]Handler
+	sealed   bool // Add fails: a bridge took the handlers (Seal)
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry { return &Registry{handlers: map[string]Handler{}} }
 
-// Add registers h for a task type. It fails on an empty name, a nil
-// handler or a name already registered.
+// Add registers h for a task type. It fails on an empty name, a name of
+// the bridge's own activities (ReservedPrefix), a nil handler (a nil
+// HandlerFunc or pointer too), a name already registered, or a sealed
+// registry.
 func (r *Registry) Add(name string, h Handler) error {
 	if strings.TrimSpace(name) == "" {
 		return errors.New("activities: register handler: empty task type name")
 	}
-	if h == nil {
+	if strings.HasPrefix(name, ReservedPrefix) {
+		return fmt.Errorf("activities: register handler %q: names starting with %q are the bridge's own activities", name, ReservedPrefix)
+	}
+	if isNil(h) {
 		return fmt.Errorf("activities: register handler %q: nil handler", name)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.sealed {
+		return fmt.Errorf("activities: register handler %q: a bridge was built with this registry already (bridge.New); register before it, or build another bridge", name)
+	}
 	if _, dup := r.handlers[name]; dup {
 		return fmt.Errorf("activities: register handler %q: already registered", name)
 	}
 	r.handlers[name] = h
 	return nil
+}
+
+// ReservedPrefix starts the names of the bridge's own activities and
+// workflow (tmbridge.ReportOutcome, tmbridge.Task): no handler may take
+// one.
+const ReservedPrefix = "tmbridge."
+
+// Seal makes every later Add fail, saying why: bridge.New seals the
+// registry it takes the handlers of, so that one added after it is not
+// silently never served.
+func (r *Registry) Seal() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sealed = true
+}
+
+// isNil reports whether h is nil, or a nil func, pointer, map, slice or
+// channel in a non-nil interface (a HandlerFunc(nil), a nil *T).
+func isNil(h Handler) bool {
+	if h == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(h); v.Kind() {
+	case reflect.Func, reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
 }
 
 // MustAdd is Add that panics on error, for registration at start-up.

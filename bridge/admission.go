@@ -356,6 +356,20 @@ func (a *admission) onClose(workflowID string, attempts int, fn func()) {
 	o.onClose, o.renewing = fn, attempts
 }
 
+// renewalSpent notes that the renewal timer of the claim with attempts of
+// workflowID stopped trying; it reports whether that claim is still the
+// run's (then the scout takes it over).
+func (a *admission) renewalSpent(workflowID string, attempts int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o, ok := a.open[workflowID]
+	if !ok || o.attempts != attempts || o.renewing != attempts {
+		return false
+	}
+	o.renewing = 0
+	return true
+}
+
 // renews reports whether the claim with attempts of workflowID is renewed
 // by this bridge: its start is under way, or its open run holds it and a
 // renewal timer (renewAt) was armed for it. A claim found in a sweep, or

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 func cancelled() context.Context {
@@ -353,4 +355,30 @@ func TestBackoff_grows_to_a_minute(t *testing.T) {
 	require.InDelta(t, float64(time.Second), float64(backoff(1)), float64(time.Second)/5+1)
 	require.InDelta(t, float64(4*time.Second), float64(backoff(3)), float64(4*time.Second)/5+1)
 	require.LessOrEqual(t, backoff(50), time.Minute*6/5)
+}
+
+// A renewal that spent its tries (every loop of the type busy) leaves the
+// claim to the scout, as seen since it was made: the next sweep that
+// lists it wakes its type. Before, the claim stayed counted as renewed,
+// and nothing renewed it. (Found by a review.)
+func TestAdmission_claim_whose_renewal_gave_up_goes_to_the_scout(t *testing.T) {
+	a, s := newAdmission(10, 0), newScout()
+	require.True(t, a.adoptRun("task-1", 1))
+	a.onClose("task-1", 1, func() {}) // renewAt armed for claim 1
+	require.True(t, a.renews("task-1", 1))
+	require.False(t, a.renewalSpent("task-1", 2), "not that claim")
+	require.True(t, a.renewalSpent("task-1", 1))
+	require.False(t, a.renews("task-1", 1))
+
+	const timeout = time.Minute
+	now := time.Now()
+	s.seenSince("1", 1, now.Add(-timeout-time.Second))
+	ready := s.next("t", false)
+	held := func(task taskmanager.Task) bool { return a.renews("task-"+string(task.ID), int(task.Attempts)) }
+	s.noteClaims([]taskmanager.Task{{ID: "1", Type: "t", Status: taskmanager.StatusClaimed, ClaimedBy: "w1", Attempts: 1}}, held, timeout, now)
+	select {
+	case <-ready:
+	default:
+		t.Fatal("the type was not woken for the claim")
+	}
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +73,8 @@ type Bridge struct {
 	mu         sync.Mutex
 	stopClaims context.CancelFunc
 	stopped    bool           // Stop was called: claiming never starts
+	running    bool           // a Run is under way
+	served     bool           // a Run started the worker: another Run is refused
 	loops      sync.WaitGroup // claim loops and the sweeper
 	claimLoops sync.WaitGroup
 	starts     sync.WaitGroup  // starts and failures being reported
@@ -160,6 +164,9 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	if b.reg, err = cfg.Registry(reg); err != nil {
 		return nil, err
 	}
+	if reg != nil {
+		reg.Seal() // its handlers are taken: one added later would never be served
+	}
 	wopts := worker.Options{
 		MaxConcurrentActivityExecutionSize:      cfg.Temporal.MaxConcurrentActivities,
 		MaxConcurrentLocalActivityExecutionSize: cfg.Temporal.MaxConcurrentActivities,
@@ -216,8 +223,11 @@ func workflowMissing(o workflows.TypeOptions, registered map[string]any) bool {
 // registerWorkflow registers a Go workflow handler, turning the SDK's panic
 // on a function it cannot take (or a name taken) into an error.
 func registerWorkflow(w worker.Worker, name string, fn any) (err error) {
-	if name == workflows.TaskWorkflowName {
-		return fmt.Errorf("bridge.WithWorkflow(%q): the name is the bridge's own task workflow", name)
+	if strings.HasPrefix(name, activities.ReservedPrefix) {
+		return fmt.Errorf("bridge.WithWorkflow(%q): names starting with %q are the bridge's own", name, activities.ReservedPrefix)
+	}
+	if v := reflect.ValueOf(fn); !v.IsValid() || (v.Kind() == reflect.Func && v.IsNil()) {
+		return fmt.Errorf("bridge.WithWorkflow(%q): nil workflow function", name)
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -231,8 +241,26 @@ func registerWorkflow(w worker.Worker, name string, fn any) (err error) {
 // Run checks TaskManager and Temporal, resolves the types to serve, starts
 // the worker and claims tasks until ctx ends or MaxRuns tasks are done
 // (then it waits for them). It returns with claiming stopped and the
-// worker still running: call Stop.
+// worker still running: call Stop. A Run whose start checks failed may be
+// called again; a second Run while one runs, or after one started the
+// worker, returns an error.
 func (b *Bridge) Run(ctx context.Context) error {
+	b.mu.Lock()
+	switch {
+	case b.running:
+		b.mu.Unlock()
+		return errors.New("tmbridge: Run is running already on this Bridge")
+	case b.served:
+		b.mu.Unlock()
+		return errors.New("tmbridge: Run ran already on this Bridge: build a new one (New) to run again")
+	}
+	b.running = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.running = false
+		b.mu.Unlock()
+	}()
 	if err := b.serveMetrics(); err != nil {
 		return err
 	}
@@ -253,6 +281,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return nil // Stop came first (an embedder's): nothing to run
 	}
 	err = b.worker.Start()
+	b.served = true
 	b.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("start Temporal worker: %w", err)

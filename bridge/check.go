@@ -41,7 +41,7 @@ import (
 var checkCommand = command{"tmbridge check",
 	"tmbridge check checks the settings, TaskManager and Temporal as tmbridge with the same\n" +
 		"flags, env and config file would use them, and prints one row per check.\n" +
-		"Exit status: 0 when no check fails (warnings included), 1 when one fails, 2 on a config error."}
+		"Exit status: 0 when no check fails (warnings included), 1 when one fails, 78 on a config error."}
 
 // The results of a check, as its row shows them.
 const (

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -509,6 +510,7 @@ func TestRun_check_and_setup_commands(t *testing.T) {
 		require.True(t, strings.HasPrefix(out.String(), "tmbridge "+cmd+" "), out.String())
 		require.Contains(t, out.String(), "Usage:\n  tmbridge "+cmd+" [flags]\n")
 		require.Contains(t, out.String(), "--temporal-namespace")
+		require.Contains(t, out.String(), strconv.Itoa(ExitConfig)+" on a config error", "its help says the exit code")
 
 		out.Reset()
 		errOut.Reset()

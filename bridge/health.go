@@ -16,11 +16,11 @@ import (
 )
 
 // serveMetrics serves /metrics, /healthz and /readyz on metrics_addr (if
-// set) until the bridge stops. It listens before Run's first checks, so
+// set, and once) until the bridge stops. It listens before Run's first checks, so
 // that an orchestrator's probes are answered while the bridge starts; an
 // address that cannot be listened on fails the start.
 func (b *Bridge) serveMetrics() error {
-	if b.cfg.MetricsAddr == "" {
+	if b.cfg.MetricsAddr == "" || b.metricsURL != "" { // off, or served by an earlier Run whose checks failed
 		return nil
 	}
 	ln, err := net.Listen("tcp", b.cfg.MetricsAddr)

@@ -1,6 +1,9 @@
 package bridge
 
 import (
+	"context"
+	"encoding/json"
+	"net"
 	"testing"
 	"time"
 
@@ -55,7 +58,7 @@ func TestNew_checks_Go_workflow_routes_and_registrations(t *testing.T) {
 	_, err = New(newTestConfig(nil), nil, lazyClient(t), WithWorkflow("demo.bad", func(int) {}))
 	require.ErrorContains(t, err, `bridge.WithWorkflow("demo.bad")`)
 	_, err = New(newTestConfig(nil), nil, lazyClient(t), WithWorkflow(workflows.TaskWorkflowName, flow))
-	require.ErrorContains(t, err, "the bridge's own task workflow")
+	require.ErrorContains(t, err, `names starting with "tmbridge." are the bridge's own`)
 }
 
 // New refuses a config Validate refuses (an embedder's, not from Load):
@@ -69,4 +72,65 @@ func TestNew_validates_its_config(t *testing.T) {
 	require.ErrorContains(t, err, "config: max_in_flight")
 	require.ErrorContains(t, err, "config: poll_interval")
 	require.ErrorContains(t, err, "config: claim_timeout")
+}
+
+// Registration fails loudly: a nil handler in disguise (a nil HandlerFunc,
+// Typed(nil)), a name of the bridge's own activities (before: New
+// panicked, the SDK refusing a second registration), a handler added
+// after New (before: accepted, and never served), a nil Go workflow
+// (before: accepted, and every task of its type failed). (Found by a
+// review.)
+func TestNew_registration_mistakes_fail_loudly(t *testing.T) {
+	t.Parallel()
+	echo := activities.HandlerFunc(func(ctx context.Context, p json.RawMessage) (json.RawMessage, error) { return p, nil })
+	reg := activities.NewRegistry()
+	require.ErrorContains(t, reg.Add("t.nil", activities.HandlerFunc(nil)), "nil handler")
+	require.ErrorContains(t, reg.Add("t.typed", activities.Typed[struct{}, struct{}](nil)), "nil handler")
+	require.ErrorContains(t, reg.Add(activities.ReportActivityName, echo), `names starting with "tmbridge." are the bridge's own activities`)
+
+	cfg := newTestConfig(map[string]TypeConfig{"tmbridge.job": {Exec: &activities.ExecConfig{Command: []string{"true"}}}})
+	_, err := New(cfg, nil, lazyClient(t))
+	require.ErrorContains(t, err, `config: types.tmbridge.job: activities: register handler "tmbridge.job": names starting with "tmbridge."`)
+
+	require.NoError(t, reg.Add("t.early", echo))
+	b, err := New(newTestConfig(nil), reg, lazyClient(t))
+	require.NoError(t, err)
+	require.ErrorContains(t, reg.Add("t.late", echo), "a bridge was built with this registry already")
+	_, served := b.reg.Lookup("t.early")
+	require.True(t, served)
+
+	var flow func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error)
+	routed := map[string]TypeConfig{"demo.flow": {TypeOptions: workflows.TypeOptions{Workflow: "demo.flow"}}}
+	_, err = New(newTestConfig(routed), nil, lazyClient(t), WithWorkflow("demo.flow", flow))
+	require.ErrorContains(t, err, `bridge.WithWorkflow("demo.flow"): nil workflow function`)
+}
+
+// Run may be called again after its start checks failed (TaskManager not
+// up yet): its metrics listener is kept, not bound twice (before, every
+// later Run failed with "address already in use"). A Run while one runs,
+// or after one started the worker, is refused (before, a second Run ran
+// a second set of claim loops and hung past its context). (Found by a
+// review.)
+func TestRun_again_after_failed_checks_and_never_twice(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a port of its own, bound once
+	require.NoError(t, err)
+	cfg := newTestConfig(nil)
+	cfg.MetricsAddr = ln.Addr().String()
+	require.NoError(t, ln.Close())
+	b, err := New(cfg, nil, lazyClient(t))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.ErrorContains(t, b.Run(ctx), "TaskManager health check")
+	require.ErrorContains(t, b.Run(ctx), "TaskManager health check", "checked again")
+
+	b.mu.Lock()
+	b.running = true
+	b.mu.Unlock()
+	require.ErrorContains(t, b.Run(ctx), "Run is running already")
+	b.mu.Lock()
+	b.running, b.served = false, true
+	b.mu.Unlock()
+	require.ErrorContains(t, b.Run(ctx), "Run ran already on this Bridge")
 }

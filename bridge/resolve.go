@@ -59,8 +59,11 @@ func (c Config) Registry(reg *activities.Registry) (*activities.Registry, error)
 		default:
 			continue
 		}
+		if _, dup := out.Lookup(name); dup {
+			return nil, fmt.Errorf("config: types.%s: a Go handler has this name too", name)
+		}
 		if err := out.Add(name, h); err != nil {
-			return nil, fmt.Errorf("config: types.%s: a Go handler has this name too (%w)", name, err)
+			return nil, fmt.Errorf("config: types.%s: %w", name, err)
 		}
 	}
 	return out, c.checkRoutes(out)

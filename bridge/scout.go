@@ -254,6 +254,18 @@ func (s *scout) noteClaims(rows []taskmanager.Task, held func(taskmanager.Task) 
 	}
 }
 
+// seenSince notes a claim of this worker as listed since at (when it was
+// made): one whose renewal stopped trying. The next sweep that lists it
+// past the claim timeout wakes its type.
+func (s *scout) seenSince(id taskmanager.ID, attempts int, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := claimSeen{id, int64(attempts)}
+	if first, ok := s.seen[k]; !ok || at.Before(first) {
+		s.seen[k] = at
+	}
+}
+
 // scoutPage is how many pending tasks one look lists.
 const scoutPage = 100
 

@@ -21,7 +21,7 @@ import (
 var setupCommand = command{"tmbridge setup",
 	"tmbridge setup adds the search attributes TaskType and TaskID (Keyword) to the Temporal\n" +
 		"namespace tmbridge with the same flags, env and config file would use, unless they are\n" +
-		"there already. Exit status: 0 when they are there, 1 on a failure, 2 on a config error."}
+		"there already. Exit status: 0 when they are there, 1 on a failure, 78 on a config error."}
 
 // setupWait bounds the wait for added search attributes to show.
 const setupWait = time.Minute

@@ -90,7 +90,7 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 			if tk.opened(id, int(task.Attempts), cmp.Or(claimedAt, time.Now())) {
 				b.watchRun(id)
 			}
-			b.renewAt(id, t.Name, claimedAt, int(task.Attempts))
+			b.renewAt(id, task.ID, t.Name, claimedAt, int(task.Attempts))
 		}
 	}()
 }
@@ -102,8 +102,10 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 // worker. It wakes the loop renewMargin after the timeout, then again
 // every renewEvery, renewTries times, until a newer claim of this worker
 // reached the run (that claim arms its own timer) or the run closed. An
-// older claim whose start ended after a newer one's arms nothing.
-func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time, attempts int) {
+// older claim whose start ended after a newer one's arms nothing. Once
+// its tries are spent (every loop of the type busy, max_in_flight
+// reached), the claim is left to the scout, as a claim seen expired.
+func (b *Bridge) renewAt(workflowID string, taskID taskmanager.ID, typ string, claimedAt time.Time, attempts int) {
 	if claimedAt.IsZero() {
 		return
 	}
@@ -118,6 +120,10 @@ func (b *Bridge) renewAt(workflowID, typ string, claimedAt time.Time, attempts i
 		b.scout.wake(typ, 1)
 		if tries.Add(1) <= renewTries {
 			timer.Reset(renewEvery)
+			return
+		}
+		if b.adm.renewalSpent(workflowID, attempts) {
+			b.scout.seenSince(taskID, attempts, claimedAt)
 		}
 	})
 	timer.Reset(time.Until(claimedAt.Add(b.cfg.ClaimTimeout)) + renewMargin)

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -40,7 +42,13 @@ var exprEnv = sync.OnceValue(func() *cel.Env {
 
 // programs caches compiled expressions: compiling is pure, so a cache
 // shared by every workflow is deterministic.
-var programs sync.Map // source → cel.Program
+var programs sync.Map // source → compiled
+
+// compiled is a program and the paths it reads as objects (objectPaths).
+type compiled struct {
+	prg     cel.Program
+	objects [][]string
+}
 
 // compileExpr compiles src and checks that its type can be want (a bool or
 // a list; dyn passes, and is checked when evaluated).
@@ -59,20 +67,113 @@ func compileExpr(src string, want *cel.Type) (*cel.Ast, error) {
 	return checked, nil
 }
 
-func program(src string, want *cel.Type) (cel.Program, error) {
+func program(src string, want *cel.Type) (compiled, error) {
 	if p, ok := programs.Load(src); ok {
-		return p.(cel.Program), nil
+		return p.(compiled), nil
 	}
 	checked, err := compileExpr(src, want)
 	if err != nil {
-		return nil, err
+		return compiled{}, err
 	}
 	p, err := exprEnv().Program(checked, cel.CostLimit(exprCostLimit))
 	if err != nil {
-		return nil, err
+		return compiled{}, err
 	}
-	programs.Store(src, p)
-	return p, nil
+	c := compiled{prg: p, objects: objectPaths(checked)}
+	programs.Store(src, c)
+	return c, nil
+}
+
+// objectPaths returns the paths from params or steps that an expression
+// reads as objects: the operands of a field (params.opts in
+// has(params.opts.x)) or of a string key (params["opts"]["x"]).
+func objectPaths(checked *cel.Ast) [][]string {
+	var paths [][]string
+	add := func(e ast.Expr) {
+		if p := exprPath(e); p != nil && !slices.ContainsFunc(paths, func(q []string) bool { return slices.Equal(p, q) }) {
+			paths = append(paths, p)
+		}
+	}
+	ast.PreOrderVisit(ast.NavigateAST(checked.NativeRep()), ast.NewExprVisitor(func(e ast.Expr) {
+		switch e.Kind() {
+		case ast.SelectKind:
+			add(e.AsSelect().Operand())
+		case ast.CallKind:
+			if call := e.AsCall(); call.FunctionName() == operators.Index && len(call.Args()) == 2 && call.Args()[1].Kind() == ast.LiteralKind {
+				if _, ok := call.Args()[1].AsLiteral().Value().(string); ok {
+					add(call.Args()[0])
+				}
+			}
+		}
+	}))
+	return paths
+}
+
+// exprPath is e's path when e reads a value from params or steps by
+// fields and string keys (params.opts, steps["a.b"].x); else nil.
+func exprPath(e ast.Expr) []string {
+	switch e.Kind() {
+	case ast.IdentKind:
+		if id := e.AsIdent(); id == "params" || id == "steps" {
+			return []string{id}
+		}
+	case ast.SelectKind:
+		if p := exprPath(e.AsSelect().Operand()); p != nil {
+			return append(p, e.AsSelect().FieldName())
+		}
+	case ast.CallKind:
+		if call := e.AsCall(); call.FunctionName() == operators.Index && len(call.Args()) == 2 && call.Args()[1].Kind() == ast.LiteralKind {
+			if key, ok := call.Args()[1].AsLiteral().Value().(string); ok {
+				if p := exprPath(call.Args()[0]); p != nil {
+					return append(p, key)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// emptyListsAt returns data with the empty list at each of paths (where
+// there is one) an empty object, copying only what it changes; changed
+// says whether any was. TaskManager's PHP deployment hands an empty
+// object back as []: where an expression or template reads one as an
+// object (has(params.opts.x), index .params.opts "x"), it is one.
+func emptyListsAt(data map[string]any, paths [][]string) (out map[string]any, changed bool) {
+	out = data
+	for _, p := range paths {
+		if v, ok := setEmptyObject(out, p); ok {
+			out, changed = v, true
+		}
+	}
+	return out, changed
+}
+
+// setEmptyObject returns m with the empty list at path an empty object, m
+// itself copied on the way; ok is false when there is none there.
+func setEmptyObject(m map[string]any, path []string) (map[string]any, bool) {
+	v, found := m[path[0]]
+	if !found {
+		return nil, false
+	}
+	if len(path) == 1 {
+		if l, isList := v.([]any); !isList || len(l) != 0 {
+			return nil, false
+		}
+		out := maps.Clone(m)
+		out[path[0]] = map[string]any{}
+		return out, true
+	}
+	inner, isMap := v.(map[string]any)
+	if !isMap {
+		return nil, false
+	}
+	changed, ok := setEmptyObject(inner, path[1:])
+	if !ok {
+		return nil, false
+	}
+	out := maps.Clone(m)
+	out[path[0]] = changed
+	return out, true
 }
 
 // exprVars are an expression's variables: JSON values as CEL sees them.
@@ -88,29 +189,6 @@ func exprVars(params any, results map[string]json.RawMessage) map[string]any {
 func exprJSON(raw []byte) any {
 	var v any
 	_ = json.Unmarshal(raw, &v)
-	return v
-}
-
-// emptyListsAsMaps returns v with each empty list, at any depth, an empty
-// object (a copy where one changes).
-func emptyListsAsMaps(v any) any {
-	switch x := v.(type) {
-	case []any:
-		if len(x) == 0 {
-			return map[string]any{}
-		}
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = emptyListsAsMaps(e)
-		}
-		return out
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = emptyListsAsMaps(e)
-		}
-		return out
-	}
 	return v
 }
 
@@ -176,18 +254,19 @@ func evalList(src string, vars map[string]any) ([]any, error) {
 }
 
 func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
-	prg, err := program(src, want)
+	c, err := program(src, want)
 	if err != nil {
 		return nil, err
 	}
-	out, _, err := prg.Eval(vars)
+	out, _, err := c.prg.Eval(vars)
 	if err != nil {
 		// TaskManager's PHP deployment hands an empty object back as []:
 		// `has(params.opts.x)` fails on it. Where an expression fails, it
-		// is evaluated again with empty lists read as empty objects, and
-		// that answer is taken if there is one.
-		if asMaps, ok := emptyListsAsMaps(vars).(map[string]any); ok && !reflect.DeepEqual(asMaps, vars) {
-			if again, _, err2 := prg.Eval(asMaps); err2 == nil {
+		// is evaluated again with the empty lists it reads as objects
+		// (only those) empty objects, and that answer is taken if there
+		// is one.
+		if asObjects, changed := emptyListsAt(vars, c.objects); changed {
+			if again, _, err2 := c.prg.Eval(asObjects); err2 == nil {
 				out, err = again, nil
 			}
 		}

@@ -30,20 +30,6 @@ func TestSteps_fixed_large_integer_in_params_is_exact(t *testing.T) {
 	require.Equal(t, `{"fixed":9007199254740993,"rendered":9007199254740993}`, got.Load().(string))
 }
 
-// A decimal with more digits than a float64 holds, rendered by a
-// template, keeps them. Before, it reached the handler rounded. (Found by
-// a review.)
-func TestSteps_decimal_rendered_by_a_template_is_exact(t *testing.T) {
-	t.Parallel()
-	b, got := setupCapture(t)
-	steps := []workflows.Step{{Name: "cap", Handler: "test.capture", Params: map[string]any{
-		"amount": "{{ .params.amount }}",
-	}}}
-	_, err := runFlow(t, b, json.RawMessage(`{"amount": 0.1234567890123456789}`), steps)
-	require.NoError(t, err)
-	require.Equal(t, `{"amount":0.1234567890123456789}`, got.Load().(string))
-}
-
 // Options set on a parallel group (task_queue, timeouts, retry) are its
 // steps' defaults. Before, they were accepted at load and applied to
 // nothing: the steps ran with the type's options. (Found by a review.)
@@ -135,4 +121,43 @@ func TestSteps_guards_work_on_an_empty_object_php_hands_back_as_a_list(t *testin
 			require.JSONEq(t, `{"v":"unset","items":[]}`, got.Load().(string))
 		})
 	}
+}
+
+// The second rendering reads as objects only the empty lists the template
+// reads as objects: a real [] in the same template stays one. (Found by a
+// review of the first fix, which read every empty list as an object.)
+func TestSteps_php_empty_object_guard_keeps_a_real_empty_list_in_a_template(t *testing.T) {
+	t.Parallel()
+	b, got := setupCapture(t)
+	s := workflows.Step{Name: "tpl", Handler: "test.capture", Params: map[string]any{
+		"tags": `{{ or (index .params.opts "tags") .params.tags }}`,
+	}}
+	st, err := runFlow(t, b, map[string]any{"opts": map[string]any{}, "tags": []any{}}, []workflows.Step{s})
+	require.NoError(t, err, st.Error)
+	require.JSONEq(t, `{"tags":[]}`, got.Load().(string))
+}
+
+// The same in CEL: a `when` true on the task's params is true.
+func TestSteps_php_empty_object_guard_keeps_a_real_empty_list_in_cel(t *testing.T) {
+	t.Parallel()
+	b, got := setupCapture(t)
+	s := workflows.Step{Name: "cel", When: `!has(params.opts.x) && params.tags == []`, Handler: "test.capture", Params: map[string]any{"v": "ran"}}
+	st, err := runFlow(t, b, map[string]any{"opts": map[string]any{}, "tags": []any{}}, []workflows.Step{s})
+	require.NoError(t, err, st.Error)
+	require.NotNil(t, got.Load(), "the step ran (opts is {}, tags is [] in the task)")
+}
+
+// A decimal of more digits than a float64 holds is a number in templates:
+// it compares and formats as one. (A review found that keeping its digits
+// made it a json.Number, which neither does: that change was undone.)
+func TestSteps_long_decimal_compares_as_a_number(t *testing.T) {
+	t.Parallel()
+	b, got := setupCapture(t)
+	s := workflows.Step{Name: "s", Handler: "test.capture", Params: map[string]any{
+		"v": `{{ if gt .params.x 0.5 }}big{{ else }}small{{ end }}`,
+		"f": `{{ printf "%.2f" .params.x }}`,
+	}}
+	st, err := runFlow(t, b, json.RawMessage(`{"x":0.12345678901234567891}`), []workflows.Step{s})
+	require.NoError(t, err, st.Error)
+	require.JSONEq(t, `{"v":"small","f":"0.12"}`, got.Load().(string))
 }

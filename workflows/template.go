@@ -69,22 +69,91 @@ func render(v any, data map[string]any) (any, error) {
 }
 
 // renderTolerant is render where a template that fails is rendered again
-// with data's empty lists read as empty objects (emptyListsAsMaps): the
-// PHP deployment hands {} back as [], on which `index .params.opts "x"`
-// fails. Each string is rendered on its own: one that renders as it is
-// keeps its empty lists.
+// with the empty lists it reads as objects (only those: templateObjects)
+// empty objects: the PHP deployment hands {} back as [], on which
+// `index .params.opts "x"` fails. Each string is rendered on its own.
 func renderTolerant(v any, data map[string]any) (any, error) {
-	var asMaps map[string]any
 	return mapStrings(v, func(s string) (any, error) {
 		out, err := renderOne(s, data)
 		if err == nil {
 			return out, nil
 		}
-		if asMaps == nil {
-			asMaps, _ = emptyListsAsMaps(data).(map[string]any)
+		t, _, perr := parseTemplate(s, func(any) string { return "" })
+		if perr != nil {
+			return nil, err
 		}
-		return renderOne(s, asMaps)
+		asObjects, changed := emptyListsAt(data, templateObjects(t.Root))
+		if !changed {
+			return nil, err
+		}
+		return renderOne(s, asObjects)
 	})
+}
+
+// templateObjects returns the paths a template reads as objects: the
+// operands of a field (.params.opts in .params.opts.x) and of index with a
+// string key (.params.opts in index .params.opts "x").
+func templateObjects(root parse.Node) [][]string {
+	var paths [][]string
+	add := func(p []string) {
+		if len(p) > 0 && !slices.ContainsFunc(paths, func(q []string) bool { return slices.Equal(p, q) }) {
+			paths = append(paths, slices.Clone(p))
+		}
+	}
+	var walk func(n parse.Node)
+	walk = func(n parse.Node) {
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n != nil {
+				for _, c := range n.Nodes {
+					walk(c)
+				}
+			}
+		case *parse.ActionNode:
+			walk(n.Pipe)
+		case *parse.IfNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.RangeNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.WithNode:
+			walk(n.Pipe)
+			walk(n.List)
+			walk(n.ElseList)
+		case *parse.PipeNode:
+			if n != nil {
+				for _, c := range n.Cmds {
+					walk(c)
+				}
+			}
+		case *parse.CommandNode:
+			if id, ok := n.Args[0].(*parse.IdentifierNode); ok && id.Ident == "index" && len(n.Args) > 1 {
+				if f, ok := n.Args[1].(*parse.FieldNode); ok {
+					path := f.Ident
+					for _, k := range n.Args[2:] {
+						key, ok := k.(*parse.StringNode)
+						if !ok {
+							break
+						}
+						add(path)
+						path = append(slices.Clone(path), key.Text)
+					}
+				}
+			}
+			for _, a := range n.Args {
+				walk(a)
+			}
+		case *parse.FieldNode:
+			for i := 1; i < len(n.Ident); i++ {
+				add(n.Ident[:i])
+			}
+		}
+	}
+	walk(root)
+	return paths
 }
 
 // renderOne renders one template string against data.
@@ -144,47 +213,9 @@ func numbers(v any) any {
 		} else if err != nil && !strings.ContainsAny(string(x), ".eE") {
 			return x // an integer beyond int64
 		}
-		if !sameDecimal(string(x), strconv.FormatFloat(f, 'e', -1, 64)) {
-			return x // a decimal a float64 would round (0.1234567890123456789)
-		}
 		return number(f)
 	}
 	return v
-}
-
-// sameDecimal reports whether JSON numbers a and b have the same value,
-// comparing their digits and exponents (a float64's shortest form, b,
-// reads back as itself).
-func sameDecimal(a, b string) bool {
-	da, ea, okA := decimal(a)
-	db, eb, okB := decimal(b)
-	return okA && okB && da == db && (da == "" || ea == eb)
-}
-
-// decimal returns a JSON number's significant digits (no leading or
-// trailing zeros; a leading "-" kept) and the exponent e of its value,
-// 0.digits × 10^e; ok is false for an exponent out of int32's range.
-func decimal(s string) (digits string, exp int, ok bool) {
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	mant, e, hasExp := strings.Cut(strings.ToLower(s), "e")
-	if hasExp {
-		n, err := strconv.ParseInt(e, 10, 32)
-		if err != nil {
-			return "", 0, false
-		}
-		exp = int(n)
-	}
-	whole, frac, _ := strings.Cut(mant, ".")
-	all := whole + frac
-	exp += len(whole)
-	trimmed := strings.TrimLeft(all, "0")
-	exp -= len(all) - len(trimmed)
-	digits = strings.TrimRight(trimmed, "0")
-	if digits != "" && neg {
-		digits = "-" + digits
-	}
-	return digits, exp, true
 }
 
 // number is a JSON number in a template. It compares, tests and formats

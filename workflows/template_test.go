@@ -6,6 +6,7 @@ import (
 	"testing"
 	"text/template/parse"
 
+	"cel.dev/cel-go/cel"
 	"github.com/stretchr/testify/require"
 )
 
@@ -151,17 +152,19 @@ func loopsOverConstant(tmpl string) bool {
 	return found && strings.ContainsAny(tmpl, "0123456789")
 }
 
-// Decimals keep their digits where a float64 would change their value,
-// and only there: a number a float64 holds is a number in templates.
-func TestNumbers_keep_only_decimals_a_float64_would_change(t *testing.T) {
-	for in, kept := range map[string]bool{
-		"0.1": false, "0.10": false, "1.5e3": false, "-0": false, "-0.0": false, "1E2": false, "123456789.12345": false,
-		"0.1234567890123456789": true, "1e-400": true, "4.9e-324": true, "-2.00000000000000000001": true,
-		"12345678901234567890": true, "1e400": true,
-	} {
-		v, err := decodeJSON([]byte(in))
-		require.NoError(t, err, in)
-		_, isNumber := v.(json.Number)
-		require.Equal(t, kept, isNumber, "%s: %T %v", in, v, v)
-	}
+// A template reads as objects the operands of its fields and of index with
+// string keys, in every action, condition and range; nothing else.
+func TestTemplateObjects(t *testing.T) {
+	tmpl, _, err := parseTemplate(`{{ with index .params.opts "a" "b" }}{{ .x }}{{ end }}{{ range .params.list }}{{ end }}{{ if .steps.s.v.w }}{{ index .params.l 0 }}{{ end }}`, func(any) string { return "" })
+	require.NoError(t, err)
+	require.ElementsMatch(t, [][]string{{"params"}, {"params", "opts"}, {"params", "opts", "a"}, {"steps"}, {"steps", "s"}, {"steps", "s", "v"}},
+		templateObjects(tmpl.Root))
+}
+
+// An expression reads as objects the operands of its fields and of
+// string keys; a list compared or iterated is not one.
+func TestObjectPaths(t *testing.T) {
+	checked, err := compileExpr(`has(params.opts.x) && params.tags == [] && steps["a.b"].y > 1 && params.list.exists(i, i.z)`, cel.BoolType)
+	require.NoError(t, err)
+	require.ElementsMatch(t, [][]string{{"params"}, {"params", "opts"}, {"steps"}, {"steps", "a.b"}}, objectPaths(checked))
 }

@@ -95,10 +95,12 @@ func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType str
 	suite.SetLogger(testLogger{t})
 	env := suite.NewTestWorkflowEnvironment()
 	env.SetWorkflowRunTimeout(365 * 24 * time.Hour) // a bridge's runs have none
-	// Handlers take real time; the test's own deadline bounds them. A slow
-	// or loaded machine must not trip the deadlock detector.
+	// Handlers take real time; the test's own deadline bounds them.
 	env.SetTestTimeout(testTimeout(t))
-	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute, Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
+	// Workflow code that runs longer than the bridge's deadlock detection
+	// between two yields (a heavy computation, a time.Sleep) fails here as
+	// it would on a bridge, where its task would never finish.
+	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: DeadlockDetectionTimeout * raceSlowdown, Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
 	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	for name, fn := range s.workflows {
 		env.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
@@ -141,6 +143,13 @@ func execute(env *testsuite.TestWorkflowEnvironment, in workflows.TaskInput) (er
 
 // testTimeout is how long a run may take in real time: up to the test's
 // deadline, else 10 minutes.
+// DeadlockDetectionTimeout is how long workflow code may run between two
+// yields (a call that blocks on Temporal: an activity, a timer, a
+// future) before its workflow task fails as stuck: the SDK's default,
+// which the bridge keeps. bridgetest uses it too (ten times it under the
+// race detector).
+const DeadlockDetectionTimeout = time.Second
+
 func testTimeout(t testing.TB) time.Duration {
 	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
 		if deadline, ok := d.Deadline(); ok {

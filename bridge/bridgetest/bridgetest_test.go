@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,4 +249,63 @@ func runGoWorkflow(t *testing.T, name string, fn any) (json.RawMessage, error) {
 	t.Helper()
 	return bridgetest.Run(t, activities.NewRegistry(), "types:\n  "+name+": { workflow: "+name+" }\n", name, map[string]any{"n": 1},
 		bridgetest.WithWorkflow(name, fn))
+}
+
+// A Permanent (or any application) error wrapped with context by %w fails
+// at once, with the whole message as TaskManager's error: the SDK reads
+// only the error returned, so before it was retried as a plain error and
+// recorded as "resize: width must be positive (type: Permanent,
+// retryable: false): width must be positive". (Found by a review.)
+func TestRun_wrapped_permanent_error_is_not_retried(t *testing.T) {
+	var calls atomic.Int32
+	reg := activities.NewRegistry()
+	activities.Register(reg, "t.wrapped", func(ctx context.Context, p struct{}) (struct{}, error) {
+		calls.Add(1)
+		return struct{}{}, fmt.Errorf("resize: %w", activities.Permanent(errors.New("width must be positive")))
+	})
+	_, err := bridgetest.Run(t, reg, "", "t.wrapped", nil)
+	require.EqualError(t, err, "resize: width must be positive")
+	require.EqualValues(t, 1, calls.Load(), "not retried")
+}
+
+type pointerParams struct {
+	Width int `json:"width"`
+}
+
+func (p *pointerParams) Validate() error {
+	if p.Width <= 0 {
+		return errors.New("width must be positive")
+	}
+	return nil
+}
+
+// A pointer params type's Validate is called, as a value type's is.
+// Before, it was not: invalid params reached the handler. (Found by a
+// review.)
+func TestRun_pointer_params_are_validated(t *testing.T) {
+	var ran atomic.Int32
+	reg := activities.NewRegistry()
+	activities.Register(reg, "t.ptr", func(ctx context.Context, p *pointerParams) (struct{}, error) {
+		ran.Add(1)
+		return struct{}{}, nil
+	})
+	_, err := bridgetest.Run(t, reg, "", "t.ptr", map[string]any{"width": 0})
+	require.EqualError(t, err, "invalid params: width must be positive")
+	require.Zero(t, ran.Load())
+	_, err = bridgetest.Run(t, reg, "", "t.ptr", map[string]any{"width": 3})
+	require.NoError(t, err)
+}
+
+// Go workflow code that runs past the bridge's deadlock detection between
+// two yields fails here, as its task would never finish on a bridge.
+// Before, bridgetest allowed it a minute. (Found by a review.)
+func TestRun_go_workflow_that_never_yields_fails_as_on_a_bridge(t *testing.T) {
+	t.Parallel()
+	stuck := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
+		time.Sleep(bridgetest.DeadlockDetectionTimeout*bridgetest.RaceSlowdown + time.Second) // a mistake: not workflow.Sleep
+		return map[string]any{"ok": true}, nil
+	}
+	out, err := bridgetest.Run(t, activities.NewRegistry(), "types:\n  t.stuck:\n    workflow: wf.stuck\n", "t.stuck", nil,
+		bridgetest.WithWorkflow("wf.stuck", stuck))
+	require.Error(t, err, "bridgetest said the task succeeded (%s)", out)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -58,7 +57,8 @@ func StoredTextSize(s string) int {
 //
 // A result that is absent, null, {} or [] is stored as NULL: 0 bytes. For
 // input that is not valid JSON it returns len(result). It is deterministic
-// and does not allocate for results whose keys hold no escapes.
+// and does not allocate for results whose keys hold no escapes and whose
+// numbers are at most 32 characters long.
 func StoredResultSize(result json.RawMessage) int {
 	p := phpSizer{b: result}
 	p.ws()
@@ -365,7 +365,7 @@ func (p *phpSizer) number() (int, bool) {
 			return 0, false
 		}
 	}
-	return phpNumberSize(string(p.b[start:p.i])), true
+	return phpNumberSize(p.b[start:p.i]), true
 }
 
 // phpNumberSize is the length of PHP's json_encode(json_decode(n)) for a
@@ -375,16 +375,14 @@ func (p *phpSizer) number() (int, bool) {
 // as it, in plain notation ("10", "0.0001", "1.5") while its decimal
 // exponent is in -3..17, else as "1.0e+25", "1.5e-7". A double out of
 // range (1e400) is counted as written.
-func phpNumberSize(n string) int {
-	if !strings.ContainsAny(n, ".eE") {
-		if i, err := strconv.ParseInt(n, 10, 64); err == nil {
-			if i < 0 {
-				return 1 + len(strconv.FormatUint(uint64(-(i+1))+1, 10))
-			}
-			return len(strconv.FormatUint(uint64(i), 10))
+func phpNumberSize(n []byte) int {
+	if !bytes.ContainsAny(n, ".eE") && fitsInt64(n) {
+		if string(n) == "-0" {
+			return 1
 		}
+		return len(n) // JSON has no leading zeros
 	}
-	f, err := strconv.ParseFloat(n, 64)
+	f, err := strconv.ParseFloat(string(n), 64)
 	if err != nil {
 		return len(n)
 	}
@@ -418,6 +416,16 @@ func phpNumberSize(n string) int {
 	default: // ddd000
 		return sign + decpt
 	}
+}
+
+// fitsInt64 reports whether the JSON integer n is within int64, as PHP's
+// json_decode decides between an int and a double.
+func fitsInt64(n []byte) bool {
+	digits, limit := n, "9223372036854775807"
+	if len(n) > 0 && n[0] == '-' {
+		digits, limit = n[1:], "9223372036854775808"
+	}
+	return len(digits) < len(limit) || (len(digits) == len(limit) && string(digits) <= limit)
 }
 
 // OrEmptyObject returns raw, or {} when raw is empty or blank: TaskManager

@@ -106,7 +106,7 @@ func TestPHPNumberSize(t *testing.T) {
 		"123456789012345678901234567890": "1.2345678901234568e+29",
 		"0.30000000000000004":            "0.30000000000000004", "1e-300": "1.0e-300", "1e400": "1e400",
 	} {
-		require.Equal(t, len(php), phpNumberSize(in), "%s (PHP: %s)", in, php)
+		require.Equal(t, len(php), phpNumberSize([]byte(in)), "%s (PHP: %s)", in, php)
 	}
 }
 

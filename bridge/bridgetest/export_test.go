@@ -1,0 +1,4 @@
+package bridgetest
+
+// RaceSlowdown is raceSlowdown, for the tests.
+const RaceSlowdown = raceSlowdown
