@@ -76,17 +76,44 @@ func HasErrorType(err error, typ string) bool {
 // the error a handler returns, so an application error wrapped with
 // context (fmt.Errorf("resize: %w", Permanent(e))) would be retried as a
 // plain error and recorded with the SDK's rendering of it inside. The
-// application error found under the wrappers is rebuilt on top, with its
-// type, retry flag, delay and category, and err's message with the
-// wrapped error's own message in its place ("resize: width must be
-// positive").
+// first application error found under the wrappers gives the error on
+// top its type, retry flag, delay and category, and is its cause (its
+// details stay in the failure's cause chain); the message is err's, with
+// each wrapped application error's own message in place of the SDK's
+// rendering of it ("resize: width must be positive").
 func applicationOnTop(err error) error {
 	var ae *temporal.ApplicationError
 	if _, top := err.(*temporal.ApplicationError); top || !errors.As(err, &ae) {
 		return err
 	}
-	msg := strings.Replace(err.Error(), ae.Error(), ae.Message(), 1)
+	msg := err.Error()
+	for _, inner := range applicationErrors(err) {
+		msg = strings.Replace(msg, inner.Error(), inner.Message(), 1)
+	}
 	return temporal.NewApplicationErrorWithOptions(msg, ae.Type(), temporal.ApplicationErrorOptions{
-		NonRetryable: ae.NonRetryable(), Cause: ae.Unwrap(), NextRetryDelay: ae.NextRetryDelay(), Category: ae.Category(),
+		NonRetryable: ae.NonRetryable(), Cause: ae, NextRetryDelay: ae.NextRetryDelay(), Category: ae.Category(),
 	})
+}
+
+// applicationErrors returns the application errors in err's tree that no
+// other one wraps, in errors.As order (errors.Join, several %w).
+func applicationErrors(err error) []*temporal.ApplicationError {
+	if ae, ok := err.(*temporal.ApplicationError); ok {
+		return []*temporal.ApplicationError{ae}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		if inner := u.Unwrap(); inner != nil {
+			return applicationErrors(inner)
+		}
+	case interface{ Unwrap() []error }:
+		var all []*temporal.ApplicationError
+		for _, inner := range u.Unwrap() {
+			if inner != nil {
+				all = append(all, applicationErrors(inner)...)
+			}
+		}
+		return all
+	}
+	return nil
 }

@@ -3,10 +3,13 @@ package activities_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"golang.org/x/time/rate"
 
@@ -52,4 +55,45 @@ func TestErrors_of_nil_are_nil(t *testing.T) {
 	require.Nil(t, activities.Permanent(nil))
 	require.Nil(t, activities.Transient(nil, 0))
 	require.NotPanics(t, func() { require.Nil(t, activities.InvalidParams(nil)) })
+}
+
+// handlerError runs a handler that returns ret, and returns the error the
+// activity ends with.
+func handlerError(t *testing.T, ret error) error {
+	reg := activities.NewRegistry()
+	require.NoError(t, reg.Add("t.err", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+		return nil, ret
+	})))
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	(&activities.Activities{Registry: reg}).RegisterOn(env)
+	_, err := env.ExecuteActivity("t.err", activities.HandlerInput{TaskID: "1", TaskType: "t.err", WorkerID: "w1", Params: json.RawMessage(`{}`)})
+	require.Error(t, err)
+	return err
+}
+
+// A wrapped application error rebuilt on top keeps its details in the
+// cause chain. (Found by a review of the fix that put it on top.)
+func TestErrors_wrapped_application_error_keeps_its_details(t *testing.T) {
+	inner := temporal.NewApplicationError("quota exceeded", "Quota", map[string]any{"retry_in": 30})
+	err := handlerError(t, fmt.Errorf("upload: %w", inner))
+	var ae *temporal.ApplicationError
+	require.True(t, errors.As(err, &ae))
+	found := false
+	for e := error(ae); e != nil; e = errors.Unwrap(e) {
+		if a, ok := e.(*temporal.ApplicationError); ok && a.HasDetails() {
+			found = true
+		}
+	}
+	require.True(t, found, "details lost: %v", err)
+}
+
+// Application errors joined (or several %w) are each written by their own
+// message, not the SDK's "(type: …, retryable: …): …" rendering. (Found by
+// the same review.)
+func TestErrors_joined_application_errors_keep_their_messages(t *testing.T) {
+	err := handlerError(t, errors.Join(activities.Permanent(errors.New("width must be positive")), activities.Permanent(errors.New("height must be positive"))))
+	var ae *temporal.ApplicationError
+	require.True(t, errors.As(err, &ae))
+	require.Equal(t, "width must be positive\nheight must be positive", ae.Message())
 }

@@ -90,7 +90,7 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 		// waits for the one being sent.
 		p.a.posts.send(markKey(p.taskID, p.attempt), func() {
 			p.postAs(context.Background(), workerID, percent, message, true)
-		}, final)
+		}, percent == 100) // kept in the queue: a later post must not replace a waiting 100
 	}
 }
 

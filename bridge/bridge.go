@@ -164,9 +164,6 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	if b.reg, err = cfg.Registry(reg); err != nil {
 		return nil, err
 	}
-	if reg != nil {
-		reg.Seal() // its handlers are taken: one added later would never be served
-	}
 	wopts := worker.Options{
 		MaxConcurrentActivityExecutionSize:      cfg.Temporal.MaxConcurrentActivities,
 		MaxConcurrentLocalActivityExecutionSize: cfg.Temporal.MaxConcurrentActivities,
@@ -196,6 +193,9 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	b.acts = &activities.Activities{Registry: b.reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim, Reported: b.reported,
 		ProgressBudget: rate.NewLimiter(rate.Limit(cfg.ProgressRate), cfg.ProgressRate)}
 	b.acts.RegisterOn(b.worker)
+	if reg != nil {
+		reg.Seal() // its handlers are taken: one added later would never be served
+	}
 	return b, nil
 }
 

@@ -101,8 +101,10 @@ func TestNew_registration_mistakes_fail_loudly(t *testing.T) {
 
 	var flow func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error)
 	routed := map[string]TypeConfig{"demo.flow": {TypeOptions: workflows.TypeOptions{Workflow: "demo.flow"}}}
-	_, err = New(newTestConfig(routed), nil, lazyClient(t), WithWorkflow("demo.flow", flow))
+	other := activities.NewRegistry()
+	_, err = New(newTestConfig(routed), other, lazyClient(t), WithWorkflow("demo.flow", flow))
 	require.ErrorContains(t, err, `bridge.WithWorkflow("demo.flow"): nil workflow function`)
+	require.NoError(t, other.Add("t.more", echo), "a New that failed built no bridge: the registry is not sealed")
 }
 
 // Run may be called again after its start checks failed (TaskManager not

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"reflect"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 
@@ -44,10 +42,10 @@ var exprEnv = sync.OnceValue(func() *cel.Env {
 // shared by every workflow is deterministic.
 var programs sync.Map // source → compiled
 
-// compiled is a program and the paths it reads as objects (objectPaths).
+// compiled is a program and what it reads as objects (celObjects).
 type compiled struct {
 	prg     cel.Program
-	objects [][]string
+	objects []objectPath
 }
 
 // compileExpr compiles src and checks that its type can be want (a bool or
@@ -79,101 +77,9 @@ func program(src string, want *cel.Type) (compiled, error) {
 	if err != nil {
 		return compiled{}, err
 	}
-	c := compiled{prg: p, objects: objectPaths(checked)}
+	c := compiled{prg: p, objects: celObjects(checked)}
 	programs.Store(src, c)
 	return c, nil
-}
-
-// objectPaths returns the paths from params or steps that an expression
-// reads as objects: the operands of a field (params.opts in
-// has(params.opts.x)) or of a string key (params["opts"]["x"]).
-func objectPaths(checked *cel.Ast) [][]string {
-	var paths [][]string
-	add := func(e ast.Expr) {
-		if p := exprPath(e); p != nil && !slices.ContainsFunc(paths, func(q []string) bool { return slices.Equal(p, q) }) {
-			paths = append(paths, p)
-		}
-	}
-	ast.PreOrderVisit(ast.NavigateAST(checked.NativeRep()), ast.NewExprVisitor(func(e ast.Expr) {
-		switch e.Kind() {
-		case ast.SelectKind:
-			add(e.AsSelect().Operand())
-		case ast.CallKind:
-			if call := e.AsCall(); call.FunctionName() == operators.Index && len(call.Args()) == 2 && call.Args()[1].Kind() == ast.LiteralKind {
-				if _, ok := call.Args()[1].AsLiteral().Value().(string); ok {
-					add(call.Args()[0])
-				}
-			}
-		}
-	}))
-	return paths
-}
-
-// exprPath is e's path when e reads a value from params or steps by
-// fields and string keys (params.opts, steps["a.b"].x); else nil.
-func exprPath(e ast.Expr) []string {
-	switch e.Kind() {
-	case ast.IdentKind:
-		if id := e.AsIdent(); id == "params" || id == "steps" {
-			return []string{id}
-		}
-	case ast.SelectKind:
-		if p := exprPath(e.AsSelect().Operand()); p != nil {
-			return append(p, e.AsSelect().FieldName())
-		}
-	case ast.CallKind:
-		if call := e.AsCall(); call.FunctionName() == operators.Index && len(call.Args()) == 2 && call.Args()[1].Kind() == ast.LiteralKind {
-			if key, ok := call.Args()[1].AsLiteral().Value().(string); ok {
-				if p := exprPath(call.Args()[0]); p != nil {
-					return append(p, key)
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// emptyListsAt returns data with the empty list at each of paths (where
-// there is one) an empty object, copying only what it changes; changed
-// says whether any was. TaskManager's PHP deployment hands an empty
-// object back as []: where an expression or template reads one as an
-// object (has(params.opts.x), index .params.opts "x"), it is one.
-func emptyListsAt(data map[string]any, paths [][]string) (out map[string]any, changed bool) {
-	out = data
-	for _, p := range paths {
-		if v, ok := setEmptyObject(out, p); ok {
-			out, changed = v, true
-		}
-	}
-	return out, changed
-}
-
-// setEmptyObject returns m with the empty list at path an empty object, m
-// itself copied on the way; ok is false when there is none there.
-func setEmptyObject(m map[string]any, path []string) (map[string]any, bool) {
-	v, found := m[path[0]]
-	if !found {
-		return nil, false
-	}
-	if len(path) == 1 {
-		if l, isList := v.([]any); !isList || len(l) != 0 {
-			return nil, false
-		}
-		out := maps.Clone(m)
-		out[path[0]] = map[string]any{}
-		return out, true
-	}
-	inner, isMap := v.(map[string]any)
-	if !isMap {
-		return nil, false
-	}
-	changed, ok := setEmptyObject(inner, path[1:])
-	if !ok {
-		return nil, false
-	}
-	out := maps.Clone(m)
-	out[path[0]] = changed
-	return out, true
 }
 
 // exprVars are an expression's variables: JSON values as CEL sees them.

@@ -161,3 +161,24 @@ func TestSteps_long_decimal_compares_as_a_number(t *testing.T) {
 	require.NoError(t, err, st.Error)
 	require.JSONEq(t, `{"v":"small","f":"0.12"}`, got.Load().(string))
 }
+
+// The PHP {} guard works on what is read through $, through dot as with
+// and range rebind it, and through a CEL comprehension variable. (Found
+// by a review of the fix that read only paths from the root.)
+func TestSteps_php_empty_object_guard_through_dollar_with_range_and_comprehensions(t *testing.T) {
+	t.Parallel()
+	for _, s := range []workflows.Step{
+		{Name: "dollar", Handler: "test.capture", Params: map[string]any{"v": `{{ range .params.ids }}{{ with index $.params.opts "x" }}set{{ else }}unset{{ end }}{{ end }}`}},
+		{Name: "with", Handler: "test.capture", Params: map[string]any{"v": `{{ with .params }}{{ with index .opts "x" }}set{{ else }}unset{{ end }}{{ end }}`}},
+		{Name: "range", Handler: "test.capture", Params: map[string]any{"v": `{{ range .params.items }}{{ with index .opts "x" }}set{{ else }}unset{{ end }}{{ end }}`}},
+		{Name: "cel", When: "params.items.all(i, !has(i.opts.x))", Handler: "test.capture", Params: map[string]any{"v": "unset"}},
+	} {
+		t.Run(s.Name, func(t *testing.T) {
+			t.Parallel()
+			b, got := setupCapture(t)
+			st, err := runFlow(t, b, map[string]any{"opts": map[string]any{}, "ids": []any{1}, "items": []any{map[string]any{"opts": map[string]any{}}}}, []workflows.Step{s})
+			require.NoError(t, err, st.Error)
+			require.JSONEq(t, `{"v":"unset"}`, got.Load().(string))
+		})
+	}
+}

@@ -153,18 +153,27 @@ func loopsOverConstant(tmpl string) bool {
 }
 
 // A template reads as objects the operands of its fields and of index with
-// string keys, in every action, condition and range; nothing else.
+// string keys, from the root, from $, from dot as with rebinds it, and
+// below what range iterates; nothing else.
 func TestTemplateObjects(t *testing.T) {
-	tmpl, _, err := parseTemplate(`{{ with index .params.opts "a" "b" }}{{ .x }}{{ end }}{{ range .params.list }}{{ end }}{{ if .steps.s.v.w }}{{ index .params.l 0 }}{{ end }}`, func(any) string { return "" })
+	tmpl, _, err := parseTemplate(`{{ with index .params.opts "a" "b" }}{{ .x }}{{ end }}{{ range .params.list }}{{ index .o "k" }}{{ index $.steps.s "v" }}{{ end }}{{ if .steps.t.w }}{{ index .params.l 0 }}{{ end }}{{ $x := .params.y }}{{ $x.z }}`, func(any) string { return "" })
 	require.NoError(t, err)
-	require.ElementsMatch(t, [][]string{{"params"}, {"params", "opts"}, {"params", "opts", "a"}, {"steps"}, {"steps", "s"}, {"steps", "s", "v"}},
-		templateObjects(tmpl.Root))
+	exact := func(p ...string) objectPath { return objectPath{path: p} }
+	require.ElementsMatch(t, []objectPath{
+		exact("params"), exact("params", "opts"), exact("params", "opts", "a"), exact("params", "opts", "a", "b"),
+		{path: []string{"params", "list"}, deep: true}, exact("steps"), exact("steps", "s"), exact("steps", "t"),
+	}, templateObjects(tmpl.Root))
 }
 
 // An expression reads as objects the operands of its fields and of
-// string keys; a list compared or iterated is not one.
-func TestObjectPaths(t *testing.T) {
-	checked, err := compileExpr(`has(params.opts.x) && params.tags == [] && steps["a.b"].y > 1 && params.list.exists(i, i.z)`, cel.BoolType)
+// string keys, and below what it iterates or indexes by number; a list
+// it compares is not one.
+func TestCelObjects(t *testing.T) {
+	checked, err := compileExpr(`has(params.opts.x) && params.tags == [] && steps["a.b"].y > 1 && params.list.exists(i, i.z) && params.rows[0].c`, cel.BoolType)
 	require.NoError(t, err)
-	require.ElementsMatch(t, [][]string{{"params"}, {"params", "opts"}, {"steps"}, {"steps", "a.b"}}, objectPaths(checked))
+	exact := func(p ...string) objectPath { return objectPath{path: p} }
+	require.ElementsMatch(t, []objectPath{
+		exact("params"), exact("params", "opts"), exact("steps"), exact("steps", "a.b"),
+		{path: []string{"params", "list"}, deep: true}, {path: []string{"params", "rows"}, deep: true},
+	}, celObjects(checked))
 }

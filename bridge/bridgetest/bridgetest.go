@@ -141,8 +141,6 @@ func execute(env *testsuite.TestWorkflowEnvironment, in workflows.TaskInput) (er
 	return nil
 }
 
-// testTimeout is how long a run may take in real time: up to the test's
-// deadline, else 10 minutes.
 // DeadlockDetectionTimeout is how long workflow code may run between two
 // yields (a call that blocks on Temporal: an activity, a timer, a
 // future) before its workflow task fails as stuck: the SDK's default,
@@ -150,6 +148,8 @@ func execute(env *testsuite.TestWorkflowEnvironment, in workflows.TaskInput) (er
 // race detector).
 const DeadlockDetectionTimeout = time.Second
 
+// testTimeout is how long a run may take in real time: up to the test's
+// deadline, else 10 minutes.
 func testTimeout(t testing.TB) time.Duration {
 	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
 		if deadline, ok := d.Deadline(); ok {
