@@ -158,13 +158,13 @@ func stringLiteral(e ast.Expr) (string, bool) {
 
 // templateObjects returns what a template reads as objects: the operands
 // of its fields (.params.opts in .params.opts.x) and of index with string
-// keys, from the root ($), from dot as with rebinds it, and below what
-// range iterates over.
+// keys, from the root ($), from dot as with rebinds it, from variables,
+// and below what range iterates over.
 func templateObjects(root parse.Node) []objectPath {
 	var reads objectReads
 	// argFrom is where an argument's value comes from, reading fields on
 	// the way.
-	argFrom := func(n parse.Node, dot anchor) anchor {
+	argFrom := func(n parse.Node, dot anchor, vars map[string]anchor) anchor {
 		var base anchor
 		var fields []string
 		switch n := n.(type) {
@@ -173,10 +173,12 @@ func templateObjects(root parse.Node) []objectPath {
 		case *parse.FieldNode:
 			base, fields = dot, n.Ident
 		case *parse.VariableNode:
-			if n.Ident[0] != "$" {
-				return anchor{}
+			if n.Ident[0] == "$" {
+				base = rootAnchor()
+			} else {
+				base = vars[n.Ident[0]]
 			}
-			base, fields = rootAnchor(), n.Ident[1:]
+			fields = n.Ident[1:]
 		default:
 			return anchor{}
 		}
@@ -186,12 +188,12 @@ func templateObjects(root parse.Node) []objectPath {
 		}
 		return base
 	}
-	// cmdFrom is where a command's value comes from: an argument, or
+	var walkPipe func(p *parse.PipeNode, dot anchor, vars map[string]anchor) anchor
+	// cmdFrom is where a command's value comes from: its one argument, or
 	// index over one.
-	var walkPipe func(p *parse.PipeNode, dot anchor) anchor
-	cmdFrom := func(c *parse.CommandNode, dot anchor) anchor {
+	cmdFrom := func(c *parse.CommandNode, dot anchor, vars map[string]anchor) anchor {
 		if id, ok := c.Args[0].(*parse.IdentifierNode); ok && id.Ident == "index" && len(c.Args) > 1 {
-			base := argFrom(c.Args[1], dot)
+			base := argFrom(c.Args[1], dot, vars)
 			for _, k := range c.Args[2:] {
 				if key, ok := k.(*parse.StringNode); ok {
 					reads.add(base)
@@ -204,11 +206,10 @@ func templateObjects(root parse.Node) []objectPath {
 		}
 		var last anchor
 		for _, a := range c.Args {
-			switch a := a.(type) {
-			case *parse.PipeNode:
-				last = walkPipe(a, dot)
-			default:
-				last = argFrom(a, dot)
+			if p, ok := a.(*parse.PipeNode); ok {
+				last = walkPipe(p, dot, vars)
+			} else {
+				last = argFrom(a, dot, vars)
 			}
 		}
 		if len(c.Args) != 1 {
@@ -216,46 +217,67 @@ func templateObjects(root parse.Node) []objectPath {
 		}
 		return last
 	}
-	walkPipe = func(p *parse.PipeNode, dot anchor) anchor {
+	walkPipe = func(p *parse.PipeNode, dot anchor, vars map[string]anchor) anchor {
 		if p == nil {
 			return anchor{}
 		}
 		var last anchor
 		for _, c := range p.Cmds {
-			last = cmdFrom(c, dot)
+			last = cmdFrom(c, dot, vars)
 		}
 		if len(p.Cmds) != 1 {
 			return anchor{}
 		}
 		return last
 	}
-	var walk func(n parse.Node, dot anchor)
-	walkList := func(l *parse.ListNode, dot anchor) {
-		if l != nil {
-			for _, c := range l.Nodes {
-				walk(c, dot)
+	// declare binds a pipeline's variables: the value, or (range) the
+	// index then the element.
+	declare := func(p *parse.PipeNode, value anchor, ranged bool, vars map[string]anchor) map[string]anchor {
+		if p == nil || len(p.Decl) == 0 {
+			return vars
+		}
+		vars = maps.Clone(vars)
+		for i, d := range p.Decl {
+			switch {
+			case !ranged:
+				vars[d.Ident[0]] = value
+			case len(p.Decl) == 2 && i == 0:
+				vars[d.Ident[0]] = anchor{} // the index
+			default:
+				vars[d.Ident[0]] = value.below()
+			}
+		}
+		return vars
+	}
+	var walkList func(l *parse.ListNode, dot anchor, vars map[string]anchor)
+	walkList = func(l *parse.ListNode, dot anchor, vars map[string]anchor) {
+		if l == nil {
+			return
+		}
+		for _, n := range l.Nodes {
+			switch n := n.(type) {
+			case *parse.ActionNode: // {{ $x := … }} holds to the end of the list
+				vars = declare(n.Pipe, walkPipe(n.Pipe, dot, vars), false, vars)
+			case *parse.IfNode:
+				walkPipe(n.Pipe, dot, vars)
+				walkList(n.List, dot, vars)
+				walkList(n.ElseList, dot, vars)
+			case *parse.WithNode:
+				a := walkPipe(n.Pipe, dot, vars)
+				walkList(n.List, a, declare(n.Pipe, a, false, vars))
+				walkList(n.ElseList, dot, vars)
+			case *parse.RangeNode:
+				a := walkPipe(n.Pipe, dot, vars)
+				walkList(n.List, a.below(), declare(n.Pipe, a, true, vars))
+				walkList(n.ElseList, dot, vars)
+			case *parse.ListNode:
+				walkList(n, dot, vars)
 			}
 		}
 	}
-	walk = func(n parse.Node, dot anchor) {
-		switch n := n.(type) {
-		case *parse.ActionNode:
-			walkPipe(n.Pipe, dot)
-		case *parse.IfNode:
-			walkPipe(n.Pipe, dot)
-			walkList(n.List, dot)
-			walkList(n.ElseList, dot)
-		case *parse.WithNode:
-			walkList(n.List, walkPipe(n.Pipe, dot))
-			walkList(n.ElseList, dot)
-		case *parse.RangeNode:
-			walkList(n.List, walkPipe(n.Pipe, dot).below())
-			walkList(n.ElseList, dot)
-		case *parse.ListNode:
-			walkList(n, dot)
-		}
+	if l, ok := root.(*parse.ListNode); ok {
+		walkList(l, rootAnchor(), map[string]anchor{})
 	}
-	walk(root, rootAnchor())
 	return reads
 }
 
