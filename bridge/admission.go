@@ -166,13 +166,16 @@ func (t *ticket) empty() {
 }
 
 // claim records that the claim returned the task of workflowID: it counts
-// against max_runs.
+// against max_runs, unless the task's run is open here already (a claim
+// renewed, or claimed again while its run goes on): that is no new task.
 func (t *ticket) claim(workflowID string) {
 	t.a.mu.Lock()
 	defer t.a.mu.Unlock()
-	t.a.claims++
-	if t.a.claims == t.a.maxRuns {
-		close(t.a.spent)
+	if _, running := t.a.open[workflowID]; !running {
+		t.a.claims++
+		if t.a.claims == t.a.maxRuns {
+			close(t.a.spent)
+		}
 	}
 	t.workflow = workflowID
 	t.a.starting[workflowID] = true
@@ -432,6 +435,15 @@ func (a *admission) covers(workflowID string, attempts int) bool {
 }
 
 // inFlight returns the tasks counted now: open runs and tickets.
+// hasRoom reports whether a claim could be made now: a claim loop woken
+// without room would wait in reserve, and claim later whatever there is
+// by then (an empty claim, on PHP a 500), not what it was woken for.
+func (a *admission) hasRoom() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.open)+a.tickets+a.failing < a.limit
+}
+
 func (a *admission) inFlight() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()

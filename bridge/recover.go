@@ -375,7 +375,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 		held := func(t taskmanager.Task) bool {
 			return t.ClaimedBy == b.cfg.WorkerID && b.adm.renews(b.WorkflowID(t.ID), int(t.Attempts))
 		}
-		b.scout.noteClaims(all, held, b.cfg.ClaimTimeout, time.Now())
+		b.scout.noteClaims(all, held, b.cfg.ClaimTimeout, time.Now(), b.adm.hasRoom)
 	}
 	b.log.Debug("sweep: listed this worker's claims", "claims", len(mine), "err", err)
 	if err != nil {

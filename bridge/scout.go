@@ -142,7 +142,11 @@ func (s *scout) unused(typ string) {
 func (s *scout) wake(typ string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.allowLocked(typ, min(n, len(s.typ(typ).waiting)))
+	tc := s.types[typ]
+	if tc == nil {
+		return // no loop of it ever waited: a type this bridge does not serve
+	}
+	s.allowLocked(typ, min(n, len(tc.waiting)))
 }
 
 func (s *scout) allowLocked(typ string, n int) {
@@ -223,10 +227,11 @@ func (s *scout) waitingLocked() bool {
 }
 
 // noteClaims takes the claimed tasks listed by a sweep: a claim listed
-// for longer than timeout has expired, and its type is woken to claim it.
+// for longer than timeout has expired, and its type is woken to claim it
+// while the bridge has room for a claim.
 // Claims that held reports are left out: this bridge's own claims that
 // it renews (renewAt).
-func (s *scout) noteClaims(rows []taskmanager.Task, held func(taskmanager.Task) bool, timeout time.Duration, now time.Time) {
+func (s *scout) noteClaims(rows []taskmanager.Task, held func(taskmanager.Task) bool, timeout time.Duration, now time.Time, room func() bool) {
 	s.mu.Lock()
 	listed := map[claimSeen]bool{}
 	var expired []string
@@ -250,6 +255,9 @@ func (s *scout) noteClaims(rows []taskmanager.Task, held func(taskmanager.Task) 
 	}
 	s.mu.Unlock()
 	for _, typ := range expired {
+		if !room() {
+			return // the next sweep wakes them, once there is room
+		}
 		s.wake(typ, 1)
 	}
 }

@@ -117,7 +117,9 @@ func (b *Bridge) renewAt(workflowID string, taskID taskmanager.ID, typ string, c
 		if b.bg.Err() != nil || !b.adm.isOpen(workflowID) || b.adm.attempts(workflowID) > attempts {
 			return
 		}
-		b.scout.wake(typ, 1)
+		if b.adm.hasRoom() { // else a woken loop would wait, and claim later whatever there is
+			b.scout.wake(typ, 1)
+		}
 		if tries.Add(1) <= renewTries {
 			timer.Reset(renewEvery)
 			return
