@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -83,44 +84,35 @@ func TestScout_expired_claim_of_a_type_not_served_leaves_no_account(t *testing.T
 }
 
 // --max-runs counts new tasks, not a claim of a task whose run is open
-// here (a renewal): with --max-runs 1 a bridge restarted over a long run
-// renews it and still runs one new task. Before, the renewal spent the
-// budget and claiming stopped. (Found by a review.)
-func TestClaims_renewal_of_a_run_found_at_start_does_not_count_against_max_runs(t *testing.T) {
+// here (a renewal): a bridge restarted over a long run (--max-runs 1), or
+// whose own long task is renewed (--max-runs 2), still runs its next new
+// task. Before, the renewal spent the budget and claiming stopped.
+// (Found by a review.)
+func TestClaims_renewal_does_not_count_against_max_runs(t *testing.T) {
 	t.Parallel()
-	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, ClaimTimeout: time.Second}, func(c *Config) {
-		c.ClaimTimeout = time.Second
-		c.MaxRuns = 1
-	})
-	bb.only("example.sleep", "example.echo")
-	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
-	adoptedRun(t, bb, "example.sleep", id)
-	bb.serve(t)
-	require.Eventually(t, func() bool {
-		rs := bb.temporal.snapshot("task-" + id)
-		return len(rs) == 1 && len(rs[0].signals) >= 1
-	}, eventually, 5*time.Millisecond, "the adopted run's claim is renewed")
-	fresh := bb.create(t, "example.echo", map[string]any{"message": "the one run --max-runs 1 asks for"})
-	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+fresh)) == 1 }, eventually, 5*time.Millisecond, "the new task runs")
-	require.Equal(t, 1, bb.b.adm.claimed())
-}
-
-// The same for the bridge's own renewals (renewAt): with --max-runs 2, a
-// long task renewed and a second task.
-func TestClaims_own_renewal_does_not_count_against_max_runs(t *testing.T) {
-	t.Parallel()
-	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, ClaimTimeout: time.Second}, func(c *Config) {
-		c.ClaimTimeout = time.Second
-		c.MaxRuns = 2
-	})
-	bb.only("example.sleep", "example.echo")
-	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
-	bb.serve(t)
-	require.Eventually(t, func() bool {
-		rs := bb.temporal.snapshot("task-" + id)
-		return len(rs) == 1 && len(rs[0].signals) >= 1
-	}, eventually, 5*time.Millisecond, "the long task's claim is renewed")
-	fresh := bb.create(t, "example.echo", map[string]any{"message": "the second of --max-runs 2"})
-	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+fresh)) == 1 }, eventually, 5*time.Millisecond, "the second task runs")
-	require.Equal(t, 2, bb.b.adm.claimed())
+	for _, adopted := range []bool{true, false} {
+		t.Run(fmt.Sprintf("found at start %v", adopted), func(t *testing.T) {
+			t.Parallel()
+			maxRuns := 2 // the long task and the new one
+			if adopted {
+				maxRuns = 1 // the new one: the long task was claimed by an earlier process
+			}
+			bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP, ClaimTimeout: time.Second}, func(c *Config) {
+				c.ClaimTimeout, c.MaxRuns = time.Second, maxRuns
+			})
+			bb.only("example.sleep", "example.echo")
+			id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+			if adopted {
+				adoptedRun(t, bb, "example.sleep", id)
+			}
+			bb.serve(t)
+			require.Eventually(t, func() bool {
+				rs := bb.temporal.snapshot("task-" + id)
+				return len(rs) == 1 && len(rs[0].signals) >= 1
+			}, eventually, 5*time.Millisecond, "the long task's claim is renewed")
+			fresh := bb.create(t, "example.echo", map[string]any{"message": "the last of --max-runs"})
+			require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+fresh)) == 1 }, eventually, 5*time.Millisecond, "the new task runs")
+			require.Equal(t, maxRuns, bb.b.adm.claimed())
+		})
+	}
 }
