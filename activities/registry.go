@@ -82,8 +82,9 @@ func (r *Registry) MustAdd(name string, h Handler) {
 	}
 }
 
-// Register registers a typed handler in one line; it panics on an empty or
-// duplicate name, like http.Handle.
+// Register registers a typed handler in one line; it panics where Add
+// fails (an empty, duplicate or tmbridge. name, a nil fn, a sealed
+// registry), like http.Handle.
 func Register[P, R any](r *Registry, name string, fn func(ctx context.Context, params P) (R, error)) {
 	if fn == nil {
 		panic(fmt.Sprintf("activities: register handler %q: nil handler", name))

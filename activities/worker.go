@@ -49,7 +49,7 @@ type Activities struct {
 	// together (a thousand handlers at ProgressInterval would flood
 	// TaskManager): an update due when the budget is spent is not posted,
 	// and the handler's next update goes when there is budget again. A
-	// handler's 100 is posted outside it (once per task), unless the
+	// handler's 100 is posted outside it (the first 100 of each handler attempt), unless the
 	// budget's burst is 0: then handlers post no progress at all. Nil: no
 	// bound. It does not count the steps-done posts of multi-step tasks
 	// (one per step).

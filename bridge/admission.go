@@ -41,7 +41,8 @@ import (
 //  3. tickets <= MaxPendingStarts: few claims wait for their workflow
 //     start, so claiming stops while Temporal is slow or unreachable. A
 //     task that cannot be started frees its place at once (failing).
-//  4. claims counts the claims made, against max_runs: a loop waits while
+//  4. claims counts the claims of new tasks (not of a task whose run is
+//     open here: a renewal), against max_runs: a loop waits while
 //     reservations may still come back empty, and stops only when claims
 //     reached max_runs.
 //  5. Every ticket ends exactly once; ending it twice panics.
@@ -49,13 +50,13 @@ type admission struct {
 	limit   int // max_in_flight
 	maxRuns int // 0: unlimited
 
-	spent chan struct{} // closed once max_runs claims were made
+	spent chan struct{} // closed once max_runs claims of new tasks were made
 
 	mu       sync.Mutex
 	changed  chan struct{}    // closed and replaced on every change
 	tickets  int              // reserved, claiming or starting
 	failing  int              // tasks being failed in TaskManager
-	claims   int              // claims made, for max_runs
+	claims   int              // claims of new tasks made, for max_runs
 	starting map[string]bool  // workflow ids of claims being started
 	open     map[string]*open // workflow id → its open run(s)
 	// landed holds the claims being started whose outcome landed already
@@ -434,7 +435,6 @@ func (a *admission) covers(workflowID string, attempts int) bool {
 	return ok && o.attempts >= attempts
 }
 
-// inFlight returns the tasks counted now: open runs and tickets.
 // hasRoom reports whether a claim could be made now: a claim loop woken
 // without room would wait in reserve, and claim later whatever there is
 // by then (an empty claim, on PHP a 500), not what it was woken for.
@@ -444,6 +444,7 @@ func (a *admission) hasRoom() bool {
 	return len(a.open)+a.tickets+a.failing < a.limit
 }
 
+// inFlight returns the tasks counted now: open runs and tickets.
 func (a *admission) inFlight() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()

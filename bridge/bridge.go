@@ -138,7 +138,8 @@ func WithWorkflow(name string, fn any) Option {
 
 // New checks the config (Config.Validate), and the handlers and routes
 // against it, and builds the Temporal worker. It runs reg's handlers and
-// the config's exec and http ones (reg is not changed).
+// the config's exec and http ones; once it succeeds, reg is sealed
+// (Registry.Seal): a handler added later would never be served.
 func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option) (*Bridge, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

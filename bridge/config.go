@@ -253,7 +253,7 @@ func options() []option {
 		{key: "metrics_addr", flag: "metrics-addr", env: []string{"METRICS_ADDR"}, def: "", doc: "off",
 			help: "serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. `127.0.0.1:9464`"},
 		{key: "progress_rate", flag: "progress-rate", env: []string{"PROGRESS_RATE"}, def: 10,
-			help: "at most this many handler progress calls to TaskManager per second, for all tasks together (each task posts at most every 2 s; an update over the budget is skipped, and the task's next one goes when there is budget; a handler's 100 always goes); `0`: handlers' progress goes to Temporal only, as heartbeat details (a multi-step task's steps done are still posted, one per step)"},
+			help: "at most this many handler progress calls to TaskManager per second, for all tasks together (each task posts at most every 2 s; an update over the budget is skipped, and the task's next one goes when there is budget; a handler's first 100 always goes, a later one is an update like any); `0`: handlers' progress goes to Temporal only, as heartbeat details (a multi-step task's steps done are still posted, one per step)"},
 		{key: "temporal::address", flag: "temporal-address", env: []string{"TEMPORAL_ADDRESS"}, def: "", doc: "Temporal's env or config file, else `localhost:7233`",
 			help: "Temporal frontend host:port"},
 		{key: "temporal::namespace", flag: "temporal-namespace", env: []string{"TEMPORAL_NAMESPACE"}, def: "", doc: "Temporal's env or config file, else `default`",

@@ -45,8 +45,9 @@ type settings struct {
 	workflows map[string]any
 }
 
-// WithWorkflow registers a Go workflow under name, as bridge.WithWorkflow
-// does, for a type configured with `workflow: name`.
+// WithWorkflow registers a Go workflow under name for a type configured
+// with `workflow: name` (bridge.WithWorkflow on a bridge, which also
+// refuses a nil function and a tmbridge. name).
 func WithWorkflow(name string, fn any) Option {
 	return func(s *settings) { s.workflows[name] = fn }
 }

@@ -372,9 +372,9 @@ func (p *phpSizer) number() (int, bool) {
 // valid JSON number n: an integer within int64 as a decimal ("-0" is
 // "0"); any other number a double, written as PHP writes one with its
 // default serialize_precision (-1): the shortest digits that read back
-// as it, in plain notation ("10", "0.0001", "1.5") while its decimal
-// exponent is in -3..17, else as "1.0e+25", "1.5e-7". A double out of
-// range (1e400) is counted as written.
+// as it, in plain notation ("10", "0.0001", "1.5") from 1e-4 up to (not
+// including) 1e17, else as "1.0e+25", "1.5e-7". A double out of range
+// (1e400) is counted as written.
 func phpNumberSize(n []byte) int {
 	if !bytes.ContainsAny(n, ".eE") && fitsInt64(n) {
 		if string(n) == "-0" {
