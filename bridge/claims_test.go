@@ -36,7 +36,7 @@ import (
 type bridgeBundle struct {
 	b        *Bridge
 	tm       *devserver.Server
-	api      *taskmanager.Client
+	api      *taskmanager.Client // the test's own client (the bridge's is b.api)
 	temporal *fakeTemporal
 }
 
@@ -86,7 +86,11 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 		require.NoError(t, err)
 		b.types = append(b.types, servedType{Name: name, ID: r.ID, Options: workflows.DefaultTypeOptions()})
 	}
-	return &bridgeBundle{b: b, tm: tm, api: api, temporal: ft}
+	// The test's own calls (creating tasks of megabytes, claiming as
+	// another worker) get time: a slow machine must not fail a test.
+	testAPI, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 2 * time.Minute})
+	require.NoError(t, err)
+	return &bridgeBundle{b: b, tm: tm, api: testAPI, temporal: ft}
 }
 
 // serve runs the bridge's claiming until the test ends; stop ends it and

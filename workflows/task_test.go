@@ -28,7 +28,7 @@ import (
 type testBundle struct {
 	env   *testsuite.TestWorkflowEnvironment
 	tm    *devserver.Server
-	api   *taskmanager.Client
+	api   *taskmanager.Client // the test's own (the activities' is acts.TaskManager)
 	reg   *activities.Registry
 	clock *devserver.Clock
 	types map[string]taskmanager.ID
@@ -66,9 +66,13 @@ func setup(t *testing.T, extra func(reg *activities.Registry), wrap ...func(http
 	acts := &activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}
 	acts.RegisterOn(env)
 
-	b := &testBundle{env: env, tm: tm, api: api, reg: reg, clock: clock, types: map[string]taskmanager.ID{}, acts: acts}
+	// The test's own calls get time: a slow machine must not fail a test
+	// (the activities' client keeps its timeout: they retry).
+	testAPI, err := taskmanager.New(taskmanager.Options{BaseURL: url, APIKey: "k", Timeout: 2 * time.Minute})
+	require.NoError(t, err)
+	b := &testBundle{env: env, tm: tm, api: testAPI, reg: reg, clock: clock, types: map[string]taskmanager.ID{}, acts: acts}
 	for _, name := range append(reg.Names(), "demo.pipeline") {
-		r, err := api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
+		r, err := testAPI.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
 		require.NoError(t, err)
 		b.types[name] = r.ID
 	}
