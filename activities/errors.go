@@ -4,8 +4,11 @@ import (
 	"errors"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 )
 
 // Error types carried by Temporal application errors. The workflow and the
@@ -116,4 +119,40 @@ func applicationErrors(err error) []*temporal.ApplicationError {
 		return all
 	}
 	return nil
+}
+
+// validUTF8Error returns err with text that is UTF-8 throughout: Temporal
+// sends an error's message (and its causes') as protobuf strings, and one
+// that is not UTF-8 is never sent: the attempt would hang until its
+// timeout and the reason be lost. A message that is not UTF-8 (a
+// program's Latin-1 output quoted in it) is rebuilt with U+FFFD for the
+// bad bytes, keeping an application error's type, retry flag, delay and
+// category; its causes are then left out.
+func validUTF8Error(err error) error {
+	if err == nil || validErrorChain(err) {
+		return err
+	}
+	msg := taskmanager.ValidUTF8(err.Error())
+	var ae *temporal.ApplicationError
+	if top, ok := err.(*temporal.ApplicationError); ok {
+		ae = top
+		msg = taskmanager.ValidUTF8(ae.Message())
+	}
+	if ae == nil {
+		return errors.New(msg)
+	}
+	return temporal.NewApplicationErrorWithOptions(msg, ae.Type(), temporal.ApplicationErrorOptions{
+		NonRetryable: ae.NonRetryable(), NextRetryDelay: ae.NextRetryDelay(), Category: ae.Category(),
+	})
+}
+
+// validErrorChain reports whether err and every error it wraps have UTF-8
+// text.
+func validErrorChain(err error) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if !utf8.ValidString(err.Error()) {
+			return false
+		}
+	}
+	return true
 }

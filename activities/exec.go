@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"go.temporal.io/sdk/activity"
 
@@ -247,10 +248,17 @@ func (t *tailBuffer) Bytes() []byte {
 	return t.b
 }
 
+// tail is the last n bytes of b, trimmed, cut at a character's start,
+// with bytes that are not UTF-8 as U+FFFD: it is quoted in an error,
+// which Temporal sends as a protobuf string (one that is not UTF-8 is
+// never sent).
 func tail(b []byte, n int) string {
 	b = bytes.TrimSpace(b)
 	if len(b) > n {
 		b = b[len(b)-n:]
+		for i := 0; i < utf8.UTFMax && i < len(b) && !utf8.RuneStart(b[0]); i++ {
+			b = b[1:]
+		}
 	}
-	return string(b)
+	return taskmanager.ValidUTF8(string(b))
 }

@@ -104,7 +104,7 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 		if err != nil {
 			var off *offOriginError
 			if errors.As(err, &off) {
-				return nil, Permanent(fmt.Errorf("POST %s: %w", where, off))
+				return nil, Permanent(fmt.Errorf("POST %s: %s", where, hide.text(off.Error()))) // its host may echo a token
 			}
 			return nil, fmt.Errorf("POST %s: %w", where, hide.error(taskmanager.RedactURLError(err)))
 		}

@@ -186,7 +186,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 			waitPosted(ctx, a.posts.pending(markKey(in.TaskID, in.Attempt)))
 		}
 		if err != nil {
-			return nil, applicationOnTop(err)
+			return nil, validUTF8Error(applicationOnTop(err))
 		}
 		result, err = normalizeResult(out)
 		if n := payloadBytes(result); err == nil && n > MaxResultBytes {

@@ -38,10 +38,16 @@ import (
 //		os.Exit(bridge.Main(reg))
 //	}
 //
-// Unless GOGC is set, Main runs the garbage collector at DefaultGOGC.
+// Unless GOGC is set, Main runs the garbage collector at DefaultGOGC. On
+// Linux it makes the process not dumpable, so that an exec handler's
+// command (running as the same user) cannot read the bridge's environment
+// from /proc.
 func Main(reg *activities.Registry, opts ...Option) int {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(DefaultGOGC)
+	}
+	if err := hideEnvironment(); err != nil {
+		fmt.Fprintln(os.Stderr, "tmbridge: warning: cannot hide this process's environment from the commands it runs:", err)
 	}
 	return run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr, reg, opts...)
 }

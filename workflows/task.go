@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -545,22 +544,7 @@ func failure(msg string) outcome {
 
 // validUTF8 replaces each byte that is not UTF-8 with U+FFFD, as the JSON
 // encoding of the report does: the text then reads back as it was sent.
-func validUTF8(s string) string {
-	if utf8.ValidString(s) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b.WriteRune(utf8.RuneError)
-		} else {
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
-}
+func validUTF8(s string) string { return taskmanager.ValidUTF8(s) }
 
 // failureMessage says why a handler failed, without Temporal's wrapping.
 func failureMessage(taskType string, err error) string {

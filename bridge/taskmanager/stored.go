@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -37,6 +38,25 @@ func StoredTextSize(s string) int {
 		i += size
 	}
 	return n
+}
+
+// ValidUTF8 returns s with each byte that is not part of valid UTF-8 as
+// U+FFFD, as encoding/json sends it and StoredTextSize counts it.
+func ValidUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // StoredResultSize returns how many bytes the PHP deployment stores for a
