@@ -307,6 +307,9 @@ types:
 `), 0o600))
 	stop := s.runBridge(reg, "bridge-guard", "--config="+cfgFile)
 	st := s.waitFinal([]string{id})[id]
+	// The run closes once its last workflow task is done, after the
+	// report landed: wait for it before the bridge stops.
+	require.Error(t, s.tc.GetWorkflow(context.Background(), s.prefix+id, "").Get(context.Background(), nil), "the run failed")
 	stop()
 	require.Equal(t, "failed", st.Status)
 	require.Contains(t, st.Error, "not started: the run's history holds")
