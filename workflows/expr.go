@@ -217,10 +217,8 @@ func checkExpr(src string, want *cel.Type, before, all map[string]bool) error {
 				return
 			}
 			m, k := call.Args()[0], call.Args()[1]
-			if m.Kind() == ast.IdentKind && m.AsIdent() == "steps" && k.Kind() == ast.LiteralKind {
-				if name, ok := k.AsLiteral().Value().(string); ok {
-					c.step(name)
-				}
+			if name, ok := stringLiteral(k); ok && m.Kind() == ast.IdentKind && m.AsIdent() == "steps" {
+				c.step(name)
 			}
 		}
 	}))

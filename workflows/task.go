@@ -517,7 +517,7 @@ func buildOutcome(task Task, result json.RawMessage, err error) outcome {
 	if err != nil {
 		return failure(fmt.Sprintf("result of %s is not JSON", task.Type))
 	}
-	result = json.RawMessage(validUTF8(string(result)))
+	result = json.RawMessage(taskmanager.ValidUTF8(string(result))) // as the report's JSON sends it
 	if n := taskmanager.StoredResultSize(result); n > taskmanager.MaxStoredBytes {
 		return failure(fmt.Sprintf("result of %s is %d bytes as TaskManager stores it, more than the %d it can store", task.Type, n, taskmanager.MaxStoredBytes))
 	}
@@ -539,12 +539,8 @@ func cancelledOutcome(taskType string, err error) outcome {
 
 // failure is a failed outcome whose message TaskManager can store.
 func failure(msg string) outcome {
-	return outcome{Error: truncate(validUTF8(msg), taskmanager.MaxStoredBytes)}
+	return outcome{Error: truncate(taskmanager.ValidUTF8(msg), taskmanager.MaxStoredBytes)}
 }
-
-// validUTF8 replaces each byte that is not UTF-8 with U+FFFD, as the JSON
-// encoding of the report does: the text then reads back as it was sent.
-func validUTF8(s string) string { return taskmanager.ValidUTF8(s) }
 
 // failureMessage says why a handler failed, without Temporal's wrapping.
 func failureMessage(taskType string, err error) string {
