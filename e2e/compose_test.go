@@ -159,6 +159,34 @@ types:
 	s.replay(map[string]string{"enqueue": id}, "history-v11-")
 }
 
+// On the PHP deployment, a task created with {"opts":{}} is claimed with
+// "opts":[]: the README's guards for a missing key still work there, a
+// template's `with index` (the php-empty-objects version, taken in the
+// run's history) and a CEL `has`. Saved as
+// history-v12-php-empty-objects.json.
+func TestE2E_guards_on_an_empty_object_the_php_deployment_hands_back_as_a_list(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	s.register("demo.guarded")
+	id := s.create("demo.guarded", map[string]any{"opts": map[string]any{}})
+	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.guarded:
+    steps:
+      - { name: tpl, handler: example.echo, params: { message: '{{ with index .params.opts "x" }}set{{ else }}unset{{ end }}' } }
+      - { name: cel, when: "!has(params.opts.x)", handler: example.echo, params: { message: "x is unset" } }
+`), 0o600))
+	s.runBridge(nil, "bridge-php-objects", "--config="+cfgFile)
+	st := s.waitFinal([]string{id})[id]
+	require.Equal(t, "completed", st.Status, st.Error)
+	require.JSONEq(t, `{"tpl":{"echo":"unset","length":5},"cel":{"echo":"x is unset","length":10}}`, string(st.Result))
+	require.NoError(t, s.tc.GetWorkflow(context.Background(), s.prefix+id, "").Get(context.Background(), nil), "the run closed")
+	require.True(t, slices.ContainsFunc(s.history(s.prefix+id).GetEvents(), func(ev *historypb.HistoryEvent) bool {
+		return ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && strings.Contains(ev.String(), "php-empty-objects")
+	}), "the run took the php-empty-objects version")
+	s.replay(map[string]string{"php-empty-objects": id}, "history-v12-")
+}
+
 // waitPolled waits until the run of workflow id read its enqueued task n
 // times and found it not done: its tmbridge.AwaitTask activity is at
 // attempt n+1.
