@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -105,6 +106,10 @@ func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportO
 	}
 	if a.Reported != nil {
 		a.Reported(info.WorkflowExecution.ID, in.Attempt, err)
+	}
+	if err == nil {
+		a.logger().Info("✓ reported outcome", "task_id", in.TaskID, "attempts", in.Attempt, "success", in.Success,
+			"status", cmp.Or(out.Status, out.ReadStatus), "already_recorded", out.AlreadyRecorded)
 	}
 	return out, err
 }

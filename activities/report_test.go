@@ -1,8 +1,10 @@
 package activities_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -144,6 +146,25 @@ func TestReportOutcome_decides_read_first_when_it_runs(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "no longer by this claim")
 	require.Empty(t, tm.Completions(string(task.ID)), "nothing posted for the newer claim")
+}
+
+// Each outcome that lands is logged once, with its task and the status
+// TaskManager gave it: operators see a task's end in the bridge's log,
+// not only its claim.
+func TestReportOutcome_logs_the_outcome_that_landed(t *testing.T) {
+	t.Parallel()
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k"})
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "k"})
+	require.NoError(t, err)
+	task := claimed(t, api, "test.a", map[string]any{"x": 1})
+	var logs bytes.Buffer
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	(&activities.Activities{Registry: activities.NewRegistry(), TaskManager: api, Logger: slog.New(slog.NewTextHandler(&logs, nil))}).RegisterOn(env)
+	in := activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Success: true, Result: json.RawMessage(`{"ok":true}`)}
+	_, err = env.ExecuteActivity(activities.ReportActivityName, in)
+	require.NoError(t, err)
+	require.Contains(t, logs.String(), `level=INFO msg="✓ reported outcome" task_id=`+string(task.ID)+` attempts=1 success=true status=completed`)
 }
 
 // A handler whose result is over MaxResultBytes fails the task for good,

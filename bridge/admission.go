@@ -169,10 +169,11 @@ func (t *ticket) empty() {
 // claim records that the claim returned the task of workflowID: it counts
 // against max_runs, unless the task's run is open here already (a claim
 // renewed, or claimed again while its run goes on): that is no new task.
-func (t *ticket) claim(workflowID string) {
+func (t *ticket) claim(workflowID string) (renewal bool) {
 	t.a.mu.Lock()
 	defer t.a.mu.Unlock()
-	if _, running := t.a.open[workflowID]; !running {
+	_, renewal = t.a.open[workflowID]
+	if !renewal {
 		t.a.claims++
 		if t.a.claims == t.a.maxRuns {
 			close(t.a.spent)
@@ -180,6 +181,7 @@ func (t *ticket) claim(workflowID string) {
 	}
 	t.workflow = workflowID
 	t.a.starting[workflowID] = true
+	return renewal
 }
 
 // failing frees the pending-start place of a ticket whose task cannot be
@@ -245,7 +247,9 @@ func (a *admission) adoptRun(workflowID string, attempts int) bool {
 	if _, ok := a.open[workflowID]; ok {
 		return false
 	}
-	a.open[workflowID] = &open{gen: a.nextGen(), attempts: attempts}
+	// Its claim is at least as old as now: the oldest claim's age (an
+	// alert on claims not renewed) counts from here.
+	a.open[workflowID] = &open{gen: a.nextGen(), attempts: attempts, claimed: time.Now()}
 	a.broadcast()
 	return true
 }

@@ -59,6 +59,7 @@ type Bridge struct {
 	gate           *gate
 	scout          *scout      // finds pending work for idle claim loops
 	closerOn       atomic.Bool // the closer sees runs close (else: one watch per run)
+	closerList     trouble     // listing closed runs fails
 	closerUnnamed  atomic.Bool // visibility refused a list naming runs: list the queue's
 	closerOnce     sync.Once
 	types          []servedType
@@ -197,6 +198,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	if reg != nil {
 		reg.Seal() // its handlers are taken: one added later would never be served
 	}
+	m.registerState(b.adm, cfg.MaxInFlight, cfg.ClaimTimeout) // served on metrics_addr, or by the program (WithMetricsRegistry)
 	return b, nil
 }
 

@@ -65,6 +65,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		cctx, cancelClaim := claimContext(ctx)
 		task, err := b.api.Claim(cctx, req)
 		cancelClaim()
+		renewal := false
 		b.metrics.claimDuration.WithLabelValues(t.Name).Observe(time.Since(claimedAt).Seconds())
 		if err == nil {
 			if task.Type != t.Name {
@@ -76,7 +77,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 				}
 				task.Type = t.Name
 			}
-			tk.claim(b.WorkflowID(task.ID))
+			renewal = tk.claim(b.WorkflowID(task.ID))
 		} else if errors.Is(err, taskmanager.ErrTransient) {
 			// The server may have claimed a task whose answer we lost: the
 			// ticket keeps its slot until a sweep has looked. Held before
@@ -93,8 +94,13 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 		if err == nil {
 			failures = 0
 			hurry = true // more may be pending: the scout looks at once if none is left
-			b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
-			log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
+			if renewal {
+				b.metrics.claims.WithLabelValues(t.Name, "renewed").Inc()
+				log.Info("✓ claimed task again while its run goes on (its claim had timed out)", "task_id", string(task.ID), "attempts", int(task.Attempts))
+			} else {
+				b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
+				log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
+			}
 			b.startTask(tk, task, t, claimedAt, traceClaim(t, task, claimedAt))
 			continue
 		}

@@ -79,6 +79,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 		bg: bg, bgCancel: cancel, metrics: m, auth: auth, undecodableFor: 100 * time.Millisecond, fatal: make(chan error, 1), stopDone: make(chan struct{}),
 	}
 	b.adm.finished = m.runFinished
+	m.registerState(b.adm, cfg.MaxInFlight, cfg.ClaimTimeout) // as New does
 	b.closerOn.Store(true)
 	t.Cleanup(cancel)
 	for _, name := range testTypes {

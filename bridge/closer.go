@@ -93,8 +93,9 @@ func (b *Bridge) closer(ctx context.Context) {
 			}
 			return
 		case err != nil:
-			b.log.Debug("cannot list closed runs; looking again", "err", err)
+			b.closerList.failed(b.log, "cannot list closed runs in Temporal's visibility; looking again each second (open runs are also described one by one every 30 s)", "err", err)
 		default:
+			b.closerList.ok(b.log, "closed runs listed again")
 			since = look
 		}
 		// The sweep goes on when lists fail (visibility over its rate

@@ -28,7 +28,6 @@ func (b *Bridge) serveMetrics() error {
 		return fmt.Errorf("metrics_addr: %w", err)
 	}
 	b.metricsURL = "http://" + ln.Addr().String()
-	b.metrics.registerState(b.adm, b.cfg.ClaimTimeout)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -205,10 +205,10 @@ func TestMetrics_on_a_registry_in_use(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	first := newMetrics(reg)
-	first.registerState(newAdmission(1, 0), time.Minute)
+	first.registerState(newAdmission(1, 0), 1, time.Minute)
 	first.claims.WithLabelValues("t", "claimed").Inc()
 	second := newMetrics(reg)
-	second.registerState(newAdmission(1, 0), 2*time.Minute)
+	second.registerState(newAdmission(1, 0), 2, 2*time.Minute)
 	second.claims.WithLabelValues("t", "claimed").Inc()
 
 	fams, err := reg.Gather()

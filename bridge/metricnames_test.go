@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,13 +18,12 @@ import (
 func exportedNames(t *testing.T) map[string]bool {
 	t.Helper()
 	m := newMetrics(nil)
-	m.registerState(newAdmission(1, 0), time.Minute)
+	m.registerState(newAdmission(1, 0), 1, time.Minute)
 	// Vectors show only once they have a series.
 	m.claims.WithLabelValues("t", "claimed")
 	m.claimDuration.WithLabelValues("t").Observe(1)
 	m.startDuration.WithLabelValues("t").Observe(1)
 	m.started.WithLabelValues("t")
-	m.finished.WithLabelValues("completed")
 	m.observeAPI("claim", 200, time.Second)
 	fams, err := m.reg.Gather()
 	require.NoError(t, err)
@@ -87,16 +87,16 @@ func TestMetricNames_alert_rules_query_exported_metrics(t *testing.T) {
 	require.Greater(t, n, 5)
 }
 
-// PromQL's `and` keeps only the left series whose labels match a right
-// series exactly: sides with different labels never fire. The shipped
-// rules aggregate both sides of each `and` by instance. (No PromQL engine
-// here: the Prometheus module would upgrade gRPC and the Kubernetes API
-// this repository pins.)
+// PromQL's `and` (and `unless`) matches the left series with the right
+// ones whose labels are the same exactly: sides with different labels
+// never fire (or never silence). The shipped rules aggregate both sides
+// of each by instance. (No PromQL engine here: the Prometheus module
+// would upgrade gRPC and the Kubernetes API this repository pins.)
 func TestMetricNames_alert_rules_match_both_sides_of_and(t *testing.T) {
 	rules := alertRules(t)
 	ands := 0
 	for _, r := range rules {
-		sides := regexp.MustCompile(`\band\b`).Split(r.Expr, -1)
+		sides := regexp.MustCompile(`\b(and|unless)\b`).Split(r.Expr, -1)
 		if len(sides) == 1 {
 			continue
 		}
@@ -109,8 +109,7 @@ func TestMetricNames_alert_rules_match_both_sides_of_and(t *testing.T) {
 }
 
 // The series the shipped alerts compare with `== 0` exist from the first
-// scrape: TmbridgeAtCapacity's finished runs, TmbridgeClaimErrors' claims
-// that took a task. In PromQL `rate(x[15m]) == 0` of a metric without
+// scrape: TmbridgeAtCapacity's finished runs and claims that took a task. In PromQL `rate(x[15m]) == 0` of a metric without
 // series is empty, and `A and <empty>` never fires: a bridge whose
 // handlers hang from the start, or whose claims fail before one took a
 // task, raised no alert. (Found by a review.)
@@ -136,5 +135,58 @@ func TestMetrics_series_alerts_compare_exist_before_their_first_event(t *testing
 		"tmbridge_report_attempts_total,result=ok",
 	} {
 		require.True(t, series[want], "%s: no series", want)
+	}
+}
+
+// Each result a shipped rule selects is one the bridge counts: a rule on
+// a result the code never writes would never fire. (Found by a review:
+// exportedNames seeded a result "completed" that the bridge never has.)
+func TestMetricNames_alert_rules_select_results_the_bridge_counts(t *testing.T) {
+	results := map[string][]string{
+		"tmbridge_claims_total":             claimResults,
+		"tmbridge_report_attempts_total":    reportResults,
+		"tmbridge_workflows_finished_total": finishedResults,
+	}
+	selector := regexp.MustCompile(`\b(tmbridge_[a-z_]+)\{([^}]*)\}`)
+	matcher := regexp.MustCompile(`(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"`)
+	n := 0
+	for _, r := range alertRules(t) {
+		for _, sel := range selector.FindAllStringSubmatch(r.Expr, -1) {
+			for _, m := range matcher.FindAllStringSubmatch(sel[2], -1) {
+				if m[1] != "result" {
+					continue
+				}
+				require.Contains(t, results, sel[1], "alert %s selects a result of %s, which has none", r.Alert, sel[1])
+				values := []string{m[3]}
+				if m[2] == "=~" || m[2] == "!~" {
+					values = strings.Split(m[3], "|")
+				}
+				for _, v := range values {
+					require.Contains(t, results[sel[1]], v, "alert %s: %s{result=%q} is never counted", r.Alert, sel[1], v)
+					n++
+				}
+			}
+		}
+	}
+	require.Positive(t, n)
+	// And the bridge pre-creates each, so that rate() has a series at once.
+	m := newMetrics(nil)
+	m.serveTypes([]servedType{{Name: "t"}})
+	fams, err := m.reg.Gather()
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	for _, f := range fams {
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "result" {
+					seen[f.GetName()+"="+l.GetValue()] = true
+				}
+			}
+		}
+	}
+	for name, values := range results {
+		for _, v := range values {
+			require.True(t, seen[name+"="+v], "%s{result=%q} is not pre-created", name, v)
+		}
 	}
 }

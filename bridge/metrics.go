@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.temporal.io/sdk/temporal"
 )
 
 // metrics are the bridge's Prometheus metrics, served on /metrics with the
@@ -35,7 +36,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{
 		reg: reg,
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tmbridge_claims_total", Help: "Claim calls by task type and result (claimed, empty, error).",
+			Name: "tmbridge_claims_total", Help: "Claim calls by task type and result: claimed (a task to run), renewed (this bridge's own running task, claimed again once its claim timed out), empty, error.",
 		}, []string{"task_type", "result"}),
 		claimDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tmbridge_claim_duration_seconds", Help: "How long claim calls (POST /tasks/claim) took, by task type.", Buckets: latencyBuckets,
@@ -50,7 +51,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "tmbridge_workflows_finished_total", Help: "Task workflows of this worker no longer counted in flight (once per claim that opened one): result reported (its outcome landed in TaskManager) or closed (Temporal says it closed).",
 		}, []string{"result"}),
 		reportAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tmbridge_report_attempts_total", Help: "Attempts to report a task's outcome to TaskManager (POST /tasks/{id}/complete) by result: ok, or error (retried by Temporal until TaskManager has it).",
+			Name: "tmbridge_report_attempts_total", Help: "Attempts to report a task's outcome to TaskManager (POST /tasks/{id}/complete), the bridge's own failures of tasks it cannot start included, by result: ok; error (retried until TaskManager has it); refused (a final answer, not retried: the task was ended or claimed again by another, is gone, or refused the outcome).",
 		}, []string{"result"}),
 		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tmbridge_taskmanager_request_duration_seconds", Help: "TaskManager API calls by endpoint and HTTP status (0: no answer).", Buckets: latencyBuckets,
@@ -74,19 +75,28 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	registerShared(reg, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Results seen from the start, so that rate() and alerts work from
 	// the first scrape.
-	m.reportAttempts.WithLabelValues("ok")
-	m.reportAttempts.WithLabelValues("error")
-	m.finished.WithLabelValues("reported")
-	m.finished.WithLabelValues("closed")
+	for _, result := range reportResults {
+		m.reportAttempts.WithLabelValues(result)
+	}
+	for _, result := range finishedResults {
+		m.finished.WithLabelValues(result)
+	}
 	return m
 }
+
+// The values of the result labels (the alert rules' tests check theirs).
+var (
+	claimResults    = []string{"claimed", "renewed", "empty", "error"}
+	reportResults   = []string{"ok", "error", "refused"}
+	finishedResults = []string{"reported", "closed"}
+)
 
 // serveTypes sets up the claim results of each type served at 0, so that
 // an alert comparing rates (claims failing while none succeeds) has series
 // from the first scrape.
 func (m *metrics) serveTypes(types []servedType) {
 	for _, t := range types {
-		for _, result := range []string{"claimed", "empty", "error"} {
+		for _, result := range claimResults {
 			m.claims.WithLabelValues(t.Name, result)
 		}
 	}
@@ -97,13 +107,19 @@ func (m *metrics) observeAPI(endpoint string, status int, took time.Duration) {
 	m.apiDuration.WithLabelValues(endpoint, strconv.Itoa(status)).Observe(took.Seconds())
 }
 
-// observeReport records one attempt to report an outcome.
+// observeReport records one attempt to report an outcome: ok, error
+// (retried), or refused (TaskManager's final answer: a non-retryable
+// error, see activities.Report).
 func (m *metrics) observeReport(err error) {
-	result := "ok"
-	if err != nil {
-		result = "error"
+	var appErr *temporal.ApplicationError
+	switch {
+	case err == nil:
+		m.reportAttempts.WithLabelValues("ok").Inc()
+	case errors.As(err, &appErr) && appErr.NonRetryable():
+		m.reportAttempts.WithLabelValues("refused").Inc()
+	default:
+		m.reportAttempts.WithLabelValues("error").Inc()
 	}
-	m.reportAttempts.WithLabelValues(result).Inc()
 }
 
 // register registers c on reg, or returns the collector registered
@@ -133,12 +149,17 @@ func registerShared(reg *prometheus.Registry, c prometheus.Collector) {
 }
 
 // registerState adds the gauges read from the bridge's state at scrape
-// time, in place of those of an earlier bridge on the same registry.
-func (m *metrics) registerState(adm *admission, claimTimeout time.Duration) {
+// time, in place of those of an earlier bridge on the same registry (New
+// calls it, so that a registry given with WithMetricsRegistry has them
+// too).
+func (m *metrics) registerState(adm *admission, maxInFlight int, claimTimeout time.Duration) {
 	gauges := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "tmbridge_tasks_in_flight", Help: "Claimed tasks whose workflow has not closed.",
+			Name: "tmbridge_tasks_in_flight", Help: "Places of max_in_flight taken: claimed tasks whose workflow has not closed, and claim calls whose answer was lost (held until a sweep of this worker's claims shows whether they took a task).",
 		}, func() float64 { return float64(adm.inFlight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tmbridge_max_in_flight", Help: "The max_in_flight configured: tmbridge_tasks_in_flight stops there.",
+		}, func() float64 { return float64(maxInFlight) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tmbridge_oldest_claim_age_seconds", Help: "Age of the oldest claim of this bridge whose run is open (0: none). Past tmbridge_claim_timeout_seconds, TaskManager may hand the task to another worker; the bridge claims such a task again itself when it has room, and its run goes on either way.",
 		}, func() float64 {

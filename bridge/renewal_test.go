@@ -113,6 +113,14 @@ func TestClaims_renewal_does_not_count_against_max_runs(t *testing.T) {
 			fresh := bb.create(t, "example.echo", map[string]any{"message": "the last of --max-runs"})
 			require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+fresh)) == 1 }, eventually, 5*time.Millisecond, "the new task runs")
 			require.Equal(t, maxRuns, bb.b.adm.claimed())
+			// The metrics tell a renewal from a new task (an alert on
+			// tasks held without progress counts only new ones).
+			require.GreaterOrEqual(t, counterValue(t, bb.b.metrics.claims.WithLabelValues("example.sleep", "renewed")), 1.0)
+			newClaims := 1.0
+			if adopted {
+				newClaims = 0
+			}
+			require.Equal(t, newClaims, counterValue(t, bb.b.metrics.claims.WithLabelValues("example.sleep", "claimed")))
 		})
 	}
 }

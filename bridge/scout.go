@@ -36,6 +36,9 @@ type scout struct {
 	seen  map[claimSeen]time.Time // claims no run of this bridge holds, when first listed
 	kick  chan struct{}           // a loop began to wait: the scout looks, then every poll interval
 	hurry chan struct{}           // a loop took the last claim allowed after one that took a task: look now
+	// listing: GET /tasks?status=pending fails (then every type claims
+	// once per poll interval: on PHP, a 500 and an error-log line each).
+	listing trouble
 }
 
 // typeClaims is the scout's account of the claims of one type. given −
@@ -302,7 +305,7 @@ func (b *Bridge) runScout(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			b.log.Debug("cannot list pending tasks: claiming every type", "err", err)
+			b.scout.listing.failed(b.log, "cannot list pending tasks: claiming every type once per poll interval", "err", err)
 			b.scout.wakeAll()
 			// As without a scout: each loop claims once per poll interval,
 			// at once again only after a claim that took a task. (Its
@@ -318,6 +321,7 @@ func (b *Bridge) runScout(ctx context.Context) {
 			t.Stop()
 			continue
 		default:
+			b.scout.listing.ok(b.log, "pending tasks listed again: claiming only the types that have some")
 			pending := map[string]int{}
 			for _, t := range rows {
 				if served[t.Type] {

@@ -84,7 +84,7 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 				"task_id", string(task.ID), "task_type", t.Name, "err", err)
 		case state == runDone:
 			tk.dropped()
-			b.log.Info("no run needed: this claim's run already closed, or the claim is over", "workflow_id", id)
+			b.log.Info("no run needed: this claim's run already closed, or the claim is over", "task_id", string(task.ID), "task_type", t.Name, "workflow_id", id)
 		default:
 			// A claim found again (zero claimedAt) was made before now.
 			if tk.opened(id, int(task.Attempts), cmp.Or(claimedAt, time.Now())) {
@@ -211,6 +211,9 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 			state = runOpen
 		}
 		cancel()
+		if err == nil && state == runDone {
+			return state, nil // nothing started or signalled
+		}
 		if err == nil {
 			b.metrics.started.WithLabelValues(task.Type).Inc()
 			if !claimedAt.IsZero() {
@@ -230,14 +233,14 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 			continue
 		}
 		if refusedBridge(err) {
-			b.log.Error("Temporal refuses this bridge's starts (permission denied): check the role of its Temporal credentials; the task stays claimed and its start is retried", "workflow_id", id, "err", err)
+			b.log.Error("Temporal refuses this bridge's starts (permission denied): check the role of its Temporal credentials; the task stays claimed and its start is retried", "task_id", string(task.ID), "task_type", task.Type, "workflow_id", id, "err", err)
 			continue
 		}
 		if temporalUnreachable(err) && b.gate.shut() {
 			b.log.Warn("Temporal is unreachable: claiming paused until it answers", "err", err)
 			go b.probeTemporal()
 		}
-		b.log.Warn("cannot start workflow; retrying", "workflow_id", id, "err", err)
+		b.log.Warn("cannot start workflow; retrying", "task_id", string(task.ID), "task_type", task.Type, "workflow_id", id, "err", err)
 	}
 }
 
@@ -416,6 +419,7 @@ func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string, read
 		in := activities.ReportInput{TaskID: string(task.ID), WorkerID: b.cfg.WorkerID, Attempt: int(task.Attempts), Error: reason}
 		for failures := 1; b.bg.Err() == nil; failures++ {
 			out, err := report(b.bg, b.api, in)
+			b.metrics.observeReport(err)
 			in.ReadFirst = true // that post may have landed: read first from now on
 			switch {
 			case err == nil:
@@ -435,7 +439,9 @@ func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string, read
 				b.log.Warn("cannot fail the task in TaskManager: its claim is gone", "task_id", string(task.ID), "err", err)
 				return
 			}
-			sleep(b.bg, max(backoff(failures), retryDelay(err)))
+			wait := max(backoff(failures), retryDelay(err))
+			b.log.Warn("cannot fail the task in TaskManager yet; retrying (it stays claimed meanwhile)", "task_id", string(task.ID), "err", err, "retry_in", wait.Round(time.Millisecond))
+			sleep(b.bg, wait)
 		}
 	}()
 }

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -208,6 +209,7 @@ var bridgeMetrics = []string{
 	"tmbridge_workflows_started_total",
 	"tmbridge_workflows_finished_total",
 	"tmbridge_tasks_in_flight",
+	"tmbridge_max_in_flight",
 	"tmbridge_oldest_claim_age_seconds",
 	"tmbridge_claim_timeout_seconds",
 	"tmbridge_report_attempts_total",
@@ -308,4 +310,71 @@ func TestGrafana_temporal_dashboards_are_the_published_ones(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The alert rules select the job the scrape configs name, in compose
+// (prometheus.yml) and on Kubernetes (kubernetes-scrape.yml), and the
+// Kubernetes job keeps the Deployment's pods and scrapes the port and
+// path their annotations give. (Found by a review: the rules said
+// job="tmbridge", while Prometheus' usual annotation-based job names the
+// pods "kubernetes-pods", so TmbridgeDown could never fire there.)
+func TestPrometheus_alerts_select_the_job_that_scrapes_tmbridge(t *testing.T) {
+	t.Parallel()
+	jobs := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\bjob="([^"]+)"`).FindAllStringSubmatch(string(readFile(t, "deploy", "prometheus", "alerts.yml")), -1) {
+		jobs[m[1]] = true
+	}
+	require.Equal(t, map[string]bool{"tmbridge": true}, jobs, "the jobs the alert rules select")
+
+	var k8s struct {
+		ScrapeConfigs []struct {
+			JobName             string              `yaml:"job_name"`
+			KubernetesSDConfigs []map[string]string `yaml:"kubernetes_sd_configs"`
+			RelabelConfigs      []struct {
+				SourceLabels []string `yaml:"source_labels"`
+				Regex        string   `yaml:"regex"`
+				Action       string   `yaml:"action"`
+				Replacement  string   `yaml:"replacement"`
+				TargetLabel  string   `yaml:"target_label"`
+			} `yaml:"relabel_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	decodeStrict(t, readFile(t, "deploy", "prometheus", "kubernetes-scrape.yml"), &k8s)
+	require.Len(t, k8s.ScrapeConfigs, 1)
+	sc := k8s.ScrapeConfigs[0]
+	require.Equal(t, "tmbridge", sc.JobName)
+	require.Equal(t, []map[string]string{{"role": "pod"}}, sc.KubernetesSDConfigs)
+
+	// What Prometheus' pod discovery shows of the Deployment's pods.
+	pod := loadManifests(t).deployment.Spec.Template
+	meta := map[string]string{"__address__": "10.0.0.7"}
+	sanitize := regexp.MustCompile(`[^a-zA-Z0-9_]`)
+	for k, v := range pod.Labels {
+		meta["__meta_kubernetes_pod_label_"+sanitize.ReplaceAllString(k, "_")] = v
+	}
+	for k, v := range pod.Annotations {
+		meta["__meta_kubernetes_pod_annotation_"+sanitize.ReplaceAllString(k, "_")] = v
+	}
+	kept := 0
+	for _, rc := range sc.RelabelConfigs {
+		values := make([]string, len(rc.SourceLabels))
+		for i, l := range rc.SourceLabels {
+			values[i] = meta[l]
+		}
+		re := regexp.MustCompile("^(?:" + rc.Regex + ")$")
+		joined := strings.Join(values, ";")
+		switch rc.Action {
+		case "keep":
+			require.Regexp(t, re, joined, "the Deployment's pods are kept (%v)", rc.SourceLabels)
+			kept++
+		case "", "replace":
+			if m := re.FindStringSubmatchIndex(joined); m != nil {
+				meta[rc.TargetLabel] = string(re.ExpandString(nil, strings.NewReplacer("$1", "${1}", "$2", "${2}").Replace(cmp.Or(rc.Replacement, "$1")), joined, m))
+			}
+		}
+	}
+	require.Equal(t, 2, kept)
+	require.Equal(t, "10.0.0.7:"+strconv.Itoa(metricsPort), meta["__address__"], "the port scraped")
+	require.Equal(t, "/metrics", meta["__metrics_path__"])
+	require.Equal(t, int32(metricsPort), pod.Spec.Containers[0].Ports[0].ContainerPort)
 }
