@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -204,14 +205,16 @@ func TestCheck_passes_on_a_good_setup(t *testing.T) {
 	}
 }
 
-// Each thing wrong shows as its own FAIL row, with exit status 1; the
-// checks that need a failed connection are SKIP; the others still run.
+// Each thing wrong shows as its own FAIL row, with exit status 1 (78 for
+// a config error); the checks that need a failed connection are SKIP; the
+// others still run.
 func TestCheck_fails_each_problem_in_its_row(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name   string
 		args   []string
 		env    string // another API key
+		code   int    // the exit status, when not 1
 		change func(*checkBundle)
 		want   map[string]checkRow // by check: result and a part of the detail
 	}{
@@ -232,8 +235,9 @@ func TestCheck_fails_each_problem_in_its_row(t *testing.T) {
 				"type other.unregistered":    {Result: checkFail, Detail: `"other.unregistered" is not registered in TaskManager`},
 				"handler other.unregistered": {Result: checkPass, Detail: "Go handler other.unregistered"},
 			}},
-		{name: "type without a handler", args: []string{"--task-types=example.echo,example.nohandler"},
+		{name: "type without a handler", args: []string{"--task-types=example.echo,example.nohandler"}, code: ExitConfig,
 			want: map[string]checkRow{
+				"handlers":               {Result: checkFail, Detail: `task_types: "example.nohandler" has no handler or route in this bridge`},
 				"type example.nohandler": {Result: checkFail, Detail: `"example.nohandler" has no handler or route in this bridge`},
 			}},
 		{name: "type id unknown", args: []string{"--task-type-ids=1,99"},
@@ -288,7 +292,7 @@ func TestCheck_fails_each_problem_in_its_row(t *testing.T) {
 				key = tc.env
 			}
 			c, out := b.checkWith(t, reg, key, tc.args...)
-			require.Equal(t, 1, c.exitCode(), out)
+			require.Equal(t, cmp.Or(tc.code, 1), c.exitCode(), out)
 			for check, want := range tc.want {
 				got := row(t, c, check)
 				require.Equal(t, want.Result, got.Result, "%s: %+v\n%s", check, got, out)

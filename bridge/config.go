@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"math"
@@ -22,7 +23,6 @@ import (
 
 	"github.com/agnivade/levenshtein"
 	"github.com/go-viper/mapstructure/v2"
-	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
@@ -336,13 +336,15 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 		}
 	}
 	if err := fs.Parse(args); err != nil {
-		return Config{}, err
+		return Config{}, flagError(err)
 	}
 	if fs.NArg() > 0 {
 		// A mistyped subcommand would run the bridge: refused.
 		msg := fmt.Sprintf("unexpected argument %q: %s takes flags only", fs.Arg(0), cmd.name)
 		if near := closest(fs.Arg(0), []string{"check", "setup"}); cmd == bridgeCommand && near != "" {
 			msg += fmt.Sprintf(" (did you mean %s %s?)", cmd.name, near)
+		} else if strings.TrimLeft(fs.Arg(0), "-") == "version" {
+			msg += " (did you mean tmbridge --version?)"
 		}
 		return Config{}, errors.New(msg)
 	}
@@ -404,8 +406,15 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 		path = f.Value.String()
 	}
 	if path != "" {
-		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+		fileK := koanf.New(delim)
+		if err := fileK.Load(file.Provider(path), configFile{}); err != nil {
 			return Config{}, fmt.Errorf("config file %s: %w", path, err)
+		}
+		if fileK.Exists("config") {
+			return Config{}, fmt.Errorf("config file %s: config: a config file cannot name another one (the file is --config or TMBRIDGE_CONFIG)", path)
+		}
+		if err := k.Merge(fileK); err != nil {
+			return Config{}, err
 		}
 	}
 	if err := k.Merge(envOnly); err != nil {
@@ -427,6 +436,28 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 	}
 	cfg.Warnings = unknownEnv(environ, envKeys, cfg.handlerEnv())
 	return cfg, nil
+}
+
+// flagError is a flag parse error that shows no secret (pflag quotes the
+// whole argument of an unknown shorthand: -kSECRET), and says where the
+// API keys go when one was given as a flag.
+func flagError(err error) error {
+	if errors.Is(err, ErrHelp) {
+		return err
+	}
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "unknown shorthand flag: "); ok {
+		if i := strings.Index(rest, " in -"); i >= 0 {
+			msg = "unknown shorthand flag: " + rest[:i]
+		}
+	}
+	switch {
+	case strings.Contains(msg, "unknown flag: --api-key") && !strings.Contains(msg, "--api-key-file"):
+		msg += " (the API key is not a flag, which other users could read in ps: set TASKMANAGER_API_KEY, api_key in the config file, or --api-key-file)"
+	case strings.Contains(msg, "unknown flag: --temporal-api-key"), strings.Contains(msg, "unknown flag: --temporal-tls"):
+		msg += " (Temporal's API key and TLS are set with TEMPORAL_API_KEY and TEMPORAL_TLS_* variables, or a temporal.toml profile)"
+	}
+	return errors.New(msg)
 }
 
 // toolEnv are TMBRIDGE_ variables of the project's tools, not settings.
@@ -452,6 +483,8 @@ func unknownEnv(environ []string, envKeys map[string]string, used []string) []st
 		msg := fmt.Sprintf("environment: %s names no setting and is ignored", name)
 		if near := closest(name, known); near != "" {
 			msg += fmt.Sprintf(" (did you mean %s?)", near)
+		} else if strings.HasPrefix(name, "TMBRIDGE_TYPES__") || strings.HasPrefix(name, "TMBRIDGE_TYPE_DEFAULTS__") {
+			msg += " (types and type_defaults are set in the config file only)"
 		}
 		out = append(out, msg)
 	}
@@ -550,6 +583,12 @@ func decode(k *koanf.Koanf) (Config, error) {
 	}
 
 	errs := decodeAt("", raw, &cfg)
+	var written []keyError
+	checkTypeKeys("type_defaults", defsRaw, &written)
+	checkTypeKeys("types", typesRaw, &written)
+	for _, e := range written {
+		errs = append(errs, e)
+	}
 	defErrs := decodeAt("type_defaults", defsRaw, &cfg.TypeDefaults)
 	errs = append(errs, defErrs...)
 	types, ok := asMap(typesRaw)
@@ -587,7 +626,7 @@ func decodeAt(path string, data, out any) []error {
 	var errs []keyError
 	unknownKeys(path, data, reflect.TypeOf(out).Elem(), &errs)
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		DecodeHook:       mapstructure.ComposeDecodeHookFunc(durationHook, mapstructure.StringToSliceHookFunc(",")),
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(durationHook, wholeNumberHook, boolTextHook, listHook),
 		WeaklyTypedInput: true, Squash: true, TagName: "koanf", Result: out,
 	})
 	if err != nil {
@@ -655,6 +694,9 @@ var (
 func unknownKeyMessage(key string, t reflect.Type, fields []koanfField) string {
 	if t == typeOptionsType && slices.ContainsFunc(koanfFields(typeConfigType), func(f koanfField) bool { return f.key == key }) {
 		return fmt.Sprintf("unknown key: %s is set per type, under types.<name>, not in type_defaults", key)
+	}
+	if t == reflect.TypeFor[TemporalConfig]() && (key == "api_key" || strings.HasPrefix(key, "tls")) {
+		return "unknown key: Temporal's API key and TLS are set with TEMPORAL_API_KEY and TEMPORAL_TLS_* variables, or a temporal.toml profile, not in this file"
 	}
 	keys := make([]string, len(fields))
 	for i, f := range fields {
@@ -962,23 +1004,32 @@ func (c *Config) finish() error {
 // bigger file is the wrong one (or /dev/zero).
 const maxKeyFile = 64 << 10
 
+// readKeyFile reads the API key from path. Its errors do not show the
+// path: the key itself may have been put there (--api-key-file=<key>).
 func readKeyFile(path string) (Secret, error) {
+	unread := func(err error) error {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("cannot read the file it names: %w (its value is not shown, in case it is the key itself: the key goes in TASKMANAGER_API_KEY or api_key)", err)
+	}
 	if fi, err := os.Stat(path); err != nil {
-		return "", err
+		return "", unread(err)
 	} else if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file (a device or a pipe may never end)", path)
+		return "", errors.New("the file it names is not a regular file (a device or a pipe may never end)")
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", unread(err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
-		return "", err
+		return "", unread(err)
 	}
 	if len(b) > maxKeyFile {
-		return "", fmt.Errorf("%s is larger than %d KiB: not a key file", path, maxKeyFile>>10)
+		return "", fmt.Errorf("the file it names is larger than %d KiB: not a key file", maxKeyFile>>10)
 	}
 	return Secret(strings.TrimSpace(string(b))), nil
 }

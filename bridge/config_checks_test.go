@@ -149,10 +149,10 @@ func TestLoad_api_key_file_is_bounded(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "key")
 	require.NoError(t, os.WriteFile(path, []byte(strings.Repeat("k", maxKeyFile+1)), 0o600))
 	_, err := Load([]string{"--api-key-file=" + path}, nil, &bytes.Buffer{})
-	require.ErrorContains(t, err, "api_key_file: "+path+" is larger than 64 KiB")
+	require.ErrorContains(t, err, "api_key_file: the file it names is larger than 64 KiB")
 	require.NotContains(t, err.Error(), "kkkk")
 	_, err = Load([]string{"--api-key-file=/dev/zero"}, nil, &bytes.Buffer{})
-	require.ErrorContains(t, err, "/dev/zero is not a regular file", "an endless file does not hang the start")
+	require.ErrorContains(t, err, "api_key_file: the file it names is not a regular file", "an endless file does not hang the start")
 	fifo := filepath.Join(t.TempDir(), "fifo")
 	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
 	_, err = Load([]string{"--api-key-file=" + fifo}, nil, &bytes.Buffer{})
@@ -300,4 +300,175 @@ func TestTemporalOptions_empty_variables_are_as_if_unset(t *testing.T) {
 		require.Equal(t, "prod", opts.Namespace, extra)
 		require.Nil(t, opts.ConnectionOptions.TLS, extra)
 	}
+}
+
+// A section of the file left empty (its keys commented out) and a key
+// left empty are as if unset, as an empty environment variable is: the
+// defaults stay. Before, `temporal:` alone wiped every temporal default,
+// and errors named keys the user never wrote. (Found by a review.)
+func TestLoad_empty_keys_in_the_file_keep_the_defaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load([]string{"--config=" + writeFile(t, "temporal:\n#  address: temporal.internal:7233\nworker_id:\npoll_interval:\n")}, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	def, err := Load(nil, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, def.Temporal, cfg.Temporal)
+	require.Equal(t, def.WorkerID, cfg.WorkerID)
+	require.Equal(t, def.PollInterval, cfg.PollInterval)
+}
+
+// A value YAML reads as a number but written otherwise than in plain
+// decimal keeps its text in a string key: api_key: 0123 is "0123", not
+// "83". A number key refuses what is not a whole decimal number, and a
+// fraction where a whole number goes, as the environment does. Before,
+// the key 0123 was sent as 83, and max_runs: 2.5 ran 2. (Found by a
+// review.)
+func TestLoad_values_keep_what_was_written(t *testing.T) {
+	t.Parallel()
+	for text, want := range map[string]string{
+		"0123": "0123", "0x1F": "0x1F", "1e5": "1e5", "1_000": "1_000", "12345678901234567890123": "12345678901234567890123",
+		"True": "True", "true": "true", "42": "42", "-7": "-7", "1.50": "1.50", "1.5": "1.5",
+	} {
+		cfg, err := Load([]string{"--config=" + writeFile(t, "api_key: "+text+"\nworker_id: "+text+"\n")}, nil, &bytes.Buffer{})
+		require.NoError(t, err, text)
+		require.Equal(t, want, cfg.APIKey.Reveal(), text)
+		require.Equal(t, want, cfg.WorkerID, text)
+	}
+	for _, body := range []string{"max_runs: 2.5\n", "max_in_flight: 0x10\n", "max_runs: 1e3\n", "type_defaults: { retry: { maximum_attempts: 1.5 } }\n"} {
+		_, err := Load([]string{"--config=" + writeFile(t, body)}, nil, &bytes.Buffer{})
+		require.ErrorContains(t, err, "want a whole number", body)
+	}
+	cfg, err := Load([]string{"--config=" + writeFile(t, "max_runs: 010\nmax_in_flight: \"7\"\ntask_type_ids: [1, 2]\n")}, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 10, cfg.MaxRuns, "in decimal, not octal")
+	require.Equal(t, 7, cfg.MaxInFlight)
+	require.Equal(t, []string{"1", "2"}, cfg.TaskTypeIDs)
+}
+
+// A list written as one string is trimmed inside types too, as
+// task_types is: " KeyError" never matched an error type. (Found by a
+// review.)
+func TestLoad_lists_written_as_one_string_are_trimmed(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load([]string{"--config=" + writeFile(t, "type_defaults:\n  retry:\n    non_retryable_error_types: \"ValueError, KeyError,\"\n")}, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"ValueError", "KeyError"}, cfg.TypeDefaults.Retry.NonRetryableErrorTypes)
+}
+
+// A type option written as 0 is refused, with what to write: 0 means
+// "not set" there (the default, or type_defaults'), not Temporal's
+// "unlimited" or "no timeout". Before, maximum_attempts: 0 ran 3 attempts,
+// over a type_defaults of 5. A step's params are data, not options.
+// (Found by a review.)
+func TestLoad_type_options_written_as_zero_are_refused(t *testing.T) {
+	t.Parallel()
+	for body, want := range map[string]string{
+		"type_defaults: { retry: { maximum_attempts: 5 } }\ntypes:\n  example.echo: { retry: { maximum_attempts: 0 } }\n": "config: types.example.echo.retry.maximum_attempts: 0 is not a count of attempts here: write -1 for unlimited",
+		"type_defaults: { heartbeat_timeout: 0s }\n":                                                        "config: type_defaults.heartbeat_timeout: 0 is not \"no heartbeat timeout\" here",
+		"types:\n  x:\n    steps:\n      - { name: a, handler: example.echo, start_to_close_timeout: 0 }\n": "config: types.x.steps[0].start_to_close_timeout: 0 is not \"no timeout\" here",
+	} {
+		_, err := Load([]string{"--config=" + writeFile(t, body)}, nil, &bytes.Buffer{})
+		require.ErrorContains(t, err, want, body)
+	}
+	_, err := Load([]string{"--config=" + writeFile(t, "types:\n  x:\n    steps:\n      - { name: a, handler: example.echo, params: { maximum_attempts: 0, heartbeat_timeout: 0 } }\n")}, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+}
+
+// An exec command written as one string is refused, without showing it
+// (an argument may be a token). Before, it ran as a program named by the
+// whole string, and its error quoted it. (Found by a review.)
+func TestLoad_exec_command_as_one_string_is_refused(t *testing.T) {
+	t.Parallel()
+	_, err := Load([]string{"--config=" + writeFile(t, "types:\n  my.job:\n    exec: { command: \"python3 handler.py --token SECRETXYZ\" }\n")}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "config: types.my.job.exec.command: want a list, the program then each argument ([python3, handler.py]), got one string")
+	require.NotContains(t, err.Error(), "SECRETXYZ")
+}
+
+// The file cannot name another config file: `config:` in it was dropped
+// without a word, while every other unknown key is refused. (Found by a
+// review.)
+func TestLoad_config_key_in_the_file_is_refused(t *testing.T) {
+	t.Parallel()
+	_, err := Load([]string{"--config=" + writeFile(t, "config: other.yaml\n")}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "config: a config file cannot name another one")
+}
+
+// task_types naming a type this bridge cannot run is a config error (exit
+// 78), known before any connection. Before, it was found after
+// TaskManager's health check, and the bridge exited 1: systemd restarted
+// it every 10 s for ever. (Found by a review.)
+func TestRun_task_types_without_a_handler_exit_78(t *testing.T) {
+	t.Parallel()
+	reg := activities.NewRegistry()
+	activities.RegisterExamples(reg)
+	var out, errb bytes.Buffer
+	code := run([]string{"--task-types=my.custom.task", "--api-url=http://127.0.0.1:1/api", "--temporal-address=127.0.0.1:1"}, nil, &out, &errb, reg)
+	require.Equal(t, ExitConfig, code, errb.String())
+	require.Contains(t, errb.String(), `task_types: \"my.custom.task\" has no handler or route in this bridge`)
+}
+
+// A key pasted where its file's path goes is not shown in the error: not
+// the TaskManager key in api_key_file, not a private key in
+// TEMPORAL_TLS_CLIENT_KEY_PATH, nor a short flag's argument. Before,
+// each was printed in full. (Found by a review.)
+func TestLoad_a_key_pasted_where_a_path_goes_is_not_shown(t *testing.T) {
+	t.Parallel()
+	for _, in := range [][2][]string{
+		{{"--api-key-file=tm_live_s3cr3tT0ken"}, nil},
+		{nil, {"TASKMANAGER_API_KEY_FILE=tm_live_s3cr3tT0ken"}},
+		{{"-ks3cr3tT0ken"}, nil},
+	} {
+		_, err := Load(in[0], in[1], &bytes.Buffer{})
+		require.Error(t, err, in)
+		require.NotContains(t, err.Error(), "s3cr3t", in)
+	}
+	_, err := Load([]string{"--api-key-file=tm_live_s3cr3tT0ken"}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "config: api_key_file: cannot read the file it names: no such file or directory (its value is not shown")
+
+	pem := "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIOLtBzMiajWx6ikRAySbPMkuDjj83KIvurWcQ61BlgCD\n-----END PRIVATE KEY-----"
+	cfg, err := Load(nil, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	_, err = temporalOptions(cfg, []string{"TEMPORAL_TLS_CLIENT_KEY_PATH=" + pem, "TEMPORAL_TLS_CLIENT_CERT_PATH=/etc/hostname"}, slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, "<TEMPORAL_TLS_CLIENT_KEY_PATH: 118 bytes that look like a key or certificate, not a path: use TEMPORAL_TLS_CLIENT_KEY_DATA")
+	require.NotContains(t, err.Error(), "MC4CAQAw")
+}
+
+// What the bridge would take silently is refused: TEMPORAL_TLS=yes (TLS
+// off, as envconfig reads it), a TEMPORAL_CONFIG_FILE that is not there,
+// a typo in temporal.toml. (Found by a review.)
+func TestTemporalOptions_refuse_what_envconfig_ignores(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(nil, nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	toml := filepath.Join(t.TempDir(), "temporal.toml")
+	require.NoError(t, os.WriteFile(toml, []byte("[profile.default]\naddress = \"127.0.0.1:7233\"\napi_kye = \"x\"\n"), 0o600))
+	for env, want := range map[string]string{
+		"TEMPORAL_TLS=yes":                          "TEMPORAL_TLS: want true or false (or 1, 0), got",
+		"TEMPORAL_TLS_DISABLE_HOST_VERIFICATION=on": "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION: want true or false",
+		"TEMPORAL_CONFIG_FILE=/nonexistent.toml":    "TEMPORAL_CONFIG_FILE: stat /nonexistent.toml: no such file or directory",
+		"TEMPORAL_CONFIG_FILE=" + toml:              "api_kye",
+	} {
+		_, err := temporalOptions(cfg, []string{env}, slog.New(slog.DiscardHandler))
+		require.ErrorContains(t, err, want, env)
+	}
+	opts, err := temporalOptions(cfg, []string{"TEMPORAL_TLS=TRUE"}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NotNil(t, opts.ConnectionOptions.TLS)
+}
+
+// A refusal says what to use instead: the API key is not a flag,
+// Temporal's key and TLS are not in the file, types are not in the
+// environment, and `tmbridge version` is --version. (Found by a review.)
+func TestLoad_refusals_say_what_to_use_instead(t *testing.T) {
+	t.Parallel()
+	_, err := Load([]string{"--api-key=x"}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "unknown flag: --api-key (the API key is not a flag")
+	_, err = Load([]string{"--config=" + writeFile(t, "temporal:\n  api_key: x\n")}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "config: temporal.api_key: unknown key: Temporal's API key and TLS are set with TEMPORAL_API_KEY")
+	require.NotContains(t, err.Error(), ": x")
+	cfg, err := Load(nil, []string{"TMBRIDGE_TYPES__EXAMPLE_ECHO__LOCAL=true"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Contains(t, strings.Join(cfg.Warnings, "\n"), "TMBRIDGE_TYPES__EXAMPLE_ECHO__LOCAL names no setting and is ignored (types and type_defaults are set in the config file only)")
+	_, err = Load([]string{"version"}, nil, &bytes.Buffer{})
+	require.ErrorContains(t, err, "(did you mean tmbridge --version?)")
 }

@@ -232,9 +232,15 @@ func StopTimeout(shutdownGrace time.Duration) time.Duration {
 // envconfig, then applies the bridge's temporal.address, namespace and
 // grpc_compression.
 func temporalOptions(cfg Config, environ []string, log *slog.Logger) (client.Options, error) {
-	opts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{EnvLookup: envList(environ)})
+	env := envList(environ)
+	if err := checkTemporalEnv(env); err != nil {
+		return client.Options{}, err
+	}
+	// Strict: a typo in temporal.toml (api_kye) is refused, as one in the
+	// bridge's own file is.
+	opts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{EnvLookup: env, ConfigFileStrict: true})
 	if err != nil {
-		return opts, err
+		return opts, withoutTemporalSecrets(err, env)
 	}
 	if cfg.Temporal.Address != "" {
 		opts.HostPort = cfg.Temporal.Address
@@ -284,6 +290,51 @@ func tlsHint(err error, conf *tls.Config) string {
 		return "TLS: the server closed the connection: if it requires a client certificate, set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH"
 	}
 	return ""
+}
+
+// checkTemporalEnv refuses what envconfig would take silently: a TLS
+// switch that is not a bool (TEMPORAL_TLS=yes was TLS off), and a
+// TEMPORAL_CONFIG_FILE that names no file (it went unread).
+func checkTemporalEnv(env envList) error {
+	var errs []error
+	for _, name := range []string{"TEMPORAL_TLS", "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION"} {
+		if v, ok := env.LookupEnv(name); ok && !slices.Contains([]string{"1", "0", "true", "false"}, strings.ToLower(v)) {
+			errs = append(errs, fmt.Errorf("%s: want true or false (or 1, 0), got %s", name, describeValue(v)))
+		}
+	}
+	if path, ok := env.LookupEnv("TEMPORAL_CONFIG_FILE"); ok {
+		if _, err := os.Stat(path); err != nil {
+			errs = append(errs, fmt.Errorf("TEMPORAL_CONFIG_FILE: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// withoutTemporalSecrets returns err with the values of Temporal's secret
+// variables (its API key, TLS data, and a key or certificate pasted where
+// its path goes) not shown: envconfig's errors quote them.
+func withoutTemporalSecrets(err error, env envList) error {
+	msg := err.Error()
+	hidden := false
+	for _, kv := range env.Environ() {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "TEMPORAL_") || len(value) < 4 || !strings.Contains(msg, value) {
+			continue
+		}
+		pasted := strings.HasSuffix(name, "_PATH") && (strings.Contains(value, "\n") || strings.Contains(value, "-----BEGIN"))
+		if name != "TEMPORAL_API_KEY" && !strings.HasSuffix(name, "_DATA") && !pasted {
+			continue
+		}
+		shown := fmt.Sprintf("<%s: %d bytes, not shown>", name, len(value))
+		if pasted {
+			shown = fmt.Sprintf("<%s: %d bytes that look like a key or certificate, not a path: use %s_DATA for the PEM itself>", name, len(value), strings.TrimSuffix(name, "_PATH"))
+		}
+		msg, hidden = strings.ReplaceAll(msg, value, shown), true
+	}
+	if !hidden {
+		return err
+	}
+	return errors.New(msg)
 }
 
 // envList serves envconfig's lookups from an environ slice. A variable

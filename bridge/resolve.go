@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,9 +71,16 @@ func (c Config) Registry(reg *activities.Registry) (*activities.Registry, error)
 }
 
 // checkRoutes makes sure every configured type and step can run on reg's
-// handlers or is routed to another task queue.
+// handlers or is routed to another task queue, and every type task_types
+// names is one of them.
 func (c Config) checkRoutes(reg *activities.Registry) error {
 	var errs []error
+	runnable := runnableTypes(c, reg)
+	for _, name := range c.TaskTypes {
+		if !slices.Contains(runnable, name) {
+			errs = append(errs, fmt.Errorf("config: task_types: %q has no handler or route in this bridge (it can run: %s)", name, strings.Join(runnable, ", ")))
+		}
+	}
 	has := func(name string) bool { _, ok := reg.Lookup(name); return ok }
 	for _, name := range sortedKeys(c.Types) {
 		o := c.TypeOptions(name)

@@ -106,6 +106,10 @@ func (c *Client) BaseURL() string { return RedactURL(c.base) }
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
 	err := c.call(ctx, call{op: "health", endpoint: "health", method: http.MethodGet, path: "/health", noAuth: true}, &h)
+	if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrNotFound) {
+		// /health takes no key: such an answer comes from elsewhere.
+		err = fmt.Errorf("%w (TaskManager's /health needs no API key: is %s the API's base URL? It usually ends in /api)", err, c.BaseURL())
+	}
 	return h, err
 }
 

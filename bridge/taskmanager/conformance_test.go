@@ -323,3 +323,19 @@ func TestNew_rejects_bad_base_url(t *testing.T) {
 		require.Error(t, err, u)
 	}
 }
+
+// /health needs no API key: a 401 (or 404) there means the URL is not the
+// API's base, and the error says so, not only that the key was refused.
+// (Found by a review: an api_url without /api read as a key problem.)
+func TestHealth_refused_says_to_check_the_base_url(t *testing.T) {
+	t.Parallel()
+	for _, style := range []devserver.Style{devserver.StyleDocumented, devserver.StylePHP} {
+		b := setup(t, style)
+		c, err := taskmanager.New(taskmanager.Options{BaseURL: strings.TrimSuffix(b.url, "/api"), APIKey: testKey, Timeout: 5 * time.Second})
+		require.NoError(t, err)
+		_, err = c.Health(context.Background())
+		require.ErrorContains(t, err, "/health needs no API key: is "+strings.TrimSuffix(b.url, "/api")+" the API's base URL? It usually ends in /api", style)
+		_, err = b.client.Health(context.Background())
+		require.NoError(t, err)
+	}
+}
