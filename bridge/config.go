@@ -294,7 +294,8 @@ func FlagSet(name string) *pflag.FlagSet {
 		case string:
 			fs.StringP(o.flag, o.short, d, help)
 		case int:
-			fs.Int(o.flag, d, help)
+			v := decimalInt(d)
+			fs.Var(&v, o.flag, help)
 		case bool:
 			fs.Bool(o.flag, d, help)
 		case time.Duration:
@@ -407,7 +408,7 @@ func load(cmd command, args, environ []string, out io.Writer) (Config, error) {
 	}
 	if path != "" {
 		fileK := koanf.New(delim)
-		if err := fileK.Load(file.Provider(path), configFile{}); err != nil {
+		if err := fileK.Load(file.Provider(path), configFile{keepEmpty: keepsEmpty}); err != nil {
 			return Config{}, fmt.Errorf("config file %s: %w", path, err)
 		}
 		if fileK.Exists("config") {
@@ -451,10 +452,15 @@ func flagError(err error) error {
 			msg = "unknown shorthand flag: " + rest[:i]
 		}
 	}
+	if rest, ok := strings.CutPrefix(msg, "bad flag syntax: "); ok {
+		name, _, _ := strings.Cut(rest, "=") // ---api-key=SECRET
+		msg = "bad flag syntax: " + name
+	}
+	flag := strings.ReplaceAll(msg, "_", "-") // --api_key as --api-key
 	switch {
-	case strings.Contains(msg, "unknown flag: --api-key") && !strings.Contains(msg, "--api-key-file"):
+	case strings.Contains(flag, "unknown flag: --api-key") && !strings.Contains(flag, "--api-key-file"), strings.Contains(flag, "bad flag syntax: ---api-key"):
 		msg += " (the API key is not a flag, which other users could read in ps: set TASKMANAGER_API_KEY, api_key in the config file, or --api-key-file)"
-	case strings.Contains(msg, "unknown flag: --temporal-api-key"), strings.Contains(msg, "unknown flag: --temporal-tls"):
+	case strings.Contains(flag, "unknown flag: --temporal-api-key"), strings.Contains(flag, "unknown flag: --temporal-tls"):
 		msg += " (Temporal's API key and TLS are set with TEMPORAL_API_KEY and TEMPORAL_TLS_* variables, or a temporal.toml profile)"
 	}
 	return errors.New(msg)

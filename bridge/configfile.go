@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -23,9 +24,13 @@ import (
 //     its text: a string key
 //     (api_key: 0123) gets "0123", not the number YAML reads (83), and a
 //     number key reads the text or refuses it.
-type configFile struct{}
+//
+// Params (a step's, an enqueue step's) are a task's data, read as YAML
+// reads them. keepEmpty are the keys (dotted paths) an empty value sets
+// (workflow_id_prefix: workflow id = task id).
+type configFile struct{ keepEmpty map[string]bool }
 
-func (configFile) Unmarshal(b []byte) (map[string]any, error) {
+func (f configFile) Unmarshal(b []byte) (map[string]any, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, err
@@ -37,7 +42,7 @@ func (configFile) Unmarshal(b []byte) (map[string]any, error) {
 	}
 	for key, v := range out {
 		if key != "types" && key != "type_defaults" {
-			v = withoutNulls(v)
+			v = f.withoutNulls(key, v)
 		}
 		if v == nil {
 			delete(out, key)
@@ -59,8 +64,17 @@ var (
 )
 
 // keepNumberText makes a string of each plain scalar YAML reads as a
-// number or a bool that is not written as Go (and JSON) would write it.
+// number or a bool that is not written as Go (and JSON) would write it,
+// but in params.
 func keepNumberText(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value != "params" {
+				keepNumberText(n.Content[i+1])
+			}
+		}
+		return
+	}
 	if n.Kind == yaml.ScalarNode && n.Style == 0 {
 		switch n.ShortTag() {
 		case "!!int":
@@ -83,14 +97,18 @@ func keepNumberText(n *yaml.Node) {
 	}
 }
 
-// withoutNulls returns v without its empty keys (nil: nothing left set).
-func withoutNulls(v any) any {
+// withoutNulls returns v, at path, without its empty keys (nil: nothing
+// left set); an empty key of keepEmpty is "".
+func (f configFile) withoutNulls(path string, v any) any {
+	if v == nil && f.keepEmpty[path] {
+		return ""
+	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		return v
 	}
 	for key, x := range m {
-		if x = withoutNulls(x); x == nil {
+		if x = f.withoutNulls(path+delim+key, x); x == nil {
 			delete(m, key)
 		} else {
 			m[key] = x
@@ -119,14 +137,40 @@ func wholeNumberHook(from, to reflect.Type, data any) (any, error) {
 			return nil, fmt.Errorf("want a whole number, got %v", v)
 		}
 	case string:
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("want a whole number, got %s", describeValue(v))
+		text := strings.TrimSpace(v)
+		if text == "" {
+			return data, nil // unset (0), as before
 		}
-		return n, nil
+		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
+			return n, nil
+		}
+		// 5.0, 1e1: whole numbers (ParseFloat takes no 0x or 0o form
+		// without an exponent, nor 1_000).
+		if f, err := strconv.ParseFloat(text, 64); err == nil && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+			return int64(f), nil
+		}
+		return nil, fmt.Errorf("want a whole number, got %s", describeValue(v))
 	}
 	return data, nil
 }
+
+// decimalInt is an int flag read in decimal, as the file and the
+// environment are (pflag's own reads 010 as 8 and 0x10 as 16).
+type decimalInt int
+
+func (d *decimalInt) Set(s string) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, strconv.IntSize)
+	if err != nil {
+		return errors.New("want a whole number in decimal")
+	}
+	*d = decimalInt(n)
+	return nil
+}
+
+func (d *decimalInt) String() string { return strconv.Itoa(int(*d)) }
+
+// Type is "int", so that pflag's GetInt (and koanf's posflag) read it.
+func (d *decimalInt) Type() string { return "int" }
 
 // boolTextHook writes a bool where a string goes as true or false
 // (mapstructure would write 1 or 0).
@@ -185,9 +229,9 @@ func checkTypeKeys(path string, data any, errs *[]keyError) {
 			case zeroMeansUnset[key] != "" && writtenZero(x):
 				*errs = append(*errs, keyError{at, zeroMeansUnset[key]})
 			case key == "command" && strings.HasSuffix(path, "exec"):
-				if _, ok := x.(string); ok {
+				if cmd, ok := x.(string); ok && strings.ContainsAny(cmd, " \t\n") {
 					// Not quoted: an argument may be a token.
-					*errs = append(*errs, keyError{at, "want a list, the program then each argument ([python3, handler.py]), got one string"})
+					*errs = append(*errs, keyError{at, "want a list, the program then each argument ([python3, handler.py]), got one string with spaces"})
 				}
 			default:
 				checkTypeKeys(at, x, errs)

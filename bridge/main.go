@@ -236,11 +236,15 @@ func temporalOptions(cfg Config, environ []string, log *slog.Logger) (client.Opt
 	if err := checkTemporalEnv(env); err != nil {
 		return client.Options{}, err
 	}
-	// Strict: a typo in temporal.toml (api_kye) is refused, as one in the
-	// bridge's own file is.
-	opts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{EnvLookup: env, ConfigFileStrict: true})
+	opts, err := envconfig.LoadClientOptions(envconfig.LoadClientOptionsRequest{EnvLookup: env})
 	if err != nil {
 		return opts, withoutTemporalSecrets(err, env)
+	}
+	// A key temporal.toml's reader does not know is a typo (api_kye), or
+	// a tool's own field (the SDK lets tools keep theirs): said, not
+	// refused.
+	if _, err := envconfig.LoadClientConfig(envconfig.LoadClientConfigOptions{EnvLookup: env, ConfigFileStrict: true}); err != nil {
+		log.Warn("Temporal's config file holds keys tmbridge does not use (a typo?)", "err", withoutTemporalSecrets(err, env))
 	}
 	if cfg.Temporal.Address != "" {
 		opts.HostPort = cfg.Temporal.Address
@@ -318,10 +322,11 @@ func withoutTemporalSecrets(err error, env envList) error {
 	hidden := false
 	for _, kv := range env.Environ() {
 		name, value, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "TEMPORAL_") || len(value) < 4 || !strings.Contains(msg, value) {
+		// Shorter values would be found in words of the message.
+		if !strings.HasPrefix(name, "TEMPORAL_") || len(value) < 8 || !strings.Contains(msg, value) {
 			continue
 		}
-		pasted := strings.HasSuffix(name, "_PATH") && (strings.Contains(value, "\n") || strings.Contains(value, "-----BEGIN"))
+		pasted := strings.HasSuffix(name, "_PATH") && !looksLikePath(value)
 		if name != "TEMPORAL_API_KEY" && !strings.HasSuffix(name, "_DATA") && !pasted {
 			continue
 		}
@@ -335,6 +340,13 @@ func withoutTemporalSecrets(err error, env envList) error {
 		return err
 	}
 	return errors.New(msg)
+}
+
+// looksLikePath reports whether a *_PATH value may be shown: a path, not
+// a key or certificate put there (PEM, its base64 form, a long token).
+func looksLikePath(v string) bool {
+	return len(v) <= 255 && strings.ContainsAny(v, "/.") && !strings.ContainsAny(v, " \t\n") &&
+		!strings.Contains(v, "-----") && !strings.HasPrefix(v, "LS0t") // base64 of "-----"
 }
 
 // envList serves envconfig's lookups from an environ slice. A variable

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/prismq/tmbridge/activities"
 )
 
 // metrics are the bridge's Prometheus metrics, served on /metrics with the
@@ -115,7 +117,7 @@ func (m *metrics) observeReport(err error) {
 	switch {
 	case err == nil:
 		m.reportAttempts.WithLabelValues("ok").Inc()
-	case errors.As(err, &appErr) && appErr.NonRetryable():
+	case errors.As(err, &appErr) && appErr.NonRetryable() && appErr.Type() != activities.ErrTypeUncertain: // a lost answer is no answer
 		m.reportAttempts.WithLabelValues("refused").Inc()
 	default:
 		m.reportAttempts.WithLabelValues("error").Inc()

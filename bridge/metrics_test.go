@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -14,10 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/workflows"
 )
@@ -200,4 +204,35 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// A claim that a sweep finds with its run open already (its start landed
+// after the look at start, or visibility lagged) starts nothing, and is
+// not counted as started. (Found by a review.)
+func TestMetrics_no_start_counted_for_a_claim_found_with_its_run_open(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, nil)
+	bb.only("example.echo")
+	bb.create(t, "example.echo", map[string]any{"message": "x"})
+	got, err := bb.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: bb.b.types[0].ID})
+	require.NoError(t, err)
+	wf := bb.b.WorkflowID(got.ID)
+	_, err = bb.temporal.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: wf, Memo: map[string]any{workflows.MemoWorkerID: "w1", workflows.MemoAttempt: int(got.Attempts)}},
+		workflows.TaskWorkflowName, workflows.TaskInput{Claim: workflows.Claim{WorkerID: "w1", Attempts: int(got.Attempts)}})
+	require.NoError(t, err)
+	bb.b.startTask(bb.b.adm.adopt(wf), got, bb.b.types[0], time.Time{}, trace.SpanContext{}) // as the sweep does
+	bb.b.starts.Wait()
+	require.Len(t, bb.temporal.snapshot(wf), 1)
+	require.Empty(t, bb.temporal.snapshot(wf)[0].signals, "nothing signalled")
+	require.Zero(t, counterValue(t, bb.b.metrics.started.WithLabelValues("example.echo")))
+}
+
+// A post whose answer was lost (ErrTypeUncertain) is an error, not a
+// refusal: TaskManager gave no answer. (Found by a review.)
+func TestMetrics_a_lost_answer_is_an_error_not_a_refusal(t *testing.T) {
+	t.Parallel()
+	m := newMetrics(nil)
+	m.observeReport(temporal.NewNonRetryableApplicationError("answer lost", activities.ErrTypeUncertain, nil))
+	require.Equal(t, 1.0, counterValue(t, m.reportAttempts.WithLabelValues("error")))
+	require.Zero(t, counterValue(t, m.reportAttempts.WithLabelValues("refused")))
 }

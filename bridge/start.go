@@ -183,6 +183,7 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		// activities the whole run in one workflow task.
 		EnableEagerStart: true,
 	}
+	tried := false // a start (or signal) was sent: a later try may find its run
 	for failures := 0; ; failures++ {
 		if failures > 0 {
 			wait := backoff(failures)
@@ -192,9 +193,10 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 			return runNone, b.bg.Err()
 		}
 		ctx, cancel := context.WithTimeout(withSpan(b.bg, span), 10*time.Second)
-		state, err := runNone, error(nil)
+		state, err, found, sent := runNone, error(nil), false, false
 		if check || failures > 0 {
 			state, err = b.claimRun(ctx, id, claim)
+			found = err == nil && state != runNone // a run names this claim
 			if err == nil && state == runNone {
 				// No run names this claim. Start one only while the claim
 				// still holds the task: a run may have served it and closed,
@@ -208,16 +210,19 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 				opts.TypedSearchAttributes = temporal.NewSearchAttributes(taskTypeKey.ValueSet(task.Type), taskIDKey.ValueSet(string(task.ID)))
 			}
 			err = b.startOrSignal(ctx, id, claim, opts, in)
-			state = runOpen
+			state, tried, sent = runOpen, true, true
 		}
 		cancel()
-		if err == nil && state == runDone {
-			return state, nil // nothing started or signalled
-		}
 		if err == nil {
-			b.metrics.started.WithLabelValues(task.Type).Inc()
-			if !claimedAt.IsZero() {
-				b.metrics.startDuration.WithLabelValues(task.Type).Observe(time.Since(claimedAt).Seconds())
+			// Counted when started or signalled now, or by an earlier try
+			// whose answer was lost (its run found now); not for a run
+			// found open already (a claim found again by a sweep), nor for
+			// a claim that is over.
+			if sent || (found && tried) {
+				b.metrics.started.WithLabelValues(task.Type).Inc()
+				if !claimedAt.IsZero() {
+					b.metrics.startDuration.WithLabelValues(task.Type).Observe(time.Since(claimedAt).Seconds())
+				}
 			}
 			return state, nil
 		}

@@ -309,3 +309,31 @@ func TestRun_go_workflow_that_never_yields_fails_as_on_a_bridge(t *testing.T) {
 		bridgetest.WithWorkflow("wf.stuck", stuck))
 	require.Error(t, err, "bridgetest said the task succeeded (%s)", out)
 }
+
+// A step's params are task data: a number written 1.0 or 1e3 in the
+// config reaches the handler as a number. (Found by a review of the
+// parser that keeps other keys' text: it made them strings.)
+func TestRun_step_params_numbers_stay_numbers(t *testing.T) {
+	reg := activities.NewRegistry()
+	type p struct {
+		Ratio float64 `json:"ratio"`
+		Limit float64 `json:"limit"`
+		On    bool    `json:"on"`
+	}
+	reg.MustAdd("my.scale", activities.Typed(func(_ context.Context, in p) (p, error) { return in, nil }))
+	cfg := "types:\n  my.flow:\n    steps:\n      - { name: s, handler: my.scale, params: { ratio: 1.0, limit: 1e3, on: True } }\n"
+	out, err := bridgetest.Run(t, reg, cfg, "my.flow", map[string]any{})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"s":{"ratio":1,"limit":1000,"on":true}}`, string(out))
+}
+
+// Run takes the bridge's production config: its task_types may name
+// types whose handlers this test does not register. (Found by a review:
+// the check that task_types can run failed such a test.)
+func TestRun_takes_a_production_config_with_task_types(t *testing.T) {
+	reg := activities.NewRegistry()
+	reg.MustAdd("img.resize", activities.Typed(func(_ context.Context, in map[string]any) (map[string]any, error) { return in, nil }))
+	out, err := bridgetest.Run(t, reg, "task_types: [img.resize, img.thumbnail]\n", "img.resize", map[string]any{"w": 1})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"w":1}`, string(out))
+}
