@@ -61,7 +61,12 @@ func TestSweep_no_wake_for_an_expired_claim_without_room(t *testing.T) {
 	bb.temporal.close("task-" + id)
 	time.Sleep(time.Second)
 	st := bb.tm.Stats()
-	require.Equal(t, 0, st.ClaimCalls-st.Claimed, "empty claims (PHP: 500 each) with nothing pending; claim calls %d", st.ClaimCalls)
+	// Before the fix, each sweep after claim_timeout woke one more loop:
+	// all ClaimsPerType claimed once the slot came back. One may still:
+	// a sweep whose listing was taken before the task completed, and
+	// handled after its slot came back, wakes a loop for the expired
+	// claim (seen on a loaded machine).
+	require.LessOrEqual(t, st.ClaimCalls-st.Claimed, 1, "empty claims (PHP: 500 each) with nothing pending; claim calls %d", st.ClaimCalls)
 }
 
 // Another worker's expired claim of a type this bridge does not serve
