@@ -248,23 +248,6 @@ func TestClaims_search_attributes_gone_starts_without_them(t *testing.T) {
 	require.EqualValues(t, 1, st.Attempts)
 }
 
-// A claimed task deleted from TaskManager before its run could start (the
-// start failed, the retry reads the task): nothing is left to start, and
-// the claim's place is freed. Before, the start was retried forever and
-// held its place.
-func TestClaims_task_deleted_before_its_start_frees_the_place(t *testing.T) {
-	t.Parallel()
-	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxInFlight = 1 })
-	id := bb.create(t, "example.echo", map[string]any{"message": "gone"})
-	bb.temporal.setDown(true)
-	bb.serve(t)
-	require.Eventually(t, func() bool { return bb.b.adm.claimed() == 1 }, eventually, 5*time.Millisecond)
-	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: http.MethodGet, Status: http.StatusNotFound, Body: `{"success":false,"error":"Task not found"}`})
-	bb.temporal.setDown(false)
-	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 0 }, eventually, 5*time.Millisecond, "the place is freed")
-	require.Empty(t, bb.temporal.snapshot("task-"+id), "no run for a task that is gone")
-}
-
 // The SDK stops the worker for good (its namespace gone): the bridge is no
 // longer ready, stops claiming and serve returns the error, so that the
 // process exits and is restarted. Before, it claimed on while no worker

@@ -21,9 +21,9 @@ import (
 //     which have no defaults to keep;
 //   - a number written otherwise than in plain decimal, as Go writes it
 //     (0123, 0x1F, 1e5, 1_000, 1.50, .inf, an integer over 64 bits), keeps
-//     its text: a string key
-//     (api_key: 0123) gets "0123", not the number YAML reads (83), and a
-//     number key reads the text or refuses it.
+//     its text: a string key (api_key: 0123) gets "0123", not the number
+//     YAML reads (83), and a number key reads the text in decimal or
+//     refuses it.
 //
 // Params (a step's, an enqueue step's) are a task's data, read as YAML
 // reads them. keepEmpty are the keys (dotted paths) an empty value sets

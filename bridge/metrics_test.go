@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,12 +84,21 @@ func TestMetrics_calls_keep_failing_and_counted_while_TaskManager_is_down(t *tes
 func TestMetrics_no_start_counted_for_a_claim_that_needs_no_run(t *testing.T) {
 	t.Parallel()
 	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxInFlight = 1 })
+	var refusing atomic.Bool
+	var refused atomic.Int32
+	refusing.Store(true)
+	bb.temporal.refuse = func(workflows.TaskInput) error {
+		if refusing.Load() {
+			refused.Add(1)
+			return errDown
+		}
+		return nil
+	}
 	id := bb.create(t, "example.echo", map[string]any{"message": "gone"})
-	bb.temporal.setDown(true)
 	bb.serve(t)
-	require.Eventually(t, func() bool { return bb.b.adm.claimed() == 1 }, eventually, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return refused.Load() >= 1 }, eventually, 5*time.Millisecond, "the first start was refused")
 	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: http.MethodGet, Status: http.StatusNotFound, Body: `{"success":false,"error":"Task not found"}`})
-	bb.temporal.setDown(false)
+	refusing.Store(false)
 	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 0 }, eventually, 5*time.Millisecond)
 	require.Empty(t, bb.temporal.snapshot("task-"+id))
 	require.Zero(t, counterValue(t, bb.b.metrics.started.WithLabelValues("example.echo")), "no workflow was started or signalled")

@@ -398,43 +398,6 @@ func TestExactlyOnce_no_continue_for_a_claim_a_late_post_ended(t *testing.T) {
 	require.Equal(t, 2, calls)
 }
 
-// An old claim's post can land on a newer claim that this same worker made
-// between the report's read and its post (TaskManager checks only the
-// worker id): the report reads the task again after such a post, and the
-// run goes on as new for no claim that post ended (found by the fault
-// simulation, seed 37).
-func TestExactlyOnce_post_of_an_old_claim_that_landed_on_a_newer_one(t *testing.T) {
-	t.Parallel()
-	var b *testBundle
-	// Between the report's read and its post, the claim times out and this
-	// same worker claims the task again.
-	race := func(next http.Handler) http.Handler {
-		var once sync.Once
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasSuffix(r.URL.Path, "/complete") {
-				once.Do(func() {
-					b.clock.Add(301 * time.Second)
-					claimVia(t, next, "w1", string(b.types["example.error"]))
-					// The new claim's signal reaches the run while it reports.
-					time.Sleep(1500 * time.Millisecond)
-				})
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
-	b = setup(t, nil, race)
-	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{})
-	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute) // old: the report reads first
-	b.env.RegisterDelayedCallback(func() {
-		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2})
-	}, 500*time.Millisecond)
-	_, err := b.run(in)
-	requireErrorType(t, err, workflows.TaskFailedErrorType) // not continued as new for claim 2
-	st := b.task(t, in.Task.ID)
-	require.Equal(t, "pending", st.Status)
-	require.Equal(t, 2, st.Attempts, "the post ended claim 2; no handler ran for it")
-}
-
 // dataTooLong is the PHP deployment's 500 for a complete call whose column
 // is over MariaDB's limit, answered count times.
 func dataTooLong(column string, count int) devserver.Fault {
