@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,32 +75,6 @@ func TestMetrics_calls_keep_failing_and_counted_while_TaskManager_is_down(t *tes
 	at := apiCalls(t, bb.b.metrics, "503")
 	require.Eventually(t, func() bool { return apiCalls(t, bb.b.metrics, "503") >= at+3 }, eventually, 10*time.Millisecond,
 		"TaskManager calls keep failing, counted (claims: %v errors)", claimErrors())
-}
-
-// A claim that needs no run (its task is gone before its run could
-// start) starts nothing and is not counted as started. Before, it was.
-// (Found by a review.)
-func TestMetrics_no_start_counted_for_a_claim_that_needs_no_run(t *testing.T) {
-	t.Parallel()
-	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.MaxInFlight = 1 })
-	var refusing atomic.Bool
-	var refused atomic.Int32
-	refusing.Store(true)
-	bb.temporal.refuse = func(workflows.TaskInput) error {
-		if refusing.Load() {
-			refused.Add(1)
-			return errDown
-		}
-		return nil
-	}
-	id := bb.create(t, "example.echo", map[string]any{"message": "gone"})
-	bb.serve(t)
-	require.Eventually(t, func() bool { return refused.Load() >= 1 }, eventually, 5*time.Millisecond, "the first start was refused")
-	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id, Method: http.MethodGet, Status: http.StatusNotFound, Body: `{"success":false,"error":"Task not found"}`})
-	refusing.Store(false)
-	require.Eventually(t, func() bool { return bb.b.adm.inFlight() == 0 }, eventually, 5*time.Millisecond)
-	require.Empty(t, bb.temporal.snapshot("task-"+id))
-	require.Zero(t, counterValue(t, bb.b.metrics.started.WithLabelValues("example.echo")), "no workflow was started or signalled")
 }
 
 // A program that serves its own registry (WithMetricsRegistry, no
