@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -33,8 +32,19 @@ func TestReport_completed_with_another_result_is_not_ours(t *testing.T) {
 // is not attempt 2's outcome recorded: it must be posted.
 func TestReport_same_error_on_the_next_attempt_is_posted(t *testing.T) {
 	t.Parallel()
-	clock := devserver.NewClock(time.Now())
-	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k", Now: clock.Now})
+	tm, api, task := failedAndClaimedAgain(t)
+	ctx := context.Background()
+	out, err := activities.Report(ctx, api, activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 2, Error: "boom", ReadFirst: true})
+	require.NoError(t, err)
+	require.False(t, out.AlreadyRecorded)
+	require.Len(t, tm.Completions(string(task.ID)), 2, "attempt 2's failure is posted")
+}
+
+// failedAndClaimedAgain claims a test.a task as w1, fails it ("boom":
+// TaskManager re-queues it), and claims it again as w1 (attempt 2).
+func failedAndClaimedAgain(t *testing.T) (*devserver.Server, *taskmanager.Client, taskmanager.Task) {
+	t.Helper()
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k"})
 	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "k"})
 	require.NoError(t, err)
 	ctx := context.Background()
@@ -46,8 +56,5 @@ func TestReport_same_error_on_the_next_attempt_is_posted(t *testing.T) {
 	again, err := api.Claim(ctx, taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: typ.ID})
 	require.NoError(t, err)
 	require.EqualValues(t, 2, again.Attempts)
-	out, err := activities.Report(ctx, api, activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 2, Error: "boom", ReadFirst: true})
-	require.NoError(t, err)
-	require.False(t, out.AlreadyRecorded)
-	require.Len(t, tm.Completions(string(task.ID)), 2, "attempt 2's failure is posted")
+	return tm, api, task
 }
