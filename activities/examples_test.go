@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,30 +137,57 @@ func TestProgress_reaches_taskmanager_with_the_claim(t *testing.T) {
 // A TaskManager slow to take progress does not hold the handler: posts go
 // in the background. Before, each due post was made on the handler's
 // goroutine, up to 5 s (15 s with a claim query), and a chatty handler
-// could run past its timeout.
+// could run past its timeout. The progress post hangs until the test lets
+// it go: ReportProgress must return while it hangs (a post made on the
+// handler's goroutine would have ended, cut by its timeout, before
+// ReportProgress returned).
 func TestProgress_slow_TaskManager_does_not_hold_the_handler(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	task := claimed(t, b.api, "test.slowprogress", map[string]any{"n": 1})
-	b.tm.InjectFault(devserver.Fault{Path: "/progress", Latency: time.Minute})
+	tm := devserver.New(devserver.Options{Style: devserver.StylePHP, APIKey: "k"})
+	release := make(chan struct{})
+	var hanging atomic.Int32
+	hang := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if strings.Contains(r.URL.Path, "/progress") {
+			hanging.Add(1)
+			defer hanging.Add(-1)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return nil, r.Context().Err()
+			}
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: tm.Start(t), APIKey: "k", HTTPClient: &http.Client{Transport: hang}})
+	require.NoError(t, err)
+	task := claimed(t, api, "test.slowprogress", map[string]any{"n": 1})
 	reg := activities.NewRegistry()
-	var held time.Duration
+	var hungWhenReturned bool
 	require.NoError(t, reg.Add("test.slowprogress", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
-		start := time.Now()
 		activities.ReportProgress(ctx, 50, "half")
-		held = time.Since(start)
+		// The post was handed over: wait until it hangs in TaskManager.
+		// Made on this goroutine, it would have ended already.
+		deadline := time.Now().Add(time.Minute)
+		for hanging.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		hungWhenReturned = hanging.Load() == 1
+		close(release)
 		return json.RawMessage(`{}`), nil
 	})))
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
-	acts := &activities.Activities{Registry: reg, TaskManager: b.api}
+	acts := &activities.Activities{Registry: reg, TaskManager: api}
 	acts.RegisterOn(env)
-	_, err := env.ExecuteActivity("test.slowprogress", activities.HandlerInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Params: task.Params.Raw()})
+	_, err = env.ExecuteActivity("test.slowprogress", activities.HandlerInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Params: task.Params.Raw()})
 	require.NoError(t, err)
-	require.Less(t, held, 4*time.Second, "ReportProgress returned before its post's 5 s timeout")
-	require.NoError(t, acts.Idle(ctx), "the post ends (timed out) in the background")
+	require.True(t, hungWhenReturned, "ReportProgress returned while its post still hung in TaskManager")
+	require.NoError(t, acts.Idle(context.Background()), "the post ends in the background")
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestRegistry_fails_loudly(t *testing.T) {
 	t.Parallel()
