@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"maps"
@@ -41,8 +42,9 @@ import (
 //  3. tickets <= MaxPendingStarts: few claims wait for their workflow
 //     start, so claiming stops while Temporal is slow or unreachable. A
 //     task that cannot be started frees its place at once (failing).
-//  4. claims counts the claims of new tasks (not of a task whose run is
-//     open here: a renewal), against max_runs: a loop waits while
+//  4. claims counts the claims of new tasks and new attempts (not a
+//     renewal: a claim, after its claim timed out, of a task whose run is
+//     open here), against max_runs: a loop waits while
 //     reservations may still come back empty, and stops only when claims
 //     reached max_runs.
 //  5. Every ticket ends exactly once; ending it twice panics.
@@ -79,6 +81,7 @@ type open struct {
 	gen      int
 	attempts int       // the newest claim of this worker that reached the run
 	claimed  time.Time // when that claim was made (or found), for metrics
+	sent     time.Time // when this worker sent that claim (zero: not known, a claim found at start or in a sweep)
 	onClose  func()    // called when the run is no longer counted (stops its renewal timer)
 	renewing int       // the claim (attempts) whose renewal timer onClose stops; 0: none
 }
@@ -166,13 +169,19 @@ func (t *ticket) empty() {
 	t.end()
 }
 
-// claim records that the claim returned the task of workflowID: it counts
-// against max_runs, unless the task's run is open here already (a claim
-// renewed, or claimed again while its run goes on): that is no new task.
-func (t *ticket) claim(workflowID string) (renewal bool) {
+// claim records that the claim answered at `at` returned the task of
+// workflowID: it counts against max_runs, unless it renews the claim of
+// the task's run open here (its claim timed out while the run goes on):
+// that is no new task. A task claimed again sooner than claimTimeout after
+// this worker sent the run's claim cannot have been taken back by timeout:
+// its outcome landed (reported by another bridge's worker) and TaskManager
+// queued it again, a new attempt that counts. A zero at (a claim whose
+// answer was lost, found in a sweep) or sent time is not known: a renewal.
+func (t *ticket) claim(workflowID string, at time.Time, claimTimeout time.Duration) (renewal bool) {
 	t.a.mu.Lock()
 	defer t.a.mu.Unlock()
-	_, renewal = t.a.open[workflowID]
+	o, ok := t.a.open[workflowID]
+	renewal = ok && (at.IsZero() || o.sent.IsZero() || at.Sub(o.sent) >= claimTimeout)
 	if !renewal {
 		t.a.claims++
 		if t.a.claims == t.a.maxRuns {
@@ -324,11 +333,15 @@ func (a *admission) closingIDs() []string {
 	return slices.Clone(a.closing)
 }
 
-// note records a claim that reached o; a.mu is held.
+// note records a claim that reached o, sent at claimedAt (zero: found
+// again, made before now); a.mu is held.
 func (a *admission) note(o *open, attempts int, claimedAt time.Time) {
+	if attempts >= o.attempts {
+		o.sent = claimedAt
+	}
 	o.attempts = max(o.attempts, attempts)
-	if claimedAt.After(o.claimed) {
-		o.claimed = claimedAt
+	if at := cmp.Or(claimedAt, time.Now()); at.After(o.claimed) {
+		o.claimed = at
 	}
 }
 

@@ -29,7 +29,7 @@ func TestAdmission_has_room_counts_failing(t *testing.T) {
 	a := newAdmission(1, 0)
 	tk, err := a.reserve(context.Background())
 	require.NoError(t, err)
-	tk.claim("wf")
+	tk.claim("wf", time.Time{}, 0)
 	tk.fail()
 	require.False(t, a.hasRoom())
 }
@@ -42,4 +42,41 @@ func TestAdmission_closing_lists_only_landed_runs(t *testing.T) {
 	require.True(t, t1.opened("wf-1", 1, time.Now()))
 	require.True(t, a.closed("wf-1", a.generation("wf-1")))
 	require.Empty(t, a.closingIDs())
+}
+
+// A claim of a task whose run is open here is a renewal only when the
+// run's claim may have timed out: sooner, TaskManager cannot have handed
+// the task out again by timeout, so its outcome landed (reported by
+// another bridge's worker) and the task was queued again, a new attempt
+// that counts against max_runs. A claim whose sending time is not known
+// (found at start or in a sweep) is taken for a renewal. Before, every
+// claim of an open run was a renewal, and a bridge with --max-runs ran
+// more tasks than that.
+func TestAdmission_claim_of_an_open_run_within_claim_timeout_is_a_new_attempt(t *testing.T) {
+	t.Parallel()
+	const timeout = 5 * time.Minute
+	sent := time.Now()
+	a := newAdmission(4, 0)
+	t1, err := a.reserve(context.Background())
+	require.NoError(t, err)
+	require.False(t, t1.claim("wf", sent, timeout))
+	require.True(t, t1.opened("wf", 1, sent))
+
+	t2, err := a.reserve(context.Background())
+	require.NoError(t, err)
+	require.False(t, t2.claim("wf", sent.Add(time.Second), timeout), "queued again after its outcome landed elsewhere")
+	require.False(t, t2.opened("wf", 2, sent.Add(time.Second)))
+	require.Equal(t, 2, a.claimed(), "two attempts, two runs of --max-runs")
+
+	t3, err := a.reserve(context.Background())
+	require.NoError(t, err)
+	require.True(t, t3.claim("wf", sent.Add(time.Second+timeout), timeout), "claimed again once attempt 2's claim timed out")
+	require.False(t, t3.opened("wf", 3, sent.Add(time.Second+timeout)))
+	require.Equal(t, 2, a.claimed())
+
+	require.True(t, a.adoptRun("found", 1))
+	t4, err := a.reserve(context.Background())
+	require.NoError(t, err)
+	require.True(t, t4.claim("found", sent.Add(time.Second), timeout), "a run found at start: its claim's time is not known")
+	require.Equal(t, 2, a.claimed())
 }

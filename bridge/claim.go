@@ -77,7 +77,7 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 				}
 				task.Type = t.Name
 			}
-			renewal = tk.claim(b.WorkflowID(task.ID))
+			renewal = tk.claim(b.WorkflowID(task.ID), time.Now(), b.cfg.ClaimTimeout)
 		} else if errors.Is(err, taskmanager.ErrTransient) {
 			// The server may have claimed a task whose answer we lost: the
 			// ticket keeps its slot until a sweep has looked. Held before

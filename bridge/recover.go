@@ -260,7 +260,7 @@ func (b *Bridge) ticketFor(taskType, workflowID string) *ticket {
 	if tk == nil {
 		return b.adm.adopt(workflowID)
 	}
-	tk.claim(workflowID)
+	tk.claim(workflowID, time.Time{}, 0) // answered at a time not known
 	return tk
 }
 
@@ -423,7 +423,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 			tk := b.ticketFor(row.Type, id)
 			switch state {
 			case runOpen:
-				if tk.opened(id, int(row.Attempts), time.Now()) { // found now: claimed before
+				if tk.opened(id, int(row.Attempts), time.Time{}) { // found now: claimed at a time not known
 					b.watchRun(id)
 				}
 			case runDone:

@@ -129,3 +129,29 @@ func TestClaims_renewal_does_not_count_against_max_runs(t *testing.T) {
 		})
 	}
 }
+
+// A task whose outcome another bridge's worker reported (a failure:
+// TaskManager queues it again) is claimed again here while this bridge
+// still counts its run open: that is a new attempt, counted against
+// --max-runs and as claimed, not a renewal (no claim of the run could
+// have timed out yet). Before, it was a renewal, and a bridge with
+// --max-runs ran more tasks than that.
+func TestClaims_task_queued_again_after_a_failure_reported_elsewhere_is_a_new_claim(t *testing.T) {
+	t.Parallel()
+	bb := setupBridgeWith(t, devserver.Options{Style: devserver.StylePHP}, func(c *Config) { c.ClaimTimeout = time.Hour })
+	bb.only("example.sleep")
+	id := bb.create(t, "example.sleep", map[string]any{"duration": 30})
+	bb.serve(t)
+	require.Eventually(t, func() bool { return bb.b.adm.isOpen("task-" + id) }, eventually, 5*time.Millisecond, "the run is open")
+	// Another bridge's worker ran the report: the task fails, is queued
+	// again, and this bridge has not seen its run close.
+	_, err := bb.api.Complete(context.Background(), taskmanager.ID(id), taskmanager.Completion{WorkerID: "w1", Success: false, Error: "failed on another bridge"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		rs := bb.temporal.snapshot("task-" + id)
+		return len(rs) == 1 && len(rs[0].signals) >= 1 && rs[0].signals[len(rs[0].signals)-1].Attempts == 2
+	}, eventually, 5*time.Millisecond, "the new attempt reaches the run")
+	require.Equal(t, 2, bb.b.adm.claimed(), "two attempts of the task: two of --max-runs")
+	require.Equal(t, 2.0, counterValue(t, bb.b.metrics.claims.WithLabelValues("example.sleep", "claimed")))
+	require.Equal(t, 0.0, counterValue(t, bb.b.metrics.claims.WithLabelValues("example.sleep", "renewed")))
+}

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -86,8 +85,7 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 			tk.dropped()
 			b.log.Info("no run needed: this claim's run already closed, or the claim is over", "task_id", string(task.ID), "task_type", t.Name, "workflow_id", id)
 		default:
-			// A claim found again (zero claimedAt) was made before now.
-			if tk.opened(id, int(task.Attempts), cmp.Or(claimedAt, time.Now())) {
+			if tk.opened(id, int(task.Attempts), claimedAt) {
 				b.watchRun(id)
 			}
 			b.renewAt(id, task.ID, t.Name, claimedAt, int(task.Attempts))
