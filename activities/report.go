@@ -168,11 +168,18 @@ func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead
 		// post, which then ended that newer claim. Say which attempt the
 		// outcome landed on, so the workflow runs no handler for a claim
 		// that is over.
-		out := ReportOutput{Status: status}
-		if t, rerr := tm.GetTask(ctx, id); rerr == nil {
-			out.ReadStatus, out.ReadAttempts = t.Status, int(t.Attempts)
+		// When that read fails, the report is retried: the next attempt
+		// reads first and finds the outcome recorded, with the task as it
+		// is then. Answering without the read would let the workflow run
+		// a handler for a claim this post ended.
+		t, rerr := tm.GetTask(ctx, id)
+		if errors.Is(rerr, taskmanager.ErrNotFound) {
+			return ReportOutput{Status: status}, nil // deleted since: no claim of it can run
 		}
-		return out, nil
+		if rerr != nil {
+			return ReportOutput{}, readError(rerr, "outcome posted; read the task back to tell which claim it ended")
+		}
+		return ReportOutput{Status: status, ReadStatus: t.Status, ReadAttempts: int(t.Attempts)}, nil
 	case err == nil:
 		return ReportOutput{Status: status}, nil
 	case !canRead && (errors.Is(err, taskmanager.ErrNotClaimed) || errors.Is(err, taskmanager.ErrClaimedByOther)):

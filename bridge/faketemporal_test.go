@@ -32,6 +32,9 @@ type fakeTemporal struct {
 	loseStartAnswers int
 	// refuse, when it returns an error for a start's input, refuses it.
 	refuse func(in workflows.TaskInput) error
+	// beforeSignal is called (f.mu held) as a signal of a claim arrives,
+	// before it is delivered.
+	beforeSignal func(id string, claim workflows.Claim)
 	// noSearchAttributes: the namespace lacks TaskType and TaskID; a start
 	// that sets them is refused, as Temporal refuses it.
 	noSearchAttributes bool
@@ -122,6 +125,9 @@ func (f *fakeTemporal) SignalWorkflow(ctx context.Context, id, runID, _ string, 
 	defer f.mu.Unlock()
 	if f.down {
 		return errDown
+	}
+	if f.beforeSignal != nil {
+		f.beforeSignal(id, arg.(workflows.Claim))
 	}
 	if runID == "" { // the latest run, as Temporal takes it
 		if r := f.latest(id); r != nil {

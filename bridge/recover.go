@@ -414,7 +414,7 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 			}
 			// A run may serve it still (a claim that moved to this worker):
 			// then it is counted and watched, not failed.
-			state, cerr := b.claimRun(ctx, id, workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(row.Attempts)})
+			state, _, cerr := b.claimRun(ctx, id, workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(row.Attempts)})
 			if cerr != nil {
 				unread = append(unread, string(row.ID))
 				continue

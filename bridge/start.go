@@ -158,9 +158,17 @@ func (e *startError) Error() string {
 // this claim's run. It retries until the start succeeds, the error is
 // permanent (*startError), or the bridge stops. Its Temporal calls are made
 // under span, so that the workflow's trace continues it.
+//
+// A claim that is not its task's first (attempts > 1) is checked first
+// too: an earlier claim's run may be open, and if it is this worker's, its
+// report, posted with the same worker id, may land on this claim and end
+// it. An open run is signalled by its run id, never replaced by a new run
+// while it closes; when the latest run was this worker's and has closed,
+// the task is read before a run is started, so the read sees whatever its
+// report posted.
 func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt time.Time, span trace.SpanContext) (runState, error) {
 	id := b.WorkflowID(task.ID)
-	check := claimedAt.IsZero()
+	check := claimedAt.IsZero() || task.Attempts > 1
 	in := b.cfg.TaskInput(task, t.Options, claimedAt)
 	claim := in.Claim
 	opts := client.StartWorkflowOptions{
@@ -193,9 +201,19 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		ctx, cancel := context.WithTimeout(withSpan(b.bg, span), 10*time.Second)
 		state, err, found, sent := runNone, error(nil), false, false
 		if check || failures > 0 {
-			state, err = b.claimRun(ctx, id, claim)
+			var other otherRun
+			state, other, err = b.claimRun(ctx, id, claim)
 			found = err == nil && state != runNone // a run names this claim
-			if err == nil && state == runNone {
+			switch {
+			case err == nil && state == runNone && other.open != "":
+				// The run of an earlier claim is open: it takes this one.
+				// Gone meanwhile (NotFound), this is tried again, and the
+				// task read once it has closed.
+				err = b.signalClaim(ctx, id, other.open, claim)
+				if err == nil {
+					state, tried, sent = runOpen, true, true
+				}
+			case err == nil && state == runNone && (claimedAt.IsZero() || failures > 0 || other.mine):
 				// No run names this claim. Start one only while the claim
 				// still holds the task: a run may have served it and closed,
 				// and a newer run replaced it since.
@@ -264,25 +282,36 @@ func inputSize(in workflows.TaskInput) int {
 	return len(p.GetData())
 }
 
+// otherRun is the latest run of a task when it serves another claim.
+type otherRun struct {
+	open string // its run id, when it is open
+	mine bool   // closed, it served a claim of this worker
+}
+
 // claimRun looks at the latest run of id: runOpen or runDone when its memo
-// names this claim, runNone otherwise (no run, or a run of another claim).
-func (b *Bridge) claimRun(ctx context.Context, id string, claim workflows.Claim) (runState, error) {
+// names this claim, runNone otherwise (no run, or a run of another claim:
+// other says which).
+func (b *Bridge) claimRun(ctx context.Context, id string, claim workflows.Claim) (runState, otherRun, error) {
 	desc, err := b.runs.DescribeWorkflowExecution(ctx, id, "")
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
-		return runNone, nil
+		return runNone, otherRun{}, nil
 	}
 	if err != nil {
-		return runNone, err
+		return runNone, otherRun{}, err
 	}
 	info := desc.GetWorkflowExecutionInfo()
+	running := info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
 	if m := workflows.ClaimInMemo(info.GetMemo()); m.Attempts != claim.Attempts || m.WorkerID != claim.WorkerID {
-		return runNone, nil
+		if running {
+			return runNone, otherRun{open: info.GetExecution().GetRunId()}, nil
+		}
+		return runNone, otherRun{mine: m.WorkerID == claim.WorkerID}, nil
 	}
-	if info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-		return runOpen, nil
+	if running {
+		return runOpen, otherRun{}, nil
 	}
-	return runDone, nil
+	return runDone, otherRun{}, nil
 }
 
 // claimHolds reads the task: runNone while this claim still holds it (a
@@ -327,10 +356,16 @@ func (b *Bridge) startOrSignal(ctx context.Context, id string, claim workflows.C
 	if !errors.As(err, &running) {
 		return err
 	}
-	if err := b.runs.SignalWorkflow(ctx, id, running.RunId, workflows.ClaimSignalName, claim); err != nil {
+	return b.signalClaim(ctx, id, running.RunId, claim)
+}
+
+// signalClaim hands a new claim of the task to its open run runID. A run
+// that closed meanwhile is an error: the start is tried again.
+func (b *Bridge) signalClaim(ctx context.Context, id, runID string, claim workflows.Claim) error {
+	if err := b.runs.SignalWorkflow(ctx, id, runID, workflows.ClaimSignalName, claim); err != nil {
 		var gone *serviceerror.NotFound
 		if errors.As(err, &gone) {
-			return fmt.Errorf("run %s closed before the new claim reached it: %w", running.RunId, err) // retried: it starts anew
+			return fmt.Errorf("run %s closed before the new claim reached it: %w", runID, err) // retried: it starts anew
 		}
 		return err
 	}
