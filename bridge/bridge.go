@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"reflect"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,6 +117,7 @@ type Option func(*bridgeOptions)
 type bridgeOptions struct {
 	log        *slog.Logger
 	workflows  map[string]any
+	twice      []string // workflow names given twice
 	metricsReg *prometheus.Registry // nil: one of the bridge's own
 }
 
@@ -130,11 +129,17 @@ func WithLogger(l *slog.Logger) Option {
 // WithWorkflow registers a Go workflow under name, for types configured
 // with `workflow: name`. It receives an activities.HandlerInput and returns
 // the task's result; the bridge still claims the task and reports its
-// outcome. A second workflow under the same name replaces the first. A
+// outcome. New refuses a name given twice, a nil function, a name
+// starting with tmbridge. and a function Temporal cannot register. A
 // panic in it, or in a coroutine it started, fails the task's attempt
 // (workflows.FailOnPanic, workflows.GoroutinePanics).
 func WithWorkflow(name string, fn any) Option {
-	return func(o *bridgeOptions) { o.workflows[name] = fn }
+	return func(o *bridgeOptions) {
+		if _, ok := o.workflows[name]; ok {
+			o.twice = append(o.twice, name)
+		}
+		o.workflows[name] = fn
+	}
 }
 
 // New checks the config (Config.Validate), and the handlers and routes
@@ -148,6 +153,9 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	o := bridgeOptions{log: slog.Default(), workflows: map[string]any{}}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if len(o.twice) > 0 {
+		return nil, fmt.Errorf("bridge.WithWorkflow: %q given twice", o.twice)
 	}
 	m := newMetrics(o.metricsReg)
 	auth := new(keyRefusal)
@@ -185,9 +193,9 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	}
 	b.worker = worker.New(tc, cfg.Temporal.TaskQueue, wopts)
 	for _, name := range slices.Sorted(maps.Keys(o.workflows)) {
-		if err := registerWorkflow(b.worker, name, o.workflows[name]); err != nil {
+		if err := workflows.RegisterGo(b.worker, name, o.workflows[name]); err != nil {
 			cancel()
-			return nil, err
+			return nil, fmt.Errorf("bridge.WithWorkflow: %w", err)
 		}
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
@@ -221,24 +229,6 @@ func checkWorkflowRoutes(cfg Config, registered map[string]any) error {
 func workflowMissing(o workflows.TypeOptions, registered map[string]any) bool {
 	_, ok := registered[o.Workflow]
 	return o.Workflow != "" && o.TaskQueue == "" && !ok
-}
-
-// registerWorkflow registers a Go workflow handler, turning the SDK's panic
-// on a function it cannot take (or a name taken) into an error.
-func registerWorkflow(w worker.Worker, name string, fn any) (err error) {
-	if strings.HasPrefix(name, activities.ReservedPrefix) {
-		return fmt.Errorf("bridge.WithWorkflow(%q): names starting with %q are the bridge's own", name, activities.ReservedPrefix)
-	}
-	if v := reflect.ValueOf(fn); !v.IsValid() || (v.Kind() == reflect.Func && v.IsNil()) {
-		return fmt.Errorf("bridge.WithWorkflow(%q): nil workflow function", name)
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("bridge.WithWorkflow(%q): %v", name, r)
-		}
-	}()
-	w.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
-	return nil
 }
 
 // Run checks TaskManager and Temporal, resolves the types to serve, starts

@@ -56,7 +56,7 @@ func TestNew_checks_Go_workflow_routes_and_registrations(t *testing.T) {
 	require.NoError(t, err, "another worker's queue registers it")
 
 	_, err = New(newTestConfig(nil), nil, lazyClient(t), WithWorkflow("demo.bad", func(int) {}))
-	require.ErrorContains(t, err, `bridge.WithWorkflow("demo.bad")`)
+	require.ErrorContains(t, err, `bridge.WithWorkflow: workflow "demo.bad"`)
 	_, err = New(newTestConfig(nil), nil, lazyClient(t), WithWorkflow(workflows.TaskWorkflowName, flow))
 	require.ErrorContains(t, err, `names starting with "tmbridge." are the bridge's own`)
 }
@@ -103,8 +103,13 @@ func TestNew_registration_mistakes_fail_loudly(t *testing.T) {
 	routed := map[string]TypeConfig{"demo.flow": {TypeOptions: workflows.TypeOptions{Workflow: "demo.flow"}}}
 	other := activities.NewRegistry()
 	_, err = New(newTestConfig(routed), other, lazyClient(t), WithWorkflow("demo.flow", flow))
-	require.ErrorContains(t, err, `bridge.WithWorkflow("demo.flow"): nil workflow function`)
+	require.ErrorContains(t, err, `bridge.WithWorkflow: workflow "demo.flow": nil workflow function`)
 	require.NoError(t, other.Add("t.more", echo), "a New that failed built no bridge: the registry is not sealed")
+
+	// A name given twice: before, the second replaced the first silently.
+	flow = func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) { return nil, nil }
+	_, err = New(newTestConfig(routed), nil, lazyClient(t), WithWorkflow("demo.flow", flow), WithWorkflow("demo.flow", flow))
+	require.ErrorContains(t, err, `bridge.WithWorkflow: ["demo.flow"] given twice`)
 }
 
 // Run may be called again after its start checks failed (TaskManager not

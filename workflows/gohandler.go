@@ -151,3 +151,30 @@ func (o *panicsOutbound) Go(ctx workflow.Context, name string, f func(ctx workfl
 		f(gctx)
 	})
 }
+
+// Registrar is the part of a Temporal worker (or test environment) that
+// registers workflows.
+type Registrar interface {
+	RegisterWorkflowWithOptions(w any, options workflow.RegisterOptions)
+}
+
+// RegisterGo registers fn as the Go workflow handler name, wrapped in
+// FailOnPanic, on r (whose worker must have GoroutinePanics among its
+// interceptors). It refuses a name of the bridge's own (tmbridge.), a nil
+// function, and what the SDK refuses (a function it cannot take, a name
+// taken), with an error instead of the SDK's panic.
+func RegisterGo(r Registrar, name string, fn any) (err error) {
+	if strings.HasPrefix(name, activities.ReservedPrefix) {
+		return fmt.Errorf("workflow %q: names starting with %q are the bridge's own", name, activities.ReservedPrefix)
+	}
+	if v := reflect.ValueOf(fn); !v.IsValid() || (v.Kind() == reflect.Func && v.IsNil()) {
+		return fmt.Errorf("workflow %q: nil workflow function", name)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("workflow %q: %v", name, p)
+		}
+	}()
+	r.RegisterWorkflowWithOptions(FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
+	return nil
+}

@@ -43,13 +43,19 @@ type Option func(*settings)
 
 type settings struct {
 	workflows map[string]any
+	twice     []string // workflow names given twice
 }
 
 // WithWorkflow registers a Go workflow under name for a type configured
-// with `workflow: name` (bridge.WithWorkflow on a bridge, which also
-// refuses a nil function and a tmbridge. name).
+// with `workflow: name`, as bridge.WithWorkflow does on a bridge: a name
+// given twice, a nil function or a tmbridge. name fails the test.
 func WithWorkflow(name string, fn any) Option {
-	return func(s *settings) { s.workflows[name] = fn }
+	return func(s *settings) {
+		if _, ok := s.workflows[name]; ok {
+			s.twice = append(s.twice, name)
+		}
+		s.workflows[name] = fn
+	}
 }
 
 // Run runs one task of taskType with params through the task workflow the
@@ -65,6 +71,9 @@ func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType str
 	s := settings{workflows: map[string]any{}}
 	for _, o := range opts {
 		o(&s)
+	}
+	if len(s.twice) > 0 {
+		t.Fatalf("bridgetest: WithWorkflow: %q given twice", s.twice)
 	}
 	cfg := loadConfig(t, configYAML)
 	// Which types a bridge serves is not this test's: the production
@@ -107,7 +116,9 @@ func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType str
 	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: DeadlockDetectionTimeout * raceSlowdown, Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
 	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	for name, fn := range s.workflows {
-		env.RegisterWorkflowWithOptions(workflows.FailOnPanic(name, fn), workflow.RegisterOptions{Name: name})
+		if err := workflows.RegisterGo(env, name, fn); err != nil {
+			t.Fatalf("bridgetest: WithWorkflow: %v", err)
+		}
 	}
 	(&activities.Activities{Registry: handlers, TaskManager: api, ProgressInterval: time.Nanosecond}).RegisterOn(env)
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -336,4 +337,46 @@ func TestRun_takes_a_production_config_with_task_types(t *testing.T) {
 	out, err := bridgetest.Run(t, reg, "task_types: [img.resize, img.thumbnail]\n", "img.resize", map[string]any{"w": 1})
 	require.NoError(t, err)
 	require.JSONEq(t, `{"w":1}`, string(out))
+}
+
+// fatalTB records the first Fatalf and ends the goroutine, as testing.T's
+// does; everything else goes to the real test.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// runFatal runs bridgetest.Run with a TB that records its Fatalf.
+func runFatal(t *testing.T, opts ...bridgetest.Option) string {
+	t.Helper()
+	tb := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		reg := activities.NewRegistry()
+		activities.RegisterExamples(reg)
+		_, _ = bridgetest.Run(tb, reg, "types:\n  video.publish: { workflow: video.publish }\n", "video.publish", map[string]any{}, opts...)
+	}()
+	<-done
+	return tb.msg
+}
+
+// A Go workflow is registered as the bridge registers it: a name given
+// twice, a nil function or a name of the bridge's own fail the test, as
+// they fail bridge.New. Before, bridgetest registered it as it was: the
+// second of two replaced the first, and a nil one failed only when run.
+func TestRun_go_workflow_registration_mistakes_fail_the_test(t *testing.T) {
+	t.Parallel()
+	flow := func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) { return nil, nil }
+	var nilFlow func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error)
+	require.Contains(t, runFatal(t, bridgetest.WithWorkflow("video.publish", flow), bridgetest.WithWorkflow("video.publish", flow)),
+		`WithWorkflow: ["video.publish"] given twice`)
+	require.Contains(t, runFatal(t, bridgetest.WithWorkflow("video.publish", nilFlow)), `workflow "video.publish": nil workflow function`)
+	require.Contains(t, runFatal(t, bridgetest.WithWorkflow("video.publish", flow), bridgetest.WithWorkflow("tmbridge.mine", flow)),
+		`workflow "tmbridge.mine": names starting with "tmbridge." are the bridge's own`)
 }
