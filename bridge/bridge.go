@@ -117,7 +117,7 @@ type Option func(*bridgeOptions)
 type bridgeOptions struct {
 	log        *slog.Logger
 	workflows  map[string]any
-	twice      []string // workflow names given twice
+	twice      []string             // workflow names given twice
 	metricsReg *prometheus.Registry // nil: one of the bridge's own
 }
 
