@@ -19,6 +19,12 @@ import (
 //     TaskManager (a result that is not a JSON object is wrapped as
 //     {"value": result});
 //   - an error wrapped with Permanent: the task fails at once, no retry;
+//   - an error wrapped with InvalidParams: the same, its message saying
+//     the params do not fit (Typed handlers return it when params do not
+//     decode or validate);
+//   - an error wrapped with Transient: the attempt fails and is retried,
+//     after its retryAfter when positive (a Retry-After the handler was
+//     given);
 //   - any other error: the attempt fails and Temporal retries it with the
 //     type's retry policy; once the retries are spent, the task fails with
 //     the last error's message.

@@ -261,7 +261,9 @@ func normalizeResult(out json.RawMessage) (json.RawMessage, error) {
 }
 
 // ProgressActivityName is the registered name of the progress activity
-// that multi-step workflows call as steps complete.
+// that multi-step runs started before progress-in-handlers called as
+// steps completed (newer runs hand progress to the steps' handlers): it
+// stays registered so that those runs finish.
 const ProgressActivityName = "tmbridge.ReportProgress"
 
 // ProgressInput is a progress report for a task.

@@ -16,7 +16,12 @@ import (
 // one of three ways:
 //
 //	reserve ─┬─ empty()                      nothing was claimed
-//	         └─ claimed() ─┬─ opened(wf)     its run is open: admission
+//	         ├─ (held)                       the claim's answer was lost:
+//	         │                               the ticket waits for a sweep
+//	         │                               (Bridge.holdUntilSweep), which
+//	         │                               ends it empty() or, finding
+//	         │                               the claim, goes on with claim()
+//	         └─ claim(wf) ─┬─ opened(wf)     its run is open: admission
 //	                       │                 now counts the run, until
 //	                       │                 its outcome lands or Temporal
 //	                       │                 says it closed
@@ -27,6 +32,10 @@ import (
 //	                       └─ dropped()      the claim's run already closed,
 //	                                         or the bridge stops (its next
 //	                                         start recovers the claim)
+//
+// A claim of this worker that a sweep finds without a ticket (a
+// predecessor's) gets one from adopt, past claim(); a run found open at
+// start is counted by adoptRun, with no ticket.
 //
 // Invariants, kept under one mutex:
 //
@@ -193,7 +202,7 @@ func (t *ticket) claim(workflowID string, at time.Time, claimTimeout time.Durati
 	return renewal
 }
 
-// failing frees the pending-start place of a ticket whose task cannot be
+// fail frees the pending-start place of a ticket whose task cannot be
 // started; it keeps its in-flight slot until dropped (the task is failed).
 func (t *ticket) fail() {
 	t.a.mu.Lock()

@@ -185,7 +185,7 @@ func runCheck(args, environ []string, stdout, stderr io.Writer, reg *activities.
 		fmt.Fprintln(stderr, "tmbridge check:", err)
 		return ExitConfig
 	}
-	copts, err := temporalOptions(cfg, environ, subcommandLogger(stderr, cfg))
+	copts, err := ClientOptions(cfg, environ, subcommandLogger(stderr, cfg))
 	if err != nil {
 		fmt.Fprintln(stderr, "tmbridge check: Temporal client config:", err)
 		return ExitConfig

@@ -151,7 +151,7 @@ func (b *checkBundle) checkWith(t *testing.T, reg *activities.Registry, key stri
 		reg = activities.NewRegistry()
 		activities.RegisterExamples(reg)
 	}
-	copts, err := temporalOptions(cfg, env, subcommandLogger(io.Discard, cfg))
+	copts, err := ClientOptions(cfg, env, subcommandLogger(io.Discard, cfg))
 	require.NoError(t, err)
 	c := &checker{cfg: cfg, copts: copts, workflows: map[string]any{}, dial: b.admin.dial}
 	c.reg, c.regErr = cfg.Registry(reg)

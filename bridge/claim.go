@@ -15,8 +15,7 @@ import (
 
 // claimLoop claims tasks of one type: again at once while tasks come,
 // and once the type is empty, when the scout sees one pending (scout.go),
-// with
-// exponential backoff on errors (and Retry-After on 429). It takes an
+// with exponential backoff on errors (and Retry-After on 429). It takes an
 // admission ticket before each claim (so it waits while max_in_flight
 // tasks run, while starts are pending, and stops when max_runs claims were
 // made), waits while Temporal is unreachable, and hands each claimed task

@@ -294,7 +294,7 @@ func TestTemporalOptions_empty_variables_are_as_if_unset(t *testing.T) {
 		env := append([]string{"TEMPORAL_CONFIG_FILE=" + toml}, extra...)
 		cfg, err := Load(nil, env, &bytes.Buffer{})
 		require.NoError(t, err)
-		opts, err := temporalOptions(cfg, env, slog.New(slog.DiscardHandler))
+		opts, err := ClientOptions(cfg, env, slog.New(slog.DiscardHandler))
 		require.NoError(t, err)
 		require.Equal(t, "temporal.internal:7233", opts.HostPort, extra)
 		require.Equal(t, "prod", opts.Namespace, extra)
@@ -428,7 +428,7 @@ func TestLoad_a_key_pasted_where_a_path_goes_is_not_shown(t *testing.T) {
 	pem := "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIOLtBzMiajWx6ikRAySbPMkuDjj83KIvurWcQ61BlgCD\n-----END PRIVATE KEY-----"
 	cfg, err := Load(nil, nil, &bytes.Buffer{})
 	require.NoError(t, err)
-	_, err = temporalOptions(cfg, []string{"TEMPORAL_TLS_CLIENT_KEY_PATH=" + pem, "TEMPORAL_TLS_CLIENT_CERT_PATH=/etc/hostname"}, slog.New(slog.DiscardHandler))
+	_, err = ClientOptions(cfg, []string{"TEMPORAL_TLS_CLIENT_KEY_PATH=" + pem, "TEMPORAL_TLS_CLIENT_CERT_PATH=/etc/hostname"}, slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, err, "<TEMPORAL_TLS_CLIENT_KEY_PATH: 118 bytes that look like a key or certificate, not a path: use TEMPORAL_TLS_CLIENT_KEY_DATA")
 	require.NotContains(t, err.Error(), "MC4CAQAw")
 }
@@ -447,16 +447,16 @@ func TestTemporalOptions_refuse_what_envconfig_ignores(t *testing.T) {
 		"TEMPORAL_TLS_DISABLE_HOST_VERIFICATION=on": "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION: want true or false",
 		"TEMPORAL_CONFIG_FILE=/nonexistent.toml":    "TEMPORAL_CONFIG_FILE: stat /nonexistent.toml: no such file or directory",
 	} {
-		_, err := temporalOptions(cfg, []string{env}, slog.New(slog.DiscardHandler))
+		_, err := ClientOptions(cfg, []string{env}, slog.New(slog.DiscardHandler))
 		require.ErrorContains(t, err, want, env)
 	}
 	// A key temporal.toml's reader does not know is said (a typo, or a
 	// tool's own field: not refused).
 	var logs bytes.Buffer
-	_, err = temporalOptions(cfg, []string{"TEMPORAL_CONFIG_FILE=" + toml}, slog.New(slog.NewTextHandler(&logs, nil)))
+	_, err = ClientOptions(cfg, []string{"TEMPORAL_CONFIG_FILE=" + toml}, slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NoError(t, err)
 	require.Contains(t, logs.String(), "api_kye")
-	opts, err := temporalOptions(cfg, []string{"TEMPORAL_TLS=TRUE"}, slog.New(slog.DiscardHandler))
+	opts, err := ClientOptions(cfg, []string{"TEMPORAL_TLS=TRUE"}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	require.NotNil(t, opts.ConnectionOptions.TLS)
 }
@@ -505,7 +505,7 @@ func TestLoad_what_loaded_before_still_loads(t *testing.T) {
 	toml := filepath.Join(t.TempDir(), "temporal.toml")
 	require.NoError(t, os.WriteFile(toml, []byte("[profile.default]\naddress = \"127.0.0.1:7233\"\n\n[profile.cloud]\naddress = \"x.tmprl.cloud:7233\"\ncolor = \"red\"\n"), 0o600))
 	var logs bytes.Buffer
-	opts, err := temporalOptions(cfg, []string{"TEMPORAL_CONFIG_FILE=" + toml}, slog.New(slog.NewTextHandler(&logs, nil)))
+	opts, err := ClientOptions(cfg, []string{"TEMPORAL_CONFIG_FILE=" + toml}, slog.New(slog.NewTextHandler(&logs, nil)))
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:7233", opts.HostPort)
 	require.Contains(t, logs.String(), "profile.cloud.color")
@@ -519,10 +519,10 @@ func TestLoad_more_keys_pasted_where_they_do_not_go_are_not_shown(t *testing.T) 
 	cfg, err := Load(nil, nil, &bytes.Buffer{})
 	require.NoError(t, err)
 	b64 := "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1DNENBUUF3QlFZREsyVndCQ0lFSU9MdEJ6TWlhald4Nmlr"
-	_, err = temporalOptions(cfg, []string{"TEMPORAL_TLS_CLIENT_KEY_PATH=" + b64, "TEMPORAL_TLS_CLIENT_CERT_PATH=/etc/hostname"}, slog.New(slog.DiscardHandler))
+	_, err = ClientOptions(cfg, []string{"TEMPORAL_TLS_CLIENT_KEY_PATH=" + b64, "TEMPORAL_TLS_CLIENT_CERT_PATH=/etc/hostname"}, slog.New(slog.DiscardHandler))
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "LS0tLS1CRUdJTi")
-	_, err = temporalOptions(cfg, []string{"TEMPORAL_TLS_CLIENT_KEY_PATH=/nonexistent/client.key", "TEMPORAL_TLS_CLIENT_CERT_PATH=/etc/hostname"}, slog.New(slog.DiscardHandler))
+	_, err = ClientOptions(cfg, []string{"TEMPORAL_TLS_CLIENT_KEY_PATH=/nonexistent/client.key", "TEMPORAL_TLS_CLIENT_CERT_PATH=/etc/hostname"}, slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, err, "/nonexistent/client.key", "a path is shown")
 	_, err = Load([]string{"---api-key=s3cr3tT0ken"}, nil, &bytes.Buffer{})
 	require.ErrorContains(t, err, "bad flag syntax: ---api-key")

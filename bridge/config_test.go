@@ -86,7 +86,7 @@ func TestTemporalOptions_grpc_compression(t *testing.T) {
 	} {
 		cfg, err := Load(c.args, c.env, &bytes.Buffer{})
 		require.NoError(t, err)
-		opts, err := temporalOptions(cfg, c.env, slog.New(slog.DiscardHandler))
+		opts, err := ClientOptions(cfg, c.env, slog.New(slog.DiscardHandler))
 		require.NoError(t, err)
 		require.Equal(t, c.want, opts.ConnectionOptions.GrpcCompression, "%v %v", c.args, c.env)
 	}

@@ -73,15 +73,18 @@
 // Load, New, Run and Stop:
 //
 //	cfg, err := bridge.Load(os.Args[1:], os.Environ(), os.Stdout)
-//	tc, err := client.Dial(client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace})
-//	b, err := bridge.New(cfg, reg, tc)
+//	worker.SetStickyWorkflowCacheSize(cfg.Temporal.WorkflowCacheSize)
+//	copts, err := bridge.ClientOptions(cfg, os.Environ(), logger) // TEMPORAL_* env, TLS, API key, profile
+//	tc, err := client.Dial(copts)
+//	cfg.Temporal.Namespace = copts.Namespace
+//	b, err := bridge.New(cfg, reg, tc, bridge.WithLogger(logger))
 //	err = b.Run(ctx)           // until ctx ends or --max-runs tasks are done
 //	err = b.Stop(shutdownCtx)  // stop claiming, let handlers finish within the grace
 //
-// Such a program dials Temporal itself: temporal.grpc_compression and
-// temporal.workflow_cache_size are applied by Main (set
-// ConnectionOptions.GrpcCompression and worker.SetStickyWorkflowCacheSize
-// yourself).
+// ClientOptions gives the client options Main dials with: Temporal's own
+// environment variables and config profile, the config's temporal.*
+// settings, the SDK's logs. temporal.workflow_cache_size is process-wide:
+// set it before any worker is built, as above.
 //
 // Main also serves the Temporal SDK's metrics on /metrics, named as
 // Temporal's Go SDK dashboard expects, and exports traces over OTLP when

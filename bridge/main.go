@@ -131,7 +131,7 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 		return ExitConfig
 	}
 	worker.SetStickyWorkflowCacheSize(cfg.Temporal.WorkflowCacheSize) // process-wide: before any worker
-	copts, err := temporalOptions(cfg, environ, log)
+	copts, err := ClientOptions(cfg, environ, log)
 	if err != nil {
 		log.Error("Temporal client config", "err", err)
 		return ExitConfig
@@ -227,11 +227,13 @@ func StopTimeout(shutdownGrace time.Duration) time.Duration {
 	return claimStopGrace + startsGrace + shutdownGrace + cancelledReportGrace + tracingFlushTimeout
 }
 
-// temporalOptions reads Temporal's own settings (TEMPORAL_ADDRESS,
-// TEMPORAL_NAMESPACE, TLS, API key, config profile) with the SDK's
-// envconfig, then applies the bridge's temporal.address, namespace and
-// grpc_compression.
-func temporalOptions(cfg Config, environ []string, log *slog.Logger) (client.Options, error) {
+// ClientOptions are the Temporal client options the bridge dials with:
+// Temporal's own settings in environ (TEMPORAL_ADDRESS,
+// TEMPORAL_NAMESPACE, TLS, API key, config profile, read with the SDK's
+// envconfig), then cfg's temporal.address, namespace and
+// grpc_compression, and the SDK's logs through log (warnings, or all with
+// debug). Main adds the config's metrics and tracing to them.
+func ClientOptions(cfg Config, environ []string, log *slog.Logger) (client.Options, error) {
 	env := envList(environ)
 	if err := checkTemporalEnv(env); err != nil {
 		return client.Options{}, err

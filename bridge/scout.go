@@ -22,7 +22,8 @@ import (
 //
 // A claim that timed out on another worker is claimable too, but a
 // listing does not say when a task was claimed: the sweeper's listing of
-// claimed tasks (once a minute) notes when it first saw each claim, and a
+// claimed tasks (every minute, or every half claim_timeout when that is
+// shorter, never more often than poll_interval) notes when it first saw each claim, and a
 // claim seen for claim_timeout wakes its type. So does a claim of this
 // worker that no run of this bridge holds (its run closed without
 // reporting: terminated in Temporal Web), or whose run this bridge found

@@ -39,7 +39,7 @@ func runSetup(args, environ []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, "tmbridge setup: warning:", w)
 	}
-	copts, err := temporalOptions(cfg, environ, subcommandLogger(stderr, cfg))
+	copts, err := ClientOptions(cfg, environ, subcommandLogger(stderr, cfg))
 	if err != nil {
 		fmt.Fprintln(stderr, "tmbridge setup: Temporal client config:", err)
 		return ExitConfig

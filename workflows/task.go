@@ -175,6 +175,10 @@ func newerClaimOver(rep activities.ReportOutput, c Claim) bool {
 	return rep.ReadAttempts >= c.Attempts && rep.ReadStatus != "" && rep.ReadStatus != "claimed"
 }
 
+// firstTaskEvents is the history length while a run's first workflow
+// task runs: started, task scheduled, task started.
+const firstTaskEvents = 3
+
 // Change ids of workflow.GetVersion: each names a change to the commands
 // TaskWorkflow issues, so that runs started by an older bridge replay.
 const (
@@ -483,7 +487,7 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 	default:
 		// A local handler past the run's first workflow task may be a rerun
 		// of one whose outcome a dead bridge already reported.
-		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > 3
+		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > firstTaskEvents
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)
 		f = opts.executeHandler(ctx, taskSummary(in.Task, handler), handler, input)
