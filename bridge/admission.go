@@ -123,7 +123,7 @@ func (a *admission) reserve(ctx context.Context) (*ticket, error) {
 			a.mu.Unlock()
 			return nil, errBudgetSpent
 		}
-		if len(a.open)+a.tickets+a.failing < a.limit && a.tickets < MaxPendingStarts &&
+		if a.countedLocked() < a.limit && a.tickets < MaxPendingStarts &&
 			(a.maxRuns == 0 || a.claims+a.tickets < a.maxRuns) {
 			a.tickets++
 			a.mu.Unlock()
@@ -467,15 +467,18 @@ func (a *admission) covers(workflowID string, attempts int) bool {
 func (a *admission) hasRoom() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.open)+a.tickets+a.failing < a.limit
+	return a.countedLocked() < a.limit
 }
 
 // inFlight returns the tasks counted now: open runs and tickets.
 func (a *admission) inFlight() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.open) + a.tickets + a.failing
+	return a.countedLocked()
 }
+
+// countedLocked is inFlight with a.mu held (invariant 1's left side).
+func (a *admission) countedLocked() int { return len(a.open) + a.tickets + a.failing }
 
 // openRuns returns how many workflow ids have a run open.
 func (a *admission) openRuns() int {

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -60,42 +59,6 @@ func typeOptions() []typeOption {
 	}
 }
 
-// configTable renders options() as the README's settings table.
-func configTable() string {
-	var b strings.Builder
-	b.WriteString("| key (YAML) | flag | env | default | meaning |\n|---|---|---|---|---|\n")
-	for _, o := range options() {
-		key := "—"
-		if !o.cliOnly {
-			key = code(cmp.Or(o.docKey, strings.ReplaceAll(o.key, delim, ".")))
-		}
-		var flags []string
-		if o.flag != "" {
-			flags = append(flags, code("--"+o.flag))
-		}
-		if o.short != "" {
-			flags = append(flags, code("-"+o.short))
-		}
-		var env []string
-		for _, e := range o.env {
-			env = append(env, code(e))
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", key, orDash(strings.Join(flags, ", ")),
-			orDash(strings.Join(env, ", ")), docDefault(o.def, o.doc), cell(o.help))
-	}
-	return b.String()
-}
-
-// typeOptionsTable renders typeOptions() as the README's per-type table.
-func typeOptionsTable() string {
-	var b strings.Builder
-	b.WriteString("| key | default | meaning |\n|---|---|---|\n")
-	for _, o := range typeOptions() {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", code(o.key), docDefault(o.def, o.doc), cell(o.help))
-	}
-	return b.String()
-}
-
 // writeTypeOptionsHelp lists typeOptions() for --help.
 func writeTypeOptionsHelp(w io.Writer) {
 	fmt.Fprint(w, "Per-type options, in the config file under type_defaults: and types.<name>:\n")
@@ -147,12 +110,3 @@ func shortDuration(d time.Duration) string {
 func plain(s string) string { return strings.ReplaceAll(s, "`", "") }
 
 func code(s string) string { return "`" + s + "`" }
-
-func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
-
-func orDash(s string) string {
-	if s == "" {
-		return "—"
-	}
-	return s
-}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"reflect"
@@ -248,4 +249,49 @@ func TestLoad_help_lists_per_type_options(t *testing.T) {
 	}
 	require.NotContains(t, out.String(), "`")
 	require.Contains(t, out.String(), "default: temporal.max_concurrent_activities", "a default given in words shows")
+}
+
+// configTable renders options() as the README's settings table.
+func configTable() string {
+	var b strings.Builder
+	b.WriteString("| key (YAML) | flag | env | default | meaning |\n|---|---|---|---|---|\n")
+	for _, o := range options() {
+		key := "—"
+		if !o.cliOnly {
+			key = code(cmp.Or(o.docKey, strings.ReplaceAll(o.key, delim, ".")))
+		}
+		var flags []string
+		if o.flag != "" {
+			flags = append(flags, code("--"+o.flag))
+		}
+		if o.short != "" {
+			flags = append(flags, code("-"+o.short))
+		}
+		var env []string
+		for _, e := range o.env {
+			env = append(env, code(e))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", key, orDash(strings.Join(flags, ", ")),
+			orDash(strings.Join(env, ", ")), docDefault(o.def, o.doc), cell(o.help))
+	}
+	return b.String()
+}
+
+// typeOptionsTable renders typeOptions() as the README's per-type table.
+func typeOptionsTable() string {
+	var b strings.Builder
+	b.WriteString("| key | default | meaning |\n|---|---|---|\n")
+	for _, o := range typeOptions() {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", code(o.key), docDefault(o.def, o.doc), cell(o.help))
+	}
+	return b.String()
+}
+
+func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
 }

@@ -13,7 +13,6 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
-	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager"
@@ -76,18 +75,10 @@ func (b *Bridge) describeClosed(ctx context.Context, workflowID string) (bool, e
 	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		return true, nil
 	}
-	var worker string
-	var attempt int
-	if p := info.GetMemo().GetFields()[workflows.MemoWorkerID]; p != nil {
-		_ = converter.GetDefaultDataConverter().FromPayload(p, &worker)
-	}
-	if p := info.GetMemo().GetFields()[workflows.MemoAttempt]; p != nil {
-		_ = converter.GetDefaultDataConverter().FromPayload(p, &attempt)
-	}
 	// The open run serves another worker's claim now: it counts there.
 	// Not while the run has yet to take this worker's newer claim (its
 	// memo still names the claim before).
-	if worker != "" && worker != b.cfg.WorkerID && attempt >= b.adm.attempts(workflowID) {
+	if c := workflows.ClaimInMemo(info.GetMemo()); c.WorkerID != "" && c.WorkerID != b.cfg.WorkerID && c.Attempts >= b.adm.attempts(workflowID) {
 		return true, nil
 	}
 	return false, nil

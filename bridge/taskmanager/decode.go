@@ -18,14 +18,6 @@ type envelope struct {
 	Data    json.RawMessage `json:"data"`
 }
 
-func (e envelope) details() []string {
-	var ds []string
-	if json.Unmarshal(e.Details, &ds) == nil {
-		return ds
-	}
-	return nil
-}
-
 // errNotObject: an answer that is not a JSON object, described by the
 // caller (describeForeign), which copies none of it.
 var errNotObject = errors.New("answer is not a JSON object")

@@ -382,7 +382,6 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = env.details()
 		var task Task
 		if decodeData(env.Data, call{one: true}, &task) == nil {
 			_, _ = json.Marshal(task)
