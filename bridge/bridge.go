@@ -459,7 +459,11 @@ const cancelledReportGrace = 15 * time.Second
 // start of this worker), then stops the worker: running handlers get the
 // shutdown grace to finish, after which they are cancelled, get 15 s to
 // return so that their attempts are reported, and Temporal retries them
-// elsewhere or after a restart. It returns ctx's error if ctx ends first.
+// elsewhere or after a restart.
+//
+// If ctx ends first, Stop cancels the handlers still running at once and
+// returns ctx's error; the worker's stop goes on in the background (their
+// attempts are still reported, so Temporal retries them).
 func (b *Bridge) Stop(ctx context.Context) error {
 	b.mu.Lock()
 	b.stopped = true
@@ -492,7 +496,10 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		idle, cancel := context.WithTimeout(ctx, cancelledReportGrace)
 		defer cancel()
 		if b.acts.Idle(idle) == nil {
-			time.Sleep(100 * time.Millisecond) // the SDK's failure report
+			select { // the SDK's failure report
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+			}
 		}
 		b.stopDoneOnce.Do(func() { close(b.stopDone) })
 		close(done)
@@ -501,6 +508,7 @@ func (b *Bridge) Stop(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		b.acts.CancelHandlers() // the caller waits no more: neither do they
 		return fmt.Errorf("stop: %w", ctx.Err())
 	}
 }

@@ -73,6 +73,45 @@ func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
 	require.GreaterOrEqual(t, cancelled.Sub(stopped), grace, "not before the grace ended")
 }
 
+// A Stop whose context ends before the shutdown grace does cancels the
+// handlers still running, and returns ctx's error: its caller waits no
+// more, and neither do they. Before, they ran on until the grace ended.
+func TestStop_cancels_handlers_when_its_context_ends(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.ShutdownGrace = time.Hour })
+	reg := activities.NewRegistry()
+	started := make(chan struct{})
+	reg.MustAdd("test.block", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	bb.b.acts = &activities.Activities{Registry: reg, TaskManager: bb.api}
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	bb.b.acts.RegisterOn(env)
+	returned := make(chan error, 1)
+	go func() {
+		_, err := env.ExecuteActivity("test.block", activities.HandlerInput{TaskID: "1", TaskType: "test.block", Attempt: 1, WorkerID: "w1", Params: json.RawMessage(`{}`)})
+		returned <- err
+	}()
+	<-started
+	workerStop := make(chan struct{})
+	bb.b.worker = stoppingWorker{stop: func() { <-workerStop }} // the SDK waits out the grace
+	defer close(workerStop)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopErr := make(chan error, 1)
+	go func() { stopErr <- bb.b.Stop(ctx) }()
+	cancel()
+	require.ErrorIs(t, <-stopErr, context.Canceled)
+	select {
+	case err := <-returned:
+		require.ErrorContains(t, err, context.Canceled.Error(), "the handler was cancelled")
+	case <-time.After(eventually):
+		t.Fatal("the handler still runs after Stop returned")
+	}
+}
+
 // A claim that fails in a way that may hide a claim after the sweeper
 // ended (a claim call let run on while claiming stops) is not held for a
 // sweep that will never come: its place is given back. Before, it stayed
