@@ -9,8 +9,10 @@ import (
 	"time"
 	"unicode"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/prismq/tmbridge/workflows"
 )
@@ -181,4 +183,76 @@ func (b *Bridge) checkRun(workflowID string) (bool, error) {
 		return false, err
 	}
 	return b.adm.closed(workflowID, gen), nil
+}
+
+// watch waits until no run of workflowID is open, as Temporal says, then
+// gives its admission slot back; without visibility, each open run has one
+// (the closer above watches them all at once). An error (Temporal unreachable for longer
+// than a history long poll, say) never frees the slot: the watch asks
+// again until Temporal answers.
+func (b *Bridge) watch(workflowID string) {
+	for failures := 0; b.bg.Err() == nil; {
+		gen := b.adm.generation(workflowID)
+		if gen < 0 {
+			return // no longer counted: its outcome landed
+		}
+		closed, err := b.runClosed(workflowID)
+		switch {
+		case err != nil:
+			failures++
+			b.log.Debug("cannot tell whether the run closed; asking again", "workflow_id", workflowID, "err", err)
+			sleep(b.bg, backoff(failures))
+		case !closed:
+			failures = 0
+		case b.adm.closed(workflowID, gen):
+			return
+		}
+	}
+}
+
+// runClosed waits for the latest run of workflowID (and the runs it
+// continues as) to close, then asks Temporal whether it is closed.
+func (b *Bridge) runClosed(workflowID string) (bool, error) {
+	getErr := b.runs.GetWorkflow(b.bg, workflowID, "").Get(b.bg, nil)
+	ctx, cancel := context.WithTimeout(b.bg, 10*time.Second)
+	defer cancel()
+	closed, err := b.describeClosed(ctx, workflowID)
+	if err != nil || closed {
+		return closed, err
+	}
+	if getErr != nil && !isWorkflowResult(getErr) {
+		return false, fmt.Errorf("wait for the run: %w", getErr)
+	}
+	return false, nil // still ours, or another run of ours started since
+}
+
+// describeClosed asks Temporal whether workflowID's latest run is closed:
+// closed, gone, or serving another worker's claim now (it counts there).
+func (b *Bridge) describeClosed(ctx context.Context, workflowID string) (bool, error) {
+	desc, err := b.runs.DescribeWorkflowExecution(ctx, workflowID, "")
+	var gone *serviceerror.NotFound
+	if errors.As(err, &gone) {
+		return true, nil // deleted, or its retention passed
+	}
+	if err != nil {
+		return false, err
+	}
+	info := desc.GetWorkflowExecutionInfo()
+	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return true, nil
+	}
+	// The open run serves another worker's claim now: it counts there.
+	// Not while the run has yet to take this worker's newer claim (its
+	// memo still names the claim before).
+	if c := workflows.ClaimInMemo(info.GetMemo()); c.WorkerID != "" && c.WorkerID != b.cfg.WorkerID && c.Attempts >= b.adm.attempts(workflowID) {
+		return true, nil
+	}
+	return false, nil
+}
+
+// isWorkflowResult reports whether err is a run's own outcome (it failed,
+// was cancelled, …) rather than a failure to learn it.
+func isWorkflowResult(err error) bool {
+	var wee *temporal.WorkflowExecutionError
+	return errors.As(err, &wee)
 }

@@ -11,8 +11,9 @@
 //	bridge/admission.go        admission: the one owner of each claimed task (max_in_flight, max_runs)
 //	bridge/resolve.go          the config made runnable: handlers, each type's options, the workflow input
 //	bridge/start.go            startWorkflow: start workflow "<prefix><task id>", or signal the new claim to its open run
-//	bridge/closer.go           learn when open runs close, for all at once (their max_in_flight slots come back)
-//	bridge/recover.go          open runs found at start, watch without visibility; sweep this worker's claims left without a run
+//	bridge/closer.go           learn when open runs close, for all at once (their max_in_flight slots come back); watch one without visibility
+//	bridge/recover.go          open runs of this worker found at start: counted and watched
+//	bridge/sweep.go            sweep this worker's claims left without a run (lost answers, a crash); note others' timed-out claims
 //	workflows/task.go          TaskWorkflow: runs the handler, then reports, following claim moves
 //	workflows/steps.go         multi-step types (compose.go: when, for_each, on_failure, enqueue, wait_for)
 //	activities/worker.go       the handler activity (one per task type, named after it)
