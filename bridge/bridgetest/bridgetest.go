@@ -3,12 +3,12 @@
 // (its clock skips ahead, so retries with minutes of backoff take
 // milliseconds) and the in-memory dev TaskManager.
 //
-//	func TestResize(t *testing.T) {
+//	func TestResize(t *testing.T) { // examples/resize
 //		reg := activities.NewRegistry()
 //		activities.Register(reg, "image.resize", resize)
-//		out, err := bridgetest.Run(t, reg, "", "image.resize", map[string]any{"width": 100})
+//		out, err := bridgetest.Run(t, reg, "", "image.resize", map[string]any{"url": "https://img.example/a.png", "width": 100})
 //		require.NoError(t, err)
-//		require.JSONEq(t, `{"width":100,"height":75}`, string(out))
+//		require.JSONEq(t, `{"url":"https://img.example/a.png?w=100"}`, string(out))
 //	}
 package bridgetest
 
