@@ -228,7 +228,7 @@ func ambiguous(err error) bool {
 // judge decides from the task as read whether to post (done false), or
 // what the report's answer is. cause is the refused post, if any.
 func judge(t taskmanager.Task, in ReportInput, cause error) (ReportOutput, error, bool) {
-	heldByUs := t.Status == taskmanager.StatusClaimed && t.ClaimedBy == in.WorkerID && int(t.Attempts) == in.Attempt
+	heldByUs := t.HeldBy(in.WorkerID, in.Attempt)
 	switch {
 	case holdsOutcome(t, in):
 		status := t.Status

@@ -325,7 +325,7 @@ func (b *Bridge) claimHolds(ctx context.Context, task taskmanager.Task) (runStat
 	if err != nil {
 		return runNone, &apiError{err}
 	}
-	if t.Status == taskmanager.StatusClaimed && t.ClaimedBy == b.cfg.WorkerID && t.Attempts == task.Attempts {
+	if t.HeldBy(b.cfg.WorkerID, int(task.Attempts)) {
 		return runNone, nil
 	}
 	b.log.Info("the claim no longer holds the task: no run started for it", "task_id", string(task.ID), "attempts", int(task.Attempts), "status", t.Status)

@@ -42,3 +42,13 @@ func TestDecode_foreign_500_with_php_words_is_transient(t *testing.T) {
 	_, err = c.Claim(ctx, ClaimRequest{WorkerID: "w", TaskTypeID: "1"})
 	requireErr(t, err, ErrTransient, 500)
 }
+
+func TestTask_HeldBy(t *testing.T) {
+	held := Task{Status: StatusClaimed, ClaimedBy: "w1", Attempts: 2}
+	require.True(t, held.HeldBy("w1", 2))
+	require.False(t, held.HeldBy("w1", 1), "an older claim of the same worker")
+	require.False(t, held.HeldBy("w2", 2))
+	pending := held
+	pending.Status = StatusPending
+	require.False(t, pending.HeldBy("w1", 2))
+}

@@ -201,6 +201,13 @@ type Task struct {
 	CompletedAt Text   `json:"completed_at,omitempty"`
 }
 
+// HeldBy reports whether the task, as read, is claimed by the claim of
+// workerID whose attempt count is attempts: only that claim's outcome is
+// TaskManager's to take.
+func (t Task) HeldBy(workerID string, attempts int) bool {
+	return t.Status == StatusClaimed && t.ClaimedBy == workerID && int(t.Attempts) == attempts
+}
+
 // taskRows is a listing's rows. A row that cannot be read in full is kept
 // by what identifies it (id, type, status, claimed_by, attempts): one odd
 // row must not hide the others from the scout and the sweep, and reading
