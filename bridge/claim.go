@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -23,20 +24,13 @@ import (
 // lost or not decodable) asks for a sweep of this worker's claims.
 func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 	log := b.log.With("task_type", t.Name)
-	req := taskmanager.ClaimRequest{WorkerID: b.cfg.WorkerID, TaskTypeID: t.ID, SortBy: b.cfg.ClaimSortBy, SortOrder: b.cfg.ClaimSortOrder}
-	failures := 0
-	// This worker's claims from before are counted first; if TaskManager's
-	// task listing keeps failing, claiming starts anyway after a while.
-	select {
-	case <-b.swept:
-	case <-time.After(firstSweepWait):
-		log.Error("cannot list this worker's claimed tasks (GET /tasks?status=claimed): claiming without them; claims left by a crash are not recovered until the listing works", "waited", firstSweepWait)
-	case <-ctx.Done():
+	if !b.waitFirstSweep(ctx, log) {
 		return
 	}
 	// Claims come from the scout (scout.go): it allows as many as it saw
 	// tasks pending that no claim is promised to, so that no claim comes
 	// back empty; this loop takes them one at a time.
+	failures := 0
 	hurry := false
 	for ctx.Err() == nil {
 		select {
@@ -56,68 +50,97 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			b.scout.unused(t.Name)
 			return // stopping, or max_runs claims made
 		}
-		// Not cancelled with ctx: a claim the server made must reach us.
-		// A sweep waits for the answers of the calls under way when its
-		// listing ended (claimCalls).
-		handled := b.calls.begin()
 		claimedAt := time.Now()
-		cctx, cancelClaim := claimContext(ctx)
-		task, err := b.api.Claim(cctx, req)
-		cancelClaim()
-		renewal := false
-		b.metrics.claimDuration.WithLabelValues(t.Name).Observe(time.Since(claimedAt).Seconds())
-		if err == nil {
-			if task.Type != t.Name {
-				// The answer left it out, or names another type (a broken
-				// server): the task was claimed by t's id and runs t's
-				// handler, so it is t's in history, memo and metrics.
-				if task.Type != "" {
-					log.Warn("the claim's answer names another task type: the task runs as the type claimed", "task_id", string(task.ID), "answer_type", fmt.Sprintf("%.64q", task.Type))
-				}
-				task.Type = t.Name
-			}
-			renewal = tk.claim(b.WorkflowID(task.ID), time.Now(), b.cfg.ClaimTimeout)
-		} else if errors.Is(err, taskmanager.ErrTransient) {
-			// The server may have claimed a task whose answer we lost: the
-			// ticket keeps its slot until a sweep has looked. Held before
-			// the answer counts as handled, so that a sweep that finds the
-			// claim finds its ticket too (and counts it against max_runs).
-			b.holdUntilSweep(tk, t.Name)
-		}
-		handled()
-		if errors.Is(err, taskmanager.ErrNoTask) {
-			b.scout.empty(t.Name)
-		} else {
-			b.scout.made(t.Name)
-		}
-		if err == nil {
+		task, err := b.claimOne(ctx, tk, t, log)
+		switch {
+		case err == nil:
 			failures = 0
 			hurry = true // more may be pending: the scout looks at once if none is left
-			if renewal {
-				b.metrics.claims.WithLabelValues(t.Name, "renewed").Inc()
-				log.Info("✓ claimed task again while its run goes on (its claim had timed out)", "task_id", string(task.ID), "attempts", int(task.Attempts))
-			} else {
-				b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
-				log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
-			}
 			b.startTask(tk, task, t, claimedAt, traceClaim(t, task, claimedAt))
-			continue
-		}
-		if !errors.Is(err, taskmanager.ErrTransient) {
-			tk.empty()
-		}
-		if errors.Is(err, taskmanager.ErrNoTask) {
+		case errors.Is(err, taskmanager.ErrNoTask):
 			failures = 0
-			b.metrics.claims.WithLabelValues(t.Name, "empty").Inc() // another worker was first
-			continue
+			tk.empty()
+		default:
+			if !errors.Is(err, taskmanager.ErrTransient) {
+				tk.empty() // a transient error's ticket is held for a sweep
+			}
+			failures++
+			wait := max(backoff(failures), taskmanager.RetryAfter(err))
+			log.Warn("claim failed", "err", err, "retry_in", wait.Round(time.Millisecond))
+			sleep(ctx, wait)
+			hurry = true // the task may still be pending: try again, not at the next poll
 		}
-		failures++
-		b.metrics.claims.WithLabelValues(t.Name, "error").Inc()
-		wait := max(backoff(failures), taskmanager.RetryAfter(err))
-		log.Warn("claim failed", "err", err, "retry_in", wait.Round(time.Millisecond))
-		sleep(ctx, wait)
-		hurry = true // the task may still be pending: try again, not at the next poll
 	}
+}
+
+// waitFirstSweep waits until this worker's claims from before are counted
+// (the first sweep); if TaskManager's task listing keeps failing, claiming
+// starts anyway after firstSweepWait. It reports false when ctx ended.
+func (b *Bridge) waitFirstSweep(ctx context.Context, log *slog.Logger) bool {
+	select {
+	case <-b.swept:
+	case <-time.After(firstSweepWait):
+		log.Error("cannot list this worker's claimed tasks (GET /tasks?status=claimed): claiming without them; claims left by a crash are not recovered until the listing works", "waited", firstSweepWait)
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// claimOne makes one claim of type t with ticket tk, and counts it (the
+// scout, metrics, logs). A task it returns is tk's (ticket.claim); on an
+// error that may hide a claim the server made (ErrTransient), tk is held
+// until a sweep has looked. Any other error leaves tk to the caller.
+func (b *Bridge) claimOne(ctx context.Context, tk *ticket, t servedType, log *slog.Logger) (taskmanager.Task, error) {
+	req := taskmanager.ClaimRequest{WorkerID: b.cfg.WorkerID, TaskTypeID: t.ID, SortBy: b.cfg.ClaimSortBy, SortOrder: b.cfg.ClaimSortOrder}
+	// Not cancelled with ctx: a claim the server made must reach us.
+	// A sweep waits for the answers of the calls under way when its
+	// listing ended (claimCalls).
+	handled := b.calls.begin()
+	began := time.Now()
+	cctx, cancelClaim := claimContext(ctx)
+	task, err := b.api.Claim(cctx, req)
+	cancelClaim()
+	b.metrics.claimDuration.WithLabelValues(t.Name).Observe(time.Since(began).Seconds())
+	renewal := false
+	if err == nil {
+		if task.Type != t.Name {
+			// The answer left it out, or names another type (a broken
+			// server): the task was claimed by t's id and runs t's
+			// handler, so it is t's in history, memo and metrics.
+			if task.Type != "" {
+				log.Warn("the claim's answer names another task type: the task runs as the type claimed", "task_id", string(task.ID), "answer_type", fmt.Sprintf("%.64q", task.Type))
+			}
+			task.Type = t.Name
+		}
+		renewal = tk.claim(b.WorkflowID(task.ID), time.Now(), b.cfg.ClaimTimeout)
+	} else if errors.Is(err, taskmanager.ErrTransient) {
+		// The server may have claimed a task whose answer we lost: the
+		// ticket keeps its slot until a sweep has looked. Held before
+		// the answer counts as handled, so that a sweep that finds the
+		// claim finds its ticket too (and counts it against max_runs).
+		b.holdUntilSweep(tk, t.Name)
+	}
+	handled()
+
+	if errors.Is(err, taskmanager.ErrNoTask) {
+		b.scout.empty(t.Name)
+	} else {
+		b.scout.made(t.Name)
+	}
+	switch {
+	case err == nil && renewal:
+		b.metrics.claims.WithLabelValues(t.Name, "renewed").Inc()
+		log.Info("✓ claimed task again while its run goes on (its claim had timed out)", "task_id", string(task.ID), "attempts", int(task.Attempts))
+	case err == nil:
+		b.metrics.claims.WithLabelValues(t.Name, "claimed").Inc()
+		log.Info("✓ claimed task", "task_id", string(task.ID), "attempts", int(task.Attempts))
+	case errors.Is(err, taskmanager.ErrNoTask):
+		b.metrics.claims.WithLabelValues(t.Name, "empty").Inc() // another worker was first
+	default:
+		b.metrics.claims.WithLabelValues(t.Name, "error").Inc()
+	}
+	return task, err
 }
 
 // claimCalls are the claim calls under way. A sweep that listed this
