@@ -230,10 +230,39 @@ const defaultUndecodableFor = time.Minute
 // found and signalled), or failed in TaskManager when the bridge cannot
 // read it; none is left claimed until its claim times out.
 func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*strikes) error {
+	mine, err := b.listMine(ctx, undecodable)
+	if err != nil {
+		return err
+	}
 	served := map[string]servedType{}
 	for _, t := range b.types {
 		served[t.Name] = t
 	}
+	var unread []string
+	for _, row := range mine {
+		if b.adm.covers(b.WorkflowID(row.ID), int(row.Attempts)) {
+			continue // started, or its run has it
+		}
+		t, ok := served[row.Type]
+		if !ok {
+			b.log.Warn("a task claimed by this worker id is of a type this bridge does not serve; left to the bridge that serves it", "task_id", string(row.ID), "task_type", row.Type)
+			continue
+		}
+		if !b.recoverClaim(ctx, row, t, undecodable) {
+			unread = append(unread, string(row.ID))
+		}
+	}
+	if len(unread) > 0 {
+		return fmt.Errorf("claimed tasks not read yet: %s", strings.Join(unread, ", "))
+	}
+	return nil
+}
+
+// listMine lists the claimed tasks, and once the claim calls under way
+// when the listing ended are handled, returns this worker's. Along the
+// way it tells the scout of claims that timed out (scout.noteClaims), and
+// forgets the strikes of tasks no longer claimed here.
+func (b *Bridge) listMine(ctx context.Context, undecodable map[taskmanager.ID]*strikes) ([]taskmanager.Task, error) {
 	all, err := b.listClaimed(ctx)
 	if err == nil {
 		// A claim call under way may have claimed a task listed here: once
@@ -247,88 +276,84 @@ func (b *Bridge) sweep(ctx context.Context, undecodable map[taskmanager.ID]*stri
 			mine = append(mine, t)
 		}
 	}
-	if err == nil {
-		// Strikes of tasks no longer claimed here end.
-		maps.DeleteFunc(undecodable, func(id taskmanager.ID, _ *strikes) bool {
-			return !slices.ContainsFunc(mine, func(t taskmanager.Task) bool { return t.ID == id })
-		})
-		// Claims that timed out elsewhere, or here with nothing to renew
-		// them: no run, or a run whose claim was found, not made here.
-		held := func(t taskmanager.Task) bool {
-			return t.ClaimedBy == b.cfg.WorkerID && b.adm.renews(b.WorkflowID(t.ID), int(t.Attempts))
-		}
-		b.scout.noteClaims(all, held, b.cfg.ClaimTimeout, time.Now(), b.adm.hasRoom)
-	}
 	b.log.Debug("sweep: listed this worker's claims", "claims", len(mine), "err", err)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var unread []string
-	for _, row := range mine {
-		id := b.WorkflowID(row.ID)
-		if b.adm.covers(id, int(row.Attempts)) {
-			continue // started, or its run has it
-		}
-		t, ok := served[row.Type]
-		if !ok {
-			b.log.Warn("a task claimed by this worker id is of a type this bridge does not serve; left to the bridge that serves it", "task_id", string(row.ID), "task_type", row.Type)
-			continue
-		}
-		task, err := b.api.GetTask(ctx, row.ID)
-		b.log.Debug("sweep: read task", "task_id", string(row.ID), "err", err)
-		var e *taskmanager.Error
-		switch {
-		case err != nil && b.adm.tracked(id):
-			// A newer claim of an open run, not read now: the next sweep
-			// tries again, and this one does not fail for it (its run
-			// reads the task, and answers for it).
-			continue
-		case err != nil && errors.As(err, &e) && e.Status >= 200 && e.Status < 300:
-			st := undecodable[row.ID]
-			if st == nil {
-				st = &strikes{first: time.Now()}
-				undecodable[row.ID] = st
-			}
-			st.n++
-			if st.n < undecodableSweeps || time.Since(st.first) < b.undecodableFor {
-				unread = append(unread, string(row.ID))
-				continue
-			}
-			// A run may serve it still (a claim that moved to this worker):
-			// then it is counted and watched, not failed.
-			state, _, cerr := b.claimRun(ctx, id, workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(row.Attempts)})
-			if cerr != nil {
-				unread = append(unread, string(row.ID))
-				continue
-			}
-			delete(undecodable, row.ID)
-			tk := b.ticketFor(row.Type, id)
-			switch state {
-			case runOpen:
-				if tk.opened(id, int(row.Attempts), time.Time{}) { // found now: claimed at a time not known
-					b.watchRun(id)
-				}
-			case runDone:
-				tk.dropped()
-			default:
-				tk.fail()
-				b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error(), false)
-			}
-			continue
-		case err != nil:
-			unread = append(unread, string(row.ID))
-			continue
-		}
-		delete(undecodable, row.ID)
-		if task.Status != taskmanager.StatusClaimed || task.ClaimedBy != b.cfg.WorkerID || b.adm.covers(id, int(task.Attempts)) {
-			continue // it moved on since the list
-		}
-		task.Type = t.Name // as listed, and served: the read may leave it out
-		b.log.Info("found a claim of this worker that no run has: starting it (or signalling it to the task's open run)", "task_id", string(task.ID), "attempts", int(task.Attempts))
-		b.startTask(b.ticketFor(t.Name, id), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
+	maps.DeleteFunc(undecodable, func(id taskmanager.ID, _ *strikes) bool {
+		return !slices.ContainsFunc(mine, func(t taskmanager.Task) bool { return t.ID == id })
+	})
+	// Claims that timed out elsewhere, or here with nothing to renew
+	// them: no run, or a run whose claim was found, not made here.
+	held := func(t taskmanager.Task) bool {
+		return t.ClaimedBy == b.cfg.WorkerID && b.adm.renews(b.WorkflowID(t.ID), int(t.Attempts))
 	}
-	if len(unread) > 0 {
-		return fmt.Errorf("claimed tasks not read yet: %s", strings.Join(unread, ", "))
+	b.scout.noteClaims(all, held, b.cfg.ClaimTimeout, time.Now(), b.adm.hasRoom)
+	return mine, nil
+}
+
+// recoverClaim reads a claim of this worker (row, of served type t) that
+// no run covers, and starts its run, or signals it to the task's open run.
+// It reports false when the task was not read (the sweep is tried again).
+func (b *Bridge) recoverClaim(ctx context.Context, row taskmanager.Task, t servedType, undecodable map[taskmanager.ID]*strikes) bool {
+	id := b.WorkflowID(row.ID)
+	task, err := b.api.GetTask(ctx, row.ID)
+	b.log.Debug("sweep: read task", "task_id", string(row.ID), "err", err)
+	var e *taskmanager.Error
+	switch {
+	case err != nil && b.adm.tracked(id):
+		// A newer claim of an open run, not read now: the next sweep
+		// tries again, and this one does not fail for it (its run
+		// reads the task, and answers for it).
+		return true
+	case err != nil && errors.As(err, &e) && e.Status >= 200 && e.Status < 300:
+		return b.undecodableClaim(ctx, row, err, undecodable)
+	case err != nil:
+		return false
 	}
-	return nil
+	delete(undecodable, row.ID)
+	if task.Status != taskmanager.StatusClaimed || task.ClaimedBy != b.cfg.WorkerID || b.adm.covers(id, int(task.Attempts)) {
+		return true // it moved on since the list
+	}
+	task.Type = t.Name // as listed, and served: the read may leave it out
+	b.log.Info("found a claim of this worker that no run has: starting it (or signalling it to the task's open run)", "task_id", string(task.ID), "attempts", int(task.Attempts))
+	b.startTask(b.ticketFor(t.Name, id), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
+	return true
+}
+
+// undecodableClaim counts a strike against a claim of this worker whose
+// task's read (err) does not decode. Once it had undecodableSweeps strikes
+// over undecodableFor, the claim goes to the run that serves it, if one
+// does (a claim that moved to this worker), else the task is failed with
+// a message saying so. It reports false while the task waits for more
+// strikes, or its run could not be looked up.
+func (b *Bridge) undecodableClaim(ctx context.Context, row taskmanager.Task, err error, undecodable map[taskmanager.ID]*strikes) bool {
+	st := undecodable[row.ID]
+	if st == nil {
+		st = &strikes{first: time.Now()}
+		undecodable[row.ID] = st
+	}
+	st.n++
+	if st.n < undecodableSweeps || time.Since(st.first) < b.undecodableFor {
+		return false
+	}
+	id := b.WorkflowID(row.ID)
+	state, _, cerr := b.claimRun(ctx, id, workflows.Claim{WorkerID: b.cfg.WorkerID, Attempts: int(row.Attempts)})
+	if cerr != nil {
+		return false
+	}
+	delete(undecodable, row.ID)
+	tk := b.ticketFor(row.Type, id)
+	switch state {
+	case runOpen:
+		if tk.opened(id, int(row.Attempts), time.Time{}) { // found now: claimed at a time not known
+			b.watchRun(id)
+		}
+	case runDone:
+		tk.dropped()
+	default:
+		tk.fail()
+		b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error(), false)
+	}
+	return true
 }
