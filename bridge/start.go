@@ -168,10 +168,46 @@ func (e *startError) Error() string {
 // report posted.
 func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt time.Time, span trace.SpanContext) (runState, error) {
 	id := b.WorkflowID(task.ID)
-	check := claimedAt.IsZero() || task.Attempts > 1
 	in := b.cfg.TaskInput(task, t.Options, claimedAt)
-	claim := in.Claim
-	opts := client.StartWorkflowOptions{
+	opts := b.startOptions(task, id)
+	tried := false // a start (or signal) was sent: a later try may find its run
+	for failures := 0; ; failures++ {
+		if failures > 0 {
+			sleep(b.bg, backoff(failures))
+		}
+		if b.bg.Err() != nil {
+			return runNone, b.bg.Err()
+		}
+		ctx, cancel := context.WithTimeout(withSpan(b.bg, span), 10*time.Second)
+		try := startTry{
+			look: claimedAt.IsZero() || task.Attempts > 1 || failures > 0,
+			read: claimedAt.IsZero() || failures > 0,
+		}
+		b.tryStart(ctx, &try, task, opts, in)
+		cancel()
+		tried = tried || try.sent
+		if try.err == nil {
+			// Counted when started or signalled now, or by an earlier try
+			// whose answer was lost (its run found now); not for a run
+			// found open already (a claim found again by a sweep), nor for
+			// a claim that is over.
+			if try.sent || (try.found && tried) {
+				b.metrics.started.WithLabelValues(task.Type).Inc()
+				if !claimedAt.IsZero() {
+					b.metrics.startDuration.WithLabelValues(task.Type).Observe(time.Since(claimedAt).Seconds())
+				}
+			}
+			return try.state, nil
+		}
+		if err := b.startFailed(try.err, task, id); err != nil {
+			return runNone, err
+		}
+	}
+}
+
+// startOptions are the options of a task's workflow start.
+func (b *Bridge) startOptions(task taskmanager.Task, id string) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                b.cfg.Temporal.TaskQueue,
 		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
@@ -189,80 +225,81 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		// activities the whole run in one workflow task.
 		EnableEagerStart: true,
 	}
-	tried := false // a start (or signal) was sent: a later try may find its run
-	for failures := 0; ; failures++ {
-		if failures > 0 {
-			wait := backoff(failures)
-			sleep(b.bg, wait)
-		}
-		if b.bg.Err() != nil {
-			return runNone, b.bg.Err()
-		}
-		ctx, cancel := context.WithTimeout(withSpan(b.bg, span), 10*time.Second)
-		state, err, found, sent := runNone, error(nil), false, false
-		if check || failures > 0 {
-			var other otherRun
-			state, other, err = b.claimRun(ctx, id, claim)
-			found = err == nil && state != runNone // a run names this claim
-			switch {
-			case err == nil && state == runNone && other.open != "":
-				// The run of an earlier claim is open: it takes this one.
-				// Gone meanwhile (NotFound), this is tried again, and the
-				// task read once it has closed.
-				err = b.signalClaim(ctx, id, other.open, claim)
-				if err == nil {
-					state, tried, sent = runOpen, true, true
-				}
-			case err == nil && state == runNone && (claimedAt.IsZero() || failures > 0 || other.mine):
-				// No run names this claim. Start one only while the claim
-				// still holds the task: a run may have served it and closed,
-				// and a newer run replaced it since.
-				state, err = b.claimHolds(ctx, task)
+}
+
+// startTry is one try of startWorkflow: what it looks at first, and what
+// came of it.
+type startTry struct {
+	look bool // look at the task's latest run first
+	read bool // with look: read the task before starting, whoever ran last
+
+	state runState
+	found bool  // a run names this claim
+	sent  bool  // a start or signal was sent
+	err   error // retried, unless *startError or the bridge stops
+}
+
+// tryStart makes one try: with look, the task's latest run is looked at
+// first; a run that names this claim is this claim's run, and an open run
+// of another claim takes this one (signalled by its run id, so that a run
+// closing meanwhile is not replaced: this is tried again). A run is
+// started only while the claim holds the task, as read when read is set
+// or the latest run, closed, was this worker's (its report may have ended
+// this claim).
+func (b *Bridge) tryStart(ctx context.Context, try *startTry, task taskmanager.Task, opts client.StartWorkflowOptions, in workflows.TaskInput) {
+	claim := in.Claim
+	if try.look {
+		var other otherRun
+		try.state, other, try.err = b.claimRun(ctx, opts.ID, claim)
+		try.found = try.err == nil && try.state != runNone
+		switch {
+		case try.err == nil && try.state == runNone && other.open != "":
+			try.sent = true
+			if try.err = b.signalClaim(ctx, opts.ID, other.open, claim); try.err == nil {
+				try.state = runOpen
 			}
+			return
+		case try.err == nil && try.state == runNone && (try.read || other.mine):
+			try.state, try.err = b.claimHolds(ctx, task)
 		}
-		if err == nil && state == runNone {
-			opts.TypedSearchAttributes = temporal.SearchAttributes{}
-			if b.searchAttrs.Load() {
-				opts.TypedSearchAttributes = temporal.NewSearchAttributes(taskTypeKey.ValueSet(task.Type), taskIDKey.ValueSet(string(task.ID)))
-			}
-			err = b.startOrSignal(ctx, id, claim, opts, in)
-			state, tried, sent = runOpen, true, true
-		}
-		cancel()
-		if err == nil {
-			// Counted when started or signalled now, or by an earlier try
-			// whose answer was lost (its run found now); not for a run
-			// found open already (a claim found again by a sweep), nor for
-			// a claim that is over.
-			if sent || (found && tried) {
-				b.metrics.started.WithLabelValues(task.Type).Inc()
-				if !claimedAt.IsZero() {
-					b.metrics.startDuration.WithLabelValues(task.Type).Observe(time.Since(claimedAt).Seconds())
-				}
-			}
-			return state, nil
-		}
-		var permanent *startError
-		if errors.As(err, &permanent) {
-			return runNone, permanent
-		}
-		if b.bg.Err() != nil {
-			return runNone, err
-		}
-		if missingSearchAttributes(err) && b.searchAttrs.CompareAndSwap(true, false) {
-			b.log.Warn("the namespace no longer has the search attributes TaskType and TaskID: runs start without them until the next start of this bridge (tmbridge setup adds them)", "err", err)
-			continue
-		}
-		if refusedBridge(err) {
-			b.log.Error("Temporal refuses this bridge's starts (permission denied): check the role of its Temporal credentials; the task stays claimed and its start is retried", "task_id", string(task.ID), "task_type", task.Type, "workflow_id", id, "err", err)
-			continue
-		}
-		if temporalUnreachable(err) && b.gate.shut() {
-			b.log.Warn("Temporal is unreachable: claiming paused until it answers", "err", err)
-			go b.probeTemporal()
-		}
-		b.log.Warn("cannot start workflow; retrying", "task_id", string(task.ID), "task_type", task.Type, "workflow_id", id, "err", err)
 	}
+	if try.err != nil || try.state != runNone {
+		return
+	}
+	opts.TypedSearchAttributes = temporal.SearchAttributes{}
+	if b.searchAttrs.Load() {
+		opts.TypedSearchAttributes = temporal.NewSearchAttributes(taskTypeKey.ValueSet(task.Type), taskIDKey.ValueSet(string(task.ID)))
+	}
+	try.sent = true
+	try.err = b.startOrSignal(ctx, opts.ID, claim, opts, in)
+	try.state = runOpen
+}
+
+// startFailed says what a try's error means: nil to try again (logged),
+// else the error startWorkflow returns (a *startError, or the bridge
+// stops).
+func (b *Bridge) startFailed(err error, task taskmanager.Task, id string) error {
+	var permanent *startError
+	if errors.As(err, &permanent) {
+		return permanent
+	}
+	if b.bg.Err() != nil {
+		return err
+	}
+	if missingSearchAttributes(err) && b.searchAttrs.CompareAndSwap(true, false) {
+		b.log.Warn("the namespace no longer has the search attributes TaskType and TaskID: runs start without them until the next start of this bridge (tmbridge setup adds them)", "err", err)
+		return nil
+	}
+	if refusedBridge(err) {
+		b.log.Error("Temporal refuses this bridge's starts (permission denied): check the role of its Temporal credentials; the task stays claimed and its start is retried", "task_id", string(task.ID), "task_type", task.Type, "workflow_id", id, "err", err)
+		return nil
+	}
+	if temporalUnreachable(err) && b.gate.shut() {
+		b.log.Warn("Temporal is unreachable: claiming paused until it answers", "err", err)
+		go b.probeTemporal()
+	}
+	b.log.Warn("cannot start workflow; retrying", "task_id", string(task.ID), "task_type", task.Type, "workflow_id", id, "err", err)
+	return nil
 }
 
 // taskLink is a run's static details in Temporal Web: a markdown link to
