@@ -55,11 +55,8 @@ type Bridge struct {
 	// undecodableFor: see strikes (tests shorten it).
 	undecodableFor time.Duration
 	gate           *gate
-	scout          *scout      // finds pending work for idle claim loops
-	closerOn       atomic.Bool // the closer sees runs close (else: one watch per run)
-	closerList     trouble     // listing closed runs fails
-	closerUnnamed  atomic.Bool // visibility refused a list naming runs: list the queue's
-	closerOnce     sync.Once
+	scout          *scout // finds pending work for idle claim loops
+	closer         closerState
 	types          []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
@@ -199,7 +196,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		}
 	}
 	b.worker.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
-	b.closerOn.Store(true)
+	b.closer.on.Store(true)
 	b.acts = &activities.Activities{Registry: b.reg, TaskManager: api, Logger: b.log, CurrentClaim: b.currentClaim, Reported: b.reported,
 		ProgressBudget: rate.NewLimiter(rate.Limit(cfg.ProgressRate), cfg.ProgressRate)}
 	b.acts.RegisterOn(b.worker)
@@ -352,7 +349,7 @@ func (b *Bridge) claimUntil(ctx context.Context) error {
 		defer b.loops.Done()
 		b.runScout(claimCtx)
 	}()
-	b.closerOnce.Do(func() { go b.closer(b.bg) })
+	b.closer.once.Do(func() { go b.runCloser(b.bg) })
 	for _, t := range b.types {
 		for range ClaimsPerType {
 			b.loops.Add(1)

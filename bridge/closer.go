@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -16,6 +18,14 @@ import (
 
 	"github.com/prismq/tmbridge/workflows"
 )
+
+// closerState is the closer's part of a Bridge.
+type closerState struct {
+	on      atomic.Bool // the closer sees runs close (else: one watch per run)
+	list    trouble     // listing closed runs fails
+	unnamed atomic.Bool // visibility refused a list naming runs: list the queue's
+	once    sync.Once
+}
 
 // The closer learns when this worker's open runs close, for all of them at
 // once, so that their max_in_flight slots come back: it holds no
@@ -48,7 +58,7 @@ const (
 
 // watchRun makes sure an open run's close is seen.
 func (b *Bridge) watchRun(workflowID string) {
-	if !b.closerOn.Load() {
+	if !b.closer.on.Load() {
 		go b.watch(workflowID)
 	}
 }
@@ -63,8 +73,8 @@ func (b *Bridge) reported(workflowID string, attempts int, err error) {
 	}
 }
 
-// closer runs until the bridge stops.
-func (b *Bridge) closer(ctx context.Context) {
+// runCloser is the closer: it runs until the bridge stops.
+func (b *Bridge) runCloser(ctx context.Context) {
 	since := time.Now()
 	lastSweep := time.Now()
 	tick := time.NewTicker(closerEvery)
@@ -86,18 +96,18 @@ func (b *Bridge) closer(ctx context.Context) {
 		switch {
 		case named && errors.As(err, &invalid):
 			b.log.Warn("Temporal's visibility refuses a list that names runs: asking for every closed task run of the queue instead", "err", err)
-			b.closerUnnamed.Store(true)
+			b.closer.unnamed.Store(true)
 		case errors.As(err, &unimplemented), errors.As(err, &invalid):
 			b.log.Warn("Temporal's visibility cannot list closed runs: watching each open run instead", "err", err)
-			b.closerOn.Store(false)
+			b.closer.on.Store(false)
 			for _, id := range b.adm.openIDs() {
 				go b.watch(id)
 			}
 			return
 		case err != nil:
-			b.closerList.failed(b.log, "cannot list closed runs in Temporal's visibility; looking again each second (open runs are also described one by one every 30 s)", "err", err)
+			b.closer.list.failed(b.log, "cannot list closed runs in Temporal's visibility; looking again each second (open runs are also described one by one every 30 s)", "err", err)
 		default:
-			b.closerList.ok(b.log, "closed runs listed again")
+			b.closer.list.ok(b.log, "closed runs listed again")
 			since = look
 		}
 		// The sweep goes on when lists fail (visibility over its rate
@@ -126,7 +136,7 @@ func (b *Bridge) closer(ctx context.Context) {
 func (b *Bridge) closedSince(ctx context.Context, t time.Time) (named bool, err error) {
 	query := fmt.Sprintf("WorkflowType = '%s' AND TaskQueue = '%s' AND ExecutionStatus != 'Running' AND CloseTime >= '%s'",
 		workflows.TaskWorkflowName, b.cfg.Temporal.TaskQueue, t.UTC().Format(time.RFC3339Nano))
-	if ids := b.adm.openIDs(); len(ids) <= closerListIDs && !b.closerUnnamed.Load() {
+	if ids := b.adm.openIDs(); len(ids) <= closerListIDs && !b.closer.unnamed.Load() {
 		ids = slices.DeleteFunc(ids, func(id string) bool { return !quotable(id) })
 		size := 0
 		for _, id := range ids {

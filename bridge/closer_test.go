@@ -100,11 +100,11 @@ func TestCloser_visibility_refusing_named_lists(t *testing.T) {
 	b.adm.adoptRun("task-1", 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go b.closer(ctx)
+	go b.runCloser(ctx)
 	ft.close("task-1")
 	require.Eventually(t, func() bool { return b.adm.openRuns() == 0 }, eventually, 10*time.Millisecond)
-	require.True(t, b.closerOn.Load(), "still one closer for all runs")
-	require.True(t, b.closerUnnamed.Load())
+	require.True(t, b.closer.on.Load(), "still one closer for all runs")
+	require.True(t, b.closer.unnamed.Load())
 }
 
 func sorted(s []string) []string {

@@ -66,7 +66,7 @@ func setupBridgeWith(t *testing.T, opts devserver.Options, change func(*Config))
 	}
 	b.adm.finished = m.runFinished
 	m.registerState(b.adm, cfg.MaxInFlight, cfg.ClaimTimeout) // as New does
-	b.closerOn.Store(true)
+	b.closer.on.Store(true)
 	t.Cleanup(cancel)
 	for _, name := range testTypes {
 		r, err := api.RegisterTaskType(context.Background(), taskmanager.TaskTypeSpec{Name: name, Version: "1", ParamSchema: json.RawMessage(`{"type":"object"}`)})
