@@ -46,12 +46,8 @@ type Bridge struct {
 	adm    *admission // the one owner of every claimed task
 	calls  claimCalls // claim calls under way, whose answers a sweep waits for
 	sweeps chan struct{}
-	// suspects are tickets of claims that failed in a way that may hide a
-	// claim; the sweeper ends them once it has looked.
-	suspectMu    sync.Mutex
-	suspects     []suspect
-	sweeperEnded bool          // under suspectMu: a ticket held now would never end
-	swept        chan struct{} // closed after the first sweep that succeeded
+	held   heldClaims    // tickets held until a sweep has looked
+	swept  chan struct{} // closed after the first sweep that succeeded
 	// undecodableFor: see strikes (tests shorten it).
 	undecodableFor time.Duration
 	gate           *gate

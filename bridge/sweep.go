@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -104,15 +105,23 @@ func (b *Bridge) requestSweep() {
 // and asks for a sweep: the slot is given back once a sweep has looked, so
 // such a claim never takes this worker past max_in_flight.
 func (b *Bridge) holdUntilSweep(tk *ticket, taskType string) {
-	b.suspectMu.Lock()
-	if b.sweeperEnded { // claiming stopped: no sweep will end it
-		b.suspectMu.Unlock()
+	b.held.mu.Lock()
+	if b.held.ended { // claiming stopped: no sweep will end it
+		b.held.mu.Unlock()
 		tk.empty()
 		return
 	}
-	b.suspects = append(b.suspects, suspect{tk, taskType, time.Now()})
-	b.suspectMu.Unlock()
+	b.held.list = append(b.held.list, suspect{tk, taskType, time.Now()})
+	b.held.mu.Unlock()
 	b.requestSweep()
+}
+
+// heldClaims are the tickets of claims that failed in a way that may hide
+// a claim (holdUntilSweep); the sweeper ends them once it has looked.
+type heldClaims struct {
+	mu    sync.Mutex
+	list  []suspect
+	ended bool // the sweeper ended: a ticket held now would never end
 }
 
 // suspect is a ticket held for a sweep, and when its claim failed. A claim
@@ -132,13 +141,13 @@ type suspect struct {
 // claim is adopted (a predecessor's): counted in flight, not against
 // max_runs.
 func (b *Bridge) ticketFor(taskType, workflowID string) *ticket {
-	b.suspectMu.Lock()
+	b.held.mu.Lock()
 	var tk *ticket
-	if i := slices.IndexFunc(b.suspects, func(s suspect) bool { return s.taskType == taskType }); i >= 0 {
-		tk = b.suspects[i].tk
-		b.suspects = slices.Delete(b.suspects, i, i+1)
+	if i := slices.IndexFunc(b.held.list, func(s suspect) bool { return s.taskType == taskType }); i >= 0 {
+		tk = b.held.list[i].tk
+		b.held.list = slices.Delete(b.held.list, i, i+1)
 	}
-	b.suspectMu.Unlock()
+	b.held.mu.Unlock()
 	if tk == nil {
 		return b.adm.adopt(workflowID)
 	}
@@ -154,19 +163,19 @@ func (b *Bridge) sweeper(ctx context.Context) {
 	undecodable := map[taskmanager.ID]*strikes{}
 	first := false
 	release := func(keep func(suspect) bool) {
-		b.suspectMu.Lock()
+		b.held.mu.Lock()
 		var done []suspect
-		kept := b.suspects[:0]
-		for _, s := range b.suspects {
+		kept := b.held.list[:0]
+		for _, s := range b.held.list {
 			if keep(s) {
 				kept = append(kept, s)
 			} else {
 				done = append(done, s)
 			}
 		}
-		b.suspects = kept
+		b.held.list = kept
 		left := len(kept)
-		b.suspectMu.Unlock()
+		b.held.mu.Unlock()
 		for _, s := range done {
 			s.tk.empty()
 		}
@@ -175,9 +184,9 @@ func (b *Bridge) sweeper(ctx context.Context) {
 		}
 	}
 	defer func() {
-		b.suspectMu.Lock()
-		b.sweeperEnded = true
-		b.suspectMu.Unlock()
+		b.held.mu.Lock()
+		b.held.ended = true
+		b.held.mu.Unlock()
 		release(func(suspect) bool { return false })
 	}()
 	// A slow sweep now and then also finds what no error announced: a
