@@ -43,16 +43,16 @@ type Bridge struct {
 	metrics   *metrics
 	auth      *keyRefusal // whether TaskManager refuses the API key now (readiness)
 
-	adm    *admission // the one owner of every claimed task
-	calls  claimCalls // claim calls under way, whose answers a sweep waits for
-	sweeps chan struct{}
+	adm    *admission    // the one owner of every claimed task
+	calls  claimCalls    // claim calls under way, whose answers a sweep waits for
+	sweeps chan struct{} // a sweep asked for (requestSweep)
 	held   heldClaims    // tickets held until a sweep has looked
 	swept  chan struct{} // closed after the first sweep that succeeded
 	// undecodableFor: see strikes (tests shorten it).
 	undecodableFor time.Duration
 	gate           *gate
-	scout          *scout // finds pending work for idle claim loops
-	closer         closerState
+	scout          *scout      // finds pending work for idle claim loops
+	closer         closerState // learns when open runs close (closer.go)
 	types          []servedType
 
 	// search attributes TaskType and TaskID, when the namespace has them
