@@ -81,6 +81,11 @@ type ReportOutput struct {
 	// read after a post of an old claim.
 	ReadStatus   string `json:"read_status,omitempty"`
 	ReadAttempts int    `json:"read_attempts,omitempty"`
+	// ReadBackFailed: the outcome was posted after a read (the claim was
+	// old, or a post uncertain) and the read after the post failed, so
+	// which claim the post ended is not known: the workflow reads the
+	// task itself before it runs a handler for a newer claim.
+	ReadBackFailed bool `json:"read_back_failed,omitempty"`
 }
 
 // ReportOutcome is the completion activity. It follows the report rule
@@ -168,16 +173,16 @@ func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead
 		// post, which then ended that newer claim. Say which attempt the
 		// outcome landed on, so the workflow runs no handler for a claim
 		// that is over.
-		// When that read fails, the report is retried: the next attempt
-		// reads first and finds the outcome recorded, with the task as it
-		// is then. Answering without the read would let the workflow run
-		// a handler for a claim this post ended.
+		// The outcome landed: a read that fails says so (ReadBackFailed),
+		// and the workflow reads before it runs a handler for a newer
+		// claim. An error here would have the report retried, judging a
+		// task that may have moved on since (another worker's outcome).
 		t, rerr := tm.GetTask(ctx, id)
-		if errors.Is(rerr, taskmanager.ErrNotFound) {
+		switch {
+		case errors.Is(rerr, taskmanager.ErrNotFound):
 			return ReportOutput{Status: status}, nil // deleted since: no claim of it can run
-		}
-		if rerr != nil {
-			return ReportOutput{}, readError(rerr, "outcome posted; read the task back to tell which claim it ended")
+		case rerr != nil:
+			return ReportOutput{Status: status, ReadBackFailed: true}, nil
 		}
 		return ReportOutput{Status: status, ReadStatus: t.Status, ReadAttempts: int(t.Attempts)}, nil
 	case err == nil:

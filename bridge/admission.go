@@ -178,19 +178,23 @@ func (t *ticket) empty() {
 	t.end()
 }
 
-// claim records that the claim answered at `at` returned the task of
-// workflowID: it counts against max_runs, unless it renews the claim of
-// the task's run open here (its claim timed out while the run goes on):
-// that is no new task. A task claimed again sooner than claimTimeout after
-// this worker sent the run's claim cannot have been taken back by timeout:
-// its outcome landed (reported by another bridge's worker) and TaskManager
-// queued it again, a new attempt that counts. A zero at (a claim whose
-// answer was lost, found in a sweep) or sent time is not known: a renewal.
-func (t *ticket) claim(workflowID string, at time.Time, claimTimeout time.Duration) (renewal bool) {
+// claim records that the claim answered at `at` returned attempt attempts
+// of the task of workflowID: it counts against max_runs, unless it renews
+// the claim of the task's run open here (that claim timed out while the
+// run goes on): that is no new task. A renewal is the attempt right after
+// the run's claim (no other claim came between), claimed claimTimeout or
+// more after this worker sent the run's claim: sooner, TaskManager cannot
+// have taken it back by timeout, so its outcome landed (reported by
+// another bridge's worker) and TaskManager queued it again, a new attempt
+// that counts. What is not known (a zero at, for a claim whose answer was
+// lost and a sweep found; a run's claim found at start or in a sweep, with
+// no sending time or attempt) does not count against a renewal.
+func (t *ticket) claim(workflowID string, attempts int, at time.Time, claimTimeout time.Duration) (renewal bool) {
 	t.a.mu.Lock()
 	defer t.a.mu.Unlock()
 	o, ok := t.a.open[workflowID]
-	renewal = ok && (at.IsZero() || o.sent.IsZero() || at.Sub(o.sent) >= claimTimeout)
+	renewal = ok && (o.attempts == 0 || attempts == o.attempts+1) &&
+		(at.IsZero() || o.sent.IsZero() || at.Sub(o.sent) >= claimTimeout)
 	if !renewal {
 		t.a.claims++
 		if t.a.claims == t.a.maxRuns {

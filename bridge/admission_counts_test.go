@@ -29,7 +29,7 @@ func TestAdmission_has_room_counts_failing(t *testing.T) {
 	a := newAdmission(1, 0)
 	tk, err := a.reserve(context.Background())
 	require.NoError(t, err)
-	tk.claim("wf", time.Time{}, 0)
+	tk.claim("wf", 0, time.Time{}, 0)
 	tk.fail()
 	require.False(t, a.hasRoom())
 }
@@ -59,24 +59,32 @@ func TestAdmission_claim_of_an_open_run_within_claim_timeout_is_a_new_attempt(t 
 	a := newAdmission(4, 0)
 	t1, err := a.reserve(context.Background())
 	require.NoError(t, err)
-	require.False(t, t1.claim("wf", sent, timeout))
+	require.False(t, t1.claim("wf", 1, sent, timeout))
 	require.True(t, t1.opened("wf", 1, sent))
 
 	t2, err := a.reserve(context.Background())
 	require.NoError(t, err)
-	require.False(t, t2.claim("wf", sent.Add(time.Second), timeout), "queued again after its outcome landed elsewhere")
+	require.False(t, t2.claim("wf", 2, sent.Add(time.Second), timeout), "queued again after its outcome landed elsewhere")
 	require.False(t, t2.opened("wf", 2, sent.Add(time.Second)))
 	require.Equal(t, 2, a.claimed(), "two attempts, two runs of --max-runs")
 
 	t3, err := a.reserve(context.Background())
 	require.NoError(t, err)
-	require.True(t, t3.claim("wf", sent.Add(time.Second+timeout), timeout), "claimed again once attempt 2's claim timed out")
+	require.True(t, t3.claim("wf", 3, sent.Add(time.Second+timeout), timeout), "claimed again once attempt 2's claim timed out")
 	require.False(t, t3.opened("wf", 3, sent.Add(time.Second+timeout)))
 	require.Equal(t, 2, a.claimed())
 
 	require.True(t, a.adoptRun("found", 1))
 	t4, err := a.reserve(context.Background())
 	require.NoError(t, err)
-	require.True(t, t4.claim("found", sent.Add(time.Second), timeout), "a run found at start: its claim's time is not known")
+	require.True(t, t4.claim("found", 2, sent.Add(time.Second), timeout), "a run found at start: its claim's time is not known")
 	require.Equal(t, 2, a.claimed())
+
+	// Another worker's claim came between (attempt 4, then its failure
+	// queued the task again): attempt 5 is new, however old the run's
+	// claim. (Found by a review.)
+	t5, err := a.reserve(context.Background())
+	require.NoError(t, err)
+	require.False(t, t5.claim("wf", 5, sent.Add(time.Hour), timeout))
+	require.Equal(t, 3, a.claimed())
 }

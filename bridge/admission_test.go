@@ -24,7 +24,7 @@ func TestAdmission_limit_counts_open_runs_and_tickets(t *testing.T) {
 	ctx := context.Background()
 	t1, err := a.reserve(ctx)
 	require.NoError(t, err)
-	t1.claim("wf-1", time.Time{}, 0)
+	t1.claim("wf-1", 0, time.Time{}, 0)
 	require.True(t, t1.opened("wf-1", 1, time.Now()), "a new run is watched")
 	t2, err := a.reserve(ctx)
 	require.NoError(t, err)
@@ -106,7 +106,7 @@ func TestAdmission_outcome_landed_before_the_start_answered(t *testing.T) {
 	require.True(t, a.reportLanded("wf-2", 2))
 	tk, err = a.reserve(ctx)
 	require.NoError(t, err)
-	tk.claim("wf-3", time.Time{}, 0)
+	tk.claim("wf-3", 0, time.Time{}, 0)
 	require.False(t, a.reportLanded("wf-3", 1))
 	tk.dropped()
 	require.Empty(t, a.landed, "a claim that ends without a run forgets its outcome")
@@ -138,10 +138,10 @@ func TestAdmission_older_claim_does_not_replace_the_newer_ones_renewal(t *testin
 	ctx := context.Background()
 	older, err := a.reserve(ctx)
 	require.NoError(t, err)
-	older.claim("wf-1", time.Time{}, 0)
+	older.claim("wf-1", 0, time.Time{}, 0)
 	newer, err := a.reserve(ctx)
 	require.NoError(t, err)
-	newer.claim("wf-1", time.Time{}, 0)
+	newer.claim("wf-1", 0, time.Time{}, 0)
 	var stopped []string
 	require.True(t, newer.opened("wf-1", 2, time.Now()))
 	a.onClose("wf-1", 2, func() { stopped = append(stopped, "newer") })
@@ -211,8 +211,8 @@ func TestAdmission_max_runs_waits_for_reservations_then_stops(t *testing.T) {
 	t1.empty() // that type was empty
 	t3, err := a.reserve(ctx)
 	require.NoError(t, err, "the reservation came back: claim again")
-	t2.claim("wf-2", time.Time{}, 0)
-	t3.claim("wf-3", time.Time{}, 0)
+	t2.claim("wf-2", 0, time.Time{}, 0)
+	t3.claim("wf-3", 0, time.Time{}, 0)
 	_, err = a.reserve(ctx)
 	require.ErrorIs(t, err, errBudgetSpent)
 	t2.dropped()
@@ -229,7 +229,7 @@ func TestAdmission_failing_frees_the_pending_place_not_the_slot(t *testing.T) {
 	for range MaxPendingStarts {
 		tk, err := a.reserve(ctx)
 		require.NoError(t, err)
-		tk.claim("wf", time.Time{}, 0)
+		tk.claim("wf", 0, time.Time{}, 0)
 		ts = append(ts, tk)
 	}
 	_, err := a.reserve(cancelled())
@@ -271,10 +271,14 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 						continue
 					}
 					id := []string{"a", "b", "c", "d", "e", "f", "g"}[rng.IntN(7)]
-					if !a.isOpen(id) { // a claim of a run open here is no new task
+					attempts := 1 + rng.IntN(3)
+					// A renewal (the attempt right after the open run's
+					// claim, or any when the run's is not known) is no new
+					// task.
+					if ran := a.attempts(id); !a.isOpen(id) || (ran != 0 && attempts != ran+1) {
 						claims++
 					}
-					tk.claim(id, time.Time{}, 0)
+					tk.claim(id, attempts, time.Time{}, 0)
 					claimed = append(claimed, tk)
 				}
 			case 5:
@@ -327,7 +331,7 @@ func claimed(t *testing.T, a *admission, workflowID string) *ticket {
 	t.Helper()
 	tk, err := a.reserve(context.Background())
 	require.NoError(t, err)
-	tk.claim(workflowID, time.Time{}, 0)
+	tk.claim(workflowID, 0, time.Time{}, 0)
 	return tk
 }
 

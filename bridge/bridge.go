@@ -454,9 +454,10 @@ const cancelledReportGrace = 15 * time.Second
 // return so that their attempts are reported, and Temporal retries them
 // elsewhere or after a restart.
 //
-// If ctx ends first, Stop cancels the handlers still running at once and
-// returns ctx's error; the worker's stop goes on in the background (their
-// attempts are still reported, so Temporal retries them).
+// If ctx ends first, Stop returns ctx's error, and the stop goes on in the
+// background without the grace: the handlers still running are cancelled
+// as soon as the worker stops polling (their attempts are still reported,
+// so Temporal retries them).
 func (b *Bridge) Stop(ctx context.Context) error {
 	b.mu.Lock()
 	b.stopped = true
@@ -480,10 +481,23 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		<-started
 		// The SDK gives local and then regular activities the shutdown
 		// grace each: regular handlers are cancelled when the first one
-		// ends (see activities.Activities.CancelHandlers).
-		graceOver := time.AfterFunc(b.cfg.ShutdownGrace, b.acts.CancelHandlers)
+		// ends (see activities.Activities.CancelHandlers), or when ctx
+		// does. Not before the worker stops: it would still poll, and each
+		// handler it started would be cancelled at once, spending a retry.
+		stopped := make(chan struct{})
+		go func() {
+			grace := time.NewTimer(b.cfg.ShutdownGrace)
+			defer grace.Stop()
+			select {
+			case <-grace.C:
+			case <-ctx.Done():
+			case <-stopped:
+				return
+			}
+			b.acts.CancelHandlers()
+		}()
 		b.worker.Stop()
-		graceOver.Stop()
+		close(stopped)
 		// Handlers still running were cancelled: let them return so that
 		// their attempts are reported and retried at once.
 		idle, cancel := context.WithTimeout(ctx, cancelledReportGrace)
@@ -501,7 +515,6 @@ func (b *Bridge) Stop(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		b.acts.CancelHandlers() // the caller waits no more: neither do they
 		return fmt.Errorf("stop: %w", ctx.Err())
 	}
 }

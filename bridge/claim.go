@@ -113,7 +113,7 @@ func (b *Bridge) claimOne(ctx context.Context, tk *ticket, t servedType, log *sl
 			}
 			task.Type = t.Name
 		}
-		renewal = tk.claim(b.WorkflowID(task.ID), time.Now(), b.cfg.ClaimTimeout)
+		renewal = tk.claim(b.WorkflowID(task.ID), int(task.Attempts), time.Now(), b.cfg.ClaimTimeout)
 	} else if errors.Is(err, taskmanager.ErrTransient) {
 		// The server may have claimed a task whose answer we lost: the
 		// ticket keeps its slot until a sweep has looked. Held before

@@ -232,8 +232,11 @@ func StopTimeout(shutdownGrace time.Duration) time.Duration {
 // TEMPORAL_NAMESPACE, TLS, API key, config profile, read with the SDK's
 // envconfig), then cfg's temporal.address, namespace and
 // grpc_compression, and the SDK's logs through log (warnings, or all with
-// debug). Main adds the config's metrics and tracing to them.
+// debug; nil: slog.Default()). Main adds the config's metrics and tracing to them.
 func ClientOptions(cfg Config, environ []string, log *slog.Logger) (client.Options, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	env := envList(environ)
 	if err := checkTemporalEnv(env); err != nil {
 		return client.Options{}, err

@@ -180,8 +180,9 @@ func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt ti
 		}
 		ctx, cancel := context.WithTimeout(withSpan(b.bg, span), 10*time.Second)
 		try := startTry{
-			look: claimedAt.IsZero() || task.Attempts > 1 || failures > 0,
-			read: claimedAt.IsZero() || failures > 0,
+			look:  claimedAt.IsZero() || task.Attempts > 1 || failures > 0,
+			read:  claimedAt.IsZero() || failures > 0,
+			fresh: !claimedAt.IsZero(),
 		}
 		b.tryStart(ctx, &try, task, opts, in)
 		cancel()
@@ -230,8 +231,9 @@ func (b *Bridge) startOptions(task taskmanager.Task, id string) client.StartWork
 // startTry is one try of startWorkflow: what it looks at first, and what
 // came of it.
 type startTry struct {
-	look bool // look at the task's latest run first
-	read bool // with look: read the task before starting, whoever ran last
+	look  bool // look at the task's latest run first
+	read  bool // with look: read the task before starting, whoever ran last
+	fresh bool // this process made the claim (its answer was read)
 
 	state runState
 	found bool  // a run names this claim
@@ -240,31 +242,41 @@ type startTry struct {
 }
 
 // tryStart makes one try: with look, the task's latest run is looked at
-// first; a run that names this claim is this claim's run, and an open run
-// of another claim takes this one (signalled by its run id, so that a run
-// closing meanwhile is not replaced: this is tried again). A run is
-// started only while the claim holds the task, as read when read is set
-// or the latest run, closed, was this worker's (its report may have ended
-// this claim).
+// first, and a run that names this claim is this claim's run. Else, when
+// read is set or the latest run, closed, was this worker's (its report
+// may have ended this claim), the task is read: nothing is started or
+// signalled unless the claim still holds it. An open run of another claim
+// then takes this one, signalled by its run id (a run closing meanwhile
+// is not replaced: this is tried again); else a run is started.
 func (b *Bridge) tryStart(ctx context.Context, try *startTry, task taskmanager.Task, opts client.StartWorkflowOptions, in workflows.TaskInput) {
 	claim := in.Claim
 	if try.look {
 		var other otherRun
 		try.state, other, try.err = b.claimRun(ctx, opts.ID, claim)
 		try.found = try.err == nil && try.state != runNone
-		switch {
-		case try.err == nil && try.state == runNone && other.open != "":
+		if try.err != nil || try.state != runNone {
+			return
+		}
+		if try.read || other.mine {
+			try.state, try.err = b.claimHolds(ctx, task)
+			if try.err != nil && try.fresh && undecodableAnswer(try.err) {
+				// This process read the claim's answer; the task's read
+				// does not decode. Started as a first claim is, unread:
+				// else it would wait for a read that never comes.
+				b.log.Warn("the claimed task's read does not decode: its run is started without it", "task_id", string(task.ID), "attempts", int(task.Attempts), "err", try.err)
+				try.state, try.err = runNone, nil
+			}
+			if try.err != nil || try.state != runNone {
+				return
+			}
+		}
+		if other.open != "" {
 			try.sent = true
 			if try.err = b.signalClaim(ctx, opts.ID, other.open, claim); try.err == nil {
 				try.state = runOpen
 			}
 			return
-		case try.err == nil && try.state == runNone && (try.read || other.mine):
-			try.state, try.err = b.claimHolds(ctx, task)
 		}
-	}
-	if try.err != nil || try.state != runNone {
-		return
 	}
 	opts.TypedSearchAttributes = temporal.SearchAttributes{}
 	if b.searchAttrs.Load() {
@@ -317,6 +329,13 @@ func inputSize(in workflows.TaskInput) int {
 		return 0
 	}
 	return len(p.GetData())
+}
+
+// undecodableAnswer reports whether err is TaskManager's 2xx answer that
+// did not decode.
+func undecodableAnswer(err error) bool {
+	var e *taskmanager.Error
+	return errors.As(err, &e) && e.Status >= 200 && e.Status < 300
 }
 
 // otherRun is the latest run of a task when it serves another claim.

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -140,7 +139,7 @@ type suspect struct {
 // and it counts against max_runs as a claim that answered does. Else the
 // claim is adopted (a predecessor's): counted in flight, not against
 // max_runs.
-func (b *Bridge) ticketFor(taskType, workflowID string) *ticket {
+func (b *Bridge) ticketFor(taskType, workflowID string, attempts int) *ticket {
 	b.held.mu.Lock()
 	var tk *ticket
 	if i := slices.IndexFunc(b.held.list, func(s suspect) bool { return s.taskType == taskType }); i >= 0 {
@@ -151,7 +150,7 @@ func (b *Bridge) ticketFor(taskType, workflowID string) *ticket {
 	if tk == nil {
 		return b.adm.adopt(workflowID)
 	}
-	tk.claim(workflowID, time.Time{}, 0) // answered at a time not known
+	tk.claim(workflowID, attempts, time.Time{}, 0) // answered at a time not known
 	return tk
 }
 
@@ -308,14 +307,13 @@ func (b *Bridge) recoverClaim(ctx context.Context, row taskmanager.Task, t serve
 	id := b.WorkflowID(row.ID)
 	task, err := b.api.GetTask(ctx, row.ID)
 	b.log.Debug("sweep: read task", "task_id", string(row.ID), "err", err)
-	var e *taskmanager.Error
 	switch {
 	case err != nil && b.adm.tracked(id):
 		// A newer claim of an open run, not read now: the next sweep
 		// tries again, and this one does not fail for it (its run
 		// reads the task, and answers for it).
 		return true
-	case err != nil && errors.As(err, &e) && e.Status >= 200 && e.Status < 300:
+	case err != nil && undecodableAnswer(err):
 		return b.undecodableClaim(ctx, row, err, undecodable)
 	case err != nil:
 		return false
@@ -326,7 +324,7 @@ func (b *Bridge) recoverClaim(ctx context.Context, row taskmanager.Task, t serve
 	}
 	task.Type = t.Name // as listed, and served: the read may leave it out
 	b.log.Info("found a claim of this worker that no run has: starting it (or signalling it to the task's open run)", "task_id", string(task.ID), "attempts", int(task.Attempts))
-	b.startTask(b.ticketFor(t.Name, id), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
+	b.startTask(b.ticketFor(t.Name, id, int(task.Attempts)), task, t, time.Time{}, trace.SpanContext{}) // its age is unknown: look for its run first
 	return true
 }
 
@@ -352,7 +350,7 @@ func (b *Bridge) undecodableClaim(ctx context.Context, row taskmanager.Task, err
 		return false
 	}
 	delete(undecodable, row.ID)
-	tk := b.ticketFor(row.Type, id)
+	tk := b.ticketFor(row.Type, id, int(row.Attempts))
 	switch state {
 	case runOpen:
 		if tk.opened(id, int(row.Attempts), time.Time{}) { // found now: claimed at a time not known

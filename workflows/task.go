@@ -149,7 +149,7 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	// again, as a new run, for that claim.
 	claims.drain(ctx)
 	if !out.Success && rep.Status != "failed" && claims.current.Attempts > rep.ReportedWith.Attempts &&
-		!newerClaimOver(rep.ReportOutput, claims.current) {
+		!newerClaimOver(ctx, in.Task.ID, rep.ReportOutput, claims.current) {
 		log.Info("task claimed again while this run closed: continuing as new", "task_id", in.Task.ID, "claim", claims.current)
 		next := in
 		next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
@@ -166,13 +166,37 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	return res, nil
 }
 
-// newerClaimOver reports whether the task as the report read it shows that
-// claim c is already over: the task had reached c's attempt count and was
-// no longer claimed. An earlier post of this run's outcome (one that landed
-// late, after its answer was lost) then ended c, and no handler must run
-// for it.
-func newerClaimOver(rep activities.ReportOutput, c Claim) bool {
-	return rep.ReadAttempts >= c.Attempts && rep.ReadStatus != "" && rep.ReadStatus != "claimed"
+// newerClaimOver reports whether claim c, newer than the one the report
+// was made with, is already over, so that no handler must run for it: the
+// task as the report read it had reached c's attempt count and was no
+// longer claimed (this run's post, made with the same worker id, ended
+// c), or (changeReadClaimOver) had gone past c's attempt count (claimed
+// again since). When the report could not read the task after its post,
+// the task is read now, through the retries of an activity.
+func newerClaimOver(ctx workflow.Context, taskID string, rep activities.ReportOutput, c Claim) bool {
+	if rep.ReadAttempts >= c.Attempts && rep.ReadStatus != "" && rep.ReadStatus != "claimed" {
+		return true
+	}
+	superseded := rep.ReadStatus != "" && rep.ReadAttempts > c.Attempts
+	if !superseded && !rep.ReadBackFailed {
+		return false
+	}
+	if workflow.GetVersion(ctx, changeReadClaimOver, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return false
+	}
+	if superseded {
+		return true
+	}
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
+		Summary:             "read task " + taskID + " after the report",
+	})
+	var st activities.TaskState
+	if err := workflow.ExecuteActivity(actx, activities.ReadTaskActivityName, taskID).Get(ctx, &st); err != nil {
+		return true // deleted, or the run cancelled: no handler
+	}
+	return st.Attempts > c.Attempts || (st.Attempts >= c.Attempts && st.Status != "claimed")
 }
 
 // firstTaskEvents is the history length while a run's first workflow
@@ -245,6 +269,12 @@ const (
 	// deployment hands {} back as []), and that rendering taken; taken
 	// only when it renders. Before, the step failed.
 	changePHPEmptyObjects = "php-empty-objects"
+	// changeReadClaimOver: a run that reported a failure, and got a newer
+	// claim meanwhile, runs no handler for it when the report's read shows
+	// the task claimed again past it, or reads the task itself (a
+	// tmbridge.ReadTask activity) when the report could not read it after
+	// its post. Taken only then. Before, the run continued as new for it.
+	changeReadClaimOver = "read-claim-over"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs
