@@ -126,3 +126,129 @@ func TestExactlyOnce_newer_claim_taken_by_another_worker_before_the_read_runs_no
 	require.Equal(t, "w3", st.ClaimedBy)
 	require.Equal(t, 3, st.Attempts)
 }
+
+// The post of claim 1 lands on claim 2 (ended: pending), the report's
+// read after the post fails, and while the run's own tmbridge.ReadTask
+// activity is under way w1 claims the task again (attempt 3) and signals
+// claim 3 to the open run, as bridge/start.go tryStart does. The run takes
+// claim 3 and continues as new for it. Before, ReadTask's wait read no
+// signal: attempt 3 read as past claim 2, and the run closed with claim 3
+// unread, the task claimed with no run. (Found by a review.)
+func TestExactlyOnce_claim_signalled_while_the_run_reads_is_taken(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	var once sync.Once
+	var posted, failed, reclaimed atomic.Bool
+	mw := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if strings.HasSuffix(req.URL.Path, "/complete") {
+				first := false
+				once.Do(func() {
+					first = true
+					typeID := string(b.types["example.error"])
+					b.clock.Add(301 * time.Second)
+					claimVia(t, next, "w1", typeID) // claim 2
+					next.ServeHTTP(w, req)          // ends claim 2
+					b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2})
+					posted.Store(true)
+				})
+				if !first {
+					next.ServeHTTP(w, req)
+				}
+				return
+			}
+			if req.Method == http.MethodGet && posted.Load() && strings.Contains(req.URL.Path, "/tasks/") {
+				if !failed.Swap(true) {
+					http.Error(w, `{"success":false,"error":"busy"}`, http.StatusServiceUnavailable)
+					return
+				}
+				if !reclaimed.Swap(true) { // the run's ReadTask: a bridge claims the pending task first
+					typeID := string(b.types["example.error"])
+					claimVia(t, next, "w1", typeID) // claim 3
+					b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 3})
+				}
+			}
+			next.ServeHTTP(w, req)
+		})
+	}
+	b = setup(t, nil, mw)
+	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{})
+	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute)
+	_, err := b.run(in)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, 3, st.Attempts)
+	require.Equal(t, "w1", st.ClaimedBy)
+	var can *workflow.ContinueAsNewError
+	require.True(t, errors.As(err, &can), "claim 3 holds the task and was signalled to this run: it must get a run; got %v", err)
+}
+
+// cancelOnPost cancels the run as its report posts (the report survives a
+// cancel: changeReportSurvivesCancel).
+func cancelOnPost(b **testBundle) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if strings.HasSuffix(req.URL.Path, "/complete") {
+				(*b).env.CancelWorkflow()
+			}
+			next.ServeHTTP(w, req)
+		})
+	}
+}
+
+func runCancelled(t *testing.T, failRead bool) (error, *testBundle, string) {
+	var b *testBundle
+	r := &readBackRace{ended: false, failRead: failRead}
+	r.b, r.t = &b, t
+	cancel := cancelOnPost(&b)
+	b = setup(t, nil, func(h http.Handler) http.Handler { return r.middleware(cancel(h)) })
+	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{})
+	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute)
+	_, err := b.run(in)
+	return err, b, in.Task.ID
+}
+
+// A run cancelled during its report, whose report read the task after
+// the post, continues as new for claim 2 (w1's, holding the task).
+func TestExactlyOnce_cancelled_run_continues_for_a_newer_claim(t *testing.T) {
+	t.Parallel()
+	err, b, id := runCancelled(t, false)
+	st := b.task(t, id)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, 2, st.Attempts)
+	var can *workflow.ContinueAsNewError
+	require.True(t, errors.As(err, &can), "got %v", err)
+}
+
+// The same, but the report's read after the post failed once: the run
+// reads the task itself, cancelled as it is, and continues as new for
+// claim 2. Before, its read was scheduled in the cancelled context and
+// failed at once: claim 2, holding the task, had no run, and the memo
+// named it (the sweep takes such a claim as served). (Found by a review.)
+func TestExactlyOnce_cancelled_run_whose_read_after_the_post_failed_continues_for_a_newer_claim(t *testing.T) {
+	t.Parallel()
+	err, b, id := runCancelled(t, true)
+	st := b.task(t, id)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, "w1", st.ClaimedBy)
+	require.Equal(t, 2, st.Attempts)
+	var can *workflow.ContinueAsNewError
+	require.True(t, errors.As(err, &can), "claim 2 holds the task: it must get a run; got %v", err)
+}
+
+// Local mode (the report a local activity, the read a regular one): the
+// same race as TestExactlyOnce_read_after_the_post_fails_once.
+func TestExactlyOnce_local_read_after_the_post_fails_once(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	r := &readBackRace{ended: true, failRead: true}
+	r.b, r.t = &b, t
+	b = setup(t, nil, r.middleware)
+	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true)}})
+	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute)
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "pending", st.Status)
+	require.Equal(t, 2, st.Attempts)
+}

@@ -149,7 +149,7 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	// again, as a new run, for that claim.
 	claims.drain(ctx)
 	if !out.Success && rep.Status != "failed" && claims.current.Attempts > rep.ReportedWith.Attempts &&
-		!newerClaimOver(ctx, in.Task.ID, rep.ReportOutput, claims.current) {
+		!newerClaimOver(ctx, in.Task.ID, rep.ReportOutput, claims) {
 		log.Info("task claimed again while this run closed: continuing as new", "task_id", in.Task.ID, "claim", claims.current)
 		next := in
 		next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
@@ -166,14 +166,17 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	return res, nil
 }
 
-// newerClaimOver reports whether claim c, newer than the one the report
-// was made with, is already over, so that no handler must run for it: the
-// task as the report read it had reached c's attempt count and was no
-// longer claimed (this run's post, made with the same worker id, ended
-// c), or (changeReadClaimOver) had gone past c's attempt count (claimed
-// again since). When the report could not read the task after its post,
-// the task is read now, through the retries of an activity.
-func newerClaimOver(ctx workflow.Context, taskID string, rep activities.ReportOutput, c Claim) bool {
+// newerClaimOver reports whether the run's current claim, newer than the
+// one the report was made with, is already over, so that no handler must
+// run for it: the task as the report read it had reached the claim's
+// attempt count and was no longer claimed (this run's post, made with the
+// same worker id, ended it), or (changeReadClaimOver) had gone past it
+// (claimed again since). When the report could not read the task after
+// its post, the task is read now, through the retries of an activity,
+// even in a cancelled run; claims that reach the run meanwhile are taken,
+// and the decision is about the newest.
+func newerClaimOver(ctx workflow.Context, taskID string, rep activities.ReportOutput, claims *claimState) bool {
+	c := claims.current
 	if rep.ReadAttempts >= c.Attempts && rep.ReadStatus != "" && rep.ReadStatus != "claimed" {
 		return true
 	}
@@ -187,15 +190,20 @@ func newerClaimOver(ctx workflow.Context, taskID string, rep activities.ReportOu
 	if superseded {
 		return true
 	}
-	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+	dctx, _ := workflow.NewDisconnectedContext(ctx) // a claim that holds the task gets its run, cancelled or not
+	actx := workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
 		Summary:             "read task " + taskID + " after the report",
 	})
+	f := workflow.ExecuteActivity(actx, activities.ReadTaskActivityName, taskID)
+	claims.wait(dctx, f)
+	claims.drain(dctx)
 	var st activities.TaskState
-	if err := workflow.ExecuteActivity(actx, activities.ReadTaskActivityName, taskID).Get(ctx, &st); err != nil {
-		return true // deleted, or the run cancelled: no handler
+	if err := f.Get(dctx, &st); err != nil {
+		return true // deleted from TaskManager: no handler
 	}
+	c = claims.current
 	return st.Attempts > c.Attempts || (st.Attempts >= c.Attempts && st.Status != "claimed")
 }
 
