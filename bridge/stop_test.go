@@ -26,15 +26,10 @@ type stoppingWorker struct {
 
 func (w stoppingWorker) Stop() { w.stop() }
 
-// When the shutdown grace ends, Stop cancels every regular handler still
-// running, while the SDK's stop may still wait (for local activities,
-// before it even tells regular ones to stop). Before, a regular handler ran
-// on until the SDK's last wait ended: two or three times the grace, past
-// StopTimeout.
-func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
-	t.Parallel()
-	const grace = 200 * time.Millisecond
-	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.ShutdownGrace = grace })
+// runBlockingHandler runs, on bb's activities, a handler that returns
+// only once cancelled; it returns when the handler started, with the
+// channel that gets its attempt's error.
+func runBlockingHandler(bb *bridgeBundle) <-chan error {
 	reg := activities.NewRegistry()
 	started := make(chan struct{})
 	reg.MustAdd("test.block", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
@@ -52,6 +47,19 @@ func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
 		returned <- err
 	}()
 	<-started
+	return returned
+}
+
+// When the shutdown grace ends, Stop cancels every regular handler still
+// running, while the SDK's stop may still wait (for local activities,
+// before it even tells regular ones to stop). Before, a regular handler ran
+// on until the SDK's last wait ended: two or three times the grace, past
+// StopTimeout.
+func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
+	t.Parallel()
+	const grace = 200 * time.Millisecond
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.ShutdownGrace = grace })
+	returned := runBlockingHandler(bb)
 	handlerErr := make(chan error, 1)
 	var cancelled time.Time
 	bb.b.worker = stoppingWorker{stop: func() { // the SDK still waits
@@ -79,23 +87,7 @@ func TestStop_cancels_handlers_when_the_grace_ends(t *testing.T) {
 func TestStop_cancels_handlers_when_its_context_ends(t *testing.T) {
 	t.Parallel()
 	bb := setupBridge(t, devserver.StylePHP, func(c *Config) { c.ShutdownGrace = time.Hour })
-	reg := activities.NewRegistry()
-	started := make(chan struct{})
-	reg.MustAdd("test.block", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
-		close(started)
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}))
-	bb.b.acts = &activities.Activities{Registry: reg, TaskManager: bb.api}
-	var suite testsuite.WorkflowTestSuite
-	env := suite.NewTestActivityEnvironment()
-	bb.b.acts.RegisterOn(env)
-	returned := make(chan error, 1)
-	go func() {
-		_, err := env.ExecuteActivity("test.block", activities.HandlerInput{TaskID: "1", TaskType: "test.block", Attempt: 1, WorkerID: "w1", Params: json.RawMessage(`{}`)})
-		returned <- err
-	}()
-	<-started
+	returned := runBlockingHandler(bb)
 	workerStop := make(chan struct{})
 	bb.b.worker = stoppingWorker{stop: func() { <-workerStop }} // the SDK waits out the grace
 	defer close(workerStop)
