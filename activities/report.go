@@ -177,11 +177,10 @@ func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead
 		// and the workflow reads before it runs a handler for a newer
 		// claim. An error here would have the report retried, judging a
 		// task that may have moved on since (another worker's outcome).
+		// A task deleted since is that too: the workflow's own read finds
+		// it gone, and runs no handler.
 		t, rerr := tm.GetTask(ctx, id)
-		switch {
-		case errors.Is(rerr, taskmanager.ErrNotFound):
-			return ReportOutput{Status: status}, nil // deleted since: no claim of it can run
-		case rerr != nil:
+		if rerr != nil {
 			return ReportOutput{Status: status, ReadBackFailed: true}, nil
 		}
 		return ReportOutput{Status: status, ReadStatus: t.Status, ReadAttempts: int(t.Attempts)}, nil

@@ -252,3 +252,50 @@ func TestExactlyOnce_local_read_after_the_post_fails_once(t *testing.T) {
 	require.Equal(t, "pending", st.Status)
 	require.Equal(t, 2, st.Attempts)
 }
+
+// The post of claim 1 lands on claim 2 (w1, a renewal), and by the
+// report's read after the post the task is gone (PHP: 200, items []). The
+// run's own read finds it gone, and it runs no handler. Before, the report
+// answered with no read and no ReadBackFailed, which read as "not over":
+// the run continued as new for claim 2 of a deleted task. (Found by a
+// review.)
+func TestExactlyOnce_task_deleted_before_the_read_after_the_post_runs_no_handler(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	var once sync.Once
+	var posted atomic.Bool
+	mw := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if strings.HasSuffix(req.URL.Path, "/complete") {
+				first := false
+				once.Do(func() {
+					first = true
+					typeID := string(b.types["example.error"])
+					b.clock.Add(301 * time.Second)
+					claimVia(t, next, "w1", typeID) // claim 2
+					next.ServeHTTP(w, req)          // ends claim 2
+					b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2})
+					posted.Store(true)
+				})
+				if !first {
+					next.ServeHTTP(w, req)
+				}
+				return
+			}
+			if req.Method == http.MethodGet && posted.Load() && strings.Contains(req.URL.Path, "/tasks/") {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"success":true,"message":"ok","data":{"items":[]},"timestamp":1}`)) // deleted
+				return
+			}
+			next.ServeHTTP(w, req)
+		})
+	}
+	b = setup(t, nil, mw)
+	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{})
+	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute)
+	_, err := b.run(in)
+	var can *workflow.ContinueAsNewError
+	if errors.As(err, &can) {
+		t.Fatalf("continued as new for claim 2 of a deleted task whose claim the post ended: %v", err)
+	}
+}
