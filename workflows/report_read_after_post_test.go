@@ -70,14 +70,14 @@ func (r *readBackRace) middleware(next http.Handler) http.Handler {
 }
 
 // run runs a failing task of an old claim through the race.
-func (r *readBackRace) run(t *testing.T) (error, *testBundle, string) {
+func (r *readBackRace) run(t *testing.T) (*testBundle, string, error) {
 	var b *testBundle
 	r.b, r.t = &b, t
 	b = setup(t, nil, r.middleware)
 	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{})
 	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute) // old: the report reads first
 	_, err := b.run(in)
-	return err, b, in.Task.ID
+	return b, in.Task.ID, err
 }
 
 // TestExactlyOnce_post_of_an_old_claim_that_landed_on_a_newer_one with
@@ -90,7 +90,7 @@ func (r *readBackRace) run(t *testing.T) (error, *testBundle, string) {
 func TestExactlyOnce_read_after_the_post_fails_once(t *testing.T) {
 	t.Parallel()
 	r := &readBackRace{ended: true, failRead: true}
-	err, b, id := r.run(t)
+	b, id, err := r.run(t)
 	requireErrorType(t, err, workflows.TaskFailedErrorType) // not continued as new for claim 2
 	st := b.task(t, id)
 	require.Equal(t, "pending", st.Status)
@@ -103,7 +103,7 @@ func TestExactlyOnce_read_after_the_post_fails_once(t *testing.T) {
 func TestExactlyOnce_read_after_the_post_fails_and_the_newer_claim_holds(t *testing.T) {
 	t.Parallel()
 	r := &readBackRace{ended: false, failRead: true}
-	err, b, id := r.run(t)
+	b, id, err := r.run(t)
 	var can *workflow.ContinueAsNewError
 	require.True(t, errors.As(err, &can), "continued as new for claim 2: %v", err)
 	st := b.task(t, id)
@@ -119,7 +119,7 @@ func TestExactlyOnce_read_after_the_post_fails_and_the_newer_claim_holds(t *test
 func TestExactlyOnce_newer_claim_taken_by_another_worker_before_the_read_runs_no_handler(t *testing.T) {
 	t.Parallel()
 	r := &readBackRace{ended: false, claimedBy: "w3"}
-	err, b, id := r.run(t)
+	b, id, err := r.run(t)
 	requireErrorType(t, err, workflows.TaskFailedErrorType)
 	st := b.task(t, id)
 	require.Equal(t, "claimed", st.Status)
@@ -196,7 +196,7 @@ func cancelOnPost(b **testBundle) func(http.Handler) http.Handler {
 	}
 }
 
-func runCancelled(t *testing.T, failRead bool) (error, *testBundle, string) {
+func runCancelled(t *testing.T, failRead bool) (*testBundle, string, error) {
 	var b *testBundle
 	r := &readBackRace{ended: false, failRead: failRead}
 	r.b, r.t = &b, t
@@ -205,14 +205,14 @@ func runCancelled(t *testing.T, failRead bool) (error, *testBundle, string) {
 	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{})
 	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute)
 	_, err := b.run(in)
-	return err, b, in.Task.ID
+	return b, in.Task.ID, err
 }
 
 // A run cancelled during its report, whose report read the task after
 // the post, continues as new for claim 2 (w1's, holding the task).
 func TestExactlyOnce_cancelled_run_continues_for_a_newer_claim(t *testing.T) {
 	t.Parallel()
-	err, b, id := runCancelled(t, false)
+	b, id, err := runCancelled(t, false)
 	st := b.task(t, id)
 	require.Equal(t, "claimed", st.Status)
 	require.Equal(t, 2, st.Attempts)
@@ -227,7 +227,7 @@ func TestExactlyOnce_cancelled_run_continues_for_a_newer_claim(t *testing.T) {
 // named it (the sweep takes such a claim as served). (Found by a review.)
 func TestExactlyOnce_cancelled_run_whose_read_after_the_post_failed_continues_for_a_newer_claim(t *testing.T) {
 	t.Parallel()
-	err, b, id := runCancelled(t, true)
+	b, id, err := runCancelled(t, true)
 	st := b.task(t, id)
 	require.Equal(t, "claimed", st.Status)
 	require.Equal(t, "w1", st.ClaimedBy)
