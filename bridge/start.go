@@ -163,9 +163,11 @@ func (e *startError) Error() string {
 // too: an earlier claim's run may be open, and if it is this worker's, its
 // report, posted with the same worker id, may land on this claim and end
 // it. An open run is signalled by its run id, never replaced by a new run
-// while it closes; when the latest run was this worker's and has closed,
-// the task is read before a run is started, so the read sees whatever its
-// report posted.
+// while it closes (the run itself then tells whether its post ended the
+// claim); when the latest run was this worker's and has closed, the task
+// is read before a run is started, so the read sees whatever its report
+// posted. A claim found again, and any retry, read the task before they
+// start or signal anything (tryStart).
 func (b *Bridge) startWorkflow(task taskmanager.Task, t servedType, claimedAt time.Time, span trace.SpanContext) (runState, error) {
 	id := b.WorkflowID(task.ID)
 	in := b.cfg.TaskInput(task, t.Options, claimedAt)
