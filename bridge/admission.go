@@ -52,8 +52,9 @@ import (
 //     start, so claiming stops while Temporal is slow or unreachable. A
 //     task that cannot be started frees its place at once (failing).
 //  4. claims counts the claims of new tasks and new attempts (not a
-//     renewal: a claim, after its claim timed out, of a task whose run is
-//     open here), against max_runs: a loop waits while
+//     renewal: the attempt right after the claim of a task whose run is
+//     open here, once that claim timed out), against max_runs: a loop
+//     waits while
 //     reservations may still come back empty, and stops only when claims
 //     reached max_runs.
 //  5. Every ticket ends exactly once; ending it twice panics.
