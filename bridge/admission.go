@@ -54,9 +54,8 @@ import (
 //  4. claims counts the claims of new tasks and new attempts (not a
 //     renewal: the attempt right after the claim of a task whose run is
 //     open here, once that claim timed out), against max_runs: a loop
-//     waits while
-//     reservations may still come back empty, and stops only when claims
-//     reached max_runs.
+//     waits while reservations may still come back empty, and stops only
+//     when claims reached max_runs.
 //  5. Every ticket ends exactly once; ending it twice panics.
 type admission struct {
 	limit   int // max_in_flight
