@@ -21,19 +21,24 @@ import (
 // on claim 1, and claim 2 is the task's next attempt), worker w1 claims
 // the task again and the claim reaches the run; then claimedBy, if set,
 // claims the task once more (attempt 3). The read the report makes after
-// its post answers 503 when failRead is set.
+// its post answers 503 when failRead is set; with claimOnRead, the next
+// read (the run's own) comes after w1 claimed the task once more (attempt
+// 3) and that claim reached the run; with deleted, every read after the
+// post finds the task gone.
 type readBackRace struct {
-	b         **testBundle
-	t         *testing.T
-	ended     bool
-	failRead  bool
-	claimedBy string
-	posted    atomic.Bool
+	b           **testBundle
+	t           *testing.T
+	ended       bool
+	failRead    bool
+	claimedBy   string
+	claimOnRead bool
+	deleted     bool
+	posted      atomic.Bool
 }
 
 func (r *readBackRace) middleware(next http.Handler) http.Handler {
 	var once sync.Once
-	var failed atomic.Bool
+	var failed, reclaimed atomic.Bool
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.HasSuffix(req.URL.Path, "/complete") {
 			first := false
@@ -61,9 +66,19 @@ func (r *readBackRace) middleware(next http.Handler) http.Handler {
 			}
 			return
 		}
-		if r.failRead && req.Method == http.MethodGet && r.posted.Load() && strings.Contains(req.URL.Path, "/tasks/") && !failed.Swap(true) {
+		readAfter := req.Method == http.MethodGet && r.posted.Load() && strings.Contains(req.URL.Path, "/tasks/")
+		switch {
+		case readAfter && r.deleted:
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"success":true,"message":"ok","data":{"items":[]},"timestamp":1}`)) // PHP: gone
+			return
+		case readAfter && r.failRead && !failed.Swap(true):
 			http.Error(w, `{"success":false,"error":"busy"}`, http.StatusServiceUnavailable)
 			return
+		case readAfter && r.claimOnRead && !reclaimed.Swap(true):
+			b := *r.b
+			claimVia(r.t, next, "w1", string(b.types["example.error"]))
+			b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 3})
 		}
 		next.ServeHTTP(w, req)
 	})
@@ -136,46 +151,9 @@ func TestExactlyOnce_newer_claim_taken_by_another_worker_before_the_read_runs_no
 // unread, the task claimed with no run. (Found by a review.)
 func TestExactlyOnce_claim_signalled_while_the_run_reads_is_taken(t *testing.T) {
 	t.Parallel()
-	var b *testBundle
-	var once sync.Once
-	var posted, failed, reclaimed atomic.Bool
-	mw := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if strings.HasSuffix(req.URL.Path, "/complete") {
-				first := false
-				once.Do(func() {
-					first = true
-					typeID := string(b.types["example.error"])
-					b.clock.Add(301 * time.Second)
-					claimVia(t, next, "w1", typeID) // claim 2
-					next.ServeHTTP(w, req)          // ends claim 2
-					b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2})
-					posted.Store(true)
-				})
-				if !first {
-					next.ServeHTTP(w, req)
-				}
-				return
-			}
-			if req.Method == http.MethodGet && posted.Load() && strings.Contains(req.URL.Path, "/tasks/") {
-				if !failed.Swap(true) {
-					http.Error(w, `{"success":false,"error":"busy"}`, http.StatusServiceUnavailable)
-					return
-				}
-				if !reclaimed.Swap(true) { // the run's ReadTask: a bridge claims the pending task first
-					typeID := string(b.types["example.error"])
-					claimVia(t, next, "w1", typeID) // claim 3
-					b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 3})
-				}
-			}
-			next.ServeHTTP(w, req)
-		})
-	}
-	b = setup(t, nil, mw)
-	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{})
-	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute)
-	_, err := b.run(in)
-	st := b.task(t, in.Task.ID)
+	r := &readBackRace{ended: true, failRead: true, claimOnRead: true}
+	b, id, err := r.run(t)
+	st := b.task(t, id)
 	require.Equal(t, "claimed", st.Status)
 	require.Equal(t, 3, st.Attempts)
 	require.Equal(t, "w1", st.ClaimedBy)
@@ -261,41 +239,8 @@ func TestExactlyOnce_local_read_after_the_post_fails_once(t *testing.T) {
 // review.)
 func TestExactlyOnce_task_deleted_before_the_read_after_the_post_runs_no_handler(t *testing.T) {
 	t.Parallel()
-	var b *testBundle
-	var once sync.Once
-	var posted atomic.Bool
-	mw := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if strings.HasSuffix(req.URL.Path, "/complete") {
-				first := false
-				once.Do(func() {
-					first = true
-					typeID := string(b.types["example.error"])
-					b.clock.Add(301 * time.Second)
-					claimVia(t, next, "w1", typeID) // claim 2
-					next.ServeHTTP(w, req)          // ends claim 2
-					b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2})
-					posted.Store(true)
-				})
-				if !first {
-					next.ServeHTTP(w, req)
-				}
-				return
-			}
-			if req.Method == http.MethodGet && posted.Load() && strings.Contains(req.URL.Path, "/tasks/") {
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write([]byte(`{"success":true,"message":"ok","data":{"items":[]},"timestamp":1}`)) // deleted
-				return
-			}
-			next.ServeHTTP(w, req)
-		})
-	}
-	b = setup(t, nil, mw)
-	in := b.claim(t, "example.error", map[string]any{"message": "old claim"}, workflows.TypeOptions{})
-	in.Claim.ClaimedAt = time.Now().Add(-10 * time.Minute)
-	_, err := b.run(in)
+	r := &readBackRace{ended: true, deleted: true}
+	_, _, err := r.run(t)
 	var can *workflow.ContinueAsNewError
-	if errors.As(err, &can) {
-		t.Fatalf("continued as new for claim 2 of a deleted task whose claim the post ended: %v", err)
-	}
+	require.False(t, errors.As(err, &can), "continued as new for claim 2 of a deleted task whose claim the post ended: %v", err)
 }
