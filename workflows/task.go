@@ -74,6 +74,14 @@ func (in TaskInput) mayHaveExpired(ctx workflow.Context, c Claim) bool {
 	return c.ClaimedAt.IsZero() || !workflow.Now(ctx).Before(in.readFirstFrom(c))
 }
 
+// startedLate reports whether the run starts when its claim, made by a
+// bridge at a known time, may have timed out already (a start delayed by
+// Temporal being slow or away). A claim of a time not known (found again
+// by a sweep, which read the task just before the start) is not.
+func (in TaskInput) startedLate(ctx workflow.Context) bool {
+	return !in.Claim.ClaimedAt.IsZero() && in.mayHaveExpired(ctx, in.Claim)
+}
+
 // readFirstFrom is when claim c is old enough (half the claim timeout) to
 // have timed out and been handed out again: a report posting from then on
 // reads the task first, wherever it waited meanwhile.
@@ -111,6 +119,12 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	opts := in.Options // resolved by the bridge (Config.TypeOptions)
 	claims := followClaims(ctx, in.Claim)
 	recordClaimInMemo(ctx, in.Claim)
+	if in.startedLate(ctx) && workflow.GetVersion(ctx, changeReadLateStart, workflow.DefaultVersion, 1) == 1 &&
+		claimOverAtStart(ctx, in.Task.ID, claims) {
+		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over before its handler started: no handler runs, nothing is reported", in.Task.ID, claims.current.WorkerID, claims.current.Attempts)
+		log.Info(msg)
+		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
+	}
 
 	result, last, herr := runTask(ctx, in, opts, claims)
 
@@ -207,6 +221,29 @@ func newerClaimOver(ctx workflow.Context, taskID string, rep activities.ReportOu
 	return st.Attempts > c.Attempts || (st.Attempts >= c.Attempts && st.Status != "claimed")
 }
 
+// claimOverAtStart reads the task (a tmbridge.ReadTask activity, retried
+// until TaskManager answers) before a run that started late runs its
+// handler: the start may have come after the claim ended and the task was
+// claimed again, or ended. Claims that reach the run meanwhile are taken;
+// it reports whether the newest is over.
+func claimOverAtStart(ctx workflow.Context, taskID string, claims *claimState) bool {
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	actx := workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
+		Summary:             "read task " + taskID + " before its handler (a late start)",
+	})
+	f := workflow.ExecuteActivity(actx, activities.ReadTaskActivityName, taskID)
+	claims.wait(dctx, f)
+	claims.drain(dctx)
+	var st activities.TaskState
+	if err := f.Get(dctx, &st); err != nil {
+		return true // deleted from TaskManager
+	}
+	c := claims.current
+	return st.Attempts > c.Attempts || (st.Attempts == c.Attempts && st.Status != taskmanager.StatusClaimed)
+}
+
 // firstTaskEvents is the history length while a run's first workflow
 // task runs: started, task scheduled, task started.
 const firstTaskEvents = 3
@@ -283,6 +320,13 @@ const (
 	// tmbridge.ReadTask activity) when the report could not read it after
 	// its post. Taken only then. Before, the run continued as new for it.
 	changeReadClaimOver = "read-claim-over"
+	// changeReadLateStart: a run whose claim may have timed out before it
+	// started (older than half the claim timeout: TaskInput.startedLate)
+	// reads the task before its handler runs, and runs none when the claim
+	// is over (claimOverAtStart). Taken only by such runs. Before, a start
+	// that came late ran the handler for a task claimed by another worker,
+	// or ended.
+	changeReadLateStart = "read-late-start"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs

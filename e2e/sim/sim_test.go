@@ -40,12 +40,13 @@ func TestMain(m *testing.M) {
 
 // regressionSeeds are seeds that once found a bug: they run every time.
 var regressionSeeds = []uint64{
-	1,  // a garbled claim answer held a claim the bridge did not count (claimed past max_in_flight); failing an unstartable task gave up on a refused message; a local handler ran again after a crash
-	2,  // a recovered claim whose outcome its run had reported (after the claim moved to it by signal) was started again
-	3,  // same, with a cancel during the report
-	9,  // an old claim's failure landed on this same worker's newer claim (TaskManager checks only the worker id); its handler then ran for a claim that was over
-	37, // same, the re-claim coming between the report's read and its post; and a cancelled run kept open for its crashed handler, which reported a stale failure with the next claim
-	41, // two "Data too long" answers in a row: the run gave up on its short error message and ended with the claim held (claimed past max_in_flight)
+	1,   // a garbled claim answer held a claim the bridge did not count (claimed past max_in_flight); failing an unstartable task gave up on a refused message; a local handler ran again after a crash
+	2,   // a recovered claim whose outcome its run had reported (after the claim moved to it by signal) was started again
+	3,   // same, with a cancel during the report
+	9,   // an old claim's failure landed on this same worker's newer claim (TaskManager checks only the worker id); its handler then ran for a claim that was over
+	37,  // same, the re-claim coming between the report's read and its post; and a cancelled run kept open for its crashed handler, which reported a stale failure with the next claim
+	41,  // two "Data too long" answers in a row: the run gave up on its short error message and ended with the claim held (claimed past max_in_flight)
+	267, // a start that Temporal's restarts held for 8 s came after its claim timed out and another worker ran the task and failed it for good: the run's handler ran for a failed task
 }
 
 // seeds returns the seeds to run: SIM_SEED alone, or the regression seeds
