@@ -215,7 +215,11 @@ func newerClaimOver(ctx workflow.Context, taskID string, rep activities.ReportOu
 	claims.drain(dctx)
 	var st activities.TaskState
 	if err := f.Get(dctx, &st); err != nil {
-		return true // deleted from TaskManager: no handler
+		// Gone from TaskManager (a permanent error): no handler. Retries
+		// are unlimited, so another error is the read given up on (a test
+		// environment caps them): not known, and the claim's own run
+		// decides, as before the read.
+		return activities.IsPermanent(err)
 	}
 	c = claims.current
 	return st.Attempts > c.Attempts || (st.Attempts >= c.Attempts && st.Status != "claimed")
@@ -238,7 +242,7 @@ func claimOverAtStart(ctx workflow.Context, taskID string, claims *claimState) b
 	claims.drain(dctx)
 	var st activities.TaskState
 	if err := f.Get(dctx, &st); err != nil {
-		return true // deleted from TaskManager
+		return activities.IsPermanent(err) // gone from TaskManager; else not known (see newerClaimOver)
 	}
 	c := claims.current
 	return st.Attempts > c.Attempts || (st.Attempts == c.Attempts && st.Status != taskmanager.StatusClaimed)
