@@ -239,7 +239,7 @@ func options() []option {
 		{key: "max_in_flight", flag: "max-in-flight", env: []string{"MAX_IN_FLIGHT"}, def: 0, doc: "`temporal.max_concurrent_activities`",
 			help: "most claimed tasks unfinished at once"},
 		{key: "claim_timeout", flag: "claim-timeout", env: []string{"TASK_CLAIM_TIMEOUT"}, def: 300 * time.Second,
-			help: "TaskManager's claim timeout (its `TASK_CLAIM_TIMEOUT`): the outcome of a claim older than half of it is posted only after reading the task, since the claim may have been handed out again (even to this worker id)"},
+			help: "TaskManager's claim timeout (its `TASK_CLAIM_TIMEOUT`): the outcome of a claim older than half of it is posted only after reading the task, since the claim may have been handed out again (even to this worker id), and a run that starts later than that reads the task before its handler; ages compare the bridge's clock with Temporal's: keep them synced"},
 		{key: "claim_sort_by", flag: "claim-sort-by", env: []string{"CLAIM_SORT_BY"}, def: "created_at",
 			help: "claim order: `created_at`, `priority`, `id` or `attempts`"},
 		{key: "claim_sort_order", flag: "claim-sort-order", env: []string{"CLAIM_SORT_ORDER"}, def: "ASC",
