@@ -204,45 +204,37 @@ func newerClaimOver(ctx workflow.Context, taskID string, rep activities.ReportOu
 	if superseded {
 		return true
 	}
-	dctx, _ := workflow.NewDisconnectedContext(ctx) // a claim that holds the task gets its run, cancelled or not
-	actx := workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
-		StartToCloseTimeout: time.Minute,
-		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
-		Summary:             "read task " + taskID + " after the report",
-	})
-	f := workflow.ExecuteActivity(actx, activities.ReadTaskActivityName, taskID)
-	claims.wait(dctx, f)
-	claims.drain(dctx)
-	var st activities.TaskState
-	if err := f.Get(dctx, &st); err != nil {
-		// Gone from TaskManager (a permanent error): no handler. Retries
-		// are unlimited, so another error is the read given up on (a test
-		// environment caps them): not known, and the claim's own run
-		// decides, as before the read.
-		return activities.IsPermanent(err)
-	}
-	c = claims.current
-	return st.Attempts > c.Attempts || (st.Attempts >= c.Attempts && st.Status != "claimed")
+	// A claim that holds the task gets its run, cancelled or not.
+	return readClaimOver(ctx, taskID, "after the report", claims)
 }
 
-// claimOverAtStart reads the task (a tmbridge.ReadTask activity, retried
-// until TaskManager answers) before a run that started late runs its
-// handler: the start may have come after the claim ended and the task was
-// claimed again, or ended. Claims that reach the run meanwhile are taken;
-// it reports whether the newest is over.
+// claimOverAtStart reads the task before a run that started late runs
+// its handler: the start may have come after the claim ended and the task
+// was claimed again, or ended.
 func claimOverAtStart(ctx workflow.Context, taskID string, claims *claimState) bool {
+	return readClaimOver(ctx, taskID, "before its handler (a late start)", claims)
+}
+
+// readClaimOver reads the task (a tmbridge.ReadTask activity, retried
+// until TaskManager answers, in a context a cancel of the run does not
+// end), taking the claims that reach the run meanwhile, and reports
+// whether the newest is over: the task has gone past its attempt, or is
+// at it and no longer claimed, or is gone from TaskManager. A read given
+// up on (a test environment caps the retries) is not known: not over, and
+// the claim's run decides as it would have without the read.
+func readClaimOver(ctx workflow.Context, taskID, why string, claims *claimState) bool {
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	actx := workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
-		Summary:             "read task " + taskID + " before its handler (a late start)",
+		Summary:             "read task " + taskID + " " + why,
 	})
 	f := workflow.ExecuteActivity(actx, activities.ReadTaskActivityName, taskID)
 	claims.wait(dctx, f)
 	claims.drain(dctx)
 	var st activities.TaskState
 	if err := f.Get(dctx, &st); err != nil {
-		return activities.IsPermanent(err) // gone from TaskManager; else not known (see newerClaimOver)
+		return activities.IsPermanent(err)
 	}
 	c := claims.current
 	return st.Attempts > c.Attempts || (st.Attempts == c.Attempts && st.Status != taskmanager.StatusClaimed)
