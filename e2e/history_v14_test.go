@@ -3,15 +3,12 @@ package e2e
 import (
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	enumspb "go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
 
 	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 )
@@ -48,11 +45,6 @@ func TestE2E_histories_replay_v14(t *testing.T) {
 	require.Equal(t, "completed", states[id].Status, states[id].Error)
 
 	h := s.history(s.prefix + id)
-	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
-		return ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && strings.Contains(ev.String(), "read-late-start")
-	}), "the run took read-late-start")
-	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
-		return ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == "tmbridge.ReadTask"
-	}), "the run read the task before its handler")
+	requireReadBehindVersion(t, h, "read-late-start")
 	s.replay(map[string]string{"read-late-start": id}, "history-v14-")
 }
