@@ -17,14 +17,14 @@ import (
 )
 
 // countingSetup is setup with test.count, a handler that counts its runs.
-func countingSetup(t *testing.T) (*testBundle, *atomic.Int32) {
+func countingSetup(t *testing.T, wrap ...func(http.Handler) http.Handler) (*testBundle, *atomic.Int32) {
 	var n atomic.Int32
 	b := setup(t, func(reg *activities.Registry) {
 		reg.MustAdd("test.count", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
 			n.Add(1)
 			return json.RawMessage(`{}`), nil
 		}))
-	})
+	}, wrap...)
 	return b, &n
 }
 
@@ -106,7 +106,6 @@ func TestLateStart_cancelled_claim_over(t *testing.T) {
 // gone, and the run ended ClaimLost with its claim live.)
 func TestLateStart_read_given_up_on_is_not_a_claim_over(t *testing.T) {
 	t.Parallel()
-	var n atomic.Int32
 	garble := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/tasks/") {
@@ -117,15 +116,47 @@ func TestLateStart_read_given_up_on_is_not_a_claim_over(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	b := setup(t, func(reg *activities.Registry) {
-		reg.MustAdd("test.count", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
-			n.Add(1)
-			return json.RawMessage(`{}`), nil
-		}))
-	}, garble)
+	b, n := countingSetup(t, garble)
 	in := b.claim(t, "test.count", map[string]any{"n": 1}, workflows.TypeOptions{})
 	in.Claim.ClaimedAt = b.env.Now().Add(-10 * time.Minute)
 	_, err := b.run(in)
 	require.False(t, activities.HasErrorType(err, activities.ErrTypeClaimLost), "%v", err)
 	require.EqualValues(t, 1, n.Load(), "the handler ran")
+}
+
+// A run that starts late (Temporal slow or away: its claim, made at a
+// known time, older than half the claim timeout) reads the task before
+// its handler. Here the claim timed out and this same worker claimed the
+// task again before the start: the run runs no handler and posts nothing
+// (the newer claim's own start gives it a run). Before, the handler ran
+// for the ended claim (found by the fault simulation, seed 267: a start
+// that Temporal's restarts held for 8 s, while another worker claimed the
+// task, ran it and failed it for good).
+func TestExactlyOnce_late_start_of_a_replaced_claim_runs_no_handler(t *testing.T) {
+	t.Parallel()
+	b, handled := countingSetup(t)
+	in := b.claim(t, "test.count", map[string]any{"n": 1}, workflows.TypeOptions{})
+	in.Claim.ClaimedAt = b.env.Now().Add(-10 * time.Minute)
+	b.clock.Add(301 * time.Second) // the claim times out; this same worker claims the task again
+	_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["test.count"]})
+	require.NoError(t, err)
+
+	_, err = b.run(in)
+	requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.Zero(t, handled.Load(), "no handler ran for the ended claim")
+	require.Empty(t, b.tm.Completions(in.Task.ID))
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, 2, st.Attempts)
+}
+
+// A late start whose claim still holds the task runs its handler.
+func TestExactlyOnce_late_start_of_a_claim_that_holds_runs_the_handler(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	in := b.claim(t, "example.echo", map[string]any{"message": "late"}, workflows.TypeOptions{})
+	in.Claim.ClaimedAt = b.env.Now().Add(-10 * time.Minute)
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
 }
