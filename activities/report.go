@@ -173,12 +173,11 @@ func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead
 		// post, which then ended that newer claim. Say which attempt the
 		// outcome landed on, so the workflow runs no handler for a claim
 		// that is over.
-		// The outcome landed: a read that fails says so (ReadBackFailed),
-		// and the workflow reads before it runs a handler for a newer
-		// claim. An error here would have the report retried, judging a
-		// task that may have moved on since (another worker's outcome).
-		// A task deleted since is that too: the workflow's own read finds
-		// it gone, and runs no handler.
+		//
+		// A read that fails (or finds the task deleted) says so
+		// (ReadBackFailed): the workflow reads before it runs a handler
+		// for a newer claim. An error here would have the report retried,
+		// judging a task that may have moved on since.
 		t, rerr := tm.GetTask(ctx, id)
 		if rerr != nil {
 			return ReportOutput{Status: status, ReadBackFailed: true}, nil
