@@ -52,8 +52,8 @@ bench: $(TEMPORAL_CLI)
 # Fuzz targets (package:Target). Their corpus is kept in each package's
 # testdata/fuzz, which plain `go test` replays; `make test` fuzzes each
 # for 3000 inputs, `make fuzz` for FUZZTIME each (FUZZ=Target for one).
-FUZZ_TARGETS := ./bridge:FuzzLoad ./workflows:FuzzRender ./workflows:FuzzDurations_round_trip ./bridge/taskmanager:FuzzDecode \
-	./bridge/taskmanager:FuzzParseRetryAfter ./bridge/taskmanager:FuzzStoredResultSize
+FUZZ_TARGETS := ./bridge:FuzzLoad ./workflows:FuzzRender ./workflows:FuzzDurations_round_trip ./taskmanager:FuzzDecode \
+	./taskmanager:FuzzParseRetryAfter ./taskmanager:FuzzStoredResultSize
 FUZZTIME ?= 2m
 FUZZ ?= .
 # A count, not a time: a time-bound run fails ("context deadline exceeded")

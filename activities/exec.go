@@ -19,7 +19,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // ExecConfig runs a command as a task type's handler: params as JSON on

@@ -10,7 +10,7 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // Handler runs one task. What it returns decides the task's outcome:

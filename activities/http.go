@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // HTTPConfig posts a task's params to a URL as its handler.

@@ -11,7 +11,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // Progress is a handler's last reported progress; it is also the heartbeat

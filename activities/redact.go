@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // minRedacted is the shortest value a redactor hides: shorter ones are no

@@ -19,7 +19,7 @@ import (
 	"go.temporal.io/sdk/contrib/envconfig"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // This file is `tmbridge check`: with the bridge's own settings (the same

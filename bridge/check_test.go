@@ -22,8 +22,8 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 const checkKey = "check-test-secret-key"

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // claimLoop claims tasks of one type: again at once while tasks come,

@@ -31,8 +31,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/internal/valid"
+	"github.com/prismq/tmbridge/taskmanager"
 	"github.com/prismq/tmbridge/workflows"
 )
 

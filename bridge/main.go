@@ -22,7 +22,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // Main runs the tmbridge command with reg's handlers and returns the exit

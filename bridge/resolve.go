@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 	"github.com/prismq/tmbridge/workflows"
 )
 

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // The scout finds work for claim loops. A loop claims only what the scout

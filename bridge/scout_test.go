@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/workflows"
 )
 

@@ -11,7 +11,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 // A Stop whose ctx ends while a claim call is still under way (b.loops

@@ -48,7 +48,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/opentelemetry"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // NewTemporalMetrics returns a Temporal client metrics handler that

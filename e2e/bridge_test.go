@@ -18,7 +18,7 @@ import (
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 var styles = []devserver.Style{devserver.StylePHP, devserver.StyleDocumented}

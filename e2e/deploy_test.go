@@ -17,8 +17,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/prismq/tmbridge/bridge"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 // deploy/compose/temporal-setup.sh, which the compose prod profile runs

@@ -14,8 +14,8 @@ import (
 	sdkpb "go.temporal.io/api/sdk/v1"
 	"go.temporal.io/sdk/client"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 // The README's composition example (examples/flow.yaml), end to end: a

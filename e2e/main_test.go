@@ -33,9 +33,9 @@ import (
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
+	"github.com/prismq/tmbridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 const apiKey = "e2e-secret-key"

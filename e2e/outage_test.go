@@ -13,8 +13,8 @@ import (
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 // An idle bridge claims nothing (each empty claim is a 500 on PHP): it

@@ -15,8 +15,8 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
 	"github.com/prismq/tmbridge/internal/valid"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // Step is one step of a multi-step task type. It is one of: a handler run

@@ -18,7 +18,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // Names that Temporal history depends on: never rename them.

@@ -30,8 +30,8 @@ import (
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge"
-	"github.com/prismq/tmbridge/bridge/taskmanager"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/workflows"
 )
 

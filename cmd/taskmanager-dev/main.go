@@ -19,8 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 // config is the command line.

@@ -19,8 +19,8 @@ import (
 
 	"go.temporal.io/sdk/client"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/internal/devtemporal"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 // world is one simulation's servers and bridge processes, all on 127.0.0.1.

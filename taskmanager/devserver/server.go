@@ -43,7 +43,7 @@ import (
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 var english = message.NewPrinter(language.English)

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prismq/tmbridge/bridge/taskmanager/devserver"
+	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
 // recordedStep is one call of testdata/php-recorded-conversation.json, a
