@@ -28,7 +28,10 @@ const (
 	ErrTypeUncertain       = "Uncertain"       // a post whose answer was lost, on a task that cannot be read (ReportUnread)
 )
 
-// Permanent marks err as one no retry can fix: the task fails at once.
+// Permanent marks err as one no retry can fix: the attempt fails at once,
+// with no Temporal retry, and the failure is reported. TaskManager still
+// queues the task again while it has attempts left (MAX_TASK_ATTEMPTS), as
+// for any failure: the handler may then run again, on a new claim.
 // Such a failure is an expected outcome, not an incident: it is marked
 // benign, so the SDK does not log it as an error (the workflow logs it).
 func Permanent(err error) error {

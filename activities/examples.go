@@ -174,7 +174,9 @@ func Sleep(ctx context.Context, p SleepParams) (SleepResult, error) {
 	return SleepResult{Duration: secs}, nil
 }
 
-// Fail always fails, for good, with the message (default "Simulated error").
+// Fail always fails, with no Temporal retry, with the message (default
+// "Simulated error"); TaskManager queues the task again while it has
+// attempts left.
 func Fail(_ context.Context, p ErrorParams) (struct{}, error) {
 	if p.Message == "" {
 		p.Message = "Simulated error"

@@ -31,7 +31,9 @@ type ExecConfig struct {
 	Dir string `json:"dir,omitempty" koanf:"dir"`
 	// Env lists the environment the command gets: NAME passes the bridge's
 	// variable through, NAME=value sets one. Nothing else is passed but
-	// TASK_ID, TASK_TYPE and TASK_ATTEMPT.
+	// TASK_ID, TASK_TYPE and TASK_ATTEMPT (the handler's attempt within
+	// this claim, Temporal's retry count from 1; not TaskManager's
+	// attempts).
 	Env []string `json:"env,omitempty" koanf:"env"`
 	// PermanentExitCodes are exit codes that fail the task without retry.
 	PermanentExitCodes []int `json:"permanent_exit_codes,omitempty" koanf:"permanent_exit_codes"`
@@ -88,7 +90,12 @@ const (
 // in its process group is killed when it exits. A start that fails for
 // want of processes, memory or files is retried; one whose program cannot
 // run (missing, not allowed, not executable) fails the task for good.
+// A config Validate refuses (no command) fails every task, for good,
+// saying so.
 func Exec(c ExecConfig) Handler {
+	if err := c.Validate(); err != nil {
+		return misconfigured(err)
+	}
 	return HandlerFunc(func(ctx context.Context, params json.RawMessage) (json.RawMessage, error) {
 		cmd := exec.Command(c.Command[0], c.Command[1:]...)
 		cmd.Dir = c.Dir

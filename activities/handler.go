@@ -18,7 +18,9 @@ import (
 //   - a nil error: the task succeeds and the result is reported to
 //     TaskManager (a result that is not a JSON object is wrapped as
 //     {"value": result});
-//   - an error wrapped with Permanent: the task fails at once, no retry;
+//   - an error wrapped with Permanent: the attempt fails at once, with no
+//     Temporal retry, and the failure is reported (TaskManager still
+//     queues the task again while it has attempts left);
 //   - an error wrapped with InvalidParams: the same, its message saying
 //     the params do not fit (Typed handlers return it when params do not
 //     decode or validate);
@@ -35,6 +37,14 @@ type Handler interface {
 	Handle(ctx context.Context, params json.RawMessage) (json.RawMessage, error)
 }
 
+// misconfigured is the handler of a route built from a config that does
+// not hold: no attempt could succeed, so each fails for good, saying why.
+func misconfigured(err error) Handler {
+	return HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
+		return nil, Permanent(fmt.Errorf("handler misconfigured: %w", err))
+	})
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, params json.RawMessage) (json.RawMessage, error)
 
@@ -44,7 +54,8 @@ func (f HandlerFunc) Handle(ctx context.Context, params json.RawMessage) (json.R
 }
 
 // Validator is implemented by params types that check themselves after
-// decoding; an error fails the task as invalid params, without retry.
+// decoding; an error fails the attempt as invalid params, without
+// Temporal retry.
 type Validator interface {
 	Validate() error
 }

@@ -69,8 +69,12 @@ const (
 // endpoint may echo them).
 //
 // client may be nil (a default client); its CheckRedirect is replaced by
-// the policy above (the handler uses a copy).
+// the policy above (the handler uses a copy). A URL Validate refuses
+// fails every task, for good, saying so.
 func HTTP(c HTTPConfig, client *http.Client) Handler {
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return misconfigured(fmt.Errorf("http.url: want an http(s) URL, got %q", redacted(c.URL)))
+	}
 	hc := http.Client{}
 	if client != nil {
 		hc = *client

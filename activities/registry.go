@@ -22,13 +22,17 @@ type Registry struct {
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry { return &Registry{handlers: map[string]Handler{}} }
 
-// Add registers h for a task type. It fails on an empty name, a name of
-// the bridge's own activities (ReservedPrefix), a nil handler (a nil
+// Add registers h for a task type. It fails on an empty name, one with
+// spaces around it (it would never match a task type), a name of the
+// bridge's own activities (ReservedPrefix), a nil handler (a nil
 // HandlerFunc or pointer too), a name already registered, or a sealed
-// registry.
+// registry. The zero Registry is ready to use.
 func (r *Registry) Add(name string, h Handler) error {
 	if strings.TrimSpace(name) == "" {
 		return errors.New("activities: register handler: empty task type name")
+	}
+	if strings.TrimSpace(name) != name {
+		return fmt.Errorf("activities: register handler %q: spaces around the task type name", name)
 	}
 	if strings.HasPrefix(name, ReservedPrefix) {
 		return fmt.Errorf("activities: register handler %q: names starting with %q are the bridge's own activities", name, ReservedPrefix)
@@ -43,6 +47,9 @@ func (r *Registry) Add(name string, h Handler) error {
 	}
 	if _, dup := r.handlers[name]; dup {
 		return fmt.Errorf("activities: register handler %q: already registered", name)
+	}
+	if r.handlers == nil {
+		r.handlers = map[string]Handler{}
 	}
 	r.handlers[name] = h
 	return nil
@@ -83,8 +90,8 @@ func (r *Registry) MustAdd(name string, h Handler) {
 }
 
 // Register registers a typed handler in one line; it panics where Add
-// fails (an empty, duplicate or tmbridge. name, a nil fn, a sealed
-// registry), like http.Handle.
+// fails (an empty, padded, duplicate or tmbridge. name, a nil fn, a
+// sealed registry), like http.Handle.
 func Register[P, R any](r *Registry, name string, fn func(ctx context.Context, params P) (R, error)) {
 	if fn == nil {
 		panic(fmt.Sprintf("activities: register handler %q: nil handler", name))

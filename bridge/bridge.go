@@ -114,16 +114,21 @@ type bridgeOptions struct {
 	metricsReg *prometheus.Registry // nil: one of the bridge's own
 }
 
-// WithLogger sets the logger (default slog.Default()).
+// WithLogger sets the logger (default slog.Default(), also for a nil l).
 func WithLogger(l *slog.Logger) Option {
-	return func(o *bridgeOptions) { o.log = l }
+	return func(o *bridgeOptions) {
+		if l != nil {
+			o.log = l
+		}
+	}
 }
 
 // WithWorkflow registers a Go workflow under name, for types configured
 // with `workflow: name`. It receives an activities.HandlerInput and returns
 // the task's result; the bridge still claims the task and reports its
-// outcome. New refuses a name given twice, a nil function, a name
-// starting with tmbridge. and a function Temporal cannot register. A
+// outcome. New refuses a name given twice, an empty name or one with
+// spaces around it, a nil function, a name starting with tmbridge. and a
+// function Temporal cannot register. A
 // panic in it, or in a coroutine it started, fails the task's attempt
 // (workflows.FailOnPanic, workflows.GoroutinePanics).
 func WithWorkflow(name string, fn any) Option {
@@ -143,9 +148,14 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if tc == nil {
+		return nil, errors.New("bridge.New: a nil Temporal client (client.Dial)")
+	}
 	o := bridgeOptions{log: slog.Default(), workflows: map[string]any{}}
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt(&o)
+		}
 	}
 	if len(o.twice) > 0 {
 		return nil, fmt.Errorf("bridge.WithWorkflow: %q given twice", o.twice)
@@ -224,21 +234,44 @@ func workflowMissing(o workflows.TypeOptions, registered map[string]any) bool {
 	return o.Workflow != "" && o.TaskQueue == "" && !ok
 }
 
+// Errors of Run that say what may come next (errors.Is).
+var (
+	// ErrStartCheck: a check before the worker started failed (TaskManager
+	// or Temporal not answering as they should, metrics_addr taken, the
+	// types to serve not resolved). Run may be called again.
+	ErrStartCheck = errors.New("tmbridge: a start check failed")
+	// ErrRunOnce: Run is running already on this Bridge, or ran: build a
+	// new one (New) to run again.
+	ErrRunOnce = errors.New("tmbridge: Run runs once per Bridge")
+	// ErrWorkerStopped: the Temporal worker stopped for good (its
+	// namespace gone, polling refused); the process should exit, so that
+	// its supervisor restarts it.
+	ErrWorkerStopped = errors.New("tmbridge: the Temporal worker stopped for good")
+)
+
+// startCheckError is an error of Run before the worker started: its
+// message as it was, and errors.Is(err, ErrStartCheck).
+type startCheckError struct{ error }
+
+func (e startCheckError) Unwrap() error        { return e.error }
+func (e startCheckError) Is(target error) bool { return target == ErrStartCheck }
+
 // Run checks TaskManager and Temporal, resolves the types to serve, starts
 // the worker and claims tasks until ctx ends or MaxRuns tasks are done
 // (then it waits for them). It returns with claiming stopped and the
-// worker still running: call Stop. A Run whose start checks failed may be
-// called again; a second Run while one runs, or after one started the
-// worker, returns an error.
+// worker still running: call Stop. A Run whose start checks failed
+// (ErrStartCheck) may be called again; a second Run while one runs, or
+// after one started the worker, returns ErrRunOnce. A worker that stopped
+// for good ends Run with ErrWorkerStopped.
 func (b *Bridge) Run(ctx context.Context) error {
 	b.mu.Lock()
 	switch {
 	case b.running:
 		b.mu.Unlock()
-		return errors.New("tmbridge: Run is running already on this Bridge")
+		return fmt.Errorf("%w: it is running already on this Bridge", ErrRunOnce)
 	case b.served:
 		b.mu.Unlock()
-		return errors.New("tmbridge: Run ran already on this Bridge: build a new one (New) to run again")
+		return fmt.Errorf("%w: it ran already on this Bridge: build a new one (New) to run again", ErrRunOnce)
 	}
 	b.running = true
 	b.mu.Unlock()
@@ -248,14 +281,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.mu.Unlock()
 	}()
 	if err := b.serveMetrics(); err != nil {
-		return err
+		return startCheckError{err}
 	}
 	if err := b.healthCheck(ctx); err != nil {
-		return err
+		return startCheckError{err}
 	}
 	types, err := b.resolveTypes(ctx)
 	if err != nil {
-		return err
+		return startCheckError{err}
 	}
 	b.types = types
 	b.metrics.serveTypes(types)
@@ -293,8 +326,9 @@ func (b *Bridge) workerFailed(err error) {
 // workerError is the error Run returns when the worker stopped for good.
 type workerError struct{ err error }
 
-func (e *workerError) Error() string { return "Temporal worker stopped: " + e.err.Error() }
-func (e *workerError) Unwrap() error { return e.err }
+func (e *workerError) Error() string        { return "Temporal worker stopped: " + e.err.Error() }
+func (e *workerError) Unwrap() error        { return e.err }
+func (e *workerError) Is(target error) bool { return target == ErrWorkerStopped }
 
 // serve claims and starts tasks until ctx ends, the worker stops for good
 // (its error is returned), or max_runs claims are made, their outcomes

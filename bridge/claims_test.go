@@ -140,6 +140,7 @@ func TestServe_worker_stopped_for_good_ends_claiming(t *testing.T) {
 	select {
 	case err := <-done:
 		require.ErrorContains(t, err, "Temporal worker stopped")
+		require.ErrorIs(t, err, ErrWorkerStopped)
 		var nf *serviceerror.NamespaceNotFound
 		require.ErrorAs(t, err, &nf)
 	case <-time.After(eventually):

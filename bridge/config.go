@@ -80,8 +80,10 @@ type Config struct {
 	Temporal TemporalConfig `koanf:"temporal"`
 	// TypeDefaults are the options every type starts from.
 	TypeDefaults workflows.TypeOptions `koanf:"type_defaults"`
-	// Types are per-type options and routes, by task type name, each
-	// merged over TypeDefaults.
+	// Types are per-type options and routes, by task type name. Load
+	// merges each over TypeDefaults; in a Config built in Go, a listed
+	// type's options are used as they are (TypeDefaults serve the types
+	// not listed).
 	Types map[string]TypeConfig `koanf:"types"`
 
 	// Warnings are doubts Load had about settings it accepted (a
@@ -166,6 +168,16 @@ func (s Secret) String() string {
 		return ""
 	}
 	return "[redacted]"
+}
+
+// Format keeps the secret out of every fmt verb, %#v and %x included
+// (fmt.Sprintf("%#v", cfg) shows it as "[redacted]").
+func (s Secret) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		fmt.Fprintf(f, "%q", s.String())
+		return
+	}
+	fmt.Fprint(f, s.String())
 }
 
 // LogValue keeps the secret out of slog output.
@@ -315,6 +327,18 @@ func FlagSet(name string) *pflag.FlagSet {
 // returns ErrHelp.
 func Load(args, environ []string, out io.Writer) (Config, error) {
 	return load(bridgeCommand, args, environ, out)
+}
+
+// DefaultConfig returns the config with every setting at its default (as
+// Load gives with no flag, env var or file; worker_id is the host's
+// name), for programs that build their Config in Go and set what they
+// need: APIKey, APIURL, Temporal.TaskQueue, Types…
+func DefaultConfig() Config {
+	c, err := load(bridgeCommand, nil, nil, io.Discard)
+	if err != nil {
+		panic("bridge: the defaults do not load: " + err.Error()) // TestDefaultConfig
+	}
+	return c
 }
 
 // load is Load for cmd, whose --help it writes.

@@ -129,15 +129,24 @@ func TestRun_again_after_failed_checks_and_never_twice(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.ErrorContains(t, b.Run(ctx), "TaskManager health check")
-	require.ErrorContains(t, b.Run(ctx), "TaskManager health check", "checked again")
+	err = b.Run(ctx)
+	require.ErrorContains(t, err, "TaskManager health check")
+	require.ErrorIs(t, err, ErrStartCheck, "Run may be called again")
+	err = b.Run(ctx)
+	require.ErrorContains(t, err, "TaskManager health check", "checked again")
+	require.ErrorIs(t, err, ErrStartCheck)
 
 	b.mu.Lock()
 	b.running = true
 	b.mu.Unlock()
-	require.ErrorContains(t, b.Run(ctx), "Run is running already")
+	err = b.Run(ctx)
+	require.ErrorContains(t, err, "running already")
+	require.ErrorIs(t, err, ErrRunOnce)
+	require.NotErrorIs(t, err, ErrStartCheck)
 	b.mu.Lock()
 	b.running, b.served = false, true
 	b.mu.Unlock()
-	require.ErrorContains(t, b.Run(ctx), "Run ran already on this Bridge")
+	err = b.Run(ctx)
+	require.ErrorContains(t, err, "ran already on this Bridge")
+	require.ErrorIs(t, err, ErrRunOnce)
 }

@@ -164,7 +164,7 @@ func (c *Client) ResolveTaskTypes(ctx context.Context, names []string) ([]TaskTy
 func (c *Client) CreateTask(ctx context.Context, typeName string, params any) (Created, error) {
 	raw, err := json.Marshal(params)
 	if err != nil {
-		return Created{}, fmt.Errorf("taskmanager: create task %s: params: %w", typeName, err)
+		return Created{}, &Error{Op: "create task of type " + typeName, Kind: ErrValidation, Err: fmt.Errorf("params do not encode as JSON: %w", err)}
 	}
 	body := struct {
 		Type   string          `json:"type"`

@@ -81,7 +81,9 @@ func (e *Error) Is(target error) bool { return target == e.Kind }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Retryable reports whether the same call may succeed later: transient
-// errors, rate limiting and (since an operator can fix the key) 401.
+// errors, rate limiting and (since an operator can fix the key) 401. A
+// call whose context ended is transient too (its answer is unknown): a
+// loop that retries should watch its context.
 func Retryable(err error) bool {
 	return errors.Is(err, ErrTransient) || errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUnauthorized)
 }

@@ -8,16 +8,14 @@ import (
 	"strconv"
 )
 
-// The PHP deployment stores a result as json_encode(json_decode($result,
-// true)): JSON objects become PHP arrays, so an empty object comes back as
-// [] and an object whose keys are "0", "1", … in order comes back as a
-// list; a result that is null, {} or [] is stored as NULL. A result read
-// back from TaskManager is compared with the one sent in that form.
-
 // PHPResult returns result as the PHP deployment stores it and reads it
 // back: nil for a result stored as NULL (absent, null, {} or []), else
-// compact JSON with the PHP array rules above. Invalid JSON is returned as
-// it is, with an error.
+// compact JSON as PHP's arrays make it. The deployment stores a result as
+// json_encode(json_decode($result, true)): JSON objects become PHP
+// arrays, so an empty object comes back as [] and an object whose keys
+// are "0", "1", … in order comes back as a list. A result read back from
+// TaskManager is compared with the one sent in that form. Invalid JSON is
+// returned as it is, with an error.
 func PHPResult(result json.RawMessage) (json.RawMessage, error) {
 	v, err := phpDecode(result)
 	if err != nil || v == nil {

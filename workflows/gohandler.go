@@ -160,10 +160,14 @@ type Registrar interface {
 
 // RegisterGo registers fn as the Go workflow handler name, wrapped in
 // FailOnPanic, on r (whose worker must have GoroutinePanics among its
-// interceptors). It refuses a name of the bridge's own (tmbridge.), a nil
-// function, and what the SDK refuses (a function it cannot take, a name
-// taken), with an error instead of the SDK's panic.
+// interceptors). It refuses an empty name or one with spaces around it, a
+// name of the bridge's own (tmbridge.), a nil function, and what the SDK
+// refuses (a function it cannot take, a name taken), with an error
+// instead of the SDK's panic.
 func RegisterGo(r Registrar, name string, fn any) (err error) {
+	if strings.TrimSpace(name) == "" || strings.TrimSpace(name) != name {
+		return fmt.Errorf("workflow %q: an empty name, or spaces around it", name)
+	}
 	if strings.HasPrefix(name, activities.ReservedPrefix) {
 		return fmt.Errorf("workflow %q: names starting with %q are the bridge's own", name, activities.ReservedPrefix)
 	}

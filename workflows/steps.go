@@ -445,7 +445,9 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in acti
 // Temporal ends a run, unreported, whose history passes 51,200 events or
 // 50 MiB (its default limits). A handler step, for_each item or enqueue
 // step starts only while the history, with every running one's result at
-// its largest (resultBound; an enqueue step's is Temporal's payload limit)
+// its largest (activities.MaxResultBytes for a handler whose result this
+// bridge's worker bounds, else, and for an enqueue step, Temporal's
+// payload limit)
 // and the params scheduled since, stays under
 // HistoryGuardBytes, and under HistoryGuardEvents: what is left is room
 // for the report. Else a for_each or a parallel group waits for running

@@ -63,9 +63,12 @@ func WithWorkflow(name string, fn any) Option {
 // TaskManager. configYAML is the bridge's YAML config ("" for defaults);
 // reg holds the Go handlers (the config's exec and http ones are added).
 //
-// It returns the result as TaskManager recorded it, or an error whose
-// message is the error_message TaskManager recorded. A config that does
-// not load, or a task the bridge could not run at all, fails the test.
+// It runs one claim of the task and returns the result as TaskManager
+// recorded it, or an error whose message is the error_message TaskManager
+// recorded. A failure is returned as such even when TaskManager queued
+// the task again (it has attempts left): a bridge would then claim it and
+// run the handler again. A config that does not load, or a task the
+// bridge could not run at all, fails the test.
 func Run(t testing.TB, reg *activities.Registry, configYAML string, taskType string, params any, opts ...Option) (json.RawMessage, error) {
 	t.Helper()
 	s := settings{workflows: map[string]any{}}
