@@ -82,6 +82,10 @@
 //	err = b.Run(ctx)           // until ctx ends or --max-runs tasks are done
 //	err = b.Stop(shutdownCtx)  // stop claiming, let handlers finish within the grace
 //
+// A Run that failed its start checks (errors.Is(err, ErrStartCheck)) may
+// be called again. A program that builds its Config in Go instead of
+// Load starts from DefaultConfig.
+//
 // ClientOptions gives the client options Main dials with: Temporal's own
 // environment variables and config profile, the config's temporal.*
 // settings, the SDK's logs. temporal.workflow_cache_size is process-wide:
