@@ -340,6 +340,9 @@ func (p *pipeline) awaitTask(ctx workflow.Context, s Step, in activities.Enqueue
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
 		Summary:     stepSummary(s.Name, "enqueue "+e.Type),
 	})
+	if p.guardClaim && p.claimOver(ctx, false) {
+		return nil, p.claimOverError() // no task created for a claim that is over
+	}
 	var created activities.EnqueueOutput
 	if err := workflow.ExecuteActivity(actx, activities.EnqueueActivityName, in).Get(ctx, &created); err != nil {
 		return nil, err

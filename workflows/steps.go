@@ -293,6 +293,13 @@ type pipeline struct {
 	// or its group's) is waited for before the run goes on
 	// (version stepsWaitCancel of changeProgressInHandlers).
 	waitCancel bool
+	// guardClaim: a step starts only after a read shows the claim holds,
+	// when it may not (version stepsGuardClaim; claimOver); guardAt is the
+	// history length where the last read's answer came, reading that one
+	// is under way.
+	guardClaim bool
+	guardAt    int
+	reading    bool
 	shown      int
 	poster     workflow.Channel
 	posted     workflow.Future
@@ -316,8 +323,8 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
 	if p.exact {
-		v := workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, stepsWaitCancel)
-		p.inHandlers, p.waitCancel = v >= 1, v >= stepsWaitCancel
+		v := workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, stepsGuardClaim)
+		p.inHandlers, p.waitCancel, p.guardClaim = v >= 1, v >= stepsWaitCancel, v >= stepsGuardClaim
 	}
 	claims.noteCancel = p.waitCancel
 	for _, s := range leaves(opts.Steps) {
@@ -432,14 +439,55 @@ func (p *pipeline) startOne(ctx workflow.Context, s Step, params json.RawMessage
 // execute schedules step s's handler activity; with waitCancel, a cancel
 // of it is waited for (ActivityOptions.executeHandler).
 func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in activities.HandlerInput) workflow.Future {
+	o := s.options(p.opts, !p.exact)
+	if p.guardClaim {
+		if p.claimOver(ctx, o.IsLocal()) {
+			return failedFuture(ctx, p.claimOverError())
+		}
+		// The read may have taken a newer claim (a renewal).
+		in.Attempt, in.WorkerID = p.claims.current.Attempts, p.claims.current.WorkerID
+	}
 	if err := p.admit(ctx, in.Step, len(in.Params), p.resultBound(s)); err != nil {
 		return failedFuture(ctx, err)
 	}
-	o := s.options(p.opts, !p.exact)
 	if p.waitCancel {
 		return o.executeHandler(ctx, summary, s.Handler, in)
 	}
 	return o.execute(ctx, summary, s.Handler, in)
+}
+
+// claimOver reports whether the run's claim is over, reading the task
+// (readClaimOver) before a step starts when it may be: the claim is older
+// than half the claim timeout (or of unknown age), so it may have timed
+// out and gone to another worker; or a local step (local) starts past
+// the run's first workflow task, which may be a bridge taking over a run
+// whose first workflow task reported the outcome and never completed.
+// Steps that start in one workflow task share one read; once over, the
+// claim stays over (claimState.over) and no step starts.
+func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
+	if p.reading {
+		_ = workflow.Await(ctx, func() bool { return !p.reading })
+	}
+	length := workflow.GetInfo(ctx).GetCurrentHistoryLength()
+	if p.claims.over || length == p.guardAt {
+		return p.claims.over
+	}
+	if !(local && length > firstTaskEvents) && !p.in.mayHaveExpired(ctx, p.claims.current) {
+		return false
+	}
+	p.reading = true
+	over := readClaimOver(ctx, p.in.Task.ID, "before a step", p.claims)
+	p.reading = false
+	p.claims.over = p.claims.over || over
+	p.guardAt = workflow.GetInfo(ctx).GetCurrentHistoryLength()
+	return p.claims.over
+}
+
+// claimOverError is the failure of a step not started for a claim that
+// is over: the run ends without a report (TaskWorkflow).
+func (p *pipeline) claimOverError() error {
+	c := p.claims.current
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("not started: the claim (%q, attempt %d) is over", c.WorkerID, c.Attempts), activities.ErrTypeClaimLost, nil)
 }
 
 // Temporal ends a run, unreported, whose history passes 51,200 events or

@@ -127,6 +127,11 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	}
 
 	result, last, herr := runTask(ctx, in, opts, claims)
+	if claims.over {
+		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over before a step started: no step starts after it, nothing is reported", in.Task.ID, claims.current.WorkerID, claims.current.Attempts)
+		log.Info(msg)
+		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
+	}
 
 	if herr != nil && claims.waitedForCancel() {
 		// A claim signal may have come in the same workflow task as the
@@ -329,6 +334,16 @@ const (
 // wait for their cancelled steps to stop.
 const stepsWaitCancel workflow.Version = 2
 
+// stepsGuardClaim is the version of changeProgressInHandlers whose runs
+// read the task before a step starts when the claim may be over (a claim
+// older than half the claim timeout, or a local step past the run's first
+// workflow task), and start no step once it is (pipeline.claimOver).
+// Before, the steps after a claim that timed out and went to another
+// worker still ran, enqueue steps created their tasks, and a bridge that
+// took over a run whose first workflow task had reported its outcome
+// then died ran every local step again.
+const stepsGuardClaim workflow.Version = 3
+
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
 // claim this run serves. The bridge reads them to tell whether a run exists
 // for a claim; a run continued as new inherits its predecessor's memo.
@@ -385,7 +400,10 @@ type claimState struct {
 	// with noteCancel); -1 when it did not.
 	cancelSeen int
 	noteCancel bool // the run's steps are waited for when cancelled
-	ch         workflow.ReceiveChannel
+	// over: a read before a step showed the claim over
+	// (stepsGuardClaim): no step starts, nothing is reported.
+	over bool
+	ch   workflow.ReceiveChannel
 }
 
 func followClaims(ctx workflow.Context, initial Claim) *claimState {

@@ -1,0 +1,146 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/taskmanager"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// A multi-step run reads its task before a step starts when its claim may
+// be over (stepsGuardClaim), and starts no step once it is. The test
+// environment's history length stays where a test sets it: a handler that
+// sets it makes the next steps start in a later workflow task, as they do
+// on a server.
+
+// claimOverSetup is setup with test.first (which runs then) and test.next
+// (which counts its runs), and the type remote.job for enqueue steps.
+func claimOverSetup(t *testing.T, then func(b *testBundle)) (*testBundle, *atomic.Int32) {
+	var next atomic.Int32
+	var b *testBundle
+	b = setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.first", func(context.Context, struct{}) (map[string]int, error) {
+			then(b)
+			return map[string]int{"ok": 1}, nil
+		})
+		activities.Register(reg, "test.next", func(context.Context, struct{}) (map[string]int, error) {
+			next.Add(1)
+			return map[string]int{"ok": 2}, nil
+		})
+	})
+	registerType(t, b, "remote.job")
+	return b, &next
+}
+
+// children counts the tasks of type remote.job: enqueue steps' children.
+func children(b *testBundle) int {
+	n := 0
+	for _, task := range b.tm.Tasks() {
+		if task.Type == "remote.job" {
+			n++
+		}
+	}
+	return n
+}
+
+// While the first step runs, the claim (of unknown age) times out and
+// another worker claims the task, without a signal to the run: the steps
+// after it (a handler, a for_each, an enqueue) do not start, and the run
+// reports nothing; the task stays with the other worker. Before, each
+// started, the enqueue step created its child, and the run learnt of the
+// claim's end only at its report. (Found by a review.)
+func TestSteps_no_step_starts_once_the_claim_is_over(t *testing.T) {
+	t.Parallel()
+	for name, step := range map[string]workflows.Step{
+		"handler":  {Name: "two", Handler: "test.next", Params: map[string]any{}},
+		"for_each": {Name: "each", Handler: "test.next", ForEach: "params.list", Params: map[string]any{}},
+		"enqueue":  {Name: "remote", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": 1}}},
+		"parallel": {Name: "group", Parallel: []workflows.Step{
+			{Name: "p1", Handler: "test.next", Params: map[string]any{}},
+			{Name: "p2", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": 2}}},
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b, next := claimOverSetup(t, func(b *testBundle) {
+				b.reclaim(t, "demo.pipeline")
+				b.env.SetCurrentHistoryLength(10) // the next workflow task
+			})
+			steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, step}
+			in := b.claim(t, "demo.pipeline", map[string]any{"list": []int{1, 2}}, workflows.TypeOptions{Steps: steps})
+			_, err := b.run(in)
+			requireErrorType(t, err, activities.ErrTypeClaimLost)
+			require.ErrorContains(t, err, "over before a step started")
+			require.Zero(t, next.Load(), "a handler ran for a claim that was over")
+			require.Zero(t, children(b), "a child task was created for a claim that was over")
+			require.Empty(t, b.tm.Completions(in.Task.ID), "nothing is reported")
+			st := b.task(t, in.Task.ID)
+			require.Equal(t, "claimed", st.Status)
+			require.Equal(t, "w2", st.ClaimedBy)
+		})
+	}
+}
+
+// A claim of unknown age that holds: the read finds it, and every step
+// runs, the child is created, the outcome reported.
+func TestSteps_claim_that_holds_runs_every_step(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(b *testBundle) { b.env.SetCurrentHistoryLength(10) })
+	steps := []workflows.Step{
+		{Name: "one", Handler: "test.first", Params: map[string]any{}},
+		{Name: "two", Handler: "test.next", Params: map[string]any{}},
+		{Name: "remote", Enqueue: &workflows.Enqueue{Type: "remote.job", Params: map[string]any{"n": 1}, Timeout: time.Second}, OnFailure: []workflows.Step{{Name: "fallback", Handler: "test.next", Params: map[string]any{}}}},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, next.Load(), "step two, and the fallback of the enqueue step that timed out")
+	require.Equal(t, 1, children(b))
+	require.Len(t, b.tm.Completions(in.Task.ID), 1)
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+}
+
+// A local multi-step run whose steps start past its first workflow task
+// (a bridge took over the run of one that died after its first workflow
+// task ran the steps and reported, before it completed) reads the task
+// first, even with a young claim: the outcome is recorded, so no step
+// runs again and nothing is posted again. Before, every local step ran
+// again for a completed task (the outcome still landed once: the report
+// read first). (Found by a review.)
+func TestSteps_local_steps_run_again_past_the_first_workflow_task_read_first(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(*testBundle) {})
+	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps, ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true)}}.WithDefaults())
+	in.Claim.ClaimedAt = b.env.Now()
+	_, err := b.api.Complete(context.Background(), taskmanager.ID(in.Task.ID), taskmanager.Completion{WorkerID: "w1", Success: true, Result: json.RawMessage(`{"one":{"ok":1},"two":{"ok":2}}`)})
+	require.NoError(t, err)
+	b.env.SetCurrentHistoryLength(5) // the first workflow task timed out
+	_, err = b.run(in)
+	requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.Zero(t, next.Load())
+	require.Len(t, b.tm.Completions(in.Task.ID), 1, "the earlier post only")
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+}
+
+// The same past the first workflow task with the claim holding (a first
+// workflow task that failed before any report): the steps run, once.
+func TestSteps_local_steps_past_the_first_workflow_task_claim_holds(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(*testBundle) {})
+	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps, ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true)}}.WithDefaults())
+	in.Claim.ClaimedAt = b.env.Now()
+	b.env.SetCurrentHistoryLength(5)
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, next.Load())
+	require.Len(t, b.tm.Completions(in.Task.ID), 1)
+}
