@@ -167,8 +167,9 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 	fut, settle := workflow.NewFuture(ctx)
 	workflow.Go(ctx, func(c workflow.Context) {
 		err := f.Get(c, nil)
-		if err == nil || c.Err() != nil || isHistoryFull(err) {
-			settle.Set(nil, err) // a full history is not the step's to handle
+		if err == nil || c.Err() != nil || isHistoryFull(err) || p.claims.over {
+			// A full history, or a claim over, is not the step's to handle.
+			settle.Set(nil, err)
 			return
 		}
 		msg, ok := p.failures[s.Name]

@@ -300,12 +300,15 @@ type pipeline struct {
 	guardClaim bool
 	guardAt    int
 	reading    bool
-	shown      int
-	poster     workflow.Channel
-	posted     workflow.Future
-	done       int
-	counted    map[string]bool // the steps done counts, by name
-	total      int
+	// readAgainAt: a claim that may have expired is read again from then
+	// on, after a read that found it holding (claimOver).
+	readAgainAt time.Time
+	shown       int
+	poster      workflow.Channel
+	posted      workflow.Future
+	done        int
+	counted     map[string]bool // the steps done counts, by name
+	total       int
 	// seenAt is the history length of the workflow task the handlers
 	// scheduled in it (unseen bytes of params) are not yet counted in.
 	seenAt, unseen int
@@ -457,13 +460,19 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in acti
 }
 
 // claimOver reports whether the run's claim is over, reading the task
-// (readClaimOver) before a step starts when it may be: the claim is older
+// (readClaim) before a step starts when it may be: the claim is older
 // than half the claim timeout (or of unknown age), so it may have timed
 // out and gone to another worker; or a local step (local) starts past
 // the run's first workflow task, which may be a bridge taking over a run
 // whose first workflow task reported the outcome and never completed.
-// Steps that start in one workflow task share one read; once over, the
-// claim stays over (claimState.over) and no step starts.
+// A task claimed again since (by this bridge's renewal or another
+// worker, whose signal may be on its way) is waited for, up to
+// claim_wait, as the report waits: the newer claim that comes is read
+// again, and its steps go on. Steps that start in one workflow task
+// share one read, and a claim that may have expired is read again only a
+// tenth of the claim timeout after a read found it holding (a long
+// for_each would double its history otherwise); once over, the claim
+// stays over (claimState.over) and no step starts.
 func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 	if p.reading {
 		_ = workflow.Await(ctx, func() bool { return !p.reading })
@@ -472,15 +481,27 @@ func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 	if p.claims.over || length == p.guardAt {
 		return p.claims.over
 	}
-	if !(local && length > firstTaskEvents) && !p.in.mayHaveExpired(ctx, p.claims.current) {
+	rerun := local && length > firstTaskEvents
+	if !rerun && (!p.in.mayHaveExpired(ctx, p.claims.current) || workflow.Now(ctx).Before(p.readAgainAt)) {
 		return false
 	}
 	p.reading = true
-	over := readClaimOver(ctx, p.in.Task.ID, "before a step", p.claims)
-	p.reading = false
-	p.claims.over = p.claims.over || over
-	p.guardAt = workflow.GetInfo(ctx).GetCurrentHistoryLength()
-	return p.claims.over
+	defer func() { p.reading = false }()
+	for {
+		over, past := readClaim(ctx, p.in.Task.ID, "before a step", p.claims)
+		if over && past {
+			dctx, _ := workflow.NewDisconnectedContext(ctx)
+			if p.claims.waitChange(dctx, p.claims.version, p.opts.ClaimWait) {
+				continue // a newer claim came: is it the task's?
+			}
+		}
+		if over && !p.claims.over {
+			p.claims.over, p.claims.overAt = true, p.claims.version
+		}
+		p.guardAt = workflow.GetInfo(ctx).GetCurrentHistoryLength()
+		p.readAgainAt = workflow.Now(ctx).Add(p.in.claimTimeout() / 10)
+		return p.claims.over
+	}
 }
 
 // claimOverError is the failure of a step not started for a claim that

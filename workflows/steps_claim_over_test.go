@@ -144,3 +144,55 @@ func TestSteps_local_steps_past_the_first_workflow_task_claim_holds(t *testing.T
 	require.EqualValues(t, 1, next.Load())
 	require.Len(t, b.tm.Completions(in.Task.ID), 1)
 }
+
+// The bridge's own renewal (once the claim timed out, this bridge claims
+// the task again and signals the new claim to the open run), read before
+// its signal came: the run waits for it, up to claim_wait, as the report
+// does, and its steps go on with it. Before, the run ended ClaimLost at
+// once, and on a server the renewal started a new run that ran every step
+// again (an enqueue step would create a second task). (Found by a
+// review.)
+func TestSteps_own_renewal_read_before_its_signal_goes_on(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(b *testBundle) {
+		b.clock.Add(301 * time.Second) // the claim times out; this bridge renews it
+		_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["demo.pipeline"]})
+		require.NoError(t, err)
+		b.env.SetCurrentHistoryLength(10)
+	})
+	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
+	// The renewal's signal comes a second later.
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2, ClaimedAt: b.env.Now()})
+	}, time.Second)
+	res, err := b.run(in)
+	require.NoError(t, err, "the run's own renewal holds the task: the run should go on with it")
+	require.EqualValues(t, 1, next.Load())
+	require.Equal(t, 2, b.task(t, in.Task.ID).Attempts)
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+	_ = res
+}
+
+// A step not started because the claim is over gets no on_failure steps
+// (as a full history does not). Before, a wait_for fallback waited its
+// whole timeout in a run whose claim was over. (Found by a review.)
+func TestSteps_claim_over_runs_no_fallback(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(b *testBundle) {
+		b.reclaim(t, "demo.pipeline")
+		b.env.SetCurrentHistoryLength(10)
+	})
+	steps := []workflows.Step{
+		{Name: "one", Handler: "test.first", Params: map[string]any{}},
+		{Name: "two", Handler: "test.next", Params: map[string]any{}, OnFailure: []workflows.Step{
+			{Name: "approve", WaitFor: &workflows.WaitFor{Signal: "approve", Timeout: 24 * time.Hour}},
+		}},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
+	start := b.env.Now()
+	_, err := b.run(in)
+	requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.Zero(t, next.Load())
+	require.Less(t, b.env.Now().Sub(start), time.Hour, "the run waited in a fallback step after its claim was over")
+}

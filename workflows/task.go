@@ -86,11 +86,15 @@ func (in TaskInput) startedLate(ctx workflow.Context) bool {
 // have timed out and been handed out again: a report posting from then on
 // reads the task first, wherever it waited meanwhile.
 func (in TaskInput) readFirstFrom(c Claim) time.Time {
-	timeout := in.ClaimTimeout
-	if timeout <= 0 {
-		timeout = DefaultClaimTimeout
+	return c.ClaimedAt.Add(in.claimTimeout() / 2)
+}
+
+// claimTimeout is TaskManager's claim timeout, as the bridge knows it.
+func (in TaskInput) claimTimeout() time.Duration {
+	if in.ClaimTimeout <= 0 {
+		return DefaultClaimTimeout
 	}
-	return c.ClaimedAt.Add(timeout / 2)
+	return in.ClaimTimeout
 }
 
 // TaskResult is what TaskWorkflow reported to TaskManager.
@@ -128,6 +132,15 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 
 	result, last, herr := runTask(ctx, in, opts, claims)
 	if claims.over {
+		claims.drain(ctx)
+		if claims.version != claims.overAt {
+			// A newer claim reached the run after its claim was judged
+			// over (while its steps stopped): it gets a run of its own.
+			log.Info("a newer claim reached the run after its claim was over: continuing as new for it", "task_id", in.Task.ID, "claim", claims.current)
+			next := in
+			next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
+			return TaskResult{}, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
+		}
 		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over before a step started: no step starts after it, nothing is reported", in.Task.ID, claims.current.WorkerID, claims.current.Attempts)
 		log.Info(msg)
 		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
@@ -228,6 +241,14 @@ func claimOverAtStart(ctx workflow.Context, taskID string, claims *claimState) b
 // up on (a test environment caps the retries) is not known: not over, and
 // the claim's run decides as it would have without the read.
 func readClaimOver(ctx workflow.Context, taskID, why string, claims *claimState) bool {
+	over, _ := readClaim(ctx, taskID, why, claims)
+	return over
+}
+
+// readClaim is readClaimOver, and whether the task has gone past the
+// newest claim's attempt (past: claimed again since, by a claim whose
+// signal may be on its way).
+func readClaim(ctx workflow.Context, taskID, why string, claims *claimState) (over, past bool) {
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	actx := workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
@@ -239,10 +260,11 @@ func readClaimOver(ctx workflow.Context, taskID, why string, claims *claimState)
 	claims.drain(dctx)
 	var st activities.TaskState
 	if err := f.Get(dctx, &st); err != nil {
-		return activities.IsPermanent(err)
+		return activities.IsPermanent(err), false
 	}
 	c := claims.current
-	return st.Attempts > c.Attempts || (st.Attempts == c.Attempts && st.Status != taskmanager.StatusClaimed)
+	past = st.Attempts > c.Attempts
+	return past || (st.Attempts == c.Attempts && st.Status != taskmanager.StatusClaimed), past
 }
 
 // firstTaskEvents is the history length while a run's first workflow
@@ -400,10 +422,12 @@ type claimState struct {
 	// with noteCancel); -1 when it did not.
 	cancelSeen int
 	noteCancel bool // the run's steps are waited for when cancelled
-	// over: a read before a step showed the claim over
-	// (stepsGuardClaim): no step starts, nothing is reported.
-	over bool
-	ch   workflow.ReceiveChannel
+	// over: a read before a step showed the claim over, and no newer
+	// claim came within claim_wait (stepsGuardClaim): no step starts, and
+	// the run reports nothing; overAt is version then.
+	over   bool
+	overAt int
+	ch     workflow.ReceiveChannel
 }
 
 func followClaims(ctx workflow.Context, initial Claim) *claimState {
