@@ -471,11 +471,16 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in acti
 // again, and its steps go on. Steps that start in one workflow task
 // share one read, and a claim that may have expired is read again only a
 // tenth of the claim timeout after a read found it holding (a long
-// for_each would double its history otherwise); once over, the claim
-// stays over (claimState.over) and no step starts.
+// for_each would double its history otherwise), and from a tenth before
+// its timeout on, at every workflow task; once over, the claim stays over
+// (claimState.over) and no step starts. A step whose context is
+// cancelled does not start anyway: it reads nothing.
 func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 	if p.reading {
 		_ = workflow.Await(ctx, func() bool { return !p.reading })
+	}
+	if ctx.Err() != nil {
+		return p.claims.over
 	}
 	length := workflow.GetInfo(ctx).GetCurrentHistoryLength()
 	if p.claims.over || length == p.guardAt {
@@ -490,8 +495,12 @@ func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 	for {
 		over, past := readClaim(ctx, p.in.Task.ID, "before a step", p.claims)
 		if over && past {
+			// The signal may reach the run's main coroutine, which applies
+			// it (its selector receives first), or wait in the channel.
 			dctx, _ := workflow.NewDisconnectedContext(ctx)
-			if p.claims.waitChange(dctx, p.claims.version, p.opts.ClaimWait) {
+			seen := p.claims.version
+			if ok, _ := workflow.AwaitWithTimeout(dctx, p.opts.ClaimWait, func() bool { return p.claims.version != seen || p.claims.ch.Len() > 0 }); ok {
+				p.claims.drain(dctx)
 				continue // a newer claim came: is it the task's?
 			}
 		}
@@ -500,8 +509,21 @@ func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 		}
 		p.guardAt = workflow.GetInfo(ctx).GetCurrentHistoryLength()
 		p.readAgainAt = workflow.Now(ctx).Add(p.in.claimTimeout() / 10)
+		if c := p.claims.current; !c.ClaimedAt.IsZero() {
+			// Past a tenth before its timeout, the claim may be taken by
+			// another worker any moment: every workflow task reads.
+			p.readAgainAt = minTime(p.readAgainAt, c.ClaimedAt.Add(p.in.claimTimeout()*9/10))
+		}
 		return p.claims.over
 	}
+}
+
+// minTime is the earlier of a and b.
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // claimOverError is the failure of a step not started for a claim that

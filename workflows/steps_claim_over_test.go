@@ -196,3 +196,59 @@ func TestSteps_claim_over_runs_no_fallback(t *testing.T) {
 	require.Zero(t, next.Load())
 	require.Less(t, b.env.Now().Sub(start), time.Hour, "the run waited in a fallback step after its claim was over")
 }
+
+// The renewal's signal reaches the run one second after the guard's read
+// found the task past the claim: the run goes on with it then. Before,
+// the run's main coroutine (claims.waitSteps, on the signal channel first)
+// took the signal, and the step's wait slept its whole claim_wait. (Found
+// by a review; the test environment's time is the workflow's.)
+func TestSteps_renewal_signal_taken_by_the_main_coroutine_ends_the_wait(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(b *testBundle) {
+		b.clock.Add(301 * time.Second)
+		_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["demo.pipeline"]})
+		require.NoError(t, err)
+		b.env.SetCurrentHistoryLength(10)
+	})
+	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps, ClaimWait: 24 * time.Hour})
+	var signalled time.Time
+	b.env.RegisterDelayedCallback(func() {
+		signalled = b.env.Now()
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2, ClaimedAt: b.env.Now()})
+	}, time.Second)
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, next.Load())
+	require.Less(t, b.env.Now().Sub(signalled), time.Hour,
+		"the run idled its whole claim_wait (24h) after the renewal's signal had reached it")
+}
+
+// A claim of known age, 285 s old, read and holding before step one. 20 s
+// later (the claim has expired in TaskManager) another worker claims the
+// task; step two starts in a later workflow task: past a tenth before the
+// claim's timeout, every workflow task reads, and no handler runs for
+// w2's claim. Before, a read was good for a tenth of the claim timeout
+// whatever the claim's age. (Found by a review.)
+func TestSteps_claim_near_its_timeout_is_read_at_every_workflow_task(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(*testBundle) {})
+	steps := []workflows.Step{
+		{Name: "one", Handler: "test.first", Params: map[string]any{}},
+		{Name: "wait", WaitFor: &workflows.WaitFor{Signal: "go", Timeout: time.Hour}},
+		{Name: "two", Handler: "test.next", Params: map[string]any{}},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
+	in.Claim.ClaimedAt = b.env.Now().Add(-285 * time.Second)
+	b.env.SetCurrentHistoryLength(5)
+	b.env.RegisterDelayedCallback(func() {
+		b.reclaim(t, "demo.pipeline") // the claim expired (300 s); w2 claims
+		b.env.SetCurrentHistoryLength(20)
+		b.env.SignalWorkflow("go", map[string]any{})
+	}, 20*time.Second)
+	_, err := b.run(in)
+	require.Error(t, err)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "w2", st.ClaimedBy)
+	require.Zero(t, next.Load(), "step two's handler ran 305 s into a 300 s claim, with the task claimed by w2")
+}
