@@ -469,10 +469,10 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in acti
 // worker, whose signal may be on its way) is waited for, up to
 // claim_wait, as the report waits: the newer claim that comes is read
 // again, and its steps go on. Steps that start in one workflow task
-// share one read, and a claim that may have expired is read again only a
-// tenth of the claim timeout after a read found it holding (a long
-// for_each would double its history otherwise), and from a tenth before
-// its timeout on, at every workflow task; once over, the claim stays over
+// share one read, and a claim of known age that may have expired is read
+// again only a tenth of the claim timeout after a read found it holding
+// (a long for_each would double its history otherwise), and from a tenth
+// before its timeout on at every workflow task, as one of unknown age is; once over, the claim stays over
 // (claimState.over) and no step starts. A step whose context is
 // cancelled does not start anyway: it reads nothing.
 func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
@@ -498,8 +498,7 @@ func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 			// The signal may reach the run's main coroutine, which applies
 			// it (its selector receives first), or wait in the channel.
 			dctx, _ := workflow.NewDisconnectedContext(ctx)
-			seen := p.claims.version
-			if ok, _ := workflow.AwaitWithTimeout(dctx, p.opts.ClaimWait, func() bool { return p.claims.version != seen || p.claims.ch.Len() > 0 }); ok {
+			if p.awaitClaim(dctx) {
 				p.claims.drain(dctx)
 				continue // a newer claim came: is it the task's?
 			}
@@ -508,14 +507,28 @@ func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 			p.claims.over, p.claims.overAt = true, p.claims.version
 		}
 		p.guardAt = workflow.GetInfo(ctx).GetCurrentHistoryLength()
-		p.readAgainAt = workflow.Now(ctx).Add(p.in.claimTimeout() / 10)
+		// Past a tenth before its timeout, or of unknown age, the claim may
+		// be taken by another worker any moment: every workflow task reads.
+		p.readAgainAt = time.Time{}
 		if c := p.claims.current; !c.ClaimedAt.IsZero() {
-			// Past a tenth before its timeout, the claim may be taken by
-			// another worker any moment: every workflow task reads.
-			p.readAgainAt = minTime(p.readAgainAt, c.ClaimedAt.Add(p.in.claimTimeout()*9/10))
+			p.readAgainAt = minTime(workflow.Now(ctx).Add(p.in.claimTimeout()/10), c.ClaimedAt.Add(p.in.claimTimeout()*9/10))
 		}
 		return p.claims.over
 	}
+}
+
+// awaitClaim waits up to claim_wait for a newer claim: one the run's main
+// coroutine applied (its selector receives signals first), or one waiting
+// in the channel. Its timer is cancelled when one comes (AwaitWithTimeout
+// leaves it running: a TimerFired event later).
+func (p *pipeline) awaitClaim(ctx workflow.Context) bool {
+	seen := p.claims.version
+	tctx, cancel := workflow.WithCancel(ctx)
+	defer cancel()
+	timer := workflow.NewTimer(tctx, p.opts.ClaimWait)
+	came := func() bool { return p.claims.version != seen || p.claims.ch.Len() > 0 }
+	_ = workflow.Await(ctx, func() bool { return came() || timer.IsReady() })
+	return came()
 }
 
 // minTime is the earlier of a and b.

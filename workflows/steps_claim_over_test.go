@@ -3,6 +3,8 @@ package workflows_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -251,4 +253,91 @@ func TestSteps_claim_near_its_timeout_is_read_at_every_workflow_task(t *testing.
 	st := b.task(t, in.Task.ID)
 	require.Equal(t, "w2", st.ClaimedBy)
 	require.Zero(t, next.Load(), "step two's handler ran 305 s into a 300 s claim, with the task claimed by w2")
+}
+
+// A claim of unknown age (ClaimedAt zero: found again by a sweep) read
+// holding before step one; 20 s later the claim times out in TaskManager
+// and w2 claims the task, and step two starts in a later workflow task:
+// such a claim is read at every workflow task, and no handler runs for
+// w2's claim. Before, a read was trusted for a tenth of the claim
+// timeout. (Found by a review.)
+func TestSteps_claim_of_unknown_age_is_read_at_every_workflow_task(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(*testBundle) {})
+	steps := []workflows.Step{
+		{Name: "one", Handler: "test.first", Params: map[string]any{}},
+		{Name: "wait", WaitFor: &workflows.WaitFor{Signal: "go", Timeout: time.Hour}},
+		{Name: "two", Handler: "test.next", Params: map[string]any{}},
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
+	require.True(t, in.Claim.ClaimedAt.IsZero())
+	b.env.SetCurrentHistoryLength(5)
+	b.env.RegisterDelayedCallback(func() {
+		b.reclaim(t, "demo.pipeline") // the claim expired; w2 claims
+		b.env.SetCurrentHistoryLength(20)
+		b.env.SignalWorkflow("go", map[string]any{})
+	}, 20*time.Second)
+	_, err := b.run(in)
+	require.Equal(t, "w2", b.task(t, in.Task.ID).ClaimedBy)
+	require.Zero(t, next.Load(), "step two's handler ran with the task claimed by w2 (err %v)", err)
+}
+
+// The run is cancelled while a step's read waits (claim_wait) for the
+// signal of the claim that took the task, and none comes: the run ends
+// ClaimLost, unreported, without running step two.
+func TestSteps_cancel_while_waiting_for_a_moved_claim_reports_nothing(t *testing.T) {
+	t.Parallel()
+	b, next := claimOverSetup(t, func(b *testBundle) {
+		b.reclaim(t, "demo.pipeline")
+		b.env.SetCurrentHistoryLength(10)
+	})
+	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps, ClaimWait: 24 * time.Hour})
+	b.env.RegisterDelayedCallback(b.env.CancelWorkflow, time.Minute)
+	_, err := b.run(in)
+	requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.Zero(t, next.Load())
+	require.Empty(t, b.tm.Completions(in.Task.ID))
+}
+
+// Two renewals (attempts 2 and 3) signalled while a step's read runs, the
+// run's main coroutine and the read both waiting on the claim channel:
+// neither is lost, and the run goes on with attempt 3. (Written by a
+// review.)
+func TestSteps_two_renewals_signalled_while_a_step_reads(t *testing.T) {
+	t.Parallel()
+	var next atomic.Int32
+	var armed atomic.Bool
+	var b *testBundle
+	b = setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.first", func(context.Context, struct{}) (map[string]int, error) {
+			for range 2 {
+				b.clock.Add(301 * time.Second)
+				_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["demo.pipeline"]})
+				require.NoError(t, err)
+			}
+			b.env.SetCurrentHistoryLength(10)
+			armed.Store(true)
+			return map[string]int{"ok": 1}, nil
+		})
+		activities.Register(reg, "test.next", func(context.Context, struct{}) (map[string]int, error) {
+			next.Add(1)
+			return map[string]int{"ok": 2}, nil
+		})
+	}, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/tasks/") && armed.CompareAndSwap(true, false) {
+				b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 2, ClaimedAt: b.env.Now()})
+				b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: 3, ClaimedAt: b.env.Now()})
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, next.Load())
+	require.Equal(t, "w1", res.WorkerID)
+	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
 }
