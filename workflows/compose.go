@@ -267,6 +267,11 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 	limit := cmp.Or(s.MaxParallel, DefaultMaxParallel)
 	for {
 		for firstErr == nil && next < len(items) && running < limit {
+			// Read before the room is weighed: the read's own events count.
+			if p.guardClaim && p.claimOver(ictx, s.options(p.opts, !p.exact).IsLocal()) {
+				firstErr = p.claimOverError()
+				break
+			}
 			if len(p.landing) > 0 && !p.room(ctx, MaxStepParamsBytes, p.resultBound(s)) && p.guarded(ctx) {
 				// Near the history's limit: the running handlers'
 				// results first (see HistoryGuardBytes). Its own come

@@ -392,6 +392,11 @@ func (p *pipeline) runOne(ctx workflow.Context, s Step, extra map[string]any) wo
 		settle.SetError(p.fail(s, err))
 		return future
 	}
+	// Read before the room is weighed: the read's own events count.
+	if p.guardClaim && p.claimOver(ctx, s.options(p.opts, !p.exact).IsLocal()) {
+		settle.SetError(p.fail(s, p.claimOverError()))
+		return future
+	}
 	p.whenRoom(ctx, s, len(params), p.resultBound(s), settle, func(c workflow.Context) { p.startOne(c, s, params, settle) })
 	return future
 }

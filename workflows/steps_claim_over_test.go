@@ -341,3 +341,56 @@ func TestSteps_two_renewals_signalled_while_a_step_reads(t *testing.T) {
 	require.Equal(t, "w1", res.WorkerID)
 	require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
 }
+
+// A step's read is made before its room in the history is weighed, so
+// that the read's own events and bytes count: a for_each item waits for
+// the running item's result, as it does without the read. Before, the
+// loop found room, the read took it, and the item was refused with
+// HistoryFull while another item ran: the task failed. (Found by a
+// review. Were item 1 to end before the read, the test would pass
+// without showing anything: it cannot fail for a slow machine.)
+func TestSteps_read_before_a_step_counts_in_its_room(t *testing.T) {
+	t.Parallel()
+	const mrb = activities.MaxResultBytes
+	s1 := workflows.HistoryGuardBytes - 3*mrb/2 // no room with 2 running, room with 1
+	s0 := s1 - 2*mrb - workflows.MaxStepParamsBytes - 1024
+	require.Greater(t, s0, 0)
+	var armed atomic.Bool
+	release := make(chan struct{})
+	var b *testBundle
+	b = setup(t, func(reg *activities.Registry) {
+		activities.Register(reg, "test.item", func(ctx context.Context, p struct {
+			I int `json:"i"`
+		}) (map[string]int, error) {
+			switch p.I {
+			case 0:
+				b.env.SetCurrentHistoryLength(20) // item 1 still runs; the next launch is in a later workflow task
+				b.env.SetCurrentHistorySize(s0)
+				armed.Store(true)
+			case 1:
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			return map[string]int{"i": p.I}, nil
+		})
+	}, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/tasks/") && armed.CompareAndSwap(true, false) {
+				// The read's own events and bytes, as a server counts them.
+				b.env.SetCurrentHistoryLength(26)
+				b.env.SetCurrentHistorySize(s1)
+				time.AfterFunc(2*time.Second, func() { close(release) })
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	steps := []workflows.Step{{Name: "each", Handler: "test.item", ForEach: "params.list", MaxParallel: 2, Params: map[string]any{"i": "{{ .index }}"}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"list": []int{0, 1, 2}}, workflows.TypeOptions{Steps: steps})
+	b.env.SetCurrentHistoryLength(5)
+	res, err := b.run(in)
+	require.NoError(t, err, "item 2 should wait for item 1's result, as it does without the read")
+	require.True(t, res.Success)
+}
