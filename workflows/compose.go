@@ -270,6 +270,7 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 			// Read before the room is weighed: the read's own events count.
 			if p.guardClaim && p.claimOver(ictx, s.options(p.opts, !p.exact).IsLocal()) {
 				firstErr = p.claimOverError()
+				cancel() // the running items stop, as when one fails
 				break
 			}
 			if len(p.landing) > 0 && !p.room(ctx, MaxStepParamsBytes, p.resultBound(s)) && p.guarded(ctx) {
@@ -282,6 +283,9 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 				if err := p.awaitRoom(ctx, MaxStepParamsBytes, p.resultBound(s)); err != nil {
 					firstErr = err
 					break
+				}
+				if p.guardClaim {
+					continue // read again, then weigh the room again
 				}
 			}
 			launch(next)

@@ -413,9 +413,22 @@ func (p *pipeline) whenRoom(ctx workflow.Context, s Step, params, bound int, set
 		return
 	}
 	workflow.Go(ctx, func(c workflow.Context) {
-		if err := p.awaitRoom(c, params, bound); err != nil {
-			settle.SetError(p.fail(s, err))
-			return
+		for {
+			if err := p.awaitRoom(c, params, bound); err != nil {
+				settle.SetError(p.fail(s, err))
+				return
+			}
+			if !p.guardClaim {
+				break
+			}
+			// Read before the room is weighed again: the read's events count.
+			if p.claimOver(c, s.options(p.opts, !p.exact).IsLocal()) {
+				settle.SetError(p.fail(s, p.claimOverError()))
+				return
+			}
+			if len(p.landing) == 0 || p.room(c, params, bound) {
+				break
+			}
 		}
 		start(c)
 	})
