@@ -421,8 +421,10 @@ func (p *pipeline) whenRoom(ctx workflow.Context, s Step, params, bound int, set
 			if !p.guardClaim {
 				break
 			}
-			// Read before the room is weighed again: the read's events count.
-			if p.claimOver(c, s.options(p.opts, !p.exact).IsLocal()) {
+			// Read before the room is weighed again: the read's events
+			// count. An enqueue step's task is created by a regular
+			// activity, whatever the type's local.
+			if p.claimOver(c, s.Enqueue == nil && s.options(p.opts, !p.exact).IsLocal()) {
 				settle.SetError(p.fail(s, p.claimOverError()))
 				return
 			}
