@@ -295,8 +295,8 @@ type pipeline struct {
 	waitCancel bool
 	// guardClaim: a step starts only after a read shows the claim holds,
 	// when it may not (version stepsGuardClaim; claimOver); guardAt is the
-	// history length where the last read's answer came, reading that one
-	// is under way.
+	// history length where the last read's answer came; reading: a read
+	// is under way (steps starting meanwhile wait for its answer).
 	guardClaim bool
 	guardAt    int
 	reading    bool
@@ -489,12 +489,13 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in acti
 // worker, whose signal may be on its way) is waited for, up to
 // claim_wait, as the report waits: the newer claim that comes is read
 // again, and its steps go on. Steps that start in one workflow task
-// share one read, and a claim of known age that may have expired is read
+// share one read. A claim of known age that may have expired is read
 // again only a tenth of the claim timeout after a read found it holding
-// (a long for_each would double its history otherwise), and from a tenth
-// before its timeout on at every workflow task, as one of unknown age is; once over, the claim stays over
-// (claimState.over) and no step starts. A step whose context is
-// cancelled does not start anyway: it reads nothing.
+// (a long for_each would double its history otherwise), but from a tenth
+// before its timeout on at every workflow task, as one of unknown age
+// is. Once over, the claim stays over (claimState.over) and no step
+// starts. A step whose context is cancelled does not start anyway: it
+// reads nothing.
 func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 	if p.reading {
 		_ = workflow.Await(ctx, func() bool { return !p.reading })
