@@ -447,111 +447,71 @@ func TestSteps_for_each_refused_for_a_claim_over_cancels_its_running_items(t *te
 }
 
 // A parallel group's step that waited for room reads before the room is
-// weighed again, so it waits on for its sibling's result. Before, its read
-// in execute took the room after it was weighed, and the step failed
-// HistoryFull while a sibling ran. (Found by a review; a machine too slow
-// to read before the sibling ends makes it pass without showing
-// anything, never fail.)
-func TestSteps_parallel_step_that_waited_for_room_reads_before_weighing_it(t *testing.T) {
+// weighed again, so it waits on for its sibling's result; and the same
+// for a for_each in a group whose launcher, with none of its items
+// running, waited for its siblings' results. Before, the read in execute
+// took the room after it was weighed, and the step failed HistoryFull
+// while a sibling ran. (Found by a review; a machine too slow to read
+// before the sibling ends makes it pass without showing anything, never
+// fail.)
+func TestSteps_step_that_waited_for_room_reads_before_weighing_it(t *testing.T) {
 	t.Parallel()
 	const mrb = activities.MaxResultBytes
-	sInit := workflows.HistoryGuardBytes - 5*mrb/2 // room with 1 running, not with 2
-	s1 := workflows.HistoryGuardBytes - 3*mrb/2    // after the read: room with none running, not with 1
-	var armed atomic.Bool
-	var ran atomic.Int32
-	release := make(chan struct{})
-	var b *testBundle
-	b = setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.a", func(context.Context, struct{}) (map[string]int, error) {
-			b.env.SetCurrentHistoryLength(20) // c still runs; b's start comes in a later workflow task
-			armed.Store(true)
-			return map[string]int{"a": 1}, nil
+	s1 := workflows.HistoryGuardBytes - 3*mrb/2 // after the read: room with none running, not with 1
+	for name, tc := range map[string]struct {
+		last   workflows.Step
+		params map[string]any
+		sInit  int // room with 1 sibling running, not with 2
+	}{
+		"parallel step":     {workflows.Step{Name: "b", Handler: "test.b", Params: map[string]any{}}, map[string]any{"n": 1}, workflows.HistoryGuardBytes - 5*mrb/2},
+		"for_each in group": {workflows.Step{Name: "each", Handler: "test.b", ForEach: "params.list", Params: map[string]any{}}, map[string]any{"list": []int{0}}, workflows.HistoryGuardBytes - workflows.MaxStepParamsBytes - 5*mrb/2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var armed atomic.Bool
+			var ran atomic.Int32
+			release := make(chan struct{})
+			var b *testBundle
+			b = setup(t, func(reg *activities.Registry) {
+				activities.Register(reg, "test.a", func(context.Context, struct{}) (map[string]int, error) {
+					b.env.SetCurrentHistoryLength(20) // c still runs; the last step starts in a later workflow task
+					armed.Store(true)
+					return map[string]int{"a": 1}, nil
+				})
+				activities.Register(reg, "test.c", func(ctx context.Context, _ struct{}) (map[string]int, error) {
+					select {
+					case <-release:
+					case <-time.After(30 * time.Second):
+					}
+					return map[string]int{"c": 1}, nil
+				})
+				activities.Register(reg, "test.b", func(context.Context, struct{}) (map[string]int, error) {
+					ran.Add(1)
+					return map[string]int{"b": 1}, nil
+				})
+			}, func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/tasks/") && armed.CompareAndSwap(true, false) {
+						// The read's own events and bytes, as a server counts them.
+						b.env.SetCurrentHistoryLength(26)
+						b.env.SetCurrentHistorySize(s1)
+						time.AfterFunc(2*time.Second, func() { close(release) })
+					}
+					h.ServeHTTP(w, r)
+				})
+			})
+			steps := []workflows.Step{{Name: "group", Parallel: []workflows.Step{
+				{Name: "a", Handler: "test.a", Params: map[string]any{}},
+				{Name: "c", Handler: "test.c", Params: map[string]any{}},
+				tc.last,
+			}}}
+			in := b.claim(t, "demo.pipeline", tc.params, workflows.TypeOptions{Steps: steps})
+			b.env.SetCurrentHistoryLength(5)
+			b.env.SetCurrentHistorySize(tc.sInit)
+			res, err := b.run(in)
+			require.NoError(t, err, "the last step should wait for c's result after its read")
+			require.True(t, res.Success, "%+v", res)
+			require.EqualValues(t, 1, ran.Load())
 		})
-		activities.Register(reg, "test.c", func(ctx context.Context, _ struct{}) (map[string]int, error) {
-			select {
-			case <-release:
-			case <-time.After(30 * time.Second):
-			}
-			return map[string]int{"c": 1}, nil
-		})
-		activities.Register(reg, "test.b", func(context.Context, struct{}) (map[string]int, error) {
-			ran.Add(1)
-			return map[string]int{"b": 1}, nil
-		})
-	}, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/tasks/") && armed.CompareAndSwap(true, false) {
-				b.env.SetCurrentHistoryLength(26)
-				b.env.SetCurrentHistorySize(s1)
-				time.AfterFunc(2*time.Second, func() { close(release) })
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
-	steps := []workflows.Step{{Name: "group", Parallel: []workflows.Step{
-		{Name: "a", Handler: "test.a", Params: map[string]any{}},
-		{Name: "c", Handler: "test.c", Params: map[string]any{}},
-		{Name: "b", Handler: "test.b", Params: map[string]any{}},
-	}}}
-	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
-	b.env.SetCurrentHistoryLength(5)
-	b.env.SetCurrentHistorySize(sInit)
-	res, err := b.run(in)
-	require.NoError(t, err, "b should wait for c's result after its read, as a for_each item does since 959e216")
-	require.True(t, res.Success, "%+v", res)
-	require.EqualValues(t, 1, ran.Load())
-}
-
-// The same for a for_each in a parallel group whose launcher, with none of
-// its items running, waited for its siblings' results. (Found by a
-// review.)
-func TestSteps_for_each_that_waited_for_its_siblings_room_reads_before_weighing_it(t *testing.T) {
-	t.Parallel()
-	const mrb = activities.MaxResultBytes
-	const P = workflows.MaxStepParamsBytes
-	sInit := workflows.HistoryGuardBytes - P - 5*mrb/2 // the item: room with 1 sibling running, not with 2
-	s1 := workflows.HistoryGuardBytes - 3*mrb/2        // after the read: admit (small params) finds room with none running, not with 1
-	var armed atomic.Bool
-	var ran atomic.Int32
-	release := make(chan struct{})
-	var b *testBundle
-	b = setup(t, func(reg *activities.Registry) {
-		activities.Register(reg, "test.a", func(context.Context, struct{}) (map[string]int, error) {
-			b.env.SetCurrentHistoryLength(20)
-			armed.Store(true)
-			return map[string]int{"a": 1}, nil
-		})
-		activities.Register(reg, "test.c", func(ctx context.Context, _ struct{}) (map[string]int, error) {
-			select {
-			case <-release:
-			case <-time.After(30 * time.Second):
-			}
-			return map[string]int{"c": 1}, nil
-		})
-		activities.Register(reg, "test.b", func(context.Context, struct{}) (map[string]int, error) {
-			ran.Add(1)
-			return map[string]int{"b": 1}, nil
-		})
-	}, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/tasks/") && armed.CompareAndSwap(true, false) {
-				b.env.SetCurrentHistoryLength(26)
-				b.env.SetCurrentHistorySize(s1)
-				time.AfterFunc(2*time.Second, func() { close(release) })
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
-	steps := []workflows.Step{{Name: "group", Parallel: []workflows.Step{
-		{Name: "a", Handler: "test.a", Params: map[string]any{}},
-		{Name: "c", Handler: "test.c", Params: map[string]any{}},
-		{Name: "each", Handler: "test.b", ForEach: "params.list", Params: map[string]any{}},
-	}}}
-	in := b.claim(t, "demo.pipeline", map[string]any{"list": []int{0}}, workflows.TypeOptions{Steps: steps})
-	b.env.SetCurrentHistoryLength(5)
-	b.env.SetCurrentHistorySize(sInit)
-	res, err := b.run(in)
-	require.NoError(t, err, "the item should wait for c's result after its read")
-	require.True(t, res.Success, "%+v", res)
-	require.EqualValues(t, 1, ran.Load())
+	}
 }
