@@ -32,14 +32,22 @@ type HTTPConfig struct {
 
 // Validate reports what is wrong with the config.
 func (c *HTTPConfig) Validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("http.url: want an http(s) URL, got %q", redacted(c.URL))
+	if err := c.checkURL(); err != nil {
+		return err
 	}
 	for h, name := range c.HeadersFromEnv {
 		if _, ok := os.LookupEnv(name); !ok {
 			return fmt.Errorf("http.headers_from_env: %s: env var %s is not set", h, name)
 		}
+	}
+	return nil
+}
+
+// checkURL refuses a URL that is not http(s) with a host.
+func (c *HTTPConfig) checkURL() error {
+	u, err := url.Parse(c.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("http.url: want an http(s) URL, got %q", redacted(c.URL))
 	}
 	return nil
 }
@@ -72,8 +80,8 @@ const (
 // the policy above (the handler uses a copy). A URL Validate refuses
 // fails every task, for good, saying so.
 func HTTP(c HTTPConfig, client *http.Client) Handler {
-	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return misconfigured(fmt.Errorf("http.url: want an http(s) URL, got %q", redacted(c.URL)))
+	if err := c.checkURL(); err != nil {
+		return misconfigured(err)
 	}
 	hc := http.Client{}
 	if client != nil {
