@@ -43,6 +43,20 @@ func claimOverSetup(t *testing.T, then func(b *testBundle)) (*testBundle, *atomi
 	return b, &next
 }
 
+// twoSteps are test.first, then test.next.
+func twoSteps() []workflows.Step {
+	return []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+}
+
+// localTwoSteps claims a task of twoSteps run as local activities, with a
+// young claim: only a local step past the first workflow task reads.
+func localTwoSteps(t *testing.T) (*testBundle, *atomic.Int32, workflows.TaskInput) {
+	b, next := claimOverSetup(t, func(*testBundle) {})
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: twoSteps(), ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true)}}.WithDefaults())
+	in.Claim.ClaimedAt = b.env.Now()
+	return b, next, in
+}
+
 // children counts the tasks of type remote.job: enqueue steps' children.
 func children(b *testBundle) int {
 	n := 0
@@ -120,10 +134,7 @@ func TestSteps_claim_that_holds_runs_every_step(t *testing.T) {
 // read first). (Found by a review.)
 func TestSteps_local_steps_run_again_past_the_first_workflow_task_read_first(t *testing.T) {
 	t.Parallel()
-	b, next := claimOverSetup(t, func(*testBundle) {})
-	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
-	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps, ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true)}}.WithDefaults())
-	in.Claim.ClaimedAt = b.env.Now()
+	b, next, in := localTwoSteps(t)
 	_, err := b.api.Complete(context.Background(), taskmanager.ID(in.Task.ID), taskmanager.Completion{WorkerID: "w1", Success: true, Result: json.RawMessage(`{"one":{"ok":1},"two":{"ok":2}}`)})
 	require.NoError(t, err)
 	b.env.SetCurrentHistoryLength(5) // the first workflow task timed out
@@ -138,10 +149,7 @@ func TestSteps_local_steps_run_again_past_the_first_workflow_task_read_first(t *
 // workflow task that failed before any report): the steps run, once.
 func TestSteps_local_steps_past_the_first_workflow_task_claim_holds(t *testing.T) {
 	t.Parallel()
-	b, next := claimOverSetup(t, func(*testBundle) {})
-	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
-	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps, ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true)}}.WithDefaults())
-	in.Claim.ClaimedAt = b.env.Now()
+	b, next, in := localTwoSteps(t)
 	b.env.SetCurrentHistoryLength(5)
 	_, err := b.run(in)
 	require.NoError(t, err)
@@ -164,7 +172,7 @@ func TestSteps_own_renewal_read_before_its_signal_goes_on(t *testing.T) {
 		require.NoError(t, err)
 		b.env.SetCurrentHistoryLength(10)
 	})
-	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	steps := twoSteps()
 	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
 	// The renewal's signal comes a second later.
 	b.env.RegisterDelayedCallback(func() {
@@ -214,7 +222,7 @@ func TestSteps_renewal_signal_taken_by_the_main_coroutine_ends_the_wait(t *testi
 		require.NoError(t, err)
 		b.env.SetCurrentHistoryLength(10)
 	})
-	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	steps := twoSteps()
 	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps, ClaimWait: 24 * time.Hour})
 	var signalled time.Time
 	b.env.RegisterDelayedCallback(func() {
@@ -293,7 +301,7 @@ func TestSteps_cancel_while_waiting_for_a_moved_claim_reports_nothing(t *testing
 		b.reclaim(t, "demo.pipeline")
 		b.env.SetCurrentHistoryLength(10)
 	})
-	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	steps := twoSteps()
 	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps, ClaimWait: 24 * time.Hour})
 	b.env.RegisterDelayedCallback(b.env.CancelWorkflow, time.Minute)
 	_, err := b.run(in)
@@ -335,7 +343,7 @@ func TestSteps_two_renewals_signalled_while_a_step_reads(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	})
-	steps := []workflows.Step{{Name: "one", Handler: "test.first", Params: map[string]any{}}, {Name: "two", Handler: "test.next", Params: map[string]any{}}}
+	steps := twoSteps()
 	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
 	res, err := b.run(in)
 	require.NoError(t, err)
