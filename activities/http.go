@@ -130,7 +130,11 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 			body = body[:maxHTTPAnswer]
 		}
 		failed := func() error {
-			return fmt.Errorf("POST %s: %d %s: %s", where, resp.StatusCode, http.StatusText(resp.StatusCode), hide.tail(body, 500))
+			quoted := hide.tail(body, 500)
+			if tooLong {
+				quoted = hide.cutTail(body, 500)
+			}
+			return fmt.Errorf("POST %s: %d %s: %s", where, resp.StatusCode, http.StatusText(resp.StatusCode), quoted)
 		}
 		switch code := resp.StatusCode; {
 		case code >= 200 && code < 300:

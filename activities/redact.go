@@ -23,7 +23,10 @@ const minPathToken = 16
 // other side: an endpoint's answer, a command's stderr. An endpoint that
 // echoes its request ("token … is not valid") would otherwise put the
 // token in TaskManager's error_message, Temporal history and logs.
-type redactor struct{ r *strings.Replacer }
+type redactor struct {
+	r       *strings.Replacer
+	longest int // bytes of the longest form hidden
+}
 
 // newRedactor hides each value and the forms an echo may give it:
 // URL-encoded (either case) and JSON-escaped ("\/" too, as PHP writes it).
@@ -60,7 +63,11 @@ func newRedactor(values ...string) redactor {
 	for _, f := range forms {
 		pairs = append(pairs, f, "[redacted]")
 	}
-	return redactor{strings.NewReplacer(pairs...)}
+	var longest int
+	if len(forms) > 0 {
+		longest = len(forms[0])
+	}
+	return redactor{r: strings.NewReplacer(pairs...), longest: longest}
 }
 
 // urlSecrets are the parts of a URL that may hold a token: userinfo, the
@@ -98,4 +105,12 @@ func (r redactor) error(err error) error { return taskmanager.ScrubError(err, r.
 // hidden (before the cut, so no part of one is left at its edge).
 func (r redactor) tail(b []byte, n int) string {
 	return tail([]byte(r.r.Replace(string(b))), n)
+}
+
+// cutTail is tail for bytes cut short at their end (an answer read up to a
+// bound): a value that straddled the cut left only its start, which the
+// redactor cannot know for one, so the last bytes that may hold it go too.
+func (r redactor) cutTail(b []byte, n int) string {
+	s := r.r.Replace(string(b))
+	return tail([]byte(s[:max(0, len(s)-(r.longest-1))]), n)
 }

@@ -193,14 +193,17 @@ func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead
 	}
 }
 
-// ambiguous reports whether a failed write may still land: no answer came
-// (a timeout, a broken connection) or a proxy gave up waiting (502, 504).
+// ambiguous reports whether a failed write may have landed or still land:
+// no answer came (a timeout, a broken connection), a proxy gave up
+// waiting (502, 504), or TaskManager answered 2xx with a body that does
+// not read (PHP printing a warning before its JSON): it may have landed.
 func ambiguous(err error) bool {
 	var e *taskmanager.Error
 	if !errors.As(err, &e) || !errors.Is(err, taskmanager.ErrTransient) {
 		return false
 	}
-	return e.Status == 0 || e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout
+	return e.Status == 0 || e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout ||
+		(e.Status >= 200 && e.Status <= 299)
 }
 
 // judge decides from the task as read whether to post (done false), or
@@ -236,6 +239,12 @@ func readError(err error, what string) error {
 }
 
 // holdsOutcome reports whether the task as read holds the outcome we send.
+// A failure read back from a task claimed again since is taken as ours
+// when its message is ours, though an earlier attempt that failed the same
+// way leaves the same message (a claim does not clear it), and our claim
+// may have timed out instead: the read cannot tell the two apart. Taking
+// it as ours only mislabels a lost claim as recorded; taking a landed
+// failure as a lost claim would report it again with the newer claim.
 func holdsOutcome(t taskmanager.Task, in ReportInput) bool {
 	if in.Success {
 		return t.Status == taskmanager.StatusCompleted && taskmanager.SameResult(t.Result.Raw(), in.Result)

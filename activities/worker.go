@@ -161,9 +161,12 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		defer func() {
 			if r := recover(); r != nil {
 				a.logger().Error("handler panicked", "task_type", name, "task_id", in.TaskID, "panic", r)
+				// Made valid UTF-8, as a returned error is (validUTF8Error):
+				// Temporal refuses a failure that is not, and the attempt
+				// would then hang until its timeout, its reason lost.
 				result, err = nil, temporal.NewApplicationErrorWithOptions(
-					fmt.Sprintf("handler %s panicked: %v", name, r), ErrTypePanic,
-					temporal.ApplicationErrorOptions{Details: []any{string(debug.Stack())}})
+					taskmanager.ValidUTF8(fmt.Sprintf("handler %s panicked: %v", name, r)), ErrTypePanic,
+					temporal.ApplicationErrorOptions{Details: []any{taskmanager.ValidUTF8(string(debug.Stack()))}})
 			}
 		}()
 		if in.SkipIfDone {
@@ -257,7 +260,9 @@ func normalizeResult(out json.RawMessage) (json.RawMessage, error) {
 	if err != nil {
 		return nil, Permanent(errors.New("handler returned invalid JSON"))
 	}
-	return obj, nil
+	// Bytes that are not UTF-8 (only inside strings, in valid JSON) become
+	// U+FFFD: TaskManager (PHP's json_decode) refuses a body with them.
+	return json.RawMessage(taskmanager.ValidUTF8(string(obj))), nil
 }
 
 // ProgressActivityName is the registered name of the progress activity

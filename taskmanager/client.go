@@ -309,7 +309,7 @@ func (c *Client) call(ctx context.Context, cl call, out any) error {
 	}
 
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return &Error{Op: cl.op, Status: resp.StatusCode, Kind: ErrTransient, Message: redirected(resp)}
+		return &Error{Op: cl.op, Status: resp.StatusCode, Kind: ErrTransient, Message: redactKey(redirected(resp), c.apiKey)}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return answerError(cl, resp, resp.StatusCode, raw, c.apiKey)

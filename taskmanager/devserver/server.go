@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,6 +38,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -401,12 +403,17 @@ func nullIfEmpty[T ~string | ~[]byte](v T) any {
 // decodeBody reads a JSON object body into a map, answering 400 when it is not one.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
 	var m map[string]json.RawMessage
-	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&m)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<20))
 	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
 		s.fail(w, http.StatusRequestEntityTooLarge, "Request body too large")
 		return nil, false
 	}
-	if err != nil || m == nil {
+	if err == nil {
+		err = json.Unmarshal(body, &m)
+	}
+	// PHP's json_decode refuses a body that is not UTF-8 (JSON_ERROR_UTF8),
+	// where encoding/json would take its bad bytes as U+FFFD.
+	if err != nil || m == nil || !utf8.Valid(body) {
 		s.fail(w, http.StatusBadRequest, "Invalid JSON in request body")
 		return nil, false
 	}
