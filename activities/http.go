@@ -2,19 +2,23 @@ package activities
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/prismq/tmbridge/taskmanager"
+	"golang.org/x/net/http/httpguts"
 )
 
 // HTTPConfig posts a task's params to a URL as its handler.
@@ -35,9 +39,32 @@ func (c *HTTPConfig) Validate() error {
 	if err := c.checkURL(); err != nil {
 		return err
 	}
-	for h, name := range c.HeadersFromEnv {
-		if _, ok := os.LookupEnv(name); !ok {
+	return c.checkHeaders(true)
+}
+
+// checkHeaders refuses a header net/http would refuse on every request;
+// needEnv: each env var of HeadersFromEnv must be set. A value is never
+// shown (it may be a token).
+func (c *HTTPConfig) checkHeaders(needEnv bool) error {
+	for _, h := range slices.Sorted(maps.Keys(c.Headers)) {
+		if !httpguts.ValidHeaderFieldName(h) {
+			return fmt.Errorf("http.headers: %q is not a valid header name", h)
+		}
+		if !httpguts.ValidHeaderFieldValue(c.Headers[h]) {
+			return fmt.Errorf("http.headers: %s: the value holds a character a header may not (a line end?)", h)
+		}
+	}
+	for _, h := range slices.Sorted(maps.Keys(c.HeadersFromEnv)) {
+		name := c.HeadersFromEnv[h]
+		if !httpguts.ValidHeaderFieldName(h) {
+			return fmt.Errorf("http.headers_from_env: %q is not a valid header name", h)
+		}
+		v, ok := os.LookupEnv(name)
+		if !ok && needEnv {
 			return fmt.Errorf("http.headers_from_env: %s: env var %s is not set", h, name)
+		}
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return fmt.Errorf("http.headers_from_env: %s: env var %s holds a character a header may not (a line end?)", h, name)
 		}
 	}
 	return nil
@@ -77,10 +104,10 @@ const (
 // endpoint may echo them).
 //
 // client may be nil (a default client); its CheckRedirect is replaced by
-// the policy above (the handler uses a copy). A URL Validate refuses
-// fails every task, for good, saying so.
+// the policy above (the handler uses a copy). A URL or a header Validate
+// refuses fails every task, for good, saying so.
 func HTTP(c HTTPConfig, client *http.Client) Handler {
-	if err := c.checkURL(); err != nil {
+	if err := cmp.Or(c.checkURL(), c.checkHeaders(false)); err != nil {
 		return misconfigured(err)
 	}
 	hc := http.Client{}

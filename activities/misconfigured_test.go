@@ -21,6 +21,7 @@ func TestExecAndHTTP_misconfigured_fail_for_good(t *testing.T) {
 		"exec, blank":       activities.Exec(activities.ExecConfig{Command: []string{" "}}),
 		"http, no URL":      activities.HTTP(activities.HTTPConfig{}, nil),
 		"http, not http(s)": activities.HTTP(activities.HTTPConfig{URL: "ftp://127.0.0.1/x"}, nil),
+		"http, bad header":  activities.HTTP(activities.HTTPConfig{URL: "http://127.0.0.1:1/x", Headers: map[string]string{"X-Token": "a\r\nb"}}, nil),
 	} {
 		_, err := h.Handle(context.Background(), json.RawMessage(`{}`))
 		require.ErrorContains(t, err, "handler misconfigured", name)

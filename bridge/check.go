@@ -190,6 +190,10 @@ func runCheck(args, environ []string, stdout, stderr io.Writer, reg *activities.
 		fmt.Fprintln(stderr, "tmbridge check: Temporal client config:", err)
 		return ExitConfig
 	}
+	if _, err := tracingWanted(envList(environ)); err != nil { // as Main's telemetry refuses it
+		fmt.Fprintln(stderr, "tmbridge check: telemetry config:", err)
+		return ExitConfig
+	}
 	o := bridgeOptions{workflows: map[string]any{}}
 	for _, opt := range opts {
 		opt(&o)

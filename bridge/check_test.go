@@ -544,3 +544,16 @@ func TestCheck_search_attributes_off_skips_their_row(t *testing.T) {
 	require.Equal(t, checkSkip, r.Result, out)
 	require.Contains(t, r.Detail, "temporal.search_attributes: false")
 }
+
+// check refuses a telemetry setting the bridge would exit on (exit 78),
+// before it dials anything: it passed all its checks, and the bridge then
+// refused to start. (Found by a review.)
+func TestCheck_refuses_a_telemetry_setting_the_bridge_refuses(t *testing.T) {
+	t.Parallel()
+	for _, env := range []string{"OTEL_TRACES_EXPORTER=zipkin", "OTEL_EXPORTER_OTLP_PROTOCOL=http/json"} {
+		var out, errOut bytes.Buffer
+		code := run([]string{"check", "--api-url=http://127.0.0.1:1/api"}, []string{"TEMPORAL_ADDRESS=127.0.0.1:1", env}, &out, &errOut, activities.NewRegistry())
+		require.Equal(t, ExitConfig, code, env+": "+out.String()+errOut.String())
+		require.Contains(t, errOut.String(), "tmbridge check: telemetry config: ", env)
+	}
+}

@@ -41,7 +41,9 @@ func (b *Bridge) claimLoop(ctx context.Context, t servedType) {
 			return
 		}
 		hurry = false
-		if b.gate.wait(ctx) != nil {
+		// ctx.Err: the select may take an allowance that came with the
+		// stop, and the gate pass with room; no claim starts after Stop.
+		if b.gate.wait(ctx) != nil || ctx.Err() != nil {
 			b.scout.unused(t.Name)
 			return
 		}

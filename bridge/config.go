@@ -1075,6 +1075,30 @@ func compact(s []string) []string {
 }
 
 // Validate reports every invalid setting, each naming its key.
+// checkTemporalAddress refuses a Temporal address the dial would fail on:
+// it is host:port (a gRPC target such as dns:///host:port, or unix:, is
+// taken as it is), not a URL, with no spaces around it.
+func checkTemporalAddress(key, addr string) error {
+	if addr != strings.TrimSpace(addr) || strings.ContainsFunc(addr, unicode.IsControl) {
+		return fmt.Errorf("%s: must not begin or end with spaces or hold control characters, got %q", key, addr)
+	}
+	if scheme, _, ok := strings.Cut(addr, "://"); ok {
+		if scheme == "http" || scheme == "https" {
+			return fmt.Errorf("%s: want host:port (\"temporal.example.com:7233\"), not a URL, got %q", key, taskmanager.RedactURL(addr))
+		}
+		return nil // a gRPC resolver's target
+	}
+	if strings.HasPrefix(addr, "unix:") {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.ParseUint(port, 10, 16)
+	if err != nil || host == "" || perr != nil || n == 0 {
+		return fmt.Errorf("%s: want host:port with a port of 1–65535 (\"temporal.example.com:7233\"), got %q", key, taskmanager.RedactURL(addr))
+	}
+	return nil
+}
+
 func (c Config) Validate() error {
 	var errs []error
 	check := func(ok bool, key, format string, args ...any) {
@@ -1099,7 +1123,11 @@ func (c Config) Validate() error {
 	check(!strings.ContainsFunc(string(c.APIKey), unicode.IsControl), "api_key", "must not hold control characters (a line end from an env file with CRLF line ends?)")
 	if c.MetricsAddr != "" {
 		_, port, err := net.SplitHostPort(c.MetricsAddr)
-		check(err == nil && port != "", "metrics_addr", "want host:port or :port (\":9464\"), got %q", c.MetricsAddr)
+		_, perr := strconv.ParseUint(port, 10, 16)
+		check(err == nil && perr == nil, "metrics_addr", "want host:port or :port with a port of 0–65535 (\":9464\"), got %q", c.MetricsAddr)
+	}
+	if c.Temporal.Address != "" {
+		add(checkTemporalAddress("temporal.address", c.Temporal.Address))
 	}
 	add(valid.Range("poll_interval", c.PollInterval, 10*time.Millisecond, time.Hour))
 	add(valid.Range("max_runs", c.MaxRuns, 0, math.MaxInt32))
@@ -1111,6 +1139,8 @@ func (c Config) Validate() error {
 	add(valid.Range("shutdown_grace", c.ShutdownGrace, 0, time.Hour))
 	add(valid.Range("progress_rate", c.ProgressRate, 0, 10_000))
 	check(c.Temporal.TaskQueue != "", "temporal.task_queue", "must not be empty")
+	// As worker_id: spaces from an env file would name another queue.
+	check(c.Temporal.TaskQueue == strings.TrimSpace(c.Temporal.TaskQueue), "temporal.task_queue", "must not begin or end with spaces, got %q", c.Temporal.TaskQueue)
 	// It is quoted in visibility queries (recovery, the closer).
 	check(quotable(c.Temporal.TaskQueue), "temporal.task_queue", "must not hold quotes, backslashes or control characters, got %q", c.Temporal.TaskQueue)
 	add(valid.Range("temporal.max_concurrent_activities", c.Temporal.MaxConcurrentActivities, 1, 10_000))

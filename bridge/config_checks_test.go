@@ -275,12 +275,48 @@ func TestREADME_shows_the_composition_example(t *testing.T) {
 // (Found by a review.)
 func TestLoad_metrics_addr_and_api_key_mistakes_are_config_errors(t *testing.T) {
 	_, err := Load([]string{"--metrics-addr=9464"}, nil, &bytes.Buffer{})
-	require.ErrorContains(t, err, `config: metrics_addr: want host:port or :port (":9464"), got "9464"`)
-	_, err = Load([]string{"--metrics-addr=:9464"}, nil, &bytes.Buffer{})
-	require.NoError(t, err)
+	require.ErrorContains(t, err, `config: metrics_addr: want host:port or :port with a port of 0–65535 (":9464"), got "9464"`)
+	for _, addr := range []string{"127.0.0.1:99999", "127.0.0.1:abc", ":-1"} {
+		_, err = Load([]string{"--metrics-addr", addr}, nil, &bytes.Buffer{})
+		require.ErrorContains(t, err, "config: metrics_addr: want host:port", addr)
+	}
+	for _, addr := range []string{":9464", "127.0.0.1:0"} {
+		_, err = Load([]string{"--metrics-addr", addr}, nil, &bytes.Buffer{})
+		require.NoError(t, err, addr)
+	}
 	_, err = Load(nil, []string{"TASKMANAGER_API_KEY=sekrit\r"}, &bytes.Buffer{})
 	require.ErrorContains(t, err, "config: api_key: must not hold control characters")
 	require.NotContains(t, err.Error(), "sekrit")
+}
+
+// A Temporal address the dial would fail on (a URL, no port, a port out
+// of range, spaces from an env file) is a config error naming its key,
+// from the config or from TEMPORAL_ADDRESS: before, it loaded, `check`
+// passed, and the bridge exited 1 at its dial. gRPC targets pass. (Found
+// by a review.)
+func TestLoad_temporal_address_mistakes_are_config_errors(t *testing.T) {
+	for _, addr := range []string{"http://127.0.0.1:7233", "127.0.0.1:7233 ", "127.0.0.1", "temporal:72330", "temporal:0", ":7233"} {
+		_, err := Load([]string{"--temporal-address", addr}, nil, &bytes.Buffer{})
+		require.ErrorContains(t, err, "config: temporal.address: ", addr)
+		cfg, err := Load(nil, nil, &bytes.Buffer{})
+		require.NoError(t, err)
+		_, err = ClientOptions(cfg, []string{"TEMPORAL_ADDRESS=" + addr}, slog.New(slog.DiscardHandler))
+		require.ErrorContains(t, err, "TEMPORAL_ADDRESS: ", addr)
+	}
+	for _, addr := range []string{"127.0.0.1:7233", "temporal.example.com:7233", "[::1]:7233", "dns:///temporal:7233", "unix:///run/temporal.sock"} {
+		cfg, err := Load([]string{"--temporal-address", addr}, nil, &bytes.Buffer{})
+		require.NoError(t, err, addr)
+		opts, err := ClientOptions(cfg, nil, slog.New(slog.DiscardHandler))
+		require.NoError(t, err, addr)
+		require.Equal(t, addr, opts.HostPort)
+	}
+}
+
+// A task queue with spaces around it (an env file's) is refused, as a
+// worker id is: it would name another queue. (Found by a review.)
+func TestLoad_task_queue_with_spaces_around_it_is_refused(t *testing.T) {
+	_, err := Load(nil, []string{"TEMPORAL_TASK_QUEUE=tmbridge "}, &bytes.Buffer{})
+	require.ErrorContains(t, err, `config: temporal.task_queue: must not begin or end with spaces, got "tmbridge "`)
 }
 
 // Temporal's own variables set empty are as if unset, as the bridge's are:
@@ -530,4 +566,41 @@ func TestLoad_more_keys_pasted_where_they_do_not_go_are_not_shown(t *testing.T) 
 	_, err = Load([]string{"--api_key=s3cr3tT0ken"}, nil, &bytes.Buffer{})
 	require.ErrorContains(t, err, "the API key is not a flag")
 	require.NotContains(t, err.Error(), "s3cr3t")
+}
+
+// A config file that is not a map of keys (the API key file given as -c)
+// is refused without quoting it: yaml's own error showed its first
+// characters. An empty or null file is no config. (Found by a review.)
+func TestLoad_config_file_that_is_not_a_map_is_refused_unquoted(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{"key": "Zq8xK2mP9wLs4vN7\n", "list": "- Zq8xK2mP9wLs4vN7\n"} {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+		_, err := Load([]string{"-c", p}, nil, &bytes.Buffer{})
+		require.ErrorContains(t, err, "the file is not a YAML map of keys", name)
+		require.NotContains(t, err.Error(), "Zq8x", name)
+	}
+	for name, body := range map[string]string{"empty": "", "null": "~\n", "comment": "# nothing yet\n"} {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+		_, err := Load([]string{"-c", p}, nil, &bytes.Buffer{})
+		require.NoError(t, err, name)
+	}
+}
+
+// An http handler's header that net/http would refuse on every request (a
+// name with a space, a value with a line end, from the file or from env)
+// is a config error naming it, its value unshown. (Found by a review.)
+func TestLoad_http_header_net_http_refuses_is_a_config_error(t *testing.T) {
+	t.Setenv("TMBRIDGE_TEST_TOKEN_CRLF", "Bearer s3cr3t-token\r")
+	for headers, want := range map[string]string{
+		`headers: {"Bad Header": v}`:                                  `types.x.y.http.headers: "Bad Header" is not a valid header name`,
+		`headers: {X-Ok: "s3cr3t-a\nb"}`:                              `types.x.y.http.headers: X-Ok: the value holds a character a header may not`,
+		`headers_from_env: {Authorization: TMBRIDGE_TEST_TOKEN_CRLF}`: `types.x.y.http.headers_from_env: Authorization: env var TMBRIDGE_TEST_TOKEN_CRLF holds a character a header may not`,
+	} {
+		file := writeFile(t, "types:\n  x.y:\n    http:\n      url: http://h/x\n      "+headers+"\n")
+		_, err := Load([]string{"-c", file}, nil, &bytes.Buffer{})
+		require.ErrorContains(t, err, want)
+		require.NotContains(t, err.Error(), "s3cr3t")
+	}
 }

@@ -35,6 +35,11 @@ func (f configFile) Unmarshal(b []byte) (map[string]any, error) {
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, err
 	}
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 && doc.Content[0].Kind != yaml.MappingNode && doc.Content[0].Tag != "!!null" {
+		// yaml's own error would quote the file's start: a key file given
+		// as the config file would show part of the key.
+		return nil, errors.New("the file is not a YAML map of keys (key: value lines): is it the right file?")
+	}
 	keepNumberText(&doc)
 	var out map[string]any
 	if err := doc.Decode(&out); err != nil {

@@ -253,6 +253,10 @@ func ClientOptions(cfg Config, environ []string, log *slog.Logger) (client.Optio
 	}
 	if cfg.Temporal.Address != "" {
 		opts.HostPort = cfg.Temporal.Address
+	} else if opts.HostPort != "" {
+		if err := checkTemporalAddress("TEMPORAL_ADDRESS", opts.HostPort); err != nil {
+			return client.Options{}, err
+		}
 	}
 	if cfg.Temporal.Namespace != "" {
 		opts.Namespace = cfg.Temporal.Namespace

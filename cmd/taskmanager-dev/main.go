@@ -59,8 +59,17 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	if !flagSet(fs, "api-key") {
 		c.apiKey = os.Getenv("TASKMANAGER_API_KEY")
 	}
-	if c.style != string(devserver.StyleDocumented) && c.style != string(devserver.StylePHP) {
+	switch {
+	case c.style != string(devserver.StyleDocumented) && c.style != string(devserver.StylePHP):
 		return c, fmt.Errorf("--style must be documented or php, not %q", c.style)
+	case c.claimTimeout < time.Second:
+		return c, fmt.Errorf("--claim-timeout must be 1s or more, not %s", c.claimTimeout)
+	case c.maxAttempts < 1:
+		return c, fmt.Errorf("--max-attempts must be 1 or more, not %d", c.maxAttempts)
+	case c.seed < 0:
+		return c, fmt.Errorf("--seed must be 0 or more, not %d", c.seed)
+	case fs.NArg() > 0:
+		return c, fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
 	}
 	return c, nil
 }

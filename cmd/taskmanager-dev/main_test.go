@@ -54,3 +54,20 @@ func TestFlags_api_key_from_the_environment_is_not_printed(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, c.apiKey, "an explicit empty --api-key: none")
 }
+
+// Values the server would silently replace with its defaults, and stray
+// arguments, are refused, naming the flag. (Found by a review.)
+func TestFlags_out_of_range_values_and_stray_arguments_are_refused(t *testing.T) {
+	for args, want := range map[string]string{
+		"--claim-timeout -5s": "--claim-timeout must be 1s or more",
+		"--claim-timeout 0s":  "--claim-timeout must be 1s or more",
+		"--max-attempts -2":   "--max-attempts must be 1 or more",
+		"--seed -3":           "--seed must be 0 or more",
+		"--seed 2 extra-arg":  `unexpected argument "extra-arg"`,
+	} {
+		_, err := parseFlags(strings.Fields(args), io.Discard)
+		require.ErrorContains(t, err, want, args)
+	}
+	_, err := parseFlags([]string{"--claim-timeout", "2s", "--max-attempts", "1", "--seed", "0"}, io.Discard)
+	require.NoError(t, err)
+}
