@@ -68,7 +68,7 @@ type admission struct {
 	tickets  int              // reserved, claiming or starting
 	failing  int              // tasks being failed in TaskManager
 	claims   int              // claims of new tasks made, for max_runs
-	starting map[string]bool  // workflow ids of claims being started
+	starting map[string]int   // workflow id → its claims being started (a ticket each)
 	open     map[string]*open // workflow id → its open run(s)
 	// landed holds the claims being started whose outcome landed already
 	// (a run that ran before its start's answer came back): workflow id →
@@ -96,7 +96,7 @@ type open struct {
 }
 
 func newAdmission(limit, maxRuns int) *admission {
-	return &admission{limit: limit, maxRuns: maxRuns, spent: make(chan struct{}), changed: make(chan struct{}), open: map[string]*open{}, starting: map[string]bool{}, landed: map[string]int{}}
+	return &admission{limit: limit, maxRuns: maxRuns, spent: make(chan struct{}), changed: make(chan struct{}), open: map[string]*open{}, starting: map[string]int{}, landed: map[string]int{}}
 }
 
 // budgetSpent is closed once max_runs claims were made: idle claim loops
@@ -145,7 +145,7 @@ func (a *admission) adopt(workflowID string) *ticket {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.tickets++
-	a.starting[workflowID] = true
+	a.starting[workflowID]++
 	return &ticket{a: a, workflow: workflowID}
 }
 
@@ -166,8 +166,14 @@ func (t *ticket) end() {
 	} else {
 		t.a.tickets--
 	}
-	delete(t.a.starting, t.workflow)
-	delete(t.a.landed, t.workflow)
+	// Another ticket of the same workflow id (a claim found again while
+	// an older one's start is still under way) keeps it starting.
+	if t.workflow != "" {
+		if t.a.starting[t.workflow]--; t.a.starting[t.workflow] <= 0 {
+			delete(t.a.starting, t.workflow)
+			delete(t.a.landed, t.workflow)
+		}
+	}
 	t.a.broadcast()
 }
 
@@ -202,7 +208,7 @@ func (t *ticket) claim(workflowID string, attempts int, at time.Time, claimTimeo
 		}
 	}
 	t.workflow = workflowID
-	t.a.starting[workflowID] = true
+	t.a.starting[workflowID]++
 	return renewal
 }
 
@@ -316,7 +322,7 @@ func (a *admission) reportLanded(workflowID string, attempts int) bool {
 	case ok && o.attempts == attempts:
 		a.remove(workflowID, o, true)
 		return true
-	case a.starting[workflowID]:
+	case a.starting[workflowID] > 0:
 		a.landed[workflowID] = attempts // opened frees the slot if it is that claim
 	}
 	return false
@@ -412,7 +418,7 @@ func (a *admission) renews(workflowID string, attempts int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o, ok := a.open[workflowID]
-	return a.starting[workflowID] || (ok && o.attempts == attempts && o.renewing == attempts)
+	return a.starting[workflowID] > 0 || (ok && o.attempts == attempts && o.renewing == attempts)
 }
 
 // attempts returns the newest claim of this worker noted for workflowID
@@ -447,7 +453,7 @@ func (a *admission) tracked(workflowID string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_, ok := a.open[workflowID]
-	return ok || a.starting[workflowID]
+	return ok || a.starting[workflowID] > 0
 }
 
 // covers reports whether the claim with attempts of workflowID has reached
@@ -458,7 +464,7 @@ func (a *admission) tracked(workflowID string) bool {
 func (a *admission) covers(workflowID string, attempts int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.starting[workflowID] {
+	if a.starting[workflowID] > 0 {
 		return true
 	}
 	o, ok := a.open[workflowID]

@@ -389,3 +389,22 @@ func TestAdmission_claim_whose_renewal_gave_up_goes_to_the_scout(t *testing.T) {
 		t.Fatal("the type was not woken for the claim")
 	}
 }
+
+// Two claims of one workflow id being started at once (a claim found again
+// in a sweep while an older one's start is stuck past the claim timeout):
+// the older one ending leaves the newer one starting. Before, it stopped
+// counting as starting, and a sweep could adopt the same claim a third
+// time, past max_in_flight, and start or signal it again. (Found by a
+// review.)
+func TestAdmission_older_ticket_ending_leaves_the_newer_one_starting(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(3, 0)
+	older := a.adopt("tm-7")
+	newer := a.adopt("tm-7")
+	older.empty()
+	require.True(t, a.tracked("tm-7"))
+	require.True(t, a.covers("tm-7", 2))
+	newer.empty()
+	require.False(t, a.tracked("tm-7"))
+	require.False(t, a.covers("tm-7", 2))
+}
