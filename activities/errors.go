@@ -124,14 +124,15 @@ func applicationErrors(err error) []*temporal.ApplicationError {
 	return nil
 }
 
-// validUTF8Error returns err with text that is UTF-8 throughout: Temporal
+// ValidUTF8Error returns err with text that is UTF-8 throughout: Temporal
 // sends an error's message (and its causes') as protobuf strings, and one
-// that is not UTF-8 is never sent: the attempt would hang until its
-// timeout and the reason be lost. A message that is not UTF-8 (a
+// that is not UTF-8 is never sent: an activity's attempt would hang until
+// its timeout and the reason be lost, a workflow's task fail again and
+// again (the handler activity and Go workflow handlers apply it). A message that is not UTF-8 (a
 // program's Latin-1 output quoted in it) is rebuilt with U+FFFD for the
 // bad bytes, keeping an application error's type, retry flag, delay and
 // category; its causes are then left out.
-func validUTF8Error(err error) error {
+func ValidUTF8Error(err error) error {
 	if err == nil || validErrorChain(err) {
 		return err
 	}

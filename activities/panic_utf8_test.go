@@ -13,7 +13,7 @@ import (
 
 // A handler that panics with a value whose text is not UTF-8 (a Latin-1
 // file name in the panic message) fails with a reportable error, as every
-// other handler error is (validUTF8Error): Temporal refuses a failure that
+// other handler error is (ValidUTF8Error): Temporal refuses a failure that
 // is not UTF-8, and the attempt would hang until its timeout.
 func TestHandler_panic_with_non_utf8_value_is_reportable(t *testing.T) {
 	err := handlerErrorOf(t, activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {

@@ -112,5 +112,5 @@ func (r redactor) tail(b []byte, n int) string {
 // redactor cannot know for one, so the last bytes that may hold it go too.
 func (r redactor) cutTail(b []byte, n int) string {
 	s := r.r.Replace(string(b))
-	return tail([]byte(s[:max(0, len(s)-(r.longest-1))]), n)
+	return tail([]byte(s[:max(0, len(s)-max(r.longest-1, 0))]), n)
 }

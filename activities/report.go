@@ -180,7 +180,7 @@ func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePayloadTooLarge, err)
 	case errors.Is(err, taskmanager.ErrValidation):
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeRejected, err)
-	case !canRead && ambiguous(err):
+	case !canRead && (ambiguous(err) || unreadable2xx(err)):
 		msg := fmt.Sprintf("task %s: the answer to the outcome's post was lost, and the task cannot be read to tell whether it landed", in.TaskID)
 		return ReportOutput{}, temporal.NewNonRetryableApplicationError(msg, ErrTypeUncertain, err)
 	case ambiguous(err):
@@ -193,17 +193,22 @@ func report(ctx context.Context, tm *taskmanager.Client, in ReportInput, canRead
 	}
 }
 
-// ambiguous reports whether a failed write may have landed or still land:
-// no answer came (a timeout, a broken connection), a proxy gave up
-// waiting (502, 504), or TaskManager answered 2xx with a body that does
-// not read (PHP printing a warning before its JSON): it may have landed.
+// ambiguous reports whether a failed write may still land: no answer came
+// (a timeout, a broken connection) or a proxy gave up waiting (502, 504).
 func ambiguous(err error) bool {
 	var e *taskmanager.Error
 	if !errors.As(err, &e) || !errors.Is(err, taskmanager.ErrTransient) {
 		return false
 	}
-	return e.Status == 0 || e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout ||
-		(e.Status >= 200 && e.Status <= 299)
+	return e.Status == 0 || e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout
+}
+
+// unreadable2xx reports whether a write was answered 2xx with a body that
+// does not read (PHP printing a warning before its JSON): it landed, or a
+// proxy answered for it; nothing of it is still under way.
+func unreadable2xx(err error) bool {
+	var e *taskmanager.Error
+	return errors.As(err, &e) && e.Status >= 200 && e.Status <= 299
 }
 
 // judge decides from the task as read whether to post (done false), or

@@ -161,7 +161,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		defer func() {
 			if r := recover(); r != nil {
 				a.logger().Error("handler panicked", "task_type", name, "task_id", in.TaskID, "panic", r)
-				// Made valid UTF-8, as a returned error is (validUTF8Error):
+				// Made valid UTF-8, as a returned error is (ValidUTF8Error):
 				// Temporal refuses a failure that is not, and the attempt
 				// would then hang until its timeout, its reason lost.
 				result, err = nil, temporal.NewApplicationErrorWithOptions(
@@ -189,7 +189,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 			waitPosted(ctx, a.posts.pending(markKey(in.TaskID, in.Attempt)))
 		}
 		if err != nil {
-			return nil, validUTF8Error(applicationOnTop(err))
+			return nil, ValidUTF8Error(applicationOnTop(err))
 		}
 		result, err = normalizeResult(out)
 		if n := payloadBytes(result); err == nil && n > MaxResultBytes {

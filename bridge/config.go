@@ -29,6 +29,7 @@ import (
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc/resolver"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/internal/valid"
@@ -1075,23 +1076,26 @@ func compact(s []string) []string {
 }
 
 // Validate reports every invalid setting, each naming its key.
-// checkTemporalAddress refuses a Temporal address the dial would fail on:
-// it is host:port (a gRPC target such as dns:///host:port, or unix:, is
-// taken as it is), not a URL, with no spaces around it.
+// checkTemporalAddress refuses a Temporal address the dial cannot use: a
+// URL (http://…), spaces around it, a port that is not 1–65535. A gRPC
+// target with a resolver (dns:///host:port, dns:host:port, unix:…) is
+// taken as it is, and a host without a port too (gRPC dials 443).
 func checkTemporalAddress(key, addr string) error {
 	if addr != strings.TrimSpace(addr) || strings.ContainsFunc(addr, unicode.IsControl) {
 		return fmt.Errorf("%s: must not begin or end with spaces or hold control characters, got %q", key, addr)
 	}
-	if scheme, _, ok := strings.Cut(addr, "://"); ok {
-		if scheme == "http" || scheme == "https" {
+	if u, err := url.Parse(addr); err == nil && u.Scheme != "" {
+		switch {
+		case u.Scheme == "http" || u.Scheme == "https":
 			return fmt.Errorf("%s: want host:port (\"temporal.example.com:7233\"), not a URL, got %q", key, taskmanager.RedactURL(addr))
+		case resolver.Get(u.Scheme) != nil:
+			return nil // a gRPC target
 		}
-		return nil // a gRPC resolver's target
-	}
-	if strings.HasPrefix(addr, "unix:") {
-		return nil
 	}
 	host, port, err := net.SplitHostPort(addr)
+	if err != nil && strings.Contains(err.Error(), "missing port") {
+		host, port, err = addr, "443", nil
+	}
 	n, perr := strconv.ParseUint(port, 10, 16)
 	if err != nil || host == "" || perr != nil || n == 0 {
 		return fmt.Errorf("%s: want host:port with a port of 1–65535 (\"temporal.example.com:7233\"), got %q", key, taskmanager.RedactURL(addr))
@@ -1123,8 +1127,10 @@ func (c Config) Validate() error {
 	check(!strings.ContainsFunc(string(c.APIKey), unicode.IsControl), "api_key", "must not hold control characters (a line end from an env file with CRLF line ends?)")
 	if c.MetricsAddr != "" {
 		_, port, err := net.SplitHostPort(c.MetricsAddr)
-		_, perr := strconv.ParseUint(port, 10, 16)
-		check(err == nil && perr == nil, "metrics_addr", "want host:port or :port with a port of 0–65535 (\":9464\"), got %q", c.MetricsAddr)
+		if err == nil {
+			_, err = net.LookupPort("tcp", port) // a number of 0–65535, or a service name
+		}
+		check(err == nil, "metrics_addr", "want host:port or :port with a port of 0–65535 (\":9464\"), got %q", c.MetricsAddr)
 	}
 	if c.Temporal.Address != "" {
 		add(checkTemporalAddress("temporal.address", c.Temporal.Address))

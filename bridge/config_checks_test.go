@@ -280,7 +280,7 @@ func TestLoad_metrics_addr_and_api_key_mistakes_are_config_errors(t *testing.T) 
 		_, err = Load([]string{"--metrics-addr", addr}, nil, &bytes.Buffer{})
 		require.ErrorContains(t, err, "config: metrics_addr: want host:port", addr)
 	}
-	for _, addr := range []string{":9464", "127.0.0.1:0"} {
+	for _, addr := range []string{":9464", "127.0.0.1:0", ":http"} {
 		_, err = Load([]string{"--metrics-addr", addr}, nil, &bytes.Buffer{})
 		require.NoError(t, err, addr)
 	}
@@ -289,27 +289,34 @@ func TestLoad_metrics_addr_and_api_key_mistakes_are_config_errors(t *testing.T) 
 	require.NotContains(t, err.Error(), "sekrit")
 }
 
-// A Temporal address the dial would fail on (a URL, no port, a port out
-// of range, spaces from an env file) is a config error naming its key,
-// from the config or from TEMPORAL_ADDRESS: before, it loaded, `check`
-// passed, and the bridge exited 1 at its dial. gRPC targets pass. (Found
-// by a review.)
+// A Temporal address the dial cannot use (a URL, a port out of range,
+// spaces from an env file) is a config error naming its key, whether from
+// the config, TEMPORAL_ADDRESS or Temporal's config profile: before, it
+// loaded, `check` passed, and the bridge exited 1 at its dial. gRPC
+// targets and a host without a port (gRPC dials 443) pass. (Found by a
+// review.)
 func TestLoad_temporal_address_mistakes_are_config_errors(t *testing.T) {
-	for _, addr := range []string{"http://127.0.0.1:7233", "127.0.0.1:7233 ", "127.0.0.1", "temporal:72330", "temporal:0", ":7233"} {
+	for _, addr := range []string{"http://127.0.0.1:7233", "HTTPS://temporal.example.com:7233", "127.0.0.1:7233 ", "temporal:72330", "temporal:0", "temporal:x", ":7233"} {
 		_, err := Load([]string{"--temporal-address", addr}, nil, &bytes.Buffer{})
 		require.ErrorContains(t, err, "config: temporal.address: ", addr)
-		cfg, err := Load(nil, nil, &bytes.Buffer{})
-		require.NoError(t, err)
-		_, err = ClientOptions(cfg, []string{"TEMPORAL_ADDRESS=" + addr}, slog.New(slog.DiscardHandler))
-		require.ErrorContains(t, err, "TEMPORAL_ADDRESS: ", addr)
+		_, err = Load(nil, []string{"TEMPORAL_ADDRESS=" + addr}, &bytes.Buffer{})
+		require.ErrorContains(t, err, "config: temporal.address: ", addr)
 	}
-	for _, addr := range []string{"127.0.0.1:7233", "temporal.example.com:7233", "[::1]:7233", "dns:///temporal:7233", "unix:///run/temporal.sock"} {
+	for _, addr := range []string{"127.0.0.1:7233", "localhost:7233", "temporal:7233", "temporal.example.com", "[::1]:7233", "[fe80::1%eth0]:7233",
+		"dns:///temporal:7233", "dns:127.0.0.1:7233", "passthrough:///temporal:7233", "unix:///run/temporal.sock", "unix-abstract:temporal"} {
 		cfg, err := Load([]string{"--temporal-address", addr}, nil, &bytes.Buffer{})
 		require.NoError(t, err, addr)
 		opts, err := ClientOptions(cfg, nil, slog.New(slog.DiscardHandler))
 		require.NoError(t, err, addr)
 		require.Equal(t, addr, opts.HostPort)
 	}
+	profile := filepath.Join(t.TempDir(), "temporal.toml")
+	require.NoError(t, os.WriteFile(profile, []byte("[profile.default]\naddress = \"http://temporal.example.com:7233\"\n"), 0o600))
+	env := []string{"TEMPORAL_CONFIG_FILE=" + profile}
+	cfg, err := Load(nil, env, &bytes.Buffer{})
+	require.NoError(t, err)
+	_, err = ClientOptions(cfg, env, slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, "the address of Temporal's config profile: want host:port")
 }
 
 // A task queue with spaces around it (an env file's) is refused, as a

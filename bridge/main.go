@@ -254,7 +254,9 @@ func ClientOptions(cfg Config, environ []string, log *slog.Logger) (client.Optio
 	if cfg.Temporal.Address != "" {
 		opts.HostPort = cfg.Temporal.Address
 	} else if opts.HostPort != "" {
-		if err := checkTemporalAddress("TEMPORAL_ADDRESS", opts.HostPort); err != nil {
+		// TEMPORAL_ADDRESS is temporal.address (Load): this one is the
+		// address of Temporal's config file profile.
+		if err := checkTemporalAddress("the address of Temporal's config profile", opts.HostPort); err != nil {
 			return client.Options{}, err
 		}
 	}

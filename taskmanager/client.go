@@ -479,7 +479,9 @@ func redirected(resp *http.Response) string {
 	if err != nil {
 		return "redirect without a usable Location; tmbridge follows no redirect"
 	}
-	return "redirected to " + RedactURL(to.String()) + "; tmbridge follows no redirect (point api_url at TaskManager itself)"
+	// Its scheme and host only: a gateway may echo the API key in the
+	// path, escaped in ways redactKey does not know.
+	return "redirected to " + (&url.URL{Scheme: to.Scheme, Host: to.Host}).String() + "; tmbridge follows no redirect (point api_url at TaskManager itself)"
 }
 
 // netError turns a deadline into a plain timeout error that says so.

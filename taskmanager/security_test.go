@@ -105,7 +105,7 @@ func TestClient_follows_no_redirect(t *testing.T) {
 			_, err = c.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w", TaskTypeID: "1"})
 			requireKind(t, err, taskmanager.ErrTransient, status)
 			require.True(t, taskmanager.Retryable(err))
-			require.ErrorContains(t, err, "redirected to "+other.URL+"/api/tasks/claim")
+			require.ErrorContains(t, err, "redirected to "+other.URL+"; tmbridge follows no redirect")
 			require.NotContains(t, chainText(err), "SECRET")
 			_, err = c.GetTask(context.Background(), "1")
 			requireKind(t, err, taskmanager.ErrTransient, status)

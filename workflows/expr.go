@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/ast"
@@ -23,9 +25,18 @@ import (
 // type-checked when the config loads.
 
 // exprCostLimit bounds one evaluation (CEL's cost units: about one per
-// value visited), so an expression over large params cannot stall a
-// workflow task.
+// value visited), and exprTimeout its time, so an expression over large
+// params cannot stall a workflow task (the SDK takes a workflow task that
+// runs over a second for a deadlock). An evaluation runs in a side effect:
+// its value, or that it took too long, is recorded, and a replay reads it.
 const exprCostLimit = 1_000_000
+
+// exprTimeout: a var, for tests.
+var exprTimeout = 300 * time.Millisecond
+
+// maxExprValueBytes bounds an expression's value as JSON, recorded in one
+// history event: Temporal refuses a payload over 2 MiB (maxPayloadBytes).
+const maxExprValueBytes = 1_500_000
 
 var exprEnv = sync.OnceValue(func() *cel.Env {
 	env, err := cel.NewEnv(
@@ -73,7 +84,10 @@ func program(src string, want *cel.Type) (compiled, error) {
 	if err != nil {
 		return compiled{}, err
 	}
-	p, err := exprEnv().Program(checked, cel.CostLimit(exprCostLimit))
+	// OptOptimize compiles a constant regular expression once, not at
+	// every call of matches; interrupts are checked in comprehensions.
+	p, err := exprEnv().Program(checked, cel.CostLimit(exprCostLimit),
+		cel.EvalOptions(cel.OptOptimize), cel.InterruptCheckFrequency(100))
 	if err != nil {
 		return compiled{}, err
 	}
@@ -164,7 +178,12 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, _, err := c.prg.Eval(vars)
+	ctx, cancel := context.WithTimeout(context.Background(), exprTimeout)
+	defer cancel()
+	out, _, err := c.prg.ContextEval(ctx, vars)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("%q took longer than %s (over large params?)", src, exprTimeout)
+	}
 	if err != nil {
 		// TaskManager's PHP deployment hands an empty object back as []:
 		// `has(params.opts.x)` fails on it. Where an expression fails, it
@@ -172,7 +191,7 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 		// (only those) empty objects, and that answer is taken if there
 		// is one.
 		if asObjects, changed := emptyListsAt(vars, c.objects); changed {
-			if again, _, err2 := c.prg.Eval(asObjects); err2 == nil {
+			if again, _, err2 := c.prg.ContextEval(ctx, asObjects); err2 == nil {
 				out, err = again, nil
 			}
 		}
@@ -183,6 +202,13 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 	native, err := out.ConvertToNative(reflect.TypeFor[any]())
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", src, err)
+	}
+	// A value that shares a large part many times ([i, params.opts] for
+	// each id) is small in CEL, and as JSON may be gigabytes: measured
+	// first, within the bound.
+	native, n := jsonValue(native, maxExprValueBytes+1)
+	if n > maxExprValueBytes {
+		return nil, fmt.Errorf("%q gave over %d bytes of JSON, more than a run's history takes in one event", src, maxExprValueBytes)
 	}
 	// Through JSON: CEL's maps and lists become plain JSON values, their
 	// numbers json.Numbers (an int beyond 2^53 keeps every digit).
@@ -195,6 +221,64 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 	var v any
 	err = d.Decode(&v)
 	return v, err
+}
+
+// jsonValue returns v, CEL's native value, with its maps' keys as
+// strings (a CEL map literal, {"id": i}, is a map[any]any, which
+// encoding/json refuses), and about how many bytes its JSON takes, at
+// least one per value. It stops counting, and converting, past budget:
+// the walk is bounded by budget, whatever v shares.
+func jsonValue(v any, budget int) (any, int) {
+	n := 0
+	var walk func(v any) any
+	walk = func(v any) any {
+		if n > budget {
+			return nil
+		}
+		switch x := v.(type) {
+		case string:
+			n += len(x) + 2
+		case []any:
+			n++
+			out := make([]any, 0, min(len(x), budget))
+			for _, e := range x {
+				if n > budget {
+					break
+				}
+				out = append(out, walk(e))
+				n++
+			}
+			return out
+		case map[string]any:
+			n++
+			out := make(map[string]any, min(len(x), budget))
+			for k, e := range x {
+				if n > budget {
+					break
+				}
+				n += len(k) + 3
+				out[k] = walk(e)
+			}
+			return out
+		case map[any]any:
+			n++
+			out := make(map[string]any, min(len(x), budget))
+			for k, e := range x {
+				if n > budget {
+					break
+				}
+				key := fmt.Sprint(k)
+				n += len(key) + 3
+				out[key] = walk(e)
+			}
+			return out
+		default: // numbers, bools, null, and what json.Marshal says no to
+			n += 8
+		}
+		return v
+	}
+	v = walk(v)
+	return v, n
 }
 
 // checkExpr compiles src for config loading and checks the steps it

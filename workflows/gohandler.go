@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/taskmanager"
 )
 
 // FailOnPanic wraps a Go workflow that handles a task type (`workflow:` in
@@ -68,6 +69,9 @@ func FailOnPanic(name string, fn any) any {
 		if sink.err != nil {
 			return failed(sink.err)
 		}
+		if err, _ := out[len(out)-1].Interface().(error); err != nil {
+			out[len(out)-1] = reflect.ValueOf(activities.ValidUTF8Error(err)).Convert(errType)
+		}
 		return out
 	}).Interface()
 }
@@ -97,9 +101,11 @@ func (s *panicSink) catch(ctx workflow.Context) {
 	if s.err != nil {
 		return // the first panic fails the run
 	}
-	stack := string(debug.Stack())
+	stack := taskmanager.ValidUTF8(string(debug.Stack()))
 	workflow.GetLogger(ctx).Error("Go workflow handler panicked", "workflow", s.workflow, "panic", fmt.Sprint(r), "stack", stack)
-	s.err = temporal.NewApplicationErrorWithOptions(fmt.Sprintf("workflow %s panicked: %v", s.workflow, r), activities.ErrTypePanic,
+	// Valid UTF-8, or Temporal could not take the failure (see
+	// activities.ValidUTF8Error).
+	s.err = temporal.NewApplicationErrorWithOptions(taskmanager.ValidUTF8(fmt.Sprintf("workflow %s panicked: %v", s.workflow, r)), activities.ErrTypePanic,
 		temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{stack}})
 }
 

@@ -257,7 +257,7 @@ func TestSteps_rendered_params_are_bounded(t *testing.T) {
 	in := b.claim(t, "demo.pipeline", map[string]any{"blob": strings.Repeat("x", 700_000)}, workflows.TypeOptions{Steps: steps})
 	_, err := b.run(in)
 	requireErrorType(t, err, workflows.TaskFailedErrorType)
-	require.Contains(t, b.task(t, in.Task.ID).Error, "step echo (example.echo): rendered params are 2100014 bytes, over the 1900000 a step accepts")
+	require.Contains(t, b.task(t, in.Task.ID).Error, "step echo (example.echo): message: rendered params pass the 1900000 bytes a step accepts")
 }
 
 // A step with no entry (skipped by its when, a named parallel group that

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,7 +98,7 @@ func renderOne(s string, data map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b strings.Builder
+	b := boundedBuilder{max: MaxStepParamsBytes}
 	if err := t.Execute(&b, data); err != nil {
 		return nil, err
 	}
@@ -108,6 +109,21 @@ func renderOne(s string, data map[string]any) (any, error) {
 		return value, nil
 	}
 	return b.String(), nil
+}
+
+// boundedBuilder is a strings.Builder that refuses to grow past max:
+// a template that repeats a large part stops there, not once it rendered
+// it all (its size is the task's to choose).
+type boundedBuilder struct {
+	strings.Builder
+	max int
+}
+
+func (b *boundedBuilder) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, fmt.Errorf("rendered params pass the %d bytes a step accepts", b.max)
+	}
+	return b.Builder.Write(p)
 }
 
 // decodeJSON decodes raw for templates: a number becomes a number (a
@@ -230,6 +246,9 @@ func checkTemplates(where string, params map[string]any, roots []string, before,
 		}
 		c := refChecker{before: before, all: all, roots: roots}
 		c.walk(t.Root, true)
+		if c.err == nil {
+			c.err = checkRanges(t.Root, rangeScope{})
+		}
 		if c.err != nil {
 			return nil, fmt.Errorf("%q: %w", s, c.err)
 		}
@@ -239,6 +258,74 @@ func checkTemplates(where string, params map[string]any, roots []string, before,
 		return at("."+where, err)
 	}
 	return nil
+}
+
+// rangeScope is where a template node is, for checkRanges: inside a range
+// or not, whether dot is a part of the innermost range's item there, and
+// the variable that range declared for its item.
+type rangeScope struct {
+	inRange   bool
+	dotInItem bool
+	itemVar   string
+}
+
+// checkRanges refuses what would make a template's work grow past its
+// data's size: a range inside a range over anything but the outer item's
+// parts ({{ range .members }}, {{ range $g.members }}), for that is the
+// product of two lists, both the task's to choose (its work would stall
+// the workflow task: templates render in workflow code, with no bound on
+// their time); and a range over a number.
+func checkRanges(node parse.Node, sc rangeScope) error {
+	switch n := node.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return nil
+		}
+		for _, e := range n.Nodes {
+			if err := checkRanges(e, sc); err != nil {
+				return err
+			}
+		}
+	case *parse.IfNode:
+		return cmp.Or(checkRanges(n.List, sc), checkRanges(n.ElseList, sc))
+	case *parse.WithNode:
+		inner := sc
+		inner.dotInItem = sc.inRange && inItem(n.Pipe, sc)
+		return cmp.Or(checkRanges(n.List, inner), checkRanges(n.ElseList, sc))
+	case *parse.RangeNode:
+		if len(n.Pipe.Cmds) == 1 && len(n.Pipe.Cmds[0].Args) == 1 {
+			if _, ok := n.Pipe.Cmds[0].Args[0].(*parse.NumberNode); ok {
+				return errors.New("{{ range }} over a number is not available in step params")
+			}
+		}
+		if sc.inRange && !inItem(n.Pipe, sc) {
+			return fmt.Errorf("{{ %s }} inside another range may only range over the outer item's parts ({{ range .list }}), not over the task's data: the work would grow as the product of the two lists", n.Pipe)
+		}
+		inner := rangeScope{inRange: true, dotInItem: true}
+		if d := n.Pipe.Decl; len(d) > 0 {
+			inner.itemVar = d[len(d)-1].Ident[0]
+		}
+		return cmp.Or(checkRanges(n.List, inner), checkRanges(n.ElseList, sc))
+	}
+	return nil
+}
+
+// inItem reports whether pipe only reads a part of the innermost range's
+// item: .field, ., or $item.field.
+func inItem(pipe *parse.PipeNode, sc rangeScope) bool {
+	if len(pipe.Cmds) != 1 || len(pipe.Cmds[0].Args) != 1 {
+		return false
+	}
+	switch a := pipe.Cmds[0].Args[0].(type) {
+	case *parse.FieldNode, *parse.DotNode:
+		return sc.dotInItem
+	case *parse.ChainNode:
+		_, dot := a.Node.(*parse.DotNode)
+		return dot && sc.dotInItem
+	case *parse.VariableNode:
+		return sc.itemVar != "" && a.Ident[0] == sc.itemVar
+	}
+	return false
 }
 
 // refChecker walks a template's tree for references to .params and .steps.

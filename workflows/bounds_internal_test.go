@@ -1,0 +1,103 @@
+package workflows
+
+import (
+	"encoding/json"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"cel.dev/cel-go/cel"
+	"github.com/stretchr/testify/require"
+)
+
+// Templates and expressions run in workflow code, on data the task's
+// creator chooses: their work and their values are bounded, and what
+// passes a bound fails the step with a clear error, not the workflow task
+// (which would fail again at every retry, the task left claimed). (Found
+// by a review.)
+
+// A template that repeats a large part per item stops at the bound, not
+// once it rendered everything (here 100 MB).
+func TestRender_stops_at_the_step_params_bound(t *testing.T) {
+	items := make([]any, 5000)
+	for i := range items {
+		items[i] = number(i)
+	}
+	data := map[string]any{"params": map[string]any{"items": items, "prefix": strings.Repeat("p", 20_000)}, "steps": map[string]any{}}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := render(map[string]any{"v": "{{ range .params.items }}{{ $.params.prefix }}/{{ . }},{{ end }}"}, data)
+	runtime.ReadMemStats(&after)
+	require.ErrorContains(t, err, "rendered params pass the 1900000 bytes a step accepts")
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(8*MaxStepParamsBytes), "rendering allocated past the bound")
+}
+
+// A range inside a range is refused at config load unless it ranges over
+// the outer item's parts: over the task's data, its work would be the
+// product of two lists the task chooses. A range over a number too.
+func TestCheckTemplates_range_work_is_bounded_by_the_data(t *testing.T) {
+	refused := map[string]string{
+		"{{ range .params.a }}{{ range $.params.a }}{{ end }}{{ end }}":                                         "inside another range may only range over the outer item's parts",
+		"{{ $all := .params.a }}{{ range .params.a }}{{ range $all }}x{{ end }}{{ end }}":                       "inside another range",
+		"{{ range .params.a }}{{ with $.params.b }}{{ range . }}x{{ end }}{{ end }}{{ end }}":                   "inside another range",
+		"{{ range $g := .params.groups }}{{ range .members }}{{ range $g.members }}{{ end }}{{ end }}{{ end }}": "inside another range",
+		"{{ range 100000000000 }}x{{ end }}":                                                                    "{{ range }} over a number is not available",
+	}
+	for tmpl, want := range refused {
+		err := checkTemplates("params", map[string]any{"v": tmpl}, []string{"params", "steps"}, nil, nil)
+		require.ErrorContains(t, err, want, tmpl)
+	}
+	for _, tmpl := range []string{
+		"{{ range .params.groups }}{{ range .members }}{{ .name }},{{ end }}{{ end }}",
+		"{{ range $g := .params.groups }}{{ range $g.members }}{{ . }}{{ end }}{{ end }}",
+		"{{ range $i, $g := .params.groups }}{{ with .owner }}{{ range .emails }}{{ . }}{{ end }}{{ end }}{{ end }}",
+		"{{ range .params.a }}{{ . }}{{ end }}{{ range .params.b }}{{ . }}{{ end }}",
+	} {
+		require.NoError(t, checkTemplates("params", map[string]any{"v": tmpl}, []string{"params", "steps"}, nil, nil), tmpl)
+	}
+}
+
+// A for_each value that shares a large part per item is small in CEL and
+// huge as JSON: refused with the bound, before it is written out.
+func TestEvalList_value_past_the_bound_is_refused(t *testing.T) {
+	ids := make([]any, 1000)
+	for i := range ids {
+		ids[i] = float64(i)
+	}
+	vars := map[string]any{"params": map[string]any{"ids": ids, "opts": strings.Repeat("o", 5000)}, "steps": map[string]any{}}
+	_, err := evalList(`params.ids.map(i, [i, params.opts])`, vars)
+	require.ErrorContains(t, err, "gave over 1500000 bytes of JSON")
+	// 100 × 100 × 1 MB: gigabytes as JSON, a few pointers in CEL.
+	vars = map[string]any{"params": map[string]any{"ids": ids[:100], "big": strings.Repeat("b", 1<<20)}, "steps": map[string]any{}}
+	_, err = evalList(`params.ids.map(i, params.ids.map(j, params.big))`, vars)
+	require.ErrorContains(t, err, "gave over 1500000 bytes of JSON")
+}
+
+// A for_each of objects CEL builds gives JSON objects: CEL's map literal
+// is a map[any]any, which encoding/json refused, so every task failed.
+func TestEvalList_objects_built_in_cel_are_json_objects(t *testing.T) {
+	require.NoError(t, checkExpr(`params.ids.map(i, {"id": i, 7: true})`, cel.ListType(cel.DynType), nil, nil))
+	vars := map[string]any{"params": map[string]any{"ids": []any{1.0, 2.0}}, "steps": map[string]any{}}
+	list, err := evalList(`params.ids.map(i, {"id": i, 7: true})`, vars)
+	require.NoError(t, err)
+	b, err := json.Marshal(list)
+	require.NoError(t, err)
+	require.JSONEq(t, `[{"id":1,"7":true},{"id":2,"7":true}]`, string(b))
+}
+
+// An expression that runs past exprTimeout fails with that said (its
+// result, recorded in a side effect, replays): the SDK takes a workflow
+// task that runs over a second for a deadlock. Not parallel: it sets
+// exprTimeout.
+func TestEval_past_its_time_fails_saying_so(t *testing.T) {
+	defer func(d time.Duration) { exprTimeout = d }(exprTimeout)
+	exprTimeout = 0 // over at once: the first interrupt check stops it
+	emails := make([]any, 1000)
+	for i := range emails {
+		emails[i] = "a@b.io"
+	}
+	vars := map[string]any{"params": map[string]any{"emails": emails}, "steps": map[string]any{}}
+	_, err := evalBool(`params.emails.all(e, e.matches("^[^@]+@[^@]+$"))`, vars)
+	require.ErrorContains(t, err, "took longer than 0s")
+}
