@@ -365,15 +365,39 @@ func answerError(cl call, resp *http.Response, readAs int, raw []byte, apiKey st
 		e.Message = describeForeign(resp.Header.Get("Content-Type"), raw, apiKey)
 	}
 	e.Kind = classify(cl.claim, readAs, e.Message, ok)
-	// An answer that echoes the key does not put it in the error.
-	e.Message = redactKey(e.Message, apiKey)
+	// An answer that echoes the key does not put it in the error, and
+	// one of megabytes does not make an error of megabytes (it goes to
+	// logs and to Temporal, whose messages have a size limit): redacted,
+	// then cut.
+	e.Message = clip(redactKey(e.Message, apiKey), maxErrorText)
+	if len(e.Details) > maxErrorDetails {
+		e.Details = append(e.Details[:maxErrorDetails], fmt.Sprintf("and %d more", len(e.Details)-maxErrorDetails))
+	}
 	for i, d := range e.Details {
-		e.Details[i] = redactKey(d, apiKey)
+		e.Details[i] = clip(redactKey(d, apiKey), maxErrorText/4)
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return e
+}
+
+// Bounds of what an error quotes from TaskManager's error answer.
+const (
+	maxErrorText    = 1000 // bytes of its message; a detail gets a quarter
+	maxErrorDetails = 10
+)
+
+// clip cuts s to at most n bytes, on a rune boundary, saying so.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "… (cut)"
 }
 
 // tmError is an error answer in one of TaskManager's own shapes.
