@@ -92,10 +92,14 @@ func TestExamples_failures_are_permanent(t *testing.T) {
 		{"example.math.add", `{"a":null,"b":2}`, `field "a": want a number, got null`}, // float(None) fails in Python
 		{"example.math.add", `{"a":1e308,"b":1e308}`, `invalid params: a + b overflows a float64`},
 		{"example.echo", `{"message":5}`, `field "message"`},
+		// A long value is quoted by its start only. (Found by a review.)
+		{"example.math.add", `{"a":"` + strings.Repeat("x", 100_000) + `","b":1}`, `could not convert string to float: "` + strings.Repeat("x", 64) + `…"`},
+		{"example.math.add", `{"a":[` + strings.Repeat("1,", 50_000) + `1],"b":1}`, `field "a": want a number, got [1,1,1,`},
 	} {
 		_, err := b.run(t, c.typ, c.params)
 		require.Error(t, err, c.typ+" "+c.params)
 		require.Contains(t, err.Error(), c.msg)
+		require.Less(t, len(err.Error()), 1000, c.typ)
 		var appErr *temporal.ApplicationError
 		require.True(t, errors.As(err, &appErr))
 		require.True(t, appErr.NonRetryable(), err.Error())
