@@ -635,3 +635,31 @@ func TestClaims_hanging_claim_holds_up_neither_the_sweep_nor_other_types(t *test
 	require.Eventually(t, func() bool { return listings.Load() > before+1 }, eventually, 5*time.Millisecond)
 	require.Len(t, bb.temporal.snapshot("task-"+echo), 1, "started once")
 }
+
+// A claim whose answer was lost holds its place until a sweep has looked;
+// when listing this worker's claims keeps failing, it comes back once the
+// claim, if it was made, has timed out in TaskManager. Before, every lost
+// answer took a place for good while the listing failed, until the bridge
+// claimed nothing. (Found by a review.)
+func TestClaims_place_of_a_lost_answer_comes_back_after_the_claim_timeout_while_sweeps_fail(t *testing.T) {
+	t.Parallel()
+	bb := setupBridge(t, devserver.StylePHP, func(c *Config) {
+		c.MaxInFlight = 2
+		c.ClaimTimeout = time.Second
+		c.APITimeout = 100 * time.Millisecond
+	})
+	bb.only("example.echo")
+	bb.serve(t)
+	// A run that stays open takes one place; once it started, the first
+	// sweep has worked. From now on every listing fails.
+	first := bb.create(t, "example.echo", map[string]any{"message": "first"})
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+first)) == 1 }, eventually, 5*time.Millisecond)
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks", Method: http.MethodGet, Query: "status=claimed", Status: http.StatusInternalServerError})
+	bb.tm.InjectFault(devserver.Fault{Path: "/tasks/claim", Status: 200, After: true, Count: 1, Body: `{"success":true,"data":{"id":`})
+	lost := bb.create(t, "example.echo", map[string]any{"message": "answer lost"})
+	require.Eventually(t, func() bool { return bb.status(t, lost).Status == "claimed" }, eventually, 5*time.Millisecond)
+	next := bb.create(t, "example.echo", map[string]any{"message": "next"})
+	require.Eventually(t, func() bool { return len(bb.temporal.snapshot("task-"+next)) == 1 }, eventually, 5*time.Millisecond,
+		"the last place stayed held for a sweep that never came")
+	require.Empty(t, bb.temporal.snapshot("task-"+lost), "no sweep found it: nothing started it")
+}

@@ -156,8 +156,9 @@ func (b *Bridge) ticketFor(taskType, workflowID string, attempts int) *ticket {
 
 // sweeper runs the sweeps asked for, at most one per poll interval. A
 // ticket held for a sweep ends after a sweep that succeeded and started
-// api_timeout after the ticket's claim failed (or when claiming stops); while
-// any is held, the sweeper asks itself for the next sweep.
+// api_timeout after the ticket's claim failed, or claim_timeout after
+// that whatever the sweeps (or when claiming stops); while any is held,
+// the sweeper asks itself for the next sweep.
 func (b *Bridge) sweeper(ctx context.Context) {
 	undecodable := map[taskmanager.ID]*strikes{}
 	first := false
@@ -204,6 +205,12 @@ func (b *Bridge) sweeper(ctx context.Context) {
 		start := time.Now()
 		if err := b.sweep(ctx, undecodable); err != nil {
 			b.log.Warn("cannot sweep this worker's claims; trying again", "err", err)
+			// A claim a lost answer hid has timed out in TaskManager by
+			// claim_timeout after it: it runs nowhere, and is anyone's to
+			// claim again (a later sweep that finds it still ours starts
+			// it). Its place comes back, or listings that keep failing
+			// would take every place, one lost answer at a time.
+			release(func(s suspect) bool { return time.Since(s.failed) < b.cfg.ClaimTimeout+b.cfg.APITimeout })
 			b.requestSweep()
 		} else {
 			if !first {

@@ -19,6 +19,9 @@ type Fault struct {
 	Path string
 	// Method matches the HTTP method ("" matches all).
 	Method string
+	// Query matches requests whose raw query contains it ("" matches
+	// all), e.g. "status=claimed".
+	Query string
 	// Status, when set, answers with it instead of serving the request.
 	Status int
 	// Body is the answer body with Status (default: a JSON error). Use it
@@ -67,7 +70,7 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request) bool {
 			continue // expired
 		}
 		kept = append(kept, cand)
-		if f == nil && strings.Contains(r.URL.Path, cand.Path) && (cand.Method == "" || cand.Method == r.Method) {
+		if f == nil && strings.Contains(r.URL.Path, cand.Path) && strings.Contains(r.URL.RawQuery, cand.Query) && (cand.Method == "" || cand.Method == r.Method) {
 			f = cand
 			if f.Count > 0 {
 				f.Count--
