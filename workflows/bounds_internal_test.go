@@ -43,6 +43,13 @@ func TestCheckTemplates_range_work_is_bounded_by_the_data(t *testing.T) {
 		"{{ range .params.a }}{{ with $.params.b }}{{ range . }}x{{ end }}{{ end }}{{ end }}":                   "inside another range",
 		"{{ range $g := .params.groups }}{{ range .members }}{{ range $g.members }}{{ end }}{{ end }}{{ end }}": "inside another range",
 		"{{ range 100000000000 }}x{{ end }}":                                                                    "{{ range }} over a number is not available",
+		// The item's variable given another value: it may hold anything.
+		"{{ range $x := .params.a }}{{ $x = $.params.b }}{{ range $x }}{{ end }}{{ end }}":                       "inside another range",
+		"{{ range $x := .params.a }}{{ $x := $.params.b }}{{ range $x }}{{ end }}{{ end }}":                      "inside another range",
+		"{{ range $x := .params.a }}{{ with $x := $.params.b }}{{ range $x }}{{ end }}{{ end }}{{ end }}":        "inside another range",
+		"{{ range $x := .params.a }}{{ if true }}{{ $x = $.params.b }}{{ end }}{{ range $x }}{{ end }}{{ end }}": "inside another range",
+		`{{ range .params.groups }}{{ range index $.params "a" }}{{ end }}{{ end }}`:                             "inside another range",
+		"{{ range .params.groups }}{{ range index . .key }}{{ end }}{{ end }}":                                   "inside another range",
 	}
 	for tmpl, want := range refused {
 		err := checkTemplates("params", map[string]any{"v": tmpl}, []string{"params", "steps"}, nil, nil)
@@ -53,6 +60,10 @@ func TestCheckTemplates_range_work_is_bounded_by_the_data(t *testing.T) {
 		"{{ range $g := .params.groups }}{{ range $g.members }}{{ . }}{{ end }}{{ end }}",
 		"{{ range $i, $g := .params.groups }}{{ with .owner }}{{ range .emails }}{{ . }}{{ end }}{{ end }}{{ end }}",
 		"{{ range .params.a }}{{ . }}{{ end }}{{ range .params.b }}{{ . }}{{ end }}",
+		// A key a path cannot hold is read with index, as the README says.
+		`{{ range .params.groups }}{{ range index . "team-members" }}{{ . }}{{ end }}{{ end }}`,
+		`{{ range $g := .params.groups }}{{ range slice $g.members 1 }}{{ . }}{{ end }}{{ end }}`,
+		"{{ range .params.groups }}{{ with $m := .members }}{{ range $m }}{{ . }}{{ end }}{{ end }}{{ end }}",
 	} {
 		require.NoError(t, checkTemplates("params", map[string]any{"v": tmpl}, []string{"params", "steps"}, nil, nil), tmpl)
 	}
@@ -100,4 +111,66 @@ func TestEval_past_its_time_fails_saying_so(t *testing.T) {
 	vars := map[string]any{"params": map[string]any{"emails": emails}, "steps": map[string]any{}}
 	_, err := evalBool(`params.emails.all(e, e.matches("^[^@]+@[^@]+$"))`, vars)
 	require.ErrorContains(t, err, "took longer than 0s")
+}
+
+// Functions whose work grows with their arguments (comparisons, escapers,
+// print) are charged what they are handed: a template that hands one a
+// large param per item of a long list stops at maxTemplateWork, though it
+// writes nothing and nests no range.
+func TestRender_work_handed_to_functions_is_bounded(t *testing.T) {
+	items := make([]any, 20_000)
+	for i := range items {
+		items[i] = number(i)
+	}
+	data := map[string]any{"params": map[string]any{"a": items, "big": strings.Repeat("<", 500_000)}, "steps": map[string]any{}}
+	for _, tmpl := range []string{
+		"{{ range .params.a }}{{ $_ := html $.params.big }}{{ end }}",
+		`{{ range .params.a }}{{ if eq $.params.big "x" }}y{{ end }}{{ end }}`,
+		`{{ range .params.a }}{{ $_ := printf "%v" $.params }}{{ end }}`,
+	} {
+		_, err := render(map[string]any{"v": tmpl}, data)
+		require.ErrorContains(t, err, "more than 16777216 bytes of values in all", tmpl)
+	}
+	// What a template hands its functions keeps its meaning.
+	data = map[string]any{"params": map[string]any{"kind": "x", "n": number(3), "s": "<b>"}, "steps": map[string]any{}}
+	out, err := render(map[string]any{"v": `{{ if eq .params.kind "x" }}{{ printf "%v-%d" .params.s 2 }}{{ html .params.s }}{{ end }}{{ if lt .params.n 4.5 }}!{{ end }}`}, data)
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"v": "<b>-2&lt;b&gt;!"}, out)
+}
+
+// jsonValue measures what encoding/json writes: escapes, base64 for
+// bytes. CEL's null in an object stays null, and two keys that read the
+// same are an error, not one of them at random.
+func TestEvalList_values_as_json_writes_them(t *testing.T) {
+	for src, s := range map[string]string{
+		`[params.s, params.s, params.s]`:                      strings.Repeat("<", 200_000),
+		`[bytes(params.s), bytes(params.s), bytes(params.s)]`: strings.Repeat("x", 1_000_000),
+	} {
+		vars := map[string]any{"params": map[string]any{"s": s}, "steps": map[string]any{}}
+		_, err := evalList(src, vars)
+		require.ErrorContains(t, err, "gave over 1500000 bytes of JSON", src)
+	}
+	vars := map[string]any{"params": map[string]any{"ids": []any{1.0}}, "steps": map[string]any{}}
+	list, err := evalList(`params.ids.map(i, {"id": i, "parent": null})`, vars)
+	require.NoError(t, err)
+	b, err := json.Marshal(list)
+	require.NoError(t, err)
+	require.JSONEq(t, `[{"id":1,"parent":null}]`, string(b))
+	_, err = evalList(`[{1: "a", "1": "b"}]`, vars)
+	require.ErrorContains(t, err, `a map has two keys that read "1" as JSON`)
+	for _, s := range []string{"", "abc", "<a>&b", "caf\xe9", "é€𝄞", "\u2028\u2029", "\"\\\n\t\x00\x1f", strings.Repeat("x<", 1000)} {
+		b, _ := json.Marshal(s)
+		require.Equal(t, len(b), jsonStringBytes(s), "%q", s)
+	}
+}
+
+// A single long call (matches over a large string) stops being waited for
+// at exprTimeout: CEL checks for an interrupt only in comprehensions. Not
+// parallel: it sets exprTimeout.
+func TestEval_long_call_outside_a_comprehension_fails_at_its_time(t *testing.T) {
+	defer func(d time.Duration) { exprTimeout = d }(exprTimeout)
+	exprTimeout = time.Nanosecond
+	vars := map[string]any{"params": map[string]any{"s": strings.Repeat("ab", 20_000)}, "steps": map[string]any{}}
+	_, err := evalBool(`params.s.matches("[ab]{300}c")`, vars)
+	require.ErrorContains(t, err, "took longer than 1ns")
 }

@@ -11,11 +11,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // A step's `when` and `for_each` are CEL expressions
@@ -147,6 +150,56 @@ func listAt(src string, params json.RawMessage, results map[string]json.RawMessa
 	return list, true
 }
 
+// errExprTimeout: an evaluation ran past its time.
+var errExprTimeout = errors.New("expression took too long")
+
+// evalWithin evaluates c, waiting at most d: CEL checks for an interrupt
+// only in comprehensions, so a single long call (matches over a large
+// string) is left to finish on its own, its value dropped.
+//
+// TaskManager's PHP deployment hands an empty object back as []:
+// `has(params.opts.x)` fails on it. Where an expression fails, it is
+// evaluated again with the empty lists it reads as objects (only those)
+// empty objects, and that answer is taken if there is one.
+func (c compiled) evalWithin(vars map[string]any, d time.Duration) (ref.Val, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	type result struct {
+		val ref.Val
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer cancel()
+		defer func() {
+			if r := recover(); r != nil {
+				done <- result{err: fmt.Errorf("panicked: %v", r)}
+			}
+		}()
+		out, _, err := c.prg.ContextEval(ctx, vars)
+		if err != nil && ctx.Err() == nil {
+			if asObjects, changed := emptyListsAt(vars, c.objects); changed {
+				if again, _, err2 := c.prg.ContextEval(ctx, asObjects); err2 == nil {
+					out, err = again, nil
+				}
+			}
+		}
+		done <- result{out, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil && ctx.Err() == context.DeadlineExceeded {
+			return nil, errExprTimeout
+		}
+		return r.val, r.err
+	case <-ctx.Done():
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, errExprTimeout
+		}
+		r := <-done // cancelled by the goroutine itself: it has answered
+		return r.val, r.err
+	}
+}
+
 // evalBool evaluates a `when`.
 func evalBool(src string, vars map[string]any) (bool, error) {
 	v, err := eval(src, cel.BoolType, vars)
@@ -178,23 +231,9 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), exprTimeout)
-	defer cancel()
-	out, _, err := c.prg.ContextEval(ctx, vars)
-	if err != nil && ctx.Err() != nil {
+	out, err := c.evalWithin(vars, exprTimeout)
+	if errors.Is(err, errExprTimeout) {
 		return nil, fmt.Errorf("%q took longer than %s (over large params?)", src, exprTimeout)
-	}
-	if err != nil {
-		// TaskManager's PHP deployment hands an empty object back as []:
-		// `has(params.opts.x)` fails on it. Where an expression fails, it
-		// is evaluated again with the empty lists it reads as objects
-		// (only those) empty objects, and that answer is taken if there
-		// is one.
-		if asObjects, changed := emptyListsAt(vars, c.objects); changed {
-			if again, _, err2 := c.prg.ContextEval(ctx, asObjects); err2 == nil {
-				out, err = again, nil
-			}
-		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", src, err)
@@ -206,7 +245,10 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 	// A value that shares a large part many times ([i, params.opts] for
 	// each id) is small in CEL, and as JSON may be gigabytes: measured
 	// first, within the bound.
-	native, n := jsonValue(native, maxExprValueBytes+1)
+	native, n, err := jsonValue(native, maxExprValueBytes+1)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", src, err)
+	}
 	if n > maxExprValueBytes {
 		return nil, fmt.Errorf("%q gave over %d bytes of JSON, more than a run's history takes in one event", src, maxExprValueBytes)
 	}
@@ -223,21 +265,29 @@ func eval(src string, want *cel.Type, vars map[string]any) (any, error) {
 	return v, err
 }
 
-// jsonValue returns v, CEL's native value, with its maps' keys as
+// jsonValue returns v, CEL's native value, made JSON's: its maps' keys as
 // strings (a CEL map literal, {"id": i}, is a map[any]any, which
-// encoding/json refuses), and about how many bytes its JSON takes, at
-// least one per value. It stops counting, and converting, past budget:
-// the walk is bounded by budget, whatever v shares.
-func jsonValue(v any, budget int) (any, int) {
+// encoding/json refuses; two keys that read the same, 1 and "1", are an
+// error) and CEL's null as nil (its NullValue would be written 0); and how
+// many bytes its JSON takes at most, as encoding/json escapes and encodes
+// it. It stops, past budget: the walk is bounded by budget, whatever v
+// shares.
+func jsonValue(v any, budget int) (any, int, error) {
 	n := 0
+	var err error
 	var walk func(v any) any
 	walk = func(v any) any {
-		if n > budget {
+		if n > budget || err != nil {
 			return nil
 		}
 		switch x := v.(type) {
 		case string:
-			n += len(x) + 2
+			n += jsonStringBytes(x)
+		case []byte:
+			n += 4*((len(x)+2)/3) + 2 // base64
+		case structpb.NullValue:
+			n += 4
+			return nil
 		case []any:
 			n++
 			out := make([]any, 0, min(len(x), budget))
@@ -256,7 +306,7 @@ func jsonValue(v any, budget int) (any, int) {
 				if n > budget {
 					break
 				}
-				n += len(k) + 3
+				n += jsonStringBytes(k) + 1
 				out[k] = walk(e)
 			}
 			return out
@@ -268,17 +318,42 @@ func jsonValue(v any, budget int) (any, int) {
 					break
 				}
 				key := fmt.Sprint(k)
-				n += len(key) + 3
+				if _, dup := out[key]; dup {
+					err = fmt.Errorf("a map has two keys that read %q as JSON", key)
+					return nil
+				}
+				n += jsonStringBytes(key) + 1
 				out[key] = walk(e)
 			}
 			return out
 		default: // numbers, bools, null, and what json.Marshal says no to
-			n += 8
+			n += 24
 		}
 		return v
 	}
 	v = walk(v)
-	return v, n
+	return v, n, err
+}
+
+// jsonStringBytes is how many bytes encoding/json writes for s: its
+// quotes, 2 for " and \ and the short escapes (\n, \t …), 6 for what it
+// writes as a \u escape (<, >, &, other control characters, U+2028,
+// U+2029, and a byte that is not UTF-8, as \ufffd).
+func jsonStringBytes(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == '"', r == '\\', r == '\n', r == '\r', r == '\t', r == '\b', r == '\f':
+			n += 2
+		case r == utf8.RuneError && size == 1, r < 0x20, r == '<', r == '>', r == '&', r == '\u2028', r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
 }
 
 // checkExpr compiles src for config loading and checks the steps it

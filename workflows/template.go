@@ -34,10 +34,11 @@ const valueFunc = "tmbridge_value"
 // one action (blanks around it aside), whose value keeps its JSON type.
 func parseTemplate(s string, capture func(any) string) (t *template.Template, whole bool, err error) {
 	t, err = template.New("params").Option("missingkey=error").
-		Funcs(template.FuncMap{valueFunc: capture}).Parse(s)
+		Funcs(template.FuncMap{valueFunc: capture, chargeFunc: func(v any) any { return v }}).Parse(s)
 	if err != nil {
 		return nil, false, err
 	}
+	chargeArgs(t.Root)
 	var action *parse.ActionNode
 	for _, n := range t.Root.Nodes {
 		switch n := n.(type) {
@@ -62,6 +63,121 @@ func parseTemplate(s string, capture func(any) string) (t *template.Template, wh
 		Args: []parse.Node{parse.NewIdentifier(valueFunc).SetTree(t.Tree).SetPos(action.Pos)}}
 	action.Pipe.Cmds = append(action.Pipe.Cmds, call)
 	return t, true, nil
+}
+
+// chargeFunc is the function the renderer wraps around each argument of a
+// function whose work grows with its arguments (workFuncs), so that a
+// render's work is bounded (maxTemplateWork), as its output is: a
+// comparison or an escaper over a large param, once per item of a long
+// list, would stall the workflow task, writing nothing.
+const chargeFunc = "tmbridge_charge"
+
+// workFuncs are text/template's builtins whose work grows with the size of
+// their arguments (index, slice, len, and, or and not do not).
+var workFuncs = map[string]bool{"eq": true, "ne": true, "lt": true, "le": true, "gt": true, "ge": true,
+	"html": true, "js": true, "urlquery": true, "print": true, "printf": true, "println": true}
+
+// maxTemplateWork bounds the bytes of values one template string hands to
+// workFuncs.
+const maxTemplateWork = 16 << 20
+
+// chargeArgs rewrites each call of a workFunc in node, f x y, as
+// f (tmbridge_charge x) (tmbridge_charge y); constants are left as they
+// are (they cost little, and keep their untyped meaning).
+func chargeArgs(node parse.Node) {
+	switch n := node.(type) {
+	case *parse.ListNode:
+		if n != nil {
+			for _, e := range n.Nodes {
+				chargeArgs(e)
+			}
+		}
+	case *parse.ActionNode:
+		chargeArgs(n.Pipe)
+	case *parse.IfNode:
+		chargeArgs(n.Pipe)
+		chargeArgs(n.List)
+		chargeArgs(n.ElseList)
+	case *parse.RangeNode:
+		chargeArgs(n.Pipe)
+		chargeArgs(n.List)
+		chargeArgs(n.ElseList)
+	case *parse.WithNode:
+		chargeArgs(n.Pipe)
+		chargeArgs(n.List)
+		chargeArgs(n.ElseList)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for _, cmd := range n.Cmds {
+			for _, a := range cmd.Args {
+				switch a := a.(type) {
+				case *parse.PipeNode:
+					chargeArgs(a)
+				case *parse.ChainNode:
+					chargeArgs(a.Node)
+				}
+			}
+			if id, ok := cmd.Args[0].(*parse.IdentifierNode); !ok || !workFuncs[id.Ident] {
+				continue
+			}
+			for i, a := range cmd.Args[1:] {
+				switch a.(type) {
+				case *parse.StringNode, *parse.NumberNode, *parse.BoolNode, *parse.NilNode:
+					continue
+				}
+				charge := parse.NewIdentifier(chargeFunc).SetPos(a.Position())
+				cmd.Args[i+1] = &parse.PipeNode{NodeType: parse.NodePipe, Pos: a.Position(),
+					Cmds: []*parse.CommandNode{{NodeType: parse.NodeCommand, Pos: a.Position(), Args: []parse.Node{charge, a}}}}
+			}
+		}
+	}
+}
+
+// workBudget is what a render may still hand to workFuncs, in bytes.
+type workBudget struct{ left int }
+
+func (b *workBudget) charge(v any) (any, error) {
+	b.left -= valueBytes(v, b.left+1)
+	if b.left < 0 {
+		return nil, fmt.Errorf("the template hands functions (eq, printf, html …) more than %d bytes of values in all: over large params?", maxTemplateWork)
+	}
+	return v, nil
+}
+
+// valueBytes is about how many bytes v, a template's data, holds, at least
+// one per value; it stops counting past budget.
+func valueBytes(v any, budget int) int {
+	n := 0
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case string:
+			n += len(x) + 1
+		case []any:
+			n++
+			for _, e := range x {
+				if n > budget {
+					return
+				}
+				walk(e)
+			}
+		case map[string]any:
+			n++
+			for k, e := range x {
+				if n > budget {
+					return
+				}
+				n += len(k)
+				walk(e)
+			}
+		default:
+			n += 8
+		}
+	}
+	walk(v)
+	return n
 }
 
 // render resolves the templates in v's string values against data.
@@ -98,6 +214,8 @@ func renderOne(s string, data map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	work := workBudget{left: maxTemplateWork}
+	t.Funcs(template.FuncMap{chargeFunc: work.charge})
 	b := boundedBuilder{max: MaxStepParamsBytes}
 	if err := t.Execute(&b, data); err != nil {
 		return nil, err
@@ -262,7 +380,8 @@ func checkTemplates(where string, params map[string]any, roots []string, before,
 
 // rangeScope is where a template node is, for checkRanges: inside a range
 // or not, whether dot is a part of the innermost range's item there, and
-// the variable that range declared for its item.
+// the variable that holds that item ("" if none, or if the body assigns
+// or declares it again: then it may hold anything).
 type rangeScope struct {
 	inRange   bool
 	dotInItem bool
@@ -271,10 +390,10 @@ type rangeScope struct {
 
 // checkRanges refuses what would make a template's work grow past its
 // data's size: a range inside a range over anything but the outer item's
-// parts ({{ range .members }}, {{ range $g.members }}), for that is the
-// product of two lists, both the task's to choose (its work would stall
-// the workflow task: templates render in workflow code, with no bound on
-// their time); and a range over a number.
+// parts ({{ range .members }}, {{ range $g.members }},
+// {{ range index . "team-members" }}), for that is the product of two
+// lists, both the task's to choose (its work would stall the workflow
+// task: templates render in workflow code); and a range over a number.
 func checkRanges(node parse.Node, sc rangeScope) error {
 	switch n := node.(type) {
 	case *parse.ListNode:
@@ -291,6 +410,12 @@ func checkRanges(node parse.Node, sc rangeScope) error {
 	case *parse.WithNode:
 		inner := sc
 		inner.dotInItem = sc.inRange && inItem(n.Pipe, sc)
+		if d := n.Pipe.Decl; len(d) > 0 {
+			// {{ with $m := .members }}: $m holds a part of the item.
+			if inner.itemVar = ""; inner.dotInItem && !assigns(n.List, d[0].Ident[0]) {
+				inner.itemVar = d[0].Ident[0]
+			}
+		}
 		return cmp.Or(checkRanges(n.List, inner), checkRanges(n.ElseList, sc))
 	case *parse.RangeNode:
 		if len(n.Pipe.Cmds) == 1 && len(n.Pipe.Cmds[0].Args) == 1 {
@@ -303,20 +428,62 @@ func checkRanges(node parse.Node, sc rangeScope) error {
 		}
 		inner := rangeScope{inRange: true, dotInItem: true}
 		if d := n.Pipe.Decl; len(d) > 0 {
-			inner.itemVar = d[len(d)-1].Ident[0]
+			if v := d[len(d)-1].Ident[0]; !assigns(n.List, v) {
+				inner.itemVar = v
+			}
 		}
 		return cmp.Or(checkRanges(n.List, inner), checkRanges(n.ElseList, sc))
 	}
 	return nil
 }
 
+// assigns reports whether anything under node declares or assigns the
+// variable name ({{ $x := … }}, {{ $x = … }}, with or range $x := …).
+func assigns(node parse.Node, name string) bool {
+	decl := func(p *parse.PipeNode) bool {
+		return p != nil && slices.ContainsFunc(p.Decl, func(v *parse.VariableNode) bool { return v.Ident[0] == name })
+	}
+	switch n := node.(type) {
+	case *parse.ListNode:
+		return n != nil && slices.ContainsFunc(n.Nodes, func(e parse.Node) bool { return assigns(e, name) })
+	case *parse.ActionNode:
+		return decl(n.Pipe)
+	case *parse.IfNode:
+		return decl(n.Pipe) || assigns(n.List, name) || assigns(n.ElseList, name)
+	case *parse.WithNode:
+		return decl(n.Pipe) || assigns(n.List, name) || assigns(n.ElseList, name)
+	case *parse.RangeNode:
+		return decl(n.Pipe) || assigns(n.List, name) || assigns(n.ElseList, name)
+	}
+	return false
+}
+
 // inItem reports whether pipe only reads a part of the innermost range's
-// item: .field, ., or $item.field.
+// item: .field, ., $item.field, or index or slice of one of those with
+// constant arguments.
 func inItem(pipe *parse.PipeNode, sc rangeScope) bool {
-	if len(pipe.Cmds) != 1 || len(pipe.Cmds[0].Args) != 1 {
+	if len(pipe.Cmds) != 1 {
 		return false
 	}
-	switch a := pipe.Cmds[0].Args[0].(type) {
+	args := pipe.Cmds[0].Args
+	if len(args) >= 2 {
+		if id, ok := args[0].(*parse.IdentifierNode); ok && (id.Ident == "index" || id.Ident == "slice") {
+			for _, a := range args[2:] {
+				switch a.(type) {
+				case *parse.StringNode, *parse.NumberNode:
+				default:
+					return false
+				}
+			}
+			return itemPart(args[1], sc)
+		}
+	}
+	return len(args) == 1 && itemPart(args[0], sc)
+}
+
+// itemPart reports whether node reads a part of the innermost range's item.
+func itemPart(node parse.Node, sc rangeScope) bool {
+	switch a := node.(type) {
 	case *parse.FieldNode, *parse.DotNode:
 		return sc.dotInItem
 	case *parse.ChainNode:
