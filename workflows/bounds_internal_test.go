@@ -27,7 +27,7 @@ func TestRender_stops_at_the_step_params_bound(t *testing.T) {
 	data := map[string]any{"params": map[string]any{"items": items, "prefix": strings.Repeat("p", 20_000)}, "steps": map[string]any{}}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	_, err := render(map[string]any{"v": "{{ range .params.items }}{{ $.params.prefix }}/{{ . }},{{ end }}"}, data)
+	_, err := render(map[string]any{"v": "{{ range .params.items }}{{ $.params.prefix }}/{{ . }},{{ end }}"}, data, newWork())
 	runtime.ReadMemStats(&after)
 	require.ErrorContains(t, err, "rendered params pass the 1900000 bytes a step accepts")
 	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(8*MaxStepParamsBytes), "rendering allocated past the bound")
@@ -77,11 +77,11 @@ func TestEvalList_value_past_the_bound_is_refused(t *testing.T) {
 		ids[i] = float64(i)
 	}
 	vars := map[string]any{"params": map[string]any{"ids": ids, "opts": strings.Repeat("o", 5000)}, "steps": map[string]any{}}
-	_, err := evalList(`params.ids.map(i, [i, params.opts])`, vars)
+	_, err := evalList(`params.ids.map(i, [i, params.opts])`, vars, exprTimeout)
 	require.ErrorContains(t, err, "gave over 1500000 bytes of JSON")
 	// 100 × 100 × 1 MB: gigabytes as JSON, a few pointers in CEL.
 	vars = map[string]any{"params": map[string]any{"ids": ids[:100], "big": strings.Repeat("b", 1<<20)}, "steps": map[string]any{}}
-	_, err = evalList(`params.ids.map(i, params.ids.map(j, params.big))`, vars)
+	_, err = evalList(`params.ids.map(i, params.ids.map(j, params.big))`, vars, exprTimeout)
 	require.ErrorContains(t, err, "gave over 1500000 bytes of JSON")
 }
 
@@ -90,7 +90,7 @@ func TestEvalList_value_past_the_bound_is_refused(t *testing.T) {
 func TestEvalList_objects_built_in_cel_are_json_objects(t *testing.T) {
 	require.NoError(t, checkExpr(`params.ids.map(i, {"id": i, 7: true})`, cel.ListType(cel.DynType), nil, nil))
 	vars := map[string]any{"params": map[string]any{"ids": []any{1.0, 2.0}}, "steps": map[string]any{}}
-	list, err := evalList(`params.ids.map(i, {"id": i, 7: true})`, vars)
+	list, err := evalList(`params.ids.map(i, {"id": i, 7: true})`, vars, exprTimeout)
 	require.NoError(t, err)
 	b, err := json.Marshal(list)
 	require.NoError(t, err)
@@ -99,18 +99,19 @@ func TestEvalList_objects_built_in_cel_are_json_objects(t *testing.T) {
 
 // An expression that runs past exprTimeout fails with that said (its
 // result, recorded in a side effect, replays): the SDK takes a workflow
-// task that runs over a second for a deadlock. Not parallel: it sets
-// exprTimeout.
+// task that runs over a second for a deadlock. One given no time (its
+// workflow task's expressions took theirs) is not evaluated.
 func TestEval_past_its_time_fails_saying_so(t *testing.T) {
-	defer func(d time.Duration) { exprTimeout = d }(exprTimeout)
-	exprTimeout = 0 // over at once: the first interrupt check stops it
 	emails := make([]any, 1000)
 	for i := range emails {
 		emails[i] = "a@b.io"
 	}
 	vars := map[string]any{"params": map[string]any{"emails": emails}, "steps": map[string]any{}}
-	_, err := evalBool(`params.emails.all(e, e.matches("^[^@]+@[^@]+$"))`, vars)
-	require.ErrorContains(t, err, "took longer than 0s")
+	// Over at once: the first interrupt check stops it.
+	_, err := evalBool(`params.emails.all(e, e.matches("^[^@]+@[^@]+$"))`, vars, time.Nanosecond)
+	require.ErrorContains(t, err, "took longer than 0s, what was left of the 300ms")
+	_, err = evalBool(`true`, vars, 0)
+	require.ErrorContains(t, err, "not evaluated: the expressions of this workflow task took their 300ms already")
 }
 
 // Functions whose work grows with their arguments (comparisons, escapers,
@@ -128,12 +129,12 @@ func TestRender_work_handed_to_functions_is_bounded(t *testing.T) {
 		`{{ range .params.a }}{{ if eq $.params.big "x" }}y{{ end }}{{ end }}`,
 		`{{ range .params.a }}{{ $_ := printf "%v" $.params }}{{ end }}`,
 	} {
-		_, err := render(map[string]any{"v": tmpl}, data)
-		require.ErrorContains(t, err, "more than 16777216 bytes of values in all", tmpl)
+		_, err := render(map[string]any{"v": tmpl}, data, newWork())
+		require.ErrorIs(t, err, errTemplateWork, tmpl)
 	}
 	// What a template hands its functions keeps its meaning.
 	data = map[string]any{"params": map[string]any{"kind": "x", "n": number(3), "s": "<b>"}, "steps": map[string]any{}}
-	out, err := render(map[string]any{"v": `{{ if eq .params.kind "x" }}{{ printf "%v-%d" .params.s 2 }}{{ html .params.s }}{{ end }}{{ if lt .params.n 4.5 }}!{{ end }}`}, data)
+	out, err := render(map[string]any{"v": `{{ if eq .params.kind "x" }}{{ printf "%v-%d" .params.s 2 }}{{ html .params.s }}{{ end }}{{ if lt .params.n 4.5 }}!{{ end }}`}, data, newWork())
 	require.NoError(t, err)
 	require.Equal(t, map[string]any{"v": "<b>-2&lt;b&gt;!"}, out)
 }
@@ -147,16 +148,16 @@ func TestEvalList_values_as_json_writes_them(t *testing.T) {
 		`[bytes(params.s), bytes(params.s), bytes(params.s)]`: strings.Repeat("x", 1_000_000),
 	} {
 		vars := map[string]any{"params": map[string]any{"s": s}, "steps": map[string]any{}}
-		_, err := evalList(src, vars)
+		_, err := evalList(src, vars, exprTimeout)
 		require.ErrorContains(t, err, "gave over 1500000 bytes of JSON", src)
 	}
 	vars := map[string]any{"params": map[string]any{"ids": []any{1.0}}, "steps": map[string]any{}}
-	list, err := evalList(`params.ids.map(i, {"id": i, "parent": null})`, vars)
+	list, err := evalList(`params.ids.map(i, {"id": i, "parent": null})`, vars, exprTimeout)
 	require.NoError(t, err)
 	b, err := json.Marshal(list)
 	require.NoError(t, err)
 	require.JSONEq(t, `[{"id":1,"parent":null}]`, string(b))
-	_, err = evalList(`[{1: "a", "1": "b"}]`, vars)
+	_, err = evalList(`[{1: "a", "1": "b"}]`, vars, exprTimeout)
 	require.ErrorContains(t, err, `a map has two keys that read "1" as JSON`)
 	for _, s := range []string{"", "abc", "<a>&b", "caf\xe9", "é€𝄞", "\u2028\u2029", "\"\\\n\t\x00\x1f", strings.Repeat("x<", 1000)} {
 		b, _ := json.Marshal(s)
@@ -165,12 +166,23 @@ func TestEvalList_values_as_json_writes_them(t *testing.T) {
 }
 
 // A single long call (matches over a large string) stops being waited for
-// at exprTimeout: CEL checks for an interrupt only in comprehensions. Not
-// parallel: it sets exprTimeout.
+// at its time: CEL checks for an interrupt only in comprehensions.
 func TestEval_long_call_outside_a_comprehension_fails_at_its_time(t *testing.T) {
-	defer func(d time.Duration) { exprTimeout = d }(exprTimeout)
-	exprTimeout = time.Nanosecond
 	vars := map[string]any{"params": map[string]any{"s": strings.Repeat("ab", 20_000)}, "steps": map[string]any{}}
-	_, err := evalBool(`params.s.matches("[ab]{300}c")`, vars)
-	require.ErrorContains(t, err, "took longer than 1ns")
+	_, err := evalBool(`params.s.matches("[ab]{300}c")`, vars, time.Nanosecond)
+	require.ErrorContains(t, err, "took longer than 0s, what was left of the 300ms")
 }
+
+// matches takes a constant pattern: one from the task's data could take
+// seconds over a large string, in a single call no timeout interrupts.
+func TestCheckExpr_matches_takes_a_constant_pattern(t *testing.T) {
+	for _, src := range []string{`params.s.matches(params.re)`, `matches(params.s, steps.a.re)`} {
+		err := checkExpr(src, cel.BoolType, nil, map[string]bool{"a": true})
+		require.ErrorContains(t, err, "matches takes a constant pattern", src)
+	}
+	require.NoError(t, checkExpr(`params.s.matches("^[a-z]+$")`, cel.BoolType, nil, nil))
+	require.NoError(t, checkExpr(`matches(params.s, "^[a-z]+$")`, cel.BoolType, nil, nil))
+}
+
+// newWork is a render's budget at the start of a workflow task.
+func newWork() *workBudget { return &workBudget{left: maxTemplateWork} }

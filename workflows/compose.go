@@ -83,8 +83,10 @@ func (p *pipeline) step(ctx workflow.Context, s Step, extra map[string]any) work
 // library or a map's order would say.
 func (p *pipeline) when(ctx workflow.Context, src string) (bool, error) {
 	var out exprResult
+	limit := p.exprLimit(ctx)
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
-		v, err := evalBool(src, p.exprVars())
+		defer p.exprSpent(time.Now())
+		v, err := evalBool(src, p.exprVars(), limit)
 		return exprResult{Value: v, Err: errText(err)}
 	}).Get(&out)
 	if err == nil && out.Err != "" {
@@ -102,11 +104,13 @@ func (p *pipeline) items(ctx workflow.Context, src string) ([]any, error) {
 		Value []json.RawMessage `json:"value"`
 		Err   string            `json:"err,omitempty"`
 	}
+	limit := p.exprLimit(ctx)
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		if v, ok := listAt(src, taskmanager.OrEmptyObject(p.in.Task.Params), p.results); ok {
 			return exprResult{Value: v}
 		}
-		v, err := evalList(src, p.exprVars())
+		defer p.exprSpent(time.Now())
+		v, err := evalList(src, p.exprVars(), limit)
 		return exprResult{Value: v, Err: errText(err)}
 	}).Get(&out)
 	if err == nil && out.Err != "" {
@@ -594,10 +598,40 @@ func (s Step) kind() string {
 
 // exprVars are the variables of when and for_each: the task's params and
 // the results so far, as plain JSON.
+// exprVars are the variables of an expression: the params and each
+// result decoded once (CEL reads them, never changes them), not once per
+// expression.
 func (p *pipeline) exprVars() map[string]any {
-	params := exprJSON(taskmanager.OrEmptyObject(p.in.Task.Params)) // checked by runSteps
-	return exprVars(params, p.results)
+	if p.exprParams == nil {
+		p.exprParams = exprJSON(taskmanager.OrEmptyObject(p.in.Task.Params)) // checked by runSteps
+	}
+	steps := make(map[string]any, len(p.results))
+	for name, raw := range p.results {
+		v, ok := p.exprDecoded[name]
+		if !ok {
+			v = exprJSON(raw)
+			p.exprDecoded[name] = v
+		}
+		steps[name] = v
+	}
+	return map[string]any{"params": p.exprParams, "steps": steps}
 }
+
+// exprLimit is how long the next expression may take: at most
+// exprTimeout, and what is left of exprTaskBudget in this workflow task
+// (workflow.Now tells one from the next). Only the first execution of a
+// workflow task evaluates (a replay reads the side effects), so only it
+// spends.
+func (p *pipeline) exprLimit(ctx workflow.Context) time.Duration {
+	if now := workflow.Now(ctx); !now.Equal(p.exprAt) {
+		p.exprAt, p.exprLeft = now, exprTaskBudget
+	}
+	return min(exprTimeout, p.exprLeft)
+}
+
+// exprSpent takes the time since start from this workflow task's time
+// for expressions.
+func (p *pipeline) exprSpent(start time.Time) { p.exprLeft -= time.Since(start) }
 
 func failedFuture(ctx workflow.Context, err error) workflow.Future {
 	f, settle := workflow.NewFuture(ctx)

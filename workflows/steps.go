@@ -273,6 +273,17 @@ type pipeline struct {
 	exact   bool // templates render as template.go says (else as template_legacy.go)
 	results map[string]json.RawMessage
 	decoded map[string]any // results as templates see them, decoded once
+	// exprParams and exprDecoded are the params and results as
+	// expressions see them, decoded once; exprAt is the workflow task
+	// whose expressions have exprLeft of exprTaskBudget left.
+	exprParams  any
+	exprDecoded map[string]any
+	exprAt      time.Time
+	exprLeft    time.Duration
+	// work is what the renders of the workflow task at workAt may still
+	// do (templateWork).
+	work   *workBudget
+	workAt time.Time
 	// failures are the messages of the steps that failed for good, by
 	// name: their fallbacks' .error.
 	failures  map[string]string
@@ -321,7 +332,7 @@ type pipeline struct {
 // success, the task's last progress for the report to post (nil when a
 // step posted it, or the run is older than changeProgressInHandlers).
 func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimState) (json.RawMessage, *activities.Progress, error) {
-	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, decoded: map[string]any{}, failures: map[string]string{},
+	p := &pipeline{in: in, opts: opts, claims: claims, results: map[string]json.RawMessage{}, decoded: map[string]any{}, exprDecoded: map[string]any{}, failures: map[string]string{},
 		fallbacks: map[string]bool{}, waits: map[string]string{}, running: map[string]string{}, landing: map[string]int{}, alone: map[string]bool{}, counted: map[string]bool{},
 		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
@@ -718,6 +729,7 @@ func (p *pipeline) stepParams(ctx workflow.Context, s Step, extra map[string]any
 func (p *pipeline) setResult(name string, raw json.RawMessage) {
 	p.results[name] = raw
 	delete(p.decoded, name)
+	delete(p.exprDecoded, name)
 }
 
 // renderParams renders params' templates over .params, .steps and extra.
@@ -742,16 +754,25 @@ func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, ext
 		}
 		return json.Marshal(rendered)
 	}
-	rendered, err := render(params, data)
-	if err != nil {
-		// An empty object PHP handed back as [] fails `index .x "key"`:
-		// where a template fails, it is rendered again with empty lists
-		// read as empty objects (changePHPEmptyObjects, taken only when
-		// that makes it render).
-		if again, err2 := renderTolerant(params, data); err2 == nil &&
-			workflow.GetVersion(ctx, changePHPEmptyObjects, workflow.DefaultVersion, 1) == 1 {
-			rendered, err = again, nil
+	renderAll := func(work *workBudget) (any, error) {
+		rendered, err := render(params, data, work)
+		if err != nil {
+			// An empty object PHP handed back as [] fails `index .x "key"`:
+			// where a template fails, it is rendered again with empty lists
+			// read as empty objects (changePHPEmptyObjects, taken only when
+			// that makes it render).
+			if again, err2 := renderTolerant(params, data, work); err2 == nil &&
+				workflow.GetVersion(ctx, changePHPEmptyObjects, workflow.DefaultVersion, 1) == 1 {
+				rendered, err = again, nil
+			}
 		}
+		return rendered, err
+	}
+	rendered, err := renderAll(p.templateWork(ctx))
+	if errors.Is(err, errTemplateWork) &&
+		workflow.GetVersion(ctx, changeTemplateWork, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		// A run started before the bound renders as it did.
+		rendered, err = renderAll(nil)
 	}
 	if err != nil {
 		return nil, err
@@ -761,6 +782,16 @@ func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, ext
 		err = fmt.Errorf("rendered params are %d bytes, over the %d a step accepts", len(out), MaxStepParamsBytes)
 	}
 	return out, err
+}
+
+// templateWork is the work budget of this workflow task's renders
+// (workflow.Now tells one workflow task from the next; renders happen in
+// the same order in a replay, so a replay spends as the run did).
+func (p *pipeline) templateWork(ctx workflow.Context) *workBudget {
+	if now := workflow.Now(ctx); !now.Equal(p.workAt) {
+		p.workAt, p.work = now, &workBudget{left: maxTemplateWork}
+	}
+	return p.work
 }
 
 // MaxStepParamsBytes bounds a step's rendered params: templates can repeat

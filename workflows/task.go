@@ -310,6 +310,11 @@ const (
 	// (compose.go); taken by each enqueue step as its wait begins, under
 	// its own id (this one + "/" + the step's name).
 	changeAwaitByRetries = "await-by-retries"
+	// changeTemplateWork: step templates are rendered within a work
+	// budget per workflow task (maxTemplateWork), a step whose templates
+	// pass it failing; taken only when a render passes it (a run before
+	// it renders without).
+	changeTemplateWork = "template-work"
 	// changeDropBadSignal: a signal whose payload does not decode (another
 	// codec, the wrong shape) is dropped, and the run goes on waiting for
 	// its other cases (a timeout, a cancel, its handler); taken only when

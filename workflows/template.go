@@ -34,11 +34,11 @@ const valueFunc = "tmbridge_value"
 // one action (blanks around it aside), whose value keeps its JSON type.
 func parseTemplate(s string, capture func(any) string) (t *template.Template, whole bool, err error) {
 	t, err = template.New("params").Option("missingkey=error").
-		Funcs(template.FuncMap{valueFunc: capture, chargeFunc: func(v any) any { return v }}).Parse(s)
+		Funcs(template.FuncMap{valueFunc: capture, chargeFunc: noCharge, chargeEscFunc: noCharge, chargeCmpFunc: noCharge, chargeOutFunc: noCharge,
+			tickFunc: func() string { return "" }}).Parse(s)
 	if err != nil {
 		return nil, false, err
 	}
-	chargeArgs(t.Root)
 	var action *parse.ActionNode
 	for _, n := range t.Root.Nodes {
 		switch n := n.(type) {
@@ -65,89 +65,182 @@ func parseTemplate(s string, capture func(any) string) (t *template.Template, wh
 	return t, true, nil
 }
 
-// chargeFunc is the function the renderer wraps around each argument of a
-// function whose work grows with its arguments (workFuncs), so that a
-// render's work is bounded (maxTemplateWork), as its output is: a
-// comparison or an escaper over a large param, once per item of a long
-// list, would stall the workflow task, writing nothing.
-const chargeFunc = "tmbridge_charge"
+// A render's work is bounded, as its output is (boundedBuilder): it runs
+// in workflow code, on data the task chooses, and a workflow task that
+// runs on past a second is taken for a deadlock and fails again at every
+// retry. Work is counted in units of about a nanosecond of a slow core,
+// deterministically, from what the template does (countWork rewrites its
+// tree so that it says so): each pass of a range; each value printed;
+// each call of a function whose work grows with its arguments
+// (workFuncs), by their size. The renders of one workflow task share
+// maxTemplateWork (pipeline.templateWork).
+const (
+	chargeFunc    = "tmbridge_charge"     // a value formatted (print, printf)
+	chargeEscFunc = "tmbridge_charge_esc" // a value escaped (html, js, urlquery)
+	chargeCmpFunc = "tmbridge_charge_cmp" // a value compared (eq, lt …)
+	chargeOutFunc = "tmbridge_charge_out" // a value printed by an action
+	tickFunc      = "tmbridge_tick"       // a pass of a range
+
+	// Costs, measured on a 2-core machine, rounded up.
+	costPass        = 500  // a pass of a range
+	costOut         = 500  // an action printing a value
+	costCall        = 2000 // a call of a workFunc, per argument
+	costByte        = 4    // a byte formatted or printed
+	costEscByte     = 32   // a byte escaped (html of "<": 33 ns)
+	cmpBytesPerUnit = 4    // bytes compared
+	maxTemplateWork = 400_000_000
+)
 
 // workFuncs are text/template's builtins whose work grows with the size of
-// their arguments (index, slice, len, and, or and not do not).
-var workFuncs = map[string]bool{"eq": true, "ne": true, "lt": true, "le": true, "gt": true, "ge": true,
-	"html": true, "js": true, "urlquery": true, "print": true, "printf": true, "println": true}
+// their arguments (index, slice, len, and, or and not do not), and the
+// charge each argument takes.
+var workFuncs = map[string]string{"eq": chargeCmpFunc, "ne": chargeCmpFunc, "lt": chargeCmpFunc, "le": chargeCmpFunc, "gt": chargeCmpFunc, "ge": chargeCmpFunc,
+	"html": chargeEscFunc, "js": chargeEscFunc, "urlquery": chargeEscFunc, "print": chargeFunc, "printf": chargeFunc, "println": chargeFunc}
 
-// maxTemplateWork bounds the bytes of values one template string hands to
-// workFuncs.
-const maxTemplateWork = 16 << 20
+func noCharge(v any) any { return v }
 
-// chargeArgs rewrites each call of a workFunc in node, f x y, as
-// f (tmbridge_charge x) (tmbridge_charge y); constants are left as they
-// are (they cost little, and keep their untyped meaning).
-func chargeArgs(node parse.Node) {
+// errTemplateWork: a render passed maxTemplateWork.
+var errTemplateWork = fmt.Errorf("the templates of this workflow task did more than %d units of work (a range's passes, values printed, compared or escaped): over large params?", maxTemplateWork)
+
+// countWork rewrites node so that the render charges its work: f x y, for
+// a workFunc f, becomes f (charge x) (charge y) (constants are left as
+// they are: they cost little, and keep their untyped meaning), x | f
+// becomes x | charge | f, a printed {{ x }} becomes {{ x | charge }}, and
+// each range's body begins with {{ tmbridge_tick }}.
+func countWork(node parse.Node) {
+	call := func(name string, pos parse.Pos, args ...parse.Node) *parse.CommandNode {
+		return &parse.CommandNode{NodeType: parse.NodeCommand, Pos: pos, Args: append([]parse.Node{parse.NewIdentifier(name).SetPos(pos)}, args...)}
+	}
 	switch n := node.(type) {
 	case *parse.ListNode:
 		if n != nil {
 			for _, e := range n.Nodes {
-				chargeArgs(e)
+				countWork(e)
 			}
 		}
 	case *parse.ActionNode:
-		chargeArgs(n.Pipe)
+		countWork(n.Pipe)
+		last := n.Pipe.Cmds[len(n.Pipe.Cmds)-1]
+		if id, ok := last.Args[0].(*parse.IdentifierNode); len(n.Pipe.Decl) == 0 && (!ok || id.Ident != valueFunc) {
+			n.Pipe.Cmds = append(n.Pipe.Cmds, call(chargeOutFunc, n.Pos)) // printed
+		}
 	case *parse.IfNode:
-		chargeArgs(n.Pipe)
-		chargeArgs(n.List)
-		chargeArgs(n.ElseList)
+		countWork(n.Pipe)
+		countWork(n.List)
+		countWork(n.ElseList)
 	case *parse.RangeNode:
-		chargeArgs(n.Pipe)
-		chargeArgs(n.List)
-		chargeArgs(n.ElseList)
+		countWork(n.Pipe)
+		countWork(n.List)
+		countWork(n.ElseList)
+		tick := &parse.ActionNode{NodeType: parse.NodeAction, Pos: n.Pos, Pipe: &parse.PipeNode{NodeType: parse.NodePipe, Pos: n.Pos, Cmds: []*parse.CommandNode{call(tickFunc, n.Pos)}}}
+		if n.List == nil {
+			n.List = &parse.ListNode{NodeType: parse.NodeList, Pos: n.Pos}
+		}
+		n.List.Nodes = append([]parse.Node{tick}, n.List.Nodes...)
 	case *parse.WithNode:
-		chargeArgs(n.Pipe)
-		chargeArgs(n.List)
-		chargeArgs(n.ElseList)
+		countWork(n.Pipe)
+		countWork(n.List)
+		countWork(n.ElseList)
 	case *parse.PipeNode:
 		if n == nil {
 			return
 		}
-		for _, cmd := range n.Cmds {
+		var cmds []*parse.CommandNode
+		for i, cmd := range n.Cmds {
 			for _, a := range cmd.Args {
 				switch a := a.(type) {
 				case *parse.PipeNode:
-					chargeArgs(a)
+					countWork(a)
 				case *parse.ChainNode:
-					chargeArgs(a.Node)
+					countWork(a.Node)
 				}
 			}
-			if id, ok := cmd.Args[0].(*parse.IdentifierNode); !ok || !workFuncs[id.Ident] {
+			var charge string
+			if id, ok := cmd.Args[0].(*parse.IdentifierNode); ok {
+				charge = workFuncs[id.Ident]
+			}
+			if charge == "" {
+				cmds = append(cmds, cmd)
 				continue
 			}
-			for i, a := range cmd.Args[1:] {
+			for j, a := range cmd.Args[1:] {
 				switch a.(type) {
 				case *parse.StringNode, *parse.NumberNode, *parse.BoolNode, *parse.NilNode:
 					continue
 				}
-				charge := parse.NewIdentifier(chargeFunc).SetPos(a.Position())
-				cmd.Args[i+1] = &parse.PipeNode{NodeType: parse.NodePipe, Pos: a.Position(),
-					Cmds: []*parse.CommandNode{{NodeType: parse.NodeCommand, Pos: a.Position(), Args: []parse.Node{charge, a}}}}
+				cmd.Args[j+1] = &parse.PipeNode{NodeType: parse.NodePipe, Pos: a.Position(), Cmds: []*parse.CommandNode{call(charge, a.Position(), a)}}
 			}
+			if i > 0 { // the value piped in is an argument too
+				cmds = append(cmds, call(charge, cmd.Pos))
+			}
+			cmds = append(cmds, cmd)
 		}
+		n.Cmds = cmds
 	}
 }
 
-// workBudget is what a render may still hand to workFuncs, in bytes.
+// untangle takes countWork's calls out of an error's text, which quotes
+// the template's nodes: (tmbridge_charge x) is x again.
+func untangle(msg string) string {
+	for _, name := range []string{chargeCmpFunc, chargeEscFunc, chargeOutFunc, chargeFunc} {
+		for {
+			i := strings.Index(msg, "("+name+" ")
+			if i < 0 {
+				break
+			}
+			depth, j := 0, i
+			for ; j < len(msg); j++ {
+				if msg[j] == '(' {
+					depth++
+				} else if msg[j] == ')' {
+					if depth--; depth == 0 {
+						break
+					}
+				}
+			}
+			if j == len(msg) {
+				break
+			}
+			msg = msg[:i] + msg[i+len(name)+2:j] + msg[j+1:]
+		}
+		msg = strings.ReplaceAll(msg, " | "+name, "")
+	}
+	return strings.ReplaceAll(msg, "{{"+tickFunc+"}}", "")
+}
+
+// workBudget is what the renders of a workflow task may still do
+// (maxTemplateWork at its start); nil: no bound (a run started before the
+// bound, changeTemplateWork).
 type workBudget struct{ left int }
 
-func (b *workBudget) charge(v any) (any, error) {
-	b.left -= valueBytes(v, b.left+1)
-	if b.left < 0 {
-		return nil, fmt.Errorf("the template hands functions (eq, printf, html …) more than %d bytes of values in all: over large params?", maxTemplateWork)
+func (b *workBudget) spend(units int) error {
+	if b.left -= units; b.left < 0 {
+		return errTemplateWork
 	}
-	return v, nil
+	return nil
 }
 
-// valueBytes is about how many bytes v, a template's data, holds, at least
-// one per value; it stops counting past budget.
+func (b *workBudget) funcs() template.FuncMap {
+	charge := func(base, perByte int) func(v any) (any, error) {
+		return func(v any) (any, error) {
+			return v, b.spend(base + perByte*valueBytes(v, b.left/perByte+1))
+		}
+	}
+	return template.FuncMap{
+		chargeFunc:    charge(costCall, costByte),
+		chargeEscFunc: charge(costCall, costEscByte),
+		chargeOutFunc: charge(costOut, costByte),
+		chargeCmpFunc: func(v any) (any, error) {
+			return v, b.spend(costCall + valueBytes(v, cmpBytesPerUnit*(b.left+1))/cmpBytesPerUnit)
+		},
+		tickFunc: func() (string, error) { return "", b.spend(costPass) },
+	}
+}
+
+// valueBytes is about how many bytes v, a template's data, holds, as the
+// work of printing it goes: a string's bytes, and 40 for any other value
+// (formatting one is some 40 times the work of copying a byte); it stops
+// counting past budget.
 func valueBytes(v any, budget int) int {
 	n := 0
 	var walk func(v any)
@@ -156,7 +249,7 @@ func valueBytes(v any, budget int) int {
 		case string:
 			n += len(x) + 1
 		case []any:
-			n++
+			n += 40
 			for _, e := range x {
 				if n > budget {
 					return
@@ -164,16 +257,16 @@ func valueBytes(v any, budget int) int {
 				walk(e)
 			}
 		case map[string]any:
-			n++
+			n += 40
 			for k, e := range x {
 				if n > budget {
 					return
 				}
-				n += len(k)
+				n += len(k) + 40
 				walk(e)
 			}
 		default:
-			n += 8
+			n += 40
 		}
 	}
 	walk(v)
@@ -181,17 +274,17 @@ func valueBytes(v any, budget int) int {
 }
 
 // render resolves the templates in v's string values against data.
-func render(v any, data map[string]any) (any, error) {
-	return mapStrings(v, func(s string) (any, error) { return renderOne(s, data) })
+func render(v any, data map[string]any, work *workBudget) (any, error) {
+	return mapStrings(v, func(s string) (any, error) { return renderOne(s, data, work) })
 }
 
 // renderTolerant is render where a template that fails is rendered again
 // with the empty lists it reads as objects (only those: templateObjects)
 // empty objects: the PHP deployment hands {} back as [], on which
 // `index .params.opts "x"` fails. Each string is rendered on its own.
-func renderTolerant(v any, data map[string]any) (any, error) {
+func renderTolerant(v any, data map[string]any, work *workBudget) (any, error) {
 	return mapStrings(v, func(s string) (any, error) {
-		out, err := renderOne(s, data)
+		out, err := renderOne(s, data, work)
 		if err == nil {
 			return out, nil
 		}
@@ -203,22 +296,28 @@ func renderTolerant(v any, data map[string]any) (any, error) {
 		if !changed {
 			return nil, err
 		}
-		return renderOne(s, asObjects)
+		return renderOne(s, asObjects, work)
 	})
 }
 
-// renderOne renders one template string against data.
-func renderOne(s string, data map[string]any) (any, error) {
+// renderOne renders one template string against data, its work charged
+// to work (nil: no bound).
+func renderOne(s string, data map[string]any, work *workBudget) (any, error) {
 	var value any
 	t, whole, err := parseTemplate(s, func(v any) string { value = v; return "" })
 	if err != nil {
 		return nil, err
 	}
-	work := workBudget{left: maxTemplateWork}
-	t.Funcs(template.FuncMap{chargeFunc: work.charge})
+	if work != nil {
+		countWork(t.Root)
+		t.Funcs(work.funcs())
+	}
 	b := boundedBuilder{max: MaxStepParamsBytes}
 	if err := t.Execute(&b, data); err != nil {
-		return nil, err
+		if work != nil && work.left < 0 {
+			return nil, errTemplateWork
+		}
+		return nil, errors.New(untangle(err.Error()))
 	}
 	if whole {
 		if _, err := json.Marshal(value); err != nil {

@@ -38,7 +38,7 @@ func TestRender_values_keep_their_JSON_type(t *testing.T) {
 		`x{{ .params.tiny }}`:                        `"x1e-07"`,
 	}
 	for tmpl, want := range cases {
-		out, err := render(map[string]any{"v": tmpl}, data)
+		out, err := render(map[string]any{"v": tmpl}, data, newWork())
 		require.NoError(t, err, tmpl)
 		got, err := json.Marshal(out.(map[string]any)["v"])
 		require.NoError(t, err)
@@ -53,7 +53,7 @@ func TestRender_values_keep_their_JSON_type(t *testing.T) {
 		"{{ .params.s.field }}":      "can't evaluate field field",
 		"{{ index .params.list 9 }}": "out of range",
 	} {
-		_, err := render(map[string]any{"v": tmpl}, data)
+		_, err := render(map[string]any{"v": tmpl}, data, newWork())
 		require.ErrorContains(t, err, want, tmpl)
 	}
 }
@@ -106,14 +106,14 @@ func FuzzRender(f *testing.F) {
 			t.Skip() // {{ range 1000000000 }}: a config that loops is the config's
 		}
 		data := map[string]any{"params": params, "steps": map[string]any{"a": params}}
-		out1, err1 := render(in, data)
-		out2, err2 := render(in, data)
+		out1, err1 := render(in, data, newWork())
+		out2, err2 := render(in, data, newWork())
 		require.Equal(t, err1 == nil, err2 == nil)
 		if err1 != nil {
 			require.Equal(t, err1.Error(), err2.Error())
 			// The second rendering for PHP's [] is deterministic too.
-			t1, e1 := renderTolerant(in, data)
-			t2, e2 := renderTolerant(in, data)
+			t1, e1 := renderTolerant(in, data, newWork())
+			t2, e2 := renderTolerant(in, data, newWork())
 			require.Equal(t, e1 == nil, e2 == nil)
 			if e1 == nil {
 				b1, err := json.Marshal(t1)
