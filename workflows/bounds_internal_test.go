@@ -3,6 +3,7 @@ package workflows
 import (
 	"encoding/json"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -186,3 +187,29 @@ func TestCheckExpr_matches_takes_a_constant_pattern(t *testing.T) {
 
 // newWork is a render's budget at the start of a workflow task.
 func newWork() *workBudget { return &workBudget{left: maxTemplateWork} }
+
+// A map's keys are sorted at each range over it, and when it is printed or
+// written as JSON (a template that captures it whole): that is charged
+// too, so five ranges over a large map, or six captures of it, pass the
+// budget of one workflow task.
+func TestRender_map_sorts_and_whole_captures_are_charged(t *testing.T) {
+	m := make(map[string]any, 150_000)
+	for i := range 150_000 {
+		m[strconv.Itoa(i)] = number(i)
+	}
+	data := map[string]any{"params": map[string]any{"m": m}, "steps": map[string]any{}}
+	_, err := render(map[string]any{"v": strings.Repeat("{{ range .params.m }}{{ end }}", 5)}, data, newWork())
+	require.ErrorIs(t, err, errTemplateWork)
+	work := newWork()
+	for range 6 {
+		if _, err = render(map[string]any{"data": "{{ .params.m }}"}, data, work); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, errTemplateWork)
+	// One range, or one capture: within the budget.
+	_, err = render(map[string]any{"v": "{{ range .params.m }}{{ end }}"}, data, newWork())
+	require.NoError(t, err)
+	_, err = render(map[string]any{"data": "{{ .params.m }}"}, data, newWork())
+	require.NoError(t, err)
+}

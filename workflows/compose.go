@@ -185,6 +185,11 @@ func (p *pipeline) withFallbacks(ctx workflow.Context, s Step, f workflow.Future
 		p.count(s) // handled: its fallbacks do not count
 		p.showProgress(c)
 		for _, fb := range s.OnFailure {
+			// A fallback's templates and expressions get budgets of
+			// their own: the step may have failed by spending those of
+			// this workflow task (the deadlock the budgets prevent is a
+			// coroutine's, between its yields, and this one yielded).
+			p.freshBudgets(c)
 			if err := p.step(c, fb, map[string]any{"error": msg}).Get(c, nil); err != nil {
 				settle.SetError(err)
 				return
@@ -627,6 +632,12 @@ func (p *pipeline) exprLimit(ctx workflow.Context) time.Duration {
 		p.exprAt, p.exprLeft = now, exprTaskBudget
 	}
 	return min(exprTimeout, p.exprLeft)
+}
+
+// freshBudgets gives the next templates and expressions full budgets.
+func (p *pipeline) freshBudgets(ctx workflow.Context) {
+	p.work, p.workAt = &workBudget{left: maxTemplateWork}, workflow.Now(ctx)
+	p.exprAt, p.exprLeft = workflow.Now(ctx), exprTaskBudget
 }
 
 // exprSpent takes the time since start from this workflow task's time

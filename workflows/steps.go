@@ -768,11 +768,20 @@ func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, ext
 		}
 		return rendered, err
 	}
-	rendered, err := renderAll(p.templateWork(ctx))
-	if errors.Is(err, errTemplateWork) &&
-		workflow.GetVersion(ctx, changeTemplateWork, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-		// A run started before the bound renders as it did.
-		rendered, err = renderAll(nil)
+	work := p.templateWork(ctx)
+	rendered, err := renderAll(work)
+	if err == nil { // the marshal below is work too
+		err = work.spend(costByte * valueBytes(rendered, work.left/costByte+1))
+	}
+	if work.left < 0 {
+		// Passed in the render, in the tolerant one (whatever error the
+		// first gave), or in the marshal.
+		if workflow.GetVersion(ctx, changeTemplateWork, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+			// A run started before the bound renders as it did.
+			rendered, err = renderAll(nil)
+		} else if !errors.Is(err, errTemplateWork) {
+			err = errTemplateWork // the tolerant render's, or the marshal's
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +35,7 @@ const valueFunc = "tmbridge_value"
 // one action (blanks around it aside), whose value keeps its JSON type.
 func parseTemplate(s string, capture func(any) string) (t *template.Template, whole bool, err error) {
 	t, err = template.New("params").Option("missingkey=error").
-		Funcs(template.FuncMap{valueFunc: capture, chargeFunc: noCharge, chargeEscFunc: noCharge, chargeCmpFunc: noCharge, chargeOutFunc: noCharge,
+		Funcs(template.FuncMap{valueFunc: capture, chargeFunc: noCharge, chargeEscFunc: noCharge, chargeCmpFunc: noCharge, chargeOutFunc: noCharge, chargeRangeFunc: noCharge,
 			tickFunc: func() string { return "" }}).Parse(s)
 	if err != nil {
 		return nil, false, err
@@ -75,14 +76,16 @@ func parseTemplate(s string, capture func(any) string) (t *template.Template, wh
 // (workFuncs), by their size. The renders of one workflow task share
 // maxTemplateWork (pipeline.templateWork).
 const (
-	chargeFunc    = "tmbridge_charge"     // a value formatted (print, printf)
-	chargeEscFunc = "tmbridge_charge_esc" // a value escaped (html, js, urlquery)
-	chargeCmpFunc = "tmbridge_charge_cmp" // a value compared (eq, lt …)
-	chargeOutFunc = "tmbridge_charge_out" // a value printed by an action
-	tickFunc      = "tmbridge_tick"       // a pass of a range
+	chargeFunc      = "tmbridge_charge"       // a value formatted (print, printf)
+	chargeEscFunc   = "tmbridge_charge_esc"   // a value escaped (html, js, urlquery)
+	chargeCmpFunc   = "tmbridge_charge_cmp"   // a value compared (eq, lt …)
+	chargeOutFunc   = "tmbridge_charge_out"   // a value printed by an action
+	tickFunc        = "tmbridge_tick"         // a pass of a range
+	chargeRangeFunc = "tmbridge_charge_range" // a value ranged over: a map's sort
 
 	// Costs, measured on a 2-core machine, rounded up.
 	costPass        = 500  // a pass of a range
+	costSortStep    = 100  // a step of sorting a map's keys (n·log₂n of them)
 	costOut         = 500  // an action printing a value
 	costCall        = 2000 // a call of a workFunc, per argument
 	costByte        = 4    // a byte formatted or printed
@@ -130,6 +133,7 @@ func countWork(node parse.Node) {
 		countWork(n.ElseList)
 	case *parse.RangeNode:
 		countWork(n.Pipe)
+		n.Pipe.Cmds = append(n.Pipe.Cmds, call(chargeRangeFunc, n.Pos)) // a map's keys are sorted first
 		countWork(n.List)
 		countWork(n.ElseList)
 		tick := &parse.ActionNode{NodeType: parse.NodeAction, Pos: n.Pos, Pipe: &parse.PipeNode{NodeType: parse.NodePipe, Pos: n.Pos, Cmds: []*parse.CommandNode{call(tickFunc, n.Pos)}}}
@@ -205,6 +209,7 @@ func untangle(msg string) string {
 		}
 		msg = strings.ReplaceAll(msg, " | "+name, "")
 	}
+	msg = strings.ReplaceAll(msg, "<"+chargeRangeFunc+">", "<range>")
 	return strings.ReplaceAll(msg, "{{"+tickFunc+"}}", "")
 }
 
@@ -234,13 +239,19 @@ func (b *workBudget) funcs() template.FuncMap {
 			return v, b.spend(costCall + valueBytes(v, cmpBytesPerUnit*(b.left+1))/cmpBytesPerUnit)
 		},
 		tickFunc: func() (string, error) { return "", b.spend(costPass) },
+		chargeRangeFunc: func(v any) (any, error) {
+			if m, ok := v.(map[string]any); ok {
+				return v, b.spend(costSortStep * len(m) * bits.Len(uint(len(m))))
+			}
+			return v, nil
+		},
 	}
 }
 
 // valueBytes is about how many bytes v, a template's data, holds, as the
-// work of printing it goes: a string's bytes, and 40 for any other value
-// (formatting one is some 40 times the work of copying a byte); it stops
-// counting past budget.
+// work of printing it goes: a string's bytes, 40 for any other value
+// (formatting one is some 40 times the work of copying a byte), and a
+// map key's share of sorting the keys; it stops counting past budget.
 func valueBytes(v any, budget int) int {
 	n := 0
 	var walk func(v any)
@@ -257,12 +268,14 @@ func valueBytes(v any, budget int) int {
 				walk(e)
 			}
 		case map[string]any:
+			// Printed or written as JSON, its keys are sorted first.
+			sort := 40 + costSortStep*bits.Len(uint(len(x)))/costByte
 			n += 40
 			for k, e := range x {
 				if n > budget {
 					return
 				}
-				n += len(k) + 40
+				n += len(k) + sort
 				walk(e)
 			}
 		default:
@@ -320,6 +333,11 @@ func renderOne(s string, data map[string]any, work *workBudget) (any, error) {
 		return nil, errors.New(untangle(err.Error()))
 	}
 	if whole {
+		if work != nil { // the marshal below is work
+			if err := work.spend(costOut + costByte*valueBytes(value, work.left/costByte+1)); err != nil {
+				return nil, err
+			}
+		}
 		if _, err := json.Marshal(value); err != nil {
 			return nil, fmt.Errorf("template value is not JSON: %w", err)
 		}
