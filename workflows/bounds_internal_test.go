@@ -34,40 +34,28 @@ func TestRender_stops_at_the_step_params_bound(t *testing.T) {
 	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(8*MaxStepParamsBytes), "rendering allocated past the bound")
 }
 
-// A range inside a range is refused at config load unless it ranges over
-// the outer item's parts: over the task's data, its work would be the
-// product of two lists the task chooses. A range over a number too.
-func TestCheckTemplates_range_work_is_bounded_by_the_data(t *testing.T) {
-	refused := map[string]string{
-		"{{ range .params.a }}{{ range $.params.a }}{{ end }}{{ end }}":                                         "inside another range may only range over the outer item's parts",
-		"{{ $all := .params.a }}{{ range .params.a }}{{ range $all }}x{{ end }}{{ end }}":                       "inside another range",
-		"{{ range .params.a }}{{ with $.params.b }}{{ range . }}x{{ end }}{{ end }}{{ end }}":                   "inside another range",
-		"{{ range $g := .params.groups }}{{ range .members }}{{ range $g.members }}{{ end }}{{ end }}{{ end }}": "inside another range",
-		"{{ range 100000000000 }}x{{ end }}":                                                                    "{{ range }} over a number is not available",
-		// The item's variable given another value: it may hold anything.
-		"{{ range $x := .params.a }}{{ $x = $.params.b }}{{ range $x }}{{ end }}{{ end }}":                       "inside another range",
-		"{{ range $x := .params.a }}{{ $x := $.params.b }}{{ range $x }}{{ end }}{{ end }}":                      "inside another range",
-		"{{ range $x := .params.a }}{{ with $x := $.params.b }}{{ range $x }}{{ end }}{{ end }}{{ end }}":        "inside another range",
-		"{{ range $x := .params.a }}{{ if true }}{{ $x = $.params.b }}{{ end }}{{ range $x }}{{ end }}{{ end }}": "inside another range",
-		`{{ range .params.groups }}{{ range index $.params "a" }}{{ end }}{{ end }}`:                             "inside another range",
-		"{{ range .params.groups }}{{ range index . .key }}{{ end }}{{ end }}":                                   "inside another range",
+// A range inside a range over the task's data again (the product of two
+// lists), or over a large number, loads (a small matrix is a fair
+// config), and its passes are charged to the work budget at render.
+func TestRender_nested_ranges_are_bounded_by_the_work_budget(t *testing.T) {
+	a := make([]any, 12_000)
+	for i := range a {
+		a[i] = number(i)
 	}
-	for tmpl, want := range refused {
-		err := checkTemplates("params", map[string]any{"v": tmpl}, []string{"params", "steps"}, nil, nil)
-		require.ErrorContains(t, err, want, tmpl)
-	}
+	data := map[string]any{"params": map[string]any{"a": a}, "steps": map[string]any{}}
 	for _, tmpl := range []string{
-		"{{ range .params.groups }}{{ range .members }}{{ .name }},{{ end }}{{ end }}",
-		"{{ range $g := .params.groups }}{{ range $g.members }}{{ . }}{{ end }}{{ end }}",
-		"{{ range $i, $g := .params.groups }}{{ with .owner }}{{ range .emails }}{{ . }}{{ end }}{{ end }}{{ end }}",
-		"{{ range .params.a }}{{ . }}{{ end }}{{ range .params.b }}{{ . }}{{ end }}",
-		// A key a path cannot hold is read with index, as the README says.
-		`{{ range .params.groups }}{{ range index . "team-members" }}{{ . }}{{ end }}{{ end }}`,
-		`{{ range $g := .params.groups }}{{ range slice $g.members 1 }}{{ . }}{{ end }}{{ end }}`,
-		"{{ range .params.groups }}{{ with $m := .members }}{{ range $m }}{{ . }}{{ end }}{{ end }}{{ end }}",
+		"{{ range .params.a }}{{ range $.params.a }}{{ end }}{{ end }}",
+		"{{ range $x := .params.a }}{{ $x = $.params.a }}{{ range $x }}{{ end }}{{ end }}",
+		"{{ range 100000000000 }}{{ end }}",
 	} {
 		require.NoError(t, checkTemplates("params", map[string]any{"v": tmpl}, []string{"params", "steps"}, nil, nil), tmpl)
+		_, err := render(map[string]any{"v": tmpl}, data, newWork())
+		require.ErrorIs(t, err, errTemplateWork, tmpl)
 	}
+	small := map[string]any{"params": map[string]any{"regions": []any{"eu", "us"}, "sizes": []any{"s", "m"}}, "steps": map[string]any{}}
+	out, err := render(map[string]any{"v": "{{ range $r := .params.regions }}{{ range $.params.sizes }}{{ $r }}-{{ . }},{{ end }}{{ end }}"}, small, newWork())
+	require.NoError(t, err)
+	require.Equal(t, map[string]any{"v": "eu-s,eu-m,us-s,us-m,"}, out)
 }
 
 // A for_each value that shares a large part per item is small in CEL and

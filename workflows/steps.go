@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"strings"
 	"time"
 
@@ -781,6 +782,13 @@ func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, ext
 			rendered, err = renderAll(nil)
 		} else if !errors.Is(err, errTemplateWork) {
 			err = errTemplateWork // the tolerant render's, or the marshal's
+		}
+	}
+	if errors.Is(err, errRenderTooBig) && workflow.GetVersion(ctx, changeBoundedRender, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		// A run started before the bound renders in full, and its params'
+		// size is counted as it was (a for_each adds a failed item's).
+		if r, err2 := renderMax(params, data, nil, math.MaxInt); err2 == nil {
+			rendered, err = r, nil
 		}
 	}
 	if err != nil {

@@ -315,6 +315,11 @@ const (
 	// pass it failing; taken only when a render passes it (a run before
 	// it renders without).
 	changeTemplateWork = "template-work"
+	// changeBoundedRender: a template stops rendering at
+	// MaxStepParamsBytes, its step failing with no params; taken only
+	// when a render passes it (a run before it renders in full, and a
+	// for_each counts the failed item's params, as it did).
+	changeBoundedRender = "bounded-render"
 	// changeDropBadSignal: a signal whose payload does not decode (another
 	// codec, the wrong shape) is dropped, and the run goes on waiting for
 	// its other cases (a timeout, a cancel, its handler); taken only when

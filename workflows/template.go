@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -288,7 +287,12 @@ func valueBytes(v any, budget int) int {
 
 // render resolves the templates in v's string values against data.
 func render(v any, data map[string]any, work *workBudget) (any, error) {
-	return mapStrings(v, func(s string) (any, error) { return renderOne(s, data, work) })
+	return renderMax(v, data, work, MaxStepParamsBytes)
+}
+
+// renderMax is render with output bounded at max bytes per string.
+func renderMax(v any, data map[string]any, work *workBudget, max int) (any, error) {
+	return mapStrings(v, func(s string) (any, error) { return renderOneMax(s, data, work, max) })
 }
 
 // renderTolerant is render where a template that fails is rendered again
@@ -316,6 +320,11 @@ func renderTolerant(v any, data map[string]any, work *workBudget) (any, error) {
 // renderOne renders one template string against data, its work charged
 // to work (nil: no bound).
 func renderOne(s string, data map[string]any, work *workBudget) (any, error) {
+	return renderOneMax(s, data, work, MaxStepParamsBytes)
+}
+
+// renderOneMax is renderOne with output bounded at max bytes.
+func renderOneMax(s string, data map[string]any, work *workBudget, max int) (any, error) {
 	var value any
 	t, whole, err := parseTemplate(s, func(v any) string { value = v; return "" })
 	if err != nil {
@@ -325,10 +334,13 @@ func renderOne(s string, data map[string]any, work *workBudget) (any, error) {
 		countWork(t.Root)
 		t.Funcs(work.funcs())
 	}
-	b := boundedBuilder{max: MaxStepParamsBytes}
+	b := boundedBuilder{max: max}
 	if err := t.Execute(&b, data); err != nil {
 		if work != nil && work.left < 0 {
 			return nil, errTemplateWork
+		}
+		if errors.Is(err, errRenderTooBig) {
+			return nil, err
 		}
 		return nil, errors.New(untangle(err.Error()))
 	}
@@ -356,7 +368,7 @@ type boundedBuilder struct {
 
 func (b *boundedBuilder) Write(p []byte) (int, error) {
 	if b.Len()+len(p) > b.max {
-		return 0, fmt.Errorf("rendered params pass the %d bytes a step accepts", b.max)
+		return 0, errRenderTooBig
 	}
 	return b.Builder.Write(p)
 }
@@ -481,9 +493,6 @@ func checkTemplates(where string, params map[string]any, roots []string, before,
 		}
 		c := refChecker{before: before, all: all, roots: roots}
 		c.walk(t.Root, true)
-		if c.err == nil {
-			c.err = checkRanges(t.Root, rangeScope{})
-		}
 		if c.err != nil {
 			return nil, fmt.Errorf("%q: %w", s, c.err)
 		}
@@ -493,123 +502,6 @@ func checkTemplates(where string, params map[string]any, roots []string, before,
 		return at("."+where, err)
 	}
 	return nil
-}
-
-// rangeScope is where a template node is, for checkRanges: inside a range
-// or not, whether dot is a part of the innermost range's item there, and
-// the variable that holds that item ("" if none, or if the body assigns
-// or declares it again: then it may hold anything).
-type rangeScope struct {
-	inRange   bool
-	dotInItem bool
-	itemVar   string
-}
-
-// checkRanges refuses what would make a template's work grow past its
-// data's size: a range inside a range over anything but the outer item's
-// parts ({{ range .members }}, {{ range $g.members }},
-// {{ range index . "team-members" }}), for that is the product of two
-// lists, both the task's to choose (its work would stall the workflow
-// task: templates render in workflow code); and a range over a number.
-func checkRanges(node parse.Node, sc rangeScope) error {
-	switch n := node.(type) {
-	case *parse.ListNode:
-		if n == nil {
-			return nil
-		}
-		for _, e := range n.Nodes {
-			if err := checkRanges(e, sc); err != nil {
-				return err
-			}
-		}
-	case *parse.IfNode:
-		return cmp.Or(checkRanges(n.List, sc), checkRanges(n.ElseList, sc))
-	case *parse.WithNode:
-		inner := sc
-		inner.dotInItem = sc.inRange && inItem(n.Pipe, sc)
-		if d := n.Pipe.Decl; len(d) > 0 {
-			// {{ with $m := .members }}: $m holds a part of the item.
-			if inner.itemVar = ""; inner.dotInItem && !assigns(n.List, d[0].Ident[0]) {
-				inner.itemVar = d[0].Ident[0]
-			}
-		}
-		return cmp.Or(checkRanges(n.List, inner), checkRanges(n.ElseList, sc))
-	case *parse.RangeNode:
-		if len(n.Pipe.Cmds) == 1 && len(n.Pipe.Cmds[0].Args) == 1 {
-			if _, ok := n.Pipe.Cmds[0].Args[0].(*parse.NumberNode); ok {
-				return errors.New("{{ range }} over a number is not available in step params")
-			}
-		}
-		if sc.inRange && !inItem(n.Pipe, sc) {
-			return fmt.Errorf("{{ %s }} inside another range may only range over the outer item's parts ({{ range .list }}), not over the task's data: the work would grow as the product of the two lists", n.Pipe)
-		}
-		inner := rangeScope{inRange: true, dotInItem: true}
-		if d := n.Pipe.Decl; len(d) > 0 {
-			if v := d[len(d)-1].Ident[0]; !assigns(n.List, v) {
-				inner.itemVar = v
-			}
-		}
-		return cmp.Or(checkRanges(n.List, inner), checkRanges(n.ElseList, sc))
-	}
-	return nil
-}
-
-// assigns reports whether anything under node declares or assigns the
-// variable name ({{ $x := … }}, {{ $x = … }}, with or range $x := …).
-func assigns(node parse.Node, name string) bool {
-	decl := func(p *parse.PipeNode) bool {
-		return p != nil && slices.ContainsFunc(p.Decl, func(v *parse.VariableNode) bool { return v.Ident[0] == name })
-	}
-	switch n := node.(type) {
-	case *parse.ListNode:
-		return n != nil && slices.ContainsFunc(n.Nodes, func(e parse.Node) bool { return assigns(e, name) })
-	case *parse.ActionNode:
-		return decl(n.Pipe)
-	case *parse.IfNode:
-		return decl(n.Pipe) || assigns(n.List, name) || assigns(n.ElseList, name)
-	case *parse.WithNode:
-		return decl(n.Pipe) || assigns(n.List, name) || assigns(n.ElseList, name)
-	case *parse.RangeNode:
-		return decl(n.Pipe) || assigns(n.List, name) || assigns(n.ElseList, name)
-	}
-	return false
-}
-
-// inItem reports whether pipe only reads a part of the innermost range's
-// item: .field, ., $item.field, or index or slice of one of those with
-// constant arguments.
-func inItem(pipe *parse.PipeNode, sc rangeScope) bool {
-	if len(pipe.Cmds) != 1 {
-		return false
-	}
-	args := pipe.Cmds[0].Args
-	if len(args) >= 2 {
-		if id, ok := args[0].(*parse.IdentifierNode); ok && (id.Ident == "index" || id.Ident == "slice") {
-			for _, a := range args[2:] {
-				switch a.(type) {
-				case *parse.StringNode, *parse.NumberNode:
-				default:
-					return false
-				}
-			}
-			return itemPart(args[1], sc)
-		}
-	}
-	return len(args) == 1 && itemPart(args[0], sc)
-}
-
-// itemPart reports whether node reads a part of the innermost range's item.
-func itemPart(node parse.Node, sc rangeScope) bool {
-	switch a := node.(type) {
-	case *parse.FieldNode, *parse.DotNode:
-		return sc.dotInItem
-	case *parse.ChainNode:
-		_, dot := a.Node.(*parse.DotNode)
-		return dot && sc.dotInItem
-	case *parse.VariableNode:
-		return sc.itemVar != "" && a.Ident[0] == sc.itemVar
-	}
-	return false
 }
 
 // refChecker walks a template's tree for references to .params and .steps.
@@ -751,3 +643,6 @@ func (c *refChecker) fail(err error) {
 		c.err = err
 	}
 }
+
+// errRenderTooBig: a template's output passed MaxStepParamsBytes.
+var errRenderTooBig = fmt.Errorf("rendered params pass the %d bytes a step accepts", MaxStepParamsBytes)
