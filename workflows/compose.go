@@ -601,8 +601,6 @@ func (s Step) kind() string {
 	}
 }
 
-// exprVars are the variables of when and for_each: the task's params and
-// the results so far, as plain JSON.
 // exprVars are the variables of an expression: the params and each
 // result decoded once (CEL reads them, never changes them), not once per
 // expression.

@@ -755,14 +755,14 @@ func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, ext
 		}
 		return json.Marshal(rendered)
 	}
-	renderAll := func(work *workBudget) (any, error) {
-		rendered, err := render(params, data, work)
+	renderAll := func(work *workBudget, max int) (any, error) {
+		rendered, err := renderMax(params, data, work, max)
 		if err != nil {
 			// An empty object PHP handed back as [] fails `index .x "key"`:
 			// where a template fails, it is rendered again with empty lists
 			// read as empty objects (changePHPEmptyObjects, taken only when
 			// that makes it render).
-			if again, err2 := renderTolerant(params, data, work); err2 == nil &&
+			if again, err2 := renderTolerant(params, data, work, max); err2 == nil &&
 				workflow.GetVersion(ctx, changePHPEmptyObjects, workflow.DefaultVersion, 1) == 1 {
 				rendered, err = again, nil
 			}
@@ -770,7 +770,7 @@ func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, ext
 		return rendered, err
 	}
 	work := p.templateWork(ctx)
-	rendered, err := renderAll(work)
+	rendered, err := renderAll(work, MaxStepParamsBytes)
 	if err == nil { // the marshal below is work too
 		err = work.spend(costByte * valueBytes(rendered, work.left/costByte+1))
 	}
@@ -779,7 +779,7 @@ func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, ext
 		// first gave), or in the marshal.
 		if workflow.GetVersion(ctx, changeTemplateWork, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 			// A run started before the bound renders as it did.
-			rendered, err = renderAll(nil)
+			rendered, err = renderAll(nil, MaxStepParamsBytes)
 		} else if !errors.Is(err, errTemplateWork) {
 			err = errTemplateWork // the tolerant render's, or the marshal's
 		}
@@ -787,7 +787,7 @@ func (p *pipeline) renderParams(ctx workflow.Context, params map[string]any, ext
 	if errors.Is(err, errRenderTooBig) && workflow.GetVersion(ctx, changeBoundedRender, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		// A run started before the bound renders in full, and its params'
 		// size is counted as it was (a for_each adds a failed item's).
-		if r, err2 := renderMax(params, data, nil, math.MaxInt); err2 == nil {
+		if r, err2 := renderAll(nil, math.MaxInt); err2 == nil {
 			rendered, err = r, nil
 		}
 	}

@@ -299,9 +299,9 @@ func renderMax(v any, data map[string]any, work *workBudget, max int) (any, erro
 // with the empty lists it reads as objects (only those: templateObjects)
 // empty objects: the PHP deployment hands {} back as [], on which
 // `index .params.opts "x"` fails. Each string is rendered on its own.
-func renderTolerant(v any, data map[string]any, work *workBudget) (any, error) {
+func renderTolerant(v any, data map[string]any, work *workBudget, max int) (any, error) {
 	return mapStrings(v, func(s string) (any, error) {
-		out, err := renderOne(s, data, work)
+		out, err := renderOneMax(s, data, work, max)
 		if err == nil {
 			return out, nil
 		}
@@ -313,17 +313,12 @@ func renderTolerant(v any, data map[string]any, work *workBudget) (any, error) {
 		if !changed {
 			return nil, err
 		}
-		return renderOne(s, asObjects, work)
+		return renderOneMax(s, asObjects, work, max)
 	})
 }
 
-// renderOne renders one template string against data, its work charged
-// to work (nil: no bound).
-func renderOne(s string, data map[string]any, work *workBudget) (any, error) {
-	return renderOneMax(s, data, work, MaxStepParamsBytes)
-}
-
-// renderOneMax is renderOne with output bounded at max bytes.
+// renderOneMax renders one template string against data, its output
+// bounded at max bytes and its work charged to work (nil: no bound).
 func renderOneMax(s string, data map[string]any, work *workBudget, max int) (any, error) {
 	var value any
 	t, whole, err := parseTemplate(s, func(v any) string { value = v; return "" })

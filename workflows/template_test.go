@@ -112,8 +112,8 @@ func FuzzRender(f *testing.F) {
 		if err1 != nil {
 			require.Equal(t, err1.Error(), err2.Error())
 			// The second rendering for PHP's [] is deterministic too.
-			t1, e1 := renderTolerant(in, data, newWork())
-			t2, e2 := renderTolerant(in, data, newWork())
+			t1, e1 := renderTolerant(in, data, newWork(), MaxStepParamsBytes)
+			t2, e2 := renderTolerant(in, data, newWork(), MaxStepParamsBytes)
 			require.Equal(t, e1 == nil, e2 == nil)
 			if e1 == nil {
 				b1, err := json.Marshal(t1)
