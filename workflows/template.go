@@ -70,10 +70,12 @@ func parseTemplate(s string, capture func(any) string) (t *template.Template, wh
 // runs on past a second is taken for a deadlock and fails again at every
 // retry. Work is counted in units of about a nanosecond of a slow core,
 // deterministically, from what the template does (countWork rewrites its
-// tree so that it says so): each pass of a range; each value printed;
+// tree so that it says so): each pass of a range; the sort of a map's
+// keys, ranged over or printed; each value printed or captured whole;
 // each call of a function whose work grows with its arguments
 // (workFuncs), by their size. The renders of one workflow task share
-// maxTemplateWork (pipeline.templateWork).
+// maxTemplateWork (pipeline.templateWork); a step's fallbacks get their
+// own (pipeline.freshBudgets).
 const (
 	chargeFunc      = "tmbridge_charge"       // a value formatted (print, printf)
 	chargeEscFunc   = "tmbridge_charge_esc"   // a value escaped (html, js, urlquery)
