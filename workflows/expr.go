@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"reflect"
 	"regexp"
 	"strings"
@@ -280,6 +282,23 @@ func jsonValue(v any, budget int) (any, int, error) {
 	n := 0
 	var err error
 	var walk func(v any) any
+	// object is a JSON object of the pairs, keys as JSON writes them.
+	object := func(pairs iter.Seq2[string, any], size int) any {
+		n++
+		out := make(map[string]any, min(size, budget))
+		for k, e := range pairs {
+			if n > budget {
+				break
+			}
+			if _, dup := out[k]; dup {
+				err = fmt.Errorf("a map has two keys that read %q as JSON", k)
+				return nil
+			}
+			n += jsonStringBytes(k) + 1
+			out[k] = walk(e)
+		}
+		return out
+	}
 	walk = func(v any) any {
 		if n > budget || err != nil {
 			return nil
@@ -304,32 +323,15 @@ func jsonValue(v any, budget int) (any, int, error) {
 			}
 			return out
 		case map[string]any:
-			n++
-			out := make(map[string]any, min(len(x), budget))
-			for k, e := range x {
-				if n > budget {
-					break
-				}
-				n += jsonStringBytes(k) + 1
-				out[k] = walk(e)
-			}
-			return out
+			return object(maps.All(x), len(x))
 		case map[any]any:
-			n++
-			out := make(map[string]any, min(len(x), budget))
-			for k, e := range x {
-				if n > budget {
-					break
+			return object(func(yield func(string, any) bool) {
+				for k, e := range x {
+					if !yield(fmt.Sprint(k), e) {
+						return
+					}
 				}
-				key := fmt.Sprint(k)
-				if _, dup := out[key]; dup {
-					err = fmt.Errorf("a map has two keys that read %q as JSON", key)
-					return nil
-				}
-				n += jsonStringBytes(key) + 1
-				out[key] = walk(e)
-			}
-			return out
+			}, len(x))
 		default: // numbers, bools, null, and what json.Marshal says no to
 			n += 24
 		}
