@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prismq/tmbridge/taskmanager"
 	"golang.org/x/text/cases"
 	"golang.org/x/text/language"
 )
@@ -139,26 +140,12 @@ func toFloat(field string, raw json.RawMessage) (float64, error) {
 	case string:
 		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			return 0, InvalidParams(fmt.Errorf("field %q: could not convert string to float: %q", field, shortText(x)))
+			return 0, InvalidParams(fmt.Errorf("field %q: could not convert string to float: %q", field, taskmanager.Clip(x, 64, "…")))
 		}
 		return f, nil
 	default:
-		return 0, InvalidParams(fmt.Errorf("field %q: want a number, got %s", field, shortText(string(raw))))
+		return 0, InvalidParams(fmt.Errorf("field %q: want a number, got %s", field, taskmanager.Clip(string(raw), 64, "…")))
 	}
-}
-
-// shortText is s, or its start when long: an error quotes a task's value,
-// not megabytes of it.
-func shortText(s string) string {
-	const most = 64
-	if len(s) <= most {
-		return s
-	}
-	cut := most
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 // Sleep sleeps for duration seconds (at most 30), reporting progress in up

@@ -369,12 +369,12 @@ func answerError(cl call, resp *http.Response, readAs int, raw []byte, apiKey st
 	// one of megabytes does not make an error of megabytes (it goes to
 	// logs and to Temporal, whose messages have a size limit): redacted,
 	// then cut.
-	e.Message = clip(redactKey(e.Message, apiKey), maxErrorText)
+	e.Message = Clip(redactKey(e.Message, apiKey), maxErrorText, "… (cut)")
 	if len(e.Details) > maxErrorDetails {
 		e.Details = append(e.Details[:maxErrorDetails], fmt.Sprintf("and %d more", len(e.Details)-maxErrorDetails))
 	}
 	for i, d := range e.Details {
-		e.Details[i] = clip(redactKey(d, apiKey), maxErrorText/4)
+		e.Details[i] = Clip(redactKey(d, apiKey), maxErrorText/4, "… (cut)")
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
@@ -387,18 +387,6 @@ const (
 	maxErrorText    = 1000 // bytes of its message; a detail gets a quarter
 	maxErrorDetails = 10
 )
-
-// clip cuts s to at most n bytes, on a rune boundary, saying so.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "… (cut)"
-}
 
 // tmError is an error answer in one of TaskManager's own shapes.
 type tmError struct {

@@ -40,6 +40,20 @@ func StoredTextSize(s string) int {
 	return n
 }
 
+// Clip returns s, or, when it is longer than n bytes, its start up to n
+// bytes (cut on a rune boundary) followed by mark: an error quotes a long
+// text by its start.
+func Clip(s string, n int, mark string) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
 // ValidUTF8 returns s with each byte that is not part of valid UTF-8 as
 // U+FFFD, as encoding/json sends it and StoredTextSize counts it.
 func ValidUTF8(s string) string {
