@@ -663,3 +663,36 @@ func TestClaims_place_of_a_lost_answer_comes_back_after_the_claim_timeout_while_
 		"the last place stayed held for a sweep that never came")
 	require.Empty(t, bb.temporal.snapshot("task-"+lost), "no sweep found it: nothing started it")
 }
+
+// The failure of a task that cannot start, posted once its claim may have
+// timed out, reads the task first: TaskManager may have handed the task
+// out again to this same worker id, whose newer claim a blind post would
+// end (complete checks only the worker id). Found by the simulation (seed
+// 267): a start held up by Temporal's restart failed 6 s after its claim
+// (claim timeout 3 s), and its failure landed on the next claim.
+func TestFailTask_of_an_old_claim_leaves_a_newer_claim_of_this_worker(t *testing.T) {
+	t.Parallel()
+	clock := devserver.NewClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	bb := setupBridgeClock(t, clock, nil)
+	id := bb.create(t, "example.echo", map[string]any{"message": "huge"})
+	tt, err := bb.api.GetTaskType(context.Background(), "example.echo")
+	require.NoError(t, err)
+	first, err := bb.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: tt.ID})
+	require.NoError(t, err)
+	clock.Add(10 * time.Minute) // the claim times out; w1 claims the task again
+	second, err := bb.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: tt.ID})
+	require.NoError(t, err)
+	require.Equal(t, 2, int(second.Attempts))
+
+	sent := time.Now().Add(-10 * time.Minute) // when the first claim was sent
+	bb.b.failTask(bb.b.adm.adopt("task-"+id), first, sent, "cannot start", true)
+	bb.b.starts.Wait()
+	st := bb.status(t, id)
+	require.Equal(t, "claimed", st.Status, "the first claim's failure ended the second claim: %+v", st)
+	require.Equal(t, 2, st.Attempts)
+
+	// A fresh claim's failure is posted at once.
+	bb.b.failTask(bb.b.adm.adopt("task-"+id), second, time.Now(), "cannot start", true)
+	bb.b.starts.Wait()
+	require.Equal(t, "pending", bb.status(t, id).Status)
+}

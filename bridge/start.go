@@ -76,7 +76,7 @@ func (b *Bridge) startTask(tk *ticket, task taskmanager.Task, t servedType, clai
 		case errors.As(err, &permanent):
 			tk.fail()
 			b.log.Warn("task cannot be started in Temporal: failing it in TaskManager", "task_id", string(task.ID), "task_type", t.Name, "err", err)
-			b.failTask(tk, task, permanent.Error(), true)
+			b.failTask(tk, task, claimedAt, permanent.Error(), true)
 		case err != nil:
 			tk.dropped()
 			b.log.Warn("task claimed but its workflow could not be started before shutdown; the next start of this worker recovers it",
@@ -496,14 +496,16 @@ func (b *Bridge) probeTemporal() {
 }
 
 // failTask reports a task no run can serve as failed, with reason, under
-// the report rule (read, then post only for this claim), retrying until
-// TaskManager has it or the bridge stops; then it drops the ticket. A
+// the report rule (read first when the claim, sent at claimedAt, may have
+// timed out, or a post may have landed; post only for this claim),
+// retrying until TaskManager has it or the bridge stops; then it drops
+// the ticket. A
 // message TaskManager refuses (too large, invalid) is cut, then replaced
 // by a short one: the task must not stay claimed. A task the bridge
 // cannot read (readable false) is never read: its post is retried while it
 // surely did not land; once an answer is lost, the sweep looks at the task
 // again (a second blind post could end a newer claim of this worker).
-func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string, readable bool) {
+func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, claimedAt time.Time, reason string, readable bool) {
 	report := activities.Report
 	if !readable {
 		report = activities.ReportUnread
@@ -514,6 +516,11 @@ func (b *Bridge) failTask(tk *ticket, task taskmanager.Task, reason string, read
 		defer tk.dropped()
 		in := activities.ReportInput{TaskID: string(task.ID), WorkerID: b.cfg.WorkerID, Attempt: int(task.Attempts), Error: reason}
 		for failures := 1; b.bg.Err() == nil; failures++ {
+			// A claim of unknown age, or old enough to have timed out and
+			// been handed out again (to this worker id, whose post would
+			// end that newer claim), is read first, as the report activity
+			// does (ReadFirstFrom).
+			in.ReadFirst = in.ReadFirst || claimedAt.IsZero() || time.Since(claimedAt) >= b.cfg.ClaimTimeout/2
 			out, err := report(b.bg, b.api, in)
 			b.metrics.observeReport(err)
 			in.ReadFirst = true // that post may have landed: read first from now on

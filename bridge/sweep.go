@@ -367,7 +367,7 @@ func (b *Bridge) undecodableClaim(ctx context.Context, row taskmanager.Task, err
 		tk.dropped()
 	default:
 		tk.fail()
-		b.failTask(tk, row, "tmbridge cannot read this task from TaskManager: "+err.Error(), false)
+		b.failTask(tk, row, time.Time{}, "tmbridge cannot read this task from TaskManager: "+err.Error(), false)
 	}
 	return true
 }
