@@ -134,6 +134,13 @@ type HandlerInput struct {
 	// died mid-task may have run the handler and reported already, and a
 	// local activity is then run again.
 	SkipIfDone bool `json:"skip_if_done,omitempty"`
+	// ReadOnRetry asks the bridge's own handler activity to read the task
+	// before an attempt Temporal retries, and to run no handler when the
+	// claim is over: TaskManager shows the task no longer claimed by
+	// WorkerID (the claim timed out and another worker claimed it, or it
+	// has an outcome). The attempt then fails for good with
+	// ErrTypeClaimOver. A task that cannot be read runs its handler.
+	ReadOnRetry bool `json:"read_on_retry,omitempty"`
 	// Step names the step of a multi-step task this handler runs for (""
 	// for a task of one handler). A step's own progress goes to Temporal
 	// only: TaskManager gets the task's, in Progress and ProgressDone.

@@ -174,6 +174,11 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 				return out, err
 			}
 		}
+		if in.ReadOnRetry && info.Attempt > 1 {
+			if err := a.claimOver(ctx, in); err != nil {
+				return nil, err
+			}
+		}
 		leave, err := a.handlers.enter(ctx, in, info.WorkflowExecution.RunID+"/"+info.ActivityID, a.logger())
 		if err != nil {
 			return nil, err
@@ -251,6 +256,35 @@ func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json
 		}
 	}
 	return nil, nil, false
+}
+
+// claimOver reads the task before an attempt Temporal retries and returns
+// an ErrTypeClaimOver error, for good, when the claim the handler runs for
+// is over: the task is not claimed by in.WorkerID. A claim of the same
+// worker id with more attempts is this bridge's renewal (its run learns of
+// it by signal), so it holds. Once a claim timed out, another worker may
+// have claimed the task and run it: this attempt must not run beside it.
+// A task that cannot be read runs the handler (the report decides).
+func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
+	if a.TaskManager == nil {
+		return nil // a worker of handlers only: nothing to read with
+	}
+	t, err := a.TaskManager.GetTask(ctx, taskmanager.ID(in.TaskID))
+	if err != nil {
+		a.logger().Warn("cannot read the task before a retried handler attempt: the handler runs", "task_id", in.TaskID, "error", err)
+		return nil
+	}
+	if t.Status == taskmanager.StatusClaimed && t.ClaimedBy == in.WorkerID {
+		return nil
+	}
+	state := t.Status
+	if t.Status == taskmanager.StatusClaimed {
+		state = fmt.Sprintf("claimed by %q (attempt %d)", t.ClaimedBy, t.Attempts)
+	}
+	a.logger().Info("handler not run again: its claim is over", "task_id", in.TaskID, "worker_id", in.WorkerID, "taskmanager_status", t.Status)
+	return temporal.NewNonRetryableApplicationError(
+		taskmanager.ValidUTF8(fmt.Sprintf("task %s: the claim (%q, attempt %d) was over when Temporal retried its handler (TaskManager: %s): the handler did not run again", in.TaskID, in.WorkerID, in.Attempt, state)),
+		ErrTypeClaimOver, nil)
 }
 
 // normalizeResult makes a handler's result a JSON object, as TaskManager

@@ -118,5 +118,6 @@ func (c Config) TaskInput(task taskmanager.Task, opts workflows.TypeOptions, cla
 		Claim:        workflows.Claim{WorkerID: c.WorkerID, Attempts: int(task.Attempts), ClaimedAt: claimedAt.UTC()},
 		Options:      opts,
 		ClaimTimeout: c.ClaimTimeout,
+		ReadOnRetry:  true,
 	}
 }

@@ -62,6 +62,12 @@ type TaskInput struct {
 	// older than half of it is posted only after reading the task (0: the
 	// default 300s).
 	ClaimTimeout time.Duration `json:"claim_timeout,omitempty"`
+	// ReadOnRetry: a handler attempt that Temporal retries reads the task
+	// first and runs no handler once the claim is over; the run then ends
+	// ClaimLost, reporting nothing (activities.HandlerInput.ReadOnRetry).
+	// Every bridge since this field sets it; runs started before it run
+	// their retries unread.
+	ReadOnRetry bool `json:"read_on_retry,omitempty"`
 }
 
 // DefaultClaimTimeout is TaskManager's default TASK_CLAIM_TIMEOUT.
@@ -130,7 +136,15 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
 	}
 
+	handlerClaim := claims.version
 	result, last, herr := runTask(ctx, in, opts, claims)
+	if in.ReadOnRetry && activities.HasErrorType(herr, activities.ErrTypeClaimOver) &&
+		workflow.GetVersion(ctx, changeRetryReadsFirst, workflow.DefaultVersion, 1) == 1 {
+		// A retried attempt found the claim over (runTask's handler): as
+		// for a step not started, nothing is reported; a claim that reached
+		// the run since the handler was scheduled gets a run of its own.
+		claims.over, claims.overAt, claims.overWhy = true, handlerClaim, errorMessage(herr)
+	}
 	if claims.over {
 		claims.drain(ctx)
 		if claims.version != claims.overAt {
@@ -142,6 +156,9 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 			return TaskResult{}, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
 		}
 		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over before a step started: no step starts after it, nothing is reported", in.Task.ID, claims.current.WorkerID, claims.current.Attempts)
+		if claims.overWhy != "" {
+			msg = claims.overWhy + ": nothing is reported"
+		}
 		log.Info(msg)
 		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
 	}
@@ -360,6 +377,11 @@ const (
 	// that came late ran the handler for a task claimed by another worker,
 	// or ended.
 	changeReadLateStart = "read-late-start"
+	// changeRetryReadsFirst: a handler attempt that Temporal retried found
+	// the claim over (TaskInput.ReadOnRetry) and ran no handler: the run
+	// reports nothing. Taken only by such runs, which only bridges since
+	// ReadOnRetry start; before, a retry ran its handler unread.
+	changeRetryReadsFirst = "retry-reads-first"
 )
 
 // stepsWaitCancel is the version of changeProgressInHandlers whose runs
@@ -437,7 +459,10 @@ type claimState struct {
 	// the run reports nothing; overAt is version then.
 	over   bool
 	overAt int
-	ch     workflow.ReceiveChannel
+	// overWhy says how the claim was found over, when not by a step's read
+	// (a retried handler attempt's, with ReadOnRetry).
+	overWhy string
+	ch      workflow.ReceiveChannel
 }
 
 func followClaims(ctx workflow.Context, initial Claim) *claimState {
@@ -618,6 +643,7 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		// A local handler past the run's first workflow task may be a rerun
 		// of one whose outcome a dead bridge already reported.
 		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > firstTaskEvents
+		input.ReadOnRetry = in.ReadOnRetry
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)
 		f = opts.executeHandler(ctx, taskSummary(in.Task, handler), handler, input)

@@ -93,6 +93,7 @@ func (b *testBundle) claim(t *testing.T, typ string, params any, opts workflows.
 		Options: opts.WithDefaults(), // as the bridge resolves them
 		// as every bridge since claim_timeout sets it
 		ClaimTimeout: workflows.DefaultClaimTimeout,
+		ReadOnRetry:  true, // as every bridge since it sets it
 	}
 }
 
