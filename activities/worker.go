@@ -174,16 +174,18 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 				return out, err
 			}
 		}
-		if in.ReadOnRetry && info.Attempt > 1 {
-			if err := a.claimOver(ctx, in); err != nil {
-				return nil, err
-			}
-		}
 		leave, err := a.handlers.enter(ctx, in, info.WorkflowExecution.RunID+"/"+info.ActivityID, a.logger())
 		if err != nil {
 			return nil, err
 		}
 		defer leave()
+		// Read once enter let it through: it may have waited for an
+		// earlier attempt, still running here, while the claim timed out.
+		if in.ReadOnRetry && (info.Attempt > 1 || in.SkipIfDone) {
+			if err := a.claimOver(ctx, in); err != nil {
+				return nil, err
+			}
+		}
 		if in.Progress != nil && info.Attempt == 1 {
 			p.postTaskProgress(in.Attempt, *in.Progress) // in the background: the handler starts at once
 		}
@@ -258,33 +260,75 @@ func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json
 	return nil, nil, false
 }
 
-// claimOver reads the task before an attempt Temporal retries and returns
-// an ErrTypeClaimOver error, for good, when the claim the handler runs for
-// is over: the task is not claimed by in.WorkerID. A claim of the same
-// worker id with more attempts is this bridge's renewal (its run learns of
-// it by signal), so it holds. Once a claim timed out, another worker may
-// have claimed the task and run it: this attempt must not run beside it.
-// A task that cannot be read runs the handler (the report decides).
+// claimOver reads the task before a handler runs again (an attempt
+// Temporal retries, or a local handler's rerun after a takeover) and
+// returns an ErrTypeClaimOver error, for good, with what it read
+// (ClaimSeen) as its details, when the claim the handler runs for is
+// over: the task is claimed by another worker id, or has gone past this
+// claim (completed, failed, or pending again with as many attempts). A
+// claim of the same worker id with more attempts is this bridge's renewal
+// (its run learns of it by signal), so it holds. Once a claim timed out,
+// another worker may have claimed the task and run it: the handler must
+// not run beside it. A task that cannot be read, or reads in a way that
+// shows no other holder (an unknown status, no claimed_by), runs the
+// handler: the report decides.
 func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
 	if a.TaskManager == nil {
 		return nil // a worker of handlers only: nothing to read with
 	}
 	t, err := a.TaskManager.GetTask(ctx, taskmanager.ID(in.TaskID))
 	if err != nil {
-		a.logger().Warn("cannot read the task before a retried handler attempt: the handler runs", "task_id", in.TaskID, "error", err)
+		if ctx.Err() != nil {
+			return ctx.Err() // cancelled or timed out: no handler starts
+		}
+		a.logger().Warn("cannot read the task before running its handler again: the handler runs", "task_id", in.TaskID, "error", err)
 		return nil
 	}
-	if t.Status == taskmanager.StatusClaimed && t.ClaimedBy == in.WorkerID {
+	seen := ClaimSeen{Status: t.Status, WorkerID: t.ClaimedBy, Attempts: int(t.Attempts)}
+	if !seen.endsClaim(in.WorkerID, in.Attempt) {
 		return nil
-	}
-	state := t.Status
-	if t.Status == taskmanager.StatusClaimed {
-		state = fmt.Sprintf("claimed by %q (attempt %d)", t.ClaimedBy, t.Attempts)
 	}
 	a.logger().Info("handler not run again: its claim is over", "task_id", in.TaskID, "worker_id", in.WorkerID, "taskmanager_status", t.Status)
-	return temporal.NewNonRetryableApplicationError(
-		taskmanager.ValidUTF8(fmt.Sprintf("task %s: the claim (%q, attempt %d) was over when Temporal retried its handler (TaskManager: %s): the handler did not run again", in.TaskID, in.WorkerID, in.Attempt, state)),
-		ErrTypeClaimOver, nil)
+	return temporal.NewApplicationErrorWithOptions(
+		taskmanager.ValidUTF8(fmt.Sprintf("task %s: the claim (%q, attempt %d) was over when its handler was to run again (TaskManager: %s): the handler did not run", in.TaskID, in.WorkerID, in.Attempt, seen)),
+		ErrTypeClaimOver, temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{seen}})
+}
+
+// ClaimSeen is what a read showed of a task whose claim was over: the
+// details of an ErrTypeClaimOver error.
+type ClaimSeen struct {
+	Status   string `json:"status"`
+	WorkerID string `json:"worker_id,omitempty"` // claimed_by
+	Attempts int    `json:"attempts"`
+}
+
+// endsClaim reports whether the task, as seen, is past the claim of
+// workerID with attempts: TaskManager can no longer take its outcome.
+func (s ClaimSeen) endsClaim(workerID string, attempts int) bool {
+	switch s.Status {
+	case taskmanager.StatusCompleted, taskmanager.StatusFailed:
+		return true
+	case taskmanager.StatusPending:
+		return s.Attempts >= attempts // that claim, or a later one, failed
+	case taskmanager.StatusClaimed:
+		return s.WorkerID != "" && s.WorkerID != workerID
+	}
+	return false
+}
+
+// MayHold reports whether claim (workerID, attempts), which reached the
+// run after the read, may still hold the task: it came after what the
+// read saw, or is the claim the read saw.
+func (s ClaimSeen) MayHold(workerID string, attempts int) bool {
+	return attempts > s.Attempts || (s.Status == taskmanager.StatusClaimed && s.WorkerID == workerID && s.Attempts == attempts)
+}
+
+// String is the task's state as seen, its claimed_by cut short.
+func (s ClaimSeen) String() string {
+	if s.Status == taskmanager.StatusClaimed {
+		return fmt.Sprintf("claimed by %.64q, attempt %d", s.WorkerID, s.Attempts)
+	}
+	return fmt.Sprintf("%.32q, attempt %d", s.Status, s.Attempts)
 }
 
 // normalizeResult makes a handler's result a JSON object, as TaskManager

@@ -1,15 +1,20 @@
 package workflows_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
@@ -154,5 +159,185 @@ func TestRetriedHandlerAttempt_claim_over_with_a_newer_claim_continues_as_new(t 
 	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
 	require.Equal(t, "w2", next.Claim.WorkerID)
 	require.EqualValues(t, 1, runs.Load(), "no handler ran for the old claim's retry")
+	require.Empty(t, b.tm.Completions(in.Task.ID))
+}
+
+// rewriteReads rewrites each task object of the answers to GET
+// /tasks/{id} with f.
+func rewriteReads(f func(task map[string]any)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/tasks/") {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			var v any
+			if json.Unmarshal(rec.Body.Bytes(), &v) == nil {
+				var walk func(any)
+				walk = func(x any) {
+					switch t := x.(type) {
+					case map[string]any:
+						if _, ok := t["status"]; ok {
+							f(t)
+						}
+						for _, c := range t {
+							walk(c)
+						}
+					case []any:
+						for _, c := range t {
+							walk(c)
+						}
+					}
+				}
+				walk(v)
+				b, _ := json.Marshal(v)
+				rec.Body = bytes.NewBuffer(b)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(rec.Body.Bytes())
+		})
+	}
+}
+
+// failsOnce is a handler that fails its first attempt and counts its runs.
+func failsOnce(runs *atomic.Int32) activities.Handler {
+	return activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
+		if runs.Add(1) == 1 {
+			return nil, errors.New("boom")
+		}
+		return json.RawMessage(`{"ok":true}`), nil
+	})
+}
+
+// A read that names no holder (a TaskManager whose task rows lack
+// claimed_by, or an odd status) is no proof that the claim is over: the
+// retry runs its handler, and the outcome is reported. (Found by a
+// review: such a read ended every retried run unreported, the task left
+// claimed.)
+func TestRetriedHandlerAttempt_read_that_names_no_holder_runs_the_handler(t *testing.T) {
+	t.Parallel()
+	for name, rewrite := range map[string]func(map[string]any){
+		"no claimed_by":  func(m map[string]any) { delete(m, "claimed_by") },
+		"unknown status": func(m map[string]any) { m["status"] = "processing"; m["claimed_by"] = "someone" },
+	} {
+		var runs atomic.Int32
+		b := setup(t, func(reg *activities.Registry) { reg.MustAdd("test.flaky", failsOnce(&runs)) }, rewriteReads(rewrite))
+		in := b.claim(t, "test.flaky", map[string]any{"n": 1}, workflows.TypeOptions{})
+		// A claim made just now: the report posts without reading (a read
+		// that names no holder would refuse it, as before this change).
+		now := time.Now().UTC()
+		b.env.SetStartTime(now)
+		in.Claim.ClaimedAt = now
+		_, err := b.run(in)
+		require.NoError(t, err, name)
+		require.EqualValues(t, 2, runs.Load(), name)
+		require.Equal(t, taskmanager.StatusCompleted, b.task(t, in.Task.ID).Status, name)
+	}
+}
+
+// A handler's own error of type ClaimOver is a failure like any other:
+// only the bridge's read, which says what it saw, ends a run unreported.
+// (Found by a review: the run trusted the type, and the task stayed
+// claimed with its failure never posted.)
+func TestRetriedHandlerAttempt_handlers_own_ClaimOver_error_is_a_failure(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(reg *activities.Registry) {
+		reg.MustAdd("test.own", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
+			return nil, temporal.NewNonRetryableApplicationError("quota over for this month", activities.ErrTypeClaimOver, nil)
+		}))
+	})
+	in := b.claim(t, "test.own", map[string]any{"n": 1}, workflows.TypeOptions{})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, taskmanager.StatusPending, st.Status, "the failure is reported, and the task queued again")
+	require.Contains(t, st.Error, "quota over for this month")
+}
+
+// The read's message quotes TaskManager's claimed_by cut short.
+func TestRetriedHandlerAttempt_claim_over_message_is_bounded(t *testing.T) {
+	t.Parallel()
+	var runs atomic.Int32
+	huge := strings.Repeat("\x01", 1<<20)
+	b := setup(t, func(reg *activities.Registry) { reg.MustAdd("test.flaky", failsOnce(&runs)) },
+		rewriteReads(func(m map[string]any) { m["claimed_by"] = huge }))
+	in := b.claim(t, "test.flaky", map[string]any{"n": 1}, workflows.TypeOptions{})
+	_, err := b.run(in)
+	appErr := requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.Less(t, len(appErr.Message()), 1024, appErr.Message()[:200])
+	require.EqualValues(t, 1, runs.Load())
+}
+
+// A retried local attempt waits in this process for the earlier one, whose
+// handler outlived its timeout, and reads the task only then: here the
+// claim timed out and w2 claimed the task while it waited, so no handler
+// runs beside w2. (Found by a review: the read came before the wait.)
+func TestRetriedHandlerAttempt_reads_after_waiting_for_the_earlier_attempt(t *testing.T) {
+	t.Parallel()
+	var runs atomic.Int32
+	var besideW2 atomic.Bool
+	var b *testBundle
+	var taskID string
+	b = setup(t, func(reg *activities.Registry) {
+		reg.MustAdd("test.stubborn", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+			if runs.Add(1) > 1 {
+				if st, _ := b.tm.Task(taskID); st.ClaimedBy == "w2" {
+					besideW2.Store(true)
+				}
+				return json.RawMessage(`{}`), nil
+			}
+			<-ctx.Done() // the attempt times out; this handler goes on
+			// Time for the retry to start (and, before the fix, to read).
+			time.Sleep(300 * time.Millisecond)
+			b.clock.Add(301 * time.Second)
+			_, _ = b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w2", TaskTypeID: b.types["test.stubborn"]})
+			return nil, errors.New("late")
+		}))
+	})
+	opts := workflows.TypeOptions{}
+	opts.Local = workflows.Bool(true)
+	opts.StartToCloseTimeout = 2 * time.Second
+	opts.Retry.InitialInterval = 10 * time.Millisecond
+	in := b.claim(t, "test.stubborn", map[string]any{"n": 1}, opts)
+	taskID = in.Task.ID
+	_, err := b.run(in)
+	require.False(t, besideW2.Load(), "a retried attempt's handler started while w2 held the task")
+	requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.Equal(t, "w2", b.task(t, in.Task.ID).ClaimedBy)
+}
+
+// A newer claim that reached the run, but that the retry's read showed
+// over too (this bridge's renewal, of unknown age, timed out in turn and
+// py claimed the task), gets no run: the run ends ClaimLost. (Found by a
+// review: the run continued as new for it, and that run ran the handler
+// beside py.)
+func TestRetriedHandlerAttempt_no_run_for_a_newer_claim_the_read_showed_over(t *testing.T) {
+	t.Parallel()
+	var runs atomic.Int32
+	var b *testBundle
+	b = setup(t, func(reg *activities.Registry) {
+		reg.MustAdd("test.flaky", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
+			if runs.Add(1) > 1 {
+				return json.RawMessage(`{}`), nil
+			}
+			for _, w := range []string{"w1", "py"} {
+				b.clock.Add(301 * time.Second)
+				_, _ = b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: w, TaskTypeID: b.types["test.flaky"]})
+			}
+			return nil, errors.New("boom")
+		}))
+	})
+	in := b.claim(t, "test.flaky", map[string]any{"n": 1}, workflows.TypeOptions{})
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: in.Claim.Attempts + 1})
+	}, 500*time.Millisecond)
+	_, err := b.run(in)
+	requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.EqualValues(t, 1, runs.Load())
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "py", st.ClaimedBy)
 	require.Empty(t, b.tm.Completions(in.Task.ID))
 }

@@ -62,11 +62,13 @@ type TaskInput struct {
 	// older than half of it is posted only after reading the task (0: the
 	// default 300s).
 	ClaimTimeout time.Duration `json:"claim_timeout,omitempty"`
-	// ReadOnRetry: a handler attempt that Temporal retries reads the task
-	// first and runs no handler once the claim is over; the run then ends
-	// ClaimLost, reporting nothing (activities.HandlerInput.ReadOnRetry).
-	// Every bridge since this field sets it; runs started before it run
-	// their retries unread.
+	// ReadOnRetry: a handler attempt that Temporal retries (and a local
+	// handler run again after a takeover) reads the task first, and runs
+	// no handler once the claim is over; the run then reports nothing and
+	// ends ClaimLost, or continues as new for a newer claim that reached
+	// it (activities.HandlerInput.ReadOnRetry). Only for a type of one
+	// handler on the bridge's own worker (readsOnRetry). Every bridge
+	// since this field sets it; runs started before it retry unread.
 	ReadOnRetry bool `json:"read_on_retry,omitempty"`
 }
 
@@ -103,6 +105,37 @@ func (in TaskInput) claimTimeout() time.Duration {
 	return in.ClaimTimeout
 }
 
+// continueFor ends the run, continuing it as new for claim c.
+func (in TaskInput) continueFor(ctx workflow.Context, c Claim) error {
+	next := in
+	next.Claim, next.Task.Attempts = c, c.Attempts
+	return workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
+}
+
+// retryFoundClaimOver reports whether herr is the handler's own report
+// that a retried attempt found its claim over and ran no handler
+// (activities.ErrTypeClaimOver, asked for by ReadOnRetry), and what its
+// read saw. Only a task of one handler on the bridge's own worker asks
+// for the read; an error of that type without what was seen is the
+// handler's own, a failure like any other.
+func retryFoundClaimOver(in TaskInput, opts TypeOptions, herr error) (activities.ClaimSeen, bool) {
+	var seen activities.ClaimSeen
+	var appErr *temporal.ApplicationError
+	if !in.ReadOnRetry || !readsOnRetry(opts) || !errors.As(herr, &appErr) || appErr.Type() != activities.ErrTypeClaimOver {
+		return seen, false
+	}
+	return seen, appErr.Details(&seen) == nil && seen.Status != ""
+}
+
+// readsOnRetry reports whether a type's handler reads its task before a
+// retried attempt when the run asks (TaskInput.ReadOnRetry): a handler on
+// the bridge's own worker. A type of steps or a Go workflow handler does
+// not; nor does a handler routed to another task queue, whose worker
+// (perhaps of another SDK) may not read.
+func readsOnRetry(opts TypeOptions) bool {
+	return len(opts.Steps) == 0 && opts.Workflow == "" && opts.TaskQueue == ""
+}
+
 // TaskResult is what TaskWorkflow reported to TaskManager.
 type TaskResult struct {
 	// Status is the task's status after the report: completed, failed or
@@ -136,14 +169,20 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
 	}
 
-	handlerClaim := claims.version
+	handlerClaim := claims.current
 	result, last, herr := runTask(ctx, in, opts, claims)
-	if in.ReadOnRetry && activities.HasErrorType(herr, activities.ErrTypeClaimOver) &&
-		workflow.GetVersion(ctx, changeRetryReadsFirst, workflow.DefaultVersion, 1) == 1 {
-		// A retried attempt found the claim over (runTask's handler): as
-		// for a step not started, nothing is reported; a claim that reached
-		// the run since the handler was scheduled gets a run of its own.
-		claims.over, claims.overAt, claims.overWhy = true, handlerClaim, errorMessage(herr)
+	if seen, ok := retryFoundClaimOver(in, opts, herr); ok && workflow.GetVersion(ctx, changeRetryReadsFirst, workflow.DefaultVersion, 1) == 1 {
+		// The handler's attempt read the task and ran no handler: nothing
+		// is reported. A claim that reached the run since, and that the
+		// read did not show over, gets a run of its own.
+		claims.drain(ctx)
+		if c := claims.current; !c.same(handlerClaim) && seen.MayHold(c.WorkerID, c.Attempts) {
+			log.Info("the handler's claim was over, and a newer claim reached the run: continuing as new for it", "task_id", in.Task.ID, "claim", c)
+			return TaskResult{}, in.continueFor(ctx, c)
+		}
+		msg := errorMessage(herr) + ": nothing is reported"
+		log.Info(msg)
+		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
 	}
 	if claims.over {
 		claims.drain(ctx)
@@ -151,14 +190,9 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 			// A newer claim reached the run after its claim was judged
 			// over (while its steps stopped): it gets a run of its own.
 			log.Info("a newer claim reached the run after its claim was over: continuing as new for it", "task_id", in.Task.ID, "claim", claims.current)
-			next := in
-			next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
-			return TaskResult{}, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
+			return TaskResult{}, in.continueFor(ctx, claims.current)
 		}
 		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over before a step started: no step starts after it, nothing is reported", in.Task.ID, claims.current.WorkerID, claims.current.Attempts)
-		if claims.overWhy != "" {
-			msg = claims.overWhy + ": nothing is reported"
-		}
 		log.Info(msg)
 		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
 	}
@@ -174,9 +208,7 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 			// claim's attempt has not run: it gets a run of its own, as it
 			// would have had the cancel been reported at once.
 			log.Info("run cancelled, and the task claimed again while its handler stopped: continuing as new for the newer claim", "task_id", in.Task.ID, "claim", claims.current)
-			next := in
-			next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
-			return TaskResult{}, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
+			return TaskResult{}, in.continueFor(ctx, claims.current)
 		}
 	}
 	out := buildOutcome(in.Task, result, herr)
@@ -200,9 +232,7 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	if !out.Success && rep.Status != "failed" && claims.current.Attempts > rep.ReportedWith.Attempts &&
 		!newerClaimOver(ctx, in.Task.ID, rep.ReportOutput, claims) {
 		log.Info("task claimed again while this run closed: continuing as new", "task_id", in.Task.ID, "claim", claims.current)
-		next := in
-		next.Claim, next.Task.Attempts = claims.current, claims.current.Attempts
-		return res, workflow.NewContinueAsNewError(ctx, TaskWorkflowName, next)
+		return res, in.continueFor(ctx, claims.current)
 	}
 	if ctx.Err() != nil {
 		return res, ctx.Err() // cancelled, and the outcome is reported
@@ -459,10 +489,7 @@ type claimState struct {
 	// the run reports nothing; overAt is version then.
 	over   bool
 	overAt int
-	// overWhy says how the claim was found over, when not by a step's read
-	// (a retried handler attempt's, with ReadOnRetry).
-	overWhy string
-	ch      workflow.ReceiveChannel
+	ch     workflow.ReceiveChannel
 }
 
 func followClaims(ctx workflow.Context, initial Claim) *claimState {
@@ -643,7 +670,7 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		// A local handler past the run's first workflow task may be a rerun
 		// of one whose outcome a dead bridge already reported.
 		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > firstTaskEvents
-		input.ReadOnRetry = in.ReadOnRetry
+		input.ReadOnRetry = in.ReadOnRetry && readsOnRetry(opts)
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)
 		f = opts.executeHandler(ctx, taskSummary(in.Task, handler), handler, input)
