@@ -26,7 +26,7 @@ const (
 	ErrTypeTransient       = "Transient"       // worth another try
 	ErrTypeNotDone         = "NotDone"         // an enqueued task has not ended yet: read it again later
 	ErrTypeUncertain       = "Uncertain"       // a post whose answer was lost, on a task that cannot be read (ReportUnread)
-	ErrTypeClaimOver       = "ClaimOver"       // a retried handler attempt found its claim over, and ran no handler (HandlerInput.ReadOnRetry)
+	ErrTypeClaimOver       = "ClaimOver"       // a handler run again (a retried attempt, a rerun) found its claim over, and ran no handler (HandlerInput.ReadOnRetry)
 )
 
 // Permanent marks err as one no retry can fix: the attempt fails at once,

@@ -135,11 +135,12 @@ type HandlerInput struct {
 	// local activity is then run again.
 	SkipIfDone bool `json:"skip_if_done,omitempty"`
 	// ReadOnRetry asks the bridge's own handler activity to read the task
-	// before an attempt Temporal retries, and to run no handler when the
-	// claim is over: TaskManager shows the task no longer claimed by
-	// WorkerID (the claim timed out and another worker claimed it, or it
-	// has an outcome). The attempt then fails for good with
-	// ErrTypeClaimOver. A task that cannot be read runs its handler.
+	// before an attempt Temporal retries (and before a rerun SkipIfDone
+	// asks for), and to run no handler when the read shows the claim
+	// over: the task claimed by another worker id since, or completed,
+	// failed, or pending again. The attempt then fails for good with
+	// ErrTypeClaimOver, its details what the read saw (ClaimSeen). A read
+	// that fails, or that shows no other holder, runs the handler.
 	ReadOnRetry bool `json:"read_on_retry,omitempty"`
 	// Step names the step of a multi-step task this handler runs for (""
 	// for a task of one handler). A step's own progress goes to Temporal

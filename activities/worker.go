@@ -261,22 +261,29 @@ func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json
 }
 
 // claimOver reads the task before a handler runs again (an attempt
-// Temporal retries, or a local handler's rerun after a takeover) and
-// returns an ErrTypeClaimOver error, for good, with what it read
-// (ClaimSeen) as its details, when the claim the handler runs for is
-// over: the task is claimed by another worker id, or has gone past this
-// claim (completed, failed, or pending again with as many attempts). A
-// claim of the same worker id with more attempts is this bridge's renewal
-// (its run learns of it by signal), so it holds. Once a claim timed out,
-// another worker may have claimed the task and run it: the handler must
-// not run beside it. A task that cannot be read, or reads in a way that
-// shows no other holder (an unknown status, no claimed_by), runs the
+// Temporal retries, or a local handler's rerun past its run's first
+// workflow task, after recordedOutcome) and returns an ErrTypeClaimOver
+// error, for good, with what it read (ClaimSeen) as its details, when the
+// claim the handler runs for is over (ClaimSeen.endsClaim). A claim of the
+// same worker id with more attempts is this bridge's renewal (its run
+// learns of it by signal), so it holds. Once a claim timed out, another
+// worker may have claimed the task and run it: the handler must not run
+// beside it. A task that cannot be read within a quarter of the attempt's
+// time, or that reads in a way that shows no other holder, runs the
 // handler: the report decides.
 func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
 	if a.TaskManager == nil {
 		return nil // a worker of handlers only: nothing to read with
 	}
-	t, err := a.TaskManager.GetTask(ctx, taskmanager.ID(in.TaskID))
+	// A quarter of the attempt's time at most: a stalled TaskManager must
+	// not use up the retries of a handler that would succeed.
+	rctx := ctx
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, time.Until(d)/4)
+		defer cancel()
+	}
+	t, err := a.TaskManager.GetTask(rctx, taskmanager.ID(in.TaskID))
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err() // cancelled or timed out: no handler starts
@@ -284,7 +291,7 @@ func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
 		a.logger().Warn("cannot read the task before running its handler again: the handler runs", "task_id", in.TaskID, "error", err)
 		return nil
 	}
-	seen := ClaimSeen{Status: t.Status, WorkerID: t.ClaimedBy, Attempts: int(t.Attempts)}
+	seen := ClaimSeen{Status: t.Status, WorkerID: taskmanager.Clip(t.ClaimedBy, maxSeenWorkerID, "…"), Attempts: int(t.Attempts)}
 	if !seen.endsClaim(in.WorkerID, in.Attempt) {
 		return nil
 	}
@@ -303,18 +310,27 @@ type ClaimSeen struct {
 }
 
 // endsClaim reports whether the task, as seen, is past the claim of
-// workerID with attempts: TaskManager can no longer take its outcome.
+// workerID with attempts: TaskManager can no longer take its outcome. It
+// is when the task is completed or failed, pending again with at least
+// as many attempts (that claim, or a later one, failed), or claimed by
+// another worker id with more attempts (a later claim). Anything else (no
+// claimed_by, an unknown status, fewer attempts: a read that lags) may
+// still be that claim's.
 func (s ClaimSeen) endsClaim(workerID string, attempts int) bool {
 	switch s.Status {
 	case taskmanager.StatusCompleted, taskmanager.StatusFailed:
 		return true
 	case taskmanager.StatusPending:
-		return s.Attempts >= attempts // that claim, or a later one, failed
+		return s.Attempts >= attempts
 	case taskmanager.StatusClaimed:
-		return s.WorkerID != "" && s.WorkerID != workerID
+		return s.WorkerID != "" && s.WorkerID != workerID && s.Attempts > attempts
 	}
 	return false
 }
+
+// maxSeenWorkerID bounds the claimed_by a ClaimSeen keeps (TaskManager's
+// data, quoted in errors and written in history).
+const maxSeenWorkerID = 256
 
 // MayHold reports whether claim (workerID, attempts), which reached the
 // run after the read, may still hold the task: it came after what the

@@ -263,11 +263,11 @@ func TestRetriedHandlerAttempt_claim_over_message_is_bounded(t *testing.T) {
 	var runs atomic.Int32
 	huge := strings.Repeat("\x01", 1<<20)
 	b := setup(t, func(reg *activities.Registry) { reg.MustAdd("test.flaky", failsOnce(&runs)) },
-		rewriteReads(func(m map[string]any) { m["claimed_by"] = huge }))
+		rewriteReads(func(m map[string]any) { m["claimed_by"], m["attempts"] = huge, 2 })) // a later claim
 	in := b.claim(t, "test.flaky", map[string]any{"n": 1}, workflows.TypeOptions{})
 	_, err := b.run(in)
 	appErr := requireErrorType(t, err, activities.ErrTypeClaimLost)
-	require.Less(t, len(appErr.Message()), 1024, appErr.Message()[:200])
+	require.Less(t, len(appErr.Message()), 1024, taskmanager.Clip(appErr.Message(), 200, "…"))
 	require.EqualValues(t, 1, runs.Load())
 }
 
@@ -340,4 +340,40 @@ func TestRetriedHandlerAttempt_no_run_for_a_newer_claim_the_read_showed_over(t *
 	st := b.task(t, in.Task.ID)
 	require.Equal(t, "py", st.ClaimedBy)
 	require.Empty(t, b.tm.Completions(in.Task.ID))
+}
+
+// A read that TaskManager answers too slowly is given up on well within
+// the attempt's time, and the handler runs (the report decides): a stalled
+// TaskManager must not use up the retries of a handler that would succeed.
+// (Found by a review: the read ran to the attempt's deadline, and the task
+// failed "timed out" with its handler never run again.)
+func TestRetriedHandlerAttempt_slow_read_runs_the_handler(t *testing.T) {
+	t.Parallel()
+	var reads atomic.Int32
+	slow := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/tasks/") && reads.Add(1) == 1 {
+				select { // stalls until the client gives up
+				case <-r.Context().Done():
+					return
+				case <-time.After(time.Minute):
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	var runs atomic.Int32
+	b := setup(t, func(reg *activities.Registry) { reg.MustAdd("test.flaky", failsOnce(&runs)) }, slow)
+	b.env.SetTestTimeout(10 * time.Minute) // only a guard against a hang: the read takes real time
+	opts := workflows.TypeOptions{}
+	opts.StartToCloseTimeout = 4 * time.Second // under the client's own timeout (5s)
+	opts.Retry.MaximumAttempts = 2
+	in := b.claim(t, "test.flaky", map[string]any{"n": 1}, opts)
+	now := time.Now().UTC()
+	b.env.SetStartTime(now)
+	in.Claim.ClaimedAt = now // a young claim: the report posts without reading
+	_, err := b.run(in)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, runs.Load(), "the retry ran its handler")
+	require.Equal(t, taskmanager.StatusCompleted, b.task(t, in.Task.ID).Status)
 }

@@ -407,10 +407,12 @@ const (
 	// that came late ran the handler for a task claimed by another worker,
 	// or ended.
 	changeReadLateStart = "read-late-start"
-	// changeRetryReadsFirst: a handler attempt that Temporal retried found
-	// the claim over (TaskInput.ReadOnRetry) and ran no handler: the run
-	// reports nothing. Taken only by such runs, which only bridges since
-	// ReadOnRetry start; before, a retry ran its handler unread.
+	// changeRetryReadsFirst: a handler run again (an attempt Temporal
+	// retried, a local rerun) found the claim over (TaskInput.ReadOnRetry)
+	// and ran no handler: the run reports nothing, and ends or continues
+	// as new for a newer claim the read did not show over. Taken only by
+	// such runs, which only bridges since ReadOnRetry start; before, a
+	// retry ran its handler unread.
 	changeRetryReadsFirst = "retry-reads-first"
 )
 
