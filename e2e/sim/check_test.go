@@ -1,9 +1,12 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -180,8 +183,8 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 	w.obs.mu.Unlock()
 
 	stats := w.tm.Stats()
-	summary := fmt.Sprintf("%d tasks (%s), %d handler starts (%d while another ran, %d of those another run's), %d claims, %d complete calls (%d accepted), %d cancels, %d violations",
-		len(sc.tasks), fmtCounts(counts), starts, overlaps, otherRun, stats.Claimed, stats.CompleteCalls, stats.AcceptedCompletions, len(st.cancelled), len(v))
+	summary := fmt.Sprintf("%d tasks (%s), %d handler starts (%d while another ran, %d of those another run's; %d not run again, their claim over), %d claims, %d complete calls (%d accepted), %d cancels, %d violations",
+		len(sc.tasks), fmtCounts(counts), starts, overlaps, otherRun, claimOvers(w.dir), stats.Claimed, stats.CompleteCalls, stats.AcceptedCompletions, len(st.cancelled), len(v))
 	return report{violations: v, summary: summary}
 }
 
@@ -310,4 +313,17 @@ func TestNoHandlerFailure(t *testing.T) {
 			t.Errorf("noHandlerFailure(%q, cancelled=%v) = %v, want %v", c.msg, c.cancelled, got, c.want)
 		}
 	}
+}
+
+// claimOvers counts, from the bridges' logs, the handlers not run again
+// (a retried attempt, a local rerun) because a read showed their claim
+// over (retry-reads-first).
+func claimOvers(dir string) int {
+	n := 0
+	files, _ := filepath.Glob(filepath.Join(dir, "bridge-*.log"))
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		n += bytes.Count(data, []byte(`"msg":"handler not run again: its claim is over"`))
+	}
+	return n
 }
