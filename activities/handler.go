@@ -137,10 +137,12 @@ type HandlerInput struct {
 	// ReadOnRetry asks the bridge's own handler activity to read the task
 	// before an attempt Temporal retries (and before a rerun SkipIfDone
 	// asks for), and to run no handler when the read shows the claim
-	// over: the task claimed by another worker id since, or completed,
-	// failed, or pending again. The attempt then fails for good with
-	// ErrTypeClaimOver, its details what the read saw (ClaimSeen). A read
-	// that fails, or that shows no other holder, runs the handler.
+	// over: a later claim (more attempts) of another worker id, or the
+	// task completed, failed, or pending with as many attempts. The
+	// attempt then fails for good with ErrTypeClaimOver, its details what
+	// the read saw (ClaimSeen). A read that fails or takes over a quarter
+	// of the attempt's time, or that shows no other holder, runs the
+	// handler; an attempt whose context ends during the read fails with it.
 	ReadOnRetry bool `json:"read_on_retry,omitempty"`
 	// Step names the step of a multi-step task this handler runs for (""
 	// for a task of one handler). A step's own progress goes to Temporal

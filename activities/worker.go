@@ -295,10 +295,11 @@ func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
 	if !seen.endsClaim(in.WorkerID, in.Attempt) {
 		return nil
 	}
-	a.logger().Info("handler not run again: its claim is over", "task_id", in.TaskID, "worker_id", in.WorkerID, "taskmanager_status", t.Status)
+	a.logger().Info("handler not run again: its claim is over", "task_id", in.TaskID, "worker_id", in.WorkerID, "attempt", in.Attempt, "taskmanager", seen.String())
+	// Benign: an expected end, not an incident (the SDK logs it at debug).
 	return temporal.NewApplicationErrorWithOptions(
 		taskmanager.ValidUTF8(fmt.Sprintf("task %s: the claim (%q, attempt %d) was over when its handler was to run again (TaskManager: %s): the handler did not run", in.TaskID, in.WorkerID, in.Attempt, seen)),
-		ErrTypeClaimOver, temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{seen}})
+		ErrTypeClaimOver, temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{seen}, Category: temporal.ApplicationErrorCategoryBenign})
 }
 
 // ClaimSeen is what a read showed of a task whose claim was over: the
@@ -333,8 +334,9 @@ func (s ClaimSeen) endsClaim(workerID string, attempts int) bool {
 const maxSeenWorkerID = 256
 
 // MayHold reports whether claim (workerID, attempts), which reached the
-// run after the read, may still hold the task: it came after what the
-// read saw, or is the claim the read saw.
+// run after the handler was scheduled (before the read or after it), may
+// still hold the task: it is later than what the read saw, or is the
+// claim the read saw.
 func (s ClaimSeen) MayHold(workerID string, attempts int) bool {
 	return attempts > s.Attempts || (s.Status == taskmanager.StatusClaimed && s.WorkerID == workerID && s.Attempts == attempts)
 }

@@ -16,7 +16,6 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -259,8 +258,7 @@ func TestE2E_go_workflow_handler_with_goroutines(t *testing.T) {
 	st := s.waitFinal([]string{id})[id]
 	require.Equal(t, "completed", st.Status, st.Error)
 	require.JSONEq(t, `{"results":["LEFT","RIGHT"]}`, string(st.Result))
-	replayer, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
-	require.NoError(t, err)
+	replayer := newReplayer(t, workflows.GoroutinePanics())
 	replayer.RegisterWorkflowWithOptions(workflows.FailOnPanic(gohandlers.GoroutinesName, gohandlers.Goroutines), workflow.RegisterOptions{Name: gohandlers.GoroutinesName})
 	h := s.runHistory(s.prefix+id+"/"+gohandlers.GoroutinesName, "")
 	require.NoError(t, replayer.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)))

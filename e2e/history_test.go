@@ -16,6 +16,7 @@ import (
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -59,13 +60,24 @@ types:
 	s.replay(tasks, "history-")
 }
 
+// newReplayer is the tests' WorkflowReplayer, TaskWorkflow registered,
+// with the SDK's one-second deadlock detection off: a replay checks
+// determinism, and a slow machine may take over a second over a heavy
+// workflow task.
+func newReplayer(t testing.TB, interceptors ...interceptor.WorkerInterceptor) worker.WorkflowReplayer {
+	t.Helper()
+	r, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: interceptors, DisableDeadlockDetection: true})
+	require.NoError(t, err)
+	r.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+	return r
+}
+
 // replay replays the latest run of each task (by name) against the current
 // workflow code and, with TMBRIDGE_UPDATE_HISTORY=1 and a prefix, saves
 // its history as workflows/testdata/<prefix><name>.json.
 func (s *stack) replay(tasks map[string]string, prefix string) {
 	s.t.Helper()
-	replayer := worker.NewWorkflowReplayer()
-	replayer.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+	replayer := newReplayer(s.t)
 	for name, id := range tasks {
 		s.replayRun(replayer, name, s.prefix+id, "", prefix)
 	}
@@ -77,8 +89,7 @@ func (s *stack) replay(tasks map[string]string, prefix string) {
 func (s *stack) replayRun(replayer worker.WorkflowReplayer, name, workflowID, runID, prefix string) {
 	s.t.Helper()
 	if replayer == nil {
-		replayer = worker.NewWorkflowReplayer()
-		replayer.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+		replayer = newReplayer(s.t)
 	}
 	h := s.runHistory(workflowID, runID)
 	require.NoError(s.t, replayer.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)), name)

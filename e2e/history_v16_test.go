@@ -46,6 +46,9 @@ func TestE2E_histories_replay_v16(t *testing.T) {
 				if string(task.ID) != id {
 					pyErr.Store(errors.New("py claimed another task"))
 				}
+				// py's claim holds from now on, however late the retry
+				// comes: the bridge cannot claim the task back first.
+				s.tm.SetClaimTimeout(time.Hour)
 				return nil, errors.New("first attempt fails")
 			}
 			select {

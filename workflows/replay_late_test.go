@@ -11,8 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/workflows"
 )
@@ -49,8 +47,7 @@ func TestTaskWorkflow_old_histories_started_late_replay(t *testing.T) {
 		out, _ := json.Marshal(h)
 		hist, err := client.HistoryFromJSON(strings.NewReader(string(out)), client.HistoryJSONOptions{})
 		require.NoError(t, err)
-		r := worker.NewWorkflowReplayer()
-		r.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+		r := newReplayer(t)
 		err = r.ReplayWorkflowHistoryWithOptions(nil, hist, workflows.ReplayOptions(hist))
 		require.NoError(t, err, f)
 		n++

@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/sdk/interceptor"
-	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
@@ -23,15 +21,13 @@ import (
 func TestReplay_histories_of_the_previous_release(t *testing.T) {
 	for _, name := range []string{"flow", "big", "gofail", "foreach"} {
 		t.Run(name, func(t *testing.T) {
-			r := worker.NewWorkflowReplayer()
-			r.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
+			r := newReplayer(t)
 			h := loadHistory(t, "testdata/release-390d8ec/"+name+".json")
 			require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, workflows.ReplayOptions(h)))
 		})
 	}
 	t.Run("gofail-child", func(t *testing.T) {
-		r, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: []interceptor.WorkerInterceptor{workflows.GoroutinePanics()}})
-		require.NoError(t, err)
+		r := newReplayer(t, workflows.GoroutinePanics())
 		r.RegisterWorkflowWithOptions(workflows.FailOnPanic("rv.gofail", func(ctx workflow.Context, in activities.HandlerInput) (map[string]any, error) {
 			_ = workflow.Sleep(ctx, 1)
 			return nil, errors.New("go handler failed on purpose")
