@@ -99,10 +99,16 @@ func TestE2E_histories_replay_v13(t *testing.T) {
 // gate changeID and read its task (a tmbridge.ReadTask activity).
 func requireReadBehindVersion(t *testing.T, h *historypb.History, changeID string) {
 	t.Helper()
-	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
-		return ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && strings.Contains(ev.String(), changeID)
-	}), "the run took %s", changeID)
+	requireVersionMarker(t, h, changeID)
 	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
 		return ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == "tmbridge.ReadTask"
 	}), "the run read its task")
+}
+
+// requireVersionMarker checks that the run took version changeID.
+func requireVersionMarker(t *testing.T, h *historypb.History, changeID string) {
+	t.Helper()
+	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
+		return ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && strings.Contains(ev.String(), changeID)
+	}), "the run took %s", changeID)
 }

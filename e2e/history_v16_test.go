@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/taskmanager"
@@ -73,8 +70,6 @@ func TestE2E_histories_replay_v16(t *testing.T) {
 	require.Equal(t, "py", st.ClaimedBy)
 
 	h := s.history(wid)
-	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
-		return ev.GetEventType() == enumspb.EVENT_TYPE_MARKER_RECORDED && strings.Contains(ev.String(), "retry-reads-first")
-	}), "the run took retry-reads-first")
+	requireVersionMarker(t, h, "retry-reads-first")
 	s.replay(map[string]string{"retry-reads-first": id}, "history-v16-")
 }
