@@ -1,13 +1,10 @@
 package workflows_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/prismq/tmbridge/taskmanager"
 	"github.com/prismq/tmbridge/workflows"
 )
 
@@ -17,8 +14,7 @@ func TestTaskWorkflow_late_signal_of_an_older_claim_is_ignored(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	in := b.claim(t, "example.echo", map[string]any{"message": "x"}, workflows.TypeOptions{})
-	b.clock.Add(301 * time.Second)
-	task, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w2", TaskTypeID: b.types["example.echo"]})
+	task, err := b.claimAfterTimeout("example.echo", "w2")
 	require.NoError(t, err)
 	require.EqualValues(t, 2, task.Attempts)
 	in.Claim = workflows.Claim{WorkerID: "w2", Attempts: 2}

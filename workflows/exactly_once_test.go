@@ -18,7 +18,6 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
-	"github.com/prismq/tmbridge/taskmanager"
 	"github.com/prismq/tmbridge/taskmanager/devserver"
 	"github.com/prismq/tmbridge/workflows"
 )
@@ -315,8 +314,8 @@ func TestExactlyOnce_old_claim_reads_first_before_posting(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	in := b.claim(t, "example.error", map[string]any{"message": "slow failure"}, workflows.TypeOptions{})
-	b.clock.Add(301 * time.Second) // the claim times out; this same worker claims the task again
-	_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["example.error"]})
+	// the claim times out; this same worker claims the task again
+	_, err := b.claimAfterTimeout("example.error", "w1")
 	require.NoError(t, err)
 	postedEarly := -1
 	b.env.RegisterDelayedCallback(func() {

@@ -137,8 +137,8 @@ func TestExactlyOnce_late_start_of_a_replaced_claim_runs_no_handler(t *testing.T
 	b, handled := countingSetup(t)
 	in := b.claim(t, "test.count", map[string]any{"n": 1}, workflows.TypeOptions{})
 	in.Claim.ClaimedAt = b.env.Now().Add(-10 * time.Minute)
-	b.clock.Add(301 * time.Second) // the claim times out; this same worker claims the task again
-	_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["test.count"]})
+	// the claim times out; this same worker claims the task again
+	_, err := b.claimAfterTimeout("test.count", "w1")
 	require.NoError(t, err)
 
 	_, err = b.run(in)

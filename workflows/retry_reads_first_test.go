@@ -60,8 +60,7 @@ func TestExactlyOnce_retried_handler_attempt_runs_no_handler_for_a_claim_over(t 
 					}
 					// The claim times out while this attempt runs; w2 claims the task.
 					in, _ := activities.TaskInfo(ctx)
-					b.clock.Add(301 * time.Second)
-					task, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w2", TaskTypeID: b.types["test.flaky"]})
+					task, err := b.claimAfterTimeout("test.flaky", "w2")
 					if err == nil && string(task.ID) != in.TaskID {
 						err = errors.New("w2 claimed another task")
 					}
@@ -105,8 +104,7 @@ func TestRetriedHandlerAttempt_runs_while_the_claim_holds(t *testing.T) {
 					return json.RawMessage(`{"ok":true}`), nil
 				}
 				if renewed { // the claim times out, and this worker claims the task again
-					b.clock.Add(301 * time.Second)
-					if _, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["test.flaky"]}); err != nil {
+					if _, err := b.claimAfterTimeout("test.flaky", "w1"); err != nil {
 						return nil, activities.Permanent(err)
 					}
 				}
@@ -138,8 +136,7 @@ func TestRetriedHandlerAttempt_claim_over_with_a_newer_claim_continues_as_new(t 
 	b = setup(t, func(reg *activities.Registry) {
 		reg.MustAdd("test.flaky", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
 			if runs.Add(1) == 1 {
-				b.clock.Add(301 * time.Second)
-				if _, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w2", TaskTypeID: b.types["test.flaky"]}); err != nil {
+				if _, err := b.claimAfterTimeout("test.flaky", "w2"); err != nil {
 					otherErr.Store(err)
 				}
 			}
@@ -292,8 +289,7 @@ func TestRetriedHandlerAttempt_reads_after_waiting_for_the_earlier_attempt(t *te
 			<-ctx.Done() // the attempt times out; this handler goes on
 			// Time for the retry to start (and, before the fix, to read).
 			time.Sleep(300 * time.Millisecond)
-			b.clock.Add(301 * time.Second)
-			_, _ = b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w2", TaskTypeID: b.types["test.stubborn"]})
+			_, _ = b.claimAfterTimeout("test.stubborn", "w2")
 			return nil, errors.New("late")
 		}))
 	})
@@ -324,8 +320,7 @@ func TestRetriedHandlerAttempt_no_run_for_a_newer_claim_the_read_showed_over(t *
 				return json.RawMessage(`{}`), nil
 			}
 			for _, w := range []string{"w1", "py"} {
-				b.clock.Add(301 * time.Second)
-				_, _ = b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: w, TaskTypeID: b.types["test.flaky"]})
+				_, _ = b.claimAfterTimeout("test.flaky", w)
 			}
 			return nil, errors.New("boom")
 		}))

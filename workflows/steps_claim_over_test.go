@@ -167,8 +167,8 @@ func TestSteps_local_steps_past_the_first_workflow_task_claim_holds(t *testing.T
 func TestSteps_own_renewal_read_before_its_signal_goes_on(t *testing.T) {
 	t.Parallel()
 	b, next := claimOverSetup(t, func(b *testBundle) {
-		b.clock.Add(301 * time.Second) // the claim times out; this bridge renews it
-		_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["demo.pipeline"]})
+		// the claim times out; this bridge renews it
+		_, err := b.claimAfterTimeout("demo.pipeline", "w1")
 		require.NoError(t, err)
 		b.env.SetCurrentHistoryLength(10)
 	})
@@ -217,8 +217,7 @@ func TestSteps_claim_over_runs_no_fallback(t *testing.T) {
 func TestSteps_renewal_signal_taken_by_the_main_coroutine_ends_the_wait(t *testing.T) {
 	t.Parallel()
 	b, next := claimOverSetup(t, func(b *testBundle) {
-		b.clock.Add(301 * time.Second)
-		_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["demo.pipeline"]})
+		_, err := b.claimAfterTimeout("demo.pipeline", "w1")
 		require.NoError(t, err)
 		b.env.SetCurrentHistoryLength(10)
 	})
@@ -322,8 +321,7 @@ func TestSteps_two_renewals_signalled_while_a_step_reads(t *testing.T) {
 	b = setup(t, func(reg *activities.Registry) {
 		activities.Register(reg, "test.first", func(context.Context, struct{}) (map[string]int, error) {
 			for range 2 {
-				b.clock.Add(301 * time.Second)
-				_, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["demo.pipeline"]})
+				_, err := b.claimAfterTimeout("demo.pipeline", "w1")
 				require.NoError(t, err)
 			}
 			b.env.SetCurrentHistoryLength(10)

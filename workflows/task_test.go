@@ -100,10 +100,17 @@ func (b *testBundle) claim(t *testing.T, typ string, params any, opts workflows.
 // reclaim lets the claim time out and has worker w2 claim the task.
 func (b *testBundle) reclaim(t *testing.T, typ string) workflows.Claim {
 	t.Helper()
-	b.clock.Add(301 * time.Second)
-	task, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w2", TaskTypeID: b.types[typ]})
+	task, err := b.claimAfterTimeout(typ, "w2")
 	require.NoError(t, err)
 	return workflows.Claim{WorkerID: "w2", Attempts: int(task.Attempts)}
+}
+
+// claimAfterTimeout lets the claim time out (TaskManager's clock moves
+// past the default claim timeout) and has worker claim a task of typ. It
+// needs no *testing.T: a handler may call it.
+func (b *testBundle) claimAfterTimeout(typ, worker string) (taskmanager.Task, error) {
+	b.clock.Add(301 * time.Second)
+	return b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: worker, TaskTypeID: b.types[typ]})
 }
 
 func (b *testBundle) run(in workflows.TaskInput) (workflows.TaskResult, error) {
