@@ -248,23 +248,24 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		}
 		item := fmt.Sprintf("%s[%d]", s.Name, i)
 		var f workflow.Future
+		var in activities.HandlerInput
 		if err != nil {
 			f = failedFuture(ictx, err)
 		} else {
-			in := p.handlerInput(s, params)
+			in = p.handlerInput(s, params)
 			in.Step = item
 			if p.postsHere(s) {
 				in.Progress = p.startProgress(item)
 			}
 			summary := stepSummary(item, s.Handler)
-			f = p.execute(ictx, s, summary, in)
+			f = p.execute(ictx, s, summary, &in)
 			p.started(ctx, item, summary)
 		}
 		running++
 		sel.AddFuture(f, func(f workflow.Future) {
 			running--
 			p.ended(ctx, item)
-			if err := f.Get(ctx, &results[i]); err != nil && firstErr == nil {
+			if err := p.handlerEnded(ctx, in, f.Get(ctx, &results[i])); err != nil && firstErr == nil {
 				firstErr = fmt.Errorf("item %d: %s", i, failureMessage(s.Handler, err))
 				if isHistoryFull(err) {
 					firstErr = temporal.NewNonRetryableApplicationError(firstErr.Error(), HistoryFullErrorType, nil)

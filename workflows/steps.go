@@ -315,6 +315,11 @@ type pipeline struct {
 	// readAgainAt: a claim that may have expired is read again from then
 	// on, after a read that found it holding (claimOver).
 	readAgainAt time.Time
+	// readOnRetry: a step's handler on the bridge's own worker reads the
+	// task before a retried attempt (version stepsReadOnRetry, for runs
+	// that ask: TaskInput.ReadOnRetry), and a read that showed the claim
+	// over ends the steps (handlerEnded).
+	readOnRetry bool
 	shown       int
 	poster      workflow.Channel
 	posted      workflow.Future
@@ -338,8 +343,9 @@ func runSteps(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *clai
 		total: countedSteps(opts.Steps)}
 	p.exact = workflow.GetVersion(ctx, changeExactTemplates, workflow.DefaultVersion, 1) == 1
 	if p.exact {
-		v := workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, stepsGuardClaim)
+		v := workflow.GetVersion(ctx, changeProgressInHandlers, workflow.DefaultVersion, stepsReadOnRetry)
 		p.inHandlers, p.waitCancel, p.guardClaim = v >= 1, v >= stepsWaitCancel, v >= stepsGuardClaim
+		p.readOnRetry = in.ReadOnRetry && v >= stepsReadOnRetry
 	}
 	claims.noteCancel = p.waitCancel
 	for _, s := range leaves(opts.Steps) {
@@ -456,11 +462,11 @@ func (p *pipeline) startOne(ctx workflow.Context, s Step, params json.RawMessage
 		in.Progress, in.ProgressDone = p.startProgress(s.Name), p.doneProgress(s)
 	}
 	summary := stepSummary(s.Name, s.Handler)
-	f := p.execute(ctx, s, summary, in)
+	f := p.execute(ctx, s, summary, &in)
 	p.started(ctx, s.Name, summary)
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		var out json.RawMessage
-		err := f.Get(gctx, &out)
+		err := p.handlerEnded(gctx, in, f.Get(gctx, &out))
 		p.ended(gctx, s.Name)
 		if err != nil {
 			settle.SetError(p.fail(s, err))
@@ -471,9 +477,11 @@ func (p *pipeline) startOne(ctx workflow.Context, s Step, params json.RawMessage
 	})
 }
 
-// execute schedules step s's handler activity; with waitCancel, a cancel
-// of it is waited for (ActivityOptions.executeHandler).
-func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in activities.HandlerInput) workflow.Future {
+// execute schedules step s's handler activity with in, which it completes
+// (the claim, the read on retry); with waitCancel, a cancel of it is
+// waited for (ActivityOptions.executeHandler). Its error goes through
+// handlerEnded.
+func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in *activities.HandlerInput) workflow.Future {
 	o := s.options(p.opts, !p.exact)
 	if p.guardClaim {
 		if p.claimOver(ctx, o.IsLocal()) {
@@ -482,13 +490,37 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in acti
 		// The read may have taken a newer claim (a renewal).
 		in.Attempt, in.WorkerID = p.claims.current.Attempts, p.claims.current.WorkerID
 	}
+	// A handler routed to another task queue runs on a worker that may not
+	// read (readsOnRetry).
+	in.ReadOnRetry = p.readOnRetry && o.TaskQueue == ""
 	if err := p.admit(ctx, in.Step, len(in.Params), p.resultBound(s)); err != nil {
 		return failedFuture(ctx, err)
 	}
 	if p.waitCancel {
-		return o.executeHandler(ctx, summary, s.Handler, in)
+		return o.executeHandler(ctx, summary, s.Handler, *in)
 	}
-	return o.execute(ctx, summary, s.Handler, in)
+	return o.execute(ctx, summary, s.Handler, *in)
+}
+
+// handlerEnded is err, the end of a step's handler activity scheduled with
+// in; or, when it is the read of a retried attempt that found the claim
+// over (claimSeenIn), and ran no handler, a ClaimLost failure, with the
+// claim judged over: no step starts after it, and the run reports nothing
+// (TaskWorkflow). A claim newer than in's that reached the run, and that
+// the read did not show over (ClaimSeen.MayHold), gets a run of its own.
+func (p *pipeline) handlerEnded(ctx workflow.Context, in activities.HandlerInput, err error) error {
+	seen, ok := claimSeenIn(err)
+	if !ok || !in.ReadOnRetry {
+		return err
+	}
+	p.claims.drain(ctx)
+	if !p.claims.over {
+		p.claims.over, p.claims.overAt, p.claims.overWhen = true, p.claims.version, "when a step's handler was to run again"
+		if c := p.claims.current; !c.same(Claim{WorkerID: in.WorkerID, Attempts: in.Attempt}) && seen.MayHold(c.WorkerID, c.Attempts) {
+			p.claims.overAt-- // only in's claim, older than the current one, is known over
+		}
+	}
+	return temporal.NewNonRetryableApplicationError(errorMessage(err), activities.ErrTypeClaimLost, nil)
 }
 
 // claimOver reports whether the run's claim is over, reading the task
@@ -537,7 +569,7 @@ func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 			}
 		}
 		if over && !p.claims.over {
-			p.claims.over, p.claims.overAt = true, p.claims.version
+			p.claims.over, p.claims.overAt, p.claims.overWhen = true, p.claims.version, "before a step started"
 		}
 		p.guardAt = workflow.GetInfo(ctx).GetCurrentHistoryLength()
 		// Past a tenth before its timeout, or of unknown age, the claim may

@@ -66,9 +66,11 @@ type TaskInput struct {
 	// handler run again after a takeover) reads the task first, and runs
 	// no handler once the claim is over; the run then reports nothing and
 	// ends ClaimLost, or continues as new for a newer claim that reached
-	// it (activities.HandlerInput.ReadOnRetry). Only for a type of one
-	// handler on the bridge's own worker (readsOnRetry). Every bridge
-	// since this field sets it; runs started before it retry unread.
+	// it (activities.HandlerInput.ReadOnRetry). Only for a handler on
+	// the bridge's own worker: a type of one handler (readsOnRetry), or a
+	// step (pipeline.execute, in runs since stepsReadOnRetry). Every
+	// bridge since this field sets it; runs started before it retry
+	// unread.
 	ReadOnRetry bool `json:"read_on_retry,omitempty"`
 }
 
@@ -119,9 +121,19 @@ func (in TaskInput) continueFor(ctx workflow.Context, c Claim) error {
 // for the read; an error of that type without what was seen is the
 // handler's own, a failure like any other.
 func retryFoundClaimOver(in TaskInput, opts TypeOptions, herr error) (activities.ClaimSeen, bool) {
+	if !in.ReadOnRetry || !readsOnRetry(opts) {
+		return activities.ClaimSeen{}, false
+	}
+	return claimSeenIn(herr)
+}
+
+// claimSeenIn returns what the read of a handler activity that asked for
+// it (activities.HandlerInput.ReadOnRetry) saw, when herr is that read's
+// activities.ErrTypeClaimOver: the claim was over, and no handler ran.
+func claimSeenIn(herr error) (activities.ClaimSeen, bool) {
 	var seen activities.ClaimSeen
 	var appErr *temporal.ApplicationError
-	if !in.ReadOnRetry || !readsOnRetry(opts) || !errors.As(herr, &appErr) || appErr.Type() != activities.ErrTypeClaimOver {
+	if !errors.As(herr, &appErr) || appErr.Type() != activities.ErrTypeClaimOver {
 		return seen, false
 	}
 	return seen, appErr.Details(&seen) == nil && seen.Status != ""
@@ -129,9 +141,9 @@ func retryFoundClaimOver(in TaskInput, opts TypeOptions, herr error) (activities
 
 // readsOnRetry reports whether a type's handler reads its task before a
 // retried attempt when the run asks (TaskInput.ReadOnRetry): a handler on
-// the bridge's own worker. A type of steps or a Go workflow handler does
-// not; nor does a handler routed to another task queue, whose worker
-// (perhaps of another SDK) may not read.
+// the bridge's own worker. A Go workflow handler does not; nor does a
+// handler routed to another task queue, whose worker (perhaps of another
+// SDK) may not read. A type of steps asks step by step (pipeline.execute).
 func readsOnRetry(opts TypeOptions) bool {
 	return len(opts.Steps) == 0 && opts.Workflow == "" && opts.TaskQueue == ""
 }
@@ -192,7 +204,7 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 			log.Info("a newer claim reached the run after its claim was over: continuing as new for it", "task_id", in.Task.ID, "claim", claims.current)
 			return TaskResult{}, in.continueFor(ctx, claims.current)
 		}
-		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over before a step started: no step starts after it, nothing is reported", in.Task.ID, claims.current.WorkerID, claims.current.Attempts)
+		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over %s: no step starts after it, nothing is reported", in.Task.ID, claims.current.WorkerID, claims.current.Attempts, claims.overWhen)
 		log.Info(msg)
 		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
 	}
@@ -430,6 +442,14 @@ const stepsWaitCancel workflow.Version = 2
 // then died ran every local step again.
 const stepsGuardClaim workflow.Version = 3
 
+// stepsReadOnRetry is the version of changeProgressInHandlers whose runs,
+// when they ask for it (TaskInput.ReadOnRetry), have a step's handler on
+// the bridge's own worker read the task before a retried attempt, as a
+// task of one handler does, and start no step once a read showed the claim
+// over (pipeline.handlerEnded). Before, a step's retried attempt ran its
+// handler unread, beside a worker that had claimed the task since.
+const stepsReadOnRetry workflow.Version = 4
+
 // recordClaimInMemo keeps the memo's attempt and worker_id those of the
 // claim this run serves. The bridge reads them to tell whether a run exists
 // for a claim; a run continued as new inherits its predecessor's memo.
@@ -487,11 +507,15 @@ type claimState struct {
 	cancelSeen int
 	noteCancel bool // the run's steps are waited for when cancelled
 	// over: a read before a step showed the claim over, and no newer
-	// claim came within claim_wait (stepsGuardClaim): no step starts, and
-	// the run reports nothing; overAt is version then.
-	over   bool
-	overAt int
-	ch     workflow.ReceiveChannel
+	// claim came within claim_wait (stepsGuardClaim), or a step's retried
+	// attempt did (stepsReadOnRetry): no step starts, and the run reports
+	// nothing. overAt is the version of the newest claim known over: a
+	// claim that reached the run since gets a run of its own. overWhen
+	// says when it was found over, for messages.
+	over     bool
+	overAt   int
+	overWhen string
+	ch       workflow.ReceiveChannel
 }
 
 func followClaims(ctx workflow.Context, initial Claim) *claimState {

@@ -1,0 +1,247 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/workflows"
+)
+
+// A step's handler on the bridge's own worker reads the task before an
+// attempt Temporal retries, as a task of one handler does
+// (stepsReadOnRetry): once the claim is over, no handler runs again and
+// no step starts after it.
+
+// stepRetryBundle is setup with test.flaky, whose first attempts fail,
+// the first of them after then ran (which may end the claim); retried
+// counts its retried attempts that ran. test.after counts its runs; test.ok
+// succeeds; test.liar fails with an error of type ClaimOver of its own.
+type stepRetryBundle struct {
+	*testBundle
+	retried, after atomic.Int32
+}
+
+func stepRetrySetup(t *testing.T, then func(b *testBundle) error) *stepRetryBundle {
+	sb := &stepRetryBundle{}
+	var once sync.Once
+	var thenErr atomic.Value
+	sb.testBundle = setup(t, func(reg *activities.Registry) {
+		reg.MustAdd("test.flaky", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+			if activity.GetInfo(ctx).Attempt > 1 {
+				sb.retried.Add(1)
+				return json.RawMessage(`{"ok":true}`), nil
+			}
+			once.Do(func() {
+				if err := then(sb.testBundle); err != nil {
+					thenErr.Store(err)
+				}
+			})
+			return nil, errors.New("first attempt fails")
+		}))
+		reg.MustAdd("test.after", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
+			sb.after.Add(1)
+			return json.RawMessage(`{}`), nil
+		}))
+		reg.MustAdd("test.ok", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
+			return json.RawMessage(`{}`), nil
+		}))
+		reg.MustAdd("test.liar", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
+			return nil, temporal.NewNonRetryableApplicationError("not mine to run", activities.ErrTypeClaimOver, nil)
+		}))
+	})
+	t.Cleanup(func() { require.Nil(t, thenErr.Load(), "then failed") })
+	return sb
+}
+
+// w2Claims lets the claim time out while a first attempt runs, and has w2,
+// a worker that does not signal the run (a Python worker during a
+// migration, say), claim the task.
+func w2Claims(b *testBundle) error {
+	_, err := b.claimAfterTimeout("demo.pipeline", "w2")
+	return err
+}
+
+func step(name, handler string) workflows.Step {
+	return workflows.Step{Name: name, Handler: handler, Params: map[string]any{}}
+}
+
+// The claim timed out during a step's first attempt and w2 claimed the
+// task: the retry runs no handler, no step starts after it (nor an
+// on_failure step), and the run ends ClaimLost, posting nothing. Before,
+// the retry ran the handler beside w2's attempt, and the steps after it
+// ran too (the README named the gap).
+func TestSteps_retried_step_attempt_runs_no_handler_for_a_claim_over(t *testing.T) {
+	t.Parallel()
+	withFallback := step("one", "test.flaky")
+	withFallback.OnFailure = []workflows.Step{step("fallback", "test.after")}
+	forEach := step("each", "test.flaky")
+	forEach.ForEach = "params.list"
+	for name, tc := range map[string]struct {
+		steps []workflows.Step
+		local bool
+	}{
+		"handler":        {steps: []workflows.Step{step("one", "test.flaky"), step("two", "test.after")}},
+		"handler, local": {steps: []workflows.Step{step("one", "test.flaky"), step("two", "test.after")}, local: true},
+		"for_each":       {steps: []workflows.Step{forEach, step("two", "test.after")}},
+		"parallel":       {steps: []workflows.Step{{Name: "group", Parallel: []workflows.Step{step("p1", "test.flaky"), step("p2", "test.ok")}}, step("two", "test.after")}},
+		"on_failure":     {steps: []workflows.Step{withFallback, step("two", "test.after")}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := stepRetrySetup(t, w2Claims)
+			opts := workflows.TypeOptions{Steps: tc.steps}
+			if tc.local {
+				opts.Local = workflows.Bool(true)
+			}
+			in := b.claim(t, "demo.pipeline", map[string]any{"list": []int{1, 2, 3}}, opts)
+			_, err := b.run(in)
+			requireErrorType(t, err, activities.ErrTypeClaimLost)
+			require.ErrorContains(t, err, "when a step's handler was to run again")
+			require.Zero(t, b.retried.Load(), "a retried attempt ran its handler for a claim that was over")
+			require.Zero(t, b.after.Load(), "a step started after the claim was over")
+			require.Empty(t, b.tm.Completions(in.Task.ID), "nothing is reported")
+			st := b.task(t, in.Task.ID)
+			require.Equal(t, "claimed", st.Status)
+			require.Equal(t, "w2", st.ClaimedBy, "w2's claim stands")
+		})
+	}
+}
+
+// A retried step attempt whose claim holds (the same worker id: this
+// claim, or this bridge's renewal of it) runs its handler, and the steps
+// go on.
+func TestSteps_retried_step_attempt_runs_while_the_claim_holds(t *testing.T) {
+	t.Parallel()
+	for _, renewed := range []bool{false, true} {
+		b := stepRetrySetup(t, func(b *testBundle) error {
+			if !renewed {
+				return nil
+			}
+			_, err := b.claimAfterTimeout("demo.pipeline", "w1")
+			return err
+		})
+		in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{step("one", "test.flaky"), step("two", "test.after")}})
+		if renewed {
+			b.env.RegisterDelayedCallback(func() {
+				b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w1", Attempts: in.Claim.Attempts + 1})
+			}, time.Millisecond)
+		}
+		_, err := b.run(in)
+		require.NoError(t, err, "renewed: %v", renewed)
+		require.EqualValues(t, 1, b.retried.Load())
+		require.EqualValues(t, 1, b.after.Load())
+		require.Equal(t, "completed", b.task(t, in.Task.ID).Status)
+	}
+}
+
+// The claim timed out and another bridge (w2) claimed the task; its claim
+// reached the run by signal. The retry runs no handler for the old claim,
+// and the run continues as new for w2's, whose steps then run.
+func TestSteps_retried_step_attempt_claim_over_with_a_newer_claim_continues_as_new(t *testing.T) {
+	t.Parallel()
+	b := stepRetrySetup(t, w2Claims)
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{step("one", "test.flaky"), step("two", "test.after")}})
+	// w2's bridge signals its claim while the first attempt backs off.
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w2", Attempts: in.Claim.Attempts + 1})
+	}, 500*time.Millisecond)
+	_, err := b.run(in)
+	var can *workflow.ContinueAsNewError
+	require.ErrorAs(t, err, &can, "want the run to continue as new for w2's claim")
+	var next workflows.TaskInput
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+	require.Equal(t, "w2", next.Claim.WorkerID)
+	require.Zero(t, b.retried.Load(), "no handler ran again for the old claim")
+	require.Zero(t, b.after.Load())
+	require.Empty(t, b.tm.Completions(in.Task.ID))
+}
+
+// A newer claim reached the run, but the retry's read showed it over too
+// (w2's claim timed out in turn and py claimed the task): it gets no run,
+// and the run ends ClaimLost.
+func TestSteps_retried_step_attempt_no_run_for_a_newer_claim_the_read_showed_over(t *testing.T) {
+	t.Parallel()
+	b := stepRetrySetup(t, func(b *testBundle) error {
+		if err := w2Claims(b); err != nil {
+			return err
+		}
+		_, err := b.claimAfterTimeout("demo.pipeline", "py")
+		return err
+	})
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{step("one", "test.flaky"), step("two", "test.after")}})
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w2", Attempts: in.Claim.Attempts + 1})
+	}, 500*time.Millisecond)
+	_, err := b.run(in)
+	requireErrorType(t, err, activities.ErrTypeClaimLost)
+	require.Zero(t, b.retried.Load())
+	require.Zero(t, b.after.Load())
+	require.Equal(t, "py", b.task(t, in.Task.ID).ClaimedBy)
+}
+
+// Only a step whose handler runs on the bridge's own worker asks for the
+// read: a step routed to another task queue does not (its worker, perhaps
+// of another SDK, may not read), nor does a run recorded before
+// stepsReadOnRetry, nor one whose input does not ask (an older bridge's).
+func TestSteps_read_on_retry_is_asked_only_where_it_is_read(t *testing.T) {
+	t.Parallel()
+	routed := step("routed", "test.ok")
+	routed.TaskQueue = "python"
+	for name, tc := range map[string]struct {
+		oldRun, oldBridge bool
+		want              map[string]bool
+	}{
+		"current":             {want: map[string]bool{"own": true, "routed": false}},
+		"run before the read": {oldRun: true, want: map[string]bool{"own": false, "routed": false}},
+		"older bridge":        {oldBridge: true, want: map[string]bool{"own": false, "routed": false}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := stepRetrySetup(t, func(*testBundle) error { return nil })
+			var mu sync.Mutex
+			asked := map[string]bool{}
+			b.env.SetOnActivityStartedListener(func(_ *activity.Info, _ context.Context, args converter.EncodedValues) {
+				var in activities.HandlerInput
+				if args.Get(&in) == nil && in.Step != "" {
+					mu.Lock()
+					asked[in.Step] = in.ReadOnRetry
+					mu.Unlock()
+				}
+			})
+			if tc.oldRun {
+				b.env.OnGetVersion("progress-in-handlers", workflow.DefaultVersion, 4).Return(workflow.Version(3))
+			}
+			in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{step("own", "test.ok"), routed}})
+			in.ReadOnRetry = !tc.oldBridge
+			_, err := b.run(in)
+			require.NoError(t, err)
+			mu.Lock()
+			defer mu.Unlock()
+			require.Equal(t, tc.want, asked)
+		})
+	}
+}
+
+// A step handler's own error of type ClaimOver is a failure like any
+// other: only the bridge's read, which says what it saw, ends a run
+// unreported.
+func TestSteps_handlers_own_ClaimOver_error_is_a_failure(t *testing.T) {
+	t.Parallel()
+	b := stepRetrySetup(t, func(*testBundle) error { return nil })
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{step("one", "test.liar"), step("two", "test.after")}})
+	_, err := b.run(in)
+	requireErrorType(t, err, workflows.TaskFailedErrorType)
+	require.Len(t, b.tm.Completions(in.Task.ID), 1, "the failure is reported")
+}
