@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/taskmanager"
@@ -520,4 +522,41 @@ func TestSteps_step_that_waited_for_room_reads_before_weighing_it(t *testing.T) 
 			require.EqualValues(t, 1, ran.Load())
 		})
 	}
+}
+
+// A multi-step task whose step failed for good is reported failed;
+// TaskManager re-queues it, a bridge claims it again at once, and its
+// signal reaches the run before it closes: the run continues as new for
+// that claim, with its steps, as a task of one handler does.
+func TestSteps_claim_after_a_requeued_failure_continues_as_new(t *testing.T) {
+	t.Parallel()
+	var b *testBundle
+	reclaimed := make(chan workflows.Claim, 1)
+	reclaim := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r)
+			if strings.HasSuffix(r.URL.Path, "/complete") {
+				task, err := b.api.Claim(context.Background(), taskmanager.ClaimRequest{WorkerID: "w1", TaskTypeID: b.types["demo.pipeline"]})
+				if err == nil {
+					c := workflows.Claim{WorkerID: "w1", Attempts: int(task.Attempts)}
+					reclaimed <- c
+					b.env.SignalWorkflow(workflows.ClaimSignalName, c)
+				}
+			}
+		})
+	}
+	b = setup(t, nil, reclaim)
+	steps := []workflows.Step{{Name: "one", Handler: "example.error", Params: map[string]any{"message": "step one fails"}}, {Name: "two", Handler: "example.echo", Params: map[string]any{}}}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: steps})
+	_, err := b.run(in)
+	var can *workflow.ContinueAsNewError
+	require.ErrorAs(t, err, &can, "want the run to continue as new for the new claim")
+	var next workflows.TaskInput
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+	require.Equal(t, <-reclaimed, next.Claim)
+	require.Len(t, next.Options.Steps, 2, "the new run has the task's steps")
+	require.Len(t, b.tm.Completions(in.Task.ID), 1, "the failure, once")
+	st := b.task(t, in.Task.ID)
+	require.Equal(t, "claimed", st.Status)
+	require.Equal(t, 2, st.Attempts)
 }
