@@ -61,3 +61,32 @@ func TestClaimOver_keeps_a_long_claimed_by_cut_short(t *testing.T) {
 	require.LessOrEqual(t, len(seen.WorkerID), maxSeenWorkerID+len("…"))
 	require.Less(t, len(appErr.Message()), 1024)
 }
+
+// A worker id longer than what a ClaimSeen keeps: the claim is judged on
+// the whole of it, and MayHold compares it cut as kept. (Found by a
+// review: this bridge's own renewal, with such an id, counted as another
+// worker's claim, and the run ended unreported.)
+func TestClaimOver_long_worker_id_is_judged_whole(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("w", maxSeenWorkerID+40)
+	claimedBy := long
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "data": map[string]any{
+			"id": 7, "type": "t", "status": "claimed", "claimed_by": claimedBy, "attempts": 3}})
+	}))
+	t.Cleanup(srv.Close)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k"})
+	require.NoError(t, err)
+	a := &Activities{TaskManager: api}
+	require.NoError(t, a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2}), "this worker's renewal holds")
+
+	claimedBy = long[:len(long)-1] + "x" // another worker, the same first 256 bytes
+	err = a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2})
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "%v", err)
+	var seen ClaimSeen
+	require.NoError(t, appErr.Details(&seen))
+	require.True(t, seen.MayHold(claimedBy, 3), "the claim the read saw, by its whole id")
+	require.False(t, seen.MayHold(long, 2))
+}

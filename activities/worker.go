@@ -291,10 +291,12 @@ func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
 		a.logger().Warn("cannot read the task before running its handler again: the handler runs", "task_id", in.TaskID, "error", err)
 		return nil
 	}
-	seen := ClaimSeen{Status: t.Status, WorkerID: taskmanager.Clip(t.ClaimedBy, maxSeenWorkerID, "…"), Attempts: int(t.Attempts)}
+	// Judged on the whole claimed_by, kept cut short (MayHold compares so).
+	seen := ClaimSeen{Status: t.Status, WorkerID: t.ClaimedBy, Attempts: int(t.Attempts)}
 	if !seen.endsClaim(in.WorkerID, in.Attempt) {
 		return nil
 	}
+	seen.WorkerID = clipSeen(seen.WorkerID)
 	a.logger().Info("handler not run again: its claim is over", "task_id", in.TaskID, "worker_id", in.WorkerID, "attempt", in.Attempt, "taskmanager", seen.String())
 	// Benign: an expected end, not an incident (the SDK logs it at debug).
 	return temporal.NewApplicationErrorWithOptions(
@@ -333,12 +335,15 @@ func (s ClaimSeen) endsClaim(workerID string, attempts int) bool {
 // data, quoted in errors and written in history).
 const maxSeenWorkerID = 256
 
+// clipSeen is a worker id as a ClaimSeen keeps it.
+func clipSeen(workerID string) string { return taskmanager.Clip(workerID, maxSeenWorkerID, "…") }
+
 // MayHold reports whether claim (workerID, attempts), which reached the
 // run after the handler was scheduled (before the read or after it), may
 // still hold the task: it is later than what the read saw, or is the
 // claim the read saw.
 func (s ClaimSeen) MayHold(workerID string, attempts int) bool {
-	return attempts > s.Attempts || (s.Status == taskmanager.StatusClaimed && s.WorkerID == workerID && s.Attempts == attempts)
+	return attempts > s.Attempts || (s.Status == taskmanager.StatusClaimed && s.WorkerID == clipSeen(workerID) && s.Attempts == attempts)
 }
 
 // String is the task's state as seen, its claimed_by cut short.

@@ -25,7 +25,8 @@ import (
 // The shape of stepsReadOnRetry (version 4 of progress-in-handlers): the
 // first step's first attempt outlasts the claim timeout, a worker that is
 // not a bridge ("py") claims the task, and the attempt fails; Temporal's
-// retry reads the task, finds it claimed by "py", runs no handler, the
+// retry reads the task, finds it claimed by "py", waits claim_wait for a
+// signal of py's claim (none comes: py is no bridge), runs no handler, the
 // second step never starts, and the run ends ClaimLost, posting nothing.
 // Saved as history-v17-steps-retry-reads-first.json.
 func TestE2E_histories_replay_v17(t *testing.T) {
@@ -71,6 +72,7 @@ func TestE2E_histories_replay_v17(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfgFile, []byte(`
 types:
   demo.stepsretry:
+    claim_wait: 2s
     steps:
       - { name: first, handler: test.slow-flaky }
       - { name: second, handler: test.second }

@@ -247,6 +247,7 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 				i, paramsBytes, MaxForEachParamsBytes)
 		}
 		item := fmt.Sprintf("%s[%d]", s.Name, i)
+		summary := stepSummary(item, s.Handler)
 		var f workflow.Future
 		var in activities.HandlerInput
 		if err != nil {
@@ -257,22 +258,28 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 			if p.postsHere(s) {
 				in.Progress = p.startProgress(item)
 			}
-			summary := stepSummary(item, s.Handler)
 			f = p.execute(ictx, s, summary, &in)
 			p.started(ctx, item, summary)
 		}
 		running++
-		sel.AddFuture(f, func(f workflow.Future) {
+		var ended func(workflow.Future)
+		ended = func(f workflow.Future) {
+			again, err := p.handlerEnded(ictx, in, f.Get(ctx, &results[i]))
+			if again { // for a newer claim: the item keeps its place
+				sel.AddFuture(p.execute(ictx, s, summary, &in), ended)
+				return
+			}
 			running--
 			p.ended(ctx, item)
-			if err := p.handlerEnded(ctx, in, f.Get(ctx, &results[i])); err != nil && firstErr == nil {
+			if err != nil && firstErr == nil {
 				firstErr = fmt.Errorf("item %d: %s", i, failureMessage(s.Handler, err))
 				if isHistoryFull(err) {
 					firstErr = temporal.NewNonRetryableApplicationError(firstErr.Error(), HistoryFullErrorType, nil)
 				}
 				cancel()
 			}
-		})
+		}
+		sel.AddFuture(f, ended)
 	}
 	limit := cmp.Or(s.MaxParallel, DefaultMaxParallel)
 	for {

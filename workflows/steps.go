@@ -466,7 +466,10 @@ func (p *pipeline) startOne(ctx workflow.Context, s Step, params json.RawMessage
 	p.started(ctx, s.Name, summary)
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		var out json.RawMessage
-		err := p.handlerEnded(gctx, in, f.Get(gctx, &out))
+		again, err := p.handlerEnded(gctx, in, f.Get(gctx, &out))
+		for again { // for a newer claim
+			again, err = p.handlerEnded(gctx, in, p.execute(gctx, s, summary, &in).Get(gctx, &out))
+		}
 		p.ended(gctx, s.Name)
 		if err != nil {
 			settle.SetError(p.fail(s, err))
@@ -503,24 +506,40 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in *act
 }
 
 // handlerEnded is err, the end of a step's handler activity scheduled with
-// in; or, when it is the read of a retried attempt that found the claim
-// over (claimSeenIn), and ran no handler, a ClaimLost failure, with the
-// claim judged over: no step starts after it, and the run reports nothing
-// (TaskWorkflow). A claim newer than in's that reached the run, and that
-// the read did not show over (ClaimSeen.MayHold), gets a run of its own.
-func (p *pipeline) handlerEnded(ctx workflow.Context, in activities.HandlerInput, err error) error {
+// in, unless it is the read of a retried attempt that found in's claim
+// over (claimSeenIn), and ran no handler. Then, when a newer claim reached
+// the run that the read did not show over (ClaimSeen.MayHold: another
+// bridge claimed the task, and the run serves its claim now), again: the
+// step runs again for it (execute takes the run's current claim), as a
+// step that starts after the guard's read does. A read that shows the
+// task claimed past the run's current claim waits up to claim_wait for
+// that claim's signal (its bridge's may be on its way), as the guard
+// does (claimOver). Else the claim is judged over: a ClaimLost failure,
+// no step starts after it, and the run reports nothing (TaskWorkflow). A
+// step whose context is cancelled does not run again.
+func (p *pipeline) handlerEnded(ctx workflow.Context, in activities.HandlerInput, err error) (again bool, _ error) {
 	seen, ok := claimSeenIn(err)
 	if !ok || !in.ReadOnRetry {
-		return err
+		return false, err
 	}
-	p.claims.drain(ctx)
-	if !p.claims.over {
-		p.claims.over, p.claims.overAt, p.claims.overWhen = true, p.claims.version, "when a step's handler was to run again"
-		if c := p.claims.current; !c.same(Claim{WorkerID: in.WorkerID, Attempts: in.Attempt}) && seen.MayHold(c.WorkerID, c.Attempts) {
-			p.claims.overAt-- // only in's claim, older than the current one, is known over
+	mine := Claim{WorkerID: in.WorkerID, Attempts: in.Attempt}
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	for {
+		p.claims.drain(ctx)
+		c := p.claims.current
+		if !c.same(mine) && seen.MayHold(c.WorkerID, c.Attempts) && !p.claims.over && ctx.Err() == nil {
+			workflow.GetLogger(ctx).Info("a step's claim was over, and a newer claim reached the run: the step runs again for it", "task_id", p.in.Task.ID, "step", in.Step, "claim", c)
+			return true, nil
+		}
+		past := seen.Status == taskmanager.StatusClaimed && seen.Attempts > c.Attempts
+		if p.claims.over || ctx.Err() != nil || !past || !p.awaitClaim(dctx) {
+			break
 		}
 	}
-	return temporal.NewNonRetryableApplicationError(errorMessage(err), activities.ErrTypeClaimLost, nil)
+	if !p.claims.over {
+		p.claims.over, p.claims.overAt, p.claims.overWhen = true, p.claims.version, "when a step's handler was to run again"
+	}
+	return false, temporal.NewNonRetryableApplicationError(errorMessage(err), activities.ErrTypeClaimLost, nil)
 }
 
 // claimOver reports whether the run's claim is over, reading the task

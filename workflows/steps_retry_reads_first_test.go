@@ -27,7 +27,8 @@ import (
 // stepRetryBundle is setup with test.flaky, whose first attempts fail,
 // the first of them after then ran (which may end the claim); retried
 // counts its retried attempts that ran. test.after counts its runs; test.ok
-// succeeds; test.liar fails with an error of type ClaimOver of its own.
+// succeeds; test.liar and test.liar-with-details fail with an error of
+// type ClaimOver of their own, the second with what a read would see.
 type stepRetryBundle struct {
 	*testBundle
 	retried, after atomic.Int32
@@ -59,6 +60,10 @@ func stepRetrySetup(t *testing.T, then func(b *testBundle) error) *stepRetryBund
 		}))
 		reg.MustAdd("test.liar", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
 			return nil, temporal.NewNonRetryableApplicationError("not mine to run", activities.ErrTypeClaimOver, nil)
+		}))
+		reg.MustAdd("test.liar-with-details", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
+			seen := activities.ClaimSeen{Status: "claimed", WorkerID: "py", Attempts: 9}
+			return nil, temporal.NewNonRetryableApplicationError("not mine to run", activities.ErrTypeClaimOver, nil, seen)
 		}))
 	})
 	t.Cleanup(func() { require.Nil(t, thenErr.Load(), "then failed") })
@@ -147,25 +152,43 @@ func TestSteps_retried_step_attempt_runs_while_the_claim_holds(t *testing.T) {
 }
 
 // The claim timed out and another bridge (w2) claimed the task; its claim
-// reached the run by signal. The retry runs no handler for the old claim,
-// and the run continues as new for w2's, whose steps then run.
-func TestSteps_retried_step_attempt_claim_over_with_a_newer_claim_continues_as_new(t *testing.T) {
+// reached the run by signal, before the retry's read or while the step
+// waited for it after a read that showed the task claimed past the run's
+// claim. The run serves w2's claim now: the step runs again for it, and
+// the steps go on; the steps done before are not run again. (Found by a
+// review: the run continued as new for w2's claim, and ran every step
+// again from the first.)
+func TestSteps_retried_step_attempt_claim_over_with_a_newer_claim_runs_the_step_again(t *testing.T) {
 	t.Parallel()
-	b := stepRetrySetup(t, w2Claims)
-	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{step("one", "test.flaky"), step("two", "test.after")}})
-	// w2's bridge signals its claim while the first attempt backs off.
-	b.env.RegisterDelayedCallback(func() {
-		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w2", Attempts: in.Claim.Attempts + 1})
-	}, 500*time.Millisecond)
-	_, err := b.run(in)
-	var can *workflow.ContinueAsNewError
-	require.ErrorAs(t, err, &can, "want the run to continue as new for w2's claim")
-	var next workflows.TaskInput
-	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
-	require.Equal(t, "w2", next.Claim.WorkerID)
-	require.Zero(t, b.retried.Load(), "no handler ran again for the old claim")
-	require.Zero(t, b.after.Load())
-	require.Empty(t, b.tm.Completions(in.Task.ID))
+	forEach := step("one", "test.flaky")
+	forEach.ForEach = "params.list"
+	for name, tc := range map[string]struct {
+		one    workflows.Step
+		signal time.Duration
+	}{
+		"handler, signal before the read":  {one: step("one", "test.flaky"), signal: 500 * time.Millisecond},
+		"handler, signal after the read":   {one: step("one", "test.flaky"), signal: 30 * time.Second},
+		"for_each, signal before the read": {one: forEach, signal: 500 * time.Millisecond},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := stepRetrySetup(t, w2Claims)
+			in := b.claim(t, "demo.pipeline", map[string]any{"list": []int{1, 2}}, workflows.TypeOptions{Steps: []workflows.Step{step("zero", "test.after"), tc.one, step("two", "test.after")}})
+			b.env.RegisterDelayedCallback(func() {
+				b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w2", Attempts: in.Claim.Attempts + 1})
+			}, tc.signal)
+			res, err := b.run(in)
+			require.NoError(t, err)
+			require.Equal(t, "w2", res.WorkerID, "reported with w2's claim")
+			require.EqualValues(t, 2, b.after.Load(), "steps zero and two, once each")
+			require.Positive(t, b.retried.Load(), "the step ran again for w2's claim")
+			st := b.task(t, in.Task.ID)
+			require.Equal(t, "completed", st.Status)
+			for _, c := range b.tm.Completions(in.Task.ID) {
+				require.Equal(t, "w2", c.WorkerID)
+			}
+		})
+	}
 }
 
 // A newer claim reached the run, but the retry's read showed it over too
@@ -236,12 +259,23 @@ func TestSteps_read_on_retry_is_asked_only_where_it_is_read(t *testing.T) {
 
 // A step handler's own error of type ClaimOver is a failure like any
 // other: only the bridge's read, which says what it saw, ends a run
-// unreported.
+// unreported; a handler routed to another task queue, which was not asked
+// to read, cannot end it so even with such details.
 func TestSteps_handlers_own_ClaimOver_error_is_a_failure(t *testing.T) {
 	t.Parallel()
-	b := stepRetrySetup(t, func(*testBundle) error { return nil })
-	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{step("one", "test.liar"), step("two", "test.after")}})
-	_, err := b.run(in)
-	requireErrorType(t, err, workflows.TaskFailedErrorType)
-	require.Len(t, b.tm.Completions(in.Task.ID), 1, "the failure is reported")
+	routed := step("one", "test.liar-with-details")
+	routed.TaskQueue = "python"
+	for name, one := range map[string]workflows.Step{
+		"no details":               step("one", "test.liar"),
+		"routed, with what it saw": routed,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := stepRetrySetup(t, func(*testBundle) error { return nil })
+			in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{one, step("two", "test.after")}})
+			_, err := b.run(in)
+			requireErrorType(t, err, workflows.TaskFailedErrorType)
+			require.Len(t, b.tm.Completions(in.Task.ID), 1, "the failure is reported")
+		})
+	}
 }
