@@ -264,9 +264,14 @@ func (p *pipeline) forEachItem(ctx workflow.Context, s Step, items []any, extra 
 		running++
 		var ended func(workflow.Future)
 		ended = func(f workflow.Future) {
-			again, err := p.handlerEnded(ictx, in, f.Get(ctx, &results[i]))
+			herr := f.Get(ctx, &results[i])
+			// A read that shows the task claimed past the run's claim may
+			// wait here up to claim_wait for that claim's signal: no item
+			// starts or ends meanwhile (they would start under a claim
+			// that may be over).
+			again, err := p.handlerEnded(ictx, in, herr)
 			if again { // for a newer claim: the item keeps its place
-				sel.AddFuture(p.execute(ictx, s, summary, &in), ended)
+				sel.AddFuture(p.rerun(ictx, s, summary, &in, false), ended)
 				return
 			}
 			running--

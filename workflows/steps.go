@@ -468,7 +468,8 @@ func (p *pipeline) startOne(ctx workflow.Context, s Step, params json.RawMessage
 		var out json.RawMessage
 		again, err := p.handlerEnded(gctx, in, f.Get(gctx, &out))
 		for again { // for a newer claim
-			again, err = p.handlerEnded(gctx, in, p.execute(gctx, s, summary, &in).Get(gctx, &out))
+			f = p.rerun(gctx, s, summary, &in, true)
+			again, err = p.handlerEnded(gctx, in, f.Get(gctx, &out))
 		}
 		p.ended(gctx, s.Name)
 		if err != nil {
@@ -505,6 +506,23 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in *act
 	return o.execute(ctx, summary, s.Handler, *in)
 }
 
+// rerun executes step s again for a newer claim (handlerEnded): the
+// attempt that found the claim over lands nothing, so its room in the
+// history is given back first. With wait, it waits for room as a step
+// about to start does (whenRoom); a for_each item cannot (its siblings'
+// results come in through the selector its rerun is decided in), and
+// without room fails HistoryFull.
+func (p *pipeline) rerun(ctx workflow.Context, s Step, summary string, in *activities.HandlerInput, wait bool) workflow.Future {
+	delete(p.landing, in.Step)
+	bound := p.resultBound(s)
+	if wait && len(p.landing) > 0 && !p.room(ctx, len(in.Params), bound) && p.guarded(ctx) {
+		if err := p.awaitRoom(ctx, len(in.Params), bound); err != nil {
+			return failedFuture(ctx, err)
+		}
+	}
+	return p.execute(ctx, s, summary, in)
+}
+
 // handlerEnded is err, the end of a step's handler activity scheduled with
 // in, unless it is the read of a retried attempt that found in's claim
 // over (claimSeenIn), and ran no handler. Then, when a newer claim reached
@@ -536,9 +554,7 @@ func (p *pipeline) handlerEnded(ctx workflow.Context, in activities.HandlerInput
 			break
 		}
 	}
-	if !p.claims.over {
-		p.claims.over, p.claims.overAt, p.claims.overWhen = true, p.claims.version, "when a step's handler was to run again"
-	}
+	p.claims.judgeOver(mine, "when a step's handler was to run again", &seen)
 	return false, temporal.NewNonRetryableApplicationError(errorMessage(err), activities.ErrTypeClaimLost, nil)
 }
 
@@ -587,8 +603,9 @@ func (p *pipeline) claimOver(ctx workflow.Context, local bool) bool {
 				continue // a newer claim came: is it the task's?
 			}
 		}
-		if over && !p.claims.over {
-			p.claims.over, p.claims.overAt, p.claims.overWhen = true, p.claims.version, "before a step started"
+		if over {
+			// The read judged the run's current claim.
+			p.claims.judgeOver(p.claims.current, "before a step started", nil)
 		}
 		p.guardAt = workflow.GetInfo(ctx).GetCurrentHistoryLength()
 		// Past a tenth before its timeout, or of unknown age, the claim may

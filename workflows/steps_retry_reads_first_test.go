@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,21 +28,24 @@ import (
 // stepRetryBundle is setup with test.flaky, whose first attempts fail,
 // the first of them after then ran (which may end the claim); retried
 // counts its retried attempts that ran. test.after counts its runs; test.ok
-// succeeds; test.liar and test.liar-with-details fail with an error of
+// succeeds; test.until-flaky-ran succeeds once test.flaky's retried
+// attempt ran (or fails when cancelled); test.liar and test.liar-with-details fail with an error of
 // type ClaimOver of their own, the second with what a read would see.
 type stepRetryBundle struct {
 	*testBundle
 	retried, after atomic.Int32
+	ran            chan struct{} // closed when test.flaky's retried attempt ran
 }
 
 func stepRetrySetup(t *testing.T, then func(b *testBundle) error) *stepRetryBundle {
-	sb := &stepRetryBundle{}
-	var once sync.Once
+	sb := &stepRetryBundle{ran: make(chan struct{})}
+	var once, ranOnce sync.Once
 	var thenErr atomic.Value
 	sb.testBundle = setup(t, func(reg *activities.Registry) {
 		reg.MustAdd("test.flaky", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
 			if activity.GetInfo(ctx).Attempt > 1 {
 				sb.retried.Add(1)
+				ranOnce.Do(func() { close(sb.ran) })
 				return json.RawMessage(`{"ok":true}`), nil
 			}
 			once.Do(func() {
@@ -57,6 +61,14 @@ func stepRetrySetup(t *testing.T, then func(b *testBundle) error) *stepRetryBund
 		}))
 		reg.MustAdd("test.ok", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
 			return json.RawMessage(`{}`), nil
+		}))
+		reg.MustAdd("test.until-flaky-ran", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+			select {
+			case <-sb.ran:
+				return json.RawMessage(`{}`), nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}))
 		reg.MustAdd("test.liar", activities.HandlerFunc(func(context.Context, json.RawMessage) (json.RawMessage, error) {
 			return nil, temporal.NewNonRetryableApplicationError("not mine to run", activities.ErrTypeClaimOver, nil)
@@ -169,11 +181,15 @@ func TestSteps_retried_step_attempt_claim_over_with_a_newer_claim_runs_the_step_
 		"handler, signal before the read":  {one: step("one", "test.flaky"), signal: 500 * time.Millisecond},
 		"handler, signal after the read":   {one: step("one", "test.flaky"), signal: 30 * time.Second},
 		"for_each, signal before the read": {one: forEach, signal: 500 * time.Millisecond},
+		"for_each, signal after the read":  {one: forEach, signal: 30 * time.Second},
+		"parallel, signal after the read":  {one: workflows.Step{Name: "one", Parallel: []workflows.Step{step("p1", "test.flaky"), step("p2", "test.ok")}}, signal: 30 * time.Second},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := stepRetrySetup(t, w2Claims)
-			in := b.claim(t, "demo.pipeline", map[string]any{"list": []int{1, 2}}, workflows.TypeOptions{Steps: []workflows.Step{step("zero", "test.after"), tc.one, step("two", "test.after")}})
+			// The signal after the read comes within claim_wait.
+			opts := workflows.TypeOptions{ClaimWait: 2 * time.Minute, Steps: []workflows.Step{step("zero", "test.after"), tc.one, step("two", "test.after")}}
+			in := b.claim(t, "demo.pipeline", map[string]any{"list": []int{1, 2}}, opts)
 			b.env.RegisterDelayedCallback(func() {
 				b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w2", Attempts: in.Claim.Attempts + 1})
 			}, tc.signal)
@@ -189,6 +205,66 @@ func TestSteps_retried_step_attempt_claim_over_with_a_newer_claim_runs_the_step_
 			}
 		})
 	}
+}
+
+// The retry's read showed the task claimed past the run's claim, and the
+// step waited for that claim's signal; meanwhile the step's context was
+// cancelled (its parallel group failed, or the run was cancelled), so the
+// step does not run again when w2's claim comes. w2's claim holds all the
+// same: it gets a run of its own, which runs the steps for it. (Found by
+// a review: the run ended ClaimLost, judging w2's claim over, and the
+// task stayed claimed by w2 with no run until the claim timed out.)
+func TestSteps_retried_step_attempt_cancelled_while_it_waits_for_a_newer_claim_continues_as_new(t *testing.T) {
+	t.Parallel()
+	for name, cancelRun := range map[string]bool{"its group fails": false, "the run is cancelled": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := stepRetrySetup(t, w2Claims)
+			group := workflows.Step{Name: "group", Parallel: []workflows.Step{step("p1", "test.flaky")}}
+			if !cancelRun {
+				group.Parallel = append(group.Parallel, workflows.Step{Name: "p2", WaitFor: &workflows.WaitFor{Signal: "never", Timeout: 10 * time.Second}})
+			}
+			opts := workflows.TypeOptions{ClaimWait: 2 * time.Minute, Steps: []workflows.Step{group, step("two", "test.after")}}
+			in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, opts)
+			if cancelRun {
+				b.env.RegisterDelayedCallback(b.env.CancelWorkflow, 10*time.Second)
+			}
+			// After the group failed (10 s), within claim_wait of the read.
+			b.env.RegisterDelayedCallback(func() {
+				b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w2", Attempts: in.Claim.Attempts + 1})
+			}, 30*time.Second)
+			_, err := b.run(in)
+			var can *workflow.ContinueAsNewError
+			require.True(t, errors.As(err, &can), "continued as new for w2's claim: %v", err)
+			require.Zero(t, b.retried.Load())
+			require.Zero(t, b.after.Load())
+			require.Empty(t, b.tm.Completions(in.Task.ID), "nothing is reported")
+			require.Equal(t, "w2", b.task(t, in.Task.ID).ClaimedBy)
+		})
+	}
+}
+
+// A step that runs again for a newer claim counts its result's room in
+// the run's history once: its attempt that found the claim over lands
+// nothing. Here 47 steps run at once, each of whose result may take 1 MiB
+// of the 48 MiB a run's history may reach (HistoryGuardBytes): counted
+// twice, the step found no room and failed HistoryFull. (Found by a
+// review.)
+func TestSteps_step_run_again_for_a_newer_claim_counts_its_room_once(t *testing.T) {
+	t.Parallel()
+	b := stepRetrySetup(t, w2Claims)
+	group := workflows.Step{Name: "group", Parallel: []workflows.Step{step("p1", "test.flaky")}}
+	for i := range 46 {
+		group.Parallel = append(group.Parallel, step(fmt.Sprintf("slow%d", i), "test.until-flaky-ran"))
+	}
+	in := b.claim(t, "demo.pipeline", map[string]any{"n": 1}, workflows.TypeOptions{Steps: []workflows.Step{group}})
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(workflows.ClaimSignalName, workflows.Claim{WorkerID: "w2", Attempts: in.Claim.Attempts + 1})
+	}, 500*time.Millisecond)
+	res, err := b.run(in)
+	require.NoError(t, err)
+	require.Equal(t, "w2", res.WorkerID)
+	require.EqualValues(t, 1, b.retried.Load())
 }
 
 // A newer claim reached the run, but the retry's read showed it over too

@@ -198,13 +198,13 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	}
 	if claims.over {
 		claims.drain(ctx)
-		if claims.version != claims.overAt {
+		if claims.newerMayHold() {
 			// A newer claim reached the run after its claim was judged
-			// over (while its steps stopped): it gets a run of its own.
+			// over, or while its steps stopped: it gets a run of its own.
 			log.Info("a newer claim reached the run after its claim was over: continuing as new for it", "task_id", in.Task.ID, "claim", claims.current)
 			return TaskResult{}, in.continueFor(ctx, claims.current)
 		}
-		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over %s: no step starts after it, nothing is reported", in.Task.ID, claims.current.WorkerID, claims.current.Attempts, claims.overWhen)
+		msg := fmt.Sprintf("task %s: the claim (%q, attempt %d) was over %s: no step starts after it, nothing is reported", in.Task.ID, claims.overClaim.WorkerID, claims.overClaim.Attempts, claims.overWhen)
 		log.Info(msg)
 		return TaskResult{}, temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeClaimLost, nil)
 	}
@@ -509,13 +509,32 @@ type claimState struct {
 	// over: a read before a step showed the claim over, and no newer
 	// claim came within claim_wait (stepsGuardClaim), or a step's retried
 	// attempt did (stepsReadOnRetry): no step starts, and the run reports
-	// nothing. overAt is the version of the newest claim known over: a
-	// claim that reached the run since gets a run of its own. overWhen
-	// says when it was found over, for messages.
-	over     bool
-	overAt   int
-	overWhen string
-	ch       workflow.ReceiveChannel
+	// nothing. overClaim is the claim found over, and overSeen (when
+	// set: the retried attempt's read) what the read saw of the task: a
+	// newer claim that reached the run, and that the read did not show
+	// over, gets a run of its own (newerMayHold). overWhen says when it
+	// was found over, for messages.
+	over      bool
+	overClaim Claim
+	overSeen  *activities.ClaimSeen
+	overWhen  string
+	ch        workflow.ReceiveChannel
+}
+
+// judgeOver records that claim c was found over, when, and (seen, when
+// not nil) what the read that found it saw of the task. The first
+// judgement stands.
+func (st *claimState) judgeOver(c Claim, when string, seen *activities.ClaimSeen) {
+	if !st.over {
+		st.over, st.overClaim, st.overWhen, st.overSeen = true, c, when, seen
+	}
+}
+
+// newerMayHold reports whether, the claim found over, the run's current
+// claim is a newer one that may hold: one the read did not show over.
+func (st *claimState) newerMayHold() bool {
+	c := st.current
+	return st.over && !c.same(st.overClaim) && (st.overSeen == nil || st.overSeen.MayHold(c.WorkerID, c.Attempts))
 }
 
 func followClaims(ctx workflow.Context, initial Claim) *claimState {
