@@ -225,3 +225,20 @@ types:
 
 	s.replay(map[string]string{"bad-signal": approve, "exact-ids": ids}, "history-v10-")
 }
+
+// requireVersion checks that the run recorded version v of changeID, or a
+// later one (the test runs today's code, which may have moved on).
+func requireVersion(t *testing.T, h *historypb.History, changeID string, v int) {
+	t.Helper()
+	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
+		m := ev.GetMarkerRecordedEventAttributes()
+		if m.GetMarkerName() != "Version" {
+			return false
+		}
+		var id string
+		var got int
+		dc := converter.GetDefaultDataConverter()
+		return dc.FromPayloads(m.GetDetails()["change-id"], &id) == nil && id == changeID &&
+			dc.FromPayloads(m.GetDetails()["version"], &got) == nil && got >= v
+	}), "the run took version %d (or later) of %s", v, changeID)
+}

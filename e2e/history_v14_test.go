@@ -45,6 +45,6 @@ func TestE2E_histories_replay_v14(t *testing.T) {
 	require.Equal(t, "completed", states[id].Status, states[id].Error)
 
 	h := s.history(s.prefix + id)
-	requireReadBehindVersion(t, h, "read-late-start")
+	requireReadBehindVersion(t, h, "read-late-start", 1)
 	s.replay(map[string]string{"read-late-start": id}, "history-v14-")
 }

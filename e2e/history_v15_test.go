@@ -35,7 +35,7 @@ types:
 	require.Equal(t, "completed", states[id].Status, states[id].Error)
 
 	h := s.history(s.prefix + id)
-	requireReadBehindVersion(t, h, "progress-in-handlers")
+	requireReadBehindVersion(t, h, "progress-in-handlers", 3)
 	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
 		return ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == "tmbridge.ReadTask" && strings.Contains(ev.String(), "before a step")
 	}), "the run read its task before a step")

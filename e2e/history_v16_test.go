@@ -70,6 +70,6 @@ func TestE2E_histories_replay_v16(t *testing.T) {
 	require.Equal(t, "py", st.ClaimedBy)
 
 	h := s.history(wid)
-	requireVersionMarker(t, h, "retry-reads-first")
+	requireVersion(t, h, "retry-reads-first", 1)
 	s.replay(map[string]string{"retry-reads-first": id}, "history-v16-")
 }

@@ -6,15 +6,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
-	"go.temporal.io/sdk/converter"
 
 	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/taskmanager"
@@ -127,20 +124,4 @@ types:
 	require.Nil(t, claimErr.Load())
 	requireVersion(t, s.history(wid), "progress-in-handlers", 4)
 	return s, id, stepsRetryCounts{again: again.Load(), second: second.Load()}
-}
-
-// requireVersion checks that the run recorded version v of changeID.
-func requireVersion(t *testing.T, h *historypb.History, changeID string, v int) {
-	t.Helper()
-	require.True(t, slices.ContainsFunc(h.GetEvents(), func(ev *historypb.HistoryEvent) bool {
-		m := ev.GetMarkerRecordedEventAttributes()
-		if m.GetMarkerName() != "Version" {
-			return false
-		}
-		var id string
-		var got int
-		dc := converter.GetDefaultDataConverter()
-		return dc.FromPayloads(m.GetDetails()["change-id"], &id) == nil && id == changeID &&
-			dc.FromPayloads(m.GetDetails()["version"], &got) == nil && got == v
-	}), "the run took version %d of %s", v, changeID)
 }
