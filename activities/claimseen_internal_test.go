@@ -43,16 +43,8 @@ func TestClaimSeen_endsClaim(t *testing.T) {
 func TestClaimOver_keeps_a_long_claimed_by_cut_short(t *testing.T) {
 	t.Parallel()
 	huge := strings.Repeat("p", 3<<20)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "data": map[string]any{
-			"id": 7, "type": "t", "status": "claimed", "claimed_by": huge, "attempts": 3}})
-	}))
-	t.Cleanup(srv.Close)
-	api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k"})
-	require.NoError(t, err)
-	a := &Activities{TaskManager: api}
-	err = a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: "w1", Attempt: 2})
+	a := readingTask7(t, func() string { return huge })
+	err := a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: "w1", Attempt: 2})
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "%v", err)
 	require.Equal(t, ErrTypeClaimOver, appErr.Type())
@@ -70,23 +62,30 @@ func TestClaimOver_long_worker_id_is_judged_whole(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("w", maxSeenWorkerID+40)
 	claimedBy := long
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "data": map[string]any{
-			"id": 7, "type": "t", "status": "claimed", "claimed_by": claimedBy, "attempts": 3}})
-	}))
-	t.Cleanup(srv.Close)
-	api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k"})
-	require.NoError(t, err)
-	a := &Activities{TaskManager: api}
+	a := readingTask7(t, func() string { return claimedBy })
 	require.NoError(t, a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2}), "this worker's renewal holds")
 
 	claimedBy = long[:len(long)-1] + "x" // another worker, the same first 256 bytes
-	err = a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2})
+	err := a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2})
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "%v", err)
 	var seen ClaimSeen
 	require.NoError(t, appErr.Details(&seen))
 	require.True(t, seen.MayHold(claimedBy, 3), "the claim the read saw, by its whole id")
 	require.False(t, seen.MayHold(long, 2))
+}
+
+// readingTask7 is Activities whose TaskManager answers every read with
+// task 7, claimed (attempt 3) by claimedBy().
+func readingTask7(t *testing.T, claimedBy func() string) *Activities {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "data": map[string]any{
+			"id": 7, "type": "t", "status": "claimed", "claimed_by": claimedBy(), "attempts": 3}})
+	}))
+	t.Cleanup(srv.Close)
+	api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k"})
+	require.NoError(t, err)
+	return &Activities{TaskManager: api}
 }
