@@ -508,10 +508,11 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in *act
 
 // rerun executes step s again for a newer claim (handlerEnded): the
 // attempt that found the claim over lands nothing, so its room in the
-// history is given back first. With wait, it waits for room as a step
-// about to start does (whenRoom); a for_each item cannot (its siblings'
-// results come in through the selector its rerun is decided in), and
-// without room fails HistoryFull.
+// history is given back first. With wait, it waits once for room while
+// other steps run (a step about to start weighs it again after the read
+// before it: whenRoom); a for_each item does not wait (its siblings'
+// results come in through the selector its rerun is decided in). Without
+// room, the step fails HistoryFull.
 func (p *pipeline) rerun(ctx workflow.Context, s Step, summary string, in *activities.HandlerInput, wait bool) workflow.Future {
 	delete(p.landing, in.Step)
 	bound := p.resultBound(s)
@@ -532,9 +533,11 @@ func (p *pipeline) rerun(ctx workflow.Context, s Step, summary string, in *activ
 // step that starts after the guard's read does. A read that shows the
 // task claimed past the run's current claim waits up to claim_wait for
 // that claim's signal (its bridge's may be on its way), as the guard
-// does (claimOver). Else the claim is judged over: a ClaimLost failure,
-// no step starts after it, and the run reports nothing (TaskWorkflow). A
-// step whose context is cancelled does not run again.
+// does (claimOver). Else the claim is judged over (claimState.judgeOver):
+// a ClaimLost failure, no step starts after it, and the run reports
+// nothing, or continues as new for a newer claim that may hold, one that
+// came while a cancelled step waited say (TaskWorkflow). A step whose
+// context is cancelled does not run again.
 func (p *pipeline) handlerEnded(ctx workflow.Context, in activities.HandlerInput, err error) (again bool, _ error) {
 	seen, ok := claimSeenIn(err)
 	if !ok || !in.ReadOnRetry {

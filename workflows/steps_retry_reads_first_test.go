@@ -236,6 +236,11 @@ func TestSteps_retried_step_attempt_cancelled_while_it_waits_for_a_newer_claim_c
 			_, err := b.run(in)
 			var can *workflow.ContinueAsNewError
 			require.True(t, errors.As(err, &can), "continued as new for w2's claim: %v", err)
+			var next workflows.TaskInput
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+			require.Equal(t, "w2", next.Claim.WorkerID)
+			require.Equal(t, in.Claim.Attempts+1, next.Claim.Attempts)
+			require.Len(t, next.Options.Steps, 2, "the new run has the task's steps")
 			require.Zero(t, b.retried.Load())
 			require.Zero(t, b.after.Load())
 			require.Empty(t, b.tm.Completions(in.Task.ID), "nothing is reported")

@@ -510,7 +510,7 @@ type claimState struct {
 	// claim came within claim_wait (stepsGuardClaim), or a step's retried
 	// attempt did (stepsReadOnRetry): no step starts, and the run reports
 	// nothing. overClaim is the claim found over, and overSeen (when
-	// set: the retried attempt's read) what the read saw of the task: a
+	// set: a retried attempt's read) what the read saw of the task: a
 	// newer claim that reached the run, and that the read did not show
 	// over, gets a run of its own (newerMayHold). overWhen says when it
 	// was found over, for messages.
@@ -523,15 +523,22 @@ type claimState struct {
 
 // judgeOver records that claim c was found over, when, and (seen, when
 // not nil) what the read that found it saw of the task. The first
-// judgement stands.
+// judgement stands, but a later read that saw the task further on is
+// kept: a claim it showed over gets no run of its own.
 func (st *claimState) judgeOver(c Claim, when string, seen *activities.ClaimSeen) {
 	if !st.over {
 		st.over, st.overClaim, st.overWhen, st.overSeen = true, c, when, seen
+		return
+	}
+	if seen != nil && (st.overSeen == nil || seen.Attempts > st.overSeen.Attempts) {
+		st.overSeen = seen
 	}
 }
 
 // newerMayHold reports whether, the claim found over, the run's current
-// claim is a newer one that may hold: one the read did not show over.
+// claim is a newer one that may hold: one the read that found it over
+// did not show over (after the read before a step, which keeps no
+// ClaimSeen, any newer claim).
 func (st *claimState) newerMayHold() bool {
 	c := st.current
 	return st.over && !c.same(st.overClaim) && (st.overSeen == nil || st.overSeen.MayHold(c.WorkerID, c.Attempts))
