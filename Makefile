@@ -31,16 +31,19 @@ test-unit:
 	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	go test -race -short -count=1 ./...
 
+# The end-to-end suite and the simulation run side by side (both mostly
+# wait on timers and servers), the simulation three seeds at a time.
 test-e2e: $(TEMPORAL_CLI)
-	go test -count=1 -timeout 14m ./e2e/
-	go test -count=1 -timeout 14m ./e2e/sim/
+	go test -count=1 -timeout 14m -parallel $(SIM_PARALLEL) ./e2e/ ./e2e/sim/
 
 # The fault simulation on many seeds: `make sim SEEDS=500` (from FIRST=1);
 # `make sim SEED=42` replays one.
+# SIM_PARALLEL seeds run at a time, each with servers of its own.
 SEEDS ?= 20
 FIRST ?= 1
+SIM_PARALLEL ?= 3
 sim: $(TEMPORAL_CLI)
-	SIM_SEEDS=$(SEEDS) SIM_FIRST_SEED=$(FIRST) SIM_SEED=$(SEED) go test -count=1 -timeout 0 -v -run TestSimulation ./e2e/sim/
+	SIM_SEEDS=$(SEEDS) SIM_FIRST_SEED=$(FIRST) SIM_SEED=$(SEED) go test -count=1 -timeout 0 -parallel $(SIM_PARALLEL) -v -run TestSimulation ./e2e/sim/
 
 # One table, side by side on one dev server: plain Temporal (regular and
 # local activities, each with and without eager start) and tmbridge

@@ -11,6 +11,9 @@
 //	go test ./e2e/sim/                      # the regression seeds and SIM_SEEDS (default 5) from SIM_FIRST_SEED
 //	SIM_SEED=42 go test -v ./e2e/sim/       # one seed
 //	make sim SEEDS=500                      # many seeds
+//
+// Seeds run side by side, as many at a time as go test's -parallel says
+// (GOMAXPROCS by default; make runs three): each has servers of its own.
 package sim
 
 import (
@@ -21,6 +24,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,14 +103,25 @@ func TestSimulation(t *testing.T) {
 	}
 	start := time.Now()
 	ss := seeds(t)
-	failed := 0
+	var failed atomic.Int64
+	// Cleanup runs once every seed's subtest has ended.
+	t.Cleanup(func() {
+		t.Logf("simulation: %d seeds, %d clean, %d failed, in %s", len(ss), int64(len(ss))-failed.Load(), failed.Load(), time.Since(start).Round(time.Second))
+	})
 	for _, seed := range ss {
-		ok := t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runSeed(t, seed) })
-		if !ok {
-			failed++
-		}
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			// Each seed has a world of its own (servers, ports, files) and
+			// spends most of its time waiting on its timed faults: seeds
+			// run side by side, -parallel at a time.
+			t.Parallel()
+			defer func() {
+				if t.Failed() {
+					failed.Add(1)
+				}
+			}()
+			runSeed(t, seed)
+		})
 	}
-	t.Logf("simulation: %d seeds, %d clean, %d failed, in %s", len(ss), len(ss)-failed, failed, time.Since(start).Round(time.Second))
 }
 
 // scenario is what a seed decides.
