@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
@@ -29,6 +30,7 @@ func TestFailOnPanic_failure_with_non_utf8_text_is_sendable(t *testing.T) {
 	} {
 		var suite testsuite.WorkflowTestSuite
 		env := suite.NewTestWorkflowEnvironment()
+		env.SetTestTimeout(time.Minute) // a guard against a hang: not 3 s of a loaded machine's time
 		env.RegisterWorkflowWithOptions(workflows.FailOnPanic("t.gofail", fn), workflow.RegisterOptions{Name: "t.gofail"})
 		env.ExecuteWorkflow("t.gofail")
 		err := env.GetWorkflowError()

@@ -359,7 +359,6 @@ func TestRetriedHandlerAttempt_slow_read_runs_the_handler(t *testing.T) {
 	}
 	var runs atomic.Int32
 	b := setup(t, func(reg *activities.Registry) { reg.MustAdd("test.flaky", failsOnce(&runs)) }, slow)
-	b.env.SetTestTimeout(10 * time.Minute) // only a guard against a hang: the read takes real time
 	opts := workflows.TypeOptions{}
 	opts.StartToCloseTimeout = 4 * time.Second // under the client's own timeout (5s)
 	opts.Retry.MaximumAttempts = 2

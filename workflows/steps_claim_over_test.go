@@ -444,7 +444,6 @@ func TestSteps_for_each_refused_for_a_claim_over_cancels_its_running_items(t *te
 	})
 	steps := []workflows.Step{{Name: "each", Handler: "test.item", ForEach: "params.list", MaxParallel: 2, Params: map[string]any{"i": "{{ .index }}"}}}
 	in := b.claim(t, "demo.pipeline", map[string]any{"list": []int{0, 1, 2}}, workflows.TypeOptions{Steps: steps})
-	b.env.SetTestTimeout(2 * time.Minute)
 	taskID.Store(in.Task.ID)
 	b.env.SetCurrentHistoryLength(5)
 	_, err := b.run(in)
