@@ -22,8 +22,8 @@ $(TEMPORAL_CLI):
 
 # Every test: vet and staticcheck, unit and workflow tests with the race detector, each
 # fuzz target for 3000 inputs, then the end-to-end suite against a real
-# Temporal dev server, then the fault simulation on its regression seeds
-# and seeds 1-5.
+# Temporal dev server and, beside it, the fault simulation on its
+# regression seeds and seeds 1-5.
 test: test-unit test-fuzz test-e2e
 
 test-unit:

@@ -3,6 +3,7 @@ package activities_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/testsuite"
@@ -22,6 +23,7 @@ func TestReportOutcome_local_report_reads_first(t *testing.T) {
 
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
+	env.SetTestTimeout(time.Minute) // a local activity's deadline: not the testsuite's 3 s, which a loaded machine passes
 	acts := &activities.Activities{Registry: activities.NewRegistry(), TaskManager: api}
 	acts.RegisterOn(env)
 	in := activities.ReportInput{TaskID: string(task.ID), WorkerID: "w1", Attempt: 1, Error: "boom"} // fresh claim: no ReadFirst

@@ -39,6 +39,7 @@ func stoppingEnv(root context.Context) *testsuite.TestActivityEnvironment {
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
 	env.SetWorkerOptions(worker.Options{BackgroundActivityContext: root})
+	env.SetTestTimeout(time.Minute) // a local activity's deadline: not the testsuite's 3 s, which a loaded machine passes
 	return env
 }
 
@@ -211,6 +212,7 @@ func TestCancelHandlers_leaves_local_handlers_alone(t *testing.T) {
 	a.CancelHandlers()
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestActivityEnvironment()
+	env.SetTestTimeout(time.Minute) // a local activity's deadline: not the testsuite's 3 s, which a loaded machine passes
 	v, err := env.ExecuteLocalActivity(a.handlerActivity("test.live", h), HandlerInput{TaskID: "1", TaskType: "test.live", Attempt: 1, WorkerID: "w1", Params: json.RawMessage(`{}`)})
 	require.NoError(t, err)
 	var out map[string]bool

@@ -62,9 +62,9 @@ func setup(t *testing.T, extra func(reg *activities.Registry), wrap ...func(http
 	// Like a real workflow without a run timeout: activities may retry for hours.
 	env.SetWorkflowRunTimeout(30 * 24 * time.Hour)
 	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute}) // -race on a loaded machine
-	// The testsuite fails a run that takes over 3 s of real time by default;
-	// these runs make real HTTP calls, under -race on a loaded machine: the
-	// timeout only guards against a hang.
+	// The testsuite fails a run that waits over 3 s of real time for
+	// something to happen by default; these runs make real HTTP calls,
+	// under -race on a loaded machine: the timeout only guards against a hang.
 	env.SetTestTimeout(5 * time.Minute)
 	env.RegisterWorkflowWithOptions(workflows.TaskWorkflow, workflow.RegisterOptions{Name: workflows.TaskWorkflowName})
 	acts := &activities.Activities{Registry: reg, TaskManager: api, ProgressInterval: time.Nanosecond}
