@@ -32,9 +32,10 @@ test-unit:
 	go test -race -short -count=1 ./...
 
 # The end-to-end suite and the simulation run side by side (both mostly
-# wait on timers and servers), the simulation three seeds at a time.
+# wait on timers and servers), the simulation three seeds at a time; and
+# the tests of how the dev servers they use are started.
 test-e2e: $(TEMPORAL_CLI)
-	go test -count=1 -timeout 14m -parallel $(SIM_PARALLEL) ./e2e/ ./e2e/sim/
+	go test -count=1 -timeout 14m -parallel $(SIM_PARALLEL) ./e2e/ ./e2e/sim/ ./internal/devtemporal/
 
 # The fault simulation on many seeds: `make sim SEEDS=500` (from FIRST=1);
 # `make sim SEED=42` replays one.

@@ -5,6 +5,8 @@ package devtemporal
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 )
 
@@ -45,6 +48,9 @@ type Server struct {
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
 	exitErr error         // its exit status, once done is closed
+	// marker is a namespace only this server was started with: the one
+	// answering on Address is this server only if it has it.
+	marker string
 }
 
 // Options configure Start.
@@ -78,11 +84,43 @@ var RecommendedConfig = []string{"system.enableActivityEagerExecution=true"}
 // Start starts a dev server with the search attributes TaskType and TaskID
 // and RecommendedConfig (unless opts say otherwise), and waits until it
 // answers.
+//
+// Free ports are picked before the server binds them, so another process
+// may take one first (tests start dev servers side by side). A server that
+// exits before it answers is started again on other ports, three attempts
+// in all, unless opts.Port is set. And a server is ready only once the one
+// answering on its port knows a namespace made for this start: never
+// another process's server that took the port.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	cli, err := CLIPath()
 	if err != nil {
 		return nil, err
 	}
+	attempts := 3
+	if opts.Port != 0 {
+		attempts = 1
+	}
+	var errs []error
+	for range attempts {
+		s, err := start(ctx, cli, opts)
+		if err == nil {
+			return s, nil
+		}
+		errs = append(errs, err)
+		if !errors.Is(err, errExited) || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// errExited: the server's process exited before it answered (a port it
+// was given was taken, say).
+var errExited = errors.New("temporal dev server exited before it answered")
+
+// start makes one attempt.
+func start(ctx context.Context, cli string, opts Options) (*Server, error) {
+	var err error
 	port := opts.Port
 	if port == 0 {
 		if port, err = freePort(); err != nil {
@@ -91,8 +129,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	httpPort, _ := freePort()
 	metricsPort, _ := freePort()
+	marker, err := markerNamespace()
+	if err != nil {
+		return nil, err
+	}
 	args := []string{"server", "start-dev", "--ip", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--http-port", strconv.Itoa(httpPort), "--metrics-port", strconv.Itoa(metricsPort), "--log-level", "error"}
+		"--http-port", strconv.Itoa(httpPort), "--metrics-port", strconv.Itoa(metricsPort), "--log-level", "error",
+		"--namespace", marker}
 	if !opts.NoSearchAttributes {
 		args = append(args, "--search-attribute", "TaskType=Keyword", "--search-attribute", "TaskID=Keyword")
 	}
@@ -104,7 +147,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.DBFile != "" {
 		args = append(args, "--db-filename", opts.DBFile)
 	}
-	s := &Server{Address: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
+	s := &Server{Address: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{}), marker: marker}
 	if opts.UI {
 		uiPort, _ := freePort()
 		args = append(args, "--ui-port", strconv.Itoa(uiPort))
@@ -128,18 +171,31 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// markerNamespace names a namespace for one start.
+func markerNamespace() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "devtemporal-" + hex.EncodeToString(b), nil
+}
+
 func (s *Server) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for {
 		select {
 		case <-s.done:
-			return fmt.Errorf("temporal dev server exited: %v", s.exitErr)
+			return fmt.Errorf("%w: %v", errExited, s.exitErr)
 		default:
 		}
 		c, err := client.Dial(client.Options{HostPort: s.Address, Logger: quiet{}})
 		if err == nil {
 			_, err = c.CheckHealth(ctx, &client.CheckHealthRequest{})
+			if err == nil {
+				// Not this server's, or not registered yet: wait on.
+				_, err = c.WorkflowService().DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: s.marker})
+			}
 			c.Close()
 			if err == nil {
 				return nil
@@ -177,7 +233,9 @@ func (s *Server) Stop() {
 	}
 }
 
-func freePort() (int, error) {
+// freePort finds a port free at the time of the call (a variable so that
+// a test can hand out a taken one).
+var freePort = func() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
