@@ -19,17 +19,20 @@ import (
 // the same bridge, while the first one (slow to stop, or ignoring its
 // context) still runs. A local activity that its run starts again after
 // a failed workflow task or a cache eviction runs beside the first
-// execution, which the SDK does not stop. And a regular activity's
-// attempt that timed out is retried while its handler may still run.
+// execution, which the SDK does not stop. An evicted run's local activity
+// is not even cancelled: when the run, replayed, is cancelled before it
+// starts the activity again, it reports the cancel while the first
+// execution runs on with a live context. And a regular activity's attempt
+// that timed out is retried while its handler may still run.
 //
 // So a handler first waits for every handler of the same task, step and
 // params that has not returned yet and whose context ended, or that is
-// an execution of the same activity of the same run. Other handlers whose
-// context is live are siblings (the items of a for_each step) and are not
-// waited for. Only a handler whose context ended is known here to be told
-// to stop: one whose worker has not heard of it yet (a heartbeat timeout
-// it learns of at its next heartbeat), or one in another process, is not
-// waited for.
+// another run's (one run of a task is open at a time: another run's
+// handler is a closed run's, or a run's whose worker has not told it
+// yet), or that is an execution of the same activity of the same run.
+// Other handlers of the same run whose context is live are siblings (the
+// items of a for_each step) and are not waited for. A handler in another
+// process is not waited for.
 type runningHandlers struct {
 	mu sync.Mutex
 	m  map[handlerKey][]*runningHandler
@@ -46,9 +49,10 @@ type handlerKey struct {
 }
 
 type runningHandler struct {
-	ctx      context.Context
-	activity string // run id and activity id of the execution
-	done     chan struct{}
+	ctx        context.Context
+	runID      string // the run of the execution
+	activityID string // and its activity id
+	done       chan struct{}
 }
 
 var paramsSeed = maphash.MakeSeed()
@@ -57,23 +61,23 @@ func keyOf(in HandlerInput) handlerKey {
 	return handlerKey{taskID: in.TaskID, step: in.Step, params: maphash.Bytes(paramsSeed, in.Params)}
 }
 
-// enter records a handler of in, run by activity (its run's id and its
-// activity id), about to run, and waits until no handler of the same work
-// that was told to stop, or of the same activity, still runs in this
+// enter records a handler of in, run by activity activityID of run runID,
+// about to run, and waits until no handler of the same work that was told
+// to stop, or of another run, or of the same activity, still runs in this
 // process. It returns the function to call when the handler returned, or,
 // when ctx ends first (the attempt's start-to-close timeout, at the
 // latest), an error saying what it waited for; the attempt is then retried
 // as Temporal's retry policy says. A regular activity heartbeats while it
 // waits, so that a cancel of its own run still reaches it.
-func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, activity string, log *slog.Logger) (leave func(), err error) {
-	key, self := keyOf(in), &runningHandler{ctx: ctx, activity: activity, done: make(chan struct{})}
+func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, runID, activityID string, log *slog.Logger) (leave func(), err error) {
+	key, self := keyOf(in), &runningHandler{ctx: ctx, runID: runID, activityID: activityID, done: make(chan struct{})}
 	r.mu.Lock()
 	if r.m == nil {
 		r.m = map[handlerKey][]*runningHandler{}
 	}
 	var stopping []*runningHandler
 	for _, h := range r.m[key] {
-		if h.ctx.Err() != nil || h.activity == activity {
+		if h.ctx.Err() != nil || h.runID != runID || h.activityID == activityID {
 			stopping = append(stopping, h)
 		}
 	}
@@ -98,7 +102,7 @@ func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, activity s
 		close(self.done)
 	}
 	if len(stopping) > 0 {
-		log.Warn("a handler of this task that was told to stop, or an earlier execution of this activity, still runs in this process: waiting for it to return before this one starts", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt)
+		log.Warn("a handler of this task that was told to stop, or of another run, or an earlier execution of this activity, still runs in this process: waiting for it to return before this one starts", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt)
 		if waiting != nil {
 			waiting(len(stopping))
 		}
@@ -108,8 +112,8 @@ func (r *runningHandlers) enter(ctx context.Context, in HandlerInput, activity s
 		case <-h.done:
 		case <-ctx.Done():
 			leave()
-			log.Warn("gave up waiting for a handler of this task that was told to stop, or an earlier execution of this activity: this attempt ends without running", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt, "err", ctx.Err())
-			return nil, fmt.Errorf("a handler of task %s that was told to stop (a cancelled or timed-out run), or an earlier execution of this activity, still runs in this process: this attempt did not start beside it: %w", in.TaskID, ctx.Err())
+			log.Warn("gave up waiting for a handler of this task that was told to stop, or of another run, or an earlier execution of this activity: this attempt ends without running", "task_id", in.TaskID, "task_type", in.TaskType, "step", in.Step, "attempt", in.Attempt, "err", ctx.Err())
+			return nil, fmt.Errorf("a handler of task %s that was told to stop (a cancelled or timed-out run), or of another run, or an earlier execution of this activity, still runs in this process: this attempt did not start beside it: %w", in.TaskID, ctx.Err())
 		}
 	}
 	return leave, nil

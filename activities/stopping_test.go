@@ -80,7 +80,7 @@ func TestHandler_does_not_start_beside_a_stopped_one_of_the_same_task(t *testing
 	in.Attempt = 2 // the next claim's run: another run, another execution
 	second := make(chan error, 1)
 	go func() {
-		leave, err := a.handlers.enter(context.Background(), in, "next-run/1", a.logger())
+		leave, err := a.handlers.enter(context.Background(), in, "next-run", "1", a.logger())
 		if err == nil {
 			_, err = h.Handle(context.Background(), in.Params)
 			leave()
@@ -119,28 +119,28 @@ func TestHandler_siblings_do_not_wait_reruns_do(t *testing.T) {
 		return HandlerInput{TaskID: task, TaskType: "t", Step: step, Params: json.RawMessage(params)}
 	}
 	stoppedCtx, stop := context.WithCancel(context.Background())
-	leaveStopped, err := h.enter(stoppedCtx, in("8", "", `{}`), "run/1", log)
+	leaveStopped, err := h.enter(stoppedCtx, in("8", "", `{}`), "run", "1", log)
 	require.NoError(t, err)
 	stop() // told to stop, still running
 	for i, c := range []struct {
 		in       HandlerInput
 		activity string
 	}{
-		{in("9", "each", `{"item":1}`), "run/2"},
-		{in("9", "each", `{"item":1}`), "run/3"},
-		{in("8", "other", `{}`), "run/4"},
+		{in("9", "each", `{"item":1}`), "2"},
+		{in("9", "each", `{"item":1}`), "3"},
+		{in("8", "other", `{}`), "4"},
 	} {
-		leave, err := h.enter(context.Background(), c.in, c.activity, log)
+		leave, err := h.enter(context.Background(), c.in, "run", c.activity, log)
 		require.NoError(t, err, "handler %d", i)
 		defer leave()
 	}
 	require.Zero(t, waited.Load(), "no handler waited")
 
-	first, err := h.enter(context.Background(), in("11", "", `{}`), "run/5", log)
+	first, err := h.enter(context.Background(), in("11", "", `{}`), "run", "5", log)
 	require.NoError(t, err)
 	entered := make(chan func())
 	go func() {
-		again, err := h.enter(context.Background(), in("11", "", `{}`), "run/5", log)
+		again, err := h.enter(context.Background(), in("11", "", `{}`), "run", "5", log)
 		if !assert.NoError(t, err) {
 			again = func() {}
 		}
@@ -157,6 +157,42 @@ func TestHandler_siblings_do_not_wait_reruns_do(t *testing.T) {
 	leaveStopped()
 }
 
+// A handler of another run of the same work is waited for though its
+// context is live: one run of a task is open at a time, so it is a closed
+// run's. A run evicted from the worker's cache leaves its local activity
+// running, not cancelled; replayed and cancelled before it started the
+// activity again, the run reports the cancel, and the task's next claim
+// starts a run whose handler would run beside the first (seen in the e2e
+// suite under load: TestE2E_local_handler_does_not_start_beside_its_cancelled_one).
+func TestHandler_waits_for_another_runs_handler_whose_context_is_live(t *testing.T) {
+	t.Parallel()
+	var h runningHandlers
+	waiting := make(chan int, 1)
+	h.waiting = func(n int) { waiting <- n }
+	log := slog.New(slog.DiscardHandler)
+	in := HandlerInput{TaskID: "12", TaskType: "t", Params: json.RawMessage(`{}`)}
+	orphan, err := h.enter(context.Background(), in, "evicted-run", "1", log) // never cancelled
+	require.NoError(t, err)
+
+	entered := make(chan func(), 1)
+	go func() {
+		leave, err := h.enter(context.Background(), in, "next-run", "1", log)
+		if !assert.NoError(t, err) {
+			leave = func() {}
+		}
+		entered <- leave
+	}()
+	select {
+	case n := <-waiting:
+		require.Equal(t, 1, n)
+	case leave := <-entered:
+		leave()
+		t.Fatal("the next run's handler started beside the evicted run's")
+	}
+	orphan()
+	(<-entered)()
+}
+
 // A handler that waits for a stopped one and is itself stopped first
 // returns an error that says why it did not start.
 func TestHandler_waiting_for_a_stopped_one_ends_with_its_context(t *testing.T) {
@@ -171,10 +207,10 @@ func TestHandler_waiting_for_a_stopped_one_ends_with_its_context(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	leave, err := func() (func(), error) {
 		go func() { <-waiting; cancel() }()
-		return a.handlers.enter(ctx, in, "run/2", a.logger())
+		return a.handlers.enter(ctx, in, "run", "2", a.logger())
 	}()
 	require.Nil(t, leave)
-	require.ErrorContains(t, err, "a handler of task 10 that was told to stop (a cancelled or timed-out run), or an earlier execution of this activity, still runs in this process")
+	require.ErrorContains(t, err, "a handler of task 10 that was told to stop (a cancelled or timed-out run), or of another run, or an earlier execution of this activity, still runs in this process")
 	require.ErrorIs(t, err, context.Canceled)
 }
 

@@ -174,7 +174,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 				return out, err
 			}
 		}
-		leave, err := a.handlers.enter(ctx, in, info.WorkflowExecution.RunID+"/"+info.ActivityID, a.logger())
+		leave, err := a.handlers.enter(ctx, in, info.WorkflowExecution.RunID, info.ActivityID, a.logger())
 		if err != nil {
 			return nil, err
 		}

@@ -547,6 +547,14 @@ types:
 	defer stop()
 	<-started
 	c := s.cancelRun(id)
+	if strings.HasSuffix(c.Error, "timed out (Heartbeat))") {
+		// The cancel reaches the step with a heartbeat's answer. On a
+		// machine so loaded that the step's heartbeats came late, Temporal
+		// timed the step out first (its worker presumed gone, it is not
+		// waited for), and the run posted the cancel then, once.
+		require.Equal(t, "demo.steps was cancelled (its handler then ended: step first (test.slow): test.slow timed out (Heartbeat))", c.Error)
+		return
+	}
 	require.Equal(t, "step first (test.slow): test.slow was cancelled", c.Error)
 	require.NotZero(t, stoppedAt.Load(), "the step stopped before the cancel was posted")
 	require.Greater(t, c.At.UnixNano(), stoppedAt.Load(), "the cancel was posted after the step stopped")
