@@ -171,7 +171,7 @@ func TestHandler_waits_for_another_runs_handler_whose_context_is_live(t *testing
 	h.waiting = func(n int) { waiting <- n }
 	log := slog.New(slog.DiscardHandler)
 	in := HandlerInput{TaskID: "12", TaskType: "t", Params: json.RawMessage(`{}`)}
-	orphan, err := h.enter(context.Background(), in, "evicted-run", "1", log) // never cancelled
+	orphan, err := h.enter(context.Background(), in, "evicted-run", "3", log) // never cancelled
 	require.NoError(t, err)
 
 	entered := make(chan func(), 1)
@@ -207,7 +207,9 @@ func TestHandler_waiting_for_a_stopped_one_ends_with_its_context(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	leave, err := func() (func(), error) {
 		go func() { <-waiting; cancel() }()
-		return a.handlers.enter(ctx, in, "run", "2", a.logger())
+		// The same run as the stopped one (the testsuite's), another
+		// activity: it waits because the first one's context ended.
+		return a.handlers.enter(ctx, in, "default-test-run-id", "second", a.logger())
 	}()
 	require.Nil(t, leave)
 	require.ErrorContains(t, err, "a handler of task 10 that was told to stop (a cancelled or timed-out run), or of another run, or an earlier execution of this activity, still runs in this process")

@@ -262,7 +262,7 @@ func (o ActivityOptions) validate() []error {
 	add(valid.RangeOrZero("start_to_close_timeout", o.StartToCloseTimeout, time.Second, 30*valid.Day))
 	add(valid.RangeOrZero("schedule_to_close_timeout", o.ScheduleToCloseTimeout, time.Second, 365*valid.Day))
 	if o.HeartbeatTimeout != 0 && o.HeartbeatTimeout < MinHeartbeatTimeout {
-		add(fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: Temporal hears a handler's heartbeats every 0.8 × heartbeat_timeout, so a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
+		add(fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: Temporal hears a handler's heartbeats every 0.8 × heartbeat_timeout plus a call's round trip, so a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
 	} else {
 		add(valid.RangeOrZero("heartbeat_timeout", o.HeartbeatTimeout, MinHeartbeatTimeout, valid.Day))
 	}

@@ -87,22 +87,23 @@ var RecommendedConfig = []string{"system.enableActivityEagerExecution=true"}
 //
 // Free ports are picked before the server binds them, so another process
 // may take one first (tests start dev servers side by side). A server that
-// exits before it answers is started again on other ports, three attempts
-// in all, unless opts.Port is set. And a server is ready only once the one
+// exits before it answers is started again on other ports (but opts.Port),
+// three attempts in all. And a server is ready only once the one
 // answering on its port knows a namespace made for this start: never
 // another process's server that took the port.
 func Start(ctx context.Context, opts Options) (*Server, error) {
+	return startWith(ctx, opts, freePort)
+}
+
+// startWith is Start with the given port picker.
+func startWith(ctx context.Context, opts Options, freePort func() (int, error)) (*Server, error) {
 	cli, err := CLIPath()
 	if err != nil {
 		return nil, err
 	}
-	attempts := 3
-	if opts.Port != 0 {
-		attempts = 1
-	}
 	var errs []error
-	for range attempts {
-		s, err := start(ctx, cli, opts)
+	for range 3 {
+		s, err := start(ctx, cli, opts, freePort)
 		if err == nil {
 			return s, nil
 		}
@@ -119,7 +120,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 var errExited = errors.New("temporal dev server exited before it answered")
 
 // start makes one attempt.
-func start(ctx context.Context, cli string, opts Options) (*Server, error) {
+func start(ctx context.Context, cli string, opts Options, freePort func() (int, error)) (*Server, error) {
 	var err error
 	port := opts.Port
 	if port == 0 {
@@ -219,6 +220,11 @@ func (s *Server) Stop() {
 	if s.cmd.Process == nil {
 		return
 	}
+	select {
+	case <-s.done: // exited: its process group id may be another's by now
+		return
+	default:
+	}
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -233,9 +239,8 @@ func (s *Server) Stop() {
 	}
 }
 
-// freePort finds a port free at the time of the call (a variable so that
-// a test can hand out a taken one).
-var freePort = func() (int, error) {
+// freePort finds a port free at the time of the call.
+func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

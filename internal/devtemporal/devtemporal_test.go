@@ -67,17 +67,17 @@ func TestStart_tries_again_on_other_ports_when_one_was_taken(t *testing.T) {
 	other := startOrFail(t, Options{})
 	taken := portOf(t, other)
 
-	real := freePort
 	handed := 0
-	freePort = func() (int, error) {
+	srv, err := startWith(t.Context(), Options{}, func() (int, error) {
 		if handed++; handed == 1 {
 			return taken, nil // the frontend port of the first attempt
 		}
-		return real()
+		return freePort()
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { freePort = real })
-
-	srv := startOrFail(t, Options{})
+	t.Cleanup(srv.Stop)
 	if srv.Address == other.Address {
 		t.Fatalf("the second server is at %s, the first server's address", srv.Address)
 	}
