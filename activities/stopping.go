@@ -27,9 +27,9 @@ import (
 //
 // So a handler first waits for every handler of the same task, step and
 // params that has not returned yet and whose context ended, or that is
-// another run's (one run of a task is open at a time: another run's
-// handler is a closed run's, or a run's whose worker has not told it
-// yet), or that is an execution of the same activity of the same run.
+// another run's (one run of a task's workflow is open at a time: the
+// other run has closed, and its handler has not heard of it, or never
+// will), or that is an execution of the same activity of the same run.
 // Other handlers of the same run whose context is live are siblings (the
 // items of a for_each step) and are not waited for. A handler in another
 // process is not waited for.

@@ -96,14 +96,14 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 }
 
 // startWith is Start with the given port picker.
-func startWith(ctx context.Context, opts Options, freePort func() (int, error)) (*Server, error) {
+func startWith(ctx context.Context, opts Options, pickPort func() (int, error)) (*Server, error) {
 	cli, err := CLIPath()
 	if err != nil {
 		return nil, err
 	}
 	var errs []error
 	for range 3 {
-		s, err := start(ctx, cli, opts, freePort)
+		s, err := start(ctx, cli, opts, pickPort)
 		if err == nil {
 			return s, nil
 		}
@@ -120,16 +120,16 @@ func startWith(ctx context.Context, opts Options, freePort func() (int, error)) 
 var errExited = errors.New("temporal dev server exited before it answered")
 
 // start makes one attempt.
-func start(ctx context.Context, cli string, opts Options, freePort func() (int, error)) (*Server, error) {
+func start(ctx context.Context, cli string, opts Options, pickPort func() (int, error)) (*Server, error) {
 	var err error
 	port := opts.Port
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		if port, err = pickPort(); err != nil {
 			return nil, err
 		}
 	}
-	httpPort, _ := freePort()
-	metricsPort, _ := freePort()
+	httpPort, _ := pickPort()
+	metricsPort, _ := pickPort()
 	marker, err := markerNamespace()
 	if err != nil {
 		return nil, err
@@ -150,7 +150,7 @@ func start(ctx context.Context, cli string, opts Options, freePort func() (int, 
 	}
 	s := &Server{Address: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{}), marker: marker}
 	if opts.UI {
-		uiPort, _ := freePort()
+		uiPort, _ := pickPort()
 		args = append(args, "--ui-port", strconv.Itoa(uiPort))
 		s.UIURL = "http://127.0.0.1:" + strconv.Itoa(uiPort)
 	} else {
