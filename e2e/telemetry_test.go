@@ -193,25 +193,40 @@ func requireOneTrace(t *testing.T, spans []span, id, workflowID, workerID, marke
 			trace = append(trace, sp)
 		}
 	}
-	// child returns the one span named name whose parent is parent.
-	child := func(parent span, name string) span {
-		t.Helper()
+	// children lists the spans named name whose parent is one of parents.
+	children := func(name string, parents ...span) []span {
 		var found []span
 		for _, sp := range trace {
-			if sp.parent == parent.id && sp.name == name {
-				found = append(found, sp)
+			for _, p := range parents {
+				if sp.parent == p.id && sp.name == name {
+					found = append(found, sp)
+				}
 			}
 		}
-		require.Len(t, found, 1, "one %q span under %q; the trace: %s", name, parent.name, describe(trace))
+		return found
+	}
+	// child returns the one span named name under one of parents.
+	child := func(name string, parents ...span) span {
+		t.Helper()
+		found := children(name, parents...)
+		require.Len(t, found, 1, "one %q span under %q; the trace: %s", name, parents[0].name, describe(trace))
 		return found[0]
 	}
-	start := child(*claim, "start")
+	start := child("start", *claim)
 	require.Equal(t, workflowID, start.attrs["workflow_id"])
-	startWF := child(start, "StartWorkflow:tmbridge.Task")
+	startWF := child("StartWorkflow:tmbridge.Task", start)
 	require.Equal(t, workflowID, startWF.attrs["temporalWorkflowID"])
-	run := child(startWF, "RunWorkflow:tmbridge.Task")
-	child(child(run, "StartActivity:example.echo"), "RunActivity:example.echo")
-	child(child(run, "StartActivity:tmbridge.ReportOutcome"), "RunActivity:tmbridge.ReportOutcome")
+	// One RunWorkflow span per workflow task run that was not a replay,
+	// and a StartActivity span each time it scheduled an activity: a
+	// workflow task that timed out (a loaded machine) runs again, with
+	// spans of its own. Each activity ran once.
+	runs := children("RunWorkflow:tmbridge.Task", startWF)
+	require.NotEmpty(t, runs, "a RunWorkflow span under StartWorkflow; the trace: %s", describe(trace))
+	for _, activity := range []string{"example.echo", "tmbridge.ReportOutcome"} {
+		scheduled := children("StartActivity:"+activity, runs...)
+		require.NotEmpty(t, scheduled, "a StartActivity:%s span under RunWorkflow; the trace: %s", activity, describe(trace))
+		child("RunActivity:"+activity, scheduled...)
+	}
 	t.Logf("the task's trace, %d spans:%s", len(trace), describe(trace))
 
 	for _, sp := range spans {
