@@ -190,17 +190,9 @@ func (s *Server) waitReady(ctx context.Context) error {
 			return fmt.Errorf("%w: %v", errExited, s.exitErr)
 		default:
 		}
-		c, err := client.Dial(client.Options{HostPort: s.Address, Logger: quiet{}})
+		err := s.answers(ctx)
 		if err == nil {
-			_, err = c.CheckHealth(ctx, &client.CheckHealthRequest{})
-			if err == nil {
-				// Not this server's, or not registered yet: wait on.
-				_, err = c.WorkflowService().DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: s.marker})
-			}
-			c.Close()
-			if err == nil {
-				return nil
-			}
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -208,6 +200,22 @@ func (s *Server) waitReady(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// answers checks that this server answers on Address: that the server
+// there is healthy and knows this start's marker namespace (else it is
+// another's, or not ready yet).
+func (s *Server) answers(ctx context.Context) error {
+	c, err := client.Dial(client.Options{HostPort: s.Address, Logger: quiet{}})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+		return err
+	}
+	_, err = c.WorkflowService().DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: s.marker})
+	return err
 }
 
 // PID is the server process's id (for measurements of its CPU time).

@@ -1,14 +1,10 @@
 package devtemporal
 
 import (
-	"context"
 	"errors"
 	"strconv"
 	"strings"
 	"testing"
-
-	"go.temporal.io/api/workflowservice/v1"
-	"go.temporal.io/sdk/client"
 )
 
 // startOrFail starts a dev server for a test (the CLI must be built: `make
@@ -50,13 +46,7 @@ func TestStart_on_a_port_another_server_holds_fails(t *testing.T) {
 	if !errors.Is(err, errExited) {
 		t.Fatalf("Start on a taken port: %v, want %v", err, errExited)
 	}
-	// The other server is untouched.
-	c, err := client.Dial(client.Options{HostPort: other.Address, Logger: quiet{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.WorkflowService().DescribeNamespace(t.Context(), &workflowservice.DescribeNamespaceRequest{Namespace: other.marker}); err != nil {
+	if err := other.answers(t.Context()); err != nil {
 		t.Fatalf("the first server after the failed start: %v", err)
 	}
 }
@@ -81,12 +71,7 @@ func TestStart_tries_again_on_other_ports_when_one_was_taken(t *testing.T) {
 	if srv.Address == other.Address {
 		t.Fatalf("the second server is at %s, the first server's address", srv.Address)
 	}
-	c, err := client.Dial(client.Options{HostPort: srv.Address, Logger: quiet{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.WorkflowService().DescribeNamespace(context.Background(), &workflowservice.DescribeNamespaceRequest{Namespace: srv.marker}); err != nil {
-		t.Fatalf("the started server does not know its own marker: %v", err)
+	if err := srv.answers(t.Context()); err != nil {
+		t.Fatalf("the started server does not answer as itself: %v", err)
 	}
 }
