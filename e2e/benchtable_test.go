@@ -122,6 +122,7 @@ func TestBenchTable(t *testing.T) {
 	plain, bridged := make([]series, len(plainModes)), make([]series, len(bridgeModes))
 	plainEvents, bridgeEvents := make([]int, len(plainModes)), make([]int, len(bridgeModes))
 	var sleepy, open, running, launch, fastOpen, fastRunning, plainOpen, plainRunning, rssMB series
+	var fileMB, anonMB, stacksMB, heapMB series // where the memory is, default options
 	var plainLocalNoSA, bridgedLocalNoSA series // on a dev server without the search attributes
 	runPlain := func(i int) {
 		rate, events := plainTemporal(t, n, inFlight, plainModes[i].local, plainModes[i].eager)
@@ -178,6 +179,9 @@ func TestBenchTable(t *testing.T) {
 		mib := math.Round(float64(m.rss) / (1 << 20))
 		open, running, rssMB = append(open, m.open.Seconds()), append(running, m.running.Seconds()), append(rssMB, mib)
 		launch = append(launch, m.launch.Seconds())
+		mb := func(b int64) float64 { return float64(b) / (1 << 20) }
+		fileMB, anonMB = append(fileMB, mb(m.mem.file)), append(anonMB, mb(m.mem.anon))
+		stacksMB, heapMB = append(stacksMB, mb(m.mem.stacks)), append(heapMB, mb(m.mem.heap))
 		fastOpen, fastRunning = append(fastOpen, f.open.Seconds()), append(fastRunning, f.running.Seconds())
 		plainOpen, plainRunning = append(plainOpen, p.open.Seconds()), append(plainRunning, p.running.Seconds())
 		t.Logf("round %d: 200 one-second tasks in %.1f s; 1,000 in flight: started in %.1f s, handler tasks received in %.1f s (with %s: %.1f s, %.1f s; plain Temporal %.1f s, %.1f s), peak RSS %.0f MiB",
@@ -201,6 +205,9 @@ func TestBenchTable(t *testing.T) {
 			open.String("%.1f"), running.String("%.1f"), launch.String("%.1f"), rssMB.String("%.0f")))
 	row("the same, with `temporal.search_attributes: false` and `temporal.grpc_compression: none`",
 		fmt.Sprintf("all started in %s s, every handler's activity task received in %s s", fastOpen.String("%.1f"), fastRunning.String("%.1f")))
+	row("the bridge's memory with the thousand running, 5 s after all started (default options)",
+		fmt.Sprintf("the binary's pages mapped from its file %s MiB, anonymous %s MiB (of it goroutine stacks %s MiB, heap in use %s MiB)",
+			fileMB.String("%.0f"), anonMB.String("%.0f"), stacksMB.String("%.0f"), heapMB.String("%.0f")))
 	perInterval, cpu := idleBridge(t)
 	row("idle, two types, poll interval 1 s", fmt.Sprintf("%.2f TaskManager requests per interval (0 claims), %.2f %% CPU", perInterval, cpu))
 
@@ -310,6 +317,58 @@ type inFlightTimes struct {
 	running time.Duration // until every handler activity task was received
 	launch  time.Duration // the bridge: from its launch to its first claim
 	rss     int64         // the bridge's peak RSS, bytes
+	mem     memoryParts   // where the bridge's memory is, 5 s after all ran
+}
+
+// memoryParts is where a bridge's resident memory is (bytes): pages of
+// its binary mapped from the file (shared, the kernel can drop and read
+// them again) and anonymous memory, and of the latter, Go's goroutine
+// stacks and heap spans in use.
+type memoryParts struct {
+	file, anon, stacks, heap int64
+	goroutines               int
+}
+
+func (m memoryParts) String() string {
+	mib := func(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
+	return fmt.Sprintf("RSS %.1f MiB: the binary's pages %.1f MiB, anonymous %.1f MiB (goroutine stacks %.1f MiB for %d goroutines, heap in use %.1f MiB)",
+		mib(m.file+m.anon), mib(m.file), mib(m.anon), mib(m.stacks), m.goroutines, mib(m.heap))
+}
+
+// bridgeMemory reads where the bridge's memory is: /proc for the pages,
+// its metrics for Go's stacks and heap (zero when unreadable).
+func bridgeMemory(pid int, metricsAddr string) memoryParts {
+	var m memoryParts
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
+			if len(f) == 3 && f[2] == "kB" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				switch f[0] {
+				case "RssFile:":
+					m.file = kb << 10
+				case "RssAnon:":
+					m.anon = kb << 10
+				}
+			}
+		}
+	}
+	for line := range strings.Lines(metricsText(metricsAddr)) {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "go_memstats_stack_inuse_bytes":
+			m.stacks = int64(v)
+		case "go_memstats_heap_inuse_bytes":
+			m.heap = int64(v)
+		case "go_goroutines":
+			m.goroutines = int(v)
+		}
+	}
+	return m
 }
 
 // fastThousand are the options for many tasks at once that the bench
@@ -360,7 +419,12 @@ func thousandInFlight(t *testing.T, extra ...string) inFlightTimes {
 		if claimed.IsZero() && s.tm.Stats().Claimed >= n {
 			claimed = time.Now()
 		}
-		started, received = bridgeCounts(metrics, "example.sleep")
+		// No task starts before its claim: until all are claimed, the
+		// bridge's metrics are not read, so that serving them (five times
+		// a second) does not take from its CPU during the ramp.
+		if !claimed.IsZero() {
+			started, received = bridgeCounts(metrics, "example.sleep")
+		}
 		if open.IsZero() && started >= n {
 			open = time.Now()
 		}
@@ -380,6 +444,8 @@ func thousandInFlight(t *testing.T, extra ...string) inFlightTimes {
 	var err error
 	m.rss, err = peakRSS(cmd.Process.Pid)
 	require.NoError(t, err)
+	m.mem = bridgeMemory(cmd.Process.Pid, metrics)
+	t.Logf("the bridge's memory now (%s): %s", flagsOrDefaults(extra), m.mem)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	// The killed bridge's runs stay open: end them, so that the dev server
@@ -396,17 +462,7 @@ func thousandInFlight(t *testing.T, extra ...string) inFlightTimes {
 // temporal_activity_schedule_to_start_latency_seconds, eager ones
 // included). Both only grow; 0 when unknown.
 func bridgeCounts(addr, taskType string) (started, received int) {
-	// Uncompressed: a gzip writer per read, five reads a second, would
-	// weigh on the bridge's memory as Prometheus' scrapes (every 15 s or
-	// so) do not.
-	var body string
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
-	req.Header.Set("Accept-Encoding", "identity")
-	if resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req); err == nil {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		body = string(b)
-	}
+	body := metricsText(addr)
 	value := func(line string) int {
 		f := strings.Fields(line)
 		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
@@ -421,6 +477,23 @@ func bridgeCounts(addr, taskType string) (started, received int) {
 		}
 	}
 	return started, received
+}
+
+// metricsText is what the bridge's metrics endpoint at addr serves, ""
+// when it does not answer.
+func metricsText(addr string) string {
+	// Uncompressed: a gzip writer per read, five reads a second, would
+	// weigh on the bridge's memory as Prometheus' scrapes (every 15 s or
+	// so) do not.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // plainThousand is thousandInFlight's baseline: plain Temporal, in this

@@ -113,7 +113,7 @@ func runBinary(t *testing.T, s *stack, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin("tmbridge"), s.args("bin-bridge", args...)...)
 	cmd.Env = s.environ()
-	for _, v := range []string{"GOGC", "GOMEMLIMIT"} { // for measurements
+	for _, v := range []string{"GOGC", "GOMEMLIMIT", "GODEBUG", "GOTRACEBACK"} { // for measurements
 		if x, ok := os.LookupEnv(v); ok {
 			cmd.Env = append(cmd.Env, v+"="+x)
 		}
