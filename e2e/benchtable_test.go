@@ -41,7 +41,7 @@ import (
 // server of its own; in TMBRIDGE_BENCH_ROUNDS rounds (3), then an idle bridge. It
 // prints one markdown table of medians (also to bench.md with
 // TMBRIDGE_BENCH_OUT). The figures are measurements, not assertions: it
-// only runs with TMBRIDGE_BENCH=1 (or local, default, inflight,
+// only runs with TMBRIDGE_BENCH=1 (or local, default, sleepy, inflight,
 // inflight-after for one measurement, to profile). The dev servers run with
 // devtemporal.RecommendedConfig; TMBRIDGE_BENCH_SERVER=defaults, with
 // Temporal's own dynamic config.
@@ -79,6 +79,14 @@ func TestBenchTable(t *testing.T) {
 				m := thousandInFlight(t, extra...)
 				t.Logf("tmbridge (%s): all started in %.1f s, every handler's activity task received in %.1f s; peak RSS %.0f MiB", flagsOrDefaults(extra), m.open.Seconds(), m.running.Seconds(), math.Round(float64(m.rss)/(1<<20)))
 			}
+		}
+		return
+	}
+	// The 200 one-second tasks alone, round after round.
+	if os.Getenv("TMBRIDGE_BENCH") == "sleepy" {
+		for range rounds {
+			freshTemporal(t)
+			sleepyTasks(t, 200)
 		}
 		return
 	}
@@ -307,6 +315,17 @@ func sleepyTasks(t *testing.T, n int) time.Duration {
 	s.waitFinal(ids)
 	wall := time.Since(start)
 	stop()
+	claims := s.tm.Claims()
+	var reported time.Time // the last outcome TaskManager took
+	for _, id := range ids {
+		for _, c := range s.tm.Completions(id) {
+			if c.Accepted && c.At.After(reported) {
+				reported = c.At
+			}
+		}
+	}
+	t.Logf("%d one-second tasks in %.1f s: the first claim %.1f s after launch, the last %.1f s after it; the last outcome reported %.1f s after the last claim",
+		n, wall.Seconds(), claims[0].At.Sub(start).Seconds(), claims[len(claims)-1].At.Sub(claims[0].At).Seconds(), reported.Sub(claims[len(claims)-1].At).Seconds())
 	return wall
 }
 
