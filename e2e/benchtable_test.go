@@ -336,7 +336,7 @@ type inFlightTimes struct {
 	running time.Duration // until every handler activity task was received
 	launch  time.Duration // the bridge: from its launch to its first claim
 	rss     int64         // the bridge's peak RSS, bytes
-	mem     memoryParts   // where the bridge's memory is, 5 s after all ran
+	mem     memoryParts   // where the bridge's memory is, 5 s after all started
 }
 
 // memoryParts is where a bridge's resident memory is (bytes): pages of
