@@ -867,6 +867,10 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 			Success: out.Success, Result: out.Result, Error: out.Error, Progress: out.Progress,
 			ReadFirst: readFirst || in.mayHaveExpired(ctx, claim),
 			Short:     shrunk && !out.Success,
+			// A local report is run again from scratch after a crash or a
+			// failed workflow task, in a later one: the history is then
+			// longer (as for a local handler's SkipIfDone).
+			FirstLocal: workflow.GetInfo(ctx).GetCurrentHistoryLength() <= firstTaskEvents,
 		}
 		if !claim.ClaimedAt.IsZero() {
 			// Decided again when the report runs: it may wait in the queue

@@ -43,6 +43,10 @@ type Fault struct {
 	// the client has given up meanwhile: the change lands after the client
 	// saw a timeout (a slow database behind PHP).
 	Late bool
+	// Matched, when set, is sent to (without blocking) as a request
+	// matches the fault, before its latency: a test learns that the
+	// request is under way.
+	Matched chan<- struct{}
 }
 
 // InjectFault adds a fault; faults are tried in the order added.
@@ -84,6 +88,12 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request) bool {
 	s.mu.Unlock()
 	if f == nil {
 		return false
+	}
+	if f.Matched != nil {
+		select {
+		case f.Matched <- struct{}{}:
+		default:
+		}
 	}
 	if f.Latency > 0 {
 		start := time.Now()

@@ -239,3 +239,24 @@ func TestParams_as_PHP_stores_them(t *testing.T) {
 		})
 	}
 }
+
+// A fault's Matched hears of a request it matches before its latency ends:
+// the request is under way, not yet served.
+func TestFault_Matched_is_told_before_the_latency(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, devserver.StylePHP)
+	id := f.create(t, "m")
+	matched := make(chan struct{}, 1)
+	f.srv.InjectFault(devserver.Fault{Path: "/tasks/" + string(id), Method: "GET", Latency: time.Minute, Count: 1, Matched: matched})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := f.c.GetTask(ctx, id); done <- err }()
+	<-matched
+	select {
+	case err := <-done:
+		t.Fatalf("the request was answered before its latency: %v", err)
+	default:
+	}
+	cancel()
+	require.Error(t, <-done)
+}
