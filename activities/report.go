@@ -36,12 +36,12 @@ type ReportInput struct {
 	// time (half the claim timeout after the claim was made), for the claim
 	// may have timed out while the report waited to run.
 	ReadFirstFrom time.Time `json:"read_first_from,omitzero"`
-	// FirstLocal: the run scheduled this report in the first attempt of its
-	// first workflow task. Run as a local activity, it is then not a run
-	// again after a crash or a failed workflow task (whose post may have
-	// landed: the task may even be claimed again by this worker id), so it
-	// need not read first. Runs of older bridges leave it false: a local
-	// report then always reads first.
+	// FirstLocal: the run scheduled this report live (not replaying) in the
+	// first attempt of its first workflow task. Run as a local activity, it
+	// is then not a run again after a crash or a failed workflow task
+	// (whose post may have landed: the task may even be claimed again by
+	// this worker id), so it need not read first. Runs of older bridges
+	// leave it false: a local report then always reads first.
 	FirstLocal bool `json:"first_local,omitempty"`
 	// Short: Error is the bridge's own short message, sent once TaskManager
 	// refused the handler's. TaskManager refusing this one too (too large,

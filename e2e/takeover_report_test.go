@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
@@ -19,24 +20,48 @@ import (
 // the task first, finds the outcome recorded, and posts nothing. A report
 // that took itself for a first post would post to a completed task.
 func TestE2E_local_report_not_posted_again_by_a_bridge_taking_over(t *testing.T) {
+	localReportTakeover(t, 3*time.Second, false)
+}
+
+// The same, when the first workflow task completed while the report
+// posted (the SDK heartbeats a workflow task whose local activity runs
+// past 80 % of its timeout): the next bridge replays that workflow task,
+// at the history length of the first, and runs the report again from the
+// replay. It still reads first. (Found by a review: FirstLocal was decided
+// by the history length alone, and the report posted again.)
+func TestE2E_local_report_not_posted_again_after_a_heartbeat_of_its_workflow_task(t *testing.T) {
+	localReportTakeover(t, 20*time.Second, true)
+}
+
+// localReportTakeover holds the first post of a local task's outcome for
+// hold (and serves it even once its client is gone), kills the bridge
+// while it is held (once the run's first workflow task completed, with
+// heartbeat), and has another bridge take the run over.
+func localReportTakeover(t *testing.T, hold time.Duration, heartbeat bool) {
 	s := newStack(t, devserver.StylePHP)
 	s.register("example.echo")
 	id := s.create("example.echo", map[string]any{"message": "once"})
 	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte("types:\n  example.echo: { local: true }\n"), 0o600))
-	// The first post is held for 3 s, and served even once its client is
-	// gone.
 	posting := make(chan struct{}, 1)
-	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: 3 * time.Second, Late: true, Count: 1, Matched: posting})
+	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: hold, Late: true, Count: 1, Matched: posting})
 	first := runBinary(t, s, "--config="+cfgFile)
 	select {
 	case <-posting:
 	case <-time.After(2 * time.Minute):
 		t.Fatal("no outcome posted")
 	}
+	if heartbeat {
+		deadline := time.Now().Add(2 * time.Minute)
+		for !hasEvent(s, s.prefix+id, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) {
+			require.True(t, time.Now().Before(deadline), "the first workflow task did not complete")
+			time.Sleep(100 * time.Millisecond)
+		}
+		require.Empty(t, s.tm.Completions(id), "the first workflow task completed before the held post landed")
+	}
 	require.NoError(t, first.Process.Kill()) // the bridge dies (SIGKILL)
 	_, _ = first.Process.Wait()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(hold + time.Minute)
 	for st, _ := s.tm.Task(id); st.Status != "completed"; st, _ = s.tm.Task(id) {
 		require.True(t, time.Now().Before(deadline), "the held post did not land")
 		time.Sleep(50 * time.Millisecond)
@@ -55,7 +80,81 @@ func TestE2E_local_report_not_posted_again_by_a_bridge_taking_over(t *testing.T)
 		require.True(t, time.Now().Before(deadline), "run not closed")
 		time.Sleep(200 * time.Millisecond)
 	}
-	require.Greater(t, len(s.history(s.prefix+id).GetEvents()), 3+4, "the run went on past its first workflow task")
+	for _, e := range s.history(s.prefix + id).GetEvents() {
+		t.Logf("event %d %s", e.GetEventId(), e.GetEventType())
+	}
 	require.Len(t, s.tm.Completions(id), 1, "the bridge taking over posted the outcome again")
+	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
+}
+
+// hasEvent reports whether the latest run of a workflow has an event of
+// type typ in its history (false while it cannot be read).
+func hasEvent(s *stack, workflowID string, typ enumspb.EventType) bool {
+	it := s.tc.GetWorkflowHistory(s.t.Context(), workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			return false
+		}
+		if e.GetEventType() == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// A local handler that runs past its first workflow task's heartbeat (the
+// task completes while the handler runs; the handler's outcome comes in
+// the second): the bridge dies while the outcome's post is under way, the
+// post lands, and the next bridge replays the first workflow task, where
+// the handler has no marker. The handler does not run again for the
+// completed task: scheduled in a replay, it reads first (SkipIfDone).
+// (Found by a review: decided by the history length alone, it ran again.)
+func TestE2E_local_handler_not_run_again_after_a_heartbeat_of_its_workflow_task(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	dir := t.TempDir()
+	marks := filepath.Join(dir, "marks")
+	s.register("mark.slow")
+	id := s.create("mark.slow", map[string]any{"n": 1})
+	cfgFile := filepath.Join(dir, "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  mark.slow:
+    local: true
+    exec: { command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> `+marks+`; sleep 15; echo '{\"ok\":1}'"] }
+`), 0o600))
+	posting := make(chan struct{}, 1)
+	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: 20 * time.Second, Late: true, Count: 1, Matched: posting})
+	first := runBinary(t, s, "--config="+cfgFile)
+	select {
+	case <-posting:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no outcome posted")
+	}
+	require.True(t, hasEvent(s, s.prefix+id, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED), "the first workflow task completed while the handler ran")
+	require.NoError(t, first.Process.Kill()) // the bridge dies (SIGKILL)
+	_, _ = first.Process.Wait()
+	deadline := time.Now().Add(2 * time.Minute)
+	for st, _ := s.tm.Task(id); st.Status != "completed"; st, _ = s.tm.Task(id) {
+		require.True(t, time.Now().Before(deadline), "the held post did not land")
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	runBinary(t, s, "--config="+cfgFile)
+	deadline = time.Now().Add(3 * time.Minute)
+	for {
+		d, err := s.describe(t.Context(), s.prefix+id, "")
+		if err == nil && d.GetWorkflowExecutionInfo().GetCloseTime() != nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "run not closed")
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, e := range s.history(s.prefix + id).GetEvents() {
+		t.Logf("event %d %s", e.GetEventId(), e.GetEventType())
+	}
+	ran, _ := os.ReadFile(marks)
+	require.Equal(t, "ran\n", string(ran), "the handler ran again for a completed task")
+	require.Len(t, s.tm.Completions(id), 1)
 	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
 }

@@ -720,8 +720,10 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		claims.waitCancellable(ctx, f, false)
 	default:
 		// A local handler past the run's first workflow task may be a rerun
-		// of one whose outcome a dead bridge already reported.
-		input.SkipIfDone = opts.IsLocal() && workflow.GetInfo(ctx).GetCurrentHistoryLength() > firstTaskEvents
+		// of one whose outcome a dead bridge already reported, and so may
+		// one scheduled in a replay of the first (which completed, by its
+		// heartbeat, while the handler ran).
+		input.SkipIfDone = opts.IsLocal() && (workflow.GetInfo(ctx).GetCurrentHistoryLength() > firstTaskEvents || workflow.IsReplaying(ctx))
 		input.ReadOnRetry = in.ReadOnRetry && readsOnRetry(opts)
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)
@@ -868,9 +870,11 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 			ReadFirst: readFirst || in.mayHaveExpired(ctx, claim),
 			Short:     shrunk && !out.Success,
 			// A local report is run again from scratch after a crash or a
-			// failed workflow task, in a later one: the history is then
-			// longer (as for a local handler's SkipIfDone).
-			FirstLocal: workflow.GetInfo(ctx).GetCurrentHistoryLength() <= firstTaskEvents,
+			// failed workflow task: in a later workflow task, whose history
+			// is longer, or, when the first one completed while the report
+			// ran (its heartbeat), in a replay of it. Only the first
+			// attempt of the first workflow task, run live, is neither.
+			FirstLocal: !workflow.IsReplaying(ctx) && workflow.GetInfo(ctx).GetCurrentHistoryLength() <= firstTaskEvents,
 		}
 		if !claim.ClaimedAt.IsZero() {
 			// Decided again when the report runs: it may wait in the queue
