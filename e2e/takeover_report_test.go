@@ -124,7 +124,7 @@ types:
     exec: { command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> `+marks+`; sleep 15; echo '{\"ok\":1}'"] }
 `), 0o600))
 	posting := make(chan struct{}, 1)
-	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: 20 * time.Second, Late: true, Count: 1, Matched: posting})
+	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: 5 * time.Second, Late: true, Count: 1, Matched: posting})
 	first := runBinary(t, s, "--config="+cfgFile)
 	select {
 	case <-posting:
