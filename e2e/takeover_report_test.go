@@ -71,18 +71,7 @@ func localReportTakeover(t *testing.T, hold time.Duration, heartbeat bool) {
 
 	// Another bridge takes the run over, and closes it.
 	runBinary(t, s, "--config="+cfgFile)
-	deadline = time.Now().Add(3 * time.Minute)
-	for {
-		d, err := s.describe(t.Context(), s.prefix+id, "")
-		if err == nil && d.GetWorkflowExecutionInfo().GetCloseTime() != nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "run not closed")
-		time.Sleep(200 * time.Millisecond)
-	}
-	for _, e := range s.history(s.prefix + id).GetEvents() {
-		t.Logf("event %d %s", e.GetEventId(), e.GetEventType())
-	}
+	s.waitClosed(s.prefix + id)
 	require.Len(t, s.tm.Completions(id), 1, "the bridge taking over posted the outcome again")
 	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
 }
@@ -141,20 +130,27 @@ types:
 	}
 
 	runBinary(t, s, "--config="+cfgFile)
-	deadline = time.Now().Add(3 * time.Minute)
-	for {
-		d, err := s.describe(t.Context(), s.prefix+id, "")
-		if err == nil && d.GetWorkflowExecutionInfo().GetCloseTime() != nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "run not closed")
-		time.Sleep(200 * time.Millisecond)
-	}
-	for _, e := range s.history(s.prefix + id).GetEvents() {
-		t.Logf("event %d %s", e.GetEventId(), e.GetEventType())
-	}
+	s.waitClosed(s.prefix + id)
 	ran, _ := os.ReadFile(marks)
 	require.Equal(t, "ran\n", string(ran), "the handler ran again for a completed task")
 	require.Len(t, s.tm.Completions(id), 1)
 	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
+}
+
+// waitClosed waits until the latest run of a workflow closes in Temporal,
+// then logs its history's events.
+func (s *stack) waitClosed(workflowID string) {
+	s.t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		d, err := s.describe(s.t.Context(), workflowID, "")
+		if err == nil && d.GetWorkflowExecutionInfo().GetCloseTime() != nil {
+			break
+		}
+		require.True(s.t, time.Now().Before(deadline), "run not closed")
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, e := range s.history(workflowID).GetEvents() {
+		s.t.Logf("event %d %s %s", e.GetEventId(), e.GetEventType(), e.GetEventTime().AsTime().Format("15:04:05.000"))
+	}
 }

@@ -68,19 +68,7 @@ types:
 
 	// Another bridge takes the run over.
 	runBinary(t, s, "--config="+cfgFile)
-	// Wait until the run closes in Temporal.
-	deadline = time.Now().Add(3 * time.Minute)
-	for {
-		d, err := s.describe(t.Context(), s.prefix+id, "")
-		if err == nil && d.GetWorkflowExecutionInfo().GetCloseTime() != nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "run not closed")
-		time.Sleep(200 * time.Millisecond)
-	}
-	for _, e := range s.history(s.prefix + id).GetEvents() {
-		t.Logf("event %d %s %s", e.GetEventId(), e.GetEventType(), e.GetEventTime().AsTime().Format("15:04:05.000"))
-	}
+	s.waitClosed(s.prefix + id)
 	after, _ := os.ReadFile(marks)
 	t.Logf("marks after takeover: %q", after)
 	require.Equal(t, 1, strings.Count(string(after), "one"), "step one's handler ran again for a completed task")
