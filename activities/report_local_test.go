@@ -45,7 +45,7 @@ func TestReportOutcome_local_report_reads_first(t *testing.T) {
 	require.Equal(t, "claimed", string(st.Status))
 }
 
-// A local report its run scheduled in the first attempt of its first
+// A local report its run scheduled live in the first attempt of its first
 // workflow task (FirstLocal) cannot be a run again after a crash: on a
 // fresh claim it posts without reading the task, before or after. Without
 // FirstLocal (a later workflow task, or a run of an older bridge) it

@@ -251,7 +251,11 @@ func TestFault_Matched_is_told_before_the_latency(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := f.c.GetTask(ctx, id); done <- err }()
-	<-matched
+	select {
+	case <-matched:
+	case <-time.After(time.Minute):
+		t.Fatal("the fault was not matched")
+	}
 	select {
 	case err := <-done:
 		t.Fatalf("the request was answered before its latency: %v", err)
