@@ -22,12 +22,10 @@
 // worker id and the same attempt count. TaskManager itself checks only the
 // worker id, so whenever an earlier post may have landed — a retried
 // attempt of the activity, a local activity (a crash re-runs it from
-// scratch) other than one its run scheduled live in the first attempt of
-// its first workflow task (ReportInput.FirstLocal), a report the workflow
-// hands over from a local to a regular activity — or the claim may have
-// timed out and been handed out again, perhaps to this same worker id (it
-// is older than half the claim timeout, or of unknown age), the task is
-// read first, and:
+// scratch), a report the workflow hands over from a local to a regular
+// activity — or the claim may have timed out and been handed out again,
+// perhaps to this same worker id (it is older than half the claim timeout,
+// or of unknown age), the task is read first, and:
 //
 //   - still claimed by this claim: post;
 //   - holding this outcome (completed with this result, or failed or

@@ -36,13 +36,6 @@ type ReportInput struct {
 	// time (half the claim timeout after the claim was made), for the claim
 	// may have timed out while the report waited to run.
 	ReadFirstFrom time.Time `json:"read_first_from,omitzero"`
-	// FirstLocal: the run scheduled this report live (not replaying) in the
-	// first attempt of its first workflow task. Run as a local activity, it
-	// is then not a run again after a crash or a failed workflow task
-	// (whose post may have landed: the task may even be claimed again by
-	// this worker id), so it need not read first. Runs of older bridges
-	// leave it false: a local report then always reads first.
-	FirstLocal bool `json:"first_local,omitempty"`
 	// Short: Error is the bridge's own short message, sent once TaskManager
 	// refused the handler's. TaskManager refusing this one too (too large,
 	// invalid) says nothing of it (a fault, not its size): that is retried,
@@ -70,11 +63,11 @@ type ReportOutput struct {
 }
 
 // ReportOutcome is the completion activity. It follows the report rule
-// (see the package doc); a retried attempt, and a local activity that may
-// be a run again (not FirstLocal), always read first.
+// (see the package doc); a retried attempt and a local activity always
+// read first.
 func (a *Activities) ReportOutcome(ctx context.Context, in ReportInput) (ReportOutput, error) {
 	info := activity.GetInfo(ctx)
-	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || (info.IsLocalActivity && !in.FirstLocal) ||
+	in.ReadFirst = in.ReadFirst || info.Attempt > 1 || info.IsLocalActivity ||
 		(!in.ReadFirstFrom.IsZero() && !time.Now().Before(in.ReadFirstFrom))
 	key := markKey(in.TaskID, in.Attempt)
 	// The claim's progress post being sent goes first, and a handler's 100

@@ -15,10 +15,9 @@ import (
 // A local task (local: true) whose report's first post is under way when
 // the bridge dies: the post lands after the bridge is gone, before the
 // workflow task that ran the handler and the report completed. The next
-// bridge runs that workflow task again; its local report is not the
-// run's first workflow task's (ReportInput.FirstLocal false), so it reads
-// the task first, finds the outcome recorded, and posts nothing. A report
-// that took itself for a first post would post to a completed task.
+// bridge runs that workflow task again; its local report reads the task
+// first, finds the outcome recorded, and posts nothing. A report that
+// took itself for a first post would post to a completed task.
 func TestE2E_local_report_not_posted_again_by_a_bridge_taking_over(t *testing.T) {
 	localReportTakeover(t, 3*time.Second, false)
 }
@@ -27,8 +26,9 @@ func TestE2E_local_report_not_posted_again_by_a_bridge_taking_over(t *testing.T)
 // posted (the SDK heartbeats a workflow task whose local activity runs
 // past 80 % of its timeout): the next bridge replays that workflow task,
 // at the history length of the first, and runs the report again from the
-// replay. It still reads first. (Found by a review: FirstLocal was decided
-// by the history length alone, and the report posted again.)
+// replay. It still reads first. (Found by a review of a version in which a
+// local report of the run's first workflow task posted without reading,
+// told by the history length alone: it posted again here.)
 func TestE2E_local_report_not_posted_again_after_a_heartbeat_of_its_workflow_task(t *testing.T) {
 	localReportTakeover(t, 20*time.Second, true)
 }

@@ -81,29 +81,3 @@ func TestExactlyOnce_report_carries_read_first_from(t *testing.T) {
 	require.False(t, got.ReadFirst)
 	require.True(t, got.ReadFirstFrom.Equal(in.Claim.ClaimedAt.Add(workflows.DefaultClaimTimeout/2)), "%v", got.ReadFirstFrom)
 }
-
-// A local report tells the activity whether it may be a run again: only
-// one scheduled in the run's first workflow task (history length 3:
-// started, task scheduled, task started) is not (FirstLocal), and posts
-// without reading; in a later workflow task (the first one failed, or a
-// crash left it to another bridge) the history is longer.
-func TestExactlyOnce_local_report_first_only_in_the_first_workflow_task(t *testing.T) {
-	t.Parallel()
-	for length, first := range map[int]bool{3: true, 6: false} {
-		b := setup(t, nil)
-		in := b.claim(t, "example.echo", map[string]any{"message": "x"}, workflows.TypeOptions{ActivityOptions: workflows.ActivityOptions{Local: workflows.Bool(true)}})
-		in.Claim.ClaimedAt = b.env.Now()
-		b.env.SetCurrentHistoryLength(length)
-		var got *activities.ReportInput
-		b.env.OnActivity(activities.ReportActivityName, mock.Anything, mock.Anything).Return(
-			func(ctx context.Context, ri activities.ReportInput) (activities.ReportOutput, error) {
-				got = &ri
-				return activities.ReportOutput{Status: "completed"}, nil
-			})
-		_, err := b.run(in)
-		require.NoError(t, err)
-		require.NotNil(t, got)
-		require.Equal(t, first, got.FirstLocal, "history length %d", length)
-		require.False(t, got.ReadFirst, "a fresh claim: the activity decides by FirstLocal")
-	}
-}

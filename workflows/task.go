@@ -869,12 +869,6 @@ func report(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claimS
 			Success: out.Success, Result: out.Result, Error: out.Error, Progress: out.Progress,
 			ReadFirst: readFirst || in.mayHaveExpired(ctx, claim),
 			Short:     shrunk && !out.Success,
-			// A local report is run again from scratch after a crash or a
-			// failed workflow task: in a later workflow task, whose history
-			// is longer, or, when the first one completed while the report
-			// ran (its heartbeat), in a replay of it. Only the first
-			// attempt of the first workflow task, run live, is neither.
-			FirstLocal: !workflow.IsReplaying(ctx) && workflow.GetInfo(ctx).GetCurrentHistoryLength() <= firstTaskEvents,
 		}
 		if !claim.ClaimedAt.IsZero() {
 			// Decided again when the report runs: it may wait in the queue
