@@ -61,11 +61,8 @@ func localReportTakeover(t *testing.T, hold time.Duration, heartbeat bool) {
 	}
 	require.NoError(t, first.Process.Kill()) // the bridge dies (SIGKILL)
 	_, _ = first.Process.Wait()
-	deadline := time.Now().Add(hold + time.Minute)
-	for st, _ := s.tm.Task(id); st.Status != "completed"; st, _ = s.tm.Task(id) {
-		require.True(t, time.Now().Before(deadline), "the held post did not land")
-		time.Sleep(50 * time.Millisecond)
-	}
+	st := s.waitFinal([]string{id})[id] // the held post lands
+	require.Equal(t, "completed", st.Status)
 	require.Len(t, s.tm.Completions(id), 1)
 	require.True(t, s.tm.Completions(id)[0].Late, "the post landed after the bridge died")
 
@@ -123,11 +120,8 @@ types:
 	require.True(t, hasEvent(s, s.prefix+id, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED), "the first workflow task completed while the handler ran")
 	require.NoError(t, first.Process.Kill()) // the bridge dies (SIGKILL)
 	_, _ = first.Process.Wait()
-	deadline := time.Now().Add(2 * time.Minute)
-	for st, _ := s.tm.Task(id); st.Status != "completed"; st, _ = s.tm.Task(id) {
-		require.True(t, time.Now().Before(deadline), "the held post did not land")
-		time.Sleep(50 * time.Millisecond)
-	}
+	st := s.waitFinal([]string{id})[id] // the held post lands
+	require.Equal(t, "completed", st.Status)
 
 	runBinary(t, s, "--config="+cfgFile)
 	s.waitClosed(s.prefix + id)
