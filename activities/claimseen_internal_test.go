@@ -8,8 +8,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/prismq/tmbridge/taskmanager"
@@ -88,4 +90,22 @@ func readingTask7(t *testing.T, claimedBy func() string) *Activities {
 	api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k"})
 	require.NoError(t, err)
 	return &Activities{TaskManager: api}
+}
+
+// A local handler's first attempt that waited LateLocalStart or more for
+// a slot reads first; a regular activity, a retried attempt (which reads
+// anyway) and one that started at once do not.
+func TestStartedLate(t *testing.T) {
+	at := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
+	local := func(attempt int32, waited time.Duration) activity.Info {
+		return activity.Info{IsLocalActivity: true, Attempt: attempt, ScheduledTime: at, StartedTime: at.Add(waited)}
+	}
+	require.True(t, startedLate(local(1, LateLocalStart)))
+	require.True(t, startedLate(local(1, time.Minute)))
+	require.False(t, startedLate(local(1, LateLocalStart-time.Millisecond)))
+	require.False(t, startedLate(local(1, 0)))
+	require.False(t, startedLate(local(2, time.Minute)))
+	regular := local(1, time.Minute)
+	regular.IsLocalActivity = false
+	require.False(t, startedLate(regular))
 }

@@ -144,6 +144,12 @@ type HandlerInput struct {
 	// of the attempt's time, or that shows no other holder, runs the
 	// handler; an attempt whose context ends during the read fails with it.
 	ReadOnRetry bool `json:"read_on_retry,omitempty"`
+	// ReadFirst asks, with ReadOnRetry, for that read before the first
+	// attempt too. The workflow sets it for a local step scheduled in a
+	// replay: a bridge that died may have run it, and the task's other
+	// steps and report, already. (A local handler that waited
+	// LateLocalStart or more for a slot reads first too.)
+	ReadFirst bool `json:"read_first,omitempty"`
 	// Step names the step of a multi-step task this handler runs for (""
 	// for a task of one handler). A step's own progress goes to Temporal
 	// only: TaskManager gets the task's, in Progress and ProgressDone.

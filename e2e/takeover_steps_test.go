@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
@@ -73,4 +74,51 @@ types:
 	t.Logf("marks after takeover: %q", after)
 	require.Equal(t, 1, strings.Count(string(after), "one"), "step one's handler ran again for a completed task")
 	require.Equal(t, 1, strings.Count(string(after), "two"), "step two's handler ran again for a completed task")
+}
+
+// A local step that runs past its first workflow task's heartbeat (the
+// SDK completes a workflow task whose local activity runs past 80 % of
+// its timeout): the bridge dies while the outcome's post is under way,
+// the post lands, and the next bridge replays the first workflow task, at
+// its history length, where the step has no marker. The guard reads only
+// past the first workflow task, and reading there would change the run's
+// commands; the step's activity, scheduled in a replay, reads first
+// instead (HandlerInput.ReadFirst), finds the task completed and runs no
+// handler. Before, it ran again for a completed task. (Found by a review.)
+func TestE2E_local_step_not_run_again_after_a_heartbeat_of_its_workflow_task(t *testing.T) {
+	s := newStack(t, devserver.StylePHP)
+	dir := t.TempDir()
+	marks := filepath.Join(dir, "marks")
+	s.register("demo.slowsteps")
+	id := s.create("demo.slowsteps", map[string]any{"n": 1})
+	cfgFile := filepath.Join(dir, "tmbridge.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+types:
+  demo.slowsteps:
+    local: true
+    steps:
+      - { name: slow, handler: mark.slow }
+  mark.slow:
+    exec: { command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> `+marks+`; sleep 15; echo '{\"ok\":1}'"] }
+`), 0o600))
+	posting := make(chan struct{}, 1)
+	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: 5 * time.Second, Late: true, Count: 1, Matched: posting})
+	first := runBinary(t, s, "--config="+cfgFile)
+	select {
+	case <-posting:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no outcome posted")
+	}
+	require.True(t, hasEvent(s, s.prefix+id, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED), "the first workflow task completed while the step ran")
+	require.NoError(t, first.Process.Kill()) // the bridge dies (SIGKILL)
+	_, _ = first.Process.Wait()
+	st := s.waitFinal([]string{id})[id] // the held post lands
+	require.Equal(t, "completed", st.Status)
+
+	runBinary(t, s, "--config="+cfgFile)
+	s.waitClosed(s.prefix + id)
+	ran, _ := os.ReadFile(marks)
+	require.Equal(t, "ran\n", string(ran), "the step's handler ran again for a completed task")
+	require.Len(t, s.tm.Completions(id), 1)
+	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
 }

@@ -497,6 +497,13 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in *act
 	// A handler routed to another task queue runs on a worker that may not
 	// read (readsOnRetry).
 	in.ReadOnRetry = p.readOnRetry && o.TaskQueue == ""
+	// A local step scheduled in a replay runs again when it has no
+	// marker: the bridge that ran it may have died after the task was
+	// reported, its workflow task completed by its heartbeat while the
+	// step ran (the history length is then the first's, and the guard
+	// does not read). The step's activity reads first instead: an input
+	// changes no command.
+	in.ReadFirst = in.ReadOnRetry && o.IsLocal() && workflow.IsReplaying(ctx)
 	if err := p.admit(ctx, in.Step, len(in.Params), p.resultBound(s)); err != nil {
 		return failedFuture(ctx, err)
 	}
