@@ -8,10 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/prismq/tmbridge/taskmanager"
@@ -92,20 +90,16 @@ func readingTask7(t *testing.T, claimedBy func() string) *Activities {
 	return &Activities{TaskManager: api}
 }
 
-// A local handler's first attempt that waited LateLocalStart or more for
-// a slot reads first; a regular activity, a retried attempt (which reads
-// anyway) and one that started at once do not.
-func TestStartedLate(t *testing.T) {
-	at := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
-	local := func(attempt int32, waited time.Duration) activity.Info {
-		return activity.Info{IsLocalActivity: true, Attempt: attempt, ScheduledTime: at, StartedTime: at.Add(waited)}
-	}
-	require.True(t, startedLate(local(1, LateLocalStart)))
-	require.True(t, startedLate(local(1, time.Minute)))
-	require.False(t, startedLate(local(1, LateLocalStart-time.Millisecond)))
-	require.False(t, startedLate(local(1, 0)))
-	require.False(t, startedLate(local(2, time.Minute)))
-	regular := local(1, time.Minute)
-	regular.IsLocalActivity = false
-	require.False(t, startedLate(regular))
+// A run's token is held until it is released, and tokens are not reused.
+func TestHoldRun(t *testing.T) {
+	a, releaseA := HoldRun()
+	b, releaseB := HoldRun()
+	require.NotEqual(t, a, b)
+	require.False(t, released(a))
+	releaseA()
+	require.True(t, released(a))
+	require.False(t, released(b))
+	releaseB()
+	require.True(t, released(b))
+	require.True(t, released(0), "no run holds token 0")
 }

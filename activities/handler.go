@@ -147,9 +147,13 @@ type HandlerInput struct {
 	// ReadFirst asks, with ReadOnRetry, for that read before the first
 	// attempt too. The workflow sets it for a local step scheduled in a
 	// replay: a bridge that died may have run it, and the task's other
-	// steps and report, already. (A local handler that waited
-	// LateLocalStart or more for a slot reads first too.)
+	// steps and report, already.
 	ReadFirst bool `json:"read_first,omitempty"`
+	// Run is the HoldRun token of the run that scheduled a local handler
+	// (0 for a regular one, whose input Temporal records). With
+	// ReadOnRetry, a handler whose run left this process before it
+	// started reads first too.
+	Run uint64 `json:"run,omitempty"`
 	// Step names the step of a multi-step task this handler runs for (""
 	// for a task of one handler). A step's own progress goes to Temporal
 	// only: TaskManager gets the task's, in Progress and ProgressDone.

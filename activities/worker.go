@@ -181,7 +181,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		defer leave()
 		// Read once enter let it through: it may have waited for an
 		// earlier attempt, still running here, while the claim timed out.
-		if in.ReadOnRetry && (info.Attempt > 1 || in.SkipIfDone || in.ReadFirst || startedLate(info)) {
+		if in.ReadOnRetry && (info.Attempt > 1 || in.SkipIfDone || in.ReadFirst || (info.IsLocalActivity && in.Run != 0 && released(in.Run))) {
 			if err := a.claimOver(ctx, in); err != nil {
 				return nil, err
 			}
@@ -216,23 +216,6 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 // refused and its handler run again until its attempts are spent, and a
 // local activity's workflow task fails over and over.
 const MaxResultBytes = 1 << 20
-
-// LateLocalStart is how long a local handler's first attempt may wait
-// for a slot of its worker and still start without reading the task. A
-// local activity that waited longer may be an evicted run's: the SDK does
-// not drop a queued local activity when its run leaves the worker (a
-// workflow task that timed out or could not be completed), and another
-// bridge may have taken the run over and reported meanwhile. That takes
-// the workflow task's timeout (10 s) at least, as the SDK heartbeats a
-// workflow task waiting for local activities at 80 % of it.
-const LateLocalStart = 2 * time.Second
-
-// startedLate reports whether a local handler's first attempt started
-// LateLocalStart or more after it was scheduled (sent to the worker's
-// queue of local activities).
-func startedLate(info activity.Info) bool {
-	return info.IsLocalActivity && info.Attempt == 1 && info.StartedTime.Sub(info.ScheduledTime) >= LateLocalStart
-}
 
 // payloadBytes is the size of result as Temporal's JSON payload converter
 // writes it in the run's history: encoding/json escapes <, > and & (6 bytes

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,15 +17,16 @@ import (
 	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
 
-// A local handler that waits for a slot of its worker past the
-// activities.LateLocalStart reads the task before it runs: it may be a
-// run's the worker no longer holds (the SDK keeps a queued local activity
-// of an evicted run), whose task another bridge took over and reported.
-// Here one slot is held by another task's handler while the task is
-// completed by someone else: when the slot frees, the queued handler
-// finds the claim over and does not run. Before, it ran for a task already
-// completed. (Found by a review.)
-func TestE2E_local_handler_that_waited_for_a_slot_reads_first(t *testing.T) {
+// A local handler still waiting for a slot when its run leaves the
+// worker reads the task before it runs (HandlerInput.Run): the SDK runs a
+// queued local activity of a run it no longer holds, and another bridge
+// may have taken the run over and reported meanwhile. Here the only slot
+// is held by another task's handler; the waiting task's run is
+// terminated (its workflow task's next heartbeat fails, and the worker
+// drops the run) and the task completed by someone else. When the slot
+// frees, the queued handler finds the claim over and does not run.
+// Before, it ran for a task already completed. (Found by a review.)
+func TestE2E_local_handler_whose_run_left_the_worker_reads_first(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
 	dir := t.TempDir()
 	marks, release, blocking := filepath.Join(dir, "marks"), filepath.Join(dir, "release"), filepath.Join(dir, "blocking")
@@ -41,18 +44,23 @@ types:
     exec: { command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> `+marks+`; echo '{\"ok\":2}'"] }
 `), 0o600))
 	block := s.create("mark.block", map[string]any{"n": 1})
-	runBinary(t, s, "--config="+cfgFile)
+	metrics := freeAddr(t)
+	runBinary(t, s, "--config="+cfgFile, "--metrics-addr="+metrics)
 	require.Eventually(t, func() bool { _, err := os.Stat(blocking); return err == nil }, 2*time.Minute, 50*time.Millisecond, "the blocking handler did not start")
 
 	// The queued task's handler waits for the only slot: its first
-	// workflow task's heartbeat (at 80 % of its timeout) shows it waited
-	// that long.
+	// workflow task's heartbeat shows it is scheduled.
 	queued := s.create("mark.queued", map[string]any{"n": 2})
 	deadline := time.Now().Add(2 * time.Minute)
 	for !hasEvent(s, s.prefix+queued, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) {
 		require.True(t, time.Now().Before(deadline), "the queued task's first workflow task did not complete")
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Its run ends in Temporal; the worker drops it at its workflow
+	// task's next heartbeat, which fails.
+	failed := heartbeatFailures(metrics)
+	require.NoError(t, s.tc.TerminateWorkflow(context.Background(), s.prefix+queued, "", "the run leaves the worker"))
+	require.Eventually(t, func() bool { return heartbeatFailures(metrics) > failed }, 2*time.Minute, 100*time.Millisecond, "the run's workflow task did not fail")
 	st, ok := s.tm.Task(queued)
 	require.True(t, ok)
 	require.Equal(t, "claimed", st.Status)
@@ -61,11 +69,24 @@ types:
 	require.NoError(t, err)
 
 	require.NoError(t, os.WriteFile(release, nil, 0o600)) // the slot frees
-	final := s.waitFinal([]string{block, queued})
-	require.Equal(t, "completed", final[block].Status)
-	s.waitClosed(s.prefix + queued)
+	require.Equal(t, "completed", s.waitFinal([]string{block})[block].Status)
+	// The queued handler has had its slot: the blocking task's report,
+	// local too, came after it in the queue.
 	_, err = os.Stat(marks)
 	require.True(t, os.IsNotExist(err), "the queued handler ran for a task already completed")
 	require.Len(t, s.tm.Completions(queued), 1, "only the other's report")
 	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
 }
+
+// heartbeatFailures is how many RespondWorkflowTaskCompleted calls of the
+// bridge serving metrics at addr failed (the SDK's request failures).
+func heartbeatFailures(addr string) int {
+	n := 0
+	for _, m := range respondFailures.FindAllStringSubmatch(metricsText(addr), -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		n += int(v)
+	}
+	return n
+}
+
+var respondFailures = regexp.MustCompile(`(?m)^temporal_request_failure[a-z_]*\{[^}]*operation="RespondWorkflowTaskCompleted"[^}]*\} (\S+)$`)

@@ -99,7 +99,7 @@ types:
     steps:
       - { name: slow, handler: mark.slow }
   mark.slow:
-    exec: { command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> `+marks+`; sleep 15; echo '{\"ok\":1}'"] }
+    exec: { command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> `+marks+`; sleep 11; echo '{\"ok\":1}'"] }
 `), 0o600))
 	posting := make(chan struct{}, 1)
 	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: 5 * time.Second, Late: true, Count: 1, Matched: posting})
@@ -112,6 +112,7 @@ types:
 	require.True(t, hasEvent(s, s.prefix+id, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED), "the first workflow task completed while the step ran")
 	require.NoError(t, first.Process.Kill()) // the bridge dies (SIGKILL)
 	_, _ = first.Process.Wait()
+	marked := hasLocalActivityMarker(s, s.prefix+id)
 	st := s.waitFinal([]string{id})[id] // the held post lands
 	require.Equal(t, "completed", st.Status)
 
@@ -121,4 +122,6 @@ types:
 	require.Equal(t, "ran\n", string(ran), "the step's handler ran again for a completed task")
 	require.Len(t, s.tm.Completions(id), 1)
 	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
+	require.True(t, hasLocalActivityMarker(s, s.prefix+id), "the run taken over recorded a marker") // as the first bridge could not
+	skipIfMarked(t, marked)
 }

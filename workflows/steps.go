@@ -504,6 +504,9 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in *act
 	// does not read). The step's activity reads first instead: an input
 	// changes no command.
 	in.ReadFirst = in.ReadOnRetry && o.IsLocal() && workflow.IsReplaying(ctx)
+	if o.IsLocal() {
+		in.Run = heldRun(ctx)
+	}
 	if err := p.admit(ctx, in.Step, len(in.Params), p.resultBound(s)); err != nil {
 		return failedFuture(ctx, err)
 	}

@@ -170,6 +170,11 @@ const TaskFailedErrorType = "TaskFailed"
 // and with the report's error when the outcome could not be reported
 // (ClaimLost, NotClaimed, …).
 func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
+	// Released when the run ends or leaves the worker: a local handler
+	// still waiting for a slot then reads first (HandlerInput.Run).
+	token, release := activities.HoldRun()
+	defer release()
+	ctx = workflow.WithValue(ctx, heldRunKey{}, token)
 	log := workflow.GetLogger(ctx)
 	opts := in.Options // resolved by the bridge (Config.TypeOptions)
 	claims := followClaims(ctx, in.Claim)
@@ -324,6 +329,15 @@ func readClaim(ctx workflow.Context, taskID, why string, claims *claimState) (ov
 	c := claims.current
 	past = st.Attempts > c.Attempts
 	return past || (st.Attempts == c.Attempts && st.Status != taskmanager.StatusClaimed), past
+}
+
+// heldRunKey carries the run's activities.HoldRun token in its context.
+type heldRunKey struct{}
+
+// heldRun is the run's activities.HoldRun token (0 outside TaskWorkflow).
+func heldRun(ctx workflow.Context) uint64 {
+	token, _ := ctx.Value(heldRunKey{}).(uint64)
+	return token
 }
 
 // firstTaskEvents is the history length while a run's first workflow
@@ -725,6 +739,9 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		// heartbeat, while the handler ran).
 		input.SkipIfDone = opts.IsLocal() && (workflow.GetInfo(ctx).GetCurrentHistoryLength() > firstTaskEvents || workflow.IsReplaying(ctx))
 		input.ReadOnRetry = in.ReadOnRetry && readsOnRetry(opts)
+		if opts.IsLocal() {
+			input.Run = heldRun(ctx)
+		}
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)
 		f = opts.executeHandler(ctx, taskSummary(in.Task, handler), handler, input)

@@ -260,11 +260,11 @@ func expectState(tk simTask, ts devserver.TaskState, st *state, tooLarge *int, a
 		if ts.Status != "failed" || (!strings.Contains(ts.Error, "more than the 65535 it can store") && !allowedFailure(ts.Error)) {
 			add("task %s (%s): want failed as too large to store, got %s %q", tk.id, tk.kind, ts.Status, short(ts.Error))
 		}
-	default: // ok, fast, flaky, slow, steps
+	default: // ok, fast, flaky, slow, steps, local steps
 		switch {
 		case ts.Status == "completed":
 			expected := expectedResult(tk.params.N)
-			if tk.kind == kindSteps {
+			if tk.kind == kindSteps || tk.kind == kindStepsLocal {
 				expected = stepsResult(tk.params.N)
 			}
 			var got, want any

@@ -46,6 +46,11 @@ const (
 
 var stepKinds = []string{kindSteps, kindStepsFail}
 
+// kindStepsLocal is sim.steps with local steps (local: true), drawn with
+// the long local tasks (plan): its steps run past the first workflow
+// task's heartbeat.
+const kindStepsLocal = "sim.steps.local"
+
 // stepsResult is what a succeeding sim.steps task returns: its steps'
 // results by name.
 func stepsResult(n int) string {
@@ -137,6 +142,13 @@ types:
   sim.fast:
     local: true
   sim.steps:
+    steps:
+      - { name: first, handler: sim.ok }
+      - parallel:
+          - { name: left, handler: sim.flaky }
+          - { name: right, handler: sim.ok }
+  sim.steps.local:
+    local: true
     steps:
       - { name: first, handler: sim.ok }
       - parallel:

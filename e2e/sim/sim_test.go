@@ -192,6 +192,23 @@ func plan(seed uint64) scenario {
 		sc.tasks = append(sc.tasks, simTask{kind: k, params: params{N: 1000 + i, Sleep: float64(200+srng.IntN(1300)) / 1000}})
 	}
 
+	// Long local tasks, from an rng of their own and not for the
+	// regression seeds: a local handler, or local steps, running past the
+	// first workflow task's heartbeat (the SDK completes a workflow task
+	// whose local activities run past 80 % of its 10 s timeout), so that a
+	// bridge dying leaves the next one a replay of that workflow task.
+	lrng := rand.New(rand.NewPCG(seed, 0x10ca1))
+	for i := range 1 + lrng.IntN(2) {
+		if slices.Contains(regressionSeeds, seed) {
+			break
+		}
+		if lrng.IntN(2) == 0 {
+			sc.tasks = append(sc.tasks, simTask{kind: kindFast, params: params{N: 2000 + i, Sleep: float64(8500+lrng.IntN(3000)) / 1000}})
+		} else { // two steps one after the other, the second past 8 s
+			sc.tasks = append(sc.tasks, simTask{kind: kindStepsLocal, params: params{N: 2000 + i, Sleep: float64(4500+lrng.IntN(1500)) / 1000}})
+		}
+	}
+
 	at := time.Duration(0)
 	for {
 		at += time.Duration(300+rng.IntN(1700)) * time.Millisecond
@@ -290,7 +307,7 @@ func runSeed(t *testing.T, seed uint64) {
 	w.note("seed %d: %d tasks, %d events, TaskManager style %s", seed, len(sc.tasks), len(sc.events), sc.style)
 	ctx := context.Background()
 	api := newAPI(t, w.tmURL)
-	for _, k := range append(kinds, stepKinds...) {
+	for _, k := range append(append(kinds, stepKinds...), kindStepsLocal) {
 		register(t, api, k)
 	}
 	for i := range sc.tasks {
