@@ -92,14 +92,19 @@ func readingTask7(t *testing.T, claimedBy func() string) *Activities {
 
 // A run's token is held until it is released, and tokens are not reused.
 func TestHoldRun(t *testing.T) {
+	before := HeldRuns()
 	a, releaseA := HoldRun()
 	b, releaseB := HoldRun()
 	require.NotEqual(t, a, b)
 	require.False(t, released(a))
+	require.Equal(t, before+2, HeldRuns())
 	releaseA()
 	require.True(t, released(a))
+	releaseA() // twice: counted once
+	require.Equal(t, before+1, HeldRuns())
 	require.False(t, released(b))
 	releaseB()
 	require.True(t, released(b))
+	require.Equal(t, before, HeldRuns())
 	require.True(t, released(0), "no run holds token 0")
 }

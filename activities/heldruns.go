@@ -12,6 +12,7 @@ import (
 var (
 	heldRuns sync.Map // token → struct{}
 	runSeq   atomic.Uint64
+	held     atomic.Int64
 )
 
 // HoldRun records that the calling workflow run's code runs in this
@@ -25,8 +26,17 @@ var (
 func HoldRun() (token uint64, release func()) {
 	token = runSeq.Add(1)
 	heldRuns.Store(token, struct{}{})
-	return token, func() { heldRuns.Delete(token) }
+	held.Add(1)
+	return token, func() {
+		if _, ok := heldRuns.LoadAndDelete(token); ok {
+			held.Add(-1)
+		}
+	}
 }
+
+// HeldRuns is how many runs hold a token (HoldRun) in this process: those
+// in the worker's cache or in a workflow task.
+func HeldRuns() int { return int(held.Load()) }
 
 // released reports whether the run of token (from HoldRun) left this
 // process.

@@ -172,6 +172,9 @@ func (m *metrics) registerState(adm *admission, maxInFlight int, claimTimeout ti
 			return time.Since(at).Seconds()
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tmbridge_runs_held", Help: "Task runs whose workflow code this process holds (in the worker's cache or in a workflow task); a local handler whose run it no longer holds reads the task before it runs.",
+		}, func() float64 { return float64(activities.HeldRuns()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tmbridge_claim_timeout_seconds", Help: "The claim timeout configured (claim_timeout): TaskManager's, which the oldest claim's age is compared with.",
 		}, func() float64 { return claimTimeout.Seconds() }),
 	}
