@@ -41,6 +41,6 @@ func HeldRuns() int { return int(held.Load()) }
 // released reports whether the run of token (from HoldRun) left this
 // process.
 func released(token uint64) bool {
-	_, held := heldRuns.Load(token)
-	return !held
+	_, ok := heldRuns.Load(token)
+	return !ok
 }

@@ -181,7 +181,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		defer leave()
 		// Read once enter let it through: it may have waited for an
 		// earlier attempt, still running here, while the claim timed out.
-		if in.ReadOnRetry && (info.Attempt > 1 || in.SkipIfDone || in.ReadFirst || (info.IsLocalActivity && in.Run != 0 && released(in.Run))) {
+		if in.ReadOnRetry && readsFirst(info, in) {
 			if err := a.claimOver(ctx, in); err != nil {
 				return nil, err
 			}
@@ -223,6 +223,14 @@ const MaxResultBytes = 1 << 20
 func payloadBytes(result json.RawMessage) int {
 	return len(result) + 5*bytes.Count(result, []byte("<")) + 5*bytes.Count(result, []byte(">")) + 5*bytes.Count(result, []byte("&")) +
 		3*bytes.Count(result, []byte("\u2028")) + 3*bytes.Count(result, []byte("\u2029"))
+}
+
+// readsFirst reports whether a handler attempt reads the task before its
+// handler runs, when ReadOnRetry allows: a retried attempt, a local rerun
+// (SkipIfDone), a local step scheduled in a replay (ReadFirst), and a
+// local handler whose run left this process while it waited (Run).
+func readsFirst(info activity.Info, in HandlerInput) bool {
+	return info.Attempt > 1 || in.SkipIfDone || in.ReadFirst || (info.IsLocalActivity && in.Run != 0 && released(in.Run))
 }
 
 // recordedOutcome reads the task and, when it is no longer claimed (this

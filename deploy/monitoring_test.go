@@ -210,6 +210,7 @@ var bridgeMetrics = []string{
 	"tmbridge_workflows_finished_total",
 	"tmbridge_tasks_in_flight",
 	"tmbridge_max_in_flight",
+	"tmbridge_runs_held",
 	"tmbridge_oldest_claim_age_seconds",
 	"tmbridge_claim_timeout_seconds",
 	"tmbridge_report_attempts_total",

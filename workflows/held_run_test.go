@@ -13,9 +13,10 @@ import (
 )
 
 // A local handler, or local step, carries its run's activities.HoldRun
-// token (HandlerInput.Run); a regular one carries none (its input is in the run's history). A run
-// that left the worker released its token (activities' TestHoldRun, and
-// the e2e TestE2E_local_handler_whose_run_left_the_worker_reads_first).
+// token (HandlerInput.Run); a regular one carries none (its input is in
+// the run's history). A run that left the worker released its token
+// (activities' TestHoldRun, and the e2e
+// TestE2E_local_handler_whose_run_left_the_worker_reads_first).
 func TestTaskWorkflow_local_handlers_carry_their_runs_token(t *testing.T) {
 	var mu sync.Mutex
 	var runs []uint64
