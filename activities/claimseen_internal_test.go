@@ -44,7 +44,7 @@ func TestClaimOver_keeps_a_long_claimed_by_cut_short(t *testing.T) {
 	t.Parallel()
 	huge := strings.Repeat("p", 3<<20)
 	a := readingTask7(t, func() string { return huge })
-	err := a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: "w1", Attempt: 2})
+	err := a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: "w1", Attempt: 2}, "retry")
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "%v", err)
 	require.Equal(t, ErrTypeClaimOver, appErr.Type())
@@ -63,10 +63,10 @@ func TestClaimOver_long_worker_id_is_judged_whole(t *testing.T) {
 	long := strings.Repeat("w", maxSeenWorkerID+40)
 	claimedBy := long
 	a := readingTask7(t, func() string { return claimedBy })
-	require.NoError(t, a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2}), "this worker's renewal holds")
+	require.NoError(t, a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2}, "retry"), "this worker's renewal holds")
 
 	claimedBy = long[:len(long)-1] + "x" // another worker, the same first 256 bytes
-	err := a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2})
+	err := a.claimOver(context.Background(), HandlerInput{TaskID: "7", WorkerID: long, Attempt: 2}, "retry")
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "%v", err)
 	var seen ClaimSeen
@@ -88,23 +88,4 @@ func readingTask7(t *testing.T, claimedBy func() string) *Activities {
 	api, err := taskmanager.New(taskmanager.Options{BaseURL: srv.URL, APIKey: "k"})
 	require.NoError(t, err)
 	return &Activities{TaskManager: api}
-}
-
-// A run's token is held until it is released, and tokens are not reused.
-func TestHoldRun(t *testing.T) {
-	before := HeldRuns()
-	a, releaseA := HoldRun()
-	b, releaseB := HoldRun()
-	require.NotEqual(t, a, b)
-	require.False(t, released(a))
-	require.Equal(t, before+2, HeldRuns())
-	releaseA()
-	require.True(t, released(a))
-	releaseA() // twice: counted once
-	require.Equal(t, before+1, HeldRuns())
-	require.False(t, released(b))
-	releaseB()
-	require.True(t, released(b))
-	require.Equal(t, before, HeldRuns())
-	require.True(t, released(0), "no run holds token 0")
 }

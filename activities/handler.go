@@ -149,11 +149,12 @@ type HandlerInput struct {
 	// replay: a bridge that died may have run it, and the task's other
 	// steps and report, already.
 	ReadFirst bool `json:"read_first,omitempty"`
-	// Run is the HoldRun token of the run that scheduled a local handler
-	// (0 for a regular one, whose input Temporal records). With
-	// ReadOnRetry, a handler whose run left this process before it
-	// started reads first too.
-	Run uint64 `json:"run,omitempty"`
+	// RunToken stands for the run that scheduled a local handler, in
+	// this process only (0 for a regular handler, whose input Temporal
+	// records). With ReadOnRetry, a handler whose run left this process
+	// before it started (a workflow task that failed or timed out, a run
+	// reset or terminated) reads first too.
+	RunToken uint64 `json:"run_token,omitempty"`
 	// Step names the step of a multi-step task this handler runs for (""
 	// for a task of one handler). A step's own progress goes to Temporal
 	// only: TaskManager gets the task's, in Progress and ProgressDone.

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/time/rate"
 
+	"github.com/prismq/tmbridge/internal/heldrun"
 	"github.com/prismq/tmbridge/taskmanager"
 )
 
@@ -181,8 +182,8 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		defer leave()
 		// Read once enter let it through: it may have waited for an
 		// earlier attempt, still running here, while the claim timed out.
-		if in.ReadOnRetry && readsFirst(info, in) {
-			if err := a.claimOver(ctx, in); err != nil {
+		if why := readsFirst(info, in); in.ReadOnRetry && why != "" {
+			if err := a.claimOver(ctx, in, why); err != nil {
 				return nil, err
 			}
 		}
@@ -225,12 +226,23 @@ func payloadBytes(result json.RawMessage) int {
 		3*bytes.Count(result, []byte("\u2028")) + 3*bytes.Count(result, []byte("\u2029"))
 }
 
-// readsFirst reports whether a handler attempt reads the task before its
-// handler runs, when ReadOnRetry allows: a retried attempt, a local rerun
-// (SkipIfDone), a local step scheduled in a replay (ReadFirst), and a
-// local handler whose run left this process while it waited (Run).
-func readsFirst(info activity.Info, in HandlerInput) bool {
-	return info.Attempt > 1 || in.SkipIfDone || in.ReadFirst || (info.IsLocalActivity && in.Run != 0 && released(in.Run))
+// readsFirst says why a handler attempt reads the task before its
+// handler runs, when ReadOnRetry allows ("" when it does not): a retried
+// attempt, a local rerun (SkipIfDone), a local step scheduled in a replay
+// (ReadFirst), a local handler whose run left this process while it
+// waited (RunToken).
+func readsFirst(info activity.Info, in HandlerInput) string {
+	switch {
+	case info.Attempt > 1:
+		return "retry"
+	case in.SkipIfDone:
+		return "rerun"
+	case in.ReadFirst:
+		return "replay"
+	case info.IsLocalActivity && in.RunToken != 0 && heldrun.Released(in.RunToken):
+		return "run left the worker"
+	}
+	return ""
 }
 
 // recordedOutcome reads the task and, when it is no longer claimed (this
@@ -268,18 +280,19 @@ func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json
 	return nil, nil, false
 }
 
-// claimOver reads the task before a handler runs again (an attempt
-// Temporal retries, or a local handler's rerun past its run's first
-// workflow task, after recordedOutcome) and returns an ErrTypeClaimOver
-// error, for good, with what it read (ClaimSeen) as its details, when the
-// claim the handler runs for is over (ClaimSeen.endsClaim). A claim of the
+// claimOver reads the task before a handler runs, for why (readsFirst: a
+// retried attempt, a local handler's rerun after recordedOutcome, a local
+// step in a replay, a local handler whose run left the worker), and
+// returns an ErrTypeClaimOver error, for good, with what it read
+// (ClaimSeen) as its details, when the claim the handler runs for is over
+// (ClaimSeen.endsClaim). A claim of the
 // same worker id with more attempts is this bridge's renewal (its run
 // learns of it by signal), so it holds. Once a claim timed out, another
 // worker may have claimed the task and run it: the handler must not run
 // beside it. A task that cannot be read within a quarter of the attempt's
 // time, or that reads in a way that shows no other holder, runs the
 // handler: the report decides.
-func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
+func (a *Activities) claimOver(ctx context.Context, in HandlerInput, why string) error {
 	if a.TaskManager == nil {
 		return nil // a worker of handlers only: nothing to read with
 	}
@@ -296,7 +309,7 @@ func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
 		if ctx.Err() != nil {
 			return ctx.Err() // cancelled or timed out: no handler starts
 		}
-		a.logger().Warn("cannot read the task before running its handler again: the handler runs", "task_id", in.TaskID, "error", err)
+		a.logger().Warn("cannot read the task before running its handler: the handler runs", "task_id", in.TaskID, "read_because", why, "error", err)
 		return nil
 	}
 	// Judged on the whole claimed_by, kept cut short (MayHold compares so).
@@ -305,10 +318,10 @@ func (a *Activities) claimOver(ctx context.Context, in HandlerInput) error {
 		return nil
 	}
 	seen.WorkerID = clipSeen(seen.WorkerID)
-	a.logger().Info("handler not run again: its claim is over", "task_id", in.TaskID, "worker_id", in.WorkerID, "attempt", in.Attempt, "taskmanager", seen.String())
+	a.logger().Info("handler not run: its claim is over", "task_id", in.TaskID, "worker_id", in.WorkerID, "attempt", in.Attempt, "read_because", why, "taskmanager", seen.String())
 	// Benign: an expected end, not an incident (the SDK logs it at debug).
 	return temporal.NewApplicationErrorWithOptions(
-		taskmanager.ValidUTF8(fmt.Sprintf("task %s: the claim (%q, attempt %d) was over when its handler was to run again (TaskManager: %s): the handler did not run", in.TaskID, in.WorkerID, in.Attempt, seen)),
+		taskmanager.ValidUTF8(fmt.Sprintf("task %s: the claim (%q, attempt %d) was over when its handler was to run (TaskManager: %s): the handler did not run", in.TaskID, in.WorkerID, in.Attempt, seen)),
 		ErrTypeClaimOver, temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{seen}, Category: temporal.ApplicationErrorCategoryBenign})
 }
 

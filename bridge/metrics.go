@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/internal/heldrun"
 )
 
 // metrics are the bridge's Prometheus metrics, served on /metrics with the
@@ -150,8 +151,8 @@ func registerShared(reg *prometheus.Registry, c prometheus.Collector) {
 	_ = reg.Register(c)
 }
 
-// registerState adds the gauges read from the bridge's state at scrape
-// time, in place of those of an earlier bridge on the same registry (New
+// registerState adds the gauges read from the bridge's state (and the
+// process's: tmbridge_runs_held) at scrape time, in place of those of an earlier bridge on the same registry (New
 // calls it, so that a registry given with WithMetricsRegistry has them
 // too).
 func (m *metrics) registerState(adm *admission, maxInFlight int, claimTimeout time.Duration) {
@@ -172,8 +173,8 @@ func (m *metrics) registerState(adm *admission, maxInFlight int, claimTimeout ti
 			return time.Since(at).Seconds()
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "tmbridge_runs_held", Help: "Task runs whose workflow code this process holds (in the worker's cache or in a workflow task); a local handler whose run it no longer holds reads the task before it runs.",
-		}, func() float64 { return float64(activities.HeldRuns()) }),
+			Name: "tmbridge_runs_held", Help: "Task runs whose workflow code this process holds, for all its bridges (in the worker's cache, shared by the process, or in a workflow task); a local handler whose run it no longer holds reads the task before it runs.",
+		}, func() float64 { return float64(heldrun.Count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tmbridge_claim_timeout_seconds", Help: "The claim timeout configured (claim_timeout): TaskManager's, which the oldest claim's age is compared with.",
 		}, func() float64 { return claimTimeout.Seconds() }),

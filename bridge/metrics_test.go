@@ -94,7 +94,7 @@ func TestMetrics_state_gauges_on_a_registry_the_program_serves(t *testing.T) {
 			names[f.GetName()] = f.GetMetric()[0].GetGauge().GetValue()
 		}
 	}
-	for _, n := range []string{"tmbridge_tasks_in_flight", "tmbridge_oldest_claim_age_seconds", "tmbridge_claim_timeout_seconds", "tmbridge_max_in_flight"} {
+	for _, n := range []string{"tmbridge_tasks_in_flight", "tmbridge_oldest_claim_age_seconds", "tmbridge_claim_timeout_seconds", "tmbridge_max_in_flight", "tmbridge_runs_held"} {
 		require.Contains(t, names, n)
 	}
 	require.Equal(t, float64(newTestConfig(nil).MaxInFlight), names["tmbridge_max_in_flight"])

@@ -18,14 +18,15 @@ import (
 )
 
 // A local handler still waiting for a slot when its run leaves the
-// worker reads the task before it runs (HandlerInput.Run): the SDK runs a
-// queued local activity of a run it no longer holds, and another bridge
-// may have taken the run over and reported meanwhile. Here the only slot
-// is held by another task's handler; the waiting task's run is
+// worker reads the task before it runs (HandlerInput.RunToken): the SDK
+// runs a queued local activity of a run it no longer holds, and another
+// bridge may have taken the run over and reported meanwhile. Here the
+// only slot is held by another task's handler; the waiting task's run is
 // terminated (its workflow task's next heartbeat fails, and the worker
-// drops the run: tmbridge_runs_held falls) and the task completed by someone else. When the slot
-// frees, the queued handler finds the claim over and does not run.
-// Before, it ran for a task already completed. (Found by a review.)
+// drops the run: tmbridge_runs_held falls) and the task completed by
+// someone else. When the slot frees, the queued handler finds the claim
+// over and does not run. Before, it ran for a task already completed.
+// (Found by a review.)
 func TestE2E_local_handler_whose_run_left_the_worker_reads_first(t *testing.T) {
 	s := newStack(t, devserver.StylePHP)
 	dir := t.TempDir()
@@ -58,7 +59,7 @@ types:
 	}
 	// Its run ends in Temporal; the worker drops it at its workflow
 	// task's next heartbeat, which fails.
-	require.Equal(t, 2, runsHeld(metrics), "each task's run held")
+	require.Eventually(t, func() bool { return runsHeld(metrics) == 2 }, 2*time.Minute, 100*time.Millisecond, "each task's run held")
 	require.NoError(t, s.tc.TerminateWorkflow(context.Background(), s.prefix+queued, "", "the run leaves the worker"))
 	require.Eventually(t, func() bool { return runsHeld(metrics) == 1 }, 2*time.Minute, 100*time.Millisecond, "the worker did not drop the run")
 	st, ok := s.tm.Task(queued)

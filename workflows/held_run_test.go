@@ -9,13 +9,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/internal/heldrun"
 	"github.com/prismq/tmbridge/workflows"
 )
 
-// A local handler, or local step, carries its run's activities.HoldRun
-// token (HandlerInput.Run); a regular one carries none (its input is in
-// the run's history). A run that left the worker released its token
-// (activities' TestHoldRun, and the e2e
+// A local handler, or local step, carries its run's heldrun.Hold token
+// (HandlerInput.RunToken); a regular one carries none (its input is in
+// the run's history). Each run releases its token when it ends; one that
+// left the worker does too (the e2e
 // TestE2E_local_handler_whose_run_left_the_worker_reads_first).
 func TestTaskWorkflow_local_handlers_carry_their_runs_token(t *testing.T) {
 	var mu sync.Mutex
@@ -24,7 +25,7 @@ func TestTaskWorkflow_local_handlers_carry_their_runs_token(t *testing.T) {
 		reg.MustAdd("test.run", activities.HandlerFunc(func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
 			in, _ := activities.TaskInfo(ctx)
 			mu.Lock()
-			runs = append(runs, in.Run)
+			runs = append(runs, in.RunToken)
 			mu.Unlock()
 			return json.RawMessage(`{}`), nil
 		}))
@@ -38,12 +39,14 @@ func TestTaskWorkflow_local_handlers_carry_their_runs_token(t *testing.T) {
 		return out
 	}
 	local := workflows.ActivityOptions{Local: workflows.Bool(true)}
+	held := heldrun.Count()
 
 	_, err := b.run(b.claim(t, "test.run", map[string]any{"n": 1}, workflows.TypeOptions{ActivityOptions: local}))
 	require.NoError(t, err)
 	single := took()
 	require.Len(t, single, 1)
 	require.NotZero(t, single[0], "a local handler carries its run's token")
+	require.Equal(t, held, heldrun.Count(), "the run released its token")
 
 	b = setup(t, extra)
 	_, err = b.run(b.claim(t, "test.run", map[string]any{"n": 1}, workflows.TypeOptions{}))
@@ -59,4 +62,5 @@ func TestTaskWorkflow_local_handlers_carry_their_runs_token(t *testing.T) {
 	require.NotZero(t, stepRuns[0], "a local step carries its run's token")
 	require.Equal(t, []uint64{stepRuns[0], stepRuns[0], stepRuns[0]}, stepRuns, "one token per run")
 	require.NotEqual(t, single[0], stepRuns[0], "a token per run")
+	require.Equal(t, held, heldrun.Count(), "each run released its token")
 }

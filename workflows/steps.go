@@ -505,7 +505,7 @@ func (p *pipeline) execute(ctx workflow.Context, s Step, summary string, in *act
 	// changes no command.
 	in.ReadFirst = in.ReadOnRetry && o.IsLocal() && workflow.IsReplaying(ctx)
 	if o.IsLocal() {
-		in.Run = heldRun(ctx)
+		in.RunToken = heldRun(ctx)
 	}
 	if err := p.admit(ctx, in.Step, len(in.Params), p.resultBound(s)); err != nil {
 		return failedFuture(ctx, err)

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/prismq/tmbridge/activities"
+	"github.com/prismq/tmbridge/internal/heldrun"
 	"github.com/prismq/tmbridge/taskmanager"
 )
 
@@ -63,10 +64,11 @@ type TaskInput struct {
 	// default 300s).
 	ClaimTimeout time.Duration `json:"claim_timeout,omitempty"`
 	// ReadOnRetry: a handler attempt that Temporal retries (and a local
-	// handler run again after a takeover) reads the task first, and runs
-	// no handler once the claim is over; the run then reports nothing and
-	// ends ClaimLost, or continues as new for a newer claim that reached
-	// it (activities.HandlerInput.ReadOnRetry). Only for a handler on
+	// handler run again after a takeover, or whose run left the worker
+	// while it waited) reads the task first, and runs no handler once
+	// the claim is over; the run then reports nothing and ends
+	// ClaimLost, or continues as new for a newer claim that reached it
+	// (activities.HandlerInput.ReadOnRetry). Only for a handler on
 	// the bridge's own worker: a type of one handler (readsOnRetry), or a
 	// step (pipeline.execute, in runs since stepsReadOnRetry). Every
 	// bridge since this field sets it; runs started before it retry
@@ -171,8 +173,8 @@ const TaskFailedErrorType = "TaskFailed"
 // (ClaimLost, NotClaimed, …).
 func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	// Released when the run ends or leaves the worker: a local handler
-	// still waiting for a slot then reads first (HandlerInput.Run).
-	token, release := activities.HoldRun()
+	// still waiting for a slot then reads first (HandlerInput.RunToken).
+	token, release := heldrun.Hold()
 	defer release()
 	ctx = workflow.WithValue(ctx, heldRunKey{}, token)
 	log := workflow.GetLogger(ctx)
@@ -331,10 +333,10 @@ func readClaim(ctx workflow.Context, taskID, why string, claims *claimState) (ov
 	return past || (st.Attempts == c.Attempts && st.Status != taskmanager.StatusClaimed), past
 }
 
-// heldRunKey carries the run's activities.HoldRun token in its context.
+// heldRunKey carries the run's heldrun.Hold token in its context.
 type heldRunKey struct{}
 
-// heldRun is the run's activities.HoldRun token (0 outside TaskWorkflow).
+// heldRun is the run's heldrun.Hold token (0 outside TaskWorkflow).
 func heldRun(ctx workflow.Context) uint64 {
 	token, _ := ctx.Value(heldRunKey{}).(uint64)
 	return token
@@ -740,7 +742,7 @@ func runTask(ctx workflow.Context, in TaskInput, opts TypeOptions, claims *claim
 		input.SkipIfDone = opts.IsLocal() && (workflow.GetInfo(ctx).GetCurrentHistoryLength() > firstTaskEvents || workflow.IsReplaying(ctx))
 		input.ReadOnRetry = in.ReadOnRetry && readsOnRetry(opts)
 		if opts.IsLocal() {
-			input.Run = heldRun(ctx)
+			input.RunToken = heldRun(ctx)
 		}
 		// Runs started before the bridge resolved Handler leave it empty.
 		handler := opts.HandlerFor(in.Task.Type)

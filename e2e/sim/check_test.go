@@ -315,15 +315,16 @@ func TestNoHandlerFailure(t *testing.T) {
 	}
 }
 
-// claimOvers counts, from the bridges' logs, the handlers not run again
-// (a retried attempt, a local rerun) because a read showed their claim
-// over (retry-reads-first).
+// claimOvers counts, from the bridges' logs, the handlers not run (a
+// retried attempt, a local rerun, a local step in a replay, a local
+// handler whose run left the worker) because a read showed their claim
+// over.
 func claimOvers(dir string) int {
 	n := 0
 	files, _ := filepath.Glob(filepath.Join(dir, "bridge-*.log"))
 	for _, f := range files {
 		data, _ := os.ReadFile(f)
-		n += bytes.Count(data, []byte(`"msg":"handler not run again: its claim is over"`))
+		n += bytes.Count(data, []byte(`"msg":"handler not run: its claim is over"`))
 	}
 	return n
 }

@@ -197,10 +197,11 @@ func plan(seed uint64) scenario {
 	}
 
 	// Long local tasks, from an rng of their own and not for the
-	// regression seeds found before them: a local handler, or local steps, running past the
-	// first workflow task's heartbeat (the SDK completes a workflow task
-	// whose local activities run past 80 % of its 10 s timeout), so that a
-	// bridge dying leaves the next one a replay of that workflow task.
+	// regression seeds found before them: a local handler, or local steps,
+	// running past the first workflow task's heartbeat (the SDK completes
+	// a workflow task whose local activities run past 80 % of its 10 s
+	// timeout), so that a bridge dying leaves the next one a replay of
+	// that workflow task.
 	lrng := rand.New(rand.NewPCG(seed, 0x10ca1))
 	for i := range 1 + lrng.IntN(2) {
 		if slices.Contains(seedsBeforeLongLocal, seed) {
