@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,18 +99,30 @@ func hasEvent(s *stack, workflowID string, typ enumspb.EventType) bool {
 // completed task: scheduled in a replay, it reads first (SkipIfDone).
 // (Found by a review: decided by the history length alone, it ran again.)
 func TestE2E_local_handler_not_run_again_after_a_heartbeat_of_its_workflow_task(t *testing.T) {
-	s := newStack(t, devserver.StylePHP)
-	dir := t.TempDir()
-	marks := filepath.Join(dir, "marks")
-	s.register("mark.slow")
-	id := s.create("mark.slow", map[string]any{"n": 1})
-	cfgFile := filepath.Join(dir, "tmbridge.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+	heartbeatTakeover(t, "mark.slow", `
 types:
   mark.slow:
     local: true
-    exec: { command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> `+marks+`; sleep 11; echo '{\"ok\":1}'"] }
-`), 0o600))
+    exec: SLOW
+`, "the handler ran again for a completed task")
+}
+
+// heartbeatTakeover runs a task of typ on a bridge configured by config,
+// in which SLOW stands for a handler (exec) that marks each run and takes
+// 11 s: past its first workflow task's heartbeat (8 s in), and ended
+// before the second's (16 s in) would record its marker. The bridge dies
+// while the outcome's post is held, the post lands, and another bridge
+// takes the run over (a replay of the first workflow task) and closes
+// it. The handler must have run once (else: ranAgain).
+func heartbeatTakeover(t *testing.T, typ, config, ranAgain string) {
+	s := newStack(t, devserver.StylePHP)
+	dir := t.TempDir()
+	marks := filepath.Join(dir, "marks")
+	s.register(typ)
+	id := s.create(typ, map[string]any{"n": 1})
+	cfgFile := filepath.Join(dir, "tmbridge.yaml")
+	slow := `{ command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> ` + marks + `; sleep 11; echo '{\"ok\":1}'"] }`
+	require.NoError(t, os.WriteFile(cfgFile, []byte(strings.ReplaceAll(config, "SLOW", slow)), 0o600))
 	posting := make(chan struct{}, 1)
 	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: 5 * time.Second, Late: true, Count: 1, Matched: posting})
 	first := runBinary(t, s, "--config="+cfgFile)
@@ -129,7 +142,7 @@ types:
 	runBinary(t, s, "--config="+cfgFile)
 	s.waitClosed(s.prefix + id)
 	ran, _ := os.ReadFile(marks)
-	require.Equal(t, "ran\n", string(ran), "the handler ran again for a completed task")
+	require.Equal(t, "ran\n", string(ran), ranAgain)
 	require.Len(t, s.tm.Completions(id), 1)
 	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
 	require.True(t, hasLocalActivityMarker(s, s.prefix+id), "the run taken over recorded a marker") // as the first bridge could not

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/prismq/tmbridge/taskmanager/devserver"
 )
@@ -86,43 +85,13 @@ types:
 // instead (HandlerInput.ReadFirst), finds the task completed and runs no
 // handler. Before, it ran again for a completed task. (Found by a review.)
 func TestE2E_local_step_not_run_again_after_a_heartbeat_of_its_workflow_task(t *testing.T) {
-	s := newStack(t, devserver.StylePHP)
-	dir := t.TempDir()
-	marks := filepath.Join(dir, "marks")
-	s.register("demo.slowsteps")
-	id := s.create("demo.slowsteps", map[string]any{"n": 1})
-	cfgFile := filepath.Join(dir, "tmbridge.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+	heartbeatTakeover(t, "demo.slowsteps", `
 types:
   demo.slowsteps:
     local: true
     steps:
       - { name: slow, handler: mark.slow }
   mark.slow:
-    exec: { command: [/bin/sh, -c, "/bin/cat >/dev/null; echo ran >> `+marks+`; sleep 11; echo '{\"ok\":1}'"] }
-`), 0o600))
-	posting := make(chan struct{}, 1)
-	s.tm.InjectFault(devserver.Fault{Path: "/tasks/" + id + "/complete", Method: "POST", Latency: 5 * time.Second, Late: true, Count: 1, Matched: posting})
-	first := runBinary(t, s, "--config="+cfgFile)
-	select {
-	case <-posting:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("no outcome posted")
-	}
-	// The first workflow task's heartbeat completed it.
-	beat := hasEvent(s, s.prefix+id, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
-	require.NoError(t, first.Process.Kill()) // the bridge dies (SIGKILL)
-	_, _ = first.Process.Wait()
-	marked := hasLocalActivityMarker(s, s.prefix+id)
-	st := s.waitFinal([]string{id})[id] // the held post lands
-	require.Equal(t, "completed", st.Status)
-
-	runBinary(t, s, "--config="+cfgFile)
-	s.waitClosed(s.prefix + id)
-	ran, _ := os.ReadFile(marks)
-	require.Equal(t, "ran\n", string(ran), "the step's handler ran again for a completed task")
-	require.Len(t, s.tm.Completions(id), 1)
-	require.Zero(t, s.tm.Stats().DuplicateSuccesses)
-	require.True(t, hasLocalActivityMarker(s, s.prefix+id), "the run taken over recorded a marker") // as the first bridge could not
-	skipUnlessBetweenHeartbeats(t, beat, marked)
+    exec: SLOW
+`, "the step's handler ran again for a completed task")
 }
