@@ -285,13 +285,12 @@ func (a *Activities) recordedOutcome(ctx context.Context, in HandlerInput) (json
 // step in a replay, a local handler whose run left the worker), and
 // returns an ErrTypeClaimOver error, for good, with what it read
 // (ClaimSeen) as its details, when the claim the handler runs for is over
-// (ClaimSeen.endsClaim). A claim of the
-// same worker id with more attempts is this bridge's renewal (its run
-// learns of it by signal), so it holds. Once a claim timed out, another
-// worker may have claimed the task and run it: the handler must not run
-// beside it. A task that cannot be read within a quarter of the attempt's
-// time, or that reads in a way that shows no other holder, runs the
-// handler: the report decides.
+// (ClaimSeen.endsClaim). A claim of the same worker id with more attempts
+// is this bridge's renewal (its run learns of it by signal), so it holds.
+// Once a claim timed out, another worker may have claimed the task and
+// run it: the handler must not run beside it. A task that cannot be read
+// within a quarter of the attempt's time, or that reads in a way that
+// shows no other holder, runs the handler: the report decides.
 func (a *Activities) claimOver(ctx context.Context, in HandlerInput, why string) error {
 	if a.TaskManager == nil {
 		return nil // a worker of handlers only: nothing to read with
