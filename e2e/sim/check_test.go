@@ -183,7 +183,7 @@ func check(w *world, sc scenario, st *state, finished bool, stopErrs []error) re
 	w.obs.mu.Unlock()
 
 	stats := w.tm.Stats()
-	summary := fmt.Sprintf("%d tasks (%s), %d handler starts (%d while another ran, %d of those another run's; %d not run again, their claim over), %d claims, %d complete calls (%d accepted), %d cancels, %d violations",
+	summary := fmt.Sprintf("%d tasks (%s), %d handler starts (%d while another ran, %d of those another run's; %d not run, their claim over), %d claims, %d complete calls (%d accepted), %d cancels, %d violations",
 		len(sc.tasks), fmtCounts(counts), starts, overlaps, otherRun, claimOvers(w.dir), stats.Claimed, stats.CompleteCalls, stats.AcceptedCompletions, len(st.cancelled), len(v))
 	return report{violations: v, summary: summary}
 }
