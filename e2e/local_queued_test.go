@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
 
@@ -52,11 +53,8 @@ types:
 	// The queued task's handler waits for the only slot: its first
 	// workflow task's heartbeat shows it is scheduled.
 	queued := s.create("mark.queued", map[string]any{"n": 2})
-	deadline := time.Now().Add(2 * time.Minute)
-	for !hasEvent(s, s.prefix+queued, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) {
-		require.True(t, time.Now().Before(deadline), "the queued task's first workflow task did not complete")
-		time.Sleep(100 * time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return hasEvent(s, s.prefix+queued, enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) },
+		2*time.Minute, 100*time.Millisecond, "the queued task's first workflow task did not complete")
 	// Its run ends in Temporal; the worker drops it at its workflow
 	// task's next heartbeat, which fails.
 	require.Eventually(t, func() bool { return runsHeld(metrics) == 2 }, 2*time.Minute, 100*time.Millisecond, "each task's run held")
@@ -82,12 +80,14 @@ types:
 // runsHeld is the tmbridge_runs_held gauge of the bridge serving metrics
 // at addr (-1 when it does not show).
 func runsHeld(addr string) int {
-	m := runsHeldLine.FindStringSubmatch(metricsText(addr))
-	if m == nil {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(metricsText(addr)))
+	if err != nil {
 		return -1
 	}
-	v, _ := strconv.ParseFloat(m[1], 64)
+	v, ok := sample(fams, "tmbridge_runs_held", nil)
+	if !ok {
+		return -1
+	}
 	return int(v)
 }
-
-var runsHeldLine = regexp.MustCompile(`(?m)^tmbridge_runs_held (\S+)$`)

@@ -93,9 +93,9 @@ func hasEvent(s *stack, workflowID string, typ enumspb.EventType) bool {
 // A local handler that runs past its first workflow task's heartbeat (the
 // task completes while the handler runs, 8 s in; the handler's outcome
 // comes in the second, and the 11 s handler ends before that one's
-// heartbeat, 16 s in, would record its marker): the bridge dies while the outcome's post is under way, the
-// post lands, and the next bridge replays the first workflow task, where
-// the handler has no marker. The handler does not run again for the
+// heartbeat, 16 s in, would record its marker): the bridge dies while the
+// outcome's post is under way, the post lands, and the next bridge
+// replays the first workflow task, where the handler has no marker. The handler does not run again for the
 // completed task: scheduled in a replay, it reads first (SkipIfDone).
 // (Found by a review: decided by the history length alone, it ran again.)
 func TestE2E_local_handler_not_run_again_after_a_heartbeat_of_its_workflow_task(t *testing.T) {
