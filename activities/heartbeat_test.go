@@ -63,3 +63,19 @@ func TestReportProgress_leaves_the_heartbeat_to_the_heartbeater(t *testing.T) {
 	p.beating = false
 	require.Panics(t, func() { ReportProgress(ctx, 43, "y") }, "without a heartbeater, it heartbeats at once")
 }
+
+// A handler beats every 0.7 × its heartbeat timeout, which leaves a
+// second or more between beats (MaxHeartbeatThrottleInterval: each is sent
+// at once) and 30 % of the timeout for the call, within 1 s to 60 s.
+func TestBeatInterval(t *testing.T) {
+	for timeout, want := range map[time.Duration]time.Duration{
+		time.Second:      time.Second, // below the minimum heartbeat_timeout: only for tests
+		5 * time.Second:  3500 * time.Millisecond,
+		10 * time.Second: 7 * time.Second,
+		time.Minute:      42 * time.Second,
+		time.Hour:        time.Minute,
+	} {
+		require.Equal(t, want, beatInterval(timeout), "heartbeat timeout %s", timeout)
+		require.Greater(t, beatInterval(timeout), MaxHeartbeatThrottleInterval-1, "sent at once, not batched")
+	}
+}

@@ -44,20 +44,18 @@ type progress struct {
 // task's current claimer, at most once per ProgressInterval and within the
 // ProgressBudget of all handlers (the first 100 goes at once, outside
 // both, unless the budget's burst is 0: then nothing is posted; a later
-// 100 is an update like any). The detail goes with
-// the bridge's automatic heartbeats (every third of the heartbeat
-// timeout, 1–30 s; the SDK sends at most one per 0.8 × the timeout or
-// 60 s, whichever is shorter, with the latest detail), sent from another
-// goroutine: a call to Temporal would grow the handler goroutine's stack,
-// and a thousand handlers would keep that memory while they run. A
+// 100 is an update like any). The detail goes with the bridge's automatic
+// heartbeats (every 0.7 × the heartbeat timeout, 1–60 s), sent from
+// another goroutine: a call to Temporal would grow the handler goroutine's
+// stack, and a thousand handlers would keep that memory while they run. A
 // regular activity without a heartbeat timeout heartbeats the detail at
 // once; a local activity's handler heartbeats nothing. A step's handler
 // reports to Temporal only: the task's progress in TaskManager is its
 // steps done. Posts to TaskManager are sent in the background, each
 // claim's in order, so that a slow TaskManager does not hold the handler
 // (its activity waits for them when it returns, 5 s at most); past 32
-// claims being posted at once, a post other than a 100 is dropped. Outside a
-// handler activity it does nothing. Progress is best effort: a failed
+// claims being posted at once, a post other than a 100 is dropped. Outside
+// a handler activity it does nothing. Progress is best effort: a failed
 // call is logged, never returned.
 func ReportProgress(ctx context.Context, percent int, message string) {
 	p, ok := ctx.Value(progressKey{}).(*progress)
@@ -320,18 +318,37 @@ func (p *progress) send(ctx context.Context, workerID string, percent int, messa
 // handler that never reports progress is still seen alive, and a dead
 // worker's task is retried after the heartbeat timeout. One goroutine
 // beats for every running handler (a thousand in flight hold no
-// goroutine and ticker each). A handler beats every third of its
-// heartbeat timeout, kept between 1 s and maxBeatEvery: a cancel of the
-// run reaches the handler with a heartbeat's answer.
-func (p *progress) heartbeatEvery(ctx context.Context, every time.Duration) (stop func()) {
-	return beats.add(ctx, p, min(max(every, time.Second), maxBeatEvery))
+// goroutine and ticker each). A handler beats every 0.7 × its heartbeat
+// timeout (3 s to spare before a 10 s timeout), kept between 1 s and
+// maxBeatEvery: a cancel of the run reaches the handler with a
+// heartbeat's answer.
+func (p *progress) heartbeatEvery(ctx context.Context, timeout time.Duration) (stop func()) {
+	return beats.add(ctx, p, beatInterval(timeout))
+}
+
+// beatInterval is the time between two beats of a handler whose heartbeat
+// timeout is timeout.
+func beatInterval(timeout time.Duration) time.Duration {
+	return min(max(timeout*7/10, time.Second), maxBeatEvery)
 }
 
 // maxBeatEvery bounds the time between two beats of a handler whatever its
-// heartbeat timeout. (The SDK sends at most one heartbeat per 0.8 × the
-// timeout or per 60 s, whichever is shorter, with the last detail
-// recorded.)
-const maxBeatEvery = 30 * time.Second
+// heartbeat timeout: the SDK's own bound (60 s) when it batches them.
+const maxBeatEvery = 60 * time.Second
+
+// MaxHeartbeatThrottleInterval is the worker option
+// (worker.Options.MaxHeartbeatThrottleInterval) the heartbeater is built
+// for, and the bridge's worker sets. The SDK sends a heartbeat at once
+// unless one was sent within this interval; then it keeps the detail and
+// starts a goroutine that sends it when the interval ends, and that
+// goroutine lives as long as heartbeats keep coming within it. By default
+// the interval is 0.8 × the heartbeat timeout: with beats more often than
+// that, each running handler kept such a goroutine for its whole run (a
+// thousand goroutines and about 5 MB of stacks with a thousand in flight).
+// At 1 s, each beat goes at once and its goroutine ends a second later;
+// Temporal hears from a handler every 0.7 × its timeout instead of every
+// 0.8 ×. With the SDK's default the beats are batched as before.
+const MaxHeartbeatThrottleInterval = time.Second
 
 // beats is the process's heartbeater.
 var beats = heartbeater{send: activity.RecordHeartbeat}

@@ -148,7 +148,7 @@ func (a *Activities) handlerActivity(name string, h Handler) func(context.Contex
 		ctx = context.WithValue(ctx, progressKey{}, p)
 		ctx = context.WithValue(ctx, inputKey{}, in)
 		if p.beating {
-			stop := p.heartbeatEvery(ctx, info.HeartbeatTimeout/3)
+			stop := p.heartbeatEvery(ctx, info.HeartbeatTimeout)
 			defer stop()
 			defer func() {
 				if err != nil && ctx.Err() == nil { // the next attempt, and Temporal Web, see the last progress
@@ -389,7 +389,8 @@ func normalizeResult(out json.RawMessage) (json.RawMessage, error) {
 // ProgressActivityName is the registered name of the progress activity
 // that multi-step runs started before progress-in-handlers called as
 // steps completed (newer runs hand progress to the steps' handlers): it
-// stays registered so that those runs finish.
+// stays registered so that those runs finish. Activities.PostProgress
+// serves it; it is not the ReportProgress function handlers call.
 const ProgressActivityName = "tmbridge.ReportProgress"
 
 // ProgressInput is a progress report for a task.

@@ -182,6 +182,7 @@ func New(cfg Config, reg *activities.Registry, tc client.Client, opts ...Option)
 		MaxConcurrentLocalActivityExecutionSize: cfg.Temporal.MaxConcurrentActivities,
 		MaxConcurrentWorkflowTaskPollers:        4,
 		MaxConcurrentActivityTaskPollers:        4,
+		MaxHeartbeatThrottleInterval:            activities.MaxHeartbeatThrottleInterval,
 		WorkerStopTimeout:                       cfg.ShutdownGrace,
 		Identity:                                cfg.WorkerID + "@" + cfg.Temporal.TaskQueue,
 		OnFatalError:                            b.workerFailed,

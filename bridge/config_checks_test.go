@@ -38,7 +38,7 @@ func TestLoad_refuses_values_out_of_range(t *testing.T) {
 		{args: []string{"--task-type-ids=1", "--task-types=example.echo"}, want: "task_type_ids: set task_types or task_type_ids, not both"},
 		{file: "temporal: { task_queue: \"a'b\" }\n", want: `temporal.task_queue: must not hold quotes, backslashes or control characters, got "a'b"`},
 		{file: "type_defaults: { start_to_close_timeout: 1ms }\n", want: "type_defaults.start_to_close_timeout: must be between 1s and 720h0m0s, got 1ms (or 0 for the default)"},
-		{file: "types:\n  x: { heartbeat_timeout: 100ms }\n", want: "types.x.heartbeat_timeout: must be at least 5s, got 100ms: Temporal hears a handler's heartbeats every 0.8 × heartbeat_timeout plus a call's round trip"},
+		{file: "types:\n  x: { heartbeat_timeout: 100ms }\n", want: "types.x.heartbeat_timeout: must be at least 5s, got 100ms: Temporal hears a handler's heartbeats every 0.7 × heartbeat_timeout plus a call's round trip (0.8 × on another worker)"},
 		{file: "types:\n  x: { heartbeat_timeout: 1000h }\n", want: "heartbeat_timeout: must be between 5s and 24h0m0s"},
 		{file: "types:\n  x: { schedule_to_close_timeout: 100000h }\n", want: "schedule_to_close_timeout"},
 		{file: "types:\n  x: { claim_wait: 1ns }\n", want: "claim_wait"},

@@ -26,6 +26,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/prismq/tmbridge/activities"
 	"github.com/prismq/tmbridge/bridge"
 	"github.com/prismq/tmbridge/internal/devtemporal"
 	"github.com/prismq/tmbridge/taskmanager"
@@ -519,19 +520,20 @@ func metricsText(addr string) string {
 // process, starts 1,000 workflows (eager start, bridge.MaxPendingStarts
 // starts at once, the bridge's pollers) whose activity runs 20 s and
 // heartbeats as the bridge's heartbeater does for example.sleep (every
-// third of the heartbeat timeout, the first one third in; the SDK sends
-// them on at most every 0.8 × the timeout). It measures how long until all
-// were started and until all their activities ran.
+// 0.7 × the heartbeat timeout, the first 0.7 × in, with the bridge's
+// MaxHeartbeatThrottleInterval). It measures how long until all were
+// started and until all their activities ran.
 func plainThousand(t *testing.T) inFlightTimes {
 	const n = 1000
 	s := newStack(t, devserver.StylePHP)
-	w := worker.New(s.tc, s.queue, worker.Options{MaxConcurrentActivityExecutionSize: n, MaxConcurrentWorkflowTaskPollers: 4, MaxConcurrentActivityTaskPollers: 4})
+	w := worker.New(s.tc, s.queue, worker.Options{MaxConcurrentActivityExecutionSize: n, MaxConcurrentWorkflowTaskPollers: 4, MaxConcurrentActivityTaskPollers: 4,
+		MaxHeartbeatThrottleInterval: activities.MaxHeartbeatThrottleInterval})
 	var running atomic.Int64
 	w.RegisterActivityWithOptions(func(ctx context.Context) error {
 		if activity.GetInfo(ctx).Attempt == 1 {
 			running.Add(1)
 		}
-		tick := time.NewTicker(workflows.DefaultHeartbeatTimeout / 3) // the bridge's heartbeater
+		tick := time.NewTicker(workflows.DefaultHeartbeatTimeout * 7 / 10) // the bridge's heartbeater
 		defer tick.Stop()
 		for end := time.After(20 * time.Second); ; {
 			select {

@@ -26,7 +26,8 @@ type TypeOptions struct {
 	ActivityOptions `koanf:",squash"`
 	// ClaimWait is how long the report waits for a new claim after
 	// TaskManager says the task is claimed by another worker (403) before
-	// it gives up with "claim lost". Default 2m.
+	// it gives up with "claim lost", and how long a multi-step run waits
+	// for the signal of a claim a read showed past its own. Default 2m.
 	ClaimWait time.Duration `json:"claim_wait,omitempty" koanf:"claim_wait"`
 	// Workflow, when set, runs the task as a child workflow of that
 	// registered type instead of one handler activity.
@@ -116,9 +117,10 @@ const (
 	DefaultClaimWait           = 2 * time.Minute
 	DefaultMaximumAttempts     = 3
 	// MinHeartbeatTimeout is the shortest heartbeat_timeout accepted. The
-	// SDK sends a handler's heartbeats to Temporal at most every 0.8 ×
-	// heartbeat_timeout, so what is left for a slow network or a pause is
-	// a fifth of it: 1 s at this bound.
+	// bridge sends a handler's heartbeats to Temporal every 0.7 ×
+	// heartbeat_timeout (another worker's SDK, at most every 0.8 ×), so
+	// what is left for a slow network or a pause is 1.5 s at this bound (1
+	// s on another worker).
 	MinHeartbeatTimeout = 5 * time.Second
 )
 
@@ -262,7 +264,7 @@ func (o ActivityOptions) validate() []error {
 	add(valid.RangeOrZero("start_to_close_timeout", o.StartToCloseTimeout, time.Second, 30*valid.Day))
 	add(valid.RangeOrZero("schedule_to_close_timeout", o.ScheduleToCloseTimeout, time.Second, 365*valid.Day))
 	if o.HeartbeatTimeout != 0 && o.HeartbeatTimeout < MinHeartbeatTimeout {
-		add(fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: Temporal hears a handler's heartbeats every 0.8 × heartbeat_timeout plus a call's round trip, so a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
+		add(fmt.Errorf("heartbeat_timeout: must be at least %s, got %s: Temporal hears a handler's heartbeats every 0.7 × heartbeat_timeout plus a call's round trip (0.8 × on another worker), so a shorter one times out attempts that are alive", MinHeartbeatTimeout, o.HeartbeatTimeout))
 	} else {
 		add(valid.RangeOrZero("heartbeat_timeout", o.HeartbeatTimeout, MinHeartbeatTimeout, valid.Day))
 	}
