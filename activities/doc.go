@@ -12,8 +12,8 @@
 //		return resize(ctx, p)
 //	})
 //
-// The worker side is Activities (RegisterOn, ReportOutcome, PostProgress)
-// and Report: the bridge uses them; a handler author does not.
+// The worker side is Activities (RegisterOn, ReportOutcome, CancelHandlers,
+// Idle) and Report: the bridge uses them; a handler author does not.
 //
 // # The report rule: read, then post only for the claim that holds the task
 //

@@ -11,8 +11,8 @@ import (
 	"github.com/prismq/tmbridge/taskmanager"
 )
 
-// Registered names of the activities of an `enqueue` step. History
-// depends on them: never rename them.
+// Registered names of the activities of an `enqueue` step (ReadTask also
+// reads a run's own task). History depends on them: never rename them.
 const (
 	EnqueueActivityName   = "tmbridge.EnqueueTask"
 	ReadTaskActivityName  = "tmbridge.ReadTask"
@@ -56,7 +56,8 @@ type TaskState struct {
 	Attempts int             `json:"attempts"`
 }
 
-// ReadTask is the activity that reads an enqueued task.
+// ReadTask is the activity that reads a task: an enqueued one, or the
+// run's own, to see whether its claim still holds it.
 func (a *Activities) ReadTask(ctx context.Context, taskID string) (TaskState, error) {
 	t, err := a.TaskManager.GetTask(ctx, taskmanager.ID(taskID))
 	if errors.Is(err, taskmanager.ErrNotFound) {

@@ -18,7 +18,7 @@ const (
 	ErrTypeInvalidParams   = "InvalidParams"   // params do not fit the handler
 	ErrTypeNoHandler       = "NoHandler"       // no handler for the task type here
 	ErrTypePanic           = "Panic"           // the handler panicked
-	ErrTypeClaimLost       = "ClaimLost"       // TaskManager: claimed by another worker (403)
+	ErrTypeClaimLost       = "ClaimLost"       // the claim is over: TaskManager answered 403, or a read shows the task claimed by another claim; the run posts nothing
 	ErrTypeNotClaimed      = "NotClaimed"      // TaskManager: no longer claimed, outcome not ours
 	ErrTypeTaskNotFound    = "TaskNotFound"    // TaskManager: the task is gone
 	ErrTypePayloadTooLarge = "PayloadTooLarge" // TaskManager refused the body (413)

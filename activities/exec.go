@@ -67,9 +67,11 @@ const (
 	// stderrKept is how much of stderr is kept while the command runs: its
 	// last bytes.
 	stderrKept = 64 << 10
-	// maxExecStdout is the most stdout a command may write. A result is
-	// stored in at most 65,535 bytes (taskmanager.MaxStoredBytes); a command
-	// writing more is killed and the task fails for good.
+	// maxExecStdout is the most stdout a command may write, the most a
+	// handler may return (MaxResultBytes): a command writing more is killed
+	// and the task fails for good. (TaskManager stores at most 65,535 bytes
+	// of a result, taskmanager.MaxStoredBytes: a longer one that fits here
+	// fails the task when its outcome is built.)
 	maxExecStdout = MaxResultBytes
 	// execWaitDelay is how long stdout and stderr are still read once the
 	// command has exited or was killed. A process that outlives it (one
@@ -128,7 +130,7 @@ func Exec(c ExecConfig) Handler {
 		}
 		// Wait has returned: the copying goroutines are done with the buffers.
 		if stdout.passed {
-			return nil, Permanent(fmt.Errorf("%s killed: stdout passed %d bytes (a result is stored in at most %d)", c.Command[0], maxExecStdout, taskmanager.MaxStoredBytes))
+			return nil, Permanent(fmt.Errorf("%s killed: stdout passed %d bytes (TaskManager stores at most %d of a result)", c.Command[0], maxExecStdout, taskmanager.MaxStoredBytes))
 		}
 		if errors.Is(err, exec.ErrWaitDelay) {
 			err = nil // exited 0; a process it left behind held stdout or stderr open

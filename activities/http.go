@@ -81,9 +81,11 @@ func (c *HTTPConfig) checkURL() error {
 
 // Bounds of the http handler.
 const (
-	// maxHTTPAnswer is the most of an answer the handler reads. A result is
-	// stored in at most 65,535 bytes (taskmanager.MaxStoredBytes), so a 2xx
-	// answer longer than this fails the task for good.
+	// maxHTTPAnswer is the most of an answer the handler reads, the most a
+	// handler may return (MaxResultBytes): a 2xx answer longer than this
+	// fails the task for good. (TaskManager stores at most 65,535 bytes of a
+	// result, taskmanager.MaxStoredBytes: a longer one that fits here fails
+	// the task when its outcome is built.)
 	maxHTTPAnswer = MaxResultBytes
 	// maxHTTPRedirects is how many redirects, all to the configured URL's
 	// scheme, host and port, one call follows.
@@ -166,7 +168,7 @@ func HTTP(c HTTPConfig, client *http.Client) Handler {
 		switch code := resp.StatusCode; {
 		case code >= 200 && code < 300:
 			if tooLong {
-				return nil, Permanent(fmt.Errorf("POST %s: answer passed %d bytes (a result is stored in at most %d)", where, maxHTTPAnswer, taskmanager.MaxStoredBytes))
+				return nil, Permanent(fmt.Errorf("POST %s: answer passed %d bytes (TaskManager stores at most %d of a result)", where, maxHTTPAnswer, taskmanager.MaxStoredBytes))
 			}
 			body = taskmanager.OrEmptyObject(body)
 			if !json.Valid(body) {

@@ -40,7 +40,7 @@ import (
 // Invariants, kept under one mutex:
 //
 //  1. len(open) + tickets + failing <= max_in_flight, except for runs and claims
-//     found at start (adopt), which are counted but may exceed it: no
+//     found at start or by a sweep (adopt), which are counted but may exceed it: no
 //     claim is made while the bridge has max_in_flight tasks.
 //  2. open holds the workflow ids that have a run open on behalf of this
 //     worker: an entry leaves when a watch saw the run closed (never on an

@@ -55,7 +55,9 @@ type Config struct {
 	// type with a handler or a configured route.
 	TaskTypeIDs []string `koanf:"task_type_ids"`
 	TaskTypes   []string `koanf:"task_types"`
-	// PollInterval is the wait (with jitter) after a type came up empty.
+	// PollInterval is how often (±20% jitter) an idle bridge lists pending
+	// tasks, one request for every type (with the listing failing, each
+	// type claims once per interval); the sweep runs at most this often.
 	PollInterval time.Duration `koanf:"poll_interval"`
 	MaxRuns      int           `koanf:"max_runs"` // tasks to claim before exiting; 0: unlimited
 	// MaxInFlight bounds claimed tasks unfinished at once (Load fills 0
@@ -246,7 +248,7 @@ func options() []option {
 		{key: "task_types", flag: "task-types", env: []string{"TASK_TYPES"}, def: []string{}, doc: "every type with a handler or route",
 			help: "comma-separated task type names to serve (resolved one by one)"},
 		{key: "poll_interval", flag: "poll-interval", env: []string{"POLL_INTERVAL"}, def: 10 * time.Second,
-			help: "wait (±20% jitter) after a type came up empty"},
+			help: "how often (±20% jitter) an idle bridge looks for pending tasks of every type (one request)"},
 		{key: "max_runs", flag: "max-runs", env: []string{"MAX_RUNS"}, def: 0,
 			help: "stop claiming after this many tasks, wait for them, exit 0 (`0`: unlimited)"},
 		{key: "max_in_flight", flag: "max-in-flight", env: []string{"MAX_IN_FLIGHT"}, def: 0, doc: "`temporal.max_concurrent_activities`",
@@ -280,7 +282,7 @@ func options() []option {
 		{key: "temporal::workflow_cache_size", flag: "workflow-cache-size", env: []string{"TEMPORAL_WORKFLOW_CACHE_SIZE"}, def: 200,
 			help: "runs the worker keeps in memory between their workflow tasks (the SDK's sticky cache, for the whole process); a run not kept is replayed from its history when it goes on: a few events for a task, so memory stays bounded with thousands in flight (set by Main; a program calling New sets it with worker.SetStickyWorkflowCacheSize)"},
 		{key: "temporal::search_attributes", flag: "search-attributes", env: []string{"TEMPORAL_SEARCH_ATTRIBUTES"}, def: true,
-			help: "set the `TaskType` and `TaskID` search attributes on each run where the namespace has them (`tmbridge setup`); `false` sets none: runs are then found by workflow id, and each start costs Temporal's visibility less (on the dev server, short tasks ran at 0.85–1.02 × plain Temporal's speed without them, 0.86–1.04 × with them: medians of four runs)"},
+			help: "set the `TaskType` and `TaskID` search attributes on each run where the namespace has them (`tmbridge setup`); `false` sets none: runs are then found by workflow id, and each start costs Temporal's visibility less (on the dev server, short tasks ran at 0.85–1.02 × plain Temporal's speed without them, 0.83–1.04 × with them: medians of seven runs)"},
 		{key: "temporal::grpc_compression", flag: "grpc-compression", env: []string{"TEMPORAL_GRPC_COMPRESSION"}, def: "gzip",
 			help: "compression of requests to Temporal: `gzip` (the SDK's default) or `none`; with Temporal on the same host or network, `none` spares both sides compressing small messages (set by Main, check and setup; a program calling New dials its own client)"},
 		{key: "type_defaults",
@@ -1075,7 +1077,6 @@ func compact(s []string) []string {
 	return out
 }
 
-// Validate reports every invalid setting, each naming its key.
 // checkTemporalAddress refuses a Temporal address the dial cannot use: a
 // URL (http://…), spaces around it, a port that is not 1–65535. A gRPC
 // target with a resolver (dns:///host:port, dns:host:port, unix:…) is
@@ -1103,6 +1104,7 @@ func checkTemporalAddress(key, addr string) error {
 	return nil
 }
 
+// Validate reports every invalid setting, each naming its key.
 func (c Config) Validate() error {
 	var errs []error
 	check := func(ok bool, key, format string, args ...any) {

@@ -47,7 +47,7 @@ func typeOptions() []typeOption {
 		{key: "retry.non_retryable_error_types",
 			help: "application error types that are not retried"},
 		{key: "claim_wait", def: workflows.DefaultClaimWait,
-			help: "after a 403 on report (the task is claimed by another worker), wait this long for a new claim before giving up with claim lost"},
+			help: "after a 403 on report (the task is claimed by another worker), wait this long for a new claim before giving up with claim lost; steps wait as long for a newer claim's signal"},
 		{key: "steps",
 			help: "run the task as steps, in sequence or `parallel` (see Composing)"},
 		{key: "workflow",

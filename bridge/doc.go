@@ -49,10 +49,11 @@
 //
 //	func resize(ctx context.Context, p ResizeParams) (ResizeResult, error) {
 //		if p.Width <= 0 {
+//			// Permanent: no retry can help (a plain error would be retried).
 //			return ResizeResult{}, activities.Permanent(errors.New("width must be positive"))
 //		}
 //		activities.ReportProgress(ctx, 50, "resizing")
-//		return ResizeResult{URL: p.URL + "?w=100"}, nil // a plain error would be retried
+//		return ResizeResult{URL: p.URL + "?w=100"}, nil
 //	}
 //
 //	func main() {
@@ -80,7 +81,8 @@
 //	cfg.Temporal.Namespace = copts.Namespace
 //	b, err := bridge.New(cfg, reg, tc, bridge.WithLogger(logger))
 //	err = b.Run(ctx)           // until ctx ends or --max-runs tasks are done
-//	err = b.Stop(shutdownCtx)  // stop claiming, let handlers finish within the grace
+//	stopCtx, cancel := context.WithTimeout(context.Background(), bridge.StopTimeout(cfg.ShutdownGrace))
+//	err = b.Stop(stopCtx)      // stop claiming, let handlers finish within the grace
 //
 // A Run that failed its start checks (errors.Is(err, ErrStartCheck)) may
 // be called again. A program that builds its Config in Go instead of

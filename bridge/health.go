@@ -41,7 +41,8 @@ func (b *Bridge) serveMetrics() error {
 		}
 	}()
 	// Up until Stop is done, not only until claiming ends: /healthz says
-	// alive, /readyz "stopping", and the last metrics can be scraped.
+	// alive, /readyz not ready (its worker check says it is stopping), and
+	// the last metrics can be scraped.
 	go func() { <-b.stopDone; _ = srv.Close() }()
 	b.log.Info("serving metrics and health", "metrics", b.metricsURL+"/metrics", "ready", b.metricsURL+"/readyz")
 	return nil

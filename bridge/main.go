@@ -170,8 +170,8 @@ func run(args, environ []string, stdout, stderr io.Writer, reg *activities.Regis
 	}
 
 	runErr := b.Run(ctx)
-	// Stop may take startsGrace, the shutdown grace and a few seconds for
-	// cancelled handlers to report.
+	// Stop may take up to StopTimeout: startsGrace, the shutdown grace and
+	// cancelledReportGrace for cancelled handlers to report.
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), StopTimeout(cfg.ShutdownGrace)-tracingFlushTimeout)
 	defer stopCancel()
 	stopErr := b.Stop(stopCtx)

@@ -15,8 +15,8 @@ import (
 )
 
 // metrics are the bridge's Prometheus metrics, served on /metrics with the
-// Go and process collectors. Each is documented in the README
-// (Observability) and drawn by deploy/grafana/dashboards/tmbridge.json.
+// Go and process collectors. Each is documented in the README (Operating
+// it: Health, metrics and version) and drawn by deploy/grafana/dashboards/tmbridge.json.
 type metrics struct {
 	reg            *prometheus.Registry
 	claims         *prometheus.CounterVec
@@ -158,7 +158,7 @@ func registerShared(reg *prometheus.Registry, c prometheus.Collector) {
 func (m *metrics) registerState(adm *admission, maxInFlight int, claimTimeout time.Duration) {
 	gauges := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "tmbridge_tasks_in_flight", Help: "Places of max_in_flight taken: claimed tasks whose workflow has not closed, and claim calls whose answer was lost (held until a sweep of this worker's claims shows whether they took a task).",
+			Name: "tmbridge_tasks_in_flight", Help: "Places of max_in_flight taken: claimed tasks whose outcome has not landed and whose run has not closed, and claim calls whose answer was lost (held until a sweep of this worker's claims shows whether they took a task).",
 		}, func() float64 { return float64(adm.inFlight()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tmbridge_max_in_flight", Help: "The max_in_flight configured: tmbridge_tasks_in_flight stops there.",

@@ -153,9 +153,9 @@ func (e *startError) Error() string {
 // again), signals the new claim to it: a task never runs twice at once.
 //
 // A start whose answer was lost may have created the run, and the run may
-// even have closed already: before any retry (and first, with check) the
-// latest run is looked up, and a run whose memo names this claim counts as
-// this claim's run. It retries until the start succeeds, the error is
+// even have closed already: before any retry (and first for a claim found
+// again, or not its task's first: startTry.look) the latest run is looked
+// up, and a run whose memo names this claim counts as this claim's run. It retries until the start succeeds, the error is
 // permanent (*startError), or the bridge stops. Its Temporal calls are made
 // under span, so that the workflow's trace continues it.
 //

@@ -15,7 +15,9 @@ import (
 	"github.com/prismq/tmbridge/workflows"
 )
 
-// sweepEvery is how often the sweeper looks without being asked.
+// sweepEvery is how often, at most, the sweeper looks without being asked
+// (more often with a claim timeout under twice it, never more often than
+// the poll interval).
 const sweepEvery = time.Minute
 
 // sweepPage is how many claimed tasks one list call asks for.

@@ -47,7 +47,7 @@ type StepProgress struct {
 	Done    int    `json:"done"`
 	Total   int    `json:"total"`
 	// Running are the summaries of the steps whose handler runs
-	// ("step b · example.sleep"), in name order.
+	// ("step b · example.sleep running"), in name order.
 	Running []string `json:"running,omitempty"`
 	// Waiting say what each waiting step waits for.
 	Waiting []string `json:"waiting,omitempty"`

@@ -214,8 +214,6 @@ func (s Step) validate(sc scope) []error {
 	return errs
 }
 
-// leaves returns the steps that run something (all but parallel groups) in
-// order, parallel groups flattened and fallbacks after their step.
 // markGroupFallbacks marks the on_failure steps of parallel groups, at any
 // depth, in fallbacks.
 func markGroupFallbacks(steps []Step, fallbacks map[string]bool) {
@@ -230,6 +228,8 @@ func markGroupFallbacks(steps []Step, fallbacks map[string]bool) {
 	}
 }
 
+// leaves returns the steps that run something (all but parallel groups) in
+// order, parallel groups flattened and fallbacks after their step.
 func leaves(steps []Step) []Step {
 	var out []Step
 	for _, s := range steps {

@@ -170,7 +170,9 @@ const TaskFailedErrorType = "TaskFailed"
 // when the task succeeded and TaskManager has the result; it fails with
 // TaskFailedErrorType when the task failed and TaskManager has the error,
 // and with the report's error when the outcome could not be reported
-// (ClaimLost, NotClaimed, …).
+// (ClaimLost, NotClaimed, …). A run that finds its claim over before its
+// handler (or a step) runs posts nothing and ends ClaimLost; one that a
+// newer claim reached continues as new for it.
 func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	// Released when the run ends or leaves the worker: a local handler
 	// still waiting for a slot then reads first (HandlerInput.RunToken).
@@ -245,7 +247,7 @@ func TaskWorkflow(ctx workflow.Context, in TaskInput) (TaskResult, error) {
 	out = rep.Sent
 	res := TaskResult{Status: rep.Status, Success: out.Success, Result: out.Result, Error: out.Error, WorkerID: rep.ReportedWith.WorkerID}
 	// A failure re-queues the task, and a bridge may claim it again before
-	// this run closes: its signal-with-start then lands here. Run the task
+	// this run closes: its claim's signal (startOrSignal) lands here. Run the task
 	// again, as a new run, for that claim.
 	claims.drain(ctx)
 	if !out.Success && rep.Status != "failed" && claims.current.Attempts > rep.ReportedWith.Attempts &&

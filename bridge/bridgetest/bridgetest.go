@@ -162,8 +162,8 @@ func execute(env *testsuite.TestWorkflowEnvironment, in workflows.TaskInput) (er
 // DeadlockDetectionTimeout is how long workflow code may run between two
 // yields (a call that blocks on Temporal: an activity, a timer, a
 // future) before its workflow task fails as stuck: the SDK's default,
-// which the bridge keeps. bridgetest uses it too (ten times it under the
-// race detector).
+// which the bridge keeps. Run uses it too (ten times it under the race
+// detector).
 const DeadlockDetectionTimeout = time.Second
 
 // testTimeout is how long a run may take in real time: up to the test's
