@@ -64,18 +64,44 @@ func TestReportProgress_leaves_the_heartbeat_to_the_heartbeater(t *testing.T) {
 	require.Panics(t, func() { ReportProgress(ctx, 43, "y") }, "without a heartbeater, it heartbeats at once")
 }
 
-// A handler beats every 0.7 × its heartbeat timeout, which leaves a
-// second or more between beats (MaxHeartbeatThrottleInterval: each is sent
-// at once) and 30 % of the timeout for the call, within 1 s to 60 s.
+// A handler beats every 0.7 × its heartbeat timeout, within 1 s to 60 s:
+// more than MaxHeartbeatThrottleInterval apart from the minimum
+// heartbeat_timeout up, so that each is sent at once, and 30 % of the
+// timeout left for a beat that may have been lost to be sent again.
 func TestBeatInterval(t *testing.T) {
 	for timeout, want := range map[time.Duration]time.Duration{
-		time.Second:      time.Second, // below the minimum heartbeat_timeout: only for tests
+		time.Second:      time.Second, // below the minimum heartbeat_timeout: only in tests
 		5 * time.Second:  3500 * time.Millisecond,
 		10 * time.Second: 7 * time.Second,
 		time.Minute:      42 * time.Second,
 		time.Hour:        time.Minute,
 	} {
 		require.Equal(t, want, beatInterval(timeout), "heartbeat timeout %s", timeout)
-		require.Greater(t, beatInterval(timeout), MaxHeartbeatThrottleInterval-1, "sent at once, not batched")
+		if timeout >= 5*time.Second { // workflows.MinHeartbeatTimeout
+			require.Greater(t, beatInterval(timeout), MaxHeartbeatThrottleInterval, "sent at once, not batched")
+		}
 	}
+}
+
+// A beat whose call took as long as the SDK gives it (its deadline ended
+// it: the beat may not have reached Temporal) is sent again at the next
+// tick, not a whole interval later, when the heartbeat timeout may have
+// passed. A beat that went through quickly waits for the next interval.
+func TestHeartbeater_beats_again_after_a_call_that_may_have_been_lost(t *testing.T) {
+	var sent atomic.Int64
+	h := &heartbeater{mayBeLost: 50 * time.Millisecond, send: func(ctx context.Context, details ...any) {
+		if sent.Add(1) == 1 {
+			time.Sleep(60 * time.Millisecond) // the first call ran into its deadline
+		}
+	}}
+	remove := h.add(context.Background(), &progress{}, time.Hour)
+	defer remove()
+	h.mu.Lock()
+	for b := range h.due {
+		b.next = time.Now() // the first beat is due now; the next in an hour
+	}
+	h.mu.Unlock()
+	require.Eventually(t, func() bool { return sent.Load() >= 2 }, time.Minute, 10*time.Millisecond, "no beat again after a call that may have been lost")
+	time.Sleep(4 * beatTick)
+	require.EqualValues(t, 2, sent.Load(), "the beat that went through waits for the next interval")
 }

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -319,9 +320,9 @@ func (p *progress) send(ctx context.Context, workerID string, percent int, messa
 // worker's task is retried after the heartbeat timeout. One goroutine
 // beats for every running handler (a thousand in flight hold no
 // goroutine and ticker each). A handler beats every 0.7 × its heartbeat
-// timeout (3 s to spare before a 10 s timeout), kept between 1 s and
-// maxBeatEvery: a cancel of the run reaches the handler with a
-// heartbeat's answer.
+// timeout, kept between 1 s and maxBeatEvery, and again at the next tick
+// after a beat that may have been lost (mayBeLost): a cancel of the run
+// reaches the handler with a heartbeat's answer.
 func (p *progress) heartbeatEvery(ctx context.Context, timeout time.Duration) (stop func()) {
 	return beats.add(ctx, p, beatInterval(timeout))
 }
@@ -348,7 +349,23 @@ const maxBeatEvery = 60 * time.Second
 // At 1 s, each beat goes at once and its goroutine ends a second later;
 // Temporal hears from a handler every 0.7 × its timeout instead of every
 // 0.8 ×. With the SDK's default the beats are batched as before.
+//
+// The interval is also the time the SDK gives a heartbeat call, retries
+// included (1 s at least), and a call that fails is only logged: the
+// heartbeater beats again at its next tick after a call that took
+// mayBeLost or more, until one goes through. So a Temporal that does not
+// answer for a while (a restart, a slow frontend) is waited for through
+// the rest of the heartbeat timeout (about 0.3 × it), not a call's time
+// only. (One case is worse than with the SDK's default: a "resource
+// exhausted" answer that asks to retry 1 s or more later ends the call at
+// once, and the SDK then cancels the handler; before, it took a delay of
+// 0.8 × the heartbeat timeout.)
 const MaxHeartbeatThrottleInterval = time.Second
+
+// mayBeLost is how long a heartbeat call takes when the SDK's deadline for
+// it ended it (or nearly: a slow answer): the beat may not have reached
+// Temporal, and is sent again.
+const mayBeLost = MaxHeartbeatThrottleInterval * 3 / 4
 
 // beats is the process's heartbeater.
 var beats = heartbeater{send: activity.RecordHeartbeat}
@@ -359,6 +376,8 @@ type heartbeater struct {
 	running bool
 	// send records a heartbeat (activity.RecordHeartbeat; tests replace it).
 	send func(ctx context.Context, details ...any)
+	// mayBeLost replaces the constant (tests).
+	mayBeLost time.Duration
 }
 
 type beat struct {
@@ -408,7 +427,8 @@ func (h *heartbeater) loop() {
 		now = now[:0]
 		at := time.Now()
 		for b := range h.due {
-			if b.ctx.Err() == nil && !at.Before(b.next) {
+			// One being sent stays due: it goes once that one is through.
+			if b.ctx.Err() == nil && !b.sending.Load() && !at.Before(b.next) {
 				b.next = at.Add(b.every)
 				now = append(now, b)
 			}
@@ -424,11 +444,17 @@ func (h *heartbeater) loop() {
 			b.p.mu.Lock()
 			last := b.p.last
 			b.p.mu.Unlock()
-			// A first heartbeat is a call to Temporal: one slow answer
-			// must not hold the others back.
+			// A heartbeat is a call to Temporal: one slow answer must not
+			// hold the others back.
 			go func() {
 				defer b.sending.Store(false)
+				start := time.Now()
 				h.send(b.ctx, last)
+				if time.Since(start) >= cmp.Or(h.mayBeLost, mayBeLost) {
+					h.mu.Lock()
+					b.next = time.Now() // again at the next tick
+					h.mu.Unlock()
+				}
 			}()
 		}
 	}

@@ -40,6 +40,7 @@ func TestE2E_heartbeats_keep_no_goroutine_per_handler(t *testing.T) {
 	})
 	cfgFile := filepath.Join(t.TempDir(), "tmbridge.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte("types:\n  test.hold: { heartbeat_timeout: 5s }\n"), 0o600))
+	before := heartbeatBatchers() // any left by earlier tests' bridges
 	id := s.create("test.hold", map[string]any{"n": 1})
 	s.runBridge(reg, "bridge-beats", "--config="+cfgFile)
 	select {
@@ -51,12 +52,12 @@ func TestE2E_heartbeats_keep_no_goroutine_per_handler(t *testing.T) {
 	// which must end while the handler still runs.
 	var beaten atomic.Bool
 	require.Eventually(t, func() bool {
-		if heartbeatBatchers() > 0 {
+		if heartbeatBatchers() > before {
 			beaten.Store(true)
 			return false
 		}
 		return beaten.Load()
-	}, 2*time.Minute, 20*time.Millisecond, "the SDK's heartbeat batching goroutine lived on while the handler ran (or none ever started)")
+	}, 2*time.Minute, 50*time.Millisecond, "the SDK's heartbeat batching goroutine lived on while the handler ran (or none ever started)")
 	close(release)
 	require.Equal(t, "completed", s.waitFinal([]string{id})[id].Status)
 }

@@ -550,7 +550,7 @@ types:
 	if strings.HasSuffix(c.Error, "timed out (Heartbeat))") {
 		// The cancel reaches the step with a heartbeat's answer. On a
 		// machine so loaded that the step's heartbeats came late (the SDK
-		// sends one every 0.7 × heartbeat_timeout plus a round trip),
+		// bridge sends one every 0.7 × heartbeat_timeout plus a round trip),
 		// Temporal timed the step out first (its worker presumed gone, it
 		// is not waited for), and the run posted the cancel then, once.
 		// The step's handler still stops: its next heartbeat finds its
