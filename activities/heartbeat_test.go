@@ -105,3 +105,23 @@ func TestHeartbeater_beats_again_after_a_call_that_may_have_been_lost(t *testing
 	time.Sleep(4 * beatTick)
 	require.EqualValues(t, 2, sent.Load(), "the beat that went through waits for the next interval")
 }
+
+// While calls stay slow (Temporal slow to answer), a handler's beats come
+// less and less soon after each: 0.25 s, then 0.5, 1, 2 s…, not one a tick.
+func TestHeartbeater_beats_again_less_and_less_soon(t *testing.T) {
+	var sent atomic.Int64
+	h := &heartbeater{mayBeLost: 10 * time.Millisecond, send: func(ctx context.Context, details ...any) {
+		sent.Add(1)
+		time.Sleep(20 * time.Millisecond) // each call runs into its deadline
+	}}
+	remove := h.add(context.Background(), &progress{}, time.Hour)
+	defer remove()
+	h.mu.Lock()
+	for b := range h.due {
+		b.next = time.Now()
+	}
+	h.mu.Unlock()
+	require.Eventually(t, func() bool { return sent.Load() >= 1 }, time.Minute, 10*time.Millisecond)
+	time.Sleep(7 * beatTick) // a beat each tick would be 7 more
+	require.LessOrEqual(t, sent.Load(), int64(4), "beats again and again at every tick")
+}

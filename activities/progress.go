@@ -320,8 +320,8 @@ func (p *progress) send(ctx context.Context, workerID string, percent int, messa
 // worker's task is retried after the heartbeat timeout. One goroutine
 // beats for every running handler (a thousand in flight hold no
 // goroutine and ticker each). A handler beats every 0.7 × its heartbeat
-// timeout, kept between 1 s and maxBeatEvery, and again at the next tick
-// after a beat that may have been lost (mayBeLost): a cancel of the run
+// timeout, kept between 1 s and maxBeatEvery, and again a tick after a
+// beat that may have been lost (mayBeLost): a cancel of the run
 // reaches the handler with a heartbeat's answer.
 func (p *progress) heartbeatEvery(ctx context.Context, timeout time.Duration) (stop func()) {
 	return beats.add(ctx, p, beatInterval(timeout))
@@ -352,8 +352,8 @@ const maxBeatEvery = 60 * time.Second
 //
 // The interval is also the time the SDK gives a heartbeat call, retries
 // included (1 s at least), and a call that fails is only logged: the
-// heartbeater beats again at its next tick after a call that took
-// mayBeLost or more, until one goes through. So a Temporal that does not
+// heartbeater beats again a tick after a call that took mayBeLost or
+// more, then 2, 4, 8… ticks after while calls stay this slow. So a Temporal that does not
 // answer for a while (a restart, a slow frontend) is waited for through
 // the rest of the heartbeat timeout (about 0.3 × it), not a call's time
 // only. (One case is worse than with the SDK's default: a "resource
@@ -388,6 +388,9 @@ type beat struct {
 	// sending: this handler's last heartbeat is still being sent (a slow
 	// Temporal): the next one waits its turn rather than pile up.
 	sending atomic.Bool
+	// lost counts the last beats in a row whose call may have been lost
+	// (written by the one sending).
+	lost int
 }
 
 // beatTick is how often the heartbeater looks for beats due.
@@ -450,11 +453,17 @@ func (h *heartbeater) loop() {
 				defer b.sending.Store(false)
 				start := time.Now()
 				h.send(b.ctx, last)
-				if time.Since(start) >= cmp.Or(h.mayBeLost, mayBeLost) {
-					h.mu.Lock()
-					b.next = time.Now() // again at the next tick
-					h.mu.Unlock()
+				if time.Since(start) < cmp.Or(h.mayBeLost, mayBeLost) {
+					b.lost = 0
+					return
 				}
+				// Again a tick later, then less and less soon while
+				// calls stay this slow (a Temporal slow to answer gets
+				// no storm of beats).
+				b.lost = min(b.lost+1, 8)
+				h.mu.Lock()
+				b.next = time.Now().Add(min(beatTick<<(b.lost-1), b.every))
+				h.mu.Unlock()
 			}()
 		}
 	}

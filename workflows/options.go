@@ -119,7 +119,7 @@ const (
 	// MinHeartbeatTimeout is the shortest heartbeat_timeout accepted. The
 	// bridge sends a handler's heartbeats to Temporal every 0.7 ×
 	// heartbeat_timeout (another worker's SDK, at most every 0.8 ×), and
-	// again a quarter second after a call that may have been lost, so what
+	// again about a quarter second after a call that may have been lost, so what
 	// is left for a slow network or a pause is about 1.25 s at this bound
 	// (1 s on another worker).
 	MinHeartbeatTimeout = 5 * time.Second
