@@ -20,10 +20,10 @@ func TestHeartbeater_one_heartbeat_in_flight_per_handler(t *testing.T) {
 	var inFlight, most, sent, other atomic.Int64
 	var once sync.Once
 	first := make(chan struct{})
-	h := &heartbeater{send: func(ctx context.Context, details ...any) {
+	h := &heartbeater{send: func(ctx context.Context, details ...any) bool {
 		if ctx.Value(key{}) == "other" {
 			other.Add(1)
-			return
+			return false
 		}
 		n := inFlight.Add(1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
@@ -33,6 +33,7 @@ func TestHeartbeater_one_heartbeat_in_flight_per_handler(t *testing.T) {
 			<-release // the first one is slow
 		}
 		inFlight.Add(-1)
+		return false
 	}}
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "slow"))
 	defer cancel()
@@ -83,45 +84,67 @@ func TestBeatInterval(t *testing.T) {
 	}
 }
 
-// A beat whose call took as long as the SDK gives it (its deadline ended
-// it: the beat may not have reached Temporal) is sent again at the next
-// tick, not a whole interval later, when the heartbeat timeout may have
-// passed. A beat that went through quickly waits for the next interval.
+// A beat whose call may have been lost (it ran into the deadline the SDK
+// gives it) is sent again a tick later, not a whole interval later, when
+// the heartbeat timeout may have passed. A beat that went through waits
+// for the next interval.
 func TestHeartbeater_beats_again_after_a_call_that_may_have_been_lost(t *testing.T) {
 	var sent atomic.Int64
-	h := &heartbeater{mayBeLost: 50 * time.Millisecond, send: func(ctx context.Context, details ...any) {
-		if sent.Add(1) == 1 {
-			time.Sleep(60 * time.Millisecond) // the first call ran into its deadline
-		}
+	h := &heartbeater{send: func(ctx context.Context, details ...any) bool {
+		return sent.Add(1) == 1 // the first call may have been lost
 	}}
 	remove := h.add(context.Background(), &progress{}, time.Hour)
 	defer remove()
-	h.mu.Lock()
-	for b := range h.due {
-		b.next = time.Now() // the first beat is due now; the next in an hour
-	}
-	h.mu.Unlock()
+	dueNow(h)
 	require.Eventually(t, func() bool { return sent.Load() >= 2 }, time.Minute, 10*time.Millisecond, "no beat again after a call that may have been lost")
 	time.Sleep(4 * beatTick)
 	require.EqualValues(t, 2, sent.Load(), "the beat that went through waits for the next interval")
 }
 
-// While calls stay slow (Temporal slow to answer), a handler's beats come
-// less and less soon after each: 0.25 s, then 0.5, 1, 2 s…, not one a tick.
+// While calls keep failing (a Temporal that does not answer), a handler's
+// beats come less and less soon after each: a tick, then 2, 4, 8 ticks,
+// not one a tick.
 func TestHeartbeater_beats_again_less_and_less_soon(t *testing.T) {
 	var sent atomic.Int64
-	h := &heartbeater{mayBeLost: 10 * time.Millisecond, send: func(ctx context.Context, details ...any) {
+	h := &heartbeater{send: func(ctx context.Context, details ...any) bool {
 		sent.Add(1)
-		time.Sleep(20 * time.Millisecond) // each call runs into its deadline
+		return true
 	}}
 	remove := h.add(context.Background(), &progress{}, time.Hour)
 	defer remove()
-	h.mu.Lock()
-	for b := range h.due {
-		b.next = time.Now()
-	}
-	h.mu.Unlock()
+	dueNow(h)
 	require.Eventually(t, func() bool { return sent.Load() >= 1 }, time.Minute, 10*time.Millisecond)
 	time.Sleep(7 * beatTick) // a beat each tick would be 7 more
 	require.LessOrEqual(t, sent.Load(), int64(4), "beats again and again at every tick")
+}
+
+// A beat that falls due while the last is still being sent goes once that
+// one is through, not an interval later.
+func TestHeartbeater_beat_due_while_sending_goes_after(t *testing.T) {
+	var sent atomic.Int64
+	release := make(chan struct{})
+	h := &heartbeater{send: func(ctx context.Context, details ...any) bool {
+		if sent.Add(1) == 1 {
+			<-release // a slow call
+		}
+		return false
+	}}
+	remove := h.add(context.Background(), &progress{}, time.Hour)
+	defer remove()
+	dueNow(h)
+	require.Eventually(t, func() bool { return sent.Load() >= 1 }, time.Minute, 10*time.Millisecond)
+	dueNow(h) // the next beat falls due while the first is being sent
+	time.Sleep(2 * beatTick)
+	require.EqualValues(t, 1, sent.Load(), "one call at a time")
+	close(release)
+	require.Eventually(t, func() bool { return sent.Load() >= 2 }, time.Minute, 10*time.Millisecond, "the beat due meanwhile was dropped")
+}
+
+// dueNow makes every beat of h due now.
+func dueNow(h *heartbeater) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for b := range h.due {
+		b.next = time.Now()
+	}
 }

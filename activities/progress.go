@@ -1,7 +1,6 @@
 package activities
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -321,7 +320,7 @@ func (p *progress) send(ctx context.Context, workerID string, percent int, messa
 // beats for every running handler (a thousand in flight hold no
 // goroutine and ticker each). A handler beats every 0.7 × its heartbeat
 // timeout, kept between 1 s and maxBeatEvery, and again a tick after a
-// beat that may have been lost (mayBeLost): a cancel of the run
+// beat that may have been lost (recordHeartbeat): a cancel of the run
 // reaches the handler with a heartbeat's answer.
 func (p *progress) heartbeatEvery(ctx context.Context, timeout time.Duration) (stop func()) {
 	return beats.add(ctx, p, beatInterval(timeout))
@@ -351,33 +350,37 @@ const maxBeatEvery = 60 * time.Second
 // 0.8 ×. With the SDK's default the beats are batched as before.
 //
 // The interval is also the time the SDK gives a heartbeat call, retries
-// included (1 s at least), and a call that fails is only logged: the
-// heartbeater beats again a tick after a call that took mayBeLost or
-// more, then 2, 4, 8… ticks after while calls stay this slow. So a Temporal that does not
-// answer for a while (a restart, a slow frontend) is waited for through
-// the rest of the heartbeat timeout (about 0.3 × it), not a call's time
-// only. (One case is worse than with the SDK's default: a "resource
-// exhausted" answer that asks to retry 1 s or more later ends the call at
-// once, and the SDK then cancels the handler; before, it took a delay of
-// 0.8 × the heartbeat timeout.)
+// included (1 s at least), and a call that fails is only logged. A call
+// that took that long ran into that deadline, and its beat may be lost:
+// the heartbeater beats again a tick after it, then 2, 4, 8… ticks after
+// while calls keep failing so. A Temporal that does not answer for a
+// while (a restart, a slow frontend) is so waited for through the rest of
+// the heartbeat timeout, about 0.3 × it less a call's second (nothing
+// left at the 5 s minimum; 2 s of a 10 s timeout, where the SDK's one
+// call of 0.8 × it left 2 s too). One case is worse than with the SDK's
+// default: a "resource exhausted" answer that asks to retry 1 s or more
+// later ends the call at once, and the SDK then cancels the handler;
+// before, it took a delay of 0.8 × the heartbeat timeout.
 const MaxHeartbeatThrottleInterval = time.Second
 
-// mayBeLost is how long a heartbeat call takes when the SDK's deadline for
-// it ended it (or nearly: a slow answer): the beat may not have reached
-// Temporal, and is sent again.
-const mayBeLost = MaxHeartbeatThrottleInterval * 3 / 4
-
 // beats is the process's heartbeater.
-var beats = heartbeater{send: activity.RecordHeartbeat}
+var beats = heartbeater{send: recordHeartbeat}
+
+// recordHeartbeat heartbeats, and says whether the call ran into the
+// deadline the SDK gives it (MaxHeartbeatThrottleInterval): its beat may
+// not have reached Temporal.
+func recordHeartbeat(ctx context.Context, details ...any) (mayBeLost bool) {
+	start := time.Now()
+	activity.RecordHeartbeat(ctx, details...)
+	return time.Since(start) >= MaxHeartbeatThrottleInterval
+}
 
 type heartbeater struct {
 	mu      sync.Mutex
 	due     map[*beat]struct{}
 	running bool
-	// send records a heartbeat (activity.RecordHeartbeat; tests replace it).
-	send func(ctx context.Context, details ...any)
-	// mayBeLost replaces the constant (tests).
-	mayBeLost time.Duration
+	// send records a heartbeat (recordHeartbeat; tests replace it).
+	send func(ctx context.Context, details ...any) (mayBeLost bool)
 }
 
 type beat struct {
@@ -431,7 +434,9 @@ func (h *heartbeater) loop() {
 		at := time.Now()
 		for b := range h.due {
 			// One being sent stays due: it goes once that one is through.
-			if b.ctx.Err() == nil && !b.sending.Load() && !at.Before(b.next) {
+			// Due within half a tick: beats come every ± an eighth of a
+			// second, not every plus up to a tick.
+			if b.ctx.Err() == nil && !b.sending.Load() && !at.Add(beatTick/2).Before(b.next) {
 				b.next = at.Add(b.every)
 				now = append(now, b)
 			}
@@ -451,20 +456,19 @@ func (h *heartbeater) loop() {
 			// hold the others back.
 			go func() {
 				defer b.sending.Store(false)
-				start := time.Now()
-				h.send(b.ctx, last)
-				if time.Since(start) < cmp.Or(h.mayBeLost, mayBeLost) {
+				if !h.send(b.ctx, last) {
 					b.lost = 0
 					return
 				}
 				// Again a tick later, then less and less soon while
-				// calls stay this slow (a Temporal slow to answer gets
-				// no storm of beats).
+				// calls keep failing (a Temporal that does not answer
+				// gets no storm of beats).
 				b.lost = min(b.lost+1, 8)
 				h.mu.Lock()
 				b.next = time.Now().Add(min(beatTick<<(b.lost-1), b.every))
 				h.mu.Unlock()
 			}()
 		}
+		clear(now) // no hold on beats removed meanwhile
 	}
 }

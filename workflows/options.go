@@ -118,10 +118,10 @@ const (
 	DefaultMaximumAttempts     = 3
 	// MinHeartbeatTimeout is the shortest heartbeat_timeout accepted. The
 	// bridge sends a handler's heartbeats to Temporal every 0.7 ×
-	// heartbeat_timeout (another worker's SDK, at most every 0.8 ×), and
-	// again about a quarter second after a call that may have been lost, so what
-	// is left for a slow network or a pause is about 1.25 s at this bound
-	// (1 s on another worker).
+	// heartbeat_timeout (another worker's SDK, at most every 0.8 ×), so
+	// what is left for a slow network or a pause is about 1.4 s at this
+	// bound (1 s on another worker): too little to send a beat again
+	// after a call that failed, as the bridge does with longer timeouts.
 	MinHeartbeatTimeout = 5 * time.Second
 )
 
