@@ -270,7 +270,9 @@ var (
 	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
 
-// maxParamsDepth bounds how deep emptyListsAsObjects follows params.
+// maxParamsDepth bounds how deep emptyListsAsObjects follows params (the
+// bridge fails a task whose params nest deeper before it starts a run:
+// bridge.MaxParamsDepth, the same bound).
 const maxParamsDepth = 100
 
 // objectPairs returns a JSON object's keys and values, in order.

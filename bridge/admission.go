@@ -292,9 +292,9 @@ func (a *admission) generation(workflowID string) int {
 	return -1
 }
 
-// closed removes workflowID if no claim reached it since generation gen
+// markClosed removes workflowID if no claim reached it since generation gen
 // was read; it reports whether it did (else the watch looks again).
-func (a *admission) closed(workflowID string, gen int) bool {
+func (a *admission) markClosed(workflowID string, gen int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o, ok := a.open[workflowID]

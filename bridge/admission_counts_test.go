@@ -40,7 +40,7 @@ func TestAdmission_closing_lists_only_landed_runs(t *testing.T) {
 	a := newAdmission(2, 2)
 	t1 := claimed(t, a, "wf-1")
 	require.True(t, t1.opened("wf-1", 1, time.Now()))
-	require.True(t, a.closed("wf-1", a.generation("wf-1")))
+	require.True(t, a.markClosed("wf-1", a.generation("wf-1")))
 	require.Empty(t, a.closingIDs())
 }
 

@@ -43,8 +43,8 @@ func TestAdmission_limit_counts_open_runs_and_tickets(t *testing.T) {
 	require.NoError(t, <-got, "an empty claim gives its slot back")
 
 	require.Equal(t, 1, a.inFlight())
-	require.False(t, a.closed("wf-1", a.generation("wf-1")+1), "a watch that saw an older generation looks again")
-	require.True(t, a.closed("wf-1", a.generation("wf-1")))
+	require.False(t, a.markClosed("wf-1", a.generation("wf-1")+1), "a watch that saw an older generation looks again")
+	require.True(t, a.markClosed("wf-1", a.generation("wf-1")))
 	require.Zero(t, a.inFlight())
 	require.NoError(t, a.idle(ctx))
 }
@@ -60,7 +60,7 @@ func TestAdmission_claim_of_an_open_run_takes_no_slot(t *testing.T) {
 	t2 := claimed(t, a, "wf-1") // claimed again after its claim timed out
 	require.False(t, t2.opened("wf-1", 2, time.Now()), "already watched")
 	require.Equal(t, 1, a.inFlight())
-	require.False(t, a.closed("wf-1", gen), "the new claim reached it after the watch looked: look again")
+	require.False(t, a.markClosed("wf-1", gen), "the new claim reached it after the watch looked: look again")
 	require.Equal(t, 1, a.openRuns())
 }
 
@@ -80,7 +80,7 @@ func TestAdmission_landed_outcome_frees_the_slot(t *testing.T) {
 	require.Empty(t, a.landed)
 	require.True(t, a.reportLanded("wf-1", 2))
 	require.Zero(t, a.inFlight())
-	require.True(t, a.closed("wf-1", 0), "a watch that comes later finds it gone")
+	require.True(t, a.markClosed("wf-1", 0), "a watch that comes later finds it gone")
 }
 
 // With eager start, a short task's run may report its outcome before the
@@ -172,10 +172,10 @@ func TestAdmission_generations_are_never_reused(t *testing.T) {
 	require.Equal(t, 1, finished)
 	tk = claimed(t, a, "wf-1") // the task failed, was re-queued and claimed again
 	require.True(t, tk.opened("wf-1", 2, time.Now()))
-	require.False(t, a.closed("wf-1", stale), "the watch of the first run must not free the second")
+	require.False(t, a.markClosed("wf-1", stale), "the watch of the first run must not free the second")
 	require.Equal(t, 1, a.inFlight())
-	require.True(t, a.closed("wf-1", a.generation("wf-1")))
-	require.True(t, a.closed("wf-1", a.generation("wf-1")), "gone: nothing to free")
+	require.True(t, a.markClosed("wf-1", a.generation("wf-1")))
+	require.True(t, a.markClosed("wf-1", a.generation("wf-1")), "gone: nothing to free")
 	require.False(t, a.reportLanded("wf-1", 2), "counted once")
 	require.Equal(t, 2, finished)
 	require.Equal(t, 1, landed, "the first run's outcome landed; the second one closed")
@@ -299,7 +299,7 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 			case 3:
 				if len(open) > 0 {
 					i := rng.IntN(len(open))
-					if a.closed(open[i], a.generation(open[i])) {
+					if a.markClosed(open[i], a.generation(open[i])) {
 						open = append(open[:i], open[i+1:]...)
 					}
 				}
@@ -319,7 +319,7 @@ func TestAdmission_random_schedules_keep_the_invariants(t *testing.T) {
 		}
 		require.Empty(t, a.landed, "seed %d", seed)
 		for _, id := range open {
-			require.True(t, a.closed(id, a.generation(id)))
+			require.True(t, a.markClosed(id, a.generation(id)))
 		}
 		require.Zero(t, a.inFlight(), "seed %d", seed)
 		require.Equal(t, claims, a.claimed(), "seed %d", seed)

@@ -59,7 +59,7 @@ type Bridge struct {
 	searchAttrs atomic.Bool
 	polling     atomic.Bool // the worker runs (for /readyz)
 	fatal       chan error  // the worker stopped for good (workerFailed)
-	ready       readiness
+	ready       readyCache
 	metricsURL  string // http://host:port of /metrics, once served
 
 	mu         sync.Mutex

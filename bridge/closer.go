@@ -105,7 +105,7 @@ func (b *Bridge) runCloser(ctx context.Context) {
 			}
 			return
 		case err != nil:
-			b.closer.list.failed(b.log, "cannot list closed runs in Temporal's visibility; looking again each second (open runs are also described one by one every 30 s)", "err", err)
+			b.closer.list.failed(b.log, fmt.Sprintf("cannot list closed runs in Temporal's visibility; looking again each second (open runs are also described one by one every %s)", closerSweepEvery), "err", err)
 		default:
 			b.closer.list.ok(b.log, "closed runs listed again")
 			since = look
@@ -192,7 +192,7 @@ func (b *Bridge) checkRun(workflowID string) (bool, error) {
 	if err != nil || !closed {
 		return false, err
 	}
-	return b.adm.closed(workflowID, gen), nil
+	return b.adm.markClosed(workflowID, gen), nil
 }
 
 // watch waits until no run of workflowID is open, as Temporal says, then
@@ -214,7 +214,7 @@ func (b *Bridge) watch(workflowID string) {
 			sleep(b.bg, backoff(failures))
 		case !closed:
 			failures = 0
-		case b.adm.closed(workflowID, gen):
+		case b.adm.markClosed(workflowID, gen):
 			return
 		}
 	}

@@ -61,9 +61,9 @@ func writeHealth(w http.ResponseWriter, code int, h health) {
 	_ = json.NewEncoder(w).Encode(h)
 }
 
-// readiness caches the last readiness probe: probes of several
+// readyCache keeps the last readiness answer: probes of several
 // orchestrators at once cost TaskManager and Temporal one call a second.
-type readiness struct {
+type readyCache struct {
 	mu   sync.Mutex
 	at   time.Time
 	last health
@@ -88,6 +88,8 @@ func (b *Bridge) serveReady(w http.ResponseWriter, r *http.Request) {
 	writeHealth(w, code, h)
 }
 
+// readiness checks the worker, TaskManager and Temporal, or gives the
+// answer of a check less than readyFor ago.
 func (b *Bridge) readiness(ctx context.Context) health {
 	b.ready.mu.Lock()
 	defer b.ready.mu.Unlock()

@@ -36,7 +36,8 @@ const MaxStartBytes = 2_000_000
 
 // MaxParamsDepth bounds how deeply a task's params nest: deeper JSON is
 // no one's real input, and every decoder on the way (the handler's, the
-// templates') would walk it. Such a task is failed, not started.
+// templates') would walk it. Such a task is failed, not started. (The
+// handlers' decoding in package activities has the same bound.)
 const MaxParamsDepth = 100
 
 // startInputSlack is what a workflow input may add to its task's params

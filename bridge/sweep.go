@@ -44,9 +44,9 @@ const sweepStuck = 10
 // the one before. It relies on TaskManager listing in an order that does
 // not change while it lists (see docs/taskmanager-contract.md).
 //
-// A page that holds no task already listed means that 20 or more tasks
-// before it left the claimed state meanwhile: a task may have slid
-// past the page's start unseen. The listing then steps back a page at a
+// A page that holds no task already listed means that sweepOverlap or
+// more tasks before it left the claimed state meanwhile: a task may have
+// slid past the page's start unseen. The listing then steps back a page at a
 // time until a page holds a task it saw (or it is back at the start):
 // every task after that one is on that page or on a later one. It gives
 // up after sweepStuck requests in a row that found no new task.
@@ -57,7 +57,7 @@ func (b *Bridge) listClaimed(ctx context.Context) ([]taskmanager.Task, error) {
 	prevOffset, stuck := 0, 0
 	for offset, requests := 0, 0; ; requests++ {
 		if stuck == sweepStuck {
-			return nil, fmt.Errorf("list claimed tasks: %d requests in a row found no task not listed before (do 20 or more claimed tasks end between two requests, or is TaskManager's order unstable?)", sweepStuck)
+			return nil, fmt.Errorf("list claimed tasks: %d requests in a row found no task not listed before (do %d or more claimed tasks end between two requests, or is TaskManager's order unstable?)", sweepStuck, sweepOverlap)
 		}
 		if requests == maxSweepRequests {
 			return nil, fmt.Errorf("list claimed tasks: more than %d requests for %d claimed tasks (do many end while they are listed, or is TaskManager's order unstable?)", maxSweepRequests, len(all))
