@@ -576,6 +576,9 @@ const (
 	SearchAttrTaskID   = "TaskID"
 )
 
+// hasSearchAttributes says whether the namespace has TaskType and TaskID
+// as Keyword search attributes. (An operator call, made on the client
+// itself: temporalRuns fakes only the runs' bookkeeping.)
 func (b *Bridge) hasSearchAttributes(ctx context.Context) bool {
 	resp, err := b.tc.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: b.namespace})
 	if err != nil {
@@ -590,7 +593,8 @@ func (b *Bridge) hasSearchAttributes(ctx context.Context) bool {
 	return ok
 }
 
-// currentClaim asks a task's workflow who holds the task now.
+// currentClaim asks a task's workflow who holds the task now (a query,
+// made on the client itself: temporalRuns' fake runs no workflow code).
 func (b *Bridge) currentClaim(ctx context.Context, workflowID string) (string, error) {
 	v, err := b.tc.QueryWorkflow(ctx, workflowID, "", workflows.ClaimQueryName)
 	if err != nil {
